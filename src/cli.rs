@@ -1,0 +1,254 @@
+//! The command line: parse flags, load config, pick a command.
+//!
+//! Exit codes: 0 success, 1 runtime failure, 2 bad configuration or usage.
+use crate::app::{self, Instance};
+use crate::clock::Clock;
+use crate::config::{ConfigError, Layers, Loaded, LogFormat, TlsMode};
+use crate::control::{self, Command, Reply};
+use crate::secrets::{Keyring, default_key_path};
+use crate::telemetry;
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+use toml::Value;
+
+#[derive(Parser, Debug)]
+#[command(name = "docket", version, about = "Self-hosted data appliance for law firms that use Clio")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Cmd {
+    /// Run the appliance (as the systemd service does).
+    Serve {
+        /// The TOML config file.
+        #[arg(long, env = "DOCKET_CONFIG")]
+        config: Option<PathBuf>,
+        /// Human-readable logs instead of JSON.
+        #[arg(long)]
+        human_logs: bool,
+    },
+    /// Run a zero-configuration demo on localhost with a self-signed certificate.
+    Demo {
+        #[arg(long, default_value = "./docket-data")]
+        data_dir: PathBuf,
+        #[arg(long, default_value_t = 8443)]
+        https_port: u16,
+        #[arg(long, default_value_t = 8080)]
+        http_port: u16,
+    },
+    /// Check a config file.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCmd,
+    },
+    /// Manage the master key.
+    Key {
+        #[command(subcommand)]
+        command: KeyCmd,
+    },
+    /// Manage orgs (firms).
+    Org {
+        #[command(subcommand)]
+        command: OrgCmd,
+    },
+    /// Manage API tokens.
+    Token {
+        #[command(subcommand)]
+        command: TokenCmd,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ConfigCmd {
+    /// Validate the configuration and print it with where each value came from.
+    Check {
+        #[arg(long, env = "DOCKET_CONFIG")]
+        config: PathBuf,
+    },
+}
+
+/// How an admin command finds its instance.
+#[derive(Args, Debug, Clone)]
+pub struct InstanceArgs {
+    /// The instance's config file.
+    #[arg(long, env = "DOCKET_CONFIG", conflicts_with = "data_dir")]
+    config: Option<PathBuf>,
+    /// The instance's data dir (e.g. a demo's ./docket-data).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum KeyCmd {
+    /// Create the master key (refuses to overwrite one).
+    Generate {
+        #[command(flatten)]
+        instance: InstanceArgs,
+    },
+    /// Re-seal every secret under a new master key.
+    Rotate {
+        /// Delete the previous key after a rotation you have verified.
+        #[arg(long)]
+        confirm: bool,
+        #[command(flatten)]
+        instance: InstanceArgs,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum OrgCmd {
+    /// Create an org.
+    Create {
+        #[arg(long)]
+        slug: String,
+        #[arg(long)]
+        name: String,
+        #[command(flatten)]
+        instance: InstanceArgs,
+    },
+    /// List orgs.
+    List {
+        #[command(flatten)]
+        instance: InstanceArgs,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum TokenCmd {
+    /// Create an org service token (printed once).
+    Create {
+        #[arg(long)]
+        org: String,
+        /// owner, admin, manager, staff or auditor.
+        #[arg(long)]
+        role: crate::auth::Role,
+        #[arg(long)]
+        name: String,
+        /// Days until the token expires (default: never).
+        #[arg(long)]
+        expires_days: Option<u32>,
+        #[command(flatten)]
+        instance: InstanceArgs,
+    },
+}
+
+/// A failure with its exit code.
+#[derive(Debug)]
+pub struct Failure {
+    pub code: i32,
+    pub message: String,
+}
+
+impl From<ConfigError> for Failure {
+    fn from(e: ConfigError) -> Self {
+        Failure { code: 2, message: e.to_string() }
+    }
+}
+
+impl From<app::AppError> for Failure {
+    fn from(e: app::AppError) -> Self {
+        Failure { code: 1, message: e.to_string() }
+    }
+}
+
+fn env_vars() -> Vec<(String, String)> {
+    std::env::vars().collect()
+}
+
+/// Loads the full configuration for `serve`.
+pub fn load_config(file: Option<&PathBuf>) -> Result<Loaded, ConfigError> {
+    let mut layers = Layers::new();
+    if let Some(f) = file {
+        layers = layers.file(f)?;
+    }
+    layers.env(env_vars())?.build()
+}
+
+/// Loads what an admin command needs: with `--data-dir` only, TLS settings are
+/// irrelevant, so TLS is treated as off.
+fn load_instance_config(args: &InstanceArgs) -> Result<Loaded, ConfigError> {
+    match (&args.config, &args.data_dir) {
+        (Some(file), _) => load_config(Some(file)),
+        (None, Some(dir)) => Layers::new()
+            .env(env_vars())?
+            .flag("data_dir", Value::String(dir.display().to_string()), "data-dir")
+            .flag("tls.mode", Value::String("off".into()), "data-dir")
+            .build(),
+        (None, None) => Err(ConfigError {
+            key: None,
+            source: None,
+            problem: "this command needs to know which docket instance to act on".into(),
+            fix: "pass --config /etc/docket/docket.toml (or set DOCKET_CONFIG), or --data-dir DIR".into(),
+        }),
+    }
+}
+
+/// Runs an admin command through the running server, or directly on the store.
+async fn admin(args: &InstanceArgs, command: Command) -> Result<String, Failure> {
+    let loaded = load_instance_config(args)?;
+    let config = loaded.config;
+    let failure = |message: String| Failure { code: 1, message };
+    match control::send(&config.control_socket_path(), &command).await {
+        Ok(Some(Reply::Ok(text))) => return Ok(text),
+        Ok(Some(Reply::Err(text))) => return Err(failure(text)),
+        Ok(None) => {}
+        Err(e) => return Err(failure(format!("cannot reach the running server's control socket: {e}"))),
+    }
+    let instance = Instance::open(config, Clock::system())?;
+    match control::execute(&command, &instance.store, &instance.keys) {
+        Reply::Ok(text) => Ok(text),
+        Reply::Err(text) => Err(failure(text)),
+    }
+}
+
+/// Runs the parsed command line.
+pub async fn run(cli: Cli) -> Result<(), Failure> {
+    match cli.command {
+        Cmd::Serve { config, human_logs } => {
+            let loaded = load_config(config.as_ref())?;
+            let format = if human_logs { LogFormat::Human } else { loaded.config.log.format };
+            telemetry::init_logging(format, &loaded.config.log.level);
+            let instance = Instance::open(loaded.config, Clock::system())?;
+            let running = app::start(instance).await?;
+            app::serve_until_signal(running).await?;
+            Ok(())
+        }
+        Cmd::Demo { data_dir, https_port, http_port } => crate::demo::run(data_dir, https_port, http_port).await,
+        Cmd::Config { command: ConfigCmd::Check { config } } => {
+            let loaded = load_config(Some(&config))?;
+            print!("{}", loaded.describe());
+            if loaded.config.tls.mode == TlsMode::Off && loaded.config.server.trusted_proxies.is_empty() {
+                eprintln!("note: tls.mode = \"off\" with no server.trusted_proxies: X-Forwarded-* headers will be ignored");
+            }
+            eprintln!("configuration OK");
+            Ok(())
+        }
+        Cmd::Key { command: KeyCmd::Generate { instance } } => {
+            let config = load_instance_config(&instance)?.config;
+            let path = config.keys.master_key_file.clone().unwrap_or_else(|| default_key_path(&config.data_dir));
+            let keyring = Keyring::generate(&path).map_err(|e| Failure { code: 1, message: e.to_string() })?;
+            println!("wrote the master key to {} (public key {})", path.display(), keyring.recipient());
+            println!("back this file up offline: without it no secret or backup can be read");
+            Ok(())
+        }
+        Cmd::Key { command: KeyCmd::Rotate { confirm, instance } } => {
+            let command = if confirm { Command::KeyConfirm } else { Command::KeyRotate };
+            println!("{}", admin(&instance, command).await?);
+            Ok(())
+        }
+        Cmd::Org { command: OrgCmd::Create { slug, name, instance } } => {
+            println!("{}", admin(&instance, Command::OrgCreate { slug, name }).await?);
+            Ok(())
+        }
+        Cmd::Org { command: OrgCmd::List { instance } } => {
+            print!("{}", admin(&instance, Command::OrgList).await?);
+            Ok(())
+        }
+        Cmd::Token { command: TokenCmd::Create { org, role, name, expires_days, instance } } => {
+            print!("{}", admin(&instance, Command::TokenCreate { org, role, name, expires_days }).await?);
+            Ok(())
+        }
+    }
+}

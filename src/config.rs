@@ -1,0 +1,677 @@
+//! Layered configuration: built-in defaults < TOML file < `DOCKET_*` environment
+//! < command-line flags, with the provenance of every key kept so an error can
+//! say where a bad value came from.
+//!
+//! Rules a sysadmin can rely on:
+//! - an unknown key (in the file or as a `DOCKET_*` variable) is an error naming it;
+//! - `DOCKET_A__B=v` sets `a.b` (`__` nests, a single `_` stays part of the name);
+//! - a secret key `k` may instead be given as `k_file` (a path whose content is the
+//!   value); setting both is an error;
+//! - every error names the key, where it came from, and the fix.
+use crate::secrets::Secret;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use toml::{Table, Value};
+
+/// Environment variables with the `DOCKET_` prefix that are not config keys.
+const NON_CONFIG_ENV: &[&str] = &["DOCKET_CONFIG", "DOCKET_LOG"];
+
+/// Keys whose values are secrets: they may come from `<key>_file` and are never printed.
+const SECRET_KEYS: &[&str] = &["metrics.token"];
+
+/// The whole configuration of one docket instance.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Where the store, keys and certificates live.
+    pub data_dir: PathBuf,
+    pub server: ServerConfig,
+    pub tls: TlsConfig,
+    pub keys: KeysConfig,
+    pub log: LogConfig,
+    pub metrics: MetricsConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// The host name users type; used in redirects. Defaults to the first ACME or
+    /// self-signed host name.
+    pub public_host: Option<String>,
+    /// Addresses of the main listener (HTTPS, or plain HTTP when `tls.mode = "off"`).
+    /// Empty means: 0.0.0.0:443, or 127.0.0.1:8080 when TLS is off.
+    pub listen: Vec<SocketAddr>,
+    /// Addresses of the plain-HTTP listener that redirects to HTTPS.
+    /// Absent means 0.0.0.0:80 (none when TLS is off); `[]` disables it.
+    pub redirect_listen: Option<Vec<SocketAddr>>,
+    /// Largest request body accepted, in bytes.
+    pub max_body_bytes: u64,
+    /// How long in-flight requests may run after SIGTERM before they are cut.
+    pub shutdown_grace_seconds: u64,
+    /// Reverse proxies whose `X-Forwarded-*` headers are believed (TLS mode `off` only).
+    pub trusted_proxies: Vec<IpAddr>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TlsMode {
+    /// A certificate generated once for `tls.self_signed_hosts`, for first runs.
+    SelfSigned,
+    /// PEM files, reloaded on SIGHUP.
+    Files,
+    /// Certificates from an ACME CA (Let's Encrypt by default).
+    Acme,
+    /// No TLS: only behind a reverse proxy that terminates it.
+    Off,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    pub mode: TlsMode,
+    /// PEM certificate chain (mode `files`).
+    pub cert_file: Option<PathBuf>,
+    /// PEM private key (mode `files`).
+    pub key_file: Option<PathBuf>,
+    /// Host names in the generated certificate (mode `self-signed`).
+    pub self_signed_hosts: Vec<String>,
+    pub acme: AcmeConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AcmeConfig {
+    /// Domains to obtain a certificate for.
+    pub domains: Vec<String>,
+    /// Contact addresses, as `mailto:` URIs.
+    pub contact: Vec<String>,
+    /// `letsencrypt`, `letsencrypt-staging`, or a directory URL.
+    pub directory: String,
+    /// Extra CA certificates (PEM) trusted when talking to the directory.
+    pub ca_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KeysConfig {
+    /// The age identity file holding the master key. Default: systemd credential
+    /// `docket-master-key`, else `<data_dir>/keys/master.key`.
+    pub master_key_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Json,
+    Human,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    pub format: LogFormat,
+    /// A tracing filter such as `info` or `docket=debug,poem=info`.
+    pub level: String,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// Bearer token a scraper must send to `/metrics`. Without it, only loopback
+    /// clients may read metrics.
+    pub token: Option<Secret>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            data_dir: PathBuf::from("/var/lib/docket"),
+            server: ServerConfig::default(),
+            tls: TlsConfig::default(),
+            keys: KeysConfig::default(),
+            log: LogConfig::default(),
+            metrics: MetricsConfig::default(),
+        }
+    }
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            public_host: None,
+            listen: vec![],
+            redirect_listen: None,
+            max_body_bytes: 1024 * 1024,
+            shutdown_grace_seconds: 30,
+            trusted_proxies: vec![],
+        }
+    }
+}
+
+impl Default for TlsConfig {
+    fn default() -> Self {
+        TlsConfig {
+            mode: TlsMode::Acme,
+            cert_file: None,
+            key_file: None,
+            self_signed_hosts: vec!["localhost".into()],
+            acme: AcmeConfig::default(),
+        }
+    }
+}
+
+impl Default for AcmeConfig {
+    fn default() -> Self {
+        AcmeConfig { domains: vec![], contact: vec![], directory: "letsencrypt".into(), ca_file: None }
+    }
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig { format: LogFormat::Json, level: "info".into() }
+    }
+}
+
+impl Config {
+    /// The main listener's addresses after defaults are applied.
+    pub fn listen_addrs(&self) -> Vec<SocketAddr> {
+        if !self.server.listen.is_empty() {
+            return self.server.listen.clone();
+        }
+        let addr = match self.tls.mode {
+            TlsMode::Off => "127.0.0.1:8080",
+            _ => "0.0.0.0:443",
+        };
+        addr.parse().into_iter().collect()
+    }
+
+    /// The redirect listener's addresses after defaults are applied.
+    pub fn redirect_addrs(&self) -> Vec<SocketAddr> {
+        match (&self.server.redirect_listen, self.tls.mode) {
+            (Some(addrs), _) => addrs.clone(),
+            (None, TlsMode::Off) => vec![],
+            (None, _) => "0.0.0.0:80".parse().into_iter().collect(),
+        }
+    }
+
+    /// The host name used in redirects and printed URLs.
+    pub fn public_host(&self) -> String {
+        self.server
+            .public_host
+            .clone()
+            .or_else(|| match self.tls.mode {
+                TlsMode::Acme => self.tls.acme.domains.first().cloned(),
+                _ => self.tls.self_signed_hosts.first().cloned(),
+            })
+            .unwrap_or_else(|| "localhost".into())
+    }
+
+    /// The store file inside the data dir.
+    pub fn store_path(&self) -> PathBuf {
+        self.data_dir.join("docket.redb")
+    }
+
+    /// The Unix socket of the running server's admin channel.
+    pub fn control_socket_path(&self) -> PathBuf {
+        self.data_dir.join("control.sock")
+    }
+}
+
+/// Where a config value came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    Default,
+    File(PathBuf),
+    Env(String),
+    Flag(String),
+}
+
+impl fmt::Display for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Source::Default => write!(f, "built-in default"),
+            Source::File(p) => write!(f, "file {}", p.display()),
+            Source::Env(v) => write!(f, "environment variable {v}"),
+            Source::Flag(n) => write!(f, "flag --{n}"),
+        }
+    }
+}
+
+/// A configuration problem, worded for the sysadmin who has to fix it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// The dotted key, when the problem is with one key.
+    pub key: Option<String>,
+    /// Where the offending value came from.
+    pub source: Option<Source>,
+    pub problem: String,
+    pub fix: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "configuration error")?;
+        if let Some(key) = &self.key {
+            write!(f, " in `{key}`")?;
+        }
+        if let Some(source) = &self.source {
+            write!(f, " (from {source})")?;
+        }
+        write!(f, ": {}\n  fix: {}", self.problem, self.fix)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl ConfigError {
+    fn new(key: Option<&str>, source: Option<Source>, problem: impl Into<String>, fix: impl Into<String>) -> Self {
+        ConfigError { key: key.map(str::to_owned), source, problem: problem.into(), fix: fix.into() }
+    }
+}
+
+/// A configuration being assembled layer by layer.
+pub struct Layers {
+    table: Table,
+    provenance: BTreeMap<String, Source>,
+    /// The serialized defaults: tells each key's type, so env strings can be typed.
+    shape: Table,
+}
+
+/// The loaded configuration plus where each key came from.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    pub config: Config,
+    pub provenance: BTreeMap<String, Source>,
+}
+
+impl Default for Layers {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Layers {
+    pub fn new() -> Self {
+        let shape = Value::try_from(Config::default()).ok().and_then(|v| v.as_table().cloned()).unwrap_or_default();
+        Layers { table: Table::new(), provenance: BTreeMap::new(), shape }
+    }
+
+    /// Overlays a TOML file.
+    pub fn file(mut self, path: &Path) -> Result<Self, ConfigError> {
+        let fix_path = format!("check that {} exists and that this user may read it", path.display());
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ConfigError::new(None, Some(Source::File(path.into())), format!("cannot read the config file: {e}"), fix_path)
+        })?;
+        let parsed: Table = toml::from_str(&text).map_err(|e| {
+            ConfigError::new(
+                None,
+                Some(Source::File(path.into())),
+                format!("the file is not valid TOML: {}", e.to_string().trim()),
+                "correct the syntax at the line shown (see packaging/docket.toml for a commented example)",
+            )
+        })?;
+        let mut leaves = vec![];
+        flatten("", &Value::Table(parsed), &mut leaves);
+        for (key, value) in leaves {
+            self.set(&key, value, Source::File(path.into()));
+        }
+        Ok(self)
+    }
+
+    /// Overlays every `DOCKET_*` variable from `vars`.
+    pub fn env(mut self, vars: impl IntoIterator<Item = (String, String)>) -> Result<Self, ConfigError> {
+        let mut vars: Vec<_> = vars.into_iter().filter(|(k, _)| k.starts_with("DOCKET_")).collect();
+        vars.sort();
+        for (name, raw) in vars {
+            if NON_CONFIG_ENV.contains(&name.as_str()) {
+                continue;
+            }
+            let key = name["DOCKET_".len()..].to_ascii_lowercase().replace("__", ".");
+            let source = Source::Env(name.clone());
+            let value = self.typed_env_value(&key, &raw, &source)?;
+            self.set(&key, value, source);
+        }
+        Ok(self)
+    }
+
+    /// Overlays one value given by a command-line flag.
+    pub fn flag(mut self, key: &str, value: Value, flag: &str) -> Self {
+        self.set(key, value, Source::Flag(flag.into()));
+        self
+    }
+
+    fn set(&mut self, key: &str, value: Value, source: Source) {
+        let mut table = &mut self.table;
+        let parts: Vec<&str> = key.split('.').collect();
+        for part in &parts[..parts.len() - 1] {
+            let entry = table.entry(part.to_string()).or_insert_with(|| Value::Table(Table::new()));
+            if !entry.is_table() {
+                *entry = Value::Table(Table::new());
+            }
+            let Value::Table(next) = entry else { return };
+            table = next;
+        }
+        table.insert(parts[parts.len() - 1].to_string(), value);
+        self.provenance.insert(key.to_string(), source);
+    }
+
+    /// Types an environment string by the key's type in the defaults.
+    fn typed_env_value(&self, key: &str, raw: &str, source: &Source) -> Result<Value, ConfigError> {
+        let expected = lookup(&self.shape, key);
+        let bad = |what: &str| {
+            ConfigError::new(Some(key), Some(source.clone()), format!("`{raw}` is not {what}"), format!("set it to {what}"))
+        };
+        Ok(match expected {
+            Some(Value::Integer(_)) => Value::Integer(raw.trim().parse().map_err(|_| bad("a whole number"))?),
+            Some(Value::Boolean(_)) => Value::Boolean(raw.trim().parse().map_err(|_| bad("true or false"))?),
+            Some(Value::Array(_)) => parse_env_list(raw),
+            _ if key.ends_with("listen") || key.ends_with("trusted_proxies") => parse_env_list(raw),
+            _ => Value::String(raw.to_string()),
+        })
+    }
+
+    /// Resolves `*_file` secrets, deserializes, and validates.
+    pub fn build(mut self) -> Result<Loaded, ConfigError> {
+        self.resolve_secret_files()?;
+        let value = Value::Table(self.table.clone());
+        let config: Config = serde_path_to_error::deserialize(value).map_err(|e| {
+            let key = e.path().to_string();
+            let source = self.provenance_of(&key);
+            let inner = e.into_inner().to_string();
+            let fix = if inner.contains("unknown field") {
+                "remove or rename the key (packaging/docket.toml lists every valid key)".to_string()
+            } else {
+                "give a value of the type shown (packaging/docket.toml documents each key)".to_string()
+            };
+            ConfigError::new(Some(&key), source, inner, fix)
+        })?;
+        let loaded = Loaded { config, provenance: self.provenance };
+        loaded.validate()?;
+        Ok(loaded)
+    }
+
+    fn provenance_of(&self, key: &str) -> Option<Source> {
+        self.provenance
+            .iter()
+            .filter(|(k, _)| key == k.as_str() || key.starts_with(&format!("{k}.")) || k.starts_with(&format!("{key}.")))
+            .map(|(_, s)| s.clone())
+            .next()
+            .or(Some(Source::Default))
+    }
+
+    fn resolve_secret_files(&mut self) -> Result<(), ConfigError> {
+        for key in SECRET_KEYS {
+            let file_key = format!("{key}_file");
+            let Some(path) = lookup(&self.table, &file_key).cloned() else { continue };
+            let source = self.provenance.get(&file_key).cloned();
+            if lookup(&self.table, key).is_some() {
+                return Err(ConfigError::new(
+                    Some(key),
+                    source,
+                    format!("both `{key}` and `{file_key}` are set"),
+                    format!("keep only one of them (prefer `{file_key}`, which keeps the secret out of the config)"),
+                ));
+            }
+            let Value::String(path) = path else {
+                return Err(ConfigError::new(Some(&file_key), source, "expected a file path", "give the path as a string"));
+            };
+            let content = std::fs::read_to_string(&path).map_err(|e| {
+                ConfigError::new(
+                    Some(&file_key),
+                    source.clone(),
+                    format!("cannot read {path}: {e}"),
+                    "point it at a readable file that holds only the secret",
+                )
+            })?;
+            remove(&mut self.table, &file_key);
+            self.set(key, Value::String(content.trim_end_matches(['\n', '\r']).to_string()), source.unwrap_or(Source::Default));
+        }
+        Ok(())
+    }
+}
+
+impl Loaded {
+    fn source(&self, key: &str) -> Option<Source> {
+        Some(self.provenance.get(key).cloned().unwrap_or(Source::Default))
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let c = &self.config;
+        let err = |key: &str, problem: &str, fix: &str| Err(ConfigError::new(Some(key), self.source(key), problem, fix));
+        if c.server.max_body_bytes == 0 {
+            return err("server.max_body_bytes", "must be greater than 0", "set a limit such as 1048576 (1 MiB)");
+        }
+        if c.data_dir.as_os_str().is_empty() {
+            return err("data_dir", "is empty", "set it to a directory docket may own, such as /var/lib/docket");
+        }
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&c.log.level) {
+            return err("log.level", &format!("is not a valid filter: {e}"), "use a level such as `info` or `docket=debug,info`");
+        }
+        match c.tls.mode {
+            TlsMode::Files => {
+                for key in ["tls.cert_file", "tls.key_file"] {
+                    let set = if key == "tls.cert_file" { &c.tls.cert_file } else { &c.tls.key_file };
+                    if set.is_none() {
+                        return err(key, "is required when tls.mode = \"files\"", "give the path of the PEM file");
+                    }
+                }
+            }
+            TlsMode::Acme => {
+                if c.tls.acme.domains.is_empty() {
+                    return err(
+                        "tls.acme.domains",
+                        "is empty but tls.mode = \"acme\"",
+                        "list the public DNS names of this server, or choose tls.mode = \"self-signed\" or \"files\"",
+                    );
+                }
+                if let Some(bad) = c.tls.acme.contact.iter().find(|c| !c.starts_with("mailto:")) {
+                    return err(
+                        "tls.acme.contact",
+                        &format!("`{bad}` is not a mailto: URI"),
+                        "write contacts as \"mailto:it@yourfirm.example\"",
+                    );
+                }
+                let d = &c.tls.acme.directory;
+                if !matches!(d.as_str(), "letsencrypt" | "letsencrypt-staging") && !d.starts_with("https://") {
+                    return err(
+                        "tls.acme.directory",
+                        &format!("`{d}` is neither `letsencrypt`, `letsencrypt-staging` nor an https:// URL"),
+                        "use one of those",
+                    );
+                }
+            }
+            TlsMode::SelfSigned => {
+                if c.tls.self_signed_hosts.is_empty() {
+                    return err("tls.self_signed_hosts", "is empty", "list at least one host name, such as \"localhost\"");
+                }
+            }
+            TlsMode::Off => {}
+        }
+        Ok(())
+    }
+
+    /// The effective configuration as TOML, secrets redacted, each key followed
+    /// by where it came from.
+    pub fn describe(&self) -> String {
+        let value = Value::try_from(&self.config).unwrap_or(Value::Table(Table::new()));
+        let mut leaves = vec![];
+        flatten("", &value, &mut leaves);
+        leaves
+            .into_iter()
+            .map(|(key, value)| {
+                let source = self.provenance.get(&key).cloned().unwrap_or(Source::Default);
+                format!("{key} = {value}    # {source}\n")
+            })
+            .collect()
+    }
+}
+
+fn parse_env_list(raw: &str) -> Value {
+    let trimmed = raw.trim();
+    if trimmed.starts_with('[') {
+        if let Ok(table) = toml::from_str::<Table>(&format!("v = {trimmed}")) {
+            if let Some(v) = table.get("v") {
+                return v.clone();
+            }
+        }
+    }
+    Value::Array(
+        trimmed.split(',').map(str::trim).filter(|s| !s.is_empty()).map(|s| Value::String(s.to_string())).collect(),
+    )
+}
+
+fn flatten(prefix: &str, value: &Value, out: &mut Vec<(String, Value)>) {
+    match value {
+        Value::Table(t) => {
+            for (k, v) in t {
+                let key = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+                flatten(&key, v, out);
+            }
+        }
+        other => out.push((prefix.to_string(), other.clone())),
+    }
+}
+
+fn lookup<'a>(table: &'a Table, key: &str) -> Option<&'a Value> {
+    let mut parts = key.split('.').peekable();
+    let mut current = table;
+    while let Some(part) = parts.next() {
+        let value = current.get(part)?;
+        if parts.peek().is_none() {
+            return Some(value);
+        }
+        current = value.as_table()?;
+    }
+    None
+}
+
+fn remove(table: &mut Table, key: &str) {
+    match key.split_once('.') {
+        None => {
+            table.remove(key);
+        }
+        Some((head, rest)) => {
+            if let Some(Value::Table(inner)) = table.get_mut(head) {
+                remove(inner, rest);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+        let p = dir.join(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
+    #[test]
+    fn layers_apply_in_order_and_record_provenance() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = write(dir.path(), "d.toml", "data_dir = \"/srv/a\"\n[tls]\nmode = \"files\"\ncert_file = \"c\"\nkey_file = \"k\"\n");
+        let loaded = Layers::new()
+            .file(&file)
+            .unwrap()
+            .env(env(&[("DOCKET_DATA_DIR", "/srv/b"), ("DOCKET_SERVER__MAX_BODY_BYTES", "2048")]))
+            .unwrap()
+            .flag("data_dir", Value::String("/srv/c".into()), "data-dir")
+            .build()
+            .unwrap();
+        assert_eq!(loaded.config.data_dir, PathBuf::from("/srv/c"));
+        assert_eq!(loaded.config.server.max_body_bytes, 2048);
+        assert_eq!(loaded.config.tls.mode, TlsMode::Files);
+        assert_eq!(loaded.provenance["tls.mode"], Source::File(file));
+        assert_eq!(loaded.provenance["server.max_body_bytes"], Source::Env("DOCKET_SERVER__MAX_BODY_BYTES".into()));
+        assert!(loaded.describe().contains("data_dir = \"/srv/c\"    # flag --data-dir"));
+    }
+
+    #[test]
+    fn unknown_file_key_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = write(dir.path(), "d.toml", "[tls]\nmode = \"off\"\nmdoe = 1\n");
+        let e = Layers::new().file(&file).unwrap().build().unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("tls.mdoe"));
+        assert!(e.problem.contains("unknown field"), "{e}");
+    }
+
+    #[test]
+    fn unknown_env_var_is_named() {
+        let e = Layers::new().env(env(&[("DOCKET_TLS__MDOE", "off")])).unwrap().build().unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("tls.mdoe"));
+        assert_eq!(e.source, Some(Source::Env("DOCKET_TLS__MDOE".into())));
+    }
+
+    #[test]
+    fn wrong_type_is_named_with_its_source() {
+        let e = Layers::new().env(env(&[("DOCKET_SERVER__MAX_BODY_BYTES", "lots")])).unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("server.max_body_bytes"));
+        assert!(e.to_string().contains("DOCKET_SERVER__MAX_BODY_BYTES"), "{e}");
+        let dir = tempfile::tempdir().unwrap();
+        let file = write(dir.path(), "d.toml", "[tls]\nmode = \"sometimes\"\n");
+        let e = Layers::new().file(&file).unwrap().build().unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("tls.mode"));
+        assert!(e.problem.contains("unknown variant"), "{e}");
+    }
+
+    #[test]
+    fn missing_required_value_for_mode() {
+        let e = Layers::new().env(env(&[("DOCKET_TLS__MODE", "files")])).unwrap().build().unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("tls.cert_file"));
+        let e = Layers::new().build().unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("tls.acme.domains"), "acme without domains must be refused");
+    }
+
+    #[test]
+    fn unreadable_and_invalid_files() {
+        let e = Layers::new().file(Path::new("/nonexistent/docket.toml")).err().unwrap();
+        assert!(e.to_string().contains("/nonexistent/docket.toml"));
+        let dir = tempfile::tempdir().unwrap();
+        let file = write(dir.path(), "d.toml", "[tls\n");
+        let e = Layers::new().file(&file).err().unwrap();
+        assert!(e.problem.contains("not valid TOML"));
+    }
+
+    #[test]
+    fn secret_from_file_and_conflict() {
+        let dir = tempfile::tempdir().unwrap();
+        let secret = write(dir.path(), "tok", "s3cret-token\n");
+        let base = [("DOCKET_TLS__MODE", "off")];
+        let loaded = Layers::new()
+            .env(env(&[base[0], ("DOCKET_METRICS__TOKEN_FILE", secret.to_str().unwrap())]))
+            .unwrap()
+            .build()
+            .unwrap();
+        let token = loaded.config.metrics.token.as_ref().unwrap();
+        assert_eq!(token.expose(), "s3cret-token");
+        assert!(!loaded.describe().contains("s3cret"), "the dump must redact secrets");
+        assert!(!format!("{:?}", loaded.config).contains("s3cret"));
+        let e = Layers::new()
+            .env(env(&[base[0], ("DOCKET_METRICS__TOKEN", "x"), ("DOCKET_METRICS__TOKEN_FILE", secret.to_str().unwrap())]))
+            .unwrap()
+            .build()
+            .unwrap_err();
+        assert!(e.problem.contains("both"), "{e}");
+    }
+
+    #[test]
+    fn env_lists_and_defaults_by_mode() {
+        let loaded = Layers::new()
+            .env(env(&[("DOCKET_TLS__MODE", "off"), ("DOCKET_SERVER__TRUSTED_PROXIES", "10.0.0.1, 10.0.0.2")]))
+            .unwrap()
+            .build()
+            .unwrap();
+        assert_eq!(loaded.config.server.trusted_proxies.len(), 2);
+        assert_eq!(loaded.config.listen_addrs(), vec!["127.0.0.1:8080".parse().unwrap()]);
+        assert!(loaded.config.redirect_addrs().is_empty());
+    }
+}

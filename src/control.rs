@@ -1,0 +1,140 @@
+//! Admin commands, and the local channel the CLI uses to run them inside a
+//! running server.
+//!
+//! redb lets one process open the store, so while the service runs, `docket org
+//! create` and friends connect to `<data_dir>/control.sock` (mode 0600, owned by
+//! the service user) and the server executes the command; when no server
+//! listens, the CLI opens the store itself. Either way [`execute`] does the work.
+//! The protocol is one JSON request line and one JSON response line.
+use crate::auth::{Role, tokens};
+use crate::lifecycle::keys;
+use crate::secrets::SharedKeyring;
+use crate::store::{Store, SystemContext};
+use serde::{Deserialize, Serialize};
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+
+/// An admin command.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "command", rename_all = "kebab-case")]
+pub enum Command {
+    OrgCreate { slug: String, name: String },
+    OrgList,
+    TokenCreate { org: String, role: Role, name: String, expires_days: Option<u32> },
+    KeyRotate,
+    KeyConfirm,
+}
+
+/// The outcome of a command: text for the operator, or an error message.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub enum Reply {
+    Ok(String),
+    Err(String),
+}
+
+/// Runs `command` against an open store.
+pub fn execute(command: &Command, store: &Store, keys: &SharedKeyring) -> Reply {
+    let ctx = SystemContext::new("admin-cli");
+    let result: Result<String, String> = match command {
+        Command::OrgCreate { slug, name } => store
+            .create_org(&ctx, slug, name)
+            .map(|o| format!("created org {} (id {}): {}", o.slug, o.id, o.name))
+            .map_err(|e| e.to_string()),
+        Command::OrgList => store
+            .list_orgs()
+            .map(|orgs| orgs.iter().map(|o| format!("{}\t{}\t{}\n", o.id, o.slug, o.name)).collect())
+            .map_err(|e| e.to_string()),
+        Command::TokenCreate { org, role, name, expires_days } => match store.org_by_slug(org) {
+            Ok(Some(o)) => tokens::create(store, &ctx, o.id, name, *role, *expires_days)
+                .map(|(secret, record)| {
+                    format!(
+                        "{}\n# {} (org {}); shown once: store it in your integration's secret store\n",
+                        secret.expose(),
+                        tokens::describe(&record),
+                        o.slug
+                    )
+                })
+                .map_err(|e| e.to_string()),
+            Ok(None) => Err(format!("no org has the slug `{org}`\n  fix: list orgs with `docket org list`")),
+            Err(e) => Err(e.to_string()),
+        },
+        Command::KeyRotate => keys::rotate(store, keys).map_err(|e| e.to_string()),
+        Command::KeyConfirm => keys::confirm(keys).map_err(|e| e.to_string()),
+    };
+    match result {
+        Ok(text) => Reply::Ok(text),
+        Err(text) => Reply::Err(text),
+    }
+}
+
+/// Listens on the control socket until the returned task is aborted.
+pub fn listen(path: &Path, store: Arc<Store>, keys: SharedKeyring) -> std::io::Result<tokio::task::JoinHandle<()>> {
+    let _ = std::fs::remove_file(path);
+    let listener = UnixListener::bind(path)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    Ok(tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else { continue };
+            let (store, keys) = (store.clone(), keys.clone());
+            tokio::spawn(async move {
+                if let Err(e) = handle(stream, store, keys).await {
+                    tracing::warn!(error = %e, "control connection failed");
+                }
+            });
+        }
+    }))
+}
+
+async fn handle(stream: UnixStream, store: Arc<Store>, keys: SharedKeyring) -> std::io::Result<()> {
+    let (read, mut write) = stream.into_split();
+    let line = read_line(read).await?;
+    let reply = match serde_json::from_str::<Command>(&line) {
+        Ok(command) => {
+            tracing::info!(command = ?command_name(&command), "admin command over the control socket");
+            tokio::task::spawn_blocking(move || execute(&command, &store, &keys))
+                .await
+                .unwrap_or_else(|_| Reply::Err("the command failed inside the server".into()))
+        }
+        Err(e) => Reply::Err(format!("malformed control request: {e}")),
+    };
+    let mut out = serde_json::to_vec(&reply).unwrap_or_default();
+    out.push(b'\n');
+    write.write_all(&out).await
+}
+
+fn command_name(c: &Command) -> &'static str {
+    match c {
+        Command::OrgCreate { .. } => "org-create",
+        Command::OrgList => "org-list",
+        Command::TokenCreate { .. } => "token-create",
+        Command::KeyRotate => "key-rotate",
+        Command::KeyConfirm => "key-confirm",
+    }
+}
+
+/// Reads one line of at most 64 KiB.
+async fn read_line<R: tokio::io::AsyncRead + Unpin>(r: R) -> std::io::Result<String> {
+    let mut line = String::new();
+    BufReader::new(tokio::io::AsyncReadExt::take(r, 64 * 1024)).read_line(&mut line).await?;
+    Ok(line)
+}
+
+/// Sends `command` to a running server. `Ok(None)` when no server listens.
+pub async fn send(socket: &PathBuf, command: &Command) -> std::io::Result<Option<Reply>> {
+    let stream = match UnixStream::connect(socket).await {
+        Ok(s) => s,
+        Err(e) if matches!(e.kind(), std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused) => {
+            return Ok(None);
+        }
+        Err(e) => return Err(e),
+    };
+    let (read, mut write) = stream.into_split();
+    let mut req = serde_json::to_vec(command).map_err(std::io::Error::other)?;
+    req.push(b'\n');
+    write.write_all(&req).await?;
+    let line = read_line(read).await?;
+    serde_json::from_str(&line).map(Some).map_err(std::io::Error::other)
+}

@@ -1,0 +1,298 @@
+//! The edge every request passes: request id and log span, body size limit,
+//! errors turned into problem+json (405 with `Allow`), security headers, and
+//! request metrics.
+use crate::api::problem::{ApiError, CONTENT_TYPE as PROBLEM, Code, REQUEST_ID};
+use crate::state::AppState;
+use poem::http::{HeaderValue, Method, StatusCode, header};
+use poem::{Body, Endpoint, IntoResponse, Request, Response};
+use poem_openapi::OperationId;
+use std::sync::Arc;
+use std::time::Instant;
+use tracing::Instrument as _;
+
+/// What the spec says of each API path: allowed methods, and the top-level
+/// properties (name → JSON type) of each operation's JSON request body.
+#[derive(Debug, Default)]
+pub struct SpecIndex {
+    routes: Vec<Route>,
+}
+
+#[derive(Debug)]
+struct Route {
+    template: Vec<String>,
+    methods: Vec<String>,
+    bodies: Vec<(String, Vec<(String, String)>)>,
+}
+
+/// The properties of a (possibly `$ref`-erenced) object schema.
+fn properties(spec: &serde_json::Value, schema: &serde_json::Value) -> Vec<(String, String)> {
+    let schema = match schema.get("$ref").and_then(|r| r.as_str()) {
+        Some(r) => r.strip_prefix("#/components/schemas/").and_then(|n| spec.pointer(&format!("/components/schemas/{n}"))),
+        None => Some(schema),
+    };
+    let Some(props) = schema.and_then(|s| s.get("properties")).and_then(|p| p.as_object()) else { return vec![] };
+    props
+        .iter()
+        .map(|(name, p)| (name.clone(), p.get("type").and_then(|t| t.as_str()).unwrap_or("any").to_string()))
+        .collect()
+}
+
+impl SpecIndex {
+    /// Reads `paths` from a spec whose paths are relative to `base`.
+    pub fn from_spec(spec: &str, base: &str) -> Self {
+        let value: serde_json::Value = serde_json::from_str(spec).unwrap_or_default();
+        let mut routes = vec![];
+        for (path, ops) in value.get("paths").and_then(|p| p.as_object()).into_iter().flatten() {
+            let Some(ops) = ops.as_object() else { continue };
+            let mut methods: Vec<String> = ops.keys().map(|m| m.to_ascii_uppercase()).filter(|m| m != "PARAMETERS").collect();
+            if methods.iter().any(|m| m == "GET") {
+                methods.push("HEAD".into());
+            }
+            let bodies = ops
+                .iter()
+                .filter_map(|(m, op)| {
+                    let content = op.pointer("/requestBody/content")?.as_object()?;
+                    let schema = content.iter().find(|(ct, _)| ct.contains("json"))?.1.get("schema")?;
+                    Some((m.to_ascii_uppercase(), properties(&value, schema)))
+                })
+                .collect();
+            routes.push(Route { template: split(&format!("{base}{path}")), methods, bodies });
+        }
+        SpecIndex { routes }
+    }
+
+    fn route(&self, path: &str) -> Option<&Route> {
+        let segments = split(path);
+        self.routes.iter().find(|r| {
+            r.template.len() == segments.len()
+                && r.template.iter().zip(&segments).all(|(t, s)| t == s || (t.starts_with('{') && t.ends_with('}')))
+        })
+    }
+
+    /// The allowed methods for a concrete path, if it matches a template.
+    pub fn allowed(&self, path: &str) -> Option<String> {
+        self.route(path).map(|r| r.methods.join(", "))
+    }
+
+    /// Names the first body field whose JSON type differs from the spec's.
+    pub fn wrong_field(&self, method: &str, path: &str, body: &[u8]) -> Option<(String, String)> {
+        let props = &self.route(path)?.bodies.iter().find(|(m, _)| m == method)?.1;
+        let value: serde_json::Value = serde_json::from_slice(body).ok()?;
+        for (name, field) in value.as_object()? {
+            let Some((_, expected)) = props.iter().find(|(n, _)| n == name) else { continue };
+            let fits = match (expected.as_str(), field) {
+                (_, serde_json::Value::Null) => true,
+                ("string", v) => v.is_string(),
+                ("integer", v) => v.is_i64() || v.is_u64(),
+                ("number", v) => v.is_number(),
+                ("boolean", v) => v.is_boolean(),
+                ("array", v) => v.is_array(),
+                ("object", v) => v.is_object(),
+                _ => true,
+            };
+            if !fits {
+                let found = match field {
+                    serde_json::Value::Bool(_) => "a boolean",
+                    serde_json::Value::Number(_) => "a number",
+                    serde_json::Value::String(_) => "a string",
+                    serde_json::Value::Array(_) => "an array",
+                    _ => "an object",
+                };
+                return Some((name.clone(), format!("field `{name}` must be of type {expected}, but the request sent {found}")));
+            }
+        }
+        None
+    }
+}
+
+fn split(path: &str) -> Vec<String> {
+    path.split('/').filter(|s| !s.is_empty()).map(str::to_owned).collect()
+}
+
+/// The edge middleware around the whole application.
+pub struct Edge<E> {
+    pub inner: E,
+    pub state: Arc<AppState>,
+    pub spec: Arc<SpecIndex>,
+    /// Whether responses go out over HTTPS (adds HSTS).
+    pub https: bool,
+}
+
+fn request_id(req: &Request) -> String {
+    req.headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| (1..=64).contains(&v.len()) && v.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)))
+        .map(str::to_owned)
+        .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string())
+}
+
+/// Route label for metrics: the operation id for API calls, else a fixed class.
+fn route_label(resp: &Response, path: &str) -> String {
+    if let Some(op) = resp.data::<OperationId>() {
+        return op.0.to_string();
+    }
+    let class = match path {
+        "/healthz" | "/readyz" | "/metrics" => path,
+        p if p.starts_with("/api/docs") => "/api/docs",
+        "/api/v1/openapi.json" => "/api/v1/openapi.json",
+        p if p.starts_with("/api/") => "api-unmatched",
+        _ => "web",
+    };
+    class.to_string()
+}
+
+impl<E: Endpoint> Edge<E> {
+    /// Buffers the body up to the limit (`Err` with a 413 problem past it) and
+    /// returns a copy for error diagnosis.
+    async fn limit_body(&self, req: &mut Request) -> Result<Vec<u8>, ApiError> {
+        let max = self.state.config.server.max_body_bytes;
+        let too_large = || {
+            ApiError::new(Code::PayloadTooLarge, format!("the request body is larger than the {max}-byte limit; send less"))
+        };
+        if let Some(len) = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok()) {
+            if len > max {
+                return Err(too_large());
+            }
+        }
+        let body = req.take_body();
+        let mut reader = tokio::io::AsyncReadExt::take(body.into_async_read(), max + 1);
+        let mut buf = Vec::new();
+        tokio::io::AsyncReadExt::read_to_end(&mut reader, &mut buf)
+            .await
+            .map_err(|_| ApiError::new(Code::BadRequest, "the request body could not be read; send it again"))?;
+        if buf.len() as u64 > max {
+            return Err(too_large());
+        }
+        req.set_body(Body::from(buf.clone()));
+        Ok(buf)
+    }
+
+    fn error_response(&self, err: poem::Error, method: &Method, path: &str, body: &[u8]) -> Response {
+        let status = err.status();
+        let resp = err.into_response();
+        let is_problem = resp.headers().get(header::CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(PROBLEM.as_bytes()));
+        if is_problem {
+            return resp;
+        }
+        let code = Code::for_status(status.as_u16());
+        let detail = match code {
+            Code::NotFound => format!("nothing is served at {path}; see /api/docs for the API"),
+            Code::MethodNotAllowed => format!("{path} does not accept this method"),
+            Code::Internal | Code::StorageUnavailable => {
+                "an internal error occurred; quote the request id to your administrator".to_string()
+            }
+            _ => String::from_utf8_lossy(&futures_body(resp)).trim().to_string(),
+        };
+        let mut e = ApiError::new(code, if detail.is_empty() { code.title().to_string() } else { detail });
+        if code == Code::BadRequest {
+            if let Some((field, detail)) = self.spec.wrong_field(method.as_str(), path, body) {
+                e = ApiError::field(code, field, detail);
+            }
+        }
+        if code == Code::MethodNotAllowed {
+            if let Some(allow) = self.spec.allowed(path) {
+                e = e.with_header("allow", allow);
+            }
+        }
+        e.into_response()
+    }
+
+    fn secure(&self, resp: &mut Response, id: &str) {
+        let h = resp.headers_mut();
+        let mut set = |name: &'static str, value: &str| {
+            if let Ok(v) = HeaderValue::from_str(value) {
+                h.insert(name, v);
+            }
+        };
+        set("x-request-id", id);
+        set("x-content-type-options", "nosniff");
+        set("referrer-policy", "no-referrer");
+        set("x-frame-options", "DENY");
+        set(
+            "content-security-policy",
+            "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; \
+             connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'",
+        );
+        if self.https {
+            set("strict-transport-security", "max-age=31536000; includeSubDomains");
+        }
+    }
+}
+
+/// Extracts a plain-text error body (poem errors render their message as text).
+fn futures_body(resp: Response) -> Vec<u8> {
+    // poem error bodies are in-memory; reading them never waits on the network.
+    let body = resp.into_body();
+    futures_util::FutureExt::now_or_never(body.into_vec()).and_then(Result::ok).unwrap_or_default()
+}
+
+impl<E: Endpoint> Endpoint for Edge<E> {
+    type Output = Response;
+
+    async fn call(&self, mut req: Request) -> poem::Result<Response> {
+        let id = request_id(&req);
+        let method = req.method().clone();
+        let path = req.uri().path().to_string();
+        let span = tracing::info_span!("request", request_id = %id, method = %method, path = %path);
+        let start = Instant::now();
+        let state = self.state.clone();
+        req.set_data(state.clone());
+        let mut resp = REQUEST_ID
+            .scope(id.clone(), async {
+                let mut body = vec![];
+                if method != Method::GET && method != Method::HEAD {
+                    match self.limit_body(&mut req).await {
+                        Ok(b) => body = b,
+                        Err(e) => return e.into_response(),
+                    }
+                }
+                match self.inner.call(req).await {
+                    Ok(out) => {
+                        let resp = out.into_response();
+                        if resp.status() == StatusCode::METHOD_NOT_ALLOWED && !resp.headers().contains_key("allow") {
+                            self.error_response(poem::Error::from_status(StatusCode::METHOD_NOT_ALLOWED), &method, &path, &[])
+                        } else {
+                            resp
+                        }
+                    }
+                    Err(err) => self.error_response(err, &method, &path, &body),
+                }
+            })
+            .instrument(span.clone())
+            .await;
+        self.secure(&mut resp, &id);
+        let elapsed = start.elapsed().as_secs_f64();
+        let route = route_label(&resp, &path);
+        let status = resp.status().as_u16();
+        let labels = vec![("route", route.clone()), ("method", method.to_string()), ("status", status.to_string())];
+        state.metrics.count("docket_http_requests_total", "HTTP requests served.", labels, 1);
+        state.metrics.observe(
+            "docket_http_request_duration_seconds",
+            "HTTP request latency.",
+            vec![("route", route.clone()), ("method", method.to_string())],
+            elapsed,
+        );
+        span.in_scope(|| tracing::info!(status, route = %route, duration_ms = elapsed * 1000.0, "request"));
+        Ok(resp)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spec_index_matches_templates_and_names_wrong_fields() {
+        let spec = r##"{"paths":{"/org":{"get":{},"patch":{"requestBody":{"content":{"application/json; charset=utf-8":{"schema":{"$ref":"#/components/schemas/P"}}}}}},"/matters/{id}":{"get":{}}},
+            "components":{"schemas":{"P":{"type":"object","properties":{"name":{"type":"string"}}}}}}"##;
+        let idx = SpecIndex::from_spec(spec, "/api/v1");
+        assert_eq!(idx.allowed("/api/v1/org").as_deref(), Some("GET, PATCH, HEAD"));
+        assert_eq!(idx.allowed("/api/v1/matters/42").as_deref(), Some("GET, HEAD"));
+        assert_eq!(idx.allowed("/api/v1/nothing"), None);
+        let (field, detail) = idx.wrong_field("PATCH", "/api/v1/org", br#"{"name": 5}"#).unwrap();
+        assert_eq!(field, "name");
+        assert!(detail.contains("must be of type string"), "{detail}");
+        assert_eq!(idx.wrong_field("PATCH", "/api/v1/org", br#"{"name": "x"}"#), None);
+    }
+}

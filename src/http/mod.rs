@@ -1,0 +1,155 @@
+//! The HTTP surface: listeners (HTTPS and the plain-HTTP redirect), TLS, the
+//! edge middleware, and the routes (API, docs, ops endpoints, web app).
+pub mod acme;
+pub mod docs;
+pub mod edge;
+pub mod ops;
+pub mod spa;
+pub mod tls;
+
+use crate::api;
+use crate::config::Config;
+use crate::state::AppState;
+use edge::{Edge, SpecIndex};
+use poem::endpoint::make_sync;
+use poem::http::{StatusCode, header};
+use poem::listener::{AcceptorExt as _, TcpAcceptor};
+use poem::{Endpoint, EndpointExt as _, Request, Response, Route, Server};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tls::{TlsAcceptor, TlsSetup};
+use tokio::sync::watch;
+
+#[derive(Debug, thiserror::Error)]
+pub enum HttpError {
+    #[error(
+        "cannot listen on {addr}: {reason}\n  fix: free the port, choose another in server.listen / server.redirect_listen, or (for ports below 1024) run as the packaged systemd service, which grants CAP_NET_BIND_SERVICE"
+    )]
+    Bind { addr: SocketAddr, reason: String },
+    #[error("{0}")]
+    Tls(#[from] tls::TlsError),
+    #[error("server error: {0}")]
+    Serve(String),
+}
+
+/// The whole application endpoint, wrapped in the edge.
+pub fn app(state: Arc<AppState>, https: bool) -> impl Endpoint<Output = Response> {
+    let service = api::service(state.clone());
+    let spec = service.spec();
+    let docs = docs::routes(&service.swagger_ui_html());
+    let spec_for_endpoint = api::spec_json(state.clone());
+    let spec_index = Arc::new(SpecIndex::from_spec(&spec, api::BASE));
+    let route = Route::new()
+        .at(
+            "/api/v1/openapi.json",
+            make_sync(move |_| {
+                Response::builder().header(header::CONTENT_TYPE, "application/json").body(spec_for_endpoint.clone())
+            }),
+        )
+        .nest(api::BASE, service)
+        .nest("/api/docs", docs)
+        .at("/healthz", make_sync(ops::healthz))
+        .at("/readyz", poem::endpoint::make(|req| async move { ops::readyz(req) }))
+        .at("/metrics", poem::endpoint::make(|req| async move { ops::metrics(req) }))
+        .at("/api/*rest", make_sync(|_| Response::builder().status(StatusCode::NOT_FOUND).finish()).map_to_response())
+        .at("/*path", poem::endpoint::make(|req: Request| async move { spa::serve(&req) }))
+        .at("/", poem::endpoint::make(|req: Request| async move { spa::serve(&req) }));
+    Edge { inner: route, state, spec: spec_index, https }
+}
+
+/// The plain-HTTP app: every request gets a 308 to the same path over HTTPS.
+pub fn redirect_app(config: &Config) -> impl Endpoint<Output = Response> + use<> {
+    let host = config.public_host();
+    let port = config.listen_addrs().first().map_or(443, SocketAddr::port);
+    let authority = if port == 443 { host } else { format!("{host}:{port}") };
+    make_sync(move |req: Request| {
+        let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
+        let location = format!("https://{authority}{path}");
+        Response::builder().status(StatusCode::PERMANENT_REDIRECT).header(header::LOCATION, location).finish()
+    })
+}
+
+/// Listening sockets, bound before the server starts so bind errors are clear
+/// and tests can bind port 0 and read the port back.
+pub struct Listeners {
+    pub main: Vec<tokio::net::TcpListener>,
+    pub redirect: Vec<tokio::net::TcpListener>,
+}
+
+async fn bind(addrs: &[SocketAddr]) -> Result<Vec<tokio::net::TcpListener>, HttpError> {
+    let mut out = vec![];
+    for addr in addrs {
+        let l = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| HttpError::Bind { addr: *addr, reason: e.to_string() })?;
+        out.push(l);
+    }
+    Ok(out)
+}
+
+impl Listeners {
+    pub async fn bind(config: &Config) -> Result<Listeners, HttpError> {
+        Ok(Listeners { main: bind(&config.listen_addrs()).await?, redirect: bind(&config.redirect_addrs()).await? })
+    }
+
+    pub fn main_addrs(&self) -> Vec<SocketAddr> {
+        self.main.iter().filter_map(|l| l.local_addr().ok()).collect()
+    }
+
+    pub fn redirect_addrs(&self) -> Vec<SocketAddr> {
+        self.redirect.iter().filter_map(|l| l.local_addr().ok()).collect()
+    }
+}
+
+fn combined(listeners: Vec<tokio::net::TcpListener>) -> Result<Option<poem::listener::BoxAcceptor>, HttpError> {
+    let mut acceptor: Option<poem::listener::BoxAcceptor> = None;
+    for l in listeners {
+        let a = TcpAcceptor::from_tokio(l).map_err(|e| HttpError::Serve(e.to_string()))?;
+        acceptor = Some(match acceptor {
+            None => a.boxed(),
+            Some(prev) => prev.combine(a).boxed(),
+        });
+    }
+    Ok(acceptor)
+}
+
+/// Runs the main and redirect servers until `shutdown` turns true, then lets
+/// in-flight requests finish for up to `server.shutdown_grace_seconds`.
+pub async fn run(
+    state: Arc<AppState>,
+    listeners: Listeners,
+    tls: Option<TlsSetup>,
+    shutdown: watch::Receiver<bool>,
+) -> Result<(), HttpError> {
+    let grace = Some(Duration::from_secs(state.config.server.shutdown_grace_seconds));
+    let signal = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+    let redirect_ep = redirect_app(&state.config);
+    let redirect = match combined(listeners.redirect)? {
+        Some(acceptor) if tls.is_some() => {
+            let ep = redirect_ep;
+            let sig = signal(shutdown.clone());
+            Some(tokio::spawn(async move { Server::new_with_acceptor(acceptor).run_with_graceful_shutdown(ep, sig, grace).await }))
+        }
+        _ => None,
+    };
+    let Some(main) = combined(listeners.main)? else { return Ok(()) };
+    let result = match tls {
+        Some(setup) => {
+            let ep = app(state.clone(), true);
+            Server::new_with_acceptor(TlsAcceptor::new(main, setup))
+                .run_with_graceful_shutdown(ep, signal(shutdown.clone()), grace)
+                .await
+        }
+        None => {
+            let ep = app(state.clone(), false);
+            Server::new_with_acceptor(main).run_with_graceful_shutdown(ep, signal(shutdown.clone()), grace).await
+        }
+    };
+    if let Some(handle) = redirect {
+        let _ = handle.await;
+    }
+    result.map_err(|e| HttpError::Serve(e.to_string()))
+}

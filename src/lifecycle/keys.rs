@@ -1,0 +1,108 @@
+//! Opening the master key against the store, and rotating it.
+//!
+//! A sealed check value (`keycheck`) in the store says which key the store is
+//! sealed with. Rotation: write `<key>.new`, re-seal every secret in one store
+//! transaction, then move `<key>` to `<key>.previous` and `<key>.new` into place.
+//! If the process dies between the transaction and the rename, the next open
+//! finds that only `<key>.new` opens the check value and completes the swap.
+use crate::config::Config;
+use crate::secrets::{KeySource, Keyring, SecretsError, SharedKeyring, key_candidates, with_suffix};
+use crate::store::{Store, StoreError, SystemContext};
+
+const CHECK_NAME: &str = "keycheck";
+const CHECK_VALUE: &[u8] = b"docket master key check";
+
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    #[error(transparent)]
+    Secrets(#[from] SecretsError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(
+        "the master key {path} (public key {recipient}) does not open this store's secrets\n  fix: start docket with the key this store was sealed with (look for {path}.previous or your offline copy)"
+    )]
+    Mismatch { path: String, recipient: String },
+    #[error(
+        "the master key comes from the systemd credential {path}, which docket cannot replace\n  fix: generate a new key with `age-keygen`, re-run with keys.master_key_file pointing at a writable copy of the current key, rotate, then install the new key as the credential"
+    )]
+    ReadOnlySource { path: String },
+    #[error("there is no previous master key to remove at {path}")]
+    NothingToConfirm { path: String },
+}
+
+fn opens_check(store: &Store, keyring: &Keyring) -> Result<Option<bool>, StoreError> {
+    store.read(|r| match r.get_system_secret(keyring, CHECK_NAME) {
+        Ok(Some(v)) => Ok(Some(v.expose() == CHECK_VALUE)),
+        Ok(None) => Ok(None),
+        Err(StoreError::Secrets(SecretsError::Open)) => Ok(Some(false)),
+        Err(e) => Err(e),
+    })
+}
+
+/// Loads the master key for `config` and proves it opens `store`, completing
+/// an interrupted rotation if needed. A new store gets a check value.
+pub fn open_keyring(config: &Config, store: &Store) -> Result<Keyring, KeyError> {
+    let candidates = key_candidates(&config.data_dir, config.keys.master_key_file.as_deref());
+    let keyring = Keyring::load(&candidates)?;
+    match opens_check(store, &keyring)? {
+        Some(true) => Ok(keyring),
+        None => {
+            let ctx = SystemContext::new("key-check");
+            store.write(|w| w.put_system_secret(&ctx, &keyring, CHECK_NAME, CHECK_VALUE))?;
+            Ok(keyring)
+        }
+        Some(false) => {
+            let path = keyring.source().path().to_path_buf();
+            let pending = with_suffix(&path, "new");
+            if let KeySource::File(_) = keyring.source() {
+                if pending.exists() {
+                    let new = Keyring::load(&[KeySource::File(pending.clone())])?;
+                    if opens_check(store, &new)? == Some(true) {
+                        Keyring::swap_files(&path)?;
+                        tracing::warn!(key = %path.display(), "completed an interrupted master key rotation");
+                        return Ok(Keyring::load(&[KeySource::File(path)])?);
+                    }
+                }
+            }
+            Err(KeyError::Mismatch { path: path.display().to_string(), recipient: keyring.recipient() })
+        }
+    }
+}
+
+/// Rotates the master key; returns a message for the operator.
+pub fn rotate(store: &Store, keys: &SharedKeyring) -> Result<String, KeyError> {
+    let current = keys.current();
+    let KeySource::File(path) = current.source().clone() else {
+        return Err(KeyError::ReadOnlySource { path: current.source().path().display().to_string() });
+    };
+    let new = Keyring::fresh(KeySource::File(path.clone()));
+    new.write_pending()?;
+    let ctx = SystemContext::new("key-rotate");
+    let count = match store.reseal_all(&ctx, &current, &new) {
+        Ok(n) => n,
+        Err(e) => {
+            let _ = std::fs::remove_file(with_suffix(&path, "new"));
+            return Err(e.into());
+        }
+    };
+    let previous = Keyring::swap_files(&path)?;
+    let recipient = new.recipient();
+    keys.replace(new);
+    Ok(format!(
+        "re-sealed {count} secrets under the new master key {recipient}\n\
+         the previous key is kept at {}; back up the new key at {}, then run `docket key rotate --confirm` to delete the previous one",
+        previous.display(),
+        path.display()
+    ))
+}
+
+/// Deletes `<key>.previous` once the operator has confirmed the new key works.
+pub fn confirm(keys: &SharedKeyring) -> Result<String, KeyError> {
+    let previous = with_suffix(keys.current().source().path(), "previous");
+    if !previous.exists() {
+        return Err(KeyError::NothingToConfirm { path: previous.display().to_string() });
+    }
+    std::fs::remove_file(&previous)
+        .map_err(|e| SecretsError::Write { path: previous.display().to_string(), reason: e.to_string() })?;
+    Ok(format!("deleted the previous master key {}", previous.display()))
+}

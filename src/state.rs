@@ -1,0 +1,24 @@
+//! The handles every request and job shares, built once by `app`.
+use crate::clock::Clock;
+use crate::config::Config;
+use crate::secrets::SharedKeyring;
+use crate::store::Store;
+use crate::telemetry::Metrics;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Shared state of a running appliance.
+pub struct AppState {
+    pub config: Config,
+    pub store: Arc<Store>,
+    pub keys: SharedKeyring,
+    pub metrics: Arc<Metrics>,
+    pub clock: Clock,
+    pub started: Instant,
+}
+
+impl AppState {
+    pub fn new(config: Config, store: Arc<Store>, keys: SharedKeyring, clock: Clock) -> Arc<AppState> {
+        Arc::new(AppState { config, store, keys, metrics: Arc::new(Metrics::default()), clock, started: Instant::now() })
+    }
+}
