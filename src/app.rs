@@ -35,7 +35,11 @@ impl Instance {
     pub fn open(config: Config, clock: Clock) -> Result<Instance, AppError> {
         let store = Store::open(&config.store_path(), clock)?;
         let keyring = keys::open_keyring(&config, &store)?;
-        Ok(Instance { config, store: Arc::new(store), keys: SharedKeyring::new(keyring) })
+        Ok(Instance {
+            config,
+            store: Arc::new(store),
+            keys: SharedKeyring::new(keyring),
+        })
     }
 }
 
@@ -52,19 +56,35 @@ pub struct Running {
 
 /// Starts serving `instance`; returns once every listener is bound.
 pub async fn start(instance: Instance) -> Result<Running, AppError> {
-    let Instance { config, store, keys } = instance;
+    let Instance {
+        config,
+        store,
+        keys,
+    } = instance;
     let clock = store.clock().clone();
     let tls = TlsSetup::from_config(&config, &store, &keys).map_err(http::HttpError::from)?;
     let listeners = Listeners::bind(&config).await?;
     let (main_addrs, redirect_addrs) = (listeners.main_addrs(), listeners.redirect_addrs());
     let socket = config.control_socket_path();
-    let control = crate::control::listen(&socket, store.clone(), keys.clone())
-        .map_err(|e| AppError::Control { path: socket.display().to_string(), reason: e.to_string() })?;
+    let control = crate::control::listen(&socket, store.clone(), keys.clone()).map_err(|e| {
+        AppError::Control {
+            path: socket.display().to_string(),
+            reason: e.to_string(),
+        }
+    })?;
     let state = AppState::new(config, store, keys, clock);
     let (shutdown, rx) = watch::channel(false);
     let server = tokio::spawn(http::run(state.clone(), listeners, tls.clone(), rx));
     tracing::info!(listen = ?main_addrs, redirect = ?redirect_addrs, tls = ?state.config.tls.mode, "docket is serving");
-    Ok(Running { state, main_addrs, redirect_addrs, tls, shutdown, server, control })
+    Ok(Running {
+        state,
+        main_addrs,
+        redirect_addrs,
+        tls,
+        shutdown,
+        server,
+        control,
+    })
 }
 
 impl Running {
@@ -74,7 +94,9 @@ impl Running {
             match tls.reload(&self.state.config) {
                 Ok(true) => tracing::info!("reloaded the TLS certificate"),
                 Ok(false) => tracing::info!("SIGHUP: nothing to reload in this TLS mode"),
-                Err(e) => tracing::error!(error = %e, "TLS reload failed; still serving the previous certificate"),
+                Err(e) => {
+                    tracing::error!(error = %e, "TLS reload failed; still serving the previous certificate")
+                }
             }
         }
     }
@@ -95,12 +117,17 @@ impl Running {
 
 /// Tells systemd we are ready (no effect outside systemd).
 pub fn notify_systemd(state: &str) {
-    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else { return };
-    let Ok(socket) = std::os::unix::net::UnixDatagram::unbound() else { return };
+    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else {
+        return;
+    };
+    let Ok(socket) = std::os::unix::net::UnixDatagram::unbound() else {
+        return;
+    };
     let bytes = path.as_encoded_bytes();
     let sent = if let Some(name) = bytes.strip_prefix(b"@") {
         use std::os::linux::net::SocketAddrExt as _;
-        std::os::unix::net::SocketAddr::from_abstract_name(name).and_then(|addr| socket.send_to_addr(state.as_bytes(), &addr))
+        std::os::unix::net::SocketAddr::from_abstract_name(name)
+            .and_then(|addr| socket.send_to_addr(state.as_bytes(), &addr))
     } else {
         socket.send_to(state.as_bytes(), &path)
     };

@@ -21,9 +21,17 @@ use tokio::net::{UnixListener, UnixStream};
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "command", rename_all = "kebab-case")]
 pub enum Command {
-    OrgCreate { slug: String, name: String },
+    OrgCreate {
+        slug: String,
+        name: String,
+    },
     OrgList,
-    TokenCreate { org: String, role: Role, name: String, expires_days: Option<u32> },
+    TokenCreate {
+        org: String,
+        role: Role,
+        name: String,
+        expires_days: Option<u32>,
+    },
     KeyRotate,
     KeyConfirm,
 }
@@ -71,13 +79,19 @@ pub fn execute(command: &Command, store: &Store, keys: &SharedKeyring) -> Reply 
 }
 
 /// Listens on the control socket until the returned task is aborted.
-pub fn listen(path: &Path, store: Arc<Store>, keys: SharedKeyring) -> std::io::Result<tokio::task::JoinHandle<()>> {
+pub fn listen(
+    path: &Path,
+    store: Arc<Store>,
+    keys: SharedKeyring,
+) -> std::io::Result<tokio::task::JoinHandle<()>> {
     let _ = std::fs::remove_file(path);
     let listener = UnixListener::bind(path)?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
     Ok(tokio::spawn(async move {
         loop {
-            let Ok((stream, _)) = listener.accept().await else { continue };
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
             let (store, keys) = (store.clone(), keys.clone());
             tokio::spawn(async move {
                 if let Err(e) = handle(stream, store, keys).await {
@@ -118,7 +132,9 @@ fn command_name(c: &Command) -> &'static str {
 /// Reads one line of at most 64 KiB.
 async fn read_line<R: tokio::io::AsyncRead + Unpin>(r: R) -> std::io::Result<String> {
     let mut line = String::new();
-    BufReader::new(tokio::io::AsyncReadExt::take(r, 64 * 1024)).read_line(&mut line).await?;
+    BufReader::new(tokio::io::AsyncReadExt::take(r, 64 * 1024))
+        .read_line(&mut line)
+        .await?;
     Ok(line)
 }
 
@@ -126,7 +142,12 @@ async fn read_line<R: tokio::io::AsyncRead + Unpin>(r: R) -> std::io::Result<Str
 pub async fn send(socket: &PathBuf, command: &Command) -> std::io::Result<Option<Reply>> {
     let stream = match UnixStream::connect(socket).await {
         Ok(s) => s,
-        Err(e) if matches!(e.kind(), std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused) => {
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused
+            ) =>
+        {
             return Ok(None);
         }
         Err(e) => return Err(e),
@@ -136,5 +157,7 @@ pub async fn send(socket: &PathBuf, command: &Command) -> std::io::Result<Option
     req.push(b'\n');
     write.write_all(&req).await?;
     let line = read_line(read).await?;
-    serde_json::from_str(&line).map(Some).map_err(std::io::Error::other)
+    serde_json::from_str(&line)
+        .map(Some)
+        .map_err(std::io::Error::other)
 }

@@ -18,7 +18,19 @@ pub struct AppState {
 }
 
 impl AppState {
-    pub fn new(config: Config, store: Arc<Store>, keys: SharedKeyring, clock: Clock) -> Arc<AppState> {
-        Arc::new(AppState { config, store, keys, metrics: Arc::new(Metrics::default()), clock, started: Instant::now() })
+    pub fn new(
+        config: Config,
+        store: Arc<Store>,
+        keys: SharedKeyring,
+        clock: Clock,
+    ) -> Arc<AppState> {
+        Arc::new(AppState {
+            config,
+            store,
+            keys,
+            metrics: Arc::new(Metrics::default()),
+            clock,
+            started: Instant::now(),
+        })
     }
 }

@@ -9,13 +9,20 @@ use std::sync::Arc;
 
 /// `Authorization: Bearer dkt_…`.
 #[derive(SecurityScheme)]
-#[oai(ty = "bearer", bearer_format = "dkt_ API token", checker = "check_token")]
+#[oai(
+    ty = "bearer",
+    bearer_format = "dkt_ API token",
+    checker = "check_token"
+)]
 pub struct TokenAuth(pub Principal);
 
 async fn check_token(req: &Request, bearer: Bearer) -> poem::Result<Principal> {
     let unauthenticated = || {
-        ApiError::new(Code::Unauthenticated, "send a valid, unexpired API token as `Authorization: Bearer dkt_…`")
-            .with_header("www-authenticate", "Bearer".into())
+        ApiError::new(
+            Code::Unauthenticated,
+            "send a valid, unexpired API token as `Authorization: Bearer dkt_…`",
+        )
+        .with_header("www-authenticate", "Bearer".into())
     };
     let state = req.data::<Arc<AppState>>().ok_or_else(unauthenticated)?;
     match tokens::authenticate(&state.store, &bearer.token) {
@@ -33,7 +40,11 @@ impl TokenAuth {
         } else {
             Err(ApiError::new(
                 Code::Forbidden,
-                format!("this needs the `{}` permission, which the role `{}` lacks", permission.as_str(), self.0.role()),
+                format!(
+                    "this needs the `{}` permission, which the role `{}` lacks",
+                    permission.as_str(),
+                    self.0.role()
+                ),
             ))
         }
     }

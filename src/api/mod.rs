@@ -20,7 +20,12 @@ pub const BASE: &str = "/api/v1";
 /// The API service with its spec; `server_url` goes into the spec's `servers`.
 pub fn service(state: Arc<AppState>) -> OpenApiService<(system::SystemApi, org::OrgApi), ()> {
     OpenApiService::new(
-        (system::SystemApi { state: state.clone() }, org::OrgApi { state }),
+        (
+            system::SystemApi {
+                state: state.clone(),
+            },
+            org::OrgApi { state },
+        ),
         "docket",
         crate::VERSION,
     )

@@ -53,7 +53,10 @@ mod tests {
 
     #[test]
     fn only_strings_parse() {
-        assert_eq!(Text::parse_from_json(Some(Value::String("a".into()))).unwrap(), Text("a".into()));
+        assert_eq!(
+            Text::parse_from_json(Some(Value::String("a".into()))).unwrap(),
+            Text("a".into())
+        );
         assert!(Text::parse_from_json(Some(serde_json::json!(5))).is_err());
         assert!(Text::parse_from_json(Some(serde_json::json!(true))).is_err());
     }

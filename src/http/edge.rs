@@ -27,13 +27,28 @@ struct Route {
 /// The properties of a (possibly `$ref`-erenced) object schema.
 fn properties(spec: &serde_json::Value, schema: &serde_json::Value) -> Vec<(String, String)> {
     let schema = match schema.get("$ref").and_then(|r| r.as_str()) {
-        Some(r) => r.strip_prefix("#/components/schemas/").and_then(|n| spec.pointer(&format!("/components/schemas/{n}"))),
+        Some(r) => r
+            .strip_prefix("#/components/schemas/")
+            .and_then(|n| spec.pointer(&format!("/components/schemas/{n}"))),
         None => Some(schema),
     };
-    let Some(props) = schema.and_then(|s| s.get("properties")).and_then(|p| p.as_object()) else { return vec![] };
+    let Some(props) = schema
+        .and_then(|s| s.get("properties"))
+        .and_then(|p| p.as_object())
+    else {
+        return vec![];
+    };
     props
         .iter()
-        .map(|(name, p)| (name.clone(), p.get("type").and_then(|t| t.as_str()).unwrap_or("any").to_string()))
+        .map(|(name, p)| {
+            (
+                name.clone(),
+                p.get("type")
+                    .and_then(|t| t.as_str())
+                    .unwrap_or("any")
+                    .to_string(),
+            )
+        })
         .collect()
 }
 
@@ -42,9 +57,18 @@ impl SpecIndex {
     pub fn from_spec(spec: &str, base: &str) -> Self {
         let value: serde_json::Value = serde_json::from_str(spec).unwrap_or_default();
         let mut routes = vec![];
-        for (path, ops) in value.get("paths").and_then(|p| p.as_object()).into_iter().flatten() {
+        for (path, ops) in value
+            .get("paths")
+            .and_then(|p| p.as_object())
+            .into_iter()
+            .flatten()
+        {
             let Some(ops) = ops.as_object() else { continue };
-            let mut methods: Vec<String> = ops.keys().map(|m| m.to_ascii_uppercase()).filter(|m| m != "PARAMETERS").collect();
+            let mut methods: Vec<String> = ops
+                .keys()
+                .map(|m| m.to_ascii_uppercase())
+                .filter(|m| m != "PARAMETERS")
+                .collect();
             if methods.iter().any(|m| m == "GET") {
                 methods.push("HEAD".into());
             }
@@ -52,11 +76,19 @@ impl SpecIndex {
                 .iter()
                 .filter_map(|(m, op)| {
                     let content = op.pointer("/requestBody/content")?.as_object()?;
-                    let schema = content.iter().find(|(ct, _)| ct.contains("json"))?.1.get("schema")?;
+                    let schema = content
+                        .iter()
+                        .find(|(ct, _)| ct.contains("json"))?
+                        .1
+                        .get("schema")?;
                     Some((m.to_ascii_uppercase(), properties(&value, schema)))
                 })
                 .collect();
-            routes.push(Route { template: split(&format!("{base}{path}")), methods, bodies });
+            routes.push(Route {
+                template: split(&format!("{base}{path}")),
+                methods,
+                bodies,
+            });
         }
         SpecIndex { routes }
     }
@@ -65,7 +97,10 @@ impl SpecIndex {
         let segments = split(path);
         self.routes.iter().find(|r| {
             r.template.len() == segments.len()
-                && r.template.iter().zip(&segments).all(|(t, s)| t == s || (t.starts_with('{') && t.ends_with('}')))
+                && r.template
+                    .iter()
+                    .zip(&segments)
+                    .all(|(t, s)| t == s || (t.starts_with('{') && t.ends_with('}')))
         })
     }
 
@@ -76,10 +111,17 @@ impl SpecIndex {
 
     /// Names the first body field whose JSON type differs from the spec's.
     pub fn wrong_field(&self, method: &str, path: &str, body: &[u8]) -> Option<(String, String)> {
-        let props = &self.route(path)?.bodies.iter().find(|(m, _)| m == method)?.1;
+        let props = &self
+            .route(path)?
+            .bodies
+            .iter()
+            .find(|(m, _)| m == method)?
+            .1;
         let value: serde_json::Value = serde_json::from_slice(body).ok()?;
         for (name, field) in value.as_object()? {
-            let Some((_, expected)) = props.iter().find(|(n, _)| n == name) else { continue };
+            let Some((_, expected)) = props.iter().find(|(n, _)| n == name) else {
+                continue;
+            };
             let fits = match (expected.as_str(), field) {
                 (_, serde_json::Value::Null) => true,
                 ("string", v) => v.is_string(),
@@ -98,7 +140,12 @@ impl SpecIndex {
                     serde_json::Value::Array(_) => "an array",
                     _ => "an object",
                 };
-                return Some((name.clone(), format!("field `{name}` must be of type {expected}, but the request sent {found}")));
+                return Some((
+                    name.clone(),
+                    format!(
+                        "field `{name}` must be of type {expected}, but the request sent {found}"
+                    ),
+                ));
             }
         }
         None
@@ -106,7 +153,10 @@ impl SpecIndex {
 }
 
 fn split(path: &str) -> Vec<String> {
-    path.split('/').filter(|s| !s.is_empty()).map(str::to_owned).collect()
+    path.split('/')
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect()
 }
 
 /// The edge middleware around the whole application.
@@ -122,7 +172,11 @@ fn request_id(req: &Request) -> String {
     req.headers()
         .get("x-request-id")
         .and_then(|v| v.to_str().ok())
-        .filter(|v| (1..=64).contains(&v.len()) && v.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)))
+        .filter(|v| {
+            (1..=64).contains(&v.len())
+                && v.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        })
         .map(str::to_owned)
         .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string())
 }
@@ -148,9 +202,16 @@ impl<E: Endpoint> Edge<E> {
     async fn limit_body(&self, req: &mut Request) -> Result<Vec<u8>, ApiError> {
         let max = self.state.config.server.max_body_bytes;
         let too_large = || {
-            ApiError::new(Code::PayloadTooLarge, format!("the request body is larger than the {max}-byte limit; send less"))
+            ApiError::new(
+                Code::PayloadTooLarge,
+                format!("the request body is larger than the {max}-byte limit; send less"),
+            )
         };
-        if let Some(len) = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok()) {
+        if let Some(len) = req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+        {
             if len > max {
                 return Err(too_large());
             }
@@ -160,7 +221,12 @@ impl<E: Endpoint> Edge<E> {
         let mut buf = Vec::new();
         tokio::io::AsyncReadExt::read_to_end(&mut reader, &mut buf)
             .await
-            .map_err(|_| ApiError::new(Code::BadRequest, "the request body could not be read; send it again"))?;
+            .map_err(|_| {
+                ApiError::new(
+                    Code::BadRequest,
+                    "the request body could not be read; send it again",
+                )
+            })?;
         if buf.len() as u64 > max {
             return Err(too_large());
         }
@@ -168,10 +234,19 @@ impl<E: Endpoint> Edge<E> {
         Ok(buf)
     }
 
-    fn error_response(&self, err: poem::Error, method: &Method, path: &str, body: &[u8]) -> Response {
+    fn error_response(
+        &self,
+        err: poem::Error,
+        method: &Method,
+        path: &str,
+        body: &[u8],
+    ) -> Response {
         let status = err.status();
         let resp = err.into_response();
-        let is_problem = resp.headers().get(header::CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(PROBLEM.as_bytes()));
+        let is_problem = resp
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .is_some_and(|v| v.as_bytes().starts_with(PROBLEM.as_bytes()));
         if is_problem {
             return resp;
         }
@@ -182,9 +257,18 @@ impl<E: Endpoint> Edge<E> {
             Code::Internal | Code::StorageUnavailable => {
                 "an internal error occurred; quote the request id to your administrator".to_string()
             }
-            _ => String::from_utf8_lossy(&futures_body(resp)).trim().to_string(),
+            _ => String::from_utf8_lossy(&futures_body(resp))
+                .trim()
+                .to_string(),
         };
-        let mut e = ApiError::new(code, if detail.is_empty() { code.title().to_string() } else { detail });
+        let mut e = ApiError::new(
+            code,
+            if detail.is_empty() {
+                code.title().to_string()
+            } else {
+                detail
+            },
+        );
         if code == Code::BadRequest {
             if let Some((field, detail)) = self.spec.wrong_field(method.as_str(), path, body) {
                 e = ApiError::field(code, field, detail);
@@ -215,7 +299,10 @@ impl<E: Endpoint> Edge<E> {
              connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'",
         );
         if self.https {
-            set("strict-transport-security", "max-age=31536000; includeSubDomains");
+            set(
+                "strict-transport-security",
+                "max-age=31536000; includeSubDomains",
+            );
         }
     }
 }
@@ -224,7 +311,9 @@ impl<E: Endpoint> Edge<E> {
 fn futures_body(resp: Response) -> Vec<u8> {
     // poem error bodies are in-memory; reading them never waits on the network.
     let body = resp.into_body();
-    futures_util::FutureExt::now_or_never(body.into_vec()).and_then(Result::ok).unwrap_or_default()
+    futures_util::FutureExt::now_or_never(body.into_vec())
+        .and_then(Result::ok)
+        .unwrap_or_default()
 }
 
 impl<E: Endpoint> Endpoint for Edge<E> {
@@ -250,8 +339,15 @@ impl<E: Endpoint> Endpoint for Edge<E> {
                 match self.inner.call(req).await {
                     Ok(out) => {
                         let resp = out.into_response();
-                        if resp.status() == StatusCode::METHOD_NOT_ALLOWED && !resp.headers().contains_key("allow") {
-                            self.error_response(poem::Error::from_status(StatusCode::METHOD_NOT_ALLOWED), &method, &path, &[])
+                        if resp.status() == StatusCode::METHOD_NOT_ALLOWED
+                            && !resp.headers().contains_key("allow")
+                        {
+                            self.error_response(
+                                poem::Error::from_status(StatusCode::METHOD_NOT_ALLOWED),
+                                &method,
+                                &path,
+                                &[],
+                            )
                         } else {
                             resp
                         }
@@ -265,15 +361,26 @@ impl<E: Endpoint> Endpoint for Edge<E> {
         let elapsed = start.elapsed().as_secs_f64();
         let route = route_label(&resp, &path);
         let status = resp.status().as_u16();
-        let labels = vec![("route", route.clone()), ("method", method.to_string()), ("status", status.to_string())];
-        state.metrics.count("docket_http_requests_total", "HTTP requests served.", labels, 1);
+        let labels = vec![
+            ("route", route.clone()),
+            ("method", method.to_string()),
+            ("status", status.to_string()),
+        ];
+        state.metrics.count(
+            "docket_http_requests_total",
+            "HTTP requests served.",
+            labels,
+            1,
+        );
         state.metrics.observe(
             "docket_http_request_duration_seconds",
             "HTTP request latency.",
             vec![("route", route.clone()), ("method", method.to_string())],
             elapsed,
         );
-        span.in_scope(|| tracing::info!(status, route = %route, duration_ms = elapsed * 1000.0, "request"));
+        span.in_scope(
+            || tracing::info!(status, route = %route, duration_ms = elapsed * 1000.0, "request"),
+        );
         Ok(resp)
     }
 }
@@ -287,12 +394,23 @@ mod tests {
         let spec = r##"{"paths":{"/org":{"get":{},"patch":{"requestBody":{"content":{"application/json; charset=utf-8":{"schema":{"$ref":"#/components/schemas/P"}}}}}},"/matters/{id}":{"get":{}}},
             "components":{"schemas":{"P":{"type":"object","properties":{"name":{"type":"string"}}}}}}"##;
         let idx = SpecIndex::from_spec(spec, "/api/v1");
-        assert_eq!(idx.allowed("/api/v1/org").as_deref(), Some("GET, PATCH, HEAD"));
-        assert_eq!(idx.allowed("/api/v1/matters/42").as_deref(), Some("GET, HEAD"));
+        assert_eq!(
+            idx.allowed("/api/v1/org").as_deref(),
+            Some("GET, PATCH, HEAD")
+        );
+        assert_eq!(
+            idx.allowed("/api/v1/matters/42").as_deref(),
+            Some("GET, HEAD")
+        );
         assert_eq!(idx.allowed("/api/v1/nothing"), None);
-        let (field, detail) = idx.wrong_field("PATCH", "/api/v1/org", br#"{"name": 5}"#).unwrap();
+        let (field, detail) = idx
+            .wrong_field("PATCH", "/api/v1/org", br#"{"name": 5}"#)
+            .unwrap();
         assert_eq!(field, "name");
         assert!(detail.contains("must be of type string"), "{detail}");
-        assert_eq!(idx.wrong_field("PATCH", "/api/v1/org", br#"{"name": "x"}"#), None);
+        assert_eq!(
+            idx.wrong_field("PATCH", "/api/v1/org", br#"{"name": "x"}"#),
+            None
+        );
     }
 }

@@ -1,0 +1,7 @@
+//! docket's integration tests: one binary (link time on 2 cores), modules by area.
+mod api;
+mod cli;
+mod openapi;
+mod support;
+mod tls;
+mod web;

@@ -1,0 +1,206 @@
+//! Shared test helpers: an in-process server on random loopback ports, a test
+//! CA, HTTP clients, and a runner for the real `docket` binary.
+#![allow(dead_code)]
+
+use docket::app::{self, Instance, Running};
+use docket::auth::{Role, tokens};
+use docket::clock::Clock;
+use docket::config::{Config, TlsMode};
+use docket::secrets::{Keyring, default_key_path};
+use docket::store::SystemContext;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// A CA and a leaf certificate for `localhost` / 127.0.0.1 signed by it.
+pub struct TestCa {
+    pub ca_pem: String,
+    pub leaf_pem: String,
+    pub leaf_key_pem: String,
+}
+
+impl TestCa {
+    pub fn new(common_name: &str) -> TestCa {
+        use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+        let ca_key = KeyPair::generate().unwrap();
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca_params
+            .distinguished_name
+            .push(DnType::CommonName, format!("{common_name} test CA"));
+        let ca = ca_params.self_signed(&ca_key).unwrap();
+        let leaf_key = KeyPair::generate().unwrap();
+        let mut leaf_params =
+            CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()]).unwrap();
+        leaf_params
+            .distinguished_name
+            .push(DnType::CommonName, common_name);
+        let leaf = leaf_params.signed_by(&leaf_key, &ca, &ca_key).unwrap();
+        TestCa {
+            ca_pem: ca.pem(),
+            leaf_pem: leaf.pem(),
+            leaf_key_pem: leaf_key.serialize_pem(),
+        }
+    }
+
+    /// Writes cert.pem, key.pem and ca.pem into `dir`.
+    pub fn write(&self, dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+        let (c, k, ca) = (
+            dir.join("cert.pem"),
+            dir.join("key.pem"),
+            dir.join("ca.pem"),
+        );
+        std::fs::write(&c, &self.leaf_pem).unwrap();
+        std::fs::write(&k, &self.leaf_key_pem).unwrap();
+        std::fs::write(&ca, &self.ca_pem).unwrap();
+        (c, k, ca)
+    }
+}
+
+/// A test configuration: self-signed TLS on random loopback ports.
+pub fn test_config(data_dir: &Path) -> Config {
+    let mut config = Config::default();
+    config.data_dir = data_dir.to_path_buf();
+    config.tls.mode = TlsMode::SelfSigned;
+    config.server.listen = vec!["127.0.0.1:0".parse().unwrap()];
+    config.server.redirect_listen = Some(vec!["127.0.0.1:0".parse().unwrap()]);
+    config.server.shutdown_grace_seconds = 5;
+    config
+}
+
+/// A running in-process server with two orgs and tokens of several roles.
+pub struct TestServer {
+    pub running: Option<Running>,
+    pub dir: tempfile::TempDir,
+    pub base: String,
+    pub redirect_base: String,
+    pub admin_token: String,
+    pub staff_token: String,
+    pub other_org_token: String,
+}
+
+impl TestServer {
+    pub async fn start() -> TestServer {
+        Self::start_with(|_| {}).await
+    }
+
+    pub async fn start_with(adjust: impl FnOnce(&mut Config)) -> TestServer {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = test_config(&dir.path().join("data"));
+        adjust(&mut config);
+        Keyring::generate(&default_key_path(&config.data_dir)).unwrap();
+        let instance = Instance::open(config, Clock::system()).unwrap();
+        let ctx = SystemContext::new("test");
+        let store = &instance.store;
+        let firm = store
+            .create_org(&ctx, "smith-jones", "Smith & Jones LLP")
+            .unwrap();
+        let other = store.create_org(&ctx, "other-firm", "Other Firm").unwrap();
+        let token = |org, role| {
+            tokens::create(store, &ctx, org, "test", role, None)
+                .unwrap()
+                .0
+                .expose()
+                .to_string()
+        };
+        let (admin_token, staff_token, other_org_token) = (
+            token(firm.id, Role::Admin),
+            token(firm.id, Role::Staff),
+            token(other.id, Role::Owner),
+        );
+        let https = instance.config.tls.mode != TlsMode::Off;
+        let running = app::start(instance).await.unwrap();
+        let scheme = if https { "https" } else { "http" };
+        let base = format!("{scheme}://localhost:{}", running.main_addrs[0].port());
+        let redirect_base = running
+            .redirect_addrs
+            .first()
+            .map(|a| format!("http://localhost:{}", a.port()))
+            .unwrap_or_default();
+        TestServer {
+            running: Some(running),
+            dir,
+            base,
+            redirect_base,
+            admin_token,
+            staff_token,
+            other_org_token,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// Stops the server gracefully; returns its directory, still on disk.
+    pub async fn stop(mut self) -> tempfile::TempDir {
+        if let Some(r) = self.running.take() {
+            r.stop().await.unwrap();
+        }
+        self.dir
+    }
+}
+
+/// An HTTPS client that accepts the self-signed certificate and never follows redirects.
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .danger_accept_invalid_certs(true)
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(20))
+        .build()
+        .unwrap()
+}
+
+/// A client that trusts only `ca_pem`.
+pub fn client_trusting(ca_pem: &str) -> reqwest::Client {
+    reqwest::Client::builder()
+        .tls_certs_only([reqwest::Certificate::from_pem(ca_pem.as_bytes()).unwrap()])
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(20))
+        .build()
+        .unwrap()
+}
+
+/// Path of the built `docket` binary.
+pub fn docket_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_docket")
+}
+
+/// Runs the binary to completion with `args` and extra env; returns (code, stdout, stderr).
+pub fn run_docket(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
+    let out = std::process::Command::new(docket_bin())
+        .args(args)
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// A free loopback TCP port.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Polls `check` until it returns true or `within` passes.
+pub async fn eventually(within: Duration, mut check: impl AsyncFnMut() -> bool) -> bool {
+    let deadline = tokio::time::Instant::now() + within;
+    while tokio::time::Instant::now() < deadline {
+        if check().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
+}
+
+/// Whether CI asked for every external component to be present.
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true")
+}
