@@ -105,6 +105,9 @@ impl Running {
     pub async fn stop(self) -> Result<(), AppError> {
         let _ = self.shutdown.send(true);
         self.control.abort();
+        if let Some(tls) = &self.tls {
+            tls.stop();
+        }
         let _ = std::fs::remove_file(self.state.config.control_socket_path());
         let result = match self.server.await {
             Ok(r) => r.map_err(AppError::from),

@@ -150,7 +150,7 @@ pub fn start(
     let resolver = state.resolver();
     let challenge = state.challenge_rustls_config_with_provider(provider);
     let domains = cfg.domains.clone();
-    tokio::spawn(async move {
+    let renewal = tokio::spawn(async move {
         while let Some(event) = state.next().await {
             match event {
                 Ok(ok) => tracing::info!(event = ?ok, domains = ?domains, "acme"),
@@ -164,5 +164,6 @@ pub fn start(
         config: Arc::new(server_config(resolver)?),
         challenge: Some(challenge),
         reloadable: None,
+        renewal: Some(renewal.abort_handle()),
     })
 }

@@ -6,6 +6,7 @@ use crate::state::AppState;
 use poem::http::{HeaderValue, Method, StatusCode, header};
 use poem::{Body, Endpoint, IntoResponse, Request, Response};
 use poem_openapi::OperationId;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Instant;
 use tracing::Instrument as _;
@@ -181,6 +182,37 @@ fn request_id(req: &Request) -> String {
         .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string())
 }
 
+/// The client's address and whether it reached us over HTTPS. Behind a proxy
+/// (TLS mode `off`), `X-Forwarded-For` / `X-Forwarded-Proto` are believed only
+/// when the direct peer is listed in `server.trusted_proxies`.
+pub fn client_origin(
+    peer: Option<IpAddr>,
+    headers: &poem::http::HeaderMap,
+    trusted: &[IpAddr],
+    https: bool,
+) -> (Option<IpAddr>, bool) {
+    let Some(peer_ip) = peer.filter(|ip| trusted.contains(ip)) else {
+        return (peer, https);
+    };
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    let client = header("x-forwarded-for")
+        .and_then(|chain| {
+            chain
+                .rsplit(',')
+                .filter_map(|hop| hop.trim().parse::<IpAddr>().ok())
+                .find(|ip| !trusted.contains(ip))
+        })
+        .unwrap_or(peer_ip);
+    let forwarded_https =
+        header("x-forwarded-proto").is_some_and(|p| p.trim().eq_ignore_ascii_case("https"));
+    (Some(client), https || forwarded_https)
+}
+
 /// Route label for metrics: the operation id for API calls, else a fixed class.
 fn route_label(resp: &Response, path: &str) -> String {
     if let Some(op) = resp.data::<OperationId>() {
@@ -282,7 +314,7 @@ impl<E: Endpoint> Edge<E> {
         e.into_response()
     }
 
-    fn secure(&self, resp: &mut Response, id: &str) {
+    fn secure(&self, resp: &mut Response, id: &str, https: bool) {
         let h = resp.headers_mut();
         let mut set = |name: &'static str, value: &str| {
             if let Ok(v) = HeaderValue::from_str(value) {
@@ -298,7 +330,7 @@ impl<E: Endpoint> Edge<E> {
             "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; \
              connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'",
         );
-        if self.https {
+        if https {
             set(
                 "strict-transport-security",
                 "max-age=31536000; includeSubDomains",
@@ -323,7 +355,15 @@ impl<E: Endpoint> Endpoint for Edge<E> {
         let id = request_id(&req);
         let method = req.method().clone();
         let path = req.uri().path().to_string();
-        let span = tracing::info_span!("request", request_id = %id, method = %method, path = %path);
+        let peer = req.remote_addr().as_socket_addr().map(|a| a.ip());
+        let (client, https) = client_origin(
+            peer,
+            req.headers(),
+            &self.state.config.server.trusted_proxies,
+            self.https,
+        );
+        let client = client.map(|ip| ip.to_string()).unwrap_or_default();
+        let span = tracing::info_span!("request", request_id = %id, method = %method, path = %path, client = %client);
         let start = Instant::now();
         let state = self.state.clone();
         req.set_data(state.clone());
@@ -357,7 +397,7 @@ impl<E: Endpoint> Endpoint for Edge<E> {
             })
             .instrument(span.clone())
             .await;
-        self.secure(&mut resp, &id);
+        self.secure(&mut resp, &id, https);
         let elapsed = start.elapsed().as_secs_f64();
         let route = route_label(&resp, &path);
         let status = resp.status().as_u16();
@@ -388,6 +428,48 @@ impl<E: Endpoint> Endpoint for Edge<E> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> poem::http::HeaderMap {
+        pairs
+            .iter()
+            .map(|(k, v)| {
+                (
+                    poem::http::HeaderName::from_static(k),
+                    HeaderValue::from_static(v),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn forwarded_headers_only_from_trusted_proxies() {
+        let trusted: Vec<IpAddr> = vec!["10.0.0.2".parse().unwrap()];
+        let h = [
+            ("x-forwarded-for", "198.51.100.7, 10.0.0.2"),
+            ("x-forwarded-proto", "https"),
+        ];
+        let (ip, https) = client_origin(
+            Some("10.0.0.2".parse().unwrap()),
+            &headers(&h),
+            &trusted,
+            false,
+        );
+        assert_eq!(
+            (ip.unwrap().to_string().as_str(), https),
+            ("198.51.100.7", true)
+        );
+        let (ip, https) = client_origin(
+            Some("203.0.113.1".parse().unwrap()),
+            &headers(&h),
+            &trusted,
+            false,
+        );
+        assert_eq!(
+            (ip.unwrap().to_string().as_str(), https),
+            ("203.0.113.1", false),
+            "spoofed headers are ignored"
+        );
+    }
 
     #[test]
     fn spec_index_matches_templates_and_names_wrong_fields() {

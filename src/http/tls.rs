@@ -174,6 +174,8 @@ pub struct TlsSetup {
     pub challenge: Option<Arc<ServerConfig>>,
     /// For `self-signed` and `files`: the certificate SIGHUP replaces.
     pub reloadable: Option<Arc<ReloadableCert>>,
+    /// For `acme`: the task that orders and renews certificates.
+    pub renewal: Option<tokio::task::AbortHandle>,
 }
 
 /// A rustls server config for `resolver`: TLS 1.3 and 1.2 only, h2 and http/1.1.
@@ -201,6 +203,7 @@ impl TlsSetup {
                 config: Arc::new(server_config(cert.clone())?),
                 challenge: None,
                 reloadable: Some(cert),
+                renewal: None,
             }))
         };
         match config.tls.mode {
@@ -219,6 +222,13 @@ impl TlsSetup {
             TlsMode::Acme => {
                 super::acme::start(&config.tls.acme, store.clone(), keys.clone()).map(Some)
             }
+        }
+    }
+
+    /// Stops background work (the ACME renewal task).
+    pub fn stop(&self) {
+        if let Some(task) = &self.renewal {
+            task.abort();
         }
     }
 

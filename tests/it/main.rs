@@ -1,4 +1,5 @@
 //! docket's integration tests: one binary (link time on 2 cores), modules by area.
+mod acme;
 mod api;
 mod cli;
 mod openapi;

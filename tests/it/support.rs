@@ -87,14 +87,21 @@ impl TestServer {
         let dir = tempfile::tempdir().unwrap();
         let mut config = test_config(&dir.path().join("data"));
         adjust(&mut config);
-        Keyring::generate(&default_key_path(&config.data_dir)).unwrap();
+        let key = default_key_path(&config.data_dir);
+        if !key.exists() {
+            Keyring::generate(&key).unwrap();
+        }
         let instance = Instance::open(config, Clock::system()).unwrap();
         let ctx = SystemContext::new("test");
         let store = &instance.store;
-        let firm = store
-            .create_org(&ctx, "smith-jones", "Smith & Jones LLP")
-            .unwrap();
-        let other = store.create_org(&ctx, "other-firm", "Other Firm").unwrap();
+        let org = |slug: &str, name: &str| match store.org_by_slug(slug).unwrap() {
+            Some(o) => o,
+            None => store.create_org(&ctx, slug, name).unwrap(),
+        };
+        let (firm, other) = (
+            org("smith-jones", "Smith & Jones LLP"),
+            org("other-firm", "Other Firm"),
+        );
         let token = |org, role| {
             tokens::create(store, &ctx, org, "test", role, None)
                 .unwrap()
