@@ -40,10 +40,46 @@ pub fn service(state: Arc<AppState>) -> OpenApiService<(system::SystemApi, org::
 
 /// The spec as served at `/api/v1/openapi.json`, pretty-printed with a final newline
 /// (the form committed under `openapi/`).
+///
+/// Every request body object refuses unknown fields (`deny_unknown_fields`),
+/// which poem-openapi does not write into the schema; this adds
+/// `additionalProperties: false` to those schemas so the contract says so.
 pub fn spec_json(state: Arc<AppState>) -> String {
-    let mut s = service(state).spec();
-    if !s.ends_with('\n') {
-        s.push('\n');
+    let raw = service(state).spec();
+    let Ok(mut spec) = serde_json::from_str::<serde_json::Value>(&raw) else {
+        return raw;
+    };
+    let mut bodies = vec![];
+    for ops in spec["paths"]
+        .as_object()
+        .into_iter()
+        .flat_map(|p| p.values())
+    {
+        for op in ops.as_object().into_iter().flat_map(|o| o.values()) {
+            for media in op
+                .pointer("/requestBody/content")
+                .and_then(|c| c.as_object())
+                .into_iter()
+                .flat_map(|c| c.values())
+            {
+                if let Some(name) = media.pointer("/schema/$ref").and_then(|r| r.as_str()) {
+                    bodies.push(name.trim_start_matches("#/components/schemas/").to_string());
+                }
+            }
+        }
     }
-    s
+    for name in bodies {
+        if let Some(schema) = spec
+            .pointer_mut(&format!("/components/schemas/{name}"))
+            .and_then(|s| s.as_object_mut())
+        {
+            schema.insert(
+                "additionalProperties".into(),
+                serde_json::Value::Bool(false),
+            );
+        }
+    }
+    let mut out = serde_json::to_string_pretty(&spec).unwrap_or(raw);
+    out.push('\n');
+    out
 }

@@ -1,7 +1,7 @@
 //! `/org`: the caller's firm.
 use super::auth::TokenAuth;
 use super::problem::{ApiError, ApiResult};
-use super::types::Text;
+use super::types::{Optional, Text};
 use crate::auth::Permission;
 use crate::state::AppState;
 use crate::store::orgs::{Org, OrgChanges};
@@ -54,15 +54,15 @@ pub struct OrgPatch {
     #[oai(validator(
         min_length = 1,
         max_length = 200,
-        pattern = r"^[^\x00-\x1f\x7f]*\S[^\x00-\x1f\x7f]*$"
+        pattern = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
     ))]
-    pub name: Option<Text>,
+    pub name: Optional<Text>,
     /// IANA time zone such as `America/New_York`, or `UTC`.
     #[oai(validator(
         max_length = 64,
         pattern = r"^(UTC|[A-Za-z0-9_+-]+(/[A-Za-z0-9_+-]+)+)$"
     ))]
-    pub time_zone: Option<Text>,
+    pub time_zone: Optional<Text>,
 }
 
 #[OpenApi(prefix_path = "/org", tag = "Tag::Org")]
@@ -89,8 +89,8 @@ impl OrgApi {
     async fn update(&self, auth: TokenAuth, body: Json<OrgPatch>) -> ApiResult<Json<OrgView>> {
         let p = auth.require(Permission::OrgWrite)?;
         let changes = OrgChanges {
-            name: body.0.name.map(|t| t.0),
-            time_zone: body.0.time_zone.map(|t| t.0),
+            name: body.0.name.0.map(|t| t.0),
+            time_zone: body.0.time_zone.0.map(|t| t.0),
         };
         Ok(Json(
             self.state

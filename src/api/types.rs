@@ -61,3 +61,83 @@ mod tests {
         assert!(Text::parse_from_json(Some(serde_json::json!(true))).is_err());
     }
 }
+
+/// An optional field that may be left out but not sent as `null` (the schema
+/// does not declare it nullable). For PATCH bodies: absent means "unchanged".
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Optional<T>(pub Option<T>);
+
+impl<T: Type> Type for Optional<T> {
+    const IS_REQUIRED: bool = false;
+    type RawValueType = T::RawValueType;
+    type RawElementValueType = T::RawElementValueType;
+
+    fn name() -> Cow<'static, str> {
+        format!("optional_{}", T::name()).into()
+    }
+
+    fn schema_ref() -> MetaSchemaRef {
+        T::schema_ref()
+    }
+
+    fn register(registry: &mut poem_openapi::registry::Registry) {
+        T::register(registry);
+    }
+
+    fn as_raw_value(&self) -> Option<&Self::RawValueType> {
+        self.0.as_ref().and_then(Type::as_raw_value)
+    }
+
+    fn raw_element_iter<'a>(
+        &'a self,
+    ) -> Box<dyn Iterator<Item = &'a Self::RawElementValueType> + 'a> {
+        match &self.0 {
+            Some(v) => v.raw_element_iter(),
+            None => Box::new(std::iter::empty()),
+        }
+    }
+
+    fn is_none(&self) -> bool {
+        self.0.is_none()
+    }
+}
+
+impl<T: ParseFromJSON> ParseFromJSON for Optional<T> {
+    fn parse_from_json(value: Option<Value>) -> ParseResult<Self> {
+        match value {
+            None => Ok(Optional(None)),
+            Some(Value::Null) => Err(ParseError::custom(
+                "null is not allowed here; leave the field out to keep its value",
+            )),
+            Some(v) => T::parse_from_json(Some(v))
+                .map(|t| Optional(Some(t)))
+                .map_err(ParseError::propagate),
+        }
+    }
+}
+
+impl<T: ToJSON> ToJSON for Optional<T> {
+    fn to_json(&self) -> Option<Value> {
+        self.0.as_ref().and_then(ToJSON::to_json)
+    }
+}
+
+#[cfg(test)]
+mod optional_tests {
+    use super::*;
+
+    #[test]
+    fn absent_is_none_null_is_refused() {
+        assert_eq!(
+            Optional::<Text>::parse_from_json(None).unwrap(),
+            Optional(None)
+        );
+        assert!(Optional::<Text>::parse_from_json(Some(Value::Null)).is_err());
+        assert_eq!(
+            Optional::<Text>::parse_from_json(Some(Value::String("x".into())))
+                .unwrap()
+                .0,
+            Some(Text("x".into()))
+        );
+    }
+}

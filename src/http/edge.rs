@@ -124,7 +124,7 @@ impl SpecIndex {
                 continue;
             };
             let fits = match (expected.as_str(), field) {
-                (_, serde_json::Value::Null) => true,
+                (_, serde_json::Value::Null) => false,
                 ("string", v) => v.is_string(),
                 ("integer", v) => v.is_i64() || v.is_u64(),
                 ("number", v) => v.is_number(),
@@ -135,6 +135,7 @@ impl SpecIndex {
             };
             if !fits {
                 let found = match field {
+                    serde_json::Value::Null => "null (leave the field out instead)",
                     serde_json::Value::Bool(_) => "a boolean",
                     serde_json::Value::Number(_) => "a number",
                     serde_json::Value::String(_) => "a string",

@@ -36,9 +36,9 @@ pub enum HttpError {
 /// The whole application endpoint, wrapped in the edge.
 pub fn app(state: Arc<AppState>, https: bool) -> impl Endpoint<Output = Response> {
     let service = api::service(state.clone());
-    let spec = service.spec();
     let docs = docs::routes(&service.swagger_ui_html());
     let spec_for_endpoint = api::spec_json(state.clone());
+    let spec = spec_for_endpoint.clone();
     let spec_index = Arc::new(SpecIndex::from_spec(&spec, api::BASE));
     let route = Route::new()
         .at(

@@ -3,6 +3,7 @@ mod acme;
 mod api;
 mod cli;
 mod openapi;
+mod schemathesis;
 mod support;
 mod tls;
 mod web;
