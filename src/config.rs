@@ -625,12 +625,11 @@ impl Loaded {
 
 fn parse_env_list(raw: &str) -> Value {
     let trimmed = raw.trim();
-    if trimmed.starts_with('[') {
-        if let Ok(table) = toml::from_str::<Table>(&format!("v = {trimmed}")) {
-            if let Some(v) = table.get("v") {
-                return v.clone();
-            }
-        }
+    if trimmed.starts_with('[')
+        && let Ok(table) = toml::from_str::<Table>(&format!("v = {trimmed}"))
+        && let Some(v) = table.get("v")
+    {
+        return v.clone();
     }
     Value::Array(
         trimmed

@@ -244,10 +244,9 @@ impl<E: Endpoint> Edge<E> {
             .headers()
             .get(header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+            && len > max
         {
-            if len > max {
-                return Err(too_large());
-            }
+            return Err(too_large());
         }
         let body = req.take_body();
         let mut reader = tokio::io::AsyncReadExt::take(body.into_async_read(), max + 1);
@@ -302,15 +301,15 @@ impl<E: Endpoint> Edge<E> {
                 detail
             },
         );
-        if code == Code::BadRequest {
-            if let Some((field, detail)) = self.spec.wrong_field(method.as_str(), path, body) {
-                e = ApiError::field(code, field, detail);
-            }
+        if code == Code::BadRequest
+            && let Some((field, detail)) = self.spec.wrong_field(method.as_str(), path, body)
+        {
+            e = ApiError::field(code, field, detail);
         }
-        if code == Code::MethodNotAllowed {
-            if let Some(allow) = self.spec.allowed(path) {
-                e = e.with_header("allow", allow);
-            }
+        if code == Code::MethodNotAllowed
+            && let Some(allow) = self.spec.allowed(path)
+        {
+            e = e.with_header("allow", allow);
         }
         e.into_response()
     }

@@ -137,17 +137,16 @@ pub fn self_signed(
     hosts: &[String],
 ) -> Result<CertifiedKey, TlsError> {
     let keyring = keys.current();
-    if let Some(stored) = store.read(|r| r.get_system_secret(&keyring, SELF_SIGNED_NAME))? {
-        if let Ok(pair) = serde_json::from_slice::<(String, String, Vec<String>)>(stored.expose()) {
-            if pair.2 == hosts {
-                return certified_key_from_pem(
-                    pair.0.as_bytes(),
-                    pair.1.as_bytes(),
-                    "stored certificate",
-                    "stored key",
-                );
-            }
-        }
+    if let Some(stored) = store.read(|r| r.get_system_secret(&keyring, SELF_SIGNED_NAME))?
+        && let Ok(pair) = serde_json::from_slice::<(String, String, Vec<String>)>(stored.expose())
+        && pair.2 == hosts
+    {
+        return certified_key_from_pem(
+            pair.0.as_bytes(),
+            pair.1.as_bytes(),
+            "stored certificate",
+            "stored key",
+        );
     }
     let generated = rcgen::generate_simple_self_signed(hosts.to_vec())
         .map_err(|e| TlsError::Generate(e.to_string()))?;
@@ -270,13 +269,13 @@ where
 {
     let start =
         tokio_rustls::LazyConfigAcceptor::new(rustls::server::Acceptor::default(), stream).await?;
-    if let Some(challenge) = setup.challenge {
-        if rustls_acme::is_tls_alpn_challenge(&start.client_hello()) {
-            let mut tls = start.into_stream(challenge).await?;
-            let _ = tokio::io::AsyncWriteExt::shutdown(&mut tls).await;
-            tracing::info!("answered an ACME TLS-ALPN-01 validation");
-            return Err(io::Error::other("ACME validation connection closed"));
-        }
+    if let Some(challenge) = setup.challenge
+        && rustls_acme::is_tls_alpn_challenge(&start.client_hello())
+    {
+        let mut tls = start.into_stream(challenge).await?;
+        let _ = tokio::io::AsyncWriteExt::shutdown(&mut tls).await;
+        tracing::info!("answered an ACME TLS-ALPN-01 validation");
+        return Err(io::Error::other("ACME validation connection closed"));
     }
     start.into_stream(setup.config).await
 }

@@ -56,14 +56,14 @@ pub fn open_keyring(config: &Config, store: &Store) -> Result<Keyring, KeyError>
         Some(false) => {
             let path = keyring.source().path().to_path_buf();
             let pending = with_suffix(&path, "new");
-            if let KeySource::File(_) = keyring.source() {
-                if pending.exists() {
-                    let new = Keyring::load(&[KeySource::File(pending.clone())])?;
-                    if opens_check(store, &new)? == Some(true) {
-                        Keyring::swap_files(&path)?;
-                        tracing::warn!(key = %path.display(), "completed an interrupted master key rotation");
-                        return Ok(Keyring::load(&[KeySource::File(path)])?);
-                    }
+            if let KeySource::File(_) = keyring.source()
+                && pending.exists()
+            {
+                let new = Keyring::load(&[KeySource::File(pending.clone())])?;
+                if opens_check(store, &new)? == Some(true) {
+                    Keyring::swap_files(&path)?;
+                    tracing::warn!(key = %path.display(), "completed an interrupted master key rotation");
+                    return Ok(Keyring::load(&[KeySource::File(path)])?);
                 }
             }
             Err(KeyError::Mismatch {

@@ -20,6 +20,11 @@ use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 
 pub use journal::{Entry as JournalEntry, Op};
+
+/// Rows of a table: (key, value) pairs.
+pub type Rows = Vec<(Vec<u8>, Vec<u8>)>;
+
+type BytesTable = redb::ReadOnlyTable<&'static [u8], &'static [u8]>;
 pub use scope::{Actor, OrgId, OrgScope, SystemContext};
 
 /// The schema this binary writes. Bump it with a new entry in [`MIGRATIONS`].
@@ -441,11 +446,7 @@ impl Tx {
         Ok(t.get(key).map_err(io)?.map(|v| v.value().to_vec()))
     }
 
-    fn scan_raw(
-        &self,
-        table: &Table,
-        prefix: &[u8],
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+    fn scan_raw(&self, table: &Table, prefix: &[u8]) -> Result<Rows, StoreError> {
         let t = self.tx.open_table(table.def()).map_err(io)?;
         collect_prefix(&t, prefix)
     }
@@ -584,10 +585,7 @@ pub struct ReadTx {
 }
 
 impl ReadTx {
-    fn open(
-        &self,
-        table: &Table,
-    ) -> Result<Option<redb::ReadOnlyTable<&'static [u8], &'static [u8]>>, StoreError> {
+    fn open(&self, table: &Table) -> Result<Option<BytesTable>, StoreError> {
         match self.tx.open_table(table.def()) {
             Ok(t) => Ok(Some(t)),
             Err(redb::TableError::TableDoesNotExist(_)) => Ok(None),
@@ -629,12 +627,7 @@ impl ReadTx {
 
     /// Every row of one org's table whose key starts with `prefix`; keys are
     /// returned without the org prefix.
-    pub fn scan(
-        &self,
-        scope: &OrgScope,
-        table: &Table,
-        prefix: &[u8],
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+    pub fn scan(&self, scope: &OrgScope, table: &Table, prefix: &[u8]) -> Result<Rows, StoreError> {
         expect_kind(table, Kind::Tenant)?;
         let Some(t) = self.open(table)? else {
             return Ok(vec![]);
@@ -647,11 +640,7 @@ impl ReadTx {
     }
 
     /// Every row of a system table whose key starts with `prefix`.
-    pub fn scan_system(
-        &self,
-        table: &Table,
-        prefix: &[u8],
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+    pub fn scan_system(&self, table: &Table, prefix: &[u8]) -> Result<Rows, StoreError> {
         expect_kind(table, Kind::System)?;
         let Some(t) = self.open(table)? else {
             return Ok(vec![]);
@@ -690,7 +679,7 @@ fn decode_json<T: DeserializeOwned>(table: &Table, bytes: &[u8]) -> Result<T, St
 fn collect_prefix(
     t: &impl redb::ReadableTable<&'static [u8], &'static [u8]>,
     prefix: &[u8],
-) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+) -> Result<Rows, StoreError> {
     let mut out = vec![];
     for row in t.range::<&[u8]>(prefix..).map_err(io)? {
         let (k, v) = row.map_err(io)?;

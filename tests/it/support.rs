@@ -58,8 +58,10 @@ impl TestCa {
 
 /// A test configuration: self-signed TLS on random loopback ports.
 pub fn test_config(data_dir: &Path) -> Config {
-    let mut config = Config::default();
-    config.data_dir = data_dir.to_path_buf();
+    let mut config = Config {
+        data_dir: data_dir.to_path_buf(),
+        ..Default::default()
+    };
     config.tls.mode = TlsMode::SelfSigned;
     config.server.listen = vec!["127.0.0.1:0".parse().unwrap()];
     config.server.redirect_listen = Some(vec!["127.0.0.1:0".parse().unwrap()]);
