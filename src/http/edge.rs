@@ -415,7 +415,11 @@ impl<E: Endpoint> Endpoint for Edge<E> {
         state.metrics.observe(
             "docket_http_request_duration_seconds",
             "HTTP request latency.",
-            vec![("route", route.clone()), ("method", method.to_string())],
+            vec![
+                ("route", route.clone()),
+                ("method", method.to_string()),
+                ("status", status.to_string()),
+            ],
             elapsed,
         );
         span.in_scope(

@@ -314,7 +314,7 @@ async fn health_readiness_and_metrics() {
         text.contains(r#"docket_http_requests_total{route="org.get",method="GET",status="200"} 1"#),
         "{text}"
     );
-    assert!(text.contains("docket_http_request_duration_seconds_bucket{route=\"org.get\",method=\"GET\",le=\"+Inf\"} 1"));
+    assert!(text.contains("docket_http_request_duration_seconds_bucket{route=\"org.get\",method=\"GET\",status=\"200\",le=\"+Inf\"} 1"));
     assert!(text.contains("docket_journal_seq"));
     let proxied = c
         .get(s.url("/metrics"))

@@ -102,11 +102,22 @@ async fn serve_reloads_files_on_sighup_and_stops_gracefully_on_sigterm() {
     let cfg = config.to_str().unwrap();
     let (code, out, err) = run_docket(&["key", "generate", "--config", cfg], &[]);
     assert_eq!(code, 0, "{out}{err}");
+    let notify_path = dir.path().join("notify.sock");
+    let notify = std::os::unix::net::UnixDatagram::bind(&notify_path).unwrap();
+    notify
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
     let mut child = std::process::Command::new(docket_bin())
         .args(["serve", "--config", cfg])
+        .env("NOTIFY_SOCKET", &notify_path)
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
+    let mut buf = [0u8; 64];
+    let n = notify
+        .recv(&mut buf)
+        .expect("systemd readiness notification");
+    assert_eq!(&buf[..n], b"READY=1", "READY=1 is sent once listening");
     let url = format!("https://localhost:{https}/healthz");
     let old = client_trusting(&first.ca_pem);
     assert!(
@@ -154,6 +165,8 @@ async fn serve_reloads_files_on_sighup_and_stops_gracefully_on_sigterm() {
     assert!(kill("-TERM").success());
     let status = child.wait().unwrap();
     assert!(status.success(), "SIGTERM is a clean exit: {status:?}");
+    let n = notify.recv(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"STOPPING=1");
     let mut logs = String::new();
     child
         .stdout
