@@ -35,11 +35,7 @@ impl Instance {
     pub fn open(config: Config, clock: Clock) -> Result<Instance, AppError> {
         let store = Store::open(&config.store_path(), clock)?;
         let keyring = keys::open_keyring(&config, &store)?;
-        Ok(Instance {
-            config,
-            store: Arc::new(store),
-            keys: SharedKeyring::new(keyring),
-        })
+        Ok(Instance { config, store: Arc::new(store), keys: SharedKeyring::new(keyring) })
     }
 }
 
@@ -56,35 +52,19 @@ pub struct Running {
 
 /// Starts serving `instance`; returns once every listener is bound.
 pub async fn start(instance: Instance) -> Result<Running, AppError> {
-    let Instance {
-        config,
-        store,
-        keys,
-    } = instance;
+    let Instance { config, store, keys } = instance;
     let clock = store.clock().clone();
     let tls = TlsSetup::from_config(&config, &store, &keys).map_err(http::HttpError::from)?;
     let listeners = Listeners::bind(&config).await?;
     let (main_addrs, redirect_addrs) = (listeners.main_addrs(), listeners.redirect_addrs());
     let socket = config.control_socket_path();
-    let control = crate::control::listen(&socket, store.clone(), keys.clone()).map_err(|e| {
-        AppError::Control {
-            path: socket.display().to_string(),
-            reason: e.to_string(),
-        }
-    })?;
+    let control = crate::control::listen(&socket, store.clone(), keys.clone())
+        .map_err(|e| AppError::Control { path: socket.display().to_string(), reason: e.to_string() })?;
     let state = AppState::new(config, store, keys, clock);
     let (shutdown, rx) = watch::channel(false);
     let server = tokio::spawn(http::run(state.clone(), listeners, tls.clone(), rx));
     tracing::info!(listen = ?main_addrs, redirect = ?redirect_addrs, tls = ?state.config.tls.mode, "docket is serving");
-    Ok(Running {
-        state,
-        main_addrs,
-        redirect_addrs,
-        tls,
-        shutdown,
-        server,
-        control,
-    })
+    Ok(Running { state, main_addrs, redirect_addrs, tls, shutdown, server, control })
 }
 
 impl Running {
@@ -143,17 +123,14 @@ pub fn notify_systemd(state: &str) {
 pub async fn serve_until_signal(running: Running) -> Result<(), AppError> {
     use tokio::signal::unix::{SignalKind, signal};
     notify_systemd("READY=1");
-    let (mut term, mut int, mut hup) = match (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::hangup()),
-    ) {
-        (Ok(t), Ok(i), Ok(h)) => (t, i, h),
-        _ => {
-            tracing::error!("cannot install signal handlers");
-            return running.stop().await;
-        }
-    };
+    let (mut term, mut int, mut hup) =
+        match (signal(SignalKind::terminate()), signal(SignalKind::interrupt()), signal(SignalKind::hangup())) {
+            (Ok(t), Ok(i), Ok(h)) => (t, i, h),
+            _ => {
+                tracing::error!("cannot install signal handlers");
+                return running.stop().await;
+            }
+        };
     loop {
         tokio::select! {
             _ = term.recv() => break,

@@ -12,11 +12,7 @@ use std::path::PathBuf;
 use toml::Value;
 
 #[derive(Parser, Debug)]
-#[command(
-    name = "docket",
-    version,
-    about = "Self-hosted data appliance for law firms that use Clio"
-)]
+#[command(name = "docket", version, about = "Self-hosted data appliance for law firms that use Clio")]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Cmd,
@@ -147,19 +143,13 @@ pub struct Failure {
 
 impl From<ConfigError> for Failure {
     fn from(e: ConfigError) -> Self {
-        Failure {
-            code: 2,
-            message: e.to_string(),
-        }
+        Failure { code: 2, message: e.to_string() }
     }
 }
 
 impl From<app::AppError> for Failure {
     fn from(e: app::AppError) -> Self {
-        Failure {
-            code: 1,
-            message: e.to_string(),
-        }
+        Failure { code: 1, message: e.to_string() }
     }
 }
 
@@ -183,19 +173,14 @@ fn load_instance_config(args: &InstanceArgs) -> Result<Loaded, ConfigError> {
         (Some(file), _) => load_config(Some(file)),
         (None, Some(dir)) => Layers::new()
             .env(env_vars())?
-            .flag(
-                "data_dir",
-                Value::String(dir.display().to_string()),
-                "data-dir",
-            )
+            .flag("data_dir", Value::String(dir.display().to_string()), "data-dir")
             .flag("tls.mode", Value::String("off".into()), "data-dir")
             .build(),
         (None, None) => Err(ConfigError {
             key: None,
             source: None,
             problem: "this command needs to know which docket instance to act on".into(),
-            fix: "pass --config /etc/docket/docket.toml (or set DOCKET_CONFIG), or --data-dir DIR"
-                .into(),
+            fix: "pass --config /etc/docket/docket.toml (or set DOCKET_CONFIG), or --data-dir DIR".into(),
         }),
     }
 }
@@ -210,9 +195,7 @@ async fn admin(args: &InstanceArgs, command: Command) -> Result<String, Failure>
         Ok(Some(Reply::Err(text))) => return Err(failure(text)),
         Ok(None) => {}
         Err(e) => {
-            return Err(failure(format!(
-                "cannot reach the running server's control socket: {e}"
-            )));
+            return Err(failure(format!("cannot reach the running server's control socket: {e}")));
         }
     }
     let instance = Instance::open(config, Clock::system())?;
@@ -227,30 +210,18 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
     match cli.command {
         Cmd::Serve { config, human_logs } => {
             let loaded = load_config(config.as_ref())?;
-            let format = if human_logs {
-                LogFormat::Human
-            } else {
-                loaded.config.log.format
-            };
+            let format = if human_logs { LogFormat::Human } else { loaded.config.log.format };
             telemetry::init_logging(format, &loaded.config.log.level);
             let instance = Instance::open(loaded.config, Clock::system())?;
             let running = app::start(instance).await?;
             app::serve_until_signal(running).await?;
             Ok(())
         }
-        Cmd::Demo {
-            data_dir,
-            https_port,
-            http_port,
-        } => crate::demo::run(data_dir, https_port, http_port).await,
-        Cmd::Config {
-            command: ConfigCmd::Check { config },
-        } => {
+        Cmd::Demo { data_dir, https_port, http_port } => crate::demo::run(data_dir, https_port, http_port).await,
+        Cmd::Config { command: ConfigCmd::Check { config } } => {
             let loaded = load_config(Some(&config))?;
             print!("{}", loaded.describe());
-            if loaded.config.tls.mode == TlsMode::Off
-                && loaded.config.server.trusted_proxies.is_empty()
-            {
+            if loaded.config.tls.mode == TlsMode::Off && loaded.config.server.trusted_proxies.is_empty() {
                 eprintln!(
                     "note: tls.mode = \"off\" with no server.trusted_proxies: X-Forwarded-* headers will be ignored"
                 );
@@ -258,81 +229,29 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
             eprintln!("configuration OK");
             Ok(())
         }
-        Cmd::Key {
-            command: KeyCmd::Generate { instance },
-        } => {
+        Cmd::Key { command: KeyCmd::Generate { instance } } => {
             let config = load_instance_config(&instance)?.config;
-            let path = config
-                .keys
-                .master_key_file
-                .clone()
-                .unwrap_or_else(|| default_key_path(&config.data_dir));
-            let keyring = Keyring::generate(&path).map_err(|e| Failure {
-                code: 1,
-                message: e.to_string(),
-            })?;
-            println!(
-                "wrote the master key to {} (public key {})",
-                path.display(),
-                keyring.recipient()
-            );
+            let path = config.keys.master_key_file.clone().unwrap_or_else(|| default_key_path(&config.data_dir));
+            let keyring = Keyring::generate(&path).map_err(|e| Failure { code: 1, message: e.to_string() })?;
+            println!("wrote the master key to {} (public key {})", path.display(), keyring.recipient());
             println!("back this file up offline: without it no secret or backup can be read");
             Ok(())
         }
-        Cmd::Key {
-            command: KeyCmd::Rotate { confirm, instance },
-        } => {
-            let command = if confirm {
-                Command::KeyConfirm
-            } else {
-                Command::KeyRotate
-            };
+        Cmd::Key { command: KeyCmd::Rotate { confirm, instance } } => {
+            let command = if confirm { Command::KeyConfirm } else { Command::KeyRotate };
             println!("{}", admin(&instance, command).await?);
             Ok(())
         }
-        Cmd::Org {
-            command:
-                OrgCmd::Create {
-                    slug,
-                    name,
-                    instance,
-                },
-        } => {
-            println!(
-                "{}",
-                admin(&instance, Command::OrgCreate { slug, name }).await?
-            );
+        Cmd::Org { command: OrgCmd::Create { slug, name, instance } } => {
+            println!("{}", admin(&instance, Command::OrgCreate { slug, name }).await?);
             Ok(())
         }
-        Cmd::Org {
-            command: OrgCmd::List { instance },
-        } => {
+        Cmd::Org { command: OrgCmd::List { instance } } => {
             print!("{}", admin(&instance, Command::OrgList).await?);
             Ok(())
         }
-        Cmd::Token {
-            command:
-                TokenCmd::Create {
-                    org,
-                    role,
-                    name,
-                    expires_days,
-                    instance,
-                },
-        } => {
-            print!(
-                "{}",
-                admin(
-                    &instance,
-                    Command::TokenCreate {
-                        org,
-                        role,
-                        name,
-                        expires_days
-                    }
-                )
-                .await?
-            );
+        Cmd::Token { command: TokenCmd::Create { org, role, name, expires_days, instance } } => {
+            print!("{}", admin(&instance, Command::TokenCreate { org, role, name, expires_days }).await?);
             Ok(())
         }
     }

@@ -49,12 +49,10 @@ impl Clock {
 
 /// Converts microseconds since the epoch to a UTC date-time (saturating at the epoch).
 pub fn micros_to_datetime(micros: i64) -> OffsetDateTime {
-    OffsetDateTime::from_unix_timestamp_nanos(micros as i128 * 1000)
-        .unwrap_or(OffsetDateTime::UNIX_EPOCH)
+    OffsetDateTime::from_unix_timestamp_nanos(micros as i128 * 1000).unwrap_or(OffsetDateTime::UNIX_EPOCH)
 }
 
 /// RFC 3339 rendering used in API bodies and logs.
 pub fn rfc3339(t: OffsetDateTime) -> String {
-    t.format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default()
+    t.format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
 }

@@ -165,21 +165,13 @@ impl Default for TlsConfig {
 
 impl Default for AcmeConfig {
     fn default() -> Self {
-        AcmeConfig {
-            domains: vec![],
-            contact: vec![],
-            directory: "letsencrypt".into(),
-            ca_file: None,
-        }
+        AcmeConfig { domains: vec![], contact: vec![], directory: "letsencrypt".into(), ca_file: None }
     }
 }
 
 impl Default for LogConfig {
     fn default() -> Self {
-        LogConfig {
-            format: LogFormat::Json,
-            level: "info".into(),
-        }
+        LogConfig { format: LogFormat::Json, level: "info".into() }
     }
 }
 
@@ -275,18 +267,8 @@ impl fmt::Display for ConfigError {
 impl std::error::Error for ConfigError {}
 
 impl ConfigError {
-    fn new(
-        key: Option<&str>,
-        source: Option<Source>,
-        problem: impl Into<String>,
-        fix: impl Into<String>,
-    ) -> Self {
-        ConfigError {
-            key: key.map(str::to_owned),
-            source,
-            problem: problem.into(),
-            fix: fix.into(),
-        }
+    fn new(key: Option<&str>, source: Option<Source>, problem: impl Into<String>, fix: impl Into<String>) -> Self {
+        ConfigError { key: key.map(str::to_owned), source, problem: problem.into(), fix: fix.into() }
     }
 }
 
@@ -314,23 +296,13 @@ impl Default for Layers {
 
 impl Layers {
     pub fn new() -> Self {
-        let shape = Value::try_from(Config::default())
-            .ok()
-            .and_then(|v| v.as_table().cloned())
-            .unwrap_or_default();
-        Layers {
-            table: Table::new(),
-            provenance: BTreeMap::new(),
-            shape,
-        }
+        let shape = Value::try_from(Config::default()).ok().and_then(|v| v.as_table().cloned()).unwrap_or_default();
+        Layers { table: Table::new(), provenance: BTreeMap::new(), shape }
     }
 
     /// Overlays a TOML file.
     pub fn file(mut self, path: &Path) -> Result<Self, ConfigError> {
-        let fix_path = format!(
-            "check that {} exists and that this user may read it",
-            path.display()
-        );
+        let fix_path = format!("check that {} exists and that this user may read it", path.display());
         let text = std::fs::read_to_string(path).map_err(|e| {
             ConfigError::new(
                 None,
@@ -356,22 +328,14 @@ impl Layers {
     }
 
     /// Overlays every `DOCKET_*` variable from `vars`.
-    pub fn env(
-        mut self,
-        vars: impl IntoIterator<Item = (String, String)>,
-    ) -> Result<Self, ConfigError> {
-        let mut vars: Vec<_> = vars
-            .into_iter()
-            .filter(|(k, _)| k.starts_with("DOCKET_"))
-            .collect();
+    pub fn env(mut self, vars: impl IntoIterator<Item = (String, String)>) -> Result<Self, ConfigError> {
+        let mut vars: Vec<_> = vars.into_iter().filter(|(k, _)| k.starts_with("DOCKET_")).collect();
         vars.sort();
         for (name, raw) in vars {
             if NON_CONFIG_ENV.contains(&name.as_str()) {
                 continue;
             }
-            let key = name["DOCKET_".len()..]
-                .to_ascii_lowercase()
-                .replace("__", ".");
+            let key = name["DOCKET_".len()..].to_ascii_lowercase().replace("__", ".");
             let source = Source::Env(name.clone());
             let value = self.typed_env_value(&key, &raw, &source)?;
             self.set(&key, value, source);
@@ -389,9 +353,7 @@ impl Layers {
         let mut table = &mut self.table;
         let parts: Vec<&str> = key.split('.').collect();
         for part in &parts[..parts.len() - 1] {
-            let entry = table
-                .entry(part.to_string())
-                .or_insert_with(|| Value::Table(Table::new()));
+            let entry = table.entry(part.to_string()).or_insert_with(|| Value::Table(Table::new()));
             if !entry.is_table() {
                 *entry = Value::Table(Table::new());
             }
@@ -414,12 +376,8 @@ impl Layers {
             )
         };
         Ok(match expected {
-            Some(Value::Integer(_)) => {
-                Value::Integer(raw.trim().parse().map_err(|_| bad("a whole number"))?)
-            }
-            Some(Value::Boolean(_)) => {
-                Value::Boolean(raw.trim().parse().map_err(|_| bad("true or false"))?)
-            }
+            Some(Value::Integer(_)) => Value::Integer(raw.trim().parse().map_err(|_| bad("a whole number"))?),
+            Some(Value::Boolean(_)) => Value::Boolean(raw.trim().parse().map_err(|_| bad("true or false"))?),
             Some(Value::Array(_)) => parse_env_list(raw),
             _ if key.ends_with("listen") || key.ends_with("trusted_proxies") => parse_env_list(raw),
             _ => Value::String(raw.to_string()),
@@ -437,15 +395,11 @@ impl Layers {
             let fix = if inner.contains("unknown field") {
                 "remove or rename the key (packaging/docket.toml lists every valid key)".to_string()
             } else {
-                "give a value of the type shown (packaging/docket.toml documents each key)"
-                    .to_string()
+                "give a value of the type shown (packaging/docket.toml documents each key)".to_string()
             };
             ConfigError::new(Some(&key), source, inner, fix)
         })?;
-        let loaded = Loaded {
-            config,
-            provenance: self.provenance,
-        };
+        let loaded = Loaded { config, provenance: self.provenance };
         loaded.validate()?;
         Ok(loaded)
     }
@@ -454,9 +408,7 @@ impl Layers {
         self.provenance
             .iter()
             .filter(|(k, _)| {
-                key == k.as_str()
-                    || key.starts_with(&format!("{k}."))
-                    || k.starts_with(&format!("{key}."))
+                key == k.as_str() || key.starts_with(&format!("{k}.")) || k.starts_with(&format!("{key}."))
             })
             .map(|(_, s)| s.clone())
             .next()
@@ -475,9 +427,7 @@ impl Layers {
                     Some(key),
                     source,
                     format!("both `{key}` and `{file_key}` are set"),
-                    format!(
-                        "keep only one of them (prefer `{file_key}`, which keeps the secret out of the config)"
-                    ),
+                    format!("keep only one of them (prefer `{file_key}`, which keeps the secret out of the config)"),
                 ));
             }
             let Value::String(path) = path else {
@@ -514,22 +464,13 @@ impl Loaded {
 
     fn validate(&self) -> Result<(), ConfigError> {
         let c = &self.config;
-        let err = |key: &str, problem: &str, fix: &str| {
-            Err(ConfigError::new(Some(key), self.source(key), problem, fix))
-        };
+        let err =
+            |key: &str, problem: &str, fix: &str| Err(ConfigError::new(Some(key), self.source(key), problem, fix));
         if c.server.max_body_bytes == 0 {
-            return err(
-                "server.max_body_bytes",
-                "must be greater than 0",
-                "set a limit such as 1048576 (1 MiB)",
-            );
+            return err("server.max_body_bytes", "must be greater than 0", "set a limit such as 1048576 (1 MiB)");
         }
         if c.data_dir.as_os_str().is_empty() {
-            return err(
-                "data_dir",
-                "is empty",
-                "set it to a directory docket may own, such as /var/lib/docket",
-            );
+            return err("data_dir", "is empty", "set it to a directory docket may own, such as /var/lib/docket");
         }
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&c.log.level) {
             return err(
@@ -541,17 +482,9 @@ impl Loaded {
         match c.tls.mode {
             TlsMode::Files => {
                 for key in ["tls.cert_file", "tls.key_file"] {
-                    let set = if key == "tls.cert_file" {
-                        &c.tls.cert_file
-                    } else {
-                        &c.tls.key_file
-                    };
+                    let set = if key == "tls.cert_file" { &c.tls.cert_file } else { &c.tls.key_file };
                     if set.is_none() {
-                        return err(
-                            key,
-                            "is required when tls.mode = \"files\"",
-                            "give the path of the PEM file",
-                        );
+                        return err(key, "is required when tls.mode = \"files\"", "give the path of the PEM file");
                     }
                 }
             }
@@ -563,13 +496,7 @@ impl Loaded {
                         "list the public DNS names of this server, or choose tls.mode = \"self-signed\" or \"files\"",
                     );
                 }
-                if let Some(bad) = c
-                    .tls
-                    .acme
-                    .contact
-                    .iter()
-                    .find(|c| !c.starts_with("mailto:"))
-                {
+                if let Some(bad) = c.tls.acme.contact.iter().find(|c| !c.starts_with("mailto:")) {
                     return err(
                         "tls.acme.contact",
                         &format!("`{bad}` is not a mailto: URI"),
@@ -577,14 +504,10 @@ impl Loaded {
                     );
                 }
                 let d = &c.tls.acme.directory;
-                if !matches!(d.as_str(), "letsencrypt" | "letsencrypt-staging")
-                    && !d.starts_with("https://")
-                {
+                if !matches!(d.as_str(), "letsencrypt" | "letsencrypt-staging") && !d.starts_with("https://") {
                     return err(
                         "tls.acme.directory",
-                        &format!(
-                            "`{d}` is neither `letsencrypt`, `letsencrypt-staging` nor an https:// URL"
-                        ),
+                        &format!("`{d}` is neither `letsencrypt`, `letsencrypt-staging` nor an https:// URL"),
                         "use one of those",
                     );
                 }
@@ -612,11 +535,7 @@ impl Loaded {
         leaves
             .into_iter()
             .map(|(key, value)| {
-                let source = self
-                    .provenance
-                    .get(&key)
-                    .cloned()
-                    .unwrap_or(Source::Default);
+                let source = self.provenance.get(&key).cloned().unwrap_or(Source::Default);
                 format!("{key} = {value}    # {source}\n")
             })
             .collect()
@@ -632,12 +551,7 @@ fn parse_env_list(raw: &str) -> Value {
         return v.clone();
     }
     Value::Array(
-        trimmed
-            .split(',')
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .map(|s| Value::String(s.to_string()))
-            .collect(),
+        trimmed.split(',').map(str::trim).filter(|s| !s.is_empty()).map(|s| Value::String(s.to_string())).collect(),
     )
 }
 
@@ -645,11 +559,7 @@ fn flatten(prefix: &str, value: &Value, out: &mut Vec<(String, Value)>) {
     match value {
         Value::Table(t) => {
             for (k, v) in t {
-                let key = if prefix.is_empty() {
-                    k.clone()
-                } else {
-                    format!("{prefix}.{k}")
-                };
+                let key = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
                 flatten(&key, v, out);
             }
         }
@@ -688,10 +598,7 @@ mod tests {
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
     }
 
     fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
@@ -711,10 +618,7 @@ mod tests {
         let loaded = Layers::new()
             .file(&file)
             .unwrap()
-            .env(env(&[
-                ("DOCKET_DATA_DIR", "/srv/b"),
-                ("DOCKET_SERVER__MAX_BODY_BYTES", "2048"),
-            ]))
+            .env(env(&[("DOCKET_DATA_DIR", "/srv/b"), ("DOCKET_SERVER__MAX_BODY_BYTES", "2048")]))
             .unwrap()
             .flag("data_dir", Value::String("/srv/c".into()), "data-dir")
             .build()
@@ -723,15 +627,8 @@ mod tests {
         assert_eq!(loaded.config.server.max_body_bytes, 2048);
         assert_eq!(loaded.config.tls.mode, TlsMode::Files);
         assert_eq!(loaded.provenance["tls.mode"], Source::File(file));
-        assert_eq!(
-            loaded.provenance["server.max_body_bytes"],
-            Source::Env("DOCKET_SERVER__MAX_BODY_BYTES".into())
-        );
-        assert!(
-            loaded
-                .describe()
-                .contains("data_dir = \"/srv/c\"    # flag --data-dir")
-        );
+        assert_eq!(loaded.provenance["server.max_body_bytes"], Source::Env("DOCKET_SERVER__MAX_BODY_BYTES".into()));
+        assert!(loaded.describe().contains("data_dir = \"/srv/c\"    # flag --data-dir"));
     }
 
     #[test]
@@ -745,25 +642,16 @@ mod tests {
 
     #[test]
     fn unknown_env_var_is_named() {
-        let e = Layers::new()
-            .env(env(&[("DOCKET_TLS__MDOE", "off")]))
-            .unwrap()
-            .build()
-            .unwrap_err();
+        let e = Layers::new().env(env(&[("DOCKET_TLS__MDOE", "off")])).unwrap().build().unwrap_err();
         assert_eq!(e.key.as_deref(), Some("tls.mdoe"));
         assert_eq!(e.source, Some(Source::Env("DOCKET_TLS__MDOE".into())));
     }
 
     #[test]
     fn wrong_type_is_named_with_its_source() {
-        let e = Layers::new()
-            .env(env(&[("DOCKET_SERVER__MAX_BODY_BYTES", "lots")]))
-            .unwrap_err();
+        let e = Layers::new().env(env(&[("DOCKET_SERVER__MAX_BODY_BYTES", "lots")])).unwrap_err();
         assert_eq!(e.key.as_deref(), Some("server.max_body_bytes"));
-        assert!(
-            e.to_string().contains("DOCKET_SERVER__MAX_BODY_BYTES"),
-            "{e}"
-        );
+        assert!(e.to_string().contains("DOCKET_SERVER__MAX_BODY_BYTES"), "{e}");
         let dir = tempfile::tempdir().unwrap();
         let file = write(dir.path(), "d.toml", "[tls]\nmode = \"sometimes\"\n");
         let e = Layers::new().file(&file).unwrap().build().unwrap_err();
@@ -773,26 +661,15 @@ mod tests {
 
     #[test]
     fn missing_required_value_for_mode() {
-        let e = Layers::new()
-            .env(env(&[("DOCKET_TLS__MODE", "files")]))
-            .unwrap()
-            .build()
-            .unwrap_err();
+        let e = Layers::new().env(env(&[("DOCKET_TLS__MODE", "files")])).unwrap().build().unwrap_err();
         assert_eq!(e.key.as_deref(), Some("tls.cert_file"));
         let e = Layers::new().build().unwrap_err();
-        assert_eq!(
-            e.key.as_deref(),
-            Some("tls.acme.domains"),
-            "acme without domains must be refused"
-        );
+        assert_eq!(e.key.as_deref(), Some("tls.acme.domains"), "acme without domains must be refused");
     }
 
     #[test]
     fn unreadable_and_invalid_files() {
-        let e = Layers::new()
-            .file(Path::new("/nonexistent/docket.toml"))
-            .err()
-            .unwrap();
+        let e = Layers::new().file(Path::new("/nonexistent/docket.toml")).err().unwrap();
         assert!(e.to_string().contains("/nonexistent/docket.toml"));
         let dir = tempfile::tempdir().unwrap();
         let file = write(dir.path(), "d.toml", "[tls\n");
@@ -806,19 +683,13 @@ mod tests {
         let secret = write(dir.path(), "tok", "s3cret-token\n");
         let base = [("DOCKET_TLS__MODE", "off")];
         let loaded = Layers::new()
-            .env(env(&[
-                base[0],
-                ("DOCKET_METRICS__TOKEN_FILE", secret.to_str().unwrap()),
-            ]))
+            .env(env(&[base[0], ("DOCKET_METRICS__TOKEN_FILE", secret.to_str().unwrap())]))
             .unwrap()
             .build()
             .unwrap();
         let token = loaded.config.metrics.token.as_ref().unwrap();
         assert_eq!(token.expose(), "s3cret-token");
-        assert!(
-            !loaded.describe().contains("s3cret"),
-            "the dump must redact secrets"
-        );
+        assert!(!loaded.describe().contains("s3cret"), "the dump must redact secrets");
         assert!(!format!("{:?}", loaded.config).contains("s3cret"));
         let e = Layers::new()
             .env(env(&[
@@ -835,18 +706,12 @@ mod tests {
     #[test]
     fn env_lists_and_defaults_by_mode() {
         let loaded = Layers::new()
-            .env(env(&[
-                ("DOCKET_TLS__MODE", "off"),
-                ("DOCKET_SERVER__TRUSTED_PROXIES", "10.0.0.1, 10.0.0.2"),
-            ]))
+            .env(env(&[("DOCKET_TLS__MODE", "off"), ("DOCKET_SERVER__TRUSTED_PROXIES", "10.0.0.1, 10.0.0.2")]))
             .unwrap()
             .build()
             .unwrap();
         assert_eq!(loaded.config.server.trusted_proxies.len(), 2);
-        assert_eq!(
-            loaded.config.listen_addrs(),
-            vec!["127.0.0.1:8080".parse().unwrap()]
-        );
+        assert_eq!(loaded.config.listen_addrs(), vec!["127.0.0.1:8080".parse().unwrap()]);
         assert!(loaded.config.redirect_addrs().is_empty());
     }
 }

@@ -21,17 +21,9 @@ use tokio::net::{UnixListener, UnixStream};
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "command", rename_all = "kebab-case")]
 pub enum Command {
-    OrgCreate {
-        slug: String,
-        name: String,
-    },
+    OrgCreate { slug: String, name: String },
     OrgList,
-    TokenCreate {
-        org: String,
-        role: Role,
-        name: String,
-        expires_days: Option<u32>,
-    },
+    TokenCreate { org: String, role: Role, name: String, expires_days: Option<u32> },
     KeyRotate,
     KeyConfirm,
 }
@@ -79,11 +71,7 @@ pub fn execute(command: &Command, store: &Store, keys: &SharedKeyring) -> Reply 
 }
 
 /// Listens on the control socket until the returned task is aborted.
-pub fn listen(
-    path: &Path,
-    store: Arc<Store>,
-    keys: SharedKeyring,
-) -> std::io::Result<tokio::task::JoinHandle<()>> {
+pub fn listen(path: &Path, store: Arc<Store>, keys: SharedKeyring) -> std::io::Result<tokio::task::JoinHandle<()>> {
     let _ = std::fs::remove_file(path);
     let listener = UnixListener::bind(path)?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
@@ -132,9 +120,7 @@ fn command_name(c: &Command) -> &'static str {
 /// Reads one line of at most 64 KiB.
 async fn read_line<R: tokio::io::AsyncRead + Unpin>(r: R) -> std::io::Result<String> {
     let mut line = String::new();
-    BufReader::new(tokio::io::AsyncReadExt::take(r, 64 * 1024))
-        .read_line(&mut line)
-        .await?;
+    BufReader::new(tokio::io::AsyncReadExt::take(r, 64 * 1024)).read_line(&mut line).await?;
     Ok(line)
 }
 
@@ -142,12 +128,7 @@ async fn read_line<R: tokio::io::AsyncRead + Unpin>(r: R) -> std::io::Result<Str
 pub async fn send(socket: &PathBuf, command: &Command) -> std::io::Result<Option<Reply>> {
     let stream = match UnixStream::connect(socket).await {
         Ok(s) => s,
-        Err(e)
-            if matches!(
-                e.kind(),
-                std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused
-            ) =>
-        {
+        Err(e) if matches!(e.kind(), std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused) => {
             return Ok(None);
         }
         Err(e) => return Err(e),
@@ -157,7 +138,5 @@ pub async fn send(socket: &PathBuf, command: &Command) -> std::io::Result<Option
     req.push(b'\n');
     write.write_all(&req).await?;
     let line = read_line(read).await?;
-    serde_json::from_str(&line)
-        .map(Some)
-        .map_err(std::io::Error::other)
+    serde_json::from_str(&line).map(Some).map_err(std::io::Error::other)
 }

@@ -14,19 +14,11 @@ use toml::Value;
 const DEMO_SLUG: &str = "demo";
 
 /// Builds the demo configuration: defaults and `DOCKET_*`, with these flags on top.
-pub fn config(
-    data_dir: &std::path::Path,
-    https_port: u16,
-    http_port: u16,
-) -> Result<crate::config::Config, Failure> {
+pub fn config(data_dir: &std::path::Path, https_port: u16, http_port: u16) -> Result<crate::config::Config, Failure> {
     let listen = |port: u16| Value::Array(vec![Value::String(format!("127.0.0.1:{port}"))]);
     let loaded = Layers::new()
         .env(std::env::vars())?
-        .flag(
-            "data_dir",
-            Value::String(data_dir.display().to_string()),
-            "data-dir",
-        )
+        .flag("data_dir", Value::String(data_dir.display().to_string()), "data-dir")
         .flag("tls.mode", Value::String("self-signed".into()), "demo")
         .flag("log.format", Value::String("human".into()), "demo")
         .flag("server.listen", listen(https_port), "https-port")
@@ -39,36 +31,18 @@ pub async fn run(data_dir: PathBuf, https_port: u16, http_port: u16) -> Result<(
     let config = config(&data_dir, https_port, http_port)?;
     telemetry::init_logging(LogFormat::Human, &config.log.level);
     let fail = |message: String| Failure { code: 1, message };
-    let key_path = config
-        .keys
-        .master_key_file
-        .clone()
-        .unwrap_or_else(|| default_key_path(&config.data_dir));
+    let key_path = config.keys.master_key_file.clone().unwrap_or_else(|| default_key_path(&config.data_dir));
     if !key_path.exists() {
         Keyring::generate(&key_path).map_err(|e| fail(e.to_string()))?;
     }
     let instance = Instance::open(config, Clock::system())?;
     let ctx = SystemContext::new("demo");
-    let org = match instance
-        .store
-        .org_by_slug(DEMO_SLUG)
-        .map_err(|e| fail(e.to_string()))?
-    {
+    let org = match instance.store.org_by_slug(DEMO_SLUG).map_err(|e| fail(e.to_string()))? {
         Some(org) => org,
-        None => instance
-            .store
-            .create_org(&ctx, DEMO_SLUG, "Demo Law LLP")
-            .map_err(|e| fail(e.to_string()))?,
+        None => instance.store.create_org(&ctx, DEMO_SLUG, "Demo Law LLP").map_err(|e| fail(e.to_string()))?,
     };
-    let (token, _) = tokens::create(
-        &instance.store,
-        &ctx,
-        org.id,
-        "demo token",
-        Role::Admin,
-        Some(30),
-    )
-    .map_err(|e| fail(e.to_string()))?;
+    let (token, _) = tokens::create(&instance.store, &ctx, org.id, "demo token", Role::Admin, Some(30))
+        .map_err(|e| fail(e.to_string()))?;
     let running = app::start(instance).await?;
     let port = running.main_addrs.first().map_or(https_port, |a| a.port());
     println!(

@@ -4,10 +4,7 @@
 //! in-process; `main.rs` is a thin entry point. ARCHITECTURE.md has the code
 //! map and the invariants the rooms below keep.
 #![forbid(unsafe_code)]
-#![cfg_attr(
-    not(test),
-    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::todo)
-)]
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::todo))]
 
 pub mod api;
 pub mod app;

@@ -80,9 +80,7 @@ pub enum SecretsError {
         "no master key found (looked for {looked})\n  fix: run `docket key generate --config FILE` (or --data-dir DIR) once, then back the key file up offline"
     )]
     NoKey { looked: String },
-    #[error(
-        "the master key file {path} is readable by group or others (mode {mode:o})\n  fix: chmod 600 {path}"
-    )]
+    #[error("the master key file {path} is readable by group or others (mode {mode:o})\n  fix: chmod 600 {path}")]
     TooOpen { path: String, mode: u32 },
     #[error(
         "cannot read the master key file {path}: {reason}\n  fix: check the path and that the docket user owns the file"
@@ -92,9 +90,7 @@ pub enum SecretsError {
         "{path} does not hold an age identity (a line starting AGE-SECRET-KEY-1)\n  fix: point keys.master_key_file at the file `docket key generate` wrote"
     )]
     Malformed { path: String },
-    #[error(
-        "a master key already exists at {path}\n  fix: keep it, or use `docket key rotate` to replace it"
-    )]
+    #[error("a master key already exists at {path}\n  fix: keep it, or use `docket key rotate` to replace it")]
     Exists { path: String },
     #[error("cannot write the key file {path}: {reason}")]
     Write { path: String, reason: String },
@@ -132,10 +128,7 @@ pub struct Keyring {
 
 impl fmt::Debug for Keyring {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Keyring")
-            .field("recipient", &self.recipient.to_string())
-            .field("source", &self.source)
-            .finish()
+        f.debug_struct("Keyring").field("recipient", &self.recipient.to_string()).field("source", &self.source).finish()
     }
 }
 
@@ -143,9 +136,7 @@ impl fmt::Debug for Keyring {
 pub fn key_candidates(data_dir: &Path, configured: Option<&Path>) -> Vec<KeySource> {
     let mut out = vec![];
     if let Some(dir) = std::env::var_os("CREDENTIALS_DIRECTORY") {
-        out.push(KeySource::Credential(
-            PathBuf::from(dir).join(CREDENTIAL_NAME),
-        ));
+        out.push(KeySource::Credential(PathBuf::from(dir).join(CREDENTIAL_NAME)));
     }
     match configured {
         Some(path) => out.push(KeySource::File(path.to_path_buf())),
@@ -167,61 +158,39 @@ impl Keyring {
                 return Self::load_from(source.clone());
             }
         }
-        let looked = candidates
-            .iter()
-            .map(|c| c.path().display().to_string())
-            .collect::<Vec<_>>()
-            .join(", ");
+        let looked = candidates.iter().map(|c| c.path().display().to_string()).collect::<Vec<_>>().join(", ");
         Err(SecretsError::NoKey { looked })
     }
 
     fn load_from(source: KeySource) -> Result<Keyring, SecretsError> {
         let path = source.path();
         let shown = path.display().to_string();
-        let meta = std::fs::metadata(path).map_err(|e| SecretsError::Unreadable {
-            path: shown.clone(),
-            reason: e.to_string(),
-        })?;
+        let meta = std::fs::metadata(path)
+            .map_err(|e| SecretsError::Unreadable { path: shown.clone(), reason: e.to_string() })?;
         let mode = meta.permissions().mode() & 0o777;
         if mode & 0o077 != 0 {
             return Err(SecretsError::TooOpen { path: shown, mode });
         }
-        let text = std::fs::read_to_string(path).map_err(|e| SecretsError::Unreadable {
-            path: shown.clone(),
-            reason: e.to_string(),
-        })?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| SecretsError::Unreadable { path: shown.clone(), reason: e.to_string() })?;
         let identity = parse_identity(&text).ok_or(SecretsError::Malformed { path: shown })?;
-        Ok(Keyring {
-            recipient: identity.to_public(),
-            identity,
-            source,
-        })
+        Ok(Keyring { recipient: identity.to_public(), identity, source })
     }
 
     /// Creates a new key file (0600, in a 0700 directory); refuses to overwrite.
     pub fn generate(path: &Path) -> Result<Keyring, SecretsError> {
         if path.exists() {
-            return Err(SecretsError::Exists {
-                path: path.display().to_string(),
-            });
+            return Err(SecretsError::Exists { path: path.display().to_string() });
         }
         let identity = age::x25519::Identity::generate();
         write_identity(path, &identity)?;
-        Ok(Keyring {
-            recipient: identity.to_public(),
-            identity,
-            source: KeySource::File(path.to_path_buf()),
-        })
+        Ok(Keyring { recipient: identity.to_public(), identity, source: KeySource::File(path.to_path_buf()) })
     }
 
     /// A fresh identity held only in memory until [`Keyring::persist_rotation`].
     pub fn fresh(source: KeySource) -> Keyring {
         let identity = age::x25519::Identity::generate();
-        Keyring {
-            recipient: identity.to_public(),
-            identity,
-            source,
-        }
+        Keyring { recipient: identity.to_public(), identity, source }
     }
 
     /// The public half, `age1…`; safe to print and store.
@@ -240,9 +209,7 @@ impl Keyring {
 
     /// Decrypts a value sealed by [`Keyring::seal`].
     pub fn open(&self, ciphertext: &[u8]) -> Result<SecretBytes, SecretsError> {
-        age::decrypt(&self.identity, ciphertext)
-            .map(SecretBytes::new)
-            .map_err(|_| SecretsError::Open)
+        age::decrypt(&self.identity, ciphertext).map(SecretBytes::new).map_err(|_| SecretsError::Open)
     }
 
     /// Writes this (new) identity to `<path>.new`, to be swapped in by [`Keyring::swap_files`].
@@ -256,10 +223,7 @@ impl Keyring {
     /// Moves the current key file to `<path>.previous` and `<path>.new` into place.
     pub fn swap_files(path: &Path) -> Result<PathBuf, SecretsError> {
         let previous = with_suffix(path, "previous");
-        let io = |e: std::io::Error| SecretsError::Write {
-            path: path.display().to_string(),
-            reason: e.to_string(),
-        };
+        let io = |e: std::io::Error| SecretsError::Write { path: path.display().to_string(), reason: e.to_string() };
         std::fs::rename(path, &previous).map_err(io)?;
         std::fs::rename(with_suffix(path, "new"), path).map_err(io)?;
         Ok(previous)
@@ -275,26 +239,15 @@ pub fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
 }
 
 fn parse_identity(text: &str) -> Option<age::x25519::Identity> {
-    text.lines()
-        .map(str::trim)
-        .find(|l| l.starts_with("AGE-SECRET-KEY-1"))
-        .and_then(|l| l.parse().ok())
+    text.lines().map(str::trim).find(|l| l.starts_with("AGE-SECRET-KEY-1")).and_then(|l| l.parse().ok())
 }
 
 fn write_identity(path: &Path, identity: &age::x25519::Identity) -> Result<(), SecretsError> {
-    let err = |e: std::io::Error| SecretsError::Write {
-        path: path.display().to_string(),
-        reason: e.to_string(),
-    };
+    let err = |e: std::io::Error| SecretsError::Write { path: path.display().to_string(), reason: e.to_string() };
     if let Some(dir) = path.parent() {
         create_private_dir(dir).map_err(err)?;
     }
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(err)?;
+    let mut file = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path).map_err(err)?;
     let body = format!(
         "# docket master key: keep a copy offline; without it no secret or backup can be read\n# public key: {}\n{}\n",
         identity.to_public(),
@@ -350,22 +303,9 @@ mod tests {
         assert_eq!(k.open(&sealed).unwrap().expose(), b"clio-refresh-token");
         let other = Keyring::fresh(KeySource::File(dir.path().join("x")));
         assert!(matches!(other.open(&sealed), Err(SecretsError::Open)));
-        assert_eq!(
-            format!("{:?} {}", Secret::new("pw"), Secret::new("pw")),
-            "[redacted] [redacted]"
-        );
-        assert_eq!(
-            std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
-            0o600
-        );
-        assert_eq!(
-            std::fs::metadata(path.parent().unwrap())
-                .unwrap()
-                .permissions()
-                .mode()
-                & 0o777,
-            0o700
-        );
+        assert_eq!(format!("{:?} {}", Secret::new("pw"), Secret::new("pw")), "[redacted] [redacted]");
+        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(std::fs::metadata(path.parent().unwrap()).unwrap().permissions().mode() & 0o777, 0o700);
     }
 
     #[test]
@@ -375,30 +315,17 @@ mod tests {
         Keyring::generate(&path).unwrap();
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
         let e = Keyring::load(&[KeySource::File(path.clone())]).unwrap_err();
-        assert!(
-            e.to_string()
-                .contains(&format!("chmod 600 {}", path.display())),
-            "{e}"
-        );
+        assert!(e.to_string().contains(&format!("chmod 600 {}", path.display())), "{e}");
     }
 
     #[test]
     fn missing_and_malformed_keys() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("master.key");
-        assert!(matches!(
-            Keyring::load(&[KeySource::File(path.clone())]),
-            Err(SecretsError::NoKey { .. })
-        ));
+        assert!(matches!(Keyring::load(&[KeySource::File(path.clone())]), Err(SecretsError::NoKey { .. })));
         std::fs::write(&path, "hello").unwrap();
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
-        assert!(matches!(
-            Keyring::load(&[KeySource::File(path.clone())]),
-            Err(SecretsError::Malformed { .. })
-        ));
-        assert!(matches!(
-            Keyring::generate(&path),
-            Err(SecretsError::Exists { .. })
-        ));
+        assert!(matches!(Keyring::load(&[KeySource::File(path.clone())]), Err(SecretsError::Malformed { .. })));
+        assert!(matches!(Keyring::generate(&path), Err(SecretsError::Exists { .. })));
     }
 }

@@ -18,12 +18,7 @@ pub struct AppState {
 }
 
 impl AppState {
-    pub fn new(
-        config: Config,
-        store: Arc<Store>,
-        keys: SharedKeyring,
-        clock: Clock,
-    ) -> Arc<AppState> {
+    pub fn new(config: Config, store: Arc<Store>, keys: SharedKeyring, clock: Clock) -> Arc<AppState> {
         Arc::new(AppState {
             config,
             store,

@@ -18,24 +18,15 @@ pub fn init_logging(format: LogFormat, level: &str) {
         .ok()
         .and_then(|f| EnvFilter::try_new(f).ok())
         .unwrap_or_else(|| EnvFilter::try_new(level).unwrap_or_else(|_| EnvFilter::new("info")));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stdout);
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stdout);
     let _ = match format {
-        LogFormat::Json => builder
-            .json()
-            .flatten_event(true)
-            .with_current_span(true)
-            .with_span_list(false)
-            .try_init(),
+        LogFormat::Json => builder.json().flatten_event(true).with_current_span(true).with_span_list(false).try_init(),
         LogFormat::Human => builder.try_init(),
     };
 }
 
 /// Upper bounds (seconds) of the latency histogram buckets.
-const BUCKETS: [f64; 11] = [
-    0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
-];
+const BUCKETS: [f64; 11] = [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0];
 
 type Labels = Vec<(&'static str, String)>;
 
@@ -125,11 +116,7 @@ impl Metrics {
                 }
             }
             for (name, family) in &r.histograms {
-                let _ = writeln!(
-                    out,
-                    "# HELP {name} {}\n# TYPE {name} histogram",
-                    family.help
-                );
+                let _ = writeln!(out, "# HELP {name} {}\n# TYPE {name} histogram", family.help);
                 for (labels, h) in &family.series {
                     for (i, bound) in BUCKETS.iter().enumerate() {
                         let _ = writeln!(
@@ -139,19 +126,9 @@ impl Metrics {
                             h.counts[i]
                         );
                     }
-                    let _ = writeln!(
-                        out,
-                        "{name}_bucket{} {}",
-                        render_labels(labels, Some("+Inf")),
-                        h.count
-                    );
+                    let _ = writeln!(out, "{name}_bucket{} {}", render_labels(labels, Some("+Inf")), h.count);
                     let _ = writeln!(out, "{name}_sum{} {}", render_labels(labels, None), h.sum);
-                    let _ = writeln!(
-                        out,
-                        "{name}_count{} {}",
-                        render_labels(labels, None),
-                        h.count
-                    );
+                    let _ = writeln!(out, "{name}_count{} {}", render_labels(labels, None), h.count);
                 }
             }
             out
@@ -160,24 +137,15 @@ impl Metrics {
 }
 
 fn render_labels(labels: &Labels, le: Option<&str>) -> String {
-    let mut parts: Vec<String> = labels
-        .iter()
-        .map(|(k, v)| format!("{k}=\"{}\"", escape(v)))
-        .collect();
+    let mut parts: Vec<String> = labels.iter().map(|(k, v)| format!("{k}=\"{}\"", escape(v))).collect();
     if let Some(le) = le {
         parts.push(format!("le=\"{le}\""));
     }
-    if parts.is_empty() {
-        String::new()
-    } else {
-        format!("{{{}}}", parts.join(","))
-    }
+    if parts.is_empty() { String::new() } else { format!("{{{}}}", parts.join(",")) }
 }
 
 fn escape(v: &str) -> String {
-    v.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
+    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
 }
 
 #[cfg(test)]
@@ -187,37 +155,13 @@ mod tests {
     #[test]
     fn renders_prometheus_text() {
         let m = Metrics::default();
-        m.count(
-            "docket_http_requests_total",
-            "Requests.",
-            vec![("route", "a\"b".into())],
-            2,
-        );
-        m.observe(
-            "docket_http_request_duration_seconds",
-            "Latency.",
-            vec![("route", "x".into())],
-            0.02,
-        );
+        m.count("docket_http_requests_total", "Requests.", vec![("route", "a\"b".into())], 2);
+        m.observe("docket_http_request_duration_seconds", "Latency.", vec![("route", "x".into())], 0.02);
         m.gauge("docket_up", "Up.", vec![], 1.0);
         let text = m.render();
-        assert!(
-            text.contains("docket_http_requests_total{route=\"a\\\"b\"} 2"),
-            "{text}"
-        );
-        assert!(
-            text.contains(
-                "docket_http_request_duration_seconds_bucket{route=\"x\",le=\"0.025\"} 1"
-            ),
-            "{text}"
-        );
-        assert!(
-            text.contains("docket_http_request_duration_seconds_bucket{route=\"x\",le=\"0.01\"} 0"),
-            "{text}"
-        );
-        assert!(
-            text.contains("# TYPE docket_up gauge\ndocket_up 1"),
-            "{text}"
-        );
+        assert!(text.contains("docket_http_requests_total{route=\"a\\\"b\"} 2"), "{text}");
+        assert!(text.contains("docket_http_request_duration_seconds_bucket{route=\"x\",le=\"0.025\"} 1"), "{text}");
+        assert!(text.contains("docket_http_request_duration_seconds_bucket{route=\"x\",le=\"0.01\"} 0"), "{text}");
+        assert!(text.contains("# TYPE docket_up gauge\ndocket_up 1"), "{text}");
     }
 }

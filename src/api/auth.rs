@@ -9,20 +9,13 @@ use std::sync::Arc;
 
 /// `Authorization: Bearer dkt_…`.
 #[derive(SecurityScheme)]
-#[oai(
-    ty = "bearer",
-    bearer_format = "dkt_ API token",
-    checker = "check_token"
-)]
+#[oai(ty = "bearer", bearer_format = "dkt_ API token", checker = "check_token")]
 pub struct TokenAuth(pub Principal);
 
 async fn check_token(req: &Request, bearer: Bearer) -> poem::Result<Principal> {
     let unauthenticated = || {
-        ApiError::new(
-            Code::Unauthenticated,
-            "send a valid, unexpired API token as `Authorization: Bearer dkt_…`",
-        )
-        .with_header("www-authenticate", "Bearer".into())
+        ApiError::new(Code::Unauthenticated, "send a valid, unexpired API token as `Authorization: Bearer dkt_…`")
+            .with_header("www-authenticate", "Bearer".into())
     };
     let state = req.data::<Arc<AppState>>().ok_or_else(unauthenticated)?;
     match tokens::authenticate(&state.store, &bearer.token) {

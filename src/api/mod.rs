@@ -19,23 +19,14 @@ pub const BASE: &str = "/api/v1";
 
 /// The API service with its spec; `server_url` goes into the spec's `servers`.
 pub fn service(state: Arc<AppState>) -> OpenApiService<(system::SystemApi, org::OrgApi), ()> {
-    OpenApiService::new(
-        (
-            system::SystemApi {
-                state: state.clone(),
-            },
-            org::OrgApi { state },
-        ),
-        "docket",
-        crate::VERSION,
-    )
-    .description(
-        "The REST API of a docket appliance: a firm's encrypted local copy of its Clio data.\n\n\
+    OpenApiService::new((system::SystemApi { state: state.clone() }, org::OrgApi { state }), "docket", crate::VERSION)
+        .description(
+            "The REST API of a docket appliance: a firm's encrypted local copy of its Clio data.\n\n\
          Authenticate with `Authorization: Bearer dkt_…` (an API token). Errors are RFC 9457 \
          `application/problem+json` documents with a stable `code`. Each operation states the \
          permission it requires.",
-    )
-    .server(BASE)
+        )
+        .server(BASE)
 }
 
 /// The spec as served at `/api/v1/openapi.json`, pretty-printed with a final newline
@@ -50,17 +41,10 @@ pub fn spec_json(state: Arc<AppState>) -> String {
         return raw;
     };
     let mut bodies = vec![];
-    for ops in spec["paths"]
-        .as_object()
-        .into_iter()
-        .flat_map(|p| p.values())
-    {
+    for ops in spec["paths"].as_object().into_iter().flat_map(|p| p.values()) {
         for op in ops.as_object().into_iter().flat_map(|o| o.values()) {
-            for media in op
-                .pointer("/requestBody/content")
-                .and_then(|c| c.as_object())
-                .into_iter()
-                .flat_map(|c| c.values())
+            for media in
+                op.pointer("/requestBody/content").and_then(|c| c.as_object()).into_iter().flat_map(|c| c.values())
             {
                 if let Some(name) = media.pointer("/schema/$ref").and_then(|r| r.as_str()) {
                     bodies.push(name.trim_start_matches("#/components/schemas/").to_string());
@@ -69,14 +53,8 @@ pub fn spec_json(state: Arc<AppState>) -> String {
         }
     }
     for name in bodies {
-        if let Some(schema) = spec
-            .pointer_mut(&format!("/components/schemas/{name}"))
-            .and_then(|s| s.as_object_mut())
-        {
-            schema.insert(
-                "additionalProperties".into(),
-                serde_json::Value::Bool(false),
-            );
+        if let Some(schema) = spec.pointer_mut(&format!("/components/schemas/{name}")).and_then(|s| s.as_object_mut()) {
+            schema.insert("additionalProperties".into(), serde_json::Value::Bool(false));
         }
     }
     let mut out = serde_json::to_string_pretty(&spec).unwrap_or(raw);

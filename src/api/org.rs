@@ -36,13 +36,7 @@ pub struct OrgView {
 
 impl From<Org> for OrgView {
     fn from(o: Org) -> Self {
-        OrgView {
-            id: o.id.0,
-            slug: o.slug,
-            name: o.name,
-            time_zone: o.time_zone,
-            created_at: o.created_at,
-        }
+        OrgView { id: o.id.0, slug: o.slug, name: o.name, time_zone: o.time_zone, created_at: o.created_at }
     }
 }
 
@@ -58,10 +52,7 @@ pub struct OrgPatch {
     ))]
     pub name: Optional<Text>,
     /// IANA time zone such as `America/New_York`, or `UTC`.
-    #[oai(validator(
-        max_length = 64,
-        pattern = r"^(UTC|[A-Za-z0-9_+-]+(/[A-Za-z0-9_+-]+)+)$"
-    ))]
+    #[oai(validator(max_length = 64, pattern = r"^(UTC|[A-Za-z0-9_+-]+(/[A-Za-z0-9_+-]+)+)$"))]
     pub time_zone: Optional<Text>,
 }
 
@@ -73,13 +64,7 @@ impl OrgApi {
     #[oai(path = "/", method = "get", operation_id = "org.get")]
     async fn get(&self, auth: TokenAuth) -> ApiResult<Json<OrgView>> {
         let p = auth.require(Permission::OrgRead)?;
-        Ok(Json(
-            self.state
-                .store
-                .org(p.scope())
-                .map_err(ApiError::from)?
-                .into(),
-        ))
+        Ok(Json(self.state.store.org(p.scope()).map_err(ApiError::from)?.into()))
     }
 
     /// Change the firm's settings
@@ -88,16 +73,7 @@ impl OrgApi {
     #[oai(path = "/", method = "patch", operation_id = "org.update")]
     async fn update(&self, auth: TokenAuth, body: Json<OrgPatch>) -> ApiResult<Json<OrgView>> {
         let p = auth.require(Permission::OrgWrite)?;
-        let changes = OrgChanges {
-            name: body.0.name.0.map(|t| t.0),
-            time_zone: body.0.time_zone.0.map(|t| t.0),
-        };
-        Ok(Json(
-            self.state
-                .store
-                .update_org(p.scope(), &changes)
-                .map_err(ApiError::from)?
-                .into(),
-        ))
+        let changes = OrgChanges { name: body.0.name.0.map(|t| t.0), time_zone: body.0.time_zone.0.map(|t| t.0) };
+        Ok(Json(self.state.store.update_org(p.scope(), &changes).map_err(ApiError::from)?.into()))
     }
 }

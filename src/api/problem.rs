@@ -21,9 +21,7 @@ tokio::task_local! {
 
 /// The current request's id, or "-" outside a request.
 pub fn current_request_id() -> String {
-    REQUEST_ID
-        .try_with(Clone::clone)
-        .unwrap_or_else(|_| "-".into())
+    REQUEST_ID.try_with(Clone::clone).unwrap_or_else(|_| "-".into())
 }
 
 /// Every error the API can answer with.
@@ -45,72 +43,23 @@ pub enum Code {
 
 /// The error table: slug, status, title.
 pub const TABLE: &[(Code, &str, u16, &str)] = &[
-    (
-        Code::BadRequest,
-        "bad-request",
-        400,
-        "The request is malformed",
-    ),
-    (
-        Code::Unauthenticated,
-        "unauthenticated",
-        401,
-        "Authentication is required",
-    ),
-    (
-        Code::Forbidden,
-        "forbidden",
-        403,
-        "Your role does not allow this",
-    ),
+    (Code::BadRequest, "bad-request", 400, "The request is malformed"),
+    (Code::Unauthenticated, "unauthenticated", 401, "Authentication is required"),
+    (Code::Forbidden, "forbidden", 403, "Your role does not allow this"),
     (Code::NotFound, "not-found", 404, "Not found"),
-    (
-        Code::MethodNotAllowed,
-        "method-not-allowed",
-        405,
-        "Method not allowed",
-    ),
-    (
-        Code::Conflict,
-        "conflict",
-        409,
-        "Conflicts with existing data",
-    ),
-    (
-        Code::PayloadTooLarge,
-        "payload-too-large",
-        413,
-        "The request body is too large",
-    ),
-    (
-        Code::UnsupportedMediaType,
-        "unsupported-media-type",
-        415,
-        "Unsupported content type",
-    ),
-    (
-        Code::Unprocessable,
-        "invalid-field",
-        422,
-        "A field has an invalid value",
-    ),
+    (Code::MethodNotAllowed, "method-not-allowed", 405, "Method not allowed"),
+    (Code::Conflict, "conflict", 409, "Conflicts with existing data"),
+    (Code::PayloadTooLarge, "payload-too-large", 413, "The request body is too large"),
+    (Code::UnsupportedMediaType, "unsupported-media-type", 415, "Unsupported content type"),
+    (Code::Unprocessable, "invalid-field", 422, "A field has an invalid value"),
     (Code::RateLimited, "rate-limited", 429, "Too many requests"),
     (Code::Internal, "internal", 500, "Internal error"),
-    (
-        Code::StorageUnavailable,
-        "storage-unavailable",
-        503,
-        "Storage is unavailable",
-    ),
+    (Code::StorageUnavailable, "storage-unavailable", 503, "Storage is unavailable"),
 ];
 
 impl Code {
     fn row(self) -> (&'static str, u16, &'static str) {
-        TABLE
-            .iter()
-            .find(|r| r.0 == self)
-            .map(|r| (r.1, r.2, r.3))
-            .unwrap_or(("internal", 500, "Internal error"))
+        TABLE.iter().find(|r| r.0 == self).map(|r| (r.1, r.2, r.3)).unwrap_or(("internal", 500, "Internal error"))
     }
 
     pub fn slug(self) -> &'static str {
@@ -127,15 +76,11 @@ impl Code {
 
     /// The code for an HTTP status produced outside the API (router, parsers).
     pub fn for_status(status: u16) -> Code {
-        TABLE
-            .iter()
-            .find(|r| r.2 == status)
-            .map(|r| r.0)
-            .unwrap_or(if status >= 500 {
-                Code::Internal
-            } else {
-                Code::BadRequest
-            })
+        TABLE.iter().find(|r| r.2 == status).map(|r| r.0).unwrap_or(if status >= 500 {
+            Code::Internal
+        } else {
+            Code::BadRequest
+        })
     }
 }
 
@@ -174,21 +119,11 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(code: Code, detail: impl Into<String>) -> Self {
-        ApiError {
-            code,
-            detail: detail.into(),
-            field: None,
-            headers: vec![],
-        }
+        ApiError { code, detail: detail.into(), field: None, headers: vec![] }
     }
 
     pub fn field(code: Code, field: impl Into<String>, detail: impl Into<String>) -> Self {
-        ApiError {
-            code,
-            detail: detail.into(),
-            field: Some(field.into()),
-            headers: vec![],
-        }
+        ApiError { code, detail: detail.into(), field: Some(field.into()), headers: vec![] }
     }
 
     pub fn with_header(mut self, name: &'static str, value: String) -> Self {
@@ -213,10 +148,7 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = serde_json::to_vec(&self.problem()).unwrap_or_default();
         let mut resp = Response::builder()
-            .status(
-                StatusCode::from_u16(self.code.status())
-                    .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
-            )
+            .status(StatusCode::from_u16(self.code.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR))
             .content_type(CONTENT_TYPE)
             .body(body);
         for (name, value) in self.headers {
@@ -237,10 +169,7 @@ impl ApiResponse for ApiError {
                 description: Code::for_status(status).title(),
                 status: Some(status),
                 status_range: None,
-                content: vec![MetaMediaType {
-                    content_type: CONTENT_TYPE,
-                    schema: Problem::schema_ref(),
-                }],
+                content: vec![MetaMediaType { content_type: CONTENT_TYPE, schema: Problem::schema_ref() }],
                 headers: vec![],
             })
             .collect();
@@ -248,10 +177,7 @@ impl ApiResponse for ApiError {
             description: "Any other error, as a problem document",
             status: None,
             status_range: None,
-            content: vec![MetaMediaType {
-                content_type: CONTENT_TYPE,
-                schema: Problem::schema_ref(),
-            }],
+            content: vec![MetaMediaType { content_type: CONTENT_TYPE, schema: Problem::schema_ref() }],
             headers: vec![],
         });
         MetaResponses { responses }
@@ -274,12 +200,8 @@ impl From<StoreError> for ApiError {
             StoreError::Invalid { field, problem } => {
                 ApiError::field(Code::Unprocessable, field, format!("`{field}` {problem}"))
             }
-            StoreError::Conflict { what } => {
-                ApiError::new(Code::Conflict, format!("{what} already exists"))
-            }
-            StoreError::NotFound { what } => {
-                ApiError::new(Code::NotFound, format!("{what} was not found"))
-            }
+            StoreError::Conflict { what } => ApiError::new(Code::Conflict, format!("{what} already exists")),
+            StoreError::NotFound { what } => ApiError::new(Code::NotFound, format!("{what} was not found")),
             StoreError::Io(reason) | StoreError::Open { reason, .. } => {
                 tracing::error!(%reason, "storage failure");
                 ApiError::new(
@@ -290,10 +212,7 @@ impl From<StoreError> for ApiError {
             }
             other => {
                 tracing::error!(error = %other, "internal store error");
-                ApiError::new(
-                    Code::Internal,
-                    "an internal error occurred; quote the request id to your administrator",
-                )
+                ApiError::new(Code::Internal, "an internal error occurred; quote the request id to your administrator")
             }
         }
     }
@@ -318,9 +237,7 @@ mod tests {
 
     #[test]
     fn storage_errors_hide_internals() {
-        let e = ApiError::from(StoreError::Io(
-            "/var/lib/docket/docket.redb: No space left on device".into(),
-        ));
+        let e = ApiError::from(StoreError::Io("/var/lib/docket/docket.redb: No space left on device".into()));
         assert_eq!(e.code, Code::StorageUnavailable);
         assert!(!e.detail.contains("/var/lib"));
     }

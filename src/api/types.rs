@@ -53,10 +53,7 @@ mod tests {
 
     #[test]
     fn only_strings_parse() {
-        assert_eq!(
-            Text::parse_from_json(Some(Value::String("a".into()))).unwrap(),
-            Text("a".into())
-        );
+        assert_eq!(Text::parse_from_json(Some(Value::String("a".into()))).unwrap(), Text("a".into()));
         assert!(Text::parse_from_json(Some(serde_json::json!(5))).is_err());
         assert!(Text::parse_from_json(Some(serde_json::json!(true))).is_err());
     }
@@ -88,9 +85,7 @@ impl<T: Type> Type for Optional<T> {
         self.0.as_ref().and_then(Type::as_raw_value)
     }
 
-    fn raw_element_iter<'a>(
-        &'a self,
-    ) -> Box<dyn Iterator<Item = &'a Self::RawElementValueType> + 'a> {
+    fn raw_element_iter<'a>(&'a self) -> Box<dyn Iterator<Item = &'a Self::RawElementValueType> + 'a> {
         match &self.0 {
             Some(v) => v.raw_element_iter(),
             None => Box::new(std::iter::empty()),
@@ -106,12 +101,10 @@ impl<T: ParseFromJSON> ParseFromJSON for Optional<T> {
     fn parse_from_json(value: Option<Value>) -> ParseResult<Self> {
         match value {
             None => Ok(Optional(None)),
-            Some(Value::Null) => Err(ParseError::custom(
-                "null is not allowed here; leave the field out to keep its value",
-            )),
-            Some(v) => T::parse_from_json(Some(v))
-                .map(|t| Optional(Some(t)))
-                .map_err(ParseError::propagate),
+            Some(Value::Null) => {
+                Err(ParseError::custom("null is not allowed here; leave the field out to keep its value"))
+            }
+            Some(v) => T::parse_from_json(Some(v)).map(|t| Optional(Some(t))).map_err(ParseError::propagate),
         }
     }
 }
@@ -128,15 +121,10 @@ mod optional_tests {
 
     #[test]
     fn absent_is_none_null_is_refused() {
-        assert_eq!(
-            Optional::<Text>::parse_from_json(None).unwrap(),
-            Optional(None)
-        );
+        assert_eq!(Optional::<Text>::parse_from_json(None).unwrap(), Optional(None));
         assert!(Optional::<Text>::parse_from_json(Some(Value::Null)).is_err());
         assert_eq!(
-            Optional::<Text>::parse_from_json(Some(Value::String("x".into())))
-                .unwrap()
-                .0,
+            Optional::<Text>::parse_from_json(Some(Value::String("x".into()))).unwrap().0,
             Some(Text("x".into()))
         );
     }

@@ -23,13 +23,7 @@ pub enum Role {
 }
 
 impl Role {
-    pub const ALL: [Role; 5] = [
-        Role::Owner,
-        Role::Admin,
-        Role::Manager,
-        Role::Staff,
-        Role::Auditor,
-    ];
+    pub const ALL: [Role; 5] = [Role::Owner, Role::Admin, Role::Manager, Role::Staff, Role::Auditor];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -62,9 +56,7 @@ impl FromStr for Role {
         Role::ALL
             .into_iter()
             .find(|r| r.as_str() == s)
-            .ok_or_else(|| {
-                format!("`{s}` is not a role; use one of owner, admin, manager, staff, auditor")
-            })
+            .ok_or_else(|| format!("`{s}` is not a role; use one of owner, admin, manager, staff, auditor"))
     }
 }
 

@@ -51,10 +51,7 @@ pub fn create(
     crate::store::orgs::validate_name(name)?;
     let mut bytes = [0u8; 32];
     rand::rngs::OsRng.fill_bytes(&mut bytes);
-    let token = format!(
-        "{PREFIX}{}",
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
-    );
+    let token = format!("{PREFIX}{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes));
     let mut id_bytes = [0u8; 6];
     rand::rngs::OsRng.fill_bytes(&mut id_bytes);
     let now = store.clock().now_micros();
@@ -76,13 +73,8 @@ pub fn authenticate(store: &Store, token: &str) -> Result<Principal, TokenError>
     if !token.starts_with(PREFIX) || token.len() != PREFIX.len() + 43 {
         return Err(TokenError::Invalid);
     }
-    let record: TokenRecord = store
-        .read(|r| r.get_system_json(&TOKENS, &hash(token)))?
-        .ok_or(TokenError::Invalid)?;
-    if record
-        .expires_at
-        .is_some_and(|t| t <= store.clock().now_micros())
-    {
+    let record: TokenRecord = store.read(|r| r.get_system_json(&TOKENS, &hash(token)))?.ok_or(TokenError::Invalid)?;
+    if record.expires_at.is_some_and(|t| t <= store.clock().now_micros()) {
         return Err(TokenError::Invalid);
     }
     let scope = OrgScope::authenticated(record.org, Actor::Token(record.id.clone()));
@@ -91,13 +83,8 @@ pub fn authenticate(store: &Store, token: &str) -> Result<Principal, TokenError>
 
 /// Describes a record for the CLI.
 pub fn describe(record: &TokenRecord) -> String {
-    let expires = record
-        .expires_at
-        .map_or("never".to_string(), |t| rfc3339(micros_to_datetime(t)));
-    format!(
-        "{} name={:?} role={} expires={}",
-        record.id, record.name, record.role, expires
-    )
+    let expires = record.expires_at.map_or("never".to_string(), |t| rfc3339(micros_to_datetime(t)));
+    format!("{} name={:?} role={} expires={}", record.id, record.name, record.role, expires)
 }
 
 #[cfg(test)]
@@ -112,30 +99,17 @@ mod tests {
         let store = Store::open(&dir.path().join("s.redb"), clock.clone()).unwrap();
         let ctx = SystemContext::new("test");
         let org = store.create_org(&ctx, "acme", "Acme").unwrap();
-        let (token, record) =
-            create(&store, &ctx, org.id, "billing export", Role::Staff, Some(1)).unwrap();
+        let (token, record) = create(&store, &ctx, org.id, "billing export", Role::Staff, Some(1)).unwrap();
         assert!(token.expose().starts_with("dkt_"));
         assert_eq!(token.expose().len(), 47);
         let p = authenticate(&store, token.expose()).unwrap();
         assert_eq!((p.scope().org(), p.role()), (org.id, Role::Staff));
         assert_eq!(p.actor(), &Actor::Token(record.id));
-        assert!(matches!(
-            authenticate(&store, "dkt_nope"),
-            Err(TokenError::Invalid)
-        ));
+        assert!(matches!(authenticate(&store, "dkt_nope"), Err(TokenError::Invalid)));
         let mut forged = token.expose().to_string();
         forged.replace_range(10..11, if &forged[10..11] == "A" { "B" } else { "A" });
-        assert!(matches!(
-            authenticate(&store, &forged),
-            Err(TokenError::Invalid)
-        ));
+        assert!(matches!(authenticate(&store, &forged), Err(TokenError::Invalid)));
         clock.advance(std::time::Duration::from_secs(86_401));
-        assert!(
-            matches!(
-                authenticate(&store, token.expose()),
-                Err(TokenError::Invalid)
-            ),
-            "expired"
-        );
+        assert!(matches!(authenticate(&store, token.expose()), Err(TokenError::Invalid)), "expired");
     }
 }

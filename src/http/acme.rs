@@ -42,86 +42,48 @@ fn cache_name(kind: &str, parts: &[String], directory: &str) -> String {
 impl StoreCache {
     fn load(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
         let keyring = self.keys.current();
-        Ok(self
-            .store
-            .read(|r| r.get_system_secret(&keyring, name))?
-            .map(|s| s.expose().to_vec()))
+        Ok(self.store.read(|r| r.get_system_secret(&keyring, name))?.map(|s| s.expose().to_vec()))
     }
 
     fn save(&self, name: &str, value: &[u8]) -> Result<(), StoreError> {
         let keyring = self.keys.current();
         let ctx = SystemContext::new("acme");
-        self.store
-            .write(|w| w.put_system_secret(&ctx, &keyring, name, value))
+        self.store.write(|w| w.put_system_secret(&ctx, &keyring, name, value))
     }
 }
 
 #[async_trait]
 impl CertCache for StoreCache {
     type EC = String;
-    async fn load_cert(
-        &self,
-        domains: &[String],
-        directory_url: &str,
-    ) -> Result<Option<Vec<u8>>, String> {
-        self.load(&cache_name("cert", domains, directory_url))
-            .map_err(|e| e.to_string())
+    async fn load_cert(&self, domains: &[String], directory_url: &str) -> Result<Option<Vec<u8>>, String> {
+        self.load(&cache_name("cert", domains, directory_url)).map_err(|e| e.to_string())
     }
-    async fn store_cert(
-        &self,
-        domains: &[String],
-        directory_url: &str,
-        cert: &[u8],
-    ) -> Result<(), String> {
-        self.save(&cache_name("cert", domains, directory_url), cert)
-            .map_err(|e| e.to_string())
+    async fn store_cert(&self, domains: &[String], directory_url: &str, cert: &[u8]) -> Result<(), String> {
+        self.save(&cache_name("cert", domains, directory_url), cert).map_err(|e| e.to_string())
     }
 }
 
 #[async_trait]
 impl AccountCache for StoreCache {
     type EA = String;
-    async fn load_account(
-        &self,
-        contact: &[String],
-        directory_url: &str,
-    ) -> Result<Option<Vec<u8>>, String> {
-        self.load(&cache_name("account", contact, directory_url))
-            .map_err(|e| e.to_string())
+    async fn load_account(&self, contact: &[String], directory_url: &str) -> Result<Option<Vec<u8>>, String> {
+        self.load(&cache_name("account", contact, directory_url)).map_err(|e| e.to_string())
     }
-    async fn store_account(
-        &self,
-        contact: &[String],
-        directory_url: &str,
-        account: &[u8],
-    ) -> Result<(), String> {
-        self.save(&cache_name("account", contact, directory_url), account)
-            .map_err(|e| e.to_string())
+    async fn store_account(&self, contact: &[String], directory_url: &str, account: &[u8]) -> Result<(), String> {
+        self.save(&cache_name("account", contact, directory_url), account).map_err(|e| e.to_string())
     }
 }
 
-fn client_config_with_roots(
-    ca_file: &std::path::Path,
-) -> Result<Arc<rustls::ClientConfig>, TlsError> {
-    let pem = std::fs::read(ca_file).map_err(|e| TlsError::Read {
-        path: ca_file.display().to_string(),
-        reason: e.to_string(),
-    })?;
+fn client_config_with_roots(ca_file: &std::path::Path) -> Result<Arc<rustls::ClientConfig>, TlsError> {
+    let pem = std::fs::read(ca_file)
+        .map_err(|e| TlsError::Read { path: ca_file.display().to_string(), reason: e.to_string() })?;
     let mut roots = rustls::RootCertStore::empty();
     for cert in rustls_pemfile::certs(&mut &pem[..]) {
-        let cert = cert.map_err(|e| TlsError::Read {
-            path: ca_file.display().to_string(),
-            reason: e.to_string(),
-        })?;
-        roots
-            .add(cert)
-            .map_err(|e| TlsError::Acme(format!("{}: {e}", ca_file.display())))?;
+        let cert = cert.map_err(|e| TlsError::Read { path: ca_file.display().to_string(), reason: e.to_string() })?;
+        roots.add(cert).map_err(|e| TlsError::Acme(format!("{}: {e}", ca_file.display())))?;
     }
     if roots.is_empty() {
-        return Err(TlsError::Empty {
-            path: ca_file.display().to_string(),
-            what: "CA certificate",
-        });
+        return Err(TlsError::Empty { path: ca_file.display().to_string(), what: "CA certificate" });
     }
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     Ok(Arc::new(
@@ -134,11 +96,7 @@ fn client_config_with_roots(
 }
 
 /// Starts ordering and renewing certificates; returns the TLS setup that serves them.
-pub fn start(
-    cfg: &AcmeConfig,
-    store: Arc<Store>,
-    keys: SharedKeyring,
-) -> Result<TlsSetup, TlsError> {
+pub fn start(cfg: &AcmeConfig, store: Arc<Store>, keys: SharedKeyring) -> Result<TlsSetup, TlsError> {
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let mut acme = rustls_acme::AcmeConfig::new_with_provider(&cfg.domains, provider.clone())
         .contact(&cfg.contact)

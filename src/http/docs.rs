@@ -18,19 +18,13 @@ const PAGE: &str = r#"<!doctype html>
 </html>
 "#;
 
-const INIT: &str =
-    "SwaggerUIBundle({ dom_id: '#ui', url: '/api/v1/openapi.json', deepLinking: true });\n";
+const INIT: &str = "SwaggerUIBundle({ dom_id: '#ui', url: '/api/v1/openapi.json', deepLinking: true });\n";
 
 fn between<'a>(text: &'a str, open: &str, close: &str) -> &'a str {
-    text.split_once(open)
-        .and_then(|(_, rest)| rest.split_once(close))
-        .map_or("", |(inner, _)| inner)
+    text.split_once(open).and_then(|(_, rest)| rest.split_once(close)).map_or("", |(inner, _)| inner)
 }
 
-fn file(
-    content_type: &'static str,
-    body: String,
-) -> impl Fn(poem::Request) -> Response + Send + Sync + 'static {
+fn file(content_type: &'static str, body: String) -> impl Fn(poem::Request) -> Response + Send + Sync + 'static {
     move |_| {
         Response::builder()
             .header(header::CONTENT_TYPE, content_type)
@@ -44,20 +38,8 @@ pub fn routes(swagger_html: &str) -> Route {
     let css = between(swagger_html, "<style charset=\"UTF-8\">", "</style>").to_string();
     let js = between(swagger_html, "<script charset=\"UTF-8\">", "</script>").to_string();
     Route::new()
-        .at(
-            "/",
-            make_sync(file("text/html; charset=utf-8", PAGE.to_string())),
-        )
-        .at(
-            "/swagger-ui.css",
-            make_sync(file("text/css; charset=utf-8", css)),
-        )
-        .at(
-            "/swagger-ui-bundle.js",
-            make_sync(file("text/javascript; charset=utf-8", js)),
-        )
-        .at(
-            "/init.js",
-            make_sync(file("text/javascript; charset=utf-8", INIT.to_string())),
-        )
+        .at("/", make_sync(file("text/html; charset=utf-8", PAGE.to_string())))
+        .at("/swagger-ui.css", make_sync(file("text/css; charset=utf-8", css)))
+        .at("/swagger-ui-bundle.js", make_sync(file("text/javascript; charset=utf-8", js)))
+        .at("/init.js", make_sync(file("text/javascript; charset=utf-8", INIT.to_string())))
 }

@@ -28,28 +28,17 @@ struct Route {
 /// The properties of a (possibly `$ref`-erenced) object schema.
 fn properties(spec: &serde_json::Value, schema: &serde_json::Value) -> Vec<(String, String)> {
     let schema = match schema.get("$ref").and_then(|r| r.as_str()) {
-        Some(r) => r
-            .strip_prefix("#/components/schemas/")
-            .and_then(|n| spec.pointer(&format!("/components/schemas/{n}"))),
+        Some(r) => {
+            r.strip_prefix("#/components/schemas/").and_then(|n| spec.pointer(&format!("/components/schemas/{n}")))
+        }
         None => Some(schema),
     };
-    let Some(props) = schema
-        .and_then(|s| s.get("properties"))
-        .and_then(|p| p.as_object())
-    else {
+    let Some(props) = schema.and_then(|s| s.get("properties")).and_then(|p| p.as_object()) else {
         return vec![];
     };
     props
         .iter()
-        .map(|(name, p)| {
-            (
-                name.clone(),
-                p.get("type")
-                    .and_then(|t| t.as_str())
-                    .unwrap_or("any")
-                    .to_string(),
-            )
-        })
+        .map(|(name, p)| (name.clone(), p.get("type").and_then(|t| t.as_str()).unwrap_or("any").to_string()))
         .collect()
 }
 
@@ -58,18 +47,10 @@ impl SpecIndex {
     pub fn from_spec(spec: &str, base: &str) -> Self {
         let value: serde_json::Value = serde_json::from_str(spec).unwrap_or_default();
         let mut routes = vec![];
-        for (path, ops) in value
-            .get("paths")
-            .and_then(|p| p.as_object())
-            .into_iter()
-            .flatten()
-        {
+        for (path, ops) in value.get("paths").and_then(|p| p.as_object()).into_iter().flatten() {
             let Some(ops) = ops.as_object() else { continue };
-            let mut methods: Vec<String> = ops
-                .keys()
-                .map(|m| m.to_ascii_uppercase())
-                .filter(|m| m != "PARAMETERS")
-                .collect();
+            let mut methods: Vec<String> =
+                ops.keys().map(|m| m.to_ascii_uppercase()).filter(|m| m != "PARAMETERS").collect();
             if methods.iter().any(|m| m == "GET") {
                 methods.push("HEAD".into());
             }
@@ -77,19 +58,11 @@ impl SpecIndex {
                 .iter()
                 .filter_map(|(m, op)| {
                     let content = op.pointer("/requestBody/content")?.as_object()?;
-                    let schema = content
-                        .iter()
-                        .find(|(ct, _)| ct.contains("json"))?
-                        .1
-                        .get("schema")?;
+                    let schema = content.iter().find(|(ct, _)| ct.contains("json"))?.1.get("schema")?;
                     Some((m.to_ascii_uppercase(), properties(&value, schema)))
                 })
                 .collect();
-            routes.push(Route {
-                template: split(&format!("{base}{path}")),
-                methods,
-                bodies,
-            });
+            routes.push(Route { template: split(&format!("{base}{path}")), methods, bodies });
         }
         SpecIndex { routes }
     }
@@ -98,10 +71,7 @@ impl SpecIndex {
         let segments = split(path);
         self.routes.iter().find(|r| {
             r.template.len() == segments.len()
-                && r.template
-                    .iter()
-                    .zip(&segments)
-                    .all(|(t, s)| t == s || (t.starts_with('{') && t.ends_with('}')))
+                && r.template.iter().zip(&segments).all(|(t, s)| t == s || (t.starts_with('{') && t.ends_with('}')))
         })
     }
 
@@ -112,12 +82,7 @@ impl SpecIndex {
 
     /// Names the first body field whose JSON type differs from the spec's.
     pub fn wrong_field(&self, method: &str, path: &str, body: &[u8]) -> Option<(String, String)> {
-        let props = &self
-            .route(path)?
-            .bodies
-            .iter()
-            .find(|(m, _)| m == method)?
-            .1;
+        let props = &self.route(path)?.bodies.iter().find(|(m, _)| m == method)?.1;
         let value: serde_json::Value = serde_json::from_slice(body).ok()?;
         for (name, field) in value.as_object()? {
             let Some((_, expected)) = props.iter().find(|(n, _)| n == name) else {
@@ -144,9 +109,7 @@ impl SpecIndex {
                 };
                 return Some((
                     name.clone(),
-                    format!(
-                        "field `{name}` must be of type {expected}, but the request sent {found}"
-                    ),
+                    format!("field `{name}` must be of type {expected}, but the request sent {found}"),
                 ));
             }
         }
@@ -155,10 +118,7 @@ impl SpecIndex {
 }
 
 fn split(path: &str) -> Vec<String> {
-    path.split('/')
-        .filter(|s| !s.is_empty())
-        .map(str::to_owned)
-        .collect()
+    path.split('/').filter(|s| !s.is_empty()).map(str::to_owned).collect()
 }
 
 /// The edge middleware around the whole application.
@@ -174,11 +134,7 @@ fn request_id(req: &Request) -> String {
     req.headers()
         .get("x-request-id")
         .and_then(|v| v.to_str().ok())
-        .filter(|v| {
-            (1..=64).contains(&v.len())
-                && v.chars()
-                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
-        })
+        .filter(|v| (1..=64).contains(&v.len()) && v.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)))
         .map(str::to_owned)
         .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string())
 }
@@ -195,22 +151,13 @@ pub fn client_origin(
     let Some(peer_ip) = peer.filter(|ip| trusted.contains(ip)) else {
         return (peer, https);
     };
-    let header = |name: &str| {
-        headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned)
-    };
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
     let client = header("x-forwarded-for")
         .and_then(|chain| {
-            chain
-                .rsplit(',')
-                .filter_map(|hop| hop.trim().parse::<IpAddr>().ok())
-                .find(|ip| !trusted.contains(ip))
+            chain.rsplit(',').filter_map(|hop| hop.trim().parse::<IpAddr>().ok()).find(|ip| !trusted.contains(ip))
         })
         .unwrap_or(peer_ip);
-    let forwarded_https =
-        header("x-forwarded-proto").is_some_and(|p| p.trim().eq_ignore_ascii_case("https"));
+    let forwarded_https = header("x-forwarded-proto").is_some_and(|p| p.trim().eq_ignore_ascii_case("https"));
     (Some(client), https || forwarded_https)
 }
 
@@ -240,10 +187,7 @@ impl<E: Endpoint> Edge<E> {
                 format!("the request body is larger than the {max}-byte limit; send less"),
             )
         };
-        if let Some(len) = req
-            .headers()
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+        if let Some(len) = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
             && len > max
         {
             return Err(too_large());
@@ -253,12 +197,7 @@ impl<E: Endpoint> Edge<E> {
         let mut buf = Vec::new();
         tokio::io::AsyncReadExt::read_to_end(&mut reader, &mut buf)
             .await
-            .map_err(|_| {
-                ApiError::new(
-                    Code::BadRequest,
-                    "the request body could not be read; send it again",
-                )
-            })?;
+            .map_err(|_| ApiError::new(Code::BadRequest, "the request body could not be read; send it again"))?;
         if buf.len() as u64 > max {
             return Err(too_large());
         }
@@ -266,19 +205,11 @@ impl<E: Endpoint> Edge<E> {
         Ok(buf)
     }
 
-    fn error_response(
-        &self,
-        err: poem::Error,
-        method: &Method,
-        path: &str,
-        body: &[u8],
-    ) -> Response {
+    fn error_response(&self, err: poem::Error, method: &Method, path: &str, body: &[u8]) -> Response {
         let status = err.status();
         let resp = err.into_response();
-        let is_problem = resp
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .is_some_and(|v| v.as_bytes().starts_with(PROBLEM.as_bytes()));
+        let is_problem =
+            resp.headers().get(header::CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(PROBLEM.as_bytes()));
         if is_problem {
             return resp;
         }
@@ -289,18 +220,9 @@ impl<E: Endpoint> Edge<E> {
             Code::Internal | Code::StorageUnavailable => {
                 "an internal error occurred; quote the request id to your administrator".to_string()
             }
-            _ => String::from_utf8_lossy(&futures_body(resp))
-                .trim()
-                .to_string(),
+            _ => String::from_utf8_lossy(&futures_body(resp)).trim().to_string(),
         };
-        let mut e = ApiError::new(
-            code,
-            if detail.is_empty() {
-                code.title().to_string()
-            } else {
-                detail
-            },
-        );
+        let mut e = ApiError::new(code, if detail.is_empty() { code.title().to_string() } else { detail });
         if code == Code::BadRequest
             && let Some((field, detail)) = self.spec.wrong_field(method.as_str(), path, body)
         {
@@ -331,10 +253,7 @@ impl<E: Endpoint> Edge<E> {
              connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'",
         );
         if https {
-            set(
-                "strict-transport-security",
-                "max-age=31536000; includeSubDomains",
-            );
+            set("strict-transport-security", "max-age=31536000; includeSubDomains");
         }
     }
 }
@@ -343,9 +262,7 @@ impl<E: Endpoint> Edge<E> {
 fn futures_body(resp: Response) -> Vec<u8> {
     // poem error bodies are in-memory; reading them never waits on the network.
     let body = resp.into_body();
-    futures_util::FutureExt::now_or_never(body.into_vec())
-        .and_then(Result::ok)
-        .unwrap_or_default()
+    futures_util::FutureExt::now_or_never(body.into_vec()).and_then(Result::ok).unwrap_or_default()
 }
 
 impl<E: Endpoint> Endpoint for Edge<E> {
@@ -356,12 +273,7 @@ impl<E: Endpoint> Endpoint for Edge<E> {
         let method = req.method().clone();
         let path = req.uri().path().to_string();
         let peer = req.remote_addr().as_socket_addr().map(|a| a.ip());
-        let (client, https) = client_origin(
-            peer,
-            req.headers(),
-            &self.state.config.server.trusted_proxies,
-            self.https,
-        );
+        let (client, https) = client_origin(peer, req.headers(), &self.state.config.server.trusted_proxies, self.https);
         let client = client.map(|ip| ip.to_string()).unwrap_or_default();
         let span = tracing::info_span!("request", request_id = %id, method = %method, path = %path, client = %client);
         let start = Instant::now();
@@ -379,9 +291,7 @@ impl<E: Endpoint> Endpoint for Edge<E> {
                 match self.inner.call(req).await {
                     Ok(out) => {
                         let resp = out.into_response();
-                        if resp.status() == StatusCode::METHOD_NOT_ALLOWED
-                            && !resp.headers().contains_key("allow")
-                        {
+                        if resp.status() == StatusCode::METHOD_NOT_ALLOWED && !resp.headers().contains_key("allow") {
                             self.error_response(
                                 poem::Error::from_status(StatusCode::METHOD_NOT_ALLOWED),
                                 &method,
@@ -401,30 +311,15 @@ impl<E: Endpoint> Endpoint for Edge<E> {
         let elapsed = start.elapsed().as_secs_f64();
         let route = route_label(&resp, &path);
         let status = resp.status().as_u16();
-        let labels = vec![
-            ("route", route.clone()),
-            ("method", method.to_string()),
-            ("status", status.to_string()),
-        ];
-        state.metrics.count(
-            "docket_http_requests_total",
-            "HTTP requests served.",
-            labels,
-            1,
-        );
+        let labels = vec![("route", route.clone()), ("method", method.to_string()), ("status", status.to_string())];
+        state.metrics.count("docket_http_requests_total", "HTTP requests served.", labels, 1);
         state.metrics.observe(
             "docket_http_request_duration_seconds",
             "HTTP request latency.",
-            vec![
-                ("route", route.clone()),
-                ("method", method.to_string()),
-                ("status", status.to_string()),
-            ],
+            vec![("route", route.clone()), ("method", method.to_string()), ("status", status.to_string())],
             elapsed,
         );
-        span.in_scope(
-            || tracing::info!(status, route = %route, duration_ms = elapsed * 1000.0, "request"),
-        );
+        span.in_scope(|| tracing::info!(status, route = %route, duration_ms = elapsed * 1000.0, "request"));
         Ok(resp)
     }
 }
@@ -434,45 +329,17 @@ mod tests {
     use super::*;
 
     fn headers(pairs: &[(&'static str, &'static str)]) -> poem::http::HeaderMap {
-        pairs
-            .iter()
-            .map(|(k, v)| {
-                (
-                    poem::http::HeaderName::from_static(k),
-                    HeaderValue::from_static(v),
-                )
-            })
-            .collect()
+        pairs.iter().map(|(k, v)| (poem::http::HeaderName::from_static(k), HeaderValue::from_static(v))).collect()
     }
 
     #[test]
     fn forwarded_headers_only_from_trusted_proxies() {
         let trusted: Vec<IpAddr> = vec!["10.0.0.2".parse().unwrap()];
-        let h = [
-            ("x-forwarded-for", "198.51.100.7, 10.0.0.2"),
-            ("x-forwarded-proto", "https"),
-        ];
-        let (ip, https) = client_origin(
-            Some("10.0.0.2".parse().unwrap()),
-            &headers(&h),
-            &trusted,
-            false,
-        );
-        assert_eq!(
-            (ip.unwrap().to_string().as_str(), https),
-            ("198.51.100.7", true)
-        );
-        let (ip, https) = client_origin(
-            Some("203.0.113.1".parse().unwrap()),
-            &headers(&h),
-            &trusted,
-            false,
-        );
-        assert_eq!(
-            (ip.unwrap().to_string().as_str(), https),
-            ("203.0.113.1", false),
-            "spoofed headers are ignored"
-        );
+        let h = [("x-forwarded-for", "198.51.100.7, 10.0.0.2"), ("x-forwarded-proto", "https")];
+        let (ip, https) = client_origin(Some("10.0.0.2".parse().unwrap()), &headers(&h), &trusted, false);
+        assert_eq!((ip.unwrap().to_string().as_str(), https), ("198.51.100.7", true));
+        let (ip, https) = client_origin(Some("203.0.113.1".parse().unwrap()), &headers(&h), &trusted, false);
+        assert_eq!((ip.unwrap().to_string().as_str(), https), ("203.0.113.1", false), "spoofed headers are ignored");
     }
 
     #[test]
@@ -480,23 +347,12 @@ mod tests {
         let spec = r##"{"paths":{"/org":{"get":{},"patch":{"requestBody":{"content":{"application/json; charset=utf-8":{"schema":{"$ref":"#/components/schemas/P"}}}}}},"/matters/{id}":{"get":{}}},
             "components":{"schemas":{"P":{"type":"object","properties":{"name":{"type":"string"}}}}}}"##;
         let idx = SpecIndex::from_spec(spec, "/api/v1");
-        assert_eq!(
-            idx.allowed("/api/v1/org").as_deref(),
-            Some("GET, PATCH, HEAD")
-        );
-        assert_eq!(
-            idx.allowed("/api/v1/matters/42").as_deref(),
-            Some("GET, HEAD")
-        );
+        assert_eq!(idx.allowed("/api/v1/org").as_deref(), Some("GET, PATCH, HEAD"));
+        assert_eq!(idx.allowed("/api/v1/matters/42").as_deref(), Some("GET, HEAD"));
         assert_eq!(idx.allowed("/api/v1/nothing"), None);
-        let (field, detail) = idx
-            .wrong_field("PATCH", "/api/v1/org", br#"{"name": 5}"#)
-            .unwrap();
+        let (field, detail) = idx.wrong_field("PATCH", "/api/v1/org", br#"{"name": 5}"#).unwrap();
         assert_eq!(field, "name");
         assert!(detail.contains("must be of type string"), "{detail}");
-        assert_eq!(
-            idx.wrong_field("PATCH", "/api/v1/org", br#"{"name": "x"}"#),
-            None
-        );
+        assert_eq!(idx.wrong_field("PATCH", "/api/v1/org", br#"{"name": "x"}"#), None);
     }
 }

@@ -44,59 +44,29 @@ pub fn app(state: Arc<AppState>, https: bool) -> impl Endpoint<Output = Response
         .at(
             "/api/v1/openapi.json",
             make_sync(move |_| {
-                Response::builder()
-                    .header(header::CONTENT_TYPE, "application/json")
-                    .body(spec_for_endpoint.clone())
+                Response::builder().header(header::CONTENT_TYPE, "application/json").body(spec_for_endpoint.clone())
             }),
         )
         .nest(api::BASE, service)
         .nest("/api/docs", docs)
         .at("/healthz", make_sync(ops::healthz))
-        .at(
-            "/readyz",
-            poem::endpoint::make(|req| async move { ops::readyz(req) }),
-        )
-        .at(
-            "/metrics",
-            poem::endpoint::make(|req| async move { ops::metrics(req) }),
-        )
-        .at(
-            "/api/*rest",
-            make_sync(|_| Response::builder().status(StatusCode::NOT_FOUND).finish())
-                .map_to_response(),
-        )
-        .at(
-            "/*path",
-            poem::endpoint::make(|req: Request| async move { spa::serve(&req) }),
-        )
-        .at(
-            "/",
-            poem::endpoint::make(|req: Request| async move { spa::serve(&req) }),
-        );
-    Edge {
-        inner: route,
-        state,
-        spec: spec_index,
-        https,
-    }
+        .at("/readyz", poem::endpoint::make(|req| async move { ops::readyz(req) }))
+        .at("/metrics", poem::endpoint::make(|req| async move { ops::metrics(req) }))
+        .at("/api/*rest", make_sync(|_| Response::builder().status(StatusCode::NOT_FOUND).finish()).map_to_response())
+        .at("/*path", poem::endpoint::make(|req: Request| async move { spa::serve(&req) }))
+        .at("/", poem::endpoint::make(|req: Request| async move { spa::serve(&req) }));
+    Edge { inner: route, state, spec: spec_index, https }
 }
 
 /// The plain-HTTP app: every request gets a 308 to the same path over HTTPS.
 pub fn redirect_app(config: &Config, https_port: u16) -> impl Endpoint<Output = Response> + use<> {
     let host = config.public_host();
     let port = https_port;
-    let authority = if port == 443 {
-        host
-    } else {
-        format!("{host}:{port}")
-    };
+    let authority = if port == 443 { host } else { format!("{host}:{port}") };
     make_sync(move |req: Request| {
         let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
         let location = format!("https://{authority}{path}");
-        Response::builder()
-            .status(StatusCode::PERMANENT_REDIRECT)
-            .header(header::LOCATION, location)
-            .finish()
+        Response::builder().status(StatusCode::PERMANENT_REDIRECT).header(header::LOCATION, location).finish()
     })
 }
 
@@ -112,10 +82,7 @@ async fn bind(addrs: &[SocketAddr]) -> Result<Vec<tokio::net::TcpListener>, Http
     for addr in addrs {
         let l = tokio::net::TcpListener::bind(addr)
             .await
-            .map_err(|e| HttpError::Bind {
-                addr: *addr,
-                reason: e.to_string(),
-            })?;
+            .map_err(|e| HttpError::Bind { addr: *addr, reason: e.to_string() })?;
         out.push(l);
     }
     Ok(out)
@@ -123,30 +90,19 @@ async fn bind(addrs: &[SocketAddr]) -> Result<Vec<tokio::net::TcpListener>, Http
 
 impl Listeners {
     pub async fn bind(config: &Config) -> Result<Listeners, HttpError> {
-        Ok(Listeners {
-            main: bind(&config.listen_addrs()).await?,
-            redirect: bind(&config.redirect_addrs()).await?,
-        })
+        Ok(Listeners { main: bind(&config.listen_addrs()).await?, redirect: bind(&config.redirect_addrs()).await? })
     }
 
     pub fn main_addrs(&self) -> Vec<SocketAddr> {
-        self.main
-            .iter()
-            .filter_map(|l| l.local_addr().ok())
-            .collect()
+        self.main.iter().filter_map(|l| l.local_addr().ok()).collect()
     }
 
     pub fn redirect_addrs(&self) -> Vec<SocketAddr> {
-        self.redirect
-            .iter()
-            .filter_map(|l| l.local_addr().ok())
-            .collect()
+        self.redirect.iter().filter_map(|l| l.local_addr().ok()).collect()
     }
 }
 
-fn combined(
-    listeners: Vec<tokio::net::TcpListener>,
-) -> Result<Option<poem::listener::BoxAcceptor>, HttpError> {
+fn combined(listeners: Vec<tokio::net::TcpListener>) -> Result<Option<poem::listener::BoxAcceptor>, HttpError> {
     let mut acceptor: Option<poem::listener::BoxAcceptor> = None;
     for l in listeners {
         let a = TcpAcceptor::from_tokio(l).map_err(|e| HttpError::Serve(e.to_string()))?;
@@ -166,9 +122,7 @@ pub async fn run(
     tls: Option<TlsSetup>,
     shutdown: watch::Receiver<bool>,
 ) -> Result<(), HttpError> {
-    let grace = Some(Duration::from_secs(
-        state.config.server.shutdown_grace_seconds,
-    ));
+    let grace = Some(Duration::from_secs(state.config.server.shutdown_grace_seconds));
     let signal = |mut rx: watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|stop| *stop).await;
     };
@@ -179,9 +133,7 @@ pub async fn run(
             let ep = redirect_ep;
             let sig = signal(shutdown.clone());
             Some(tokio::spawn(async move {
-                Server::new_with_acceptor(acceptor)
-                    .run_with_graceful_shutdown(ep, sig, grace)
-                    .await
+                Server::new_with_acceptor(acceptor).run_with_graceful_shutdown(ep, sig, grace).await
             }))
         }
         _ => None,
@@ -198,9 +150,7 @@ pub async fn run(
         }
         None => {
             let ep = app(state.clone(), false);
-            Server::new_with_acceptor(main)
-                .run_with_graceful_shutdown(ep, signal(shutdown.clone()), grace)
-                .await
+            Server::new_with_acceptor(main).run_with_graceful_shutdown(ep, signal(shutdown.clone()), grace).await
         }
     };
     if let Some(handle) = redirect {

@@ -8,9 +8,7 @@ use poem::{IntoResponse, Request, Response};
 use std::sync::Arc;
 
 fn state(req: &Request) -> poem::Result<Arc<AppState>> {
-    req.data::<Arc<AppState>>()
-        .cloned()
-        .ok_or_else(|| ApiError::new(Code::Internal, "state missing").into())
+    req.data::<Arc<AppState>>().cloned().ok_or_else(|| ApiError::new(Code::Internal, "state missing").into())
 }
 
 /// Alive: the process answers.
@@ -22,17 +20,10 @@ pub fn healthz(_req: Request) -> Response {
 pub fn readyz(req: Request) -> poem::Result<Response> {
     let state = state(&req)?;
     match state.store.journal_head() {
-        Ok(seq) => Ok(Json(
-            serde_json::json!({"status": "ready", "store": "ok", "journal_seq": seq}),
-        )
-        .into_response()),
+        Ok(seq) => Ok(Json(serde_json::json!({"status": "ready", "store": "ok", "journal_seq": seq})).into_response()),
         Err(e) => {
             tracing::error!(error = %e, "readiness check failed");
-            Err(ApiError::new(
-                Code::StorageUnavailable,
-                "the store is not answering; see the service log",
-            )
-            .into())
+            Err(ApiError::new(Code::StorageUnavailable, "the store is not answering; see the service log").into())
         }
     }
 }
@@ -48,10 +39,7 @@ fn may_read_metrics(req: &Request, state: &AppState) -> bool {
             .and_then(|v| v.strip_prefix("Bearer "));
         return sent.is_some_and(|s| constant_time_eq(s.as_bytes(), token.expose().as_bytes()));
     }
-    let loopback = req
-        .remote_addr()
-        .as_socket_addr()
-        .is_some_and(|a| a.ip().is_loopback());
+    let loopback = req.remote_addr().as_socket_addr().is_some_and(|a| a.ip().is_loopback());
     loopback && !req.headers().contains_key("x-forwarded-for")
 }
 
@@ -72,24 +60,9 @@ pub fn metrics(req: Request) -> poem::Result<Response> {
     }
     let m = &state.metrics;
     m.gauge("docket_up", "1 while the appliance runs.", vec![], 1.0);
-    m.gauge(
-        "docket_uptime_seconds",
-        "Seconds since start.",
-        vec![],
-        state.started.elapsed().as_secs_f64(),
-    );
+    m.gauge("docket_uptime_seconds", "Seconds since start.", vec![], state.started.elapsed().as_secs_f64());
     if let Ok(seq) = state.store.journal_head() {
-        m.gauge(
-            "docket_journal_seq",
-            "Newest journal sequence number.",
-            vec![],
-            seq as f64,
-        );
+        m.gauge("docket_journal_seq", "Newest journal sequence number.", vec![], seq as f64);
     }
-    Ok(Response::builder()
-        .header(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )
-        .body(m.render()))
+    Ok(Response::builder().header(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8").body(m.render()))
 }

@@ -15,28 +15,20 @@ pub fn serve(req: &Request) -> poem::Result<Response> {
     let (name, file) = match Assets::get(path) {
         Some(f) => (path, f),
         // A path without an extension is a client-side route: hand it to the app.
-        None if !path.rsplit('/').next().unwrap_or("").contains('.') => {
-            match Assets::get("index.html") {
-                Some(f) => ("index.html", f),
-                None => return Err(poem::Error::from_status(StatusCode::NOT_FOUND)),
-            }
-        }
+        None if !path.rsplit('/').next().unwrap_or("").contains('.') => match Assets::get("index.html") {
+            Some(f) => ("index.html", f),
+            None => return Err(poem::Error::from_status(StatusCode::NOT_FOUND)),
+        },
         None => return Err(poem::Error::from_status(StatusCode::NOT_FOUND)),
     };
     let etag = format!("\"{}\"", hex::encode(&file.metadata.sha256_hash()[..16]));
-    let cache = if name.ends_with(".html") {
-        "no-cache"
-    } else {
-        "public, max-age=3600, must-revalidate"
-    };
+    let cache = if name.ends_with(".html") { "no-cache" } else { "public, max-age=3600, must-revalidate" };
     let fresh = req
         .headers()
         .get(header::IF_NONE_MATCH)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.split(',').any(|t| t.trim() == etag || t.trim() == "*"));
-    let builder = Response::builder()
-        .header(header::ETAG, etag)
-        .header(header::CACHE_CONTROL, cache);
+    let builder = Response::builder().header(header::ETAG, etag).header(header::CACHE_CONTROL, cache);
     if fresh {
         return Ok(builder.status(StatusCode::NOT_MODIFIED).finish());
     }
@@ -46,7 +38,5 @@ pub fn serve(req: &Request) -> poem::Result<Response> {
     } else {
         mime.to_string()
     };
-    Ok(builder
-        .header(header::CONTENT_TYPE, content_type)
-        .body(file.data.into_owned()))
+    Ok(builder.header(header::CONTENT_TYPE, content_type).body(file.data.into_owned()))
 }

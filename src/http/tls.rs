@@ -89,80 +89,45 @@ pub fn certified_key_from_pem(
 ) -> Result<CertifiedKey, TlsError> {
     let certs: Vec<CertificateDer<'static>> = rustls_pemfile::certs(&mut &cert_pem[..])
         .collect::<Result<_, _>>()
-        .map_err(|e| TlsError::Read {
-            path: cert_name.into(),
-            reason: e.to_string(),
-        })?;
+        .map_err(|e| TlsError::Read { path: cert_name.into(), reason: e.to_string() })?;
     if certs.is_empty() {
-        return Err(TlsError::Empty {
-            path: cert_name.into(),
-            what: "certificate",
-        });
+        return Err(TlsError::Empty { path: cert_name.into(), what: "certificate" });
     }
     let key: PrivateKeyDer<'static> = rustls_pemfile::private_key(&mut &key_pem[..])
-        .map_err(|e| TlsError::Read {
-            path: key_name.into(),
-            reason: e.to_string(),
-        })?
-        .ok_or(TlsError::Empty {
-            path: key_name.into(),
-            what: "private key",
-        })?;
+        .map_err(|e| TlsError::Read { path: key_name.into(), reason: e.to_string() })?
+        .ok_or(TlsError::Empty { path: key_name.into(), what: "private key" })?;
     CertifiedKey::from_der(certs, key, &provider()).map_err(|e| TlsError::Key(e.to_string()))
 }
 
 /// Reads the `files`-mode certificate and key.
 pub fn load_files(cert: &Path, key: &Path) -> Result<CertifiedKey, TlsError> {
     let read = |p: &Path| {
-        std::fs::read(p).map_err(|e| TlsError::Read {
-            path: p.display().to_string(),
-            reason: e.to_string(),
-        })
+        std::fs::read(p).map_err(|e| TlsError::Read { path: p.display().to_string(), reason: e.to_string() })
     };
-    certified_key_from_pem(
-        &read(cert)?,
-        &read(key)?,
-        &cert.display().to_string(),
-        &key.display().to_string(),
-    )
+    certified_key_from_pem(&read(cert)?, &read(key)?, &cert.display().to_string(), &key.display().to_string())
 }
 
 const SELF_SIGNED_NAME: &str = "tls.self_signed";
 
 /// The self-signed certificate for `hosts`: loaded from the store, or generated
 /// once and kept sealed there (so browsers see the same certificate each start).
-pub fn self_signed(
-    store: &Store,
-    keys: &SharedKeyring,
-    hosts: &[String],
-) -> Result<CertifiedKey, TlsError> {
+pub fn self_signed(store: &Store, keys: &SharedKeyring, hosts: &[String]) -> Result<CertifiedKey, TlsError> {
     let keyring = keys.current();
     if let Some(stored) = store.read(|r| r.get_system_secret(&keyring, SELF_SIGNED_NAME))?
         && let Ok(pair) = serde_json::from_slice::<(String, String, Vec<String>)>(stored.expose())
         && pair.2 == hosts
     {
-        return certified_key_from_pem(
-            pair.0.as_bytes(),
-            pair.1.as_bytes(),
-            "stored certificate",
-            "stored key",
-        );
+        return certified_key_from_pem(pair.0.as_bytes(), pair.1.as_bytes(), "stored certificate", "stored key");
     }
-    let generated = rcgen::generate_simple_self_signed(hosts.to_vec())
-        .map_err(|e| TlsError::Generate(e.to_string()))?;
+    let generated =
+        rcgen::generate_simple_self_signed(hosts.to_vec()).map_err(|e| TlsError::Generate(e.to_string()))?;
     let cert_pem = generated.cert.pem();
     let key_pem = generated.key_pair.serialize_pem();
-    let bundle = serde_json::to_vec(&(&cert_pem, &key_pem, hosts))
-        .map_err(|e| TlsError::Generate(e.to_string()))?;
+    let bundle = serde_json::to_vec(&(&cert_pem, &key_pem, hosts)).map_err(|e| TlsError::Generate(e.to_string()))?;
     let ctx = SystemContext::new("tls-self-signed");
     store.write(|w| w.put_system_secret(&ctx, &keyring, SELF_SIGNED_NAME, &bundle))?;
     tracing::info!(hosts = ?hosts, "generated a self-signed certificate");
-    certified_key_from_pem(
-        cert_pem.as_bytes(),
-        key_pem.as_bytes(),
-        "generated certificate",
-        "generated key",
-    )
+    certified_key_from_pem(cert_pem.as_bytes(), key_pem.as_bytes(), "generated certificate", "generated key")
 }
 
 /// The TLS side of the main listener, ready to wrap TCP acceptors.
@@ -207,20 +172,14 @@ impl TlsSetup {
         };
         match config.tls.mode {
             TlsMode::Off => Ok(None),
-            TlsMode::SelfSigned => {
-                reloadable(self_signed(store, keys, &config.tls.self_signed_hosts)?)
-            }
+            TlsMode::SelfSigned => reloadable(self_signed(store, keys, &config.tls.self_signed_hosts)?),
             TlsMode::Files => {
                 let (Some(cert), Some(key)) = (&config.tls.cert_file, &config.tls.key_file) else {
-                    return Err(TlsError::Acme(
-                        "tls.cert_file and tls.key_file are required".into(),
-                    ));
+                    return Err(TlsError::Acme("tls.cert_file and tls.key_file are required".into()));
                 };
                 reloadable(load_files(cert, key)?)
             }
-            TlsMode::Acme => {
-                super::acme::start(&config.tls.acme, store.clone(), keys.clone()).map(Some)
-            }
+            TlsMode::Acme => super::acme::start(&config.tls.acme, store.clone(), keys.clone()).map(Some),
         }
     }
 
@@ -233,12 +192,7 @@ impl TlsSetup {
 
     /// Re-reads the certificate files (mode `files`); other modes ignore it.
     pub fn reload(&self, config: &Config) -> Result<bool, TlsError> {
-        match (
-            &self.reloadable,
-            config.tls.mode,
-            &config.tls.cert_file,
-            &config.tls.key_file,
-        ) {
+        match (&self.reloadable, config.tls.mode, &config.tls.cert_file, &config.tls.key_file) {
             (Some(cert), TlsMode::Files, Some(c), Some(k)) => {
                 cert.replace(load_files(c, k)?);
                 Ok(true)
@@ -260,15 +214,13 @@ impl<A> TlsAcceptor<A> {
     }
 }
 
-type Handshake<S> =
-    Pin<Box<dyn Future<Output = io::Result<tokio_rustls::server::TlsStream<S>>> + Send>>;
+type Handshake<S> = Pin<Box<dyn Future<Output = io::Result<tokio_rustls::server::TlsStream<S>>> + Send>>;
 
 async fn handshake<S>(stream: S, setup: TlsSetup) -> io::Result<tokio_rustls::server::TlsStream<S>>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let start =
-        tokio_rustls::LazyConfigAcceptor::new(rustls::server::Acceptor::default(), stream).await?;
+    let start = tokio_rustls::LazyConfigAcceptor::new(rustls::server::Acceptor::default(), stream).await?;
     if let Some(challenge) = setup.challenge
         && rustls_acme::is_tls_alpn_challenge(&start.client_hello())
     {
@@ -306,10 +258,7 @@ pub enum LazyTls<S> {
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> LazyTls<S> {
-    fn poll_ready(
-        &mut self,
-        cx: &mut Context<'_>,
-    ) -> Poll<io::Result<&mut tokio_rustls::server::TlsStream<S>>> {
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<&mut tokio_rustls::server::TlsStream<S>>> {
         loop {
             match self {
                 LazyTls::Handshaking(fut) => match fut.as_mut().poll(cx) {
@@ -331,11 +280,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> LazyTls<S> {
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> AsyncRead for LazyTls<S> {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         match self.get_mut().poll_ready(cx) {
             Poll::Ready(Ok(s)) => Pin::new(s).poll_read(cx, buf),
             Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
@@ -345,11 +290,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> AsyncRead for LazyTls<S
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> AsyncWrite for LazyTls<S> {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         match self.get_mut().poll_ready(cx) {
             Poll::Ready(Ok(s)) => Pin::new(s).poll_write(cx, buf),
             Poll::Ready(Err(e)) => Poll::Ready(Err(e)),

@@ -6,9 +6,7 @@
 //! If the process dies between the transaction and the rename, the next open
 //! finds that only `<key>.new` opens the check value and completes the swap.
 use crate::config::Config;
-use crate::secrets::{
-    KeySource, Keyring, SecretsError, SharedKeyring, key_candidates, with_suffix,
-};
+use crate::secrets::{KeySource, Keyring, SecretsError, SharedKeyring, key_candidates, with_suffix};
 use crate::store::{Store, StoreError, SystemContext};
 
 const CHECK_NAME: &str = "keycheck";
@@ -66,10 +64,7 @@ pub fn open_keyring(config: &Config, store: &Store) -> Result<Keyring, KeyError>
                     return Ok(Keyring::load(&[KeySource::File(path)])?);
                 }
             }
-            Err(KeyError::Mismatch {
-                path: path.display().to_string(),
-                recipient: keyring.recipient(),
-            })
+            Err(KeyError::Mismatch { path: path.display().to_string(), recipient: keyring.recipient() })
         }
     }
 }
@@ -78,9 +73,7 @@ pub fn open_keyring(config: &Config, store: &Store) -> Result<Keyring, KeyError>
 pub fn rotate(store: &Store, keys: &SharedKeyring) -> Result<String, KeyError> {
     let current = keys.current();
     let KeySource::File(path) = current.source().clone() else {
-        return Err(KeyError::ReadOnlySource {
-            path: current.source().path().display().to_string(),
-        });
+        return Err(KeyError::ReadOnlySource { path: current.source().path().display().to_string() });
     };
     let new = Keyring::fresh(KeySource::File(path.clone()));
     new.write_pending()?;
@@ -107,16 +100,9 @@ pub fn rotate(store: &Store, keys: &SharedKeyring) -> Result<String, KeyError> {
 pub fn confirm(keys: &SharedKeyring) -> Result<String, KeyError> {
     let previous = with_suffix(keys.current().source().path(), "previous");
     if !previous.exists() {
-        return Err(KeyError::NothingToConfirm {
-            path: previous.display().to_string(),
-        });
+        return Err(KeyError::NothingToConfirm { path: previous.display().to_string() });
     }
-    std::fs::remove_file(&previous).map_err(|e| SecretsError::Write {
-        path: previous.display().to_string(),
-        reason: e.to_string(),
-    })?;
-    Ok(format!(
-        "deleted the previous master key {}",
-        previous.display()
-    ))
+    std::fs::remove_file(&previous)
+        .map_err(|e| SecretsError::Write { path: previous.display().to_string(), reason: e.to_string() })?;
+    Ok(format!("deleted the previous master key {}", previous.display()))
 }

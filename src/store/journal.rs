@@ -58,14 +58,7 @@ pub(super) fn decode(seq: u64, bytes: &[u8]) -> Option<Entry> {
     let value_len = u32::from_le_bytes(r.take(4)?.try_into().ok()?) as usize;
     let value = r.take(value_len)?.to_vec();
     let op = if is_put { Op::Put(value) } else { Op::Delete };
-    Some(Entry {
-        seq,
-        time,
-        org: (org != 0).then_some(OrgId(org)),
-        table,
-        key,
-        op,
-    })
+    Some(Entry { seq, time, org: (org != 0).then_some(OrgId(org)), table, key, op })
 }
 
 struct Reader<'a>(&'a [u8]);
@@ -92,14 +85,7 @@ mod tests {
             let e = decode(9, &bytes).unwrap();
             assert_eq!(
                 e,
-                Entry {
-                    seq: 9,
-                    time: 42,
-                    org: Some(OrgId(7)),
-                    table: "matters".into(),
-                    key: b"k".to_vec(),
-                    op
-                }
+                Entry { seq: 9, time: 42, org: Some(OrgId(7)), table: "matters".into(), key: b"k".to_vec(), op }
             );
         }
         assert!(decode(1, &[1, 2, 3]).is_none());

@@ -48,36 +48,29 @@ pub struct Table {
 }
 
 impl Table {
+    pub const fn system(name: &'static str) -> Table {
+        Table { name, kind: Kind::System }
+    }
+
+    pub const fn tenant(name: &'static str) -> Table {
+        Table { name, kind: Kind::Tenant }
+    }
+
     fn def(&self) -> TableDefinition<'static, &'static [u8], &'static [u8]> {
         TableDefinition::new(self.name)
     }
 }
 
 /// Org records, keyed by org id (system).
-pub const ORGS: Table = Table {
-    name: "orgs",
-    kind: Kind::System,
-};
+pub const ORGS: Table = Table::system("orgs");
 /// Org slug → org id (system).
-pub const ORG_SLUGS: Table = Table {
-    name: "org_slugs",
-    kind: Kind::System,
-};
+pub const ORG_SLUGS: Table = Table::system("org_slugs");
 /// Sealed secrets of an org, keyed by name (tenant; values are age ciphertext).
-pub const SECRETS: Table = Table {
-    name: "secrets",
-    kind: Kind::Tenant,
-};
+pub const SECRETS: Table = Table::tenant("secrets");
 /// Sealed secrets of the appliance itself, e.g. the ACME account (system).
-pub const SYSTEM_SECRETS: Table = Table {
-    name: "system_secrets",
-    kind: Kind::System,
-};
+pub const SYSTEM_SECRETS: Table = Table::system("system_secrets");
 /// API token hash → token record (system index; each record names its org).
-pub const TOKENS: Table = Table {
-    name: "tokens",
-    kind: Kind::System,
-};
+pub const TOKENS: Table = Table::system("tokens");
 
 /// Every byte-keyed table: backups and integrity checks walk this list.
 pub const TABLES: &[Table] = &[ORGS, ORG_SLUGS, SECRETS, SYSTEM_SECRETS, TOKENS];
@@ -89,12 +82,7 @@ pub enum StoreError {
     #[error(
         "the store {path} was written by a newer docket (schema {found}, written by docket {writer}); this docket {ours} reads schema {SCHEMA_VERSION} at most\n  fix: run docket {writer} or newer, or restore a backup taken by this version"
     )]
-    TooNew {
-        path: String,
-        found: u32,
-        writer: String,
-        ours: &'static str,
-    },
+    TooNew { path: String, found: u32, writer: String, ours: &'static str },
     #[error(
         "the store {path} is in use by another docket process\n  fix: stop the other process, or run this command while the service is up so it goes through its admin socket"
     )]
@@ -112,10 +100,7 @@ pub enum StoreError {
     #[error("{what} was not found")]
     NotFound { what: String },
     #[error("`{field}` {problem}")]
-    Invalid {
-        field: &'static str,
-        problem: String,
-    },
+    Invalid { field: &'static str, problem: String },
 }
 
 fn io<E: std::fmt::Display>(e: E) -> StoreError {
@@ -149,31 +134,16 @@ impl Store {
     fn open_with(path: &Path, clock: Clock, migrations: &[Migration]) -> Result<Store, StoreError> {
         let shown = path.display().to_string();
         if let Some(dir) = path.parent() {
-            crate::secrets::create_private_dir(dir).map_err(|e| StoreError::Open {
-                path: dir.display().to_string(),
-                reason: e.to_string(),
-            })?;
+            crate::secrets::create_private_dir(dir)
+                .map_err(|e| StoreError::Open { path: dir.display().to_string(), reason: e.to_string() })?;
         }
         let db = redb::Database::create(path).map_err(|e| match e {
-            redb::DatabaseError::DatabaseAlreadyOpen => StoreError::Locked {
-                path: shown.clone(),
-            },
-            other => StoreError::Open {
-                path: shown.clone(),
-                reason: other.to_string(),
-            },
+            redb::DatabaseError::DatabaseAlreadyOpen => StoreError::Locked { path: shown.clone() },
+            other => StoreError::Open { path: shown.clone(), reason: other.to_string() },
         })?;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(|e| {
-            StoreError::Open {
-                path: shown.clone(),
-                reason: e.to_string(),
-            }
-        })?;
-        let store = Store {
-            db,
-            clock,
-            path: path.to_path_buf(),
-        };
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+            .map_err(|e| StoreError::Open { path: shown.clone(), reason: e.to_string() })?;
+        let store = Store { db, clock, path: path.to_path_buf() };
         store.migrate(migrations)?;
         Ok(store)
     }
@@ -194,10 +164,8 @@ impl Store {
                 let tx = self.db.begin_write().map_err(io)?;
                 {
                     let mut meta = tx.open_table(META).map_err(io)?;
-                    meta.insert("schema_version", target.to_le_bytes().as_slice())
-                        .map_err(io)?;
-                    meta.insert("writer", crate::VERSION.as_bytes())
-                        .map_err(io)?;
+                    meta.insert("schema_version", target.to_le_bytes().as_slice()).map_err(io)?;
+                    meta.insert("writer", crate::VERSION.as_bytes()).map_err(io)?;
                     tx.open_table(JOURNAL).map_err(io)?;
                     for t in TABLES {
                         tx.open_table(t.def()).map_err(io)?;
@@ -206,9 +174,7 @@ impl Store {
                 tx.commit().map_err(io)?;
             }
             Some(v) if v > target => {
-                let writer = self
-                    .meta_string("writer")?
-                    .unwrap_or_else(|| "unknown".into());
+                let writer = self.meta_string("writer")?.unwrap_or_else(|| "unknown".into());
                 return Err(StoreError::TooNew {
                     path: self.path.display().to_string(),
                     found: v,
@@ -223,10 +189,8 @@ impl Store {
                     v += 1;
                     {
                         let mut meta = tx.open_table(META).map_err(io)?;
-                        meta.insert("schema_version", v.to_le_bytes().as_slice())
-                            .map_err(io)?;
-                        meta.insert("writer", crate::VERSION.as_bytes())
-                            .map_err(io)?;
+                        meta.insert("schema_version", v.to_le_bytes().as_slice()).map_err(io)?;
+                        meta.insert("writer", crate::VERSION.as_bytes()).map_err(io)?;
                     }
                     tx.commit().map_err(io)?;
                     tracing::info!(schema = v, "store migrated");
@@ -241,9 +205,7 @@ impl Store {
         let Some(bytes) = self.meta_bytes("schema_version")? else {
             return Ok(None);
         };
-        let arr: [u8; 4] = bytes
-            .try_into()
-            .map_err(|_| StoreError::Corrupt("schema_version".into()))?;
+        let arr: [u8; 4] = bytes.try_into().map_err(|_| StoreError::Corrupt("schema_version".into()))?;
         Ok(Some(u32::from_le_bytes(arr)))
     }
 
@@ -258,39 +220,24 @@ impl Store {
     }
 
     fn meta_string(&self, key: &str) -> Result<Option<String>, StoreError> {
-        Ok(self
-            .meta_bytes(key)?
-            .map(|b| String::from_utf8_lossy(&b).into_owned()))
+        Ok(self.meta_bytes(key)?.map(|b| String::from_utf8_lossy(&b).into_owned()))
     }
 
     /// Runs `f` in one write transaction; commits if it returns `Ok`.
-    pub fn write<R>(
-        &self,
-        f: impl FnOnce(&mut Tx) -> Result<R, StoreError>,
-    ) -> Result<R, StoreError> {
+    pub fn write<R>(&self, f: impl FnOnce(&mut Tx) -> Result<R, StoreError>) -> Result<R, StoreError> {
         let tx = self.db.begin_write().map_err(io)?;
         let next_seq = {
             let journal = tx.open_table(JOURNAL).map_err(io)?;
-            journal
-                .last()
-                .map_err(io)?
-                .map_or(1, |(k, _)| k.value() + 1)
+            journal.last().map_err(io)?.map_or(1, |(k, _)| k.value() + 1)
         };
-        let mut w = Tx {
-            tx,
-            next_seq,
-            time: self.clock.now_micros(),
-        };
+        let mut w = Tx { tx, next_seq, time: self.clock.now_micros() };
         let out = f(&mut w)?;
         w.tx.commit().map_err(io)?;
         Ok(out)
     }
 
     /// Runs `f` against a consistent snapshot.
-    pub fn read<R>(
-        &self,
-        f: impl FnOnce(&ReadTx) -> Result<R, StoreError>,
-    ) -> Result<R, StoreError> {
+    pub fn read<R>(&self, f: impl FnOnce(&ReadTx) -> Result<R, StoreError>) -> Result<R, StoreError> {
         let tx = self.db.begin_read().map_err(io)?;
         f(&ReadTx { tx })
     }
@@ -308,11 +255,7 @@ impl Store {
         self.read(|r| {
             let journal = r.tx.open_table(JOURNAL).map_err(io)?;
             let mut out = vec![];
-            for row in journal
-                .range(after.saturating_add(1)..)
-                .map_err(io)?
-                .take(limit)
-            {
+            for row in journal.range(after.saturating_add(1)..).map_err(io)?.take(limit) {
                 let (k, v) = row.map_err(io)?;
                 let entry = journal::decode(k.value(), v.value())
                     .ok_or_else(|| StoreError::Corrupt(format!("journal entry {}", k.value())))?;
@@ -324,16 +267,8 @@ impl Store {
 
     /// Re-seals every sealed value from `old` to `new` in one transaction.
     /// Returns how many values were re-sealed.
-    pub fn reseal_all(
-        &self,
-        ctx: &SystemContext,
-        old: &Keyring,
-        new: &Keyring,
-    ) -> Result<usize, StoreError> {
-        tracing::info!(
-            task = ctx.task(),
-            "re-sealing every secret under a new master key"
-        );
+    pub fn reseal_all(&self, ctx: &SystemContext, old: &Keyring, new: &Keyring) -> Result<usize, StoreError> {
+        tracing::info!(task = ctx.task(), "re-sealing every secret under a new master key");
         self.write(|w| {
             let mut count = 0;
             for table in SEALED_TABLES {
@@ -352,10 +287,7 @@ impl Store {
 fn org_of(table: &Table, full_key: &[u8]) -> Option<OrgId> {
     match table.kind {
         Kind::System => None,
-        Kind::Tenant => full_key
-            .get(..8)
-            .and_then(|p| p.try_into().ok())
-            .map(|p| OrgId(u64::from_be_bytes(p))),
+        Kind::Tenant => full_key.get(..8).and_then(|p| p.try_into().ok()).map(|p| OrgId(u64::from_be_bytes(p))),
     }
 }
 
@@ -370,10 +302,7 @@ fn expect_kind(table: &Table, kind: Kind) -> Result<(), StoreError> {
     if table.kind == kind {
         Ok(())
     } else {
-        Err(StoreError::Corrupt(format!(
-            "table {} used as {:?}",
-            table.name, kind
-        )))
+        Err(StoreError::Corrupt(format!("table {} used as {:?}", table.name, kind)))
     }
 }
 
@@ -390,53 +319,22 @@ impl Tx {
         self.time
     }
 
-    fn put_raw(
-        &mut self,
-        table: &Table,
-        org: Option<OrgId>,
-        key: &[u8],
-        value: &[u8],
-    ) -> Result<(), StoreError> {
-        self.tx
-            .open_table(table.def())
-            .map_err(io)?
-            .insert(key, value)
-            .map_err(io)?;
+    fn put_raw(&mut self, table: &Table, org: Option<OrgId>, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
+        self.tx.open_table(table.def()).map_err(io)?.insert(key, value).map_err(io)?;
         self.journal(org, table, key, Op::Put(value.to_vec()))
     }
 
-    fn delete_raw(
-        &mut self,
-        table: &Table,
-        org: Option<OrgId>,
-        key: &[u8],
-    ) -> Result<bool, StoreError> {
-        let existed = self
-            .tx
-            .open_table(table.def())
-            .map_err(io)?
-            .remove(key)
-            .map_err(io)?
-            .is_some();
+    fn delete_raw(&mut self, table: &Table, org: Option<OrgId>, key: &[u8]) -> Result<bool, StoreError> {
+        let existed = self.tx.open_table(table.def()).map_err(io)?.remove(key).map_err(io)?.is_some();
         if existed {
             self.journal(org, table, key, Op::Delete)?;
         }
         Ok(existed)
     }
 
-    fn journal(
-        &mut self,
-        org: Option<OrgId>,
-        table: &Table,
-        key: &[u8],
-        op: Op,
-    ) -> Result<(), StoreError> {
+    fn journal(&mut self, org: Option<OrgId>, table: &Table, key: &[u8], op: Op) -> Result<(), StoreError> {
         let bytes = journal::encode(self.time, org, table.name, key, &op);
-        self.tx
-            .open_table(JOURNAL)
-            .map_err(io)?
-            .insert(self.next_seq, bytes.as_slice())
-            .map_err(io)?;
+        self.tx.open_table(JOURNAL).map_err(io)?.insert(self.next_seq, bytes.as_slice()).map_err(io)?;
         self.next_seq += 1;
         Ok(())
     }
@@ -452,34 +350,18 @@ impl Tx {
     }
 
     /// Stores `value` under `key` in one org's table.
-    pub fn put(
-        &mut self,
-        scope: &OrgScope,
-        table: &Table,
-        key: &[u8],
-        value: &[u8],
-    ) -> Result<(), StoreError> {
+    pub fn put(&mut self, scope: &OrgScope, table: &Table, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
         expect_kind(table, Kind::Tenant)?;
         self.put_raw(table, Some(scope.org()), &tenant_key(scope, key), value)
     }
 
     /// Removes `key` from one org's table; returns whether it existed.
-    pub fn delete(
-        &mut self,
-        scope: &OrgScope,
-        table: &Table,
-        key: &[u8],
-    ) -> Result<bool, StoreError> {
+    pub fn delete(&mut self, scope: &OrgScope, table: &Table, key: &[u8]) -> Result<bool, StoreError> {
         expect_kind(table, Kind::Tenant)?;
         self.delete_raw(table, Some(scope.org()), &tenant_key(scope, key))
     }
 
-    pub fn get(
-        &self,
-        scope: &OrgScope,
-        table: &Table,
-        key: &[u8],
-    ) -> Result<Option<Vec<u8>>, StoreError> {
+    pub fn get(&self, scope: &OrgScope, table: &Table, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
         expect_kind(table, Kind::Tenant)?;
         self.get_raw(table, &tenant_key(scope, key))
     }
@@ -496,12 +378,7 @@ impl Tx {
         self.put_raw(table, None, key, value)
     }
 
-    pub fn delete_system(
-        &mut self,
-        _ctx: &SystemContext,
-        table: &Table,
-        key: &[u8],
-    ) -> Result<bool, StoreError> {
+    pub fn delete_system(&mut self, _ctx: &SystemContext, table: &Table, key: &[u8]) -> Result<bool, StoreError> {
         expect_kind(table, Kind::System)?;
         self.delete_raw(table, None, key)
     }
@@ -535,23 +412,15 @@ impl Tx {
         self.put_system(ctx, table, key, &bytes)
     }
 
-    pub fn get_system_json<T: DeserializeOwned>(
-        &self,
-        table: &Table,
-        key: &[u8],
-    ) -> Result<Option<T>, StoreError> {
-        self.get_system(table, key)?
-            .map(|b| decode_json(table, &b))
-            .transpose()
+    pub fn get_system_json<T: DeserializeOwned>(&self, table: &Table, key: &[u8]) -> Result<Option<T>, StoreError> {
+        self.get_system(table, key)?.map(|b| decode_json(table, &b)).transpose()
     }
 
     /// The greatest key of a system table keyed by 8-byte ids.
     pub fn last_system_key(&self, table: &Table) -> Result<Option<[u8; 8]>, StoreError> {
         expect_kind(table, Kind::System)?;
         let t = self.tx.open_table(table.def()).map_err(io)?;
-        Ok(t.last()
-            .map_err(io)?
-            .and_then(|(k, _)| k.value().try_into().ok()))
+        Ok(t.last().map_err(io)?.and_then(|(k, _)| k.value().try_into().ok()))
     }
 
     /// Seals `plaintext` with the master key and stores it as an org secret.
@@ -600,12 +469,7 @@ impl ReadTx {
         Ok(t.get(key).map_err(io)?.map(|v| v.value().to_vec()))
     }
 
-    pub fn get(
-        &self,
-        scope: &OrgScope,
-        table: &Table,
-        key: &[u8],
-    ) -> Result<Option<Vec<u8>>, StoreError> {
+    pub fn get(&self, scope: &OrgScope, table: &Table, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
         expect_kind(table, Kind::Tenant)?;
         self.get_raw(table, &tenant_key(scope, key))
     }
@@ -615,14 +479,8 @@ impl ReadTx {
         self.get_raw(table, key)
     }
 
-    pub fn get_system_json<T: DeserializeOwned>(
-        &self,
-        table: &Table,
-        key: &[u8],
-    ) -> Result<Option<T>, StoreError> {
-        self.get_system(table, key)?
-            .map(|b| decode_json(table, &b))
-            .transpose()
+    pub fn get_system_json<T: DeserializeOwned>(&self, table: &Table, key: &[u8]) -> Result<Option<T>, StoreError> {
+        self.get_system(table, key)?.map(|b| decode_json(table, &b)).transpose()
     }
 
     /// Every row of one org's table whose key starts with `prefix`; keys are
@@ -633,10 +491,7 @@ impl ReadTx {
             return Ok(vec![]);
         };
         let rows = collect_prefix(&t, &tenant_key(scope, prefix))?;
-        Ok(rows
-            .into_iter()
-            .map(|(k, v)| (k[8..].to_vec(), v))
-            .collect())
+        Ok(rows.into_iter().map(|(k, v)| (k[8..].to_vec(), v)).collect())
     }
 
     /// Every row of a system table whose key starts with `prefix`.
@@ -649,26 +504,13 @@ impl ReadTx {
     }
 
     /// Opens an org secret with the master key.
-    pub fn get_secret(
-        &self,
-        scope: &OrgScope,
-        keys: &Keyring,
-        name: &str,
-    ) -> Result<Option<SecretBytes>, StoreError> {
-        self.get(scope, &SECRETS, name.as_bytes())?
-            .map(|c| keys.open(&c).map_err(StoreError::from))
-            .transpose()
+    pub fn get_secret(&self, scope: &OrgScope, keys: &Keyring, name: &str) -> Result<Option<SecretBytes>, StoreError> {
+        self.get(scope, &SECRETS, name.as_bytes())?.map(|c| keys.open(&c).map_err(StoreError::from)).transpose()
     }
 
     /// Opens a secret of the appliance itself.
-    pub fn get_system_secret(
-        &self,
-        keys: &Keyring,
-        name: &str,
-    ) -> Result<Option<SecretBytes>, StoreError> {
-        self.get_system(&SYSTEM_SECRETS, name.as_bytes())?
-            .map(|c| keys.open(&c).map_err(StoreError::from))
-            .transpose()
+    pub fn get_system_secret(&self, keys: &Keyring, name: &str) -> Result<Option<SecretBytes>, StoreError> {
+        self.get_system(&SYSTEM_SECRETS, name.as_bytes())?.map(|c| keys.open(&c).map_err(StoreError::from)).transpose()
     }
 }
 
@@ -710,10 +552,7 @@ mod tests {
                 w.put(&a, &SECRETS, b"k", b"1")?;
                 w.put(&b, &SECRETS, b"k", b"2")?;
                 w.delete(&a, &SECRETS, b"k")?;
-                assert!(
-                    !w.delete(&a, &SECRETS, b"missing")?,
-                    "deleting nothing is not journaled"
-                );
+                assert!(!w.delete(&a, &SECRETS, b"missing")?, "deleting nothing is not journaled");
                 Ok(())
             })
             .unwrap();
@@ -727,14 +566,8 @@ mod tests {
             .read(|r| {
                 assert_eq!(r.get(&a, &SECRETS, b"k")?, None);
                 assert_eq!(r.get(&b, &SECRETS, b"k")?, Some(b"2".to_vec()));
-                assert_eq!(
-                    r.scan(&b, &SECRETS, b"")?,
-                    vec![(b"k".to_vec(), b"2".to_vec())]
-                );
-                assert!(
-                    r.scan(&a, &SECRETS, b"")?.is_empty(),
-                    "one org never sees another's rows"
-                );
+                assert_eq!(r.scan(&b, &SECRETS, b"")?, vec![(b"k".to_vec(), b"2".to_vec())]);
+                assert!(r.scan(&a, &SECRETS, b"")?.is_empty(), "one org never sees another's rows");
                 Ok(())
             })
             .unwrap();
@@ -747,9 +580,7 @@ mod tests {
         let scope = SystemContext::new("test").org_scope(OrgId(1));
         let r: Result<(), _> = store.write(|w| {
             w.put(&scope, &SECRETS, b"k", b"v")?;
-            Err(StoreError::Conflict {
-                what: "test".into(),
-            })
+            Err(StoreError::Conflict { what: "test".into() })
         });
         assert!(r.is_err());
         assert_eq!(store.journal_head().unwrap(), 0);
@@ -760,22 +591,8 @@ mod tests {
     fn file_and_dir_modes_are_private() {
         let dir = tempfile::tempdir().unwrap();
         let store = open(dir.path());
-        assert_eq!(
-            std::fs::metadata(store.path())
-                .unwrap()
-                .permissions()
-                .mode()
-                & 0o777,
-            0o600
-        );
-        assert_eq!(
-            std::fs::metadata(dir.path().join("data"))
-                .unwrap()
-                .permissions()
-                .mode()
-                & 0o777,
-            0o700
-        );
+        assert_eq!(std::fs::metadata(store.path()).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(std::fs::metadata(dir.path().join("data")).unwrap().permissions().mode() & 0o777, 0o700);
     }
 
     #[test]
@@ -784,8 +601,7 @@ mod tests {
         let path = dir.path().join("docket.redb");
         drop(Store::open(&path, Clock::system()).unwrap());
         fn add_table(tx: &redb::WriteTransaction) -> Result<(), StoreError> {
-            tx.open_table(TableDefinition::<&[u8], &[u8]>::new("added_in_v2"))
-                .map_err(io)?;
+            tx.open_table(TableDefinition::<&[u8], &[u8]>::new("added_in_v2")).map_err(io)?;
             Ok(())
         }
         let store = Store::open_with(&path, Clock::system(), &[add_table]).unwrap();
@@ -821,17 +637,9 @@ mod tests {
         assert_eq!(store.reseal_all(&ctx, &old, &new).unwrap(), 2);
         store
             .read(|r| {
-                assert_eq!(
-                    r.get_secret(&scope, &new, "clio.refresh")?
-                        .unwrap()
-                        .expose(),
-                    b"r1"
-                );
+                assert_eq!(r.get_secret(&scope, &new, "clio.refresh")?.unwrap().expose(), b"r1");
                 assert!(r.get_secret(&scope, &old, "clio.refresh").is_err());
-                assert_eq!(
-                    r.get_system_secret(&new, "acme.account")?.unwrap().expose(),
-                    b"a1"
-                );
+                assert_eq!(r.get_system_secret(&new, "acme.account")?.unwrap().expose(), b"a1");
                 Ok(())
             })
             .unwrap();

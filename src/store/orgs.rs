@@ -28,17 +28,13 @@ pub struct OrgChanges {
 pub fn validate_slug(slug: &str) -> Result<(), StoreError> {
     let ok = (2..=40).contains(&slug.len())
         && slug.starts_with(|c: char| c.is_ascii_lowercase())
-        && slug
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+        && slug.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
     if ok {
         Ok(())
     } else {
         Err(StoreError::Invalid {
             field: "slug",
-            problem: format!(
-                "`{slug}` must be 2 to 40 characters of a-z, 0-9 and -, starting with a letter"
-            ),
+            problem: format!("`{slug}` must be 2 to 40 characters of a-z, 0-9 and -, starting with a letter"),
         })
     }
 }
@@ -61,9 +57,7 @@ pub fn validate_time_zone(tz: &str) -> Result<(), StoreError> {
     let ok = tz == "UTC"
         || (tz.contains('/')
             && tz.len() <= 64
-            && tz
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '/' | '_' | '-' | '+')));
+            && tz.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '/' | '_' | '-' | '+')));
     if ok {
         Ok(())
     } else {
@@ -76,23 +70,14 @@ pub fn validate_time_zone(tz: &str) -> Result<(), StoreError> {
 
 impl Store {
     /// Creates an org with a unique slug.
-    pub fn create_org(
-        &self,
-        ctx: &SystemContext,
-        slug: &str,
-        name: &str,
-    ) -> Result<Org, StoreError> {
+    pub fn create_org(&self, ctx: &SystemContext, slug: &str, name: &str) -> Result<Org, StoreError> {
         validate_slug(slug)?;
         validate_name(name)?;
         self.write(|w| {
             if w.get_system(&ORG_SLUGS, slug.as_bytes())?.is_some() {
-                return Err(StoreError::Conflict {
-                    what: format!("an org with slug `{slug}`"),
-                });
+                return Err(StoreError::Conflict { what: format!("an org with slug `{slug}`") });
             }
-            let next = w
-                .last_system_key(&ORGS)?
-                .map_or(1, |k| u64::from_be_bytes(k) + 1);
+            let next = w.last_system_key(&ORGS)?.map_or(1, |k| u64::from_be_bytes(k) + 1);
             let org = Org {
                 id: OrgId(next),
                 slug: slug.into(),
@@ -121,9 +106,7 @@ impl Store {
         self.read(|r| {
             r.scan_system(&ORGS, &[])?
                 .into_iter()
-                .map(|(_, v)| {
-                    serde_json::from_slice(&v).map_err(|e| StoreError::Corrupt(e.to_string()))
-                })
+                .map(|(_, v)| serde_json::from_slice(&v).map_err(|e| StoreError::Corrupt(e.to_string())))
                 .collect()
         })
     }
@@ -131,9 +114,7 @@ impl Store {
     /// The org a scope belongs to.
     pub fn org(&self, scope: &OrgScope) -> Result<Org, StoreError> {
         self.read(|r| r.get_system_json(&ORGS, &scope.org().0.to_be_bytes()))?
-            .ok_or_else(|| StoreError::NotFound {
-                what: format!("org {}", scope.org()),
-            })
+            .ok_or_else(|| StoreError::NotFound { what: format!("org {}", scope.org()) })
     }
 
     /// Applies `changes` to the scope's org.
@@ -147,11 +128,9 @@ impl Store {
         let ctx = SystemContext::new("org-settings");
         self.write(|w| {
             let key = scope.org().0.to_be_bytes();
-            let mut org: Org =
-                w.get_system_json(&ORGS, &key)?
-                    .ok_or_else(|| StoreError::NotFound {
-                        what: format!("org {}", scope.org()),
-                    })?;
+            let mut org: Org = w
+                .get_system_json(&ORGS, &key)?
+                .ok_or_else(|| StoreError::NotFound { what: format!("org {}", scope.org()) })?;
             if let Some(name) = &changes.name {
                 org.name = name.trim().into();
             }
@@ -174,41 +153,18 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("s.redb"), Clock::system()).unwrap();
         let ctx = SystemContext::new("test");
-        let a = store
-            .create_org(&ctx, "smith-jones", "Smith & Jones LLP")
-            .unwrap();
+        let a = store.create_org(&ctx, "smith-jones", "Smith & Jones LLP").unwrap();
         let b = store.create_org(&ctx, "acme", "Acme Legal").unwrap();
         assert_eq!((a.id, b.id), (OrgId(1), OrgId(2)));
-        assert!(matches!(
-            store.create_org(&ctx, "acme", "Again"),
-            Err(StoreError::Conflict { .. })
-        ));
-        assert!(matches!(
-            store.create_org(&ctx, "Bad Slug", "x"),
-            Err(StoreError::Invalid { field: "slug", .. })
-        ));
+        assert!(matches!(store.create_org(&ctx, "acme", "Again"), Err(StoreError::Conflict { .. })));
+        assert!(matches!(store.create_org(&ctx, "Bad Slug", "x"), Err(StoreError::Invalid { field: "slug", .. })));
         assert_eq!(store.org_by_slug("acme").unwrap(), Some(b.clone()));
         let scope = ctx.org_scope(b.id);
-        let changes = OrgChanges {
-            name: Some("Acme LLP".into()),
-            time_zone: Some("Europe/London".into()),
-        };
+        let changes = OrgChanges { name: Some("Acme LLP".into()), time_zone: Some("Europe/London".into()) };
         let updated = store.update_org(&scope, &changes).unwrap();
-        assert_eq!(
-            (updated.name.as_str(), updated.time_zone.as_str()),
-            ("Acme LLP", "Europe/London")
-        );
-        let bad = OrgChanges {
-            time_zone: Some("Mars".into()),
-            ..Default::default()
-        };
-        assert!(matches!(
-            store.update_org(&scope, &bad),
-            Err(StoreError::Invalid {
-                field: "time_zone",
-                ..
-            })
-        ));
+        assert_eq!((updated.name.as_str(), updated.time_zone.as_str()), ("Acme LLP", "Europe/London"));
+        let bad = OrgChanges { time_zone: Some("Mars".into()), ..Default::default() };
+        assert!(matches!(store.update_org(&scope, &bad), Err(StoreError::Invalid { field: "time_zone", .. })));
         assert_eq!(store.list_orgs().unwrap().len(), 2);
     }
 }

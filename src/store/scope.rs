@@ -86,9 +86,6 @@ impl SystemContext {
 
     /// A scope over one org, acting as this system task.
     pub fn org_scope(&self, org: OrgId) -> OrgScope {
-        OrgScope {
-            org,
-            actor: Actor::System(self.task),
-        }
+        OrgScope { org, actor: Actor::System(self.task) }
     }
 }

@@ -43,8 +43,7 @@ fn start_pebble(tls_port: u16) -> Option<Pebble> {
     let dir = tempfile::tempdir().unwrap();
     let ca = TestCa::new("pebble");
     let (cert, key, _) = ca.write(dir.path());
-    let (dns, dir_port, mgmt_port, chall_mgmt) =
-        (free_port(), free_port(), free_port(), free_port());
+    let (dns, dir_port, mgmt_port, chall_mgmt) = (free_port(), free_port(), free_port(), free_port());
     let config = dir.path().join("pebble.json");
     std::fs::write(
         &config,
@@ -60,24 +59,8 @@ fn start_pebble(tls_port: u16) -> Option<Pebble> {
     .unwrap();
     let dns_addr = format!("127.0.0.1:{dns}");
     let chall = Command::new("pebble-challtestsrv")
-        .args([
-            "-defaultIPv4",
-            "127.0.0.1",
-            "-defaultIPv6",
-            "",
-            "-dns01",
-            &dns_addr,
-            "-http01",
-            "",
-            "-https01",
-            "",
-        ])
-        .args([
-            "-tlsalpn01",
-            "",
-            "-management",
-            &format!("127.0.0.1:{chall_mgmt}"),
-        ])
+        .args(["-defaultIPv4", "127.0.0.1", "-defaultIPv6", "", "-dns01", &dns_addr, "-http01", "", "-https01", ""])
+        .args(["-tlsalpn01", "", "-management", &format!("127.0.0.1:{chall_mgmt}")])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -109,15 +92,8 @@ async fn served_cert(port: u16, root_pem: &str) -> Option<Vec<u8>> {
         .timeout(Duration::from_secs(5))
         .build()
         .ok()?;
-    let resp = client
-        .get(format!("https://{DOMAIN}:{port}/healthz"))
-        .send()
-        .await
-        .ok()?;
-    resp.extensions()
-        .get::<reqwest::tls::TlsInfo>()?
-        .peer_certificate()
-        .map(<[u8]>::to_vec)
+    let resp = client.get(format!("https://{DOMAIN}:{port}/healthz")).send().await.ok()?;
+    resp.extensions().get::<reqwest::tls::TlsInfo>()?.peer_certificate().map(<[u8]>::to_vec)
 }
 
 #[tokio::test]
@@ -150,11 +126,7 @@ async fn certificate_from_pebble_is_served_and_cached() {
     let mut first = None;
     for _ in 0..120 {
         // Pebble makes a new root at every start; fetch it from the management port.
-        if let Ok(r) = mgmt
-            .get(format!("{}/roots/0", pebble.management))
-            .send()
-            .await
-        {
+        if let Ok(r) = mgmt.get(format!("{}/roots/0", pebble.management)).send().await {
             let root = r.text().await.unwrap_or_default();
             if let Some(der) = served_cert(port, &root).await {
                 first = Some((der, root));
@@ -165,15 +137,9 @@ async fn certificate_from_pebble_is_served_and_cached() {
     }
     let (der, root) = first.expect("docket never served a certificate issued by Pebble");
     let state = s.running.as_ref().unwrap().state.clone();
-    let cached = state
-        .store
-        .read(|r| r.scan_system(&docket::store::SYSTEM_SECRETS, b"acme.cert."))
-        .unwrap();
+    let cached = state.store.read(|r| r.scan_system(&docket::store::SYSTEM_SECRETS, b"acme.cert.")).unwrap();
     assert_eq!(cached.len(), 1, "the certificate is cached in the store");
-    assert!(
-        cached[0].1.starts_with(b"age-encryption.org/v1"),
-        "and sealed"
-    );
+    assert!(cached[0].1.starts_with(b"age-encryption.org/v1"), "and sealed");
     drop(state);
     let dir = s.stop().await;
 
@@ -186,11 +152,7 @@ async fn certificate_from_pebble_is_served_and_cached() {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert_eq!(
-        served_again.as_deref(),
-        Some(der.as_slice()),
-        "a restart serves the cached certificate"
-    );
+    assert_eq!(served_again.as_deref(), Some(der.as_slice()), "a restart serves the cached certificate");
     again.stop().await;
     drop(dir);
 }

@@ -10,16 +10,8 @@ async fn problem(resp: reqwest::Response, status: u16) -> Value {
     let rid = resp.headers()["x-request-id"].to_str().unwrap().to_string();
     let body: Value = resp.json().await.unwrap();
     assert_eq!(body["status"], status);
-    assert_eq!(
-        body["request_id"], rid,
-        "the problem carries the request id"
-    );
-    assert!(
-        body["type"]
-            .as_str()
-            .unwrap()
-            .starts_with("urn:docket:problem:")
-    );
+    assert_eq!(body["request_id"], rid, "the problem carries the request id");
+    assert!(body["type"].as_str().unwrap().starts_with("urn:docket:problem:"));
     body
 }
 
@@ -27,29 +19,12 @@ async fn problem(resp: reqwest::Response, status: u16) -> Value {
 async fn tokens_roles_and_tenancy() {
     let s = TestServer::start().await;
     let c = client();
-    let org: Value = c
-        .get(s.url("/api/v1/org"))
-        .bearer_auth(&s.admin_token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let org: Value =
+        c.get(s.url("/api/v1/org")).bearer_auth(&s.admin_token).send().await.unwrap().json().await.unwrap();
     assert_eq!(org["slug"], "smith-jones");
-    let other: Value = c
-        .get(s.url("/api/v1/org"))
-        .bearer_auth(&s.other_org_token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(
-        other["slug"], "other-firm",
-        "a token only ever sees its own org"
-    );
+    let other: Value =
+        c.get(s.url("/api/v1/org")).bearer_auth(&s.other_org_token).send().await.unwrap().json().await.unwrap();
+    assert_eq!(other["slug"], "other-firm", "a token only ever sees its own org");
 
     let r = c
         .patch(s.url("/api/v1/org"))
@@ -66,44 +41,19 @@ async fn tokens_roles_and_tenancy() {
     );
 
     let body = problem(
-        c.patch(s.url("/api/v1/org"))
-            .bearer_auth(&s.staff_token)
-            .json(&json!({"name": "x"}))
-            .send()
-            .await
-            .unwrap(),
+        c.patch(s.url("/api/v1/org")).bearer_auth(&s.staff_token).json(&json!({"name": "x"})).send().await.unwrap(),
         403,
     )
     .await;
     assert!(body["detail"].as_str().unwrap().contains("org:write"));
-    let other_after: Value = c
-        .get(s.url("/api/v1/org"))
-        .bearer_auth(&s.other_org_token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(
-        other_after["name"], "Other Firm",
-        "one org's change never touches another"
-    );
+    let other_after: Value =
+        c.get(s.url("/api/v1/org")).bearer_auth(&s.other_org_token).send().await.unwrap().json().await.unwrap();
+    assert_eq!(other_after["name"], "Other Firm", "one org's change never touches another");
 
-    let status: Value = c
-        .get(s.url("/api/v1/system/status"))
-        .bearer_auth(&s.staff_token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let status: Value =
+        c.get(s.url("/api/v1/system/status")).bearer_auth(&s.staff_token).send().await.unwrap().json().await.unwrap();
     assert_eq!(status["version"], docket::VERSION);
-    assert!(
-        status["journal_seq"].as_u64().unwrap() >= 6,
-        "org and token writes are journaled"
-    );
+    assert!(status["journal_seq"].as_u64().unwrap() >= 6, "org and token writes are journaled");
     s.stop().await;
 }
 
@@ -117,12 +67,7 @@ async fn bad_credentials_get_401_without_leaks() {
     forged.pop();
     forged.push('Z');
     for token in [forged.as_str(), "dkt_", "not-a-token", &"dkt_a".repeat(400)] {
-        let resp = c
-            .get(s.url("/api/v1/org"))
-            .bearer_auth(token)
-            .send()
-            .await
-            .unwrap();
+        let resp = c.get(s.url("/api/v1/org")).bearer_auth(token).send().await.unwrap();
         assert_eq!(resp.headers()["www-authenticate"], "Bearer");
         let body = problem(resp, 401).await;
         assert!(!body.to_string().contains("smith"), "no org data in errors");
@@ -143,27 +88,13 @@ async fn malformed_bodies_name_the_problem() {
     };
     let wrong_type = problem(send(r#"{"name": 5}"#).await.unwrap(), 400).await;
     assert_eq!(wrong_type["field"], "name", "{wrong_type}");
-    assert!(
-        wrong_type["detail"]
-            .as_str()
-            .unwrap()
-            .contains("must be of type string")
-    );
+    assert!(wrong_type["detail"].as_str().unwrap().contains("must be of type string"));
     let truncated = problem(send(r#"{"name": "#).await.unwrap(), 400).await;
-    assert!(
-        truncated["detail"].as_str().unwrap().contains("EOF"),
-        "{truncated}"
-    );
+    assert!(truncated["detail"].as_str().unwrap().contains("EOF"), "{truncated}");
     let unknown = problem(send(r#"{"nmae": "x"}"#).await.unwrap(), 400).await;
-    assert!(
-        unknown["detail"].as_str().unwrap().contains("nmae"),
-        "{unknown}"
-    );
+    assert!(unknown["detail"].as_str().unwrap().contains("nmae"), "{unknown}");
     let invalid = problem(send(r#"{"time_zone": "Mars"}"#).await.unwrap(), 400).await;
-    assert!(
-        invalid["detail"].as_str().unwrap().contains("time_zone"),
-        "{invalid}"
-    );
+    assert!(invalid["detail"].as_str().unwrap().contains("time_zone"), "{invalid}");
     let media = c
         .patch(s.url("/api/v1/org"))
         .bearer_auth(&s.admin_token)
@@ -184,19 +115,9 @@ async fn malformed_bodies_name_the_problem() {
         .unwrap();
     let body = problem(big, 413).await;
     assert!(body["detail"].as_str().unwrap().contains("limit"));
-    let org: Value = c
-        .get(s.url("/api/v1/org"))
-        .bearer_auth(&s.admin_token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(
-        org["name"], "Smith & Jones LLP",
-        "rejected requests change nothing"
-    );
+    let org: Value =
+        c.get(s.url("/api/v1/org")).bearer_auth(&s.admin_token).send().await.unwrap().json().await.unwrap();
+    assert_eq!(org["name"], "Smith & Jones LLP", "rejected requests change nothing");
     s.stop().await;
 }
 
@@ -204,26 +125,13 @@ async fn malformed_bodies_name_the_problem() {
 async fn unknown_routes_and_methods() {
     let s = TestServer::start().await;
     let c = client();
-    let resp = c
-        .post(s.url("/api/v1/org"))
-        .bearer_auth(&s.admin_token)
-        .send()
-        .await
-        .unwrap();
+    let resp = c.post(s.url("/api/v1/org")).bearer_auth(&s.admin_token).send().await.unwrap();
     assert_eq!(resp.headers()["allow"], "GET, PATCH, HEAD");
     problem(resp, 405).await;
-    let resp = c
-        .delete(s.url("/api/v1/system/status"))
-        .send()
-        .await
-        .unwrap();
+    let resp = c.delete(s.url("/api/v1/system/status")).send().await.unwrap();
     assert_eq!(resp.headers()["allow"], "GET, HEAD");
     problem(resp, 405).await;
-    let body = problem(
-        c.get(s.url("/api/v1/nothing-here")).send().await.unwrap(),
-        404,
-    )
-    .await;
+    let body = problem(c.get(s.url("/api/v1/nothing-here")).send().await.unwrap(), 404).await;
     assert_eq!(body["code"], "not-found");
     s.stop().await;
 }
@@ -232,54 +140,23 @@ async fn unknown_routes_and_methods() {
 async fn security_headers_request_ids_and_redirect() {
     let s = TestServer::start().await;
     let c = client();
-    let resp = c
-        .get(s.url("/healthz"))
-        .header("x-request-id", "trace-abc-1")
-        .send()
-        .await
-        .unwrap();
+    let resp = c.get(s.url("/healthz")).header("x-request-id", "trace-abc-1").send().await.unwrap();
     let h = resp.headers();
-    assert_eq!(
-        h["strict-transport-security"],
-        "max-age=31536000; includeSubDomains"
-    );
+    assert_eq!(h["strict-transport-security"], "max-age=31536000; includeSubDomains");
     assert_eq!(h["x-content-type-options"], "nosniff");
     assert_eq!(h["referrer-policy"], "no-referrer");
-    assert_eq!(
-        h["x-request-id"], "trace-abc-1",
-        "a well-formed incoming request id is kept"
-    );
+    assert_eq!(h["x-request-id"], "trace-abc-1", "a well-formed incoming request id is kept");
     let csp = h["content-security-policy"].to_str().unwrap();
     assert!(csp.contains("frame-ancestors 'none'"), "{csp}");
-    assert!(
-        csp.contains("script-src 'self';"),
-        "no inline script may run: {csp}"
-    );
-    let bad_id = c
-        .get(s.url("/healthz"))
-        .header("x-request-id", "<script>")
-        .send()
-        .await
-        .unwrap();
+    assert!(csp.contains("script-src 'self';"), "no inline script may run: {csp}");
+    let bad_id = c.get(s.url("/healthz")).header("x-request-id", "<script>").send().await.unwrap();
     assert_ne!(bad_id.headers()["x-request-id"], "<script>");
 
-    let r = c
-        .get(format!("{}/matters?q=1", s.redirect_base))
-        .send()
-        .await
-        .unwrap();
+    let r = c.get(format!("{}/matters?q=1", s.redirect_base)).send().await.unwrap();
     assert_eq!(r.status(), 308);
     assert_eq!(r.headers()["location"], s.url("/matters?q=1"));
-    let r = c
-        .post(format!("{}/api/v1/org", s.redirect_base))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(
-        r.status(),
-        308,
-        "every method is redirected, keeping the method"
-    );
+    let r = c.post(format!("{}/api/v1/org", s.redirect_base)).send().await.unwrap();
+    assert_eq!(r.status(), 308, "every method is redirected, keeping the method");
     s.stop().await;
 }
 
@@ -288,54 +165,22 @@ async fn health_readiness_and_metrics() {
     let s = TestServer::start().await;
     let c = client();
     assert_eq!(c.get(s.url("/healthz")).send().await.unwrap().status(), 200);
-    let ready: Value = c
-        .get(s.url("/readyz"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let ready: Value = c.get(s.url("/readyz")).send().await.unwrap().json().await.unwrap();
     assert_eq!(ready["status"], "ready");
-    c.get(s.url("/api/v1/org"))
-        .bearer_auth(&s.admin_token)
-        .send()
-        .await
-        .unwrap();
-    let text = c
-        .get(s.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    assert!(
-        text.contains(r#"docket_http_requests_total{route="org.get",method="GET",status="200"} 1"#),
-        "{text}"
-    );
-    assert!(text.contains("docket_http_request_duration_seconds_bucket{route=\"org.get\",method=\"GET\",status=\"200\",le=\"+Inf\"} 1"));
+    c.get(s.url("/api/v1/org")).bearer_auth(&s.admin_token).send().await.unwrap();
+    let text = c.get(s.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(text.contains(r#"docket_http_requests_total{route="org.get",method="GET",status="200"} 1"#), "{text}");
+    assert!(text.contains(
+        "docket_http_request_duration_seconds_bucket{route=\"org.get\",method=\"GET\",status=\"200\",le=\"+Inf\"} 1"
+    ));
     assert!(text.contains("docket_journal_seq"));
-    let proxied = c
-        .get(s.url("/metrics"))
-        .header("x-forwarded-for", "203.0.113.9")
-        .send()
-        .await
-        .unwrap();
+    let proxied = c.get(s.url("/metrics")).header("x-forwarded-for", "203.0.113.9").send().await.unwrap();
     problem(proxied, 401).await;
     s.stop().await;
 
-    let s = TestServer::start_with(|c| {
-        c.metrics.token = Some(docket::secrets::Secret::new("scrape-me"))
-    })
-    .await;
+    let s = TestServer::start_with(|c| c.metrics.token = Some(docket::secrets::Secret::new("scrape-me"))).await;
     problem(c.get(s.url("/metrics")).send().await.unwrap(), 401).await;
-    let ok = c
-        .get(s.url("/metrics"))
-        .bearer_auth("scrape-me")
-        .send()
-        .await
-        .unwrap();
+    let ok = c.get(s.url("/metrics")).bearer_auth("scrape-me").send().await.unwrap();
     assert_eq!(ok.status(), 200);
     s.stop().await;
 }
@@ -343,26 +188,34 @@ async fn health_readiness_and_metrics() {
 #[tokio::test]
 async fn graceful_stop_finishes_in_flight_requests() {
     let s = TestServer::start().await;
-    let c = client();
-    let url = s.url("/api/v1/org");
-    let token = s.admin_token.clone();
-    let inflight = tokio::spawn(async move {
-        c.get(url)
-            .bearer_auth(token)
-            .send()
-            .await
-            .map(|r| r.status().as_u16())
-    });
-    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(2);
+    let body = reqwest::Body::wrap_stream(tokio_stream_from(rx));
+    let request = client()
+        .patch(s.url("/api/v1/org"))
+        .bearer_auth(&s.admin_token)
+        .header("content-type", "application/json")
+        .body(body)
+        .send();
+    let inflight = tokio::spawn(request);
+    tx.send(Ok(br#"{"name": "#.to_vec())).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     let base = s.base.clone();
-    s.stop().await;
-    assert_eq!(inflight.await.unwrap().unwrap(), 200);
-    assert!(
-        client()
-            .get(format!("{base}/healthz"))
-            .send()
-            .await
-            .is_err(),
-        "nothing listens after stop"
-    );
+    let stopping = tokio::spawn(s.stop());
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert!(!stopping.is_finished(), "stop waits for the request still being received");
+    tx.send(Ok(br#""Finished During Shutdown"}"#.to_vec())).await.unwrap();
+    drop(tx);
+    let resp = inflight.await.unwrap().unwrap();
+    assert_eq!(resp.status(), 200, "the in-flight request completes");
+    let org: Value = resp.json().await.unwrap();
+    assert_eq!(org["name"], "Finished During Shutdown");
+    stopping.await.unwrap();
+    assert!(client().get(format!("{base}/healthz")).send().await.is_err(), "nothing listens after stop");
+}
+
+/// Adapts an mpsc receiver into a byte stream for a request body.
+fn tokio_stream_from(
+    mut rx: tokio::sync::mpsc::Receiver<Result<Vec<u8>, std::io::Error>>,
+) -> impl futures_util::Stream<Item = Result<Vec<u8>, std::io::Error>> {
+    futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx))
 }

@@ -6,14 +6,7 @@ const COMMITTED: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/openapi/docket.jso
 #[tokio::test]
 async fn committed_spec_matches_served_spec() {
     let s = TestServer::start().await;
-    let served = client()
-        .get(s.url("/api/v1/openapi.json"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let served = client().get(s.url("/api/v1/openapi.json")).send().await.unwrap().text().await.unwrap();
     s.stop().await;
     if std::env::var("UPDATE_OPENAPI").is_ok() {
         std::fs::write(COMMITTED, &served).unwrap();
@@ -29,14 +22,8 @@ async fn committed_spec_matches_served_spec() {
     for (path, ops) in spec["paths"].as_object().unwrap() {
         for (method, op) in ops.as_object().unwrap() {
             let desc = op["description"].as_str().unwrap_or_default();
-            assert!(
-                desc.contains("Requires permission `"),
-                "{method} {path} must declare its permission"
-            );
-            assert!(
-                op["operationId"].is_string(),
-                "{method} {path} needs an operation id"
-            );
+            assert!(desc.contains("Requires permission `"), "{method} {path} must declare its permission");
+            assert!(op["operationId"].is_string(), "{method} {path} needs an operation id");
         }
     }
 }

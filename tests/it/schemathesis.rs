@@ -9,14 +9,8 @@ fn schemathesis() -> Option<PathBuf> {
     if venv.exists() {
         return Some(venv);
     }
-    let on_path = Command::new("sh")
-        .args(["-c", "command -v st"])
-        .output()
-        .ok()?;
-    on_path
-        .status
-        .success()
-        .then(|| PathBuf::from(String::from_utf8_lossy(&on_path.stdout).trim()))
+    let on_path = Command::new("sh").args(["-c", "command -v st"]).output().ok()?;
+    on_path.status.success().then(|| PathBuf::from(String::from_utf8_lossy(&on_path.stdout).trim()))
 }
 
 #[tokio::test]
@@ -33,34 +27,14 @@ async fn schemathesis_finds_nothing() {
     let out = tokio::task::spawn_blocking(move || {
         Command::new(st)
             .current_dir(workdir.path())
-            .args([
-                "run",
-                &spec,
-                "-H",
-                &auth,
-                "--checks",
-                "all",
-                "-n",
-                "50",
-                "--seed",
-                "1",
-                "--tls-verify",
-                "false",
-            ])
+            .args(["run", &spec, "-H", &auth, "--checks", "all", "-n", "50", "--seed", "1", "--tls-verify", "false"])
             .env("NO_COLOR", "1")
             .output()
             .unwrap()
     })
     .await
     .unwrap();
-    let report = format!(
-        "{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let report = format!("{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     s.stop().await;
-    assert!(
-        out.status.success(),
-        "schemathesis found problems:\n{report}"
-    );
+    assert!(out.status.success(), "schemathesis found problems:\n{report}");
 }

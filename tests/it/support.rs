@@ -24,31 +24,18 @@ impl TestCa {
         let ca_key = KeyPair::generate().unwrap();
         let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
         ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        ca_params
-            .distinguished_name
-            .push(DnType::CommonName, format!("{common_name} test CA"));
+        ca_params.distinguished_name.push(DnType::CommonName, format!("{common_name} test CA"));
         let ca = ca_params.self_signed(&ca_key).unwrap();
         let leaf_key = KeyPair::generate().unwrap();
-        let mut leaf_params =
-            CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()]).unwrap();
-        leaf_params
-            .distinguished_name
-            .push(DnType::CommonName, common_name);
+        let mut leaf_params = CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()]).unwrap();
+        leaf_params.distinguished_name.push(DnType::CommonName, common_name);
         let leaf = leaf_params.signed_by(&leaf_key, &ca, &ca_key).unwrap();
-        TestCa {
-            ca_pem: ca.pem(),
-            leaf_pem: leaf.pem(),
-            leaf_key_pem: leaf_key.serialize_pem(),
-        }
+        TestCa { ca_pem: ca.pem(), leaf_pem: leaf.pem(), leaf_key_pem: leaf_key.serialize_pem() }
     }
 
     /// Writes cert.pem, key.pem and ca.pem into `dir`.
     pub fn write(&self, dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
-        let (c, k, ca) = (
-            dir.join("cert.pem"),
-            dir.join("key.pem"),
-            dir.join("ca.pem"),
-        );
+        let (c, k, ca) = (dir.join("cert.pem"), dir.join("key.pem"), dir.join("ca.pem"));
         std::fs::write(&c, &self.leaf_pem).unwrap();
         std::fs::write(&k, &self.leaf_key_pem).unwrap();
         std::fs::write(&ca, &self.ca_pem).unwrap();
@@ -58,10 +45,7 @@ impl TestCa {
 
 /// A test configuration: self-signed TLS on random loopback ports.
 pub fn test_config(data_dir: &Path) -> Config {
-    let mut config = Config {
-        data_dir: data_dir.to_path_buf(),
-        ..Default::default()
-    };
+    let mut config = Config { data_dir: data_dir.to_path_buf(), ..Default::default() };
     config.tls.mode = TlsMode::SelfSigned;
     config.server.listen = vec!["127.0.0.1:0".parse().unwrap()];
     config.server.redirect_listen = Some(vec!["127.0.0.1:0".parse().unwrap()]);
@@ -100,40 +84,17 @@ impl TestServer {
             Some(o) => o,
             None => store.create_org(&ctx, slug, name).unwrap(),
         };
-        let (firm, other) = (
-            org("smith-jones", "Smith & Jones LLP"),
-            org("other-firm", "Other Firm"),
-        );
-        let token = |org, role| {
-            tokens::create(store, &ctx, org, "test", role, None)
-                .unwrap()
-                .0
-                .expose()
-                .to_string()
-        };
-        let (admin_token, staff_token, other_org_token) = (
-            token(firm.id, Role::Admin),
-            token(firm.id, Role::Staff),
-            token(other.id, Role::Owner),
-        );
+        let (firm, other) = (org("smith-jones", "Smith & Jones LLP"), org("other-firm", "Other Firm"));
+        let token = |org, role| tokens::create(store, &ctx, org, "test", role, None).unwrap().0.expose().to_string();
+        let (admin_token, staff_token, other_org_token) =
+            (token(firm.id, Role::Admin), token(firm.id, Role::Staff), token(other.id, Role::Owner));
         let https = instance.config.tls.mode != TlsMode::Off;
         let running = app::start(instance).await.unwrap();
         let scheme = if https { "https" } else { "http" };
         let base = format!("{scheme}://localhost:{}", running.main_addrs[0].port());
-        let redirect_base = running
-            .redirect_addrs
-            .first()
-            .map(|a| format!("http://localhost:{}", a.port()))
-            .unwrap_or_default();
-        TestServer {
-            running: Some(running),
-            dir,
-            base,
-            redirect_base,
-            admin_token,
-            staff_token,
-            other_org_token,
-        }
+        let redirect_base =
+            running.redirect_addrs.first().map(|a| format!("http://localhost:{}", a.port())).unwrap_or_default();
+        TestServer { running: Some(running), dir, base, redirect_base, admin_token, staff_token, other_org_token }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -176,11 +137,7 @@ pub fn docket_bin() -> &'static str {
 
 /// Runs the binary to completion with `args` and extra env; returns (code, stdout, stderr).
 pub fn run_docket(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) {
-    let out = std::process::Command::new(docket_bin())
-        .args(args)
-        .envs(env.iter().copied())
-        .output()
-        .unwrap();
+    let out = std::process::Command::new(docket_bin()).args(args).envs(env.iter().copied()).output().unwrap();
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -190,11 +147,7 @@ pub fn run_docket(args: &[&str], env: &[(&str, &str)]) -> (i32, String, String) 
 
 /// A free loopback TCP port.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 /// Polls `check` until it returns true or `within` passes.

@@ -1,8 +1,6 @@
 //! TLS: protocol versions, PEM files reloaded on SIGHUP without dropping
 //! connections, and graceful shutdown of the real binary on SIGTERM.
-use crate::support::{
-    TestCa, TestServer, client_trusting, docket_bin, eventually, free_port, run_docket,
-};
+use crate::support::{TestCa, TestServer, client_trusting, docket_bin, eventually, free_port, run_docket};
 use std::io::{Read as _, Write as _};
 use std::time::Duration;
 
@@ -38,14 +36,8 @@ async fn tls_12_and_13_accepted_11_refused() {
     let ca = TestCa::new("versions");
     let s = files_server(&ca).await;
     for (min, max) in [
-        (
-            reqwest::tls::Version::TLS_1_2,
-            reqwest::tls::Version::TLS_1_2,
-        ),
-        (
-            reqwest::tls::Version::TLS_1_3,
-            reqwest::tls::Version::TLS_1_3,
-        ),
+        (reqwest::tls::Version::TLS_1_2, reqwest::tls::Version::TLS_1_2),
+        (reqwest::tls::Version::TLS_1_3, reqwest::tls::Version::TLS_1_3),
     ] {
         let c = reqwest::Client::builder()
             .tls_certs_only([reqwest::Certificate::from_pem(ca.ca_pem.as_bytes()).unwrap()])
@@ -53,11 +45,7 @@ async fn tls_12_and_13_accepted_11_refused() {
             .tls_version_max(max)
             .build()
             .unwrap();
-        let r = c
-            .get(s.url("/healthz"))
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("{min:?} refused: {e:?}"));
+        let r = c.get(s.url("/healthz")).send().await.unwrap_or_else(|e| panic!("{min:?} refused: {e:?}"));
         assert_eq!(r.status(), 200);
     }
     let port = s.base.rsplit(':').next().unwrap().to_string();
@@ -71,14 +59,8 @@ async fn tls_12_and_13_accepted_11_refused() {
     })
     .await
     .unwrap();
-    assert!(
-        !answer.is_empty(),
-        "the server must answer a TLS 1.1 hello with an alert"
-    );
-    assert_eq!(
-        answer[0], 0x15,
-        "a TLS alert, not a ServerHello: {answer:?}"
-    );
+    assert!(!answer.is_empty(), "the server must answer a TLS 1.1 hello with an alert");
+    assert_eq!(answer[0], 0x15, "a TLS alert, not a ServerHello: {answer:?}");
     assert_eq!(answer[5], 2, "a fatal alert: {answer:?}");
     s.stop().await;
 }
@@ -104,9 +86,7 @@ async fn serve_reloads_files_on_sighup_and_stops_gracefully_on_sigterm() {
     assert_eq!(code, 0, "{out}{err}");
     let notify_path = dir.path().join("notify.sock");
     let notify = std::os::unix::net::UnixDatagram::bind(&notify_path).unwrap();
-    notify
-        .set_read_timeout(Some(Duration::from_secs(20)))
-        .unwrap();
+    notify.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
     let mut child = std::process::Command::new(docket_bin())
         .args(["serve", "--config", cfg])
         .env("NOTIFY_SOCKET", &notify_path)
@@ -114,53 +94,26 @@ async fn serve_reloads_files_on_sighup_and_stops_gracefully_on_sigterm() {
         .spawn()
         .unwrap();
     let mut buf = [0u8; 64];
-    let n = notify
-        .recv(&mut buf)
-        .expect("systemd readiness notification");
+    let n = notify.recv(&mut buf).expect("systemd readiness notification");
     assert_eq!(&buf[..n], b"READY=1", "READY=1 is sent once listening");
     let url = format!("https://localhost:{https}/healthz");
     let old = client_trusting(&first.ca_pem);
     assert!(
-        eventually(Duration::from_secs(20), async || old
-            .get(&url)
-            .send()
-            .await
-            .is_ok())
-        .await,
+        eventually(Duration::from_secs(20), async || old.get(&url).send().await.is_ok()).await,
         "server did not start"
     );
 
     second.write(dir.path());
-    let kill = |sig: &str| {
-        std::process::Command::new("kill")
-            .args([sig, &child.id().to_string()])
-            .status()
-            .unwrap()
-    };
+    let kill = |sig: &str| std::process::Command::new("kill").args([sig, &child.id().to_string()]).status().unwrap();
     assert!(kill("-HUP").success());
     let new = client_trusting(&second.ca_pem);
     assert!(
-        eventually(Duration::from_secs(10), async || new
-            .get(&url)
-            .send()
-            .await
-            .is_ok())
-        .await,
+        eventually(Duration::from_secs(10), async || new.get(&url).send().await.is_ok()).await,
         "new certificate not served"
     );
     let kept = old.get(&url).send().await;
-    assert!(
-        kept.is_ok_and(|r| r.status() == 200),
-        "the connection opened before the reload keeps working"
-    );
-    assert!(
-        client_trusting(&TestCa::new("third").ca_pem)
-            .get(&url)
-            .send()
-            .await
-            .is_err(),
-        "TLS is really verified"
-    );
+    assert!(kept.is_ok_and(|r| r.status() == 200), "the connection opened before the reload keeps working");
+    assert!(client_trusting(&TestCa::new("third").ca_pem).get(&url).send().await.is_err(), "TLS is really verified");
 
     assert!(kill("-TERM").success());
     let status = child.wait().unwrap();
@@ -168,24 +121,10 @@ async fn serve_reloads_files_on_sighup_and_stops_gracefully_on_sigterm() {
     let n = notify.recv(&mut buf).unwrap();
     assert_eq!(&buf[..n], b"STOPPING=1");
     let mut logs = String::new();
-    child
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_string(&mut logs)
-        .unwrap();
-    let request_line = logs
-        .lines()
-        .find(|l| l.contains("\"message\":\"request\""))
-        .expect("request logs");
+    child.stdout.take().unwrap().read_to_string(&mut logs).unwrap();
+    let request_line = logs.lines().find(|l| l.contains("\"message\":\"request\"")).expect("request logs");
     let v: serde_json::Value = serde_json::from_str(request_line).expect("JSON logs");
-    assert!(
-        v["span"]["request_id"].is_string(),
-        "every request line carries the request id: {request_line}"
-    );
+    assert!(v["span"]["request_id"].is_string(), "every request line carries the request id: {request_line}");
     assert!(logs.contains("reloaded the TLS certificate"));
-    assert!(
-        !dir.path().join("data/control.sock").exists(),
-        "the control socket is removed on exit"
-    );
+    assert!(!dir.path().join("data/control.sock").exists(), "the control socket is removed on exit");
 }
