@@ -58,6 +58,23 @@ pub enum Cmd {
         #[command(subcommand)]
         command: TokenCmd,
     },
+    /// Check the audit trail.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCmd,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AuditCmd {
+    /// Verify every org's hash chain (exit 1 if any event was altered or removed).
+    Verify {
+        /// Only this org (slug).
+        #[arg(long)]
+        org: Option<String>,
+        #[command(flatten)]
+        instance: InstanceArgs,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -248,6 +265,10 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
         }
         Cmd::Org { command: OrgCmd::List { instance } } => {
             print!("{}", admin(&instance, Command::OrgList).await?);
+            Ok(())
+        }
+        Cmd::Audit { command: AuditCmd::Verify { org, instance } } => {
+            print!("{}", admin(&instance, Command::AuditVerify { org }).await?);
             Ok(())
         }
         Cmd::Token { command: TokenCmd::Create { org, role, name, expires_days, instance } } => {

@@ -21,11 +21,23 @@ use tokio::net::{UnixListener, UnixStream};
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "command", rename_all = "kebab-case")]
 pub enum Command {
-    OrgCreate { slug: String, name: String },
+    OrgCreate {
+        slug: String,
+        name: String,
+    },
     OrgList,
-    TokenCreate { org: String, role: Role, name: String, expires_days: Option<u32> },
+    TokenCreate {
+        org: String,
+        role: Role,
+        name: String,
+        expires_days: Option<u32>,
+    },
     KeyRotate,
     KeyConfirm,
+    /// Verify the audit chain of one org (by slug), or of every org.
+    AuditVerify {
+        org: Option<String>,
+    },
 }
 
 /// The outcome of a command: text for the operator, or an error message.
@@ -63,11 +75,33 @@ pub fn execute(command: &Command, store: &Store, keys: &SharedKeyring) -> Reply 
         },
         Command::KeyRotate => keys::rotate(store, keys).map_err(|e| e.to_string()),
         Command::KeyConfirm => keys::confirm(keys).map_err(|e| e.to_string()),
+        Command::AuditVerify { org } => verify_audit(store, org.as_deref()),
     };
     match result {
         Ok(text) => Reply::Ok(text),
         Err(text) => Reply::Err(text),
     }
+}
+
+/// Verifies audit chains; any tampering makes the whole command fail.
+fn verify_audit(store: &Store, slug: Option<&str>) -> Result<String, String> {
+    let orgs = store.list_orgs().map_err(|e| e.to_string())?;
+    let chosen: Vec<_> = orgs.iter().filter(|o| slug.is_none_or(|s| s == o.slug)).collect();
+    if chosen.is_empty() {
+        return Err(format!("no org has the slug `{}`\n  fix: list orgs with `docket org list`", slug.unwrap_or("")));
+    }
+    let ctx = SystemContext::new("audit-verify");
+    let (mut report, mut tampered) = (String::new(), false);
+    for org in chosen {
+        match crate::audit::verify(store, &ctx.org_scope(org.id)).map_err(|e| e.to_string())? {
+            Ok(n) => report.push_str(&format!("{}: {n} events, chain intact\n", org.slug)),
+            Err(t) => {
+                tampered = true;
+                report.push_str(&format!("{}: TAMPERED: {t}\n", org.slug));
+            }
+        }
+    }
+    if tampered { Err(report.trim_end().to_string()) } else { Ok(report) }
 }
 
 /// Listens on the control socket until the returned task is aborted.
@@ -114,6 +148,7 @@ fn command_name(c: &Command) -> &'static str {
         Command::TokenCreate { .. } => "token-create",
         Command::KeyRotate => "key-rotate",
         Command::KeyConfirm => "key-confirm",
+        Command::AuditVerify { .. } => "audit-verify",
     }
 }
 

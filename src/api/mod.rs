@@ -4,6 +4,7 @@
 //! one permission they declare, call one service, map the result. Every
 //! operation has an `operation_id` (used as the metrics route label) and says in
 //! its description which permission it needs.
+pub mod audit;
 pub mod auth;
 pub mod org;
 pub mod problem;
@@ -11,15 +12,30 @@ pub mod system;
 pub mod types;
 
 use crate::state::AppState;
+use poem::Request;
 use poem_openapi::OpenApiService;
 use std::sync::Arc;
+
+/// The audit context of an API request: client address, user agent, request id.
+pub fn audit_context(req: &Request) -> crate::audit::Context {
+    crate::audit::Context {
+        ip: req.data::<crate::http::edge::ClientIp>().map(|c| c.0.clone()).filter(|ip| !ip.is_empty()),
+        user_agent: req.headers().get("user-agent").and_then(|v| v.to_str().ok()).map(str::to_owned),
+        request_id: Some(problem::current_request_id()),
+    }
+}
 
 /// Where the API is mounted.
 pub const BASE: &str = "/api/v1";
 
-/// The API service with its spec; `server_url` goes into the spec's `servers`.
-pub fn service(state: Arc<AppState>) -> OpenApiService<(system::SystemApi, org::OrgApi), ()> {
-    OpenApiService::new((system::SystemApi { state: state.clone() }, org::OrgApi { state }), "docket", crate::VERSION)
+/// Every API group, in the order the spec lists them.
+pub type Apis = (system::SystemApi, org::OrgApi, audit::AuditApi);
+
+/// The API service with its spec.
+pub fn service(state: Arc<AppState>) -> OpenApiService<Apis, ()> {
+    let apis =
+        (system::SystemApi { state: state.clone() }, org::OrgApi { state: state.clone() }, audit::AuditApi { state });
+    OpenApiService::new(apis, "docket", crate::VERSION)
         .description(
             "The REST API of a docket appliance: a firm's encrypted local copy of its Clio data.\n\n\
          Authenticate with `Authorization: Bearer dkt_…` (an API token). Errors are RFC 9457 \

@@ -2,9 +2,11 @@
 use super::auth::TokenAuth;
 use super::problem::{ApiError, ApiResult};
 use super::types::{Optional, Text};
+use crate::audit;
 use crate::auth::Permission;
 use crate::state::AppState;
-use crate::store::orgs::{Org, OrgChanges};
+use crate::store::orgs::{self, Org, OrgChanges};
+use poem::Request;
 use poem_openapi::payload::Json;
 use poem_openapi::{Object, OpenApi, Tags};
 use std::sync::Arc;
@@ -71,9 +73,26 @@ impl OrgApi {
     ///
     /// Requires permission `org:write`.
     #[oai(path = "/", method = "patch", operation_id = "org.update")]
-    async fn update(&self, auth: TokenAuth, body: Json<OrgPatch>) -> ApiResult<Json<OrgView>> {
+    async fn update(&self, req: &Request, auth: TokenAuth, body: Json<OrgPatch>) -> ApiResult<Json<OrgView>> {
         let p = auth.require(Permission::OrgWrite)?;
         let changes = OrgChanges { name: body.0.name.0.map(|t| t.0), time_zone: body.0.time_zone.0.map(|t| t.0) };
-        Ok(Json(self.state.store.update_org(p.scope(), &changes).map_err(ApiError::from)?.into()))
+        let changed: Vec<&str> = [("name", changes.name.is_some()), ("time_zone", changes.time_zone.is_some())]
+            .iter()
+            .filter(|c| c.1)
+            .map(|c| c.0)
+            .collect();
+        let target = format!("org:{}", p.scope().org());
+        let details = serde_json::json!({ "changed": changed });
+        let org = audit::audited(
+            &self.state.store,
+            p.scope(),
+            &super::audit_context(req),
+            "org.update",
+            &target,
+            details,
+            |w| orgs::update(w, p.scope(), &changes),
+        )
+        .map_err(ApiError::from)?;
+        Ok(Json(org.into()))
     }
 }

@@ -40,6 +40,7 @@ impl Role {
         match permission {
             Permission::OrgRead => true,
             Permission::OrgWrite => matches!(self, Role::Owner | Role::Admin),
+            Permission::AuditRead => matches!(self, Role::Owner | Role::Admin | Role::Auditor),
         }
     }
 }
@@ -67,6 +68,8 @@ pub enum Permission {
     OrgRead,
     /// Change the org's settings.
     OrgWrite,
+    /// Read and export the audit trail.
+    AuditRead,
 }
 
 impl Permission {
@@ -74,6 +77,7 @@ impl Permission {
         match self {
             Permission::OrgRead => "org:read",
             Permission::OrgWrite => "org:write",
+            Permission::AuditRead => "audit:read",
         }
     }
 }

@@ -1,6 +1,7 @@
 //! API tokens for integrators: `dkt_` + 32 random bytes (base64url), shown
 //! once, stored only as a SHA-256 hash, scoped to one org and a role.
 use super::{Principal, Role};
+use crate::audit;
 use crate::clock::{micros_to_datetime, rfc3339};
 use crate::secrets::Secret;
 use crate::store::{Actor, OrgId, OrgScope, Store, StoreError, SystemContext, TOKENS};
@@ -64,7 +65,11 @@ pub fn create(
         expires_at: valid_days.map(|d| now + i64::from(d) * 86_400_000_000),
         created_by: format!("system:{}", ctx.task()),
     };
-    store.write(|w| w.put_system_json(ctx, &TOKENS, &hash(&token), &record))?;
+    let details = serde_json::json!({"name": record.name, "role": record.role, "expires_at": record.expires_at});
+    let target = format!("token:{}", record.id);
+    audit::audited(store, &ctx.org_scope(org), &audit::Context::default(), "token.create", &target, details, |w| {
+        w.put_system_json(ctx, &TOKENS, &hash(&token), &record)
+    })?;
     Ok((Secret::new(token), record))
 }
 

@@ -139,6 +139,10 @@ fn request_id(req: &Request) -> String {
         .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string())
 }
 
+/// The client's address as the edge determined it (see [`client_origin`]).
+#[derive(Clone, Debug)]
+pub struct ClientIp(pub String);
+
 /// The client's address and whether it reached us over HTTPS. Behind a proxy
 /// (TLS mode `off`), `X-Forwarded-For` / `X-Forwarded-Proto` are believed only
 /// when the direct peer is listed in `server.trusted_proxies`.
@@ -275,6 +279,7 @@ impl<E: Endpoint> Endpoint for Edge<E> {
         let peer = req.remote_addr().as_socket_addr().map(|a| a.ip());
         let (client, https) = client_origin(peer, req.headers(), &self.state.config.server.trusted_proxies, self.https);
         let client = client.map(|ip| ip.to_string()).unwrap_or_default();
+        req.set_data(ClientIp(client.clone()));
         let span = tracing::info_span!("request", request_id = %id, method = %method, path = %path, client = %client);
         let start = Instant::now();
         let state = self.state.clone();

@@ -72,8 +72,13 @@ pub const SYSTEM_SECRETS: Table = Table::system("system_secrets");
 /// API token hash → token record (system index; each record names its org).
 pub const TOKENS: Table = Table::system("tokens");
 
+/// Audit events of an org, keyed by seq (tenant; see `audit`).
+pub const AUDIT: Table = Table::tenant("audit");
+/// The head (last seq and hash) of each org's audit chain (tenant).
+pub const AUDIT_HEAD: Table = Table::tenant("audit_head");
+
 /// Every byte-keyed table: backups and integrity checks walk this list.
-pub const TABLES: &[Table] = &[ORGS, ORG_SLUGS, SECRETS, SYSTEM_SECRETS, TOKENS];
+pub const TABLES: &[Table] = &[ORGS, ORG_SLUGS, SECRETS, SYSTEM_SECRETS, TOKENS, AUDIT, AUDIT_HEAD];
 /// The tables whose values are sealed, re-sealed by key rotation.
 pub const SEALED_TABLES: &[Table] = &[SECRETS, SYSTEM_SECRETS];
 
@@ -492,6 +497,23 @@ impl ReadTx {
         };
         let rows = collect_prefix(&t, &tenant_key(scope, prefix))?;
         Ok(rows.into_iter().map(|(k, v)| (k[8..].to_vec(), v)).collect())
+    }
+
+    /// Rows of one org's table from key `start` (inclusive) to the end of the
+    /// org's range; keys are returned without the org prefix.
+    pub fn scan_from(&self, scope: &OrgScope, table: &Table, start: &[u8]) -> Result<Rows, StoreError> {
+        expect_kind(table, Kind::Tenant)?;
+        let Some(t) = self.open(table)? else { return Ok(vec![]) };
+        let prefix = scope.org().prefix();
+        let mut out = vec![];
+        for row in t.range::<&[u8]>(tenant_key(scope, start).as_slice()..).map_err(io)? {
+            let (k, v) = row.map_err(io)?;
+            if !k.value().starts_with(&prefix) {
+                break;
+            }
+            out.push((k.value()[8..].to_vec(), v.value().to_vec()));
+        }
+        Ok(out)
     }
 
     /// Every row of a system table whose key starts with `prefix`.

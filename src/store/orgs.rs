@@ -1,5 +1,5 @@
 //! The registry of orgs (firms): the root of tenancy.
-use super::{ORG_SLUGS, ORGS, OrgId, OrgScope, Store, StoreError, SystemContext};
+use super::{ORG_SLUGS, ORGS, OrgId, OrgScope, Store, StoreError, SystemContext, Tx};
 use crate::clock::{micros_to_datetime, rfc3339};
 use serde::{Deserialize, Serialize};
 
@@ -116,31 +116,27 @@ impl Store {
         self.read(|r| r.get_system_json(&ORGS, &scope.org().0.to_be_bytes()))?
             .ok_or_else(|| StoreError::NotFound { what: format!("org {}", scope.org()) })
     }
+}
 
-    /// Applies `changes` to the scope's org.
-    pub fn update_org(&self, scope: &OrgScope, changes: &OrgChanges) -> Result<Org, StoreError> {
-        if let Some(name) = &changes.name {
-            validate_name(name)?;
-        }
-        if let Some(tz) = &changes.time_zone {
-            validate_time_zone(tz)?;
-        }
-        let ctx = SystemContext::new("org-settings");
-        self.write(|w| {
-            let key = scope.org().0.to_be_bytes();
-            let mut org: Org = w
-                .get_system_json(&ORGS, &key)?
-                .ok_or_else(|| StoreError::NotFound { what: format!("org {}", scope.org()) })?;
-            if let Some(name) = &changes.name {
-                org.name = name.trim().into();
-            }
-            if let Some(tz) = &changes.time_zone {
-                org.time_zone = tz.clone();
-            }
-            w.put_system_json(&ctx, &ORGS, &key, &org)?;
-            Ok(org)
-        })
+/// Applies `changes` to the scope's org inside the write transaction `w`.
+pub fn update(w: &mut Tx, scope: &OrgScope, changes: &OrgChanges) -> Result<Org, StoreError> {
+    if let Some(name) = &changes.name {
+        validate_name(name)?;
     }
+    if let Some(tz) = &changes.time_zone {
+        validate_time_zone(tz)?;
+    }
+    let key = scope.org().0.to_be_bytes();
+    let mut org: Org =
+        w.get_system_json(&ORGS, &key)?.ok_or_else(|| StoreError::NotFound { what: format!("org {}", scope.org()) })?;
+    if let Some(name) = &changes.name {
+        org.name = name.trim().into();
+    }
+    if let Some(tz) = &changes.time_zone {
+        org.time_zone = tz.clone();
+    }
+    w.put_system_json(&SystemContext::new("org-settings"), &ORGS, &key, &org)?;
+    Ok(org)
 }
 
 #[cfg(test)]
@@ -161,10 +157,13 @@ mod tests {
         assert_eq!(store.org_by_slug("acme").unwrap(), Some(b.clone()));
         let scope = ctx.org_scope(b.id);
         let changes = OrgChanges { name: Some("Acme LLP".into()), time_zone: Some("Europe/London".into()) };
-        let updated = store.update_org(&scope, &changes).unwrap();
+        let updated = store.write(|w| update(w, &scope, &changes)).unwrap();
         assert_eq!((updated.name.as_str(), updated.time_zone.as_str()), ("Acme LLP", "Europe/London"));
         let bad = OrgChanges { time_zone: Some("Mars".into()), ..Default::default() };
-        assert!(matches!(store.update_org(&scope, &bad), Err(StoreError::Invalid { field: "time_zone", .. })));
+        assert!(matches!(
+            store.write(|w| update(w, &scope, &bad)),
+            Err(StoreError::Invalid { field: "time_zone", .. })
+        ));
         assert_eq!(store.list_orgs().unwrap().len(), 2);
     }
 }

@@ -1,6 +1,7 @@
 //! docket's integration tests: one binary (link time on 2 cores), modules by area.
 mod acme;
 mod api;
+mod audit;
 mod cli;
 mod openapi;
 mod schemathesis;

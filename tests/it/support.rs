@@ -61,6 +61,7 @@ pub struct TestServer {
     pub redirect_base: String,
     pub admin_token: String,
     pub staff_token: String,
+    pub auditor_token: String,
     pub other_org_token: String,
 }
 
@@ -86,15 +87,28 @@ impl TestServer {
         };
         let (firm, other) = (org("smith-jones", "Smith & Jones LLP"), org("other-firm", "Other Firm"));
         let token = |org, role| tokens::create(store, &ctx, org, "test", role, None).unwrap().0.expose().to_string();
-        let (admin_token, staff_token, other_org_token) =
-            (token(firm.id, Role::Admin), token(firm.id, Role::Staff), token(other.id, Role::Owner));
+        let (admin_token, staff_token, auditor_token, other_org_token) = (
+            token(firm.id, Role::Admin),
+            token(firm.id, Role::Staff),
+            token(firm.id, Role::Auditor),
+            token(other.id, Role::Owner),
+        );
         let https = instance.config.tls.mode != TlsMode::Off;
         let running = app::start(instance).await.unwrap();
         let scheme = if https { "https" } else { "http" };
         let base = format!("{scheme}://localhost:{}", running.main_addrs[0].port());
         let redirect_base =
             running.redirect_addrs.first().map(|a| format!("http://localhost:{}", a.port())).unwrap_or_default();
-        TestServer { running: Some(running), dir, base, redirect_base, admin_token, staff_token, other_org_token }
+        TestServer {
+            running: Some(running),
+            dir,
+            base,
+            redirect_base,
+            admin_token,
+            staff_token,
+            auditor_token,
+            other_org_token,
+        }
     }
 
     pub fn url(&self, path: &str) -> String {
