@@ -48,6 +48,7 @@ pub struct Running {
     shutdown: watch::Sender<bool>,
     server: tokio::task::JoinHandle<Result<(), http::HttpError>>,
     control: tokio::task::JoinHandle<()>,
+    sweeper: tokio::task::JoinHandle<()>,
 }
 
 /// Starts serving `instance`; returns once every listener is bound.
@@ -63,8 +64,18 @@ pub async fn start(instance: Instance) -> Result<Running, AppError> {
     let state = AppState::new(config, store, keys, clock);
     let (shutdown, rx) = watch::channel(false);
     let server = tokio::spawn(http::run(state.clone(), listeners, tls.clone(), rx));
+    let sweeper = {
+        let state = state.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
+            loop {
+                tick.tick().await;
+                state.limits.forget_idle();
+            }
+        })
+    };
     tracing::info!(listen = ?main_addrs, redirect = ?redirect_addrs, tls = ?state.config.tls.mode, "docket is serving");
-    Ok(Running { state, main_addrs, redirect_addrs, tls, shutdown, server, control })
+    Ok(Running { state, main_addrs, redirect_addrs, tls, shutdown, server, control, sweeper })
 }
 
 impl Running {
@@ -85,6 +96,7 @@ impl Running {
     pub async fn stop(self) -> Result<(), AppError> {
         let _ = self.shutdown.send(true);
         self.control.abort();
+        self.sweeper.abort();
         if let Some(tls) = &self.tls {
             tls.stop();
         }

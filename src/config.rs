@@ -33,6 +33,23 @@ pub struct Config {
     pub keys: KeysConfig,
     pub log: LogConfig,
     pub metrics: MetricsConfig,
+    pub limits: LimitsConfig,
+}
+
+/// Request rate limits; a client over a limit gets 429 with `Retry-After`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Requests per minute from one client address (health checks exempt).
+    pub per_ip_per_minute: u32,
+    /// Requests per minute with one credential (API token or session).
+    pub per_credential_per_minute: u32,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig { per_ip_per_minute: 1200, per_credential_per_minute: 600 }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -134,6 +151,7 @@ impl Default for Config {
             keys: KeysConfig::default(),
             log: LogConfig::default(),
             metrics: MetricsConfig::default(),
+            limits: LimitsConfig::default(),
         }
     }
 }
@@ -466,6 +484,14 @@ impl Loaded {
         let c = &self.config;
         let err =
             |key: &str, problem: &str, fix: &str| Err(ConfigError::new(Some(key), self.source(key), problem, fix));
+        for (key, value) in [
+            ("limits.per_ip_per_minute", c.limits.per_ip_per_minute),
+            ("limits.per_credential_per_minute", c.limits.per_credential_per_minute),
+        ] {
+            if value == 0 {
+                return err(key, "must be at least 1", "set a number of requests per minute, such as 600");
+            }
+        }
         if c.server.max_body_bytes == 0 {
             return err("server.max_body_bytes", "must be greater than 0", "set a limit such as 1048576 (1 MiB)");
         }

@@ -1,4 +1,5 @@
 //! The handles every request and job shares, built once by `app`.
+use crate::auth::limits::Limits;
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::secrets::SharedKeyring;
@@ -15,10 +16,12 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     pub clock: Clock,
     pub started: Instant,
+    pub limits: Limits,
 }
 
 impl AppState {
     pub fn new(config: Config, store: Arc<Store>, keys: SharedKeyring, clock: Clock) -> Arc<AppState> {
+        let limits = Limits::new(&config.limits);
         Arc::new(AppState {
             config,
             store,
@@ -26,6 +29,7 @@ impl AppState {
             metrics: Arc::new(Metrics::default()),
             clock,
             started: Instant::now(),
+            limits,
         })
     }
 }

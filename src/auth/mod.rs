@@ -3,6 +3,7 @@
 //! This is the only module that turns a credential into an [`OrgScope`]
 //! (via `OrgScope::authenticated`). Issue-level features (OIDC, sessions,
 //! break-glass admin, walls) build on the [`Principal`] defined here.
+pub mod limits;
 pub mod tokens;
 
 use crate::store::{Actor, OrgScope};

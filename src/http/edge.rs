@@ -240,6 +240,32 @@ impl<E: Endpoint> Edge<E> {
         e.into_response()
     }
 
+    /// Applies the rate limits; health checks are exempt so monitoring never trips them.
+    fn rate_limit(&self, req: &Request, client: Option<IpAddr>) -> Option<ApiError> {
+        if matches!(req.uri().path(), "/healthz" | "/readyz") {
+            return None;
+        }
+        let credential = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim);
+        let refused = self.state.limits.check(client, credential).err()?;
+        let retry = refused.retry_after().as_secs().max(1);
+        self.state.metrics.count(
+            "docket_http_rate_limited_total",
+            "Requests refused by a rate limit.",
+            vec![("limit", refused.scope().to_string())],
+            1,
+        );
+        let detail = match refused.scope() {
+            "ip" => format!("too many requests from your address; retry in {retry} s"),
+            _ => format!("too many requests with this credential; retry in {retry} s"),
+        };
+        Some(ApiError::new(Code::RateLimited, detail).with_header("retry-after", retry.to_string()))
+    }
+
     fn secure(&self, resp: &mut Response, id: &str, https: bool) {
         let h = resp.headers_mut();
         let mut set = |name: &'static str, value: &str| {
@@ -278,14 +304,19 @@ impl<E: Endpoint> Endpoint for Edge<E> {
         let path = req.uri().path().to_string();
         let peer = req.remote_addr().as_socket_addr().map(|a| a.ip());
         let (client, https) = client_origin(peer, req.headers(), &self.state.config.server.trusted_proxies, self.https);
+        let peer_client = client;
         let client = client.map(|ip| ip.to_string()).unwrap_or_default();
         req.set_data(ClientIp(client.clone()));
         let span = tracing::info_span!("request", request_id = %id, method = %method, path = %path, client = %client);
         let start = Instant::now();
         let state = self.state.clone();
         req.set_data(state.clone());
+        let limited = self.rate_limit(&req, peer_client);
         let mut resp = REQUEST_ID
             .scope(id.clone(), async {
+                if let Some(refused) = limited {
+                    return refused.into_response();
+                }
                 let mut body = vec![];
                 if method != Method::GET && method != Method::HEAD {
                     match self.limit_body(&mut req).await {

@@ -219,3 +219,29 @@ fn tokio_stream_from(
 ) -> impl futures_util::Stream<Item = Result<Vec<u8>, std::io::Error>> {
     futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx))
 }
+
+#[tokio::test]
+async fn rate_limits_answer_429_with_retry_after() {
+    let s = TestServer::start_with(|c| {
+        c.limits.per_credential_per_minute = 5;
+        c.limits.per_ip_per_minute = 7;
+    })
+    .await;
+    let c = client();
+    for _ in 0..5 {
+        assert_eq!(c.get(s.url("/api/v1/org")).bearer_auth(&s.admin_token).send().await.unwrap().status(), 200);
+    }
+    let resp = c.get(s.url("/api/v1/org")).bearer_auth(&s.admin_token).send().await.unwrap();
+    let retry: u64 = resp.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=60).contains(&retry), "{retry}");
+    let body = problem(resp, 429).await;
+    assert_eq!(body["code"], "rate-limited");
+    assert!(body["detail"].as_str().unwrap().contains("credential"));
+    assert_eq!(c.get(s.url("/api/v1/org")).bearer_auth(&s.staff_token).send().await.unwrap().status(), 200);
+    for _ in 0..10 {
+        assert_eq!(c.get(s.url("/healthz")).send().await.unwrap().status(), 200, "health checks are exempt");
+    }
+    let by_ip = problem(c.get(s.url("/api/v1/org")).bearer_auth(&s.auditor_token).send().await.unwrap(), 429).await;
+    assert!(by_ip["detail"].as_str().unwrap().contains("address"), "{by_ip}");
+    s.stop().await;
+}
