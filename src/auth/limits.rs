@@ -90,6 +90,7 @@ mod tests {
         assert_eq!(refused.scope(), "credential", "the token is limited wherever it comes from");
         assert!(refused.retry_after() > Duration::ZERO && refused.retry_after() <= Duration::from_secs(30));
         assert!(limits.check(Some(a), Some("t2")).is_ok());
+        assert!(limits.check(Some(a), None).is_ok(), "a's third request");
         assert!(matches!(limits.check(Some(a), None), Err(Limited::Ip(_))), "a's fourth request");
         assert!(limits.check(Some("192.0.2.3".parse().unwrap()), None).is_ok(), "other clients are unaffected");
     }
