@@ -153,3 +153,16 @@ async fn admin_commands_reach_a_running_server_and_rotate_the_key() {
     let (code, _, err) = run_docket(&["org", "list", "--data-dir", &d], &[]);
     assert_eq!(code, 0, "the rotated key opens the store after restart: {err}");
 }
+
+#[test]
+fn packaged_example_config_is_valid_and_complete() {
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/packaging/docket.toml");
+    let (code, out, err) = run_docket(&["config", "check", "--config", example], &[]);
+    assert_eq!(code, 0, "{err}");
+    let text = std::fs::read_to_string(example).unwrap();
+    for line in out.lines() {
+        let key = line.split(" = ").next().unwrap();
+        let leaf = key.rsplit('.').next().unwrap();
+        assert!(text.contains(&format!("{leaf} =")) || text.contains(&format!("{leaf}_file =")), "{key} is not documented");
+    }
+}
