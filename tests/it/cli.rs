@@ -163,6 +163,9 @@ fn packaged_example_config_is_valid_and_complete() {
     for line in out.lines() {
         let key = line.split(" = ").next().unwrap();
         let leaf = key.rsplit('.').next().unwrap();
-        assert!(text.contains(&format!("{leaf} =")) || text.contains(&format!("{leaf}_file =")), "{key} is not documented");
+        assert!(
+            text.contains(&format!("{leaf} =")) || text.contains(&format!("{leaf}_file =")),
+            "{key} is not documented"
+        );
     }
 }
