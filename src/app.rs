@@ -23,6 +23,25 @@ pub enum AppError {
     Control { path: String, reason: String },
 }
 
+/// A failure with its exit code.
+#[derive(Debug)]
+pub struct Failure {
+    pub code: i32,
+    pub message: String,
+}
+
+impl From<crate::config::ConfigError> for Failure {
+    fn from(e: crate::config::ConfigError) -> Self {
+        Failure { code: 2, message: e.to_string() }
+    }
+}
+
+impl From<AppError> for Failure {
+    fn from(e: AppError) -> Self {
+        Failure { code: 1, message: e.to_string() }
+    }
+}
+
 /// An opened instance: its store and master key.
 pub struct Instance {
     pub config: Config,

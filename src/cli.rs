@@ -1,7 +1,7 @@
 //! The command line: parse flags, load config, pick a command.
 //!
 //! Exit codes: 0 success, 1 runtime failure, 2 bad configuration or usage.
-use crate::app::{self, Instance};
+use crate::app::{self, Failure, Instance};
 use crate::clock::Clock;
 use crate::config::{ConfigError, Layers, Loaded, LogFormat, TlsMode};
 use crate::control::{self, Command, Reply};
@@ -149,25 +149,6 @@ pub enum TokenCmd {
         #[command(flatten)]
         instance: InstanceArgs,
     },
-}
-
-/// A failure with its exit code.
-#[derive(Debug)]
-pub struct Failure {
-    pub code: i32,
-    pub message: String,
-}
-
-impl From<ConfigError> for Failure {
-    fn from(e: ConfigError) -> Self {
-        Failure { code: 2, message: e.to_string() }
-    }
-}
-
-impl From<app::AppError> for Failure {
-    fn from(e: app::AppError) -> Self {
-        Failure { code: 1, message: e.to_string() }
-    }
 }
 
 fn env_vars() -> Vec<(String, String)> {

@@ -68,7 +68,7 @@ pub struct ServerConfig {
     pub max_body_bytes: u64,
     /// How long in-flight requests may run after SIGTERM before they are cut.
     pub shutdown_grace_seconds: u64,
-    /// Reverse proxies whose `X-Forwarded-*` headers are believed (TLS mode `off` only).
+    /// Reverse proxies whose `X-Forwarded-*` headers are believed (any TLS mode; usually `off`).
     pub trusted_proxies: Vec<IpAddr>,
 }
 
@@ -547,7 +547,15 @@ impl Loaded {
                     );
                 }
             }
-            TlsMode::Off => {}
+            TlsMode::Off => {
+                if c.server.redirect_listen.as_ref().is_some_and(|a| !a.is_empty()) {
+                    return err(
+                        "server.redirect_listen",
+                        "has no effect with tls.mode = \"off\" (there is no HTTPS to redirect to)",
+                        "remove it, and let the reverse proxy redirect HTTP to HTTPS",
+                    );
+                }
+            }
         }
         Ok(())
     }

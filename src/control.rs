@@ -6,10 +6,12 @@
 //! the service user) and the server executes the command; when no server
 //! listens, the CLI opens the store itself. Either way [`execute`] does the work.
 //! The protocol is one JSON request line and one JSON response line.
+use crate::audit::{self, Outcome};
 use crate::auth::{Role, tokens};
 use crate::lifecycle::keys;
 use crate::secrets::SharedKeyring;
-use crate::store::{Store, SystemContext};
+use crate::store::orgs::{self, Org};
+use crate::store::{Store, StoreError, SystemContext};
 use serde::{Deserialize, Serialize};
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
@@ -51,8 +53,7 @@ pub enum Reply {
 pub fn execute(command: &Command, store: &Store, keys: &SharedKeyring) -> Reply {
     let ctx = SystemContext::new("admin-cli");
     let result: Result<String, String> = match command {
-        Command::OrgCreate { slug, name } => store
-            .create_org(&ctx, slug, name)
+        Command::OrgCreate { slug, name } => create_org(store, &ctx, slug, name)
             .map(|o| format!("created org {} (id {}): {}", o.slug, o.id, o.name))
             .map_err(|e| e.to_string()),
         Command::OrgList => store
@@ -83,6 +84,25 @@ pub fn execute(command: &Command, store: &Store, keys: &SharedKeyring) -> Reply 
     }
 }
 
+/// Creates an org and opens its audit chain with `org.create`, atomically.
+pub fn create_org(store: &Store, ctx: &SystemContext, slug: &str, name: &str) -> Result<Org, StoreError> {
+    store.write(|w| {
+        let org = orgs::create(w, ctx, slug, name)?;
+        let target = format!("org:{}", org.id);
+        let details = serde_json::json!({ "slug": org.slug });
+        audit::record(
+            w,
+            &ctx.org_scope(org.id),
+            &audit::Context::default(),
+            "org.create",
+            &target,
+            Outcome::Success,
+            details,
+        )?;
+        Ok(org)
+    })
+}
+
 /// Verifies audit chains; any tampering makes the whole command fail.
 fn verify_audit(store: &Store, slug: Option<&str>) -> Result<String, String> {
     let orgs = store.list_orgs().map_err(|e| e.to_string())?;
@@ -93,7 +113,7 @@ fn verify_audit(store: &Store, slug: Option<&str>) -> Result<String, String> {
     let ctx = SystemContext::new("audit-verify");
     let (mut report, mut tampered) = (String::new(), false);
     for org in chosen {
-        match crate::audit::verify(store, &ctx.org_scope(org.id)).map_err(|e| e.to_string())? {
+        match audit::verify(store, &ctx.org_scope(org.id)).map_err(|e| e.to_string())? {
             Ok(n) => report.push_str(&format!("{}: {n} events, chain intact\n", org.slug)),
             Err(t) => {
                 tampered = true;

@@ -1,8 +1,7 @@
 //! `docket demo`: a zero-configuration instance on localhost with a
 //! self-signed certificate, a demo firm, and an API token printed for curl.
-use crate::app::{self, Instance};
+use crate::app::{self, Failure, Instance};
 use crate::auth::{Role, tokens};
-use crate::cli::Failure;
 use crate::clock::Clock;
 use crate::config::{Layers, LogFormat};
 use crate::secrets::{Keyring, default_key_path};
@@ -39,7 +38,8 @@ pub async fn run(data_dir: PathBuf, https_port: u16, http_port: u16) -> Result<(
     let ctx = SystemContext::new("demo");
     let org = match instance.store.org_by_slug(DEMO_SLUG).map_err(|e| fail(e.to_string()))? {
         Some(org) => org,
-        None => instance.store.create_org(&ctx, DEMO_SLUG, "Demo Law LLP").map_err(|e| fail(e.to_string()))?,
+        None => crate::control::create_org(&instance.store, &ctx, DEMO_SLUG, "Demo Law LLP")
+            .map_err(|e| fail(e.to_string()))?,
     };
     let (token, _) = tokens::create(&instance.store, &ctx, org.id, "demo token", Role::Admin, Some(30))
         .map_err(|e| fail(e.to_string()))?;

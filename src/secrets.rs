@@ -244,7 +244,9 @@ fn parse_identity(text: &str) -> Option<age::x25519::Identity> {
 
 fn write_identity(path: &Path, identity: &age::x25519::Identity) -> Result<(), SecretsError> {
     let err = |e: std::io::Error| SecretsError::Write { path: path.display().to_string(), reason: e.to_string() };
-    if let Some(dir) = path.parent() {
+    // A new directory is made private; an existing one (e.g. /etc/docket, which
+    // also holds the config the service must read) keeps its mode.
+    if let Some(dir) = path.parent().filter(|d| !d.exists()) {
         create_private_dir(dir).map_err(err)?;
     }
     let mut file = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path).map_err(err)?;

@@ -16,10 +16,14 @@ use poem::Request;
 use poem_openapi::OpenApiService;
 use std::sync::Arc;
 
+/// The client's address as the HTTP edge determined it (trusted proxies only).
+#[derive(Clone, Debug)]
+pub struct ClientIp(pub String);
+
 /// The audit context of an API request: client address, user agent, request id.
 pub fn audit_context(req: &Request) -> crate::audit::Context {
     crate::audit::Context {
-        ip: req.data::<crate::http::edge::ClientIp>().map(|c| c.0.clone()).filter(|ip| !ip.is_empty()),
+        ip: req.data::<ClientIp>().map(|c| c.0.clone()).filter(|ip| !ip.is_empty()),
         user_agent: req.headers().get("user-agent").and_then(|v| v.to_str().ok()).map(str::to_owned),
         request_id: Some(problem::current_request_id()),
     }

@@ -103,7 +103,7 @@ mod tests {
         let clock = Clock::fixed(time::macros::datetime!(2026-01-01 0:00 UTC));
         let store = Store::open(&dir.path().join("s.redb"), clock.clone()).unwrap();
         let ctx = SystemContext::new("test");
-        let org = store.create_org(&ctx, "acme", "Acme").unwrap();
+        let org = store.write(|w| crate::store::orgs::create(w, &ctx, "acme", "Acme")).unwrap();
         let (token, record) = create(&store, &ctx, org.id, "billing export", Role::Staff, Some(1)).unwrap();
         assert!(token.expose().starts_with("dkt_"));
         assert_eq!(token.expose().len(), 47);

@@ -1,6 +1,7 @@
 //! The edge every request passes: request id and log span, body size limit,
 //! errors turned into problem+json (405 with `Allow`), security headers, and
 //! request metrics.
+use crate::api::ClientIp;
 use crate::api::problem::{ApiError, CONTENT_TYPE as PROBLEM, Code, REQUEST_ID};
 use crate::state::AppState;
 use poem::http::{HeaderValue, Method, StatusCode, header};
@@ -138,10 +139,6 @@ fn request_id(req: &Request) -> String {
         .map(str::to_owned)
         .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string())
 }
-
-/// The client's address as the edge determined it (see [`client_origin`]).
-#[derive(Clone, Debug)]
-pub struct ClientIp(pub String);
 
 /// The client's address and whether it reached us over HTTPS. Behind a proxy
 /// (TLS mode `off`), `X-Forwarded-For` / `X-Forwarded-Proto` are believed only

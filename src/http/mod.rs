@@ -59,15 +59,48 @@ pub fn app(state: Arc<AppState>, https: bool) -> impl Endpoint<Output = Response
 }
 
 /// The plain-HTTP app: every request gets a 308 to the same path over HTTPS.
+/// The host is `server.public_host` when set, else the request's own `Host`
+/// (when it is a plain host name or address), else the configured default.
 pub fn redirect_app(config: &Config, https_port: u16) -> impl Endpoint<Output = Response> + use<> {
-    let host = config.public_host();
-    let port = https_port;
-    let authority = if port == 443 { host } else { format!("{host}:{port}") };
+    let configured = config.server.public_host.clone();
+    let fallback = config.public_host();
     make_sync(move |req: Request| {
+        let requested = req.headers().get(header::HOST).and_then(|h| h.to_str().ok()).and_then(host_of);
+        let host = configured.clone().or(requested).unwrap_or_else(|| fallback.clone());
+        let authority = if https_port == 443 { host } else { format!("{host}:{https_port}") };
         let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
         let location = format!("https://{authority}{path}");
         Response::builder().status(StatusCode::PERMANENT_REDIRECT).header(header::LOCATION, location).finish()
     })
+}
+
+/// The host part of a `Host` header, if it is a well-formed name or address.
+fn host_of(value: &str) -> Option<String> {
+    let host = match value.strip_prefix('[') {
+        Some(v6) => format!("[{}]", v6.split_once(']')?.0),
+        None => value
+            .rsplit_once(':')
+            .map_or(value, |(h, port)| if port.parse::<u16>().is_ok() { h } else { value })
+            .to_string(),
+    };
+    let ok = !host.is_empty()
+        && host.len() <= 253
+        && host.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '[' | ']' | ':'));
+    ok.then_some(host)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::host_of;
+
+    #[test]
+    fn host_header_parsing() {
+        assert_eq!(host_of("docket.firm.example:80").as_deref(), Some("docket.firm.example"));
+        assert_eq!(host_of("docket.firm.example").as_deref(), Some("docket.firm.example"));
+        assert_eq!(host_of("[::1]:8080").as_deref(), Some("[::1]"));
+        assert_eq!(host_of("evil.example/path"), None);
+        assert_eq!(host_of("a b"), None);
+    }
 }
 
 /// Listening sockets, bound before the server starts so bind errors are clear

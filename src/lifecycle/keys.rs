@@ -7,6 +7,7 @@
 //! finds that only `<key>.new` opens the check value and completes the swap.
 use crate::config::Config;
 use crate::secrets::{KeySource, Keyring, SecretsError, SharedKeyring, key_candidates, with_suffix};
+
 use crate::store::{Store, StoreError, SystemContext};
 
 const CHECK_NAME: &str = "keycheck";
@@ -23,7 +24,7 @@ pub enum KeyError {
     )]
     Mismatch { path: String, recipient: String },
     #[error(
-        "the master key comes from the systemd credential {path}, which docket cannot replace\n  fix: generate a new key with `age-keygen`, re-run with keys.master_key_file pointing at a writable copy of the current key, rotate, then install the new key as the credential"
+        "the master key comes from the systemd credential {path}, which docket cannot replace\n  fix: stop the service, copy the key to a writable file, run `docket key rotate` with keys.master_key_file pointing at that copy, then install the rotated file as the credential"
     )]
     ReadOnlySource { path: String },
     #[error("there is no previous master key to remove at {path}")]
@@ -43,6 +44,7 @@ fn opens_check(store: &Store, keyring: &Keyring) -> Result<Option<bool>, StoreEr
 /// an interrupted rotation if needed. A new store gets a check value.
 pub fn open_keyring(config: &Config, store: &Store) -> Result<Keyring, KeyError> {
     let candidates = key_candidates(&config.data_dir, config.keys.master_key_file.as_deref());
+    finish_interrupted_swap(&candidates);
     let keyring = Keyring::load(&candidates)?;
     match opens_check(store, &keyring)? {
         Some(true) => Ok(keyring),
@@ -65,6 +67,23 @@ pub fn open_keyring(config: &Config, store: &Store) -> Result<Keyring, KeyError>
                 }
             }
             Err(KeyError::Mismatch { path: path.display().to_string(), recipient: keyring.recipient() })
+        }
+    }
+}
+
+/// A crash between the two renames of a rotation leaves `<key>.previous` and
+/// `<key>.new` but no `<key>`: the store is already sealed for `.new`, so it
+/// takes its place (the check value then proves it).
+fn finish_interrupted_swap(candidates: &[KeySource]) {
+    if candidates.iter().any(|c| c.path().exists()) {
+        return;
+    }
+    for c in candidates {
+        let KeySource::File(path) = c else { continue };
+        let pending = with_suffix(path, "new");
+        if pending.exists() && with_suffix(path, "previous").exists() && std::fs::rename(&pending, path).is_ok() {
+            tracing::warn!(key = %path.display(), "completed an interrupted master key rotation");
+            return;
         }
     }
 }
@@ -105,4 +124,59 @@ pub fn confirm(keys: &SharedKeyring) -> Result<String, KeyError> {
     std::fs::remove_file(&previous)
         .map_err(|e| SecretsError::Write { path: previous.display().to_string(), reason: e.to_string() })?;
     Ok(format!("deleted the previous master key {}", previous.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::Clock;
+
+    fn setup() -> (tempfile::TempDir, Config, Store, SharedKeyring) {
+        let dir = tempfile::tempdir().unwrap();
+        let config = Config { data_dir: dir.path().join("data"), ..Default::default() };
+        Keyring::generate(&crate::secrets::default_key_path(&config.data_dir)).unwrap();
+        let store = Store::open(&config.store_path(), Clock::system()).unwrap();
+        let keys = SharedKeyring::new(open_keyring(&config, &store).unwrap());
+        let ctx = SystemContext::new("test");
+        store.write(|w| w.put_system_secret(&ctx, &keys.current(), "s", b"v")).unwrap();
+        (dir, config, store, keys)
+    }
+
+    #[test]
+    fn crash_after_reseal_before_renames_is_completed_on_open() {
+        let (_d, config, store, keys) = setup();
+        let path = keys.current().source().path().to_path_buf();
+        let new = Keyring::fresh(KeySource::File(path.clone()));
+        new.write_pending().unwrap();
+        store.reseal_all(&SystemContext::new("test"), &keys.current(), &new).unwrap();
+        // died here: master.key is still the old key
+        let reopened = open_keyring(&config, &store).unwrap();
+        assert_eq!(reopened.recipient(), new.recipient());
+        assert!(with_suffix(&path, "previous").exists());
+    }
+
+    #[test]
+    fn crash_between_the_renames_is_completed_on_open() {
+        let (_d, config, store, keys) = setup();
+        let path = keys.current().source().path().to_path_buf();
+        let new = Keyring::fresh(KeySource::File(path.clone()));
+        new.write_pending().unwrap();
+        store.reseal_all(&SystemContext::new("test"), &keys.current(), &new).unwrap();
+        std::fs::rename(&path, with_suffix(&path, "previous")).unwrap();
+        // died here: no master.key at all
+        let reopened = open_keyring(&config, &store).unwrap();
+        assert_eq!(reopened.recipient(), new.recipient());
+        assert_eq!(store.read(|r| r.get_system_secret(&reopened, "s")).unwrap().unwrap().expose(), b"v");
+    }
+
+    #[test]
+    fn a_foreign_key_is_refused_with_its_public_half() {
+        let (_d, config, store, keys) = setup();
+        let path = keys.current().source().path().to_path_buf();
+        std::fs::remove_file(&path).unwrap();
+        let other = Keyring::generate(&path).unwrap();
+        let e = open_keyring(&config, &store).unwrap_err();
+        assert!(matches!(e, KeyError::Mismatch { .. }));
+        assert!(e.to_string().contains(&other.recipient()), "{e}");
+    }
 }

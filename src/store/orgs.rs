@@ -69,28 +69,6 @@ pub fn validate_time_zone(tz: &str) -> Result<(), StoreError> {
 }
 
 impl Store {
-    /// Creates an org with a unique slug.
-    pub fn create_org(&self, ctx: &SystemContext, slug: &str, name: &str) -> Result<Org, StoreError> {
-        validate_slug(slug)?;
-        validate_name(name)?;
-        self.write(|w| {
-            if w.get_system(&ORG_SLUGS, slug.as_bytes())?.is_some() {
-                return Err(StoreError::Conflict { what: format!("an org with slug `{slug}`") });
-            }
-            let next = w.last_system_key(&ORGS)?.map_or(1, |k| u64::from_be_bytes(k) + 1);
-            let org = Org {
-                id: OrgId(next),
-                slug: slug.into(),
-                name: name.trim().into(),
-                time_zone: "UTC".into(),
-                created_at: rfc3339(micros_to_datetime(w.time())),
-            };
-            w.put_system_json(ctx, &ORGS, &org.id.0.to_be_bytes(), &org)?;
-            w.put_system(ctx, &ORG_SLUGS, slug.as_bytes(), &org.id.0.to_be_bytes())?;
-            Ok(org)
-        })
-    }
-
     /// Finds an org by slug.
     pub fn org_by_slug(&self, slug: &str) -> Result<Option<Org>, StoreError> {
         self.read(|r| {
@@ -116,6 +94,26 @@ impl Store {
         self.read(|r| r.get_system_json(&ORGS, &scope.org().0.to_be_bytes()))?
             .ok_or_else(|| StoreError::NotFound { what: format!("org {}", scope.org()) })
     }
+}
+
+/// Creates an org with a unique slug inside the write transaction `w`.
+pub fn create(w: &mut Tx, ctx: &SystemContext, slug: &str, name: &str) -> Result<Org, StoreError> {
+    validate_slug(slug)?;
+    validate_name(name)?;
+    if w.get_system(&ORG_SLUGS, slug.as_bytes())?.is_some() {
+        return Err(StoreError::Conflict { what: format!("an org with slug `{slug}`") });
+    }
+    let next = w.last_system_key(&ORGS)?.map_or(1, |k| u64::from_be_bytes(k) + 1);
+    let org = Org {
+        id: OrgId(next),
+        slug: slug.into(),
+        name: name.trim().into(),
+        time_zone: "UTC".into(),
+        created_at: rfc3339(micros_to_datetime(w.time())),
+    };
+    w.put_system_json(ctx, &ORGS, &org.id.0.to_be_bytes(), &org)?;
+    w.put_system(ctx, &ORG_SLUGS, slug.as_bytes(), &org.id.0.to_be_bytes())?;
+    Ok(org)
 }
 
 /// Applies `changes` to the scope's org inside the write transaction `w`.
@@ -149,11 +147,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("s.redb"), Clock::system()).unwrap();
         let ctx = SystemContext::new("test");
-        let a = store.create_org(&ctx, "smith-jones", "Smith & Jones LLP").unwrap();
-        let b = store.create_org(&ctx, "acme", "Acme Legal").unwrap();
+        let new = |slug: &str, name: &str| store.write(|w| create(w, &ctx, slug, name));
+        let a = new("smith-jones", "Smith & Jones LLP").unwrap();
+        let b = new("acme", "Acme Legal").unwrap();
         assert_eq!((a.id, b.id), (OrgId(1), OrgId(2)));
-        assert!(matches!(store.create_org(&ctx, "acme", "Again"), Err(StoreError::Conflict { .. })));
-        assert!(matches!(store.create_org(&ctx, "Bad Slug", "x"), Err(StoreError::Invalid { field: "slug", .. })));
+        assert!(matches!(new("acme", "Again"), Err(StoreError::Conflict { .. })));
+        assert!(matches!(new("Bad Slug", "x"), Err(StoreError::Invalid { field: "slug", .. })));
         assert_eq!(store.org_by_slug("acme").unwrap(), Some(b.clone()));
         let scope = ctx.org_scope(b.id);
         let changes = OrgChanges { name: Some("Acme LLP".into()), time_zone: Some("Europe/London".into()) };

@@ -83,7 +83,7 @@ impl TestServer {
         let store = &instance.store;
         let org = |slug: &str, name: &str| match store.org_by_slug(slug).unwrap() {
             Some(o) => o,
-            None => store.create_org(&ctx, slug, name).unwrap(),
+            None => docket::control::create_org(store, &ctx, slug, name).unwrap(),
         };
         let (firm, other) = (org("smith-jones", "Smith & Jones LLP"), org("other-firm", "Other Firm"));
         let token = |org, role| tokens::create(store, &ctx, org, "test", role, None).unwrap().0.expose().to_string();
