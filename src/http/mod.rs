@@ -89,20 +89,6 @@ fn host_of(value: &str) -> Option<String> {
     ok.then_some(host)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::host_of;
-
-    #[test]
-    fn host_header_parsing() {
-        assert_eq!(host_of("docket.firm.example:80").as_deref(), Some("docket.firm.example"));
-        assert_eq!(host_of("docket.firm.example").as_deref(), Some("docket.firm.example"));
-        assert_eq!(host_of("[::1]:8080").as_deref(), Some("[::1]"));
-        assert_eq!(host_of("evil.example/path"), None);
-        assert_eq!(host_of("a b"), None);
-    }
-}
-
 /// Listening sockets, bound before the server starts so bind errors are clear
 /// and tests can bind port 0 and read the port back.
 pub struct Listeners {
@@ -190,4 +176,18 @@ pub async fn run(
         let _ = handle.await;
     }
     result.map_err(|e| HttpError::Serve(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::host_of;
+
+    #[test]
+    fn host_header_parsing() {
+        assert_eq!(host_of("docket.firm.example:80").as_deref(), Some("docket.firm.example"));
+        assert_eq!(host_of("docket.firm.example").as_deref(), Some("docket.firm.example"));
+        assert_eq!(host_of("[::1]:8080").as_deref(), Some("[::1]"));
+        assert_eq!(host_of("evil.example/path"), None);
+        assert_eq!(host_of("a b"), None);
+    }
 }
