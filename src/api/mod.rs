@@ -55,8 +55,8 @@ pub fn service(state: Arc<AppState>) -> OpenApiService<Apis, ()> {
 /// Every request body object refuses unknown fields (`deny_unknown_fields`),
 /// which poem-openapi does not write into the schema; this adds
 /// `additionalProperties: false` to those schemas so the contract says so.
-pub fn spec_json(state: Arc<AppState>) -> String {
-    let raw = service(state).spec();
+pub fn spec_json(service: &OpenApiService<Apis, ()>) -> String {
+    let raw = service.spec();
     let Ok(mut spec) = serde_json::from_str::<serde_json::Value>(&raw) else {
         return raw;
     };

@@ -4,6 +4,8 @@
 use crate::api::ClientIp;
 use crate::api::problem::{ApiError, CONTENT_TYPE as PROBLEM, Code, REQUEST_ID};
 use crate::state::AppState;
+use bytes::Bytes;
+use poem::error::ReadBodyError;
 use poem::http::{HeaderValue, Method, StatusCode, header};
 use poem::{Body, Endpoint, IntoResponse, Request, Response};
 use poem_openapi::OperationId;
@@ -179,8 +181,8 @@ fn route_label(resp: &Response, path: &str) -> String {
 
 impl<E: Endpoint> Edge<E> {
     /// Buffers the body up to the limit (`Err` with a 413 problem past it) and
-    /// returns a copy for error diagnosis.
-    async fn limit_body(&self, req: &mut Request) -> Result<Vec<u8>, ApiError> {
+    /// returns a shared handle on it for error diagnosis (no copy).
+    async fn limit_body(&self, req: &mut Request) -> Result<Bytes, ApiError> {
         let max = self.state.config.server.max_body_bytes;
         let too_large = || {
             ApiError::new(
@@ -193,17 +195,13 @@ impl<E: Endpoint> Edge<E> {
         {
             return Err(too_large());
         }
-        let body = req.take_body();
-        let mut reader = tokio::io::AsyncReadExt::take(body.into_async_read(), max + 1);
-        let mut buf = Vec::new();
-        tokio::io::AsyncReadExt::read_to_end(&mut reader, &mut buf)
-            .await
-            .map_err(|_| ApiError::new(Code::BadRequest, "the request body could not be read; send it again"))?;
-        if buf.len() as u64 > max {
-            return Err(too_large());
-        }
-        req.set_body(Body::from(buf.clone()));
-        Ok(buf)
+        let limit = usize::try_from(max).unwrap_or(usize::MAX);
+        let bytes = req.take_body().into_bytes_limit(limit).await.map_err(|e| match e {
+            ReadBodyError::PayloadTooLarge => too_large(),
+            _ => ApiError::new(Code::BadRequest, "the request body could not be read; send it again"),
+        })?;
+        req.set_body(Body::from(bytes.clone()));
+        Ok(bytes)
     }
 
     fn error_response(&self, err: poem::Error, method: &Method, path: &str, body: &[u8]) -> Response {
@@ -314,7 +312,7 @@ impl<E: Endpoint> Endpoint for Edge<E> {
                 if let Some(refused) = limited {
                     return refused.into_response();
                 }
-                let mut body = vec![];
+                let mut body = Bytes::new();
                 if method != Method::GET && method != Method::HEAD {
                     match self.limit_body(&mut req).await {
                         Ok(b) => body = b,

@@ -37,9 +37,8 @@ pub enum HttpError {
 pub fn app(state: Arc<AppState>, https: bool) -> impl Endpoint<Output = Response> {
     let service = api::service(state.clone());
     let docs = docs::routes(&service.swagger_ui_html());
-    let spec_for_endpoint = api::spec_json(state.clone());
-    let spec = spec_for_endpoint.clone();
-    let spec_index = Arc::new(SpecIndex::from_spec(&spec, api::BASE));
+    let spec_for_endpoint = api::spec_json(&service);
+    let spec_index = Arc::new(SpecIndex::from_spec(&spec_for_endpoint, api::BASE));
     let route = Route::new()
         .at(
             "/api/v1/openapi.json",
