@@ -20,6 +20,7 @@ pub mod lifecycle;
 pub mod secrets;
 pub mod state;
 pub mod store;
+pub mod swap;
 pub mod telemetry;
 
 /// The version printed by `--version` and reported by the API.

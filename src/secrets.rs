@@ -5,13 +5,14 @@
 //! `<data_dir>/keys/master.key`. A key file readable by group or others is
 //! refused. Secrets in memory are wrapped in [`Secret`] / [`SecretBytes`], whose
 //! Debug, Display and Serialize print `[redacted]`.
+use crate::swap::Swap;
 use age::secrecy::ExposeSecret as _;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::fmt;
 use std::io::Write as _;
 use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 
 /// The systemd credential name docket looks for.
 pub const CREDENTIAL_NAME: &str = "docket-master-key";
@@ -267,27 +268,20 @@ pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
 
 /// A keyring shared by the running server, swapped whole on rotation.
 #[derive(Clone, Debug)]
-pub struct SharedKeyring(Arc<RwLock<Arc<Keyring>>>);
+pub struct SharedKeyring(Arc<Swap<Keyring>>);
 
 impl SharedKeyring {
     pub fn new(keyring: Keyring) -> Self {
-        SharedKeyring(Arc::new(RwLock::new(Arc::new(keyring))))
+        SharedKeyring(Arc::new(Swap::new(keyring)))
     }
 
     /// The keyring in force now.
     pub fn current(&self) -> Arc<Keyring> {
-        match self.0.read() {
-            Ok(guard) => guard.clone(),
-            Err(poisoned) => poisoned.into_inner().clone(),
-        }
+        self.0.current()
     }
 
     pub fn replace(&self, keyring: Keyring) {
-        let mut guard = match self.0.write() {
-            Ok(guard) => guard,
-            Err(poisoned) => poisoned.into_inner(),
-        };
-        *guard = Arc::new(keyring);
+        self.0.replace(keyring);
     }
 }
 

@@ -3,6 +3,7 @@
 //! request metrics.
 use crate::api::ClientIp;
 use crate::api::problem::{ApiError, CONTENT_TYPE as PROBLEM, Code, REQUEST_ID};
+use crate::auth::limits::Limited;
 use crate::state::AppState;
 use bytes::Bytes;
 use poem::error::ReadBodyError;
@@ -254,9 +255,9 @@ impl<E: Endpoint> Edge<E> {
             vec![("limit", refused.scope().to_string())],
             1,
         );
-        let detail = match refused.scope() {
-            "ip" => format!("too many requests from your address; retry in {retry} s"),
-            _ => format!("too many requests with this credential; retry in {retry} s"),
+        let detail = match refused {
+            Limited::Ip(_) => format!("too many requests from your address; retry in {retry} s"),
+            Limited::Credential(_) => format!("too many requests with this credential; retry in {retry} s"),
         };
         Some(ApiError::new(Code::RateLimited, detail).with_header("retry-after", retry.to_string()))
     }

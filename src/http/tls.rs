@@ -10,6 +10,7 @@
 use crate::config::{Config, TlsMode};
 use crate::secrets::SharedKeyring;
 use crate::store::{Store, SystemContext};
+use crate::swap::Swap;
 use poem::http::uri::Scheme;
 use poem::listener::Acceptor;
 use poem::web::{LocalAddr, RemoteAddr};
@@ -21,7 +22,7 @@ use std::future::Future;
 use std::io;
 use std::path::Path;
 use std::pin::Pin;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
@@ -52,31 +53,21 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
 
 /// A certificate that can be swapped while the server runs.
 #[derive(Debug)]
-pub struct ReloadableCert(RwLock<Arc<CertifiedKey>>);
+pub struct ReloadableCert(Swap<CertifiedKey>);
 
 impl ReloadableCert {
     pub fn new(key: CertifiedKey) -> Self {
-        ReloadableCert(RwLock::new(Arc::new(key)))
+        ReloadableCert(Swap::new(key))
     }
 
     pub fn replace(&self, key: CertifiedKey) {
-        match self.0.write() {
-            Ok(mut g) => *g = Arc::new(key),
-            Err(p) => *p.into_inner() = Arc::new(key),
-        }
-    }
-
-    fn current(&self) -> Arc<CertifiedKey> {
-        match self.0.read() {
-            Ok(g) => g.clone(),
-            Err(p) => p.into_inner().clone(),
-        }
+        self.0.replace(key);
     }
 }
 
 impl ResolvesServerCert for ReloadableCert {
     fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        Some(self.current())
+        Some(self.0.current())
     }
 }
 

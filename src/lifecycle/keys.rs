@@ -142,13 +142,19 @@ mod tests {
         (dir, config, store, keys)
     }
 
-    #[test]
-    fn crash_after_reseal_before_renames_is_completed_on_open() {
-        let (_d, config, store, keys) = setup();
+    /// A rotation that got as far as the re-seal commit; returns the key path and the new key.
+    fn rotate_until_commit(store: &Store, keys: &SharedKeyring) -> (std::path::PathBuf, Keyring) {
         let path = keys.current().source().path().to_path_buf();
         let new = Keyring::fresh(KeySource::File(path.clone()));
         new.write_pending().unwrap();
         store.reseal_all(&SystemContext::new("test"), &keys.current(), &new).unwrap();
+        (path, new)
+    }
+
+    #[test]
+    fn crash_after_reseal_before_renames_is_completed_on_open() {
+        let (_d, config, store, keys) = setup();
+        let (path, new) = rotate_until_commit(&store, &keys);
         // died here: master.key is still the old key
         let reopened = open_keyring(&config, &store).unwrap();
         assert_eq!(reopened.recipient(), new.recipient());
@@ -158,10 +164,7 @@ mod tests {
     #[test]
     fn crash_between_the_renames_is_completed_on_open() {
         let (_d, config, store, keys) = setup();
-        let path = keys.current().source().path().to_path_buf();
-        let new = Keyring::fresh(KeySource::File(path.clone()));
-        new.write_pending().unwrap();
-        store.reseal_all(&SystemContext::new("test"), &keys.current(), &new).unwrap();
+        let (path, new) = rotate_until_commit(&store, &keys);
         std::fs::rename(&path, with_suffix(&path, "previous")).unwrap();
         // died here: no master.key at all
         let reopened = open_keyring(&config, &store).unwrap();
