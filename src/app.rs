@@ -21,6 +21,8 @@ pub enum AppError {
     Http(#[from] http::HttpError),
     #[error("cannot create the control socket {path}: {reason}")]
     Control { path: String, reason: String },
+    #[error("{0}\n  fix: correct the identity provider's ca_file in auth.oidc")]
+    Identity(String),
 }
 
 /// A failure with its exit code.
@@ -80,7 +82,7 @@ pub async fn start(instance: Instance) -> Result<Running, AppError> {
     let socket = config.control_socket_path();
     let control = crate::control::listen(&socket, store.clone(), keys.clone())
         .map_err(|e| AppError::Control { path: socket.display().to_string(), reason: e.to_string() })?;
-    let state = AppState::new(config, store, keys, clock);
+    let state = AppState::new(config, store, keys, clock).map_err(AppError::Identity)?;
     let (shutdown, rx) = watch::channel(false);
     let server = tokio::spawn(http::run(state.clone(), listeners, tls.clone(), rx));
     let sweeper = {
@@ -90,6 +92,9 @@ pub async fn start(instance: Instance) -> Result<Running, AppError> {
             loop {
                 tick.tick().await;
                 state.limits.forget_idle();
+                if let Err(e) = crate::auth::sessions::sweep(&state.store, state.timeouts) {
+                    tracing::warn!(error = %e, "could not delete expired sessions");
+                }
             }
         })
     };

@@ -21,6 +21,7 @@ const NON_CONFIG_ENV: &[&str] = &["DOCKET_CONFIG", "DOCKET_LOG"];
 
 /// Keys whose values are secrets: they may come from `<key>_file` and are never printed.
 const SECRET_KEYS: &[&str] = &["metrics.token"];
+// `auth.oidc[].client_secret(_file)` are resolved per provider (see `resolve_oidc_secrets`).
 
 /// The whole configuration of one docket instance.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -34,6 +35,85 @@ pub struct Config {
     pub log: LogConfig,
     pub metrics: MetricsConfig,
     pub limits: LimitsConfig,
+    pub auth: AuthConfig,
+}
+
+/// Sign-in: sessions, the break-glass local admin, identity providers.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// Whether the break-glass local admin (`docket admin create`) may sign in.
+    pub local_login: bool,
+    /// A session ends after this many minutes without a request.
+    pub session_idle_minutes: u32,
+    /// A session ends this many hours after sign-in, whatever the activity.
+    pub session_absolute_hours: u32,
+    /// OpenID Connect identity providers (`[[auth.oidc]]` tables).
+    pub oidc: Vec<OidcProviderConfig>,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig { local_login: true, session_idle_minutes: 30, session_absolute_hours: 12, oidc: vec![] }
+    }
+}
+
+/// One OpenID Connect provider (see docs/identity-providers.md).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OidcProviderConfig {
+    /// Letters, digits and `-`; part of the redirect URI `/api/v1/auth/oidc/<id>/callback`.
+    pub id: String,
+    /// Slug of the firm this provider signs people into.
+    pub org: String,
+    /// Shown on the sign-in page; defaults to the id.
+    #[serde(default)]
+    pub display_name: Option<String>,
+    /// Issuer URL, exactly as in the provider's discovery document.
+    pub issuer: String,
+    pub client_id: String,
+    #[serde(default)]
+    pub client_secret: Option<Secret>,
+    #[serde(default)]
+    pub client_secret_file: Option<PathBuf>,
+    #[serde(default = "default_oidc_scopes")]
+    pub scopes: Vec<String>,
+    #[serde(default = "default_email_claim")]
+    pub email_claim: String,
+    #[serde(default = "default_name_claim")]
+    pub name_claim: String,
+    #[serde(default)]
+    pub groups_claim: Option<String>,
+    /// Create members on their first sign-in.
+    #[serde(default)]
+    pub jit: bool,
+    /// JIT only for these email domains (empty: any).
+    #[serde(default)]
+    pub allowed_domains: Vec<String>,
+    /// JIT only for members of one of these groups (empty: any).
+    #[serde(default)]
+    pub allowed_groups: Vec<String>,
+    /// Role of JIT members whom no `role_map` group matches; absent: no access.
+    #[serde(default)]
+    pub default_role: Option<String>,
+    /// Group (as the provider sends it) → role.
+    #[serde(default)]
+    pub role_map: BTreeMap<String, String>,
+    /// Extra CA certificates (PEM) trusted when talking to this provider.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+}
+
+fn default_oidc_scopes() -> Vec<String> {
+    vec!["openid".into(), "email".into(), "profile".into()]
+}
+
+fn default_email_claim() -> String {
+    "email".into()
+}
+
+fn default_name_claim() -> String {
+    "name".into()
 }
 
 /// Request rate limits; a client over a limit gets 429 with `Retry-After`.
@@ -44,11 +124,13 @@ pub struct LimitsConfig {
     pub per_ip_per_minute: u32,
     /// Requests per minute with one credential (API token or session).
     pub per_credential_per_minute: u32,
+    /// Sign-in, callback and token-creation requests per minute from one client address.
+    pub sign_in_per_ip_per_minute: u32,
 }
 
 impl Default for LimitsConfig {
     fn default() -> Self {
-        LimitsConfig { per_ip_per_minute: 1200, per_credential_per_minute: 600 }
+        LimitsConfig { per_ip_per_minute: 1200, per_credential_per_minute: 600, sign_in_per_ip_per_minute: 30 }
     }
 }
 
@@ -152,6 +234,7 @@ impl Default for Config {
             log: LogConfig::default(),
             metrics: MetricsConfig::default(),
             limits: LimitsConfig::default(),
+            auth: AuthConfig::default(),
         }
     }
 }
@@ -417,8 +500,10 @@ impl Layers {
             };
             ConfigError::new(Some(&key), source, inner, fix)
         })?;
-        let loaded = Loaded { config, provenance: self.provenance };
+        let mut loaded = Loaded { config, provenance: self.provenance };
+        loaded.resolve_oidc_secrets()?;
         loaded.validate()?;
+        loaded.validate_oidc()?;
         Ok(loaded)
     }
 
@@ -426,7 +511,10 @@ impl Layers {
         self.provenance
             .iter()
             .filter(|(k, _)| {
-                key == k.as_str() || key.starts_with(&format!("{k}.")) || k.starts_with(&format!("{key}."))
+                key == k.as_str()
+                    || key.starts_with(&format!("{k}."))
+                    || key.starts_with(&format!("{k}["))
+                    || k.starts_with(&format!("{key}."))
             })
             .map(|(_, s)| s.clone())
             .next()
@@ -476,6 +564,99 @@ impl Layers {
 }
 
 impl Loaded {
+    /// Reads each provider's `client_secret_file` into `client_secret`.
+    fn resolve_oidc_secrets(&mut self) -> Result<(), ConfigError> {
+        let source = self.source("auth.oidc");
+        for (i, p) in self.config.auth.oidc.iter_mut().enumerate() {
+            let key = format!("auth.oidc[{i}]");
+            match (&p.client_secret, &p.client_secret_file) {
+                (Some(_), Some(_)) => {
+                    return Err(ConfigError::new(
+                        Some(&key),
+                        source,
+                        "both `client_secret` and `client_secret_file` are set",
+                        "keep only `client_secret_file`, which keeps the secret out of the config",
+                    ));
+                }
+                (None, Some(path)) => {
+                    let text = std::fs::read_to_string(path).map_err(|e| {
+                        ConfigError::new(
+                            Some(&format!("{key}.client_secret_file")),
+                            source.clone(),
+                            format!("cannot read {}: {e}", path.display()),
+                            "point it at a readable file that holds only the client secret",
+                        )
+                    })?;
+                    p.client_secret = Some(Secret::new(text.trim_end_matches(['\n', '\r'])));
+                    p.client_secret_file = None;
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    fn validate_oidc(&self) -> Result<(), ConfigError> {
+        let source = self.source("auth.oidc");
+        let mut seen = std::collections::BTreeSet::new();
+        for (i, p) in self.config.auth.oidc.iter().enumerate() {
+            let err = |field: &str, problem: String, fix: &str| {
+                Err(ConfigError::new(Some(&format!("auth.oidc[{i}].{field}")), source.clone(), problem, fix))
+            };
+            let id_ok = (1..=40).contains(&p.id.len()) && p.id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-');
+            if !id_ok {
+                return err(
+                    "id",
+                    format!("`{}` is not 1 to 40 letters, digits or -", p.id),
+                    "choose an id such as \"entra\"",
+                );
+            }
+            if !seen.insert(p.id.clone()) {
+                return err("id", format!("`{}` is used by two providers", p.id), "give each provider its own id");
+            }
+            if crate::store::orgs::validate_slug(&p.org).is_err() {
+                return err(
+                    "org",
+                    format!("`{}` is not an org slug", p.org),
+                    "use the slug shown by `docket org list`",
+                );
+            }
+            let loopback_http = ["http://127.0.0.1", "http://[::1]", "http://localhost"].iter().any(|prefix| {
+                p.issuer.strip_prefix(prefix).is_some_and(|rest| rest.is_empty() || rest.starts_with([':', '/']))
+            });
+            if !p.issuer.starts_with("https://") && !loopback_http {
+                return err(
+                    "issuer",
+                    format!("`{}` is not an https:// URL", p.issuer),
+                    "copy the issuer from the provider's discovery document (plain http is allowed on loopback only)",
+                );
+            }
+            if p.client_id.trim().is_empty() {
+                return err("client_id", "is empty".into(), "copy the client (application) id from the provider");
+            }
+            if p.client_secret.is_none() {
+                return err(
+                    "client_secret_file",
+                    "is missing (docket is a confidential client)".into(),
+                    "set client_secret_file to a file holding the client secret",
+                );
+            }
+            if !p.scopes.iter().any(|s| s == "openid") {
+                return err("scopes", "does not include `openid`".into(), "add \"openid\" to scopes");
+            }
+            for role in p.role_map.values().chain(p.default_role.iter()) {
+                if crate::store::orgs::validate_slug(role).is_err() {
+                    return err(
+                        "role_map",
+                        format!("`{role}` is not a role name"),
+                        "use owner, admin, manager, staff, auditor or a custom role's name",
+                    );
+                }
+            }
+        }
+        Ok(())
+    }
+
     fn source(&self, key: &str) -> Option<Source> {
         Some(self.provenance.get(key).cloned().unwrap_or(Source::Default))
     }
@@ -487,9 +668,16 @@ impl Loaded {
         for (key, value) in [
             ("limits.per_ip_per_minute", c.limits.per_ip_per_minute),
             ("limits.per_credential_per_minute", c.limits.per_credential_per_minute),
+            ("limits.sign_in_per_ip_per_minute", c.limits.sign_in_per_ip_per_minute),
+            ("auth.session_idle_minutes", c.auth.session_idle_minutes),
+            ("auth.session_absolute_hours", c.auth.session_absolute_hours),
         ] {
             if value == 0 {
-                return err(key, "must be at least 1", "set a number of requests per minute, such as 600");
+                return err(
+                    key,
+                    "must be at least 1",
+                    "set a positive number (packaging/docket.toml shows the default)",
+                );
             }
         }
         if c.server.max_body_bytes == 0 {

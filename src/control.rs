@@ -61,7 +61,7 @@ pub fn execute(command: &Command, store: &Store, keys: &SharedKeyring) -> Reply 
             .map(|orgs| orgs.iter().map(|o| format!("{}\t{}\t{}\n", o.id, o.slug, o.name)).collect())
             .map_err(|e| e.to_string()),
         Command::TokenCreate { org, role, name, expires_days } => match store.org_by_slug(org) {
-            Ok(Some(o)) => tokens::create(store, &ctx, o.id, name, *role, *expires_days)
+            Ok(Some(o)) => tokens::create_service(store, &ctx, o.id, name, role.as_str(), *expires_days)
                 .map(|(secret, record)| {
                     format!(
                         "{}\n# {} (org {}); shown once: store it in your integration's secret store\n",

@@ -41,8 +41,9 @@ pub async fn run(data_dir: PathBuf, https_port: u16, http_port: u16) -> Result<(
         None => crate::control::create_org(&instance.store, &ctx, DEMO_SLUG, "Demo Law LLP")
             .map_err(|e| fail(e.to_string()))?,
     };
-    let (token, _) = tokens::create(&instance.store, &ctx, org.id, "demo token", Role::Admin, Some(30))
-        .map_err(|e| fail(e.to_string()))?;
+    let (token, _) =
+        tokens::create_service(&instance.store, &ctx, org.id, "demo token", Role::Admin.as_str(), Some(30))
+            .map_err(|e| fail(e.to_string()))?;
     let running = app::start(instance).await?;
     let port = running.main_addrs.first().map_or(https_port, |a| a.port());
     println!(

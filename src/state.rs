@@ -1,5 +1,7 @@
 //! The handles every request and job shares, built once by `app`.
 use crate::auth::limits::Limits;
+use crate::auth::oidc::Oidc;
+use crate::auth::sessions::Timeouts;
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::secrets::SharedKeyring;
@@ -17,12 +19,17 @@ pub struct AppState {
     pub clock: Clock,
     pub started: Instant,
     pub limits: Limits,
+    pub oidc: Oidc,
+    pub timeouts: Timeouts,
 }
 
 impl AppState {
-    pub fn new(config: Config, store: Arc<Store>, keys: SharedKeyring, clock: Clock) -> Arc<AppState> {
+    /// Fails only when an identity provider's `ca_file` cannot be used.
+    pub fn new(config: Config, store: Arc<Store>, keys: SharedKeyring, clock: Clock) -> Result<Arc<AppState>, String> {
         let limits = Limits::new(&config.limits);
-        Arc::new(AppState {
+        let oidc = Oidc::new(&config.auth.oidc)?;
+        let timeouts = Timeouts::from_config(&config.auth);
+        Ok(Arc::new(AppState {
             config,
             store,
             keys,
@@ -30,6 +37,8 @@ impl AppState {
             clock,
             started: Instant::now(),
             limits,
-        })
+            oidc,
+            timeouts,
+        }))
     }
 }

@@ -1,5 +1,5 @@
 //! `/audit`: the org's tamper-evident audit trail, for auditors and admins.
-use super::auth::TokenAuth;
+use super::auth::Caller;
 use super::problem::{ApiError, ApiResult};
 use crate::audit::{self, Event, Filter, Outcome};
 use crate::auth::{Permission, Principal};
@@ -154,7 +154,7 @@ impl AuditApi {
     #[oai(path = "/events", method = "get", operation_id = "audit.list")]
     async fn list(
         &self,
-        auth: TokenAuth,
+        auth: Caller,
         /// Return events after this sequence number (the `next_cursor` of the previous page).
         #[oai(validator(minimum(value = "0"), maximum(value = "1000000000000")))]
         after: Query<Option<u64>>,
@@ -188,7 +188,7 @@ impl AuditApi {
     async fn export_csv(
         &self,
         req: &Request,
-        auth: TokenAuth,
+        auth: Caller,
         since: Query<Option<OffsetDateTime>>,
         until: Query<Option<OffsetDateTime>>,
         #[oai(validator(max_length = 100))] action: Query<Option<String>>,
@@ -205,7 +205,7 @@ impl AuditApi {
     async fn export_json(
         &self,
         req: &Request,
-        auth: TokenAuth,
+        auth: Caller,
         since: Query<Option<OffsetDateTime>>,
         until: Query<Option<OffsetDateTime>>,
         #[oai(validator(max_length = 100))] action: Query<Option<String>>,

@@ -1,14 +1,19 @@
 //! The `/api/v1` contract: poem-openapi operations, one file per resource group.
 //!
-//! Operations are thin: authenticate (the [`auth::TokenAuth`] scheme), check the
+//! Operations are thin: authenticate (the [`auth::Caller`] extractor: API token or session), check the
 //! one permission they declare, call one service, map the result. Every
 //! operation has an `operation_id` (used as the metrics route label) and says in
 //! its description which permission it needs.
 pub mod audit;
 pub mod auth;
+pub mod me;
+pub mod members;
 pub mod org;
 pub mod problem;
+pub mod roles;
+pub mod signin;
 pub mod system;
+pub mod tokens;
 pub mod types;
 
 use crate::state::AppState;
@@ -19,6 +24,29 @@ use std::sync::Arc;
 /// The client's address as the HTTP edge determined it (trusted proxies only).
 #[derive(Clone, Debug)]
 pub struct ClientIp(pub String);
+
+/// This site's origin (`https://host[:port]`) as the browser sees it, set by the HTTP edge.
+#[derive(Clone, Debug)]
+pub struct SiteOrigin(pub String);
+
+/// The site origin of a request (for redirect URIs).
+pub fn site_origin(req: &Request) -> String {
+    req.data::<SiteOrigin>().map_or_else(|| "https://localhost".to_string(), |o| o.0.clone())
+}
+
+/// Runs `change` and records `action` on `target` for the caller, in one transaction.
+pub fn audited<T>(
+    state: &AppState,
+    req: &Request,
+    principal: &crate::auth::Principal,
+    action: &str,
+    target: &str,
+    details: serde_json::Value,
+    change: impl FnOnce(&mut crate::store::Tx) -> Result<T, crate::store::StoreError>,
+) -> problem::ApiResult<T> {
+    crate::audit::audited(&state.store, principal.scope(), &audit_context(req), action, target, details, change)
+        .map_err(problem::ApiError::from)
+}
 
 /// The audit context of an API request: client address, user agent, request id.
 pub fn audit_context(req: &Request) -> crate::audit::Context {
@@ -33,16 +61,35 @@ pub fn audit_context(req: &Request) -> crate::audit::Context {
 pub const BASE: &str = "/api/v1";
 
 /// Every API group, in the order the spec lists them.
-pub type Apis = (system::SystemApi, org::OrgApi, audit::AuditApi);
+pub type Apis = (
+    system::SystemApi,
+    signin::SignInApi,
+    me::MeApi,
+    org::OrgApi,
+    members::MembersApi,
+    roles::RolesApi,
+    tokens::TokensApi,
+    audit::AuditApi,
+);
 
 /// The API service with its spec.
 pub fn service(state: Arc<AppState>) -> OpenApiService<Apis, ()> {
-    let apis =
-        (system::SystemApi { state: state.clone() }, org::OrgApi { state: state.clone() }, audit::AuditApi { state });
+    let apis = (
+        system::SystemApi { state: state.clone() },
+        signin::SignInApi { state: state.clone() },
+        me::MeApi { state: state.clone() },
+        org::OrgApi { state: state.clone() },
+        members::MembersApi { state: state.clone() },
+        roles::RolesApi { state: state.clone() },
+        tokens::TokensApi { state: state.clone() },
+        audit::AuditApi { state },
+    );
     OpenApiService::new(apis, "docket", crate::VERSION)
         .description(
             "The REST API of a docket appliance: a firm's encrypted local copy of its Clio data.\n\n\
-         Authenticate with `Authorization: Bearer dkt_…` (an API token). Errors are RFC 9457 \
+         Authenticate with `Authorization: Bearer dkt_…` (an API token), or from a browser with the \
+         session cookie set by sign-in (state-changing requests then also need `Origin` and \
+         `X-Docket-CSRF: 1`). Errors are RFC 9457 \
          `application/problem+json` documents with a stable `code`. Each operation states the \
          permission it requires.",
         )

@@ -1,5 +1,5 @@
 //! `/org`: the caller's firm.
-use super::auth::TokenAuth;
+use super::auth::Caller;
 use super::problem::{ApiError, ApiResult};
 use super::types::{Optional, Text};
 use crate::audit;
@@ -64,7 +64,7 @@ impl OrgApi {
     ///
     /// Requires permission `org:read`.
     #[oai(path = "/", method = "get", operation_id = "org.get")]
-    async fn get(&self, auth: TokenAuth) -> ApiResult<Json<OrgView>> {
+    async fn get(&self, auth: Caller) -> ApiResult<Json<OrgView>> {
         let p = auth.require(Permission::OrgRead)?;
         Ok(Json(self.state.store.org(p.scope()).map_err(ApiError::from)?.into()))
     }
@@ -73,7 +73,7 @@ impl OrgApi {
     ///
     /// Requires permission `org:write`.
     #[oai(path = "/", method = "patch", operation_id = "org.update")]
-    async fn update(&self, req: &Request, auth: TokenAuth, body: Json<OrgPatch>) -> ApiResult<Json<OrgView>> {
+    async fn update(&self, req: &Request, auth: Caller, body: Json<OrgPatch>) -> ApiResult<Json<OrgView>> {
         let p = auth.require(Permission::OrgWrite)?;
         let changes = OrgChanges { name: body.0.name.0.map(|t| t.0), time_zone: body.0.time_zone.0.map(|t| t.0) };
         let changed: Vec<&str> = [("name", changes.name.is_some()), ("time_zone", changes.time_zone.is_some())]

@@ -38,6 +38,7 @@ pub enum Code {
     Unprocessable,
     RateLimited,
     Internal,
+    UpstreamUnavailable,
     StorageUnavailable,
 }
 
@@ -54,6 +55,7 @@ pub const TABLE: &[(Code, &str, u16, &str)] = &[
     (Code::Unprocessable, "invalid-field", 422, "A field has an invalid value"),
     (Code::RateLimited, "rate-limited", 429, "Too many requests"),
     (Code::Internal, "internal", 500, "Internal error"),
+    (Code::UpstreamUnavailable, "upstream-unavailable", 502, "A service docket depends on is unavailable"),
     (Code::StorageUnavailable, "storage-unavailable", 503, "Storage is unavailable"),
 ];
 
@@ -162,7 +164,7 @@ impl IntoResponse for ApiError {
 
 impl ApiResponse for ApiError {
     fn meta() -> MetaResponses {
-        let statuses = [400u16, 401, 403, 404, 409, 413, 415, 422, 429, 500, 503];
+        let statuses = [400u16, 401, 403, 404, 409, 413, 415, 422, 429, 500, 502, 503];
         let mut responses: Vec<MetaResponse> = statuses
             .iter()
             .map(|&status| MetaResponse {
@@ -201,6 +203,8 @@ impl From<StoreError> for ApiError {
                 ApiError::field(Code::Unprocessable, field, format!("`{field}` {problem}"))
             }
             StoreError::Conflict { what } => ApiError::new(Code::Conflict, format!("{what} already exists")),
+            StoreError::Refused { problem } => ApiError::new(Code::Conflict, problem),
+            StoreError::Denied { problem } => ApiError::new(Code::Forbidden, problem),
             StoreError::NotFound { what } => ApiError::new(Code::NotFound, format!("{what} was not found")),
             StoreError::Io(reason) | StoreError::Open { reason, .. } => {
                 tracing::error!(%reason, "storage failure");

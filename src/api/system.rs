@@ -1,5 +1,5 @@
 //! `/system`: what this appliance is running.
-use super::auth::TokenAuth;
+use super::auth::Caller;
 use super::problem::{ApiError, ApiResult};
 use crate::auth::Permission;
 use crate::state::AppState;
@@ -38,7 +38,7 @@ impl SystemApi {
     ///
     /// Requires permission `org:read`.
     #[oai(path = "/status", method = "get", operation_id = "system.status")]
-    async fn status(&self, auth: TokenAuth) -> ApiResult<Json<SystemStatus>> {
+    async fn status(&self, auth: Caller) -> ApiResult<Json<SystemStatus>> {
         auth.require(Permission::OrgRead)?;
         let store = &self.state.store;
         let tls_mode = serde_json::to_value(self.state.config.tls.mode)

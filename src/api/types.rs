@@ -129,3 +129,46 @@ mod optional_tests {
         );
     }
 }
+
+/// A permission name, as operations require it and roles grant it.
+#[derive(poem_openapi::Enum, Clone, Copy, Debug, PartialEq, Eq)]
+#[oai(rename = "Permission")]
+pub enum PermissionName {
+    #[oai(rename = "org:read")]
+    OrgRead,
+    #[oai(rename = "org:write")]
+    OrgWrite,
+    #[oai(rename = "audit:read")]
+    AuditRead,
+    #[oai(rename = "members:read")]
+    MembersRead,
+    #[oai(rename = "members:write")]
+    MembersWrite,
+    #[oai(rename = "roles:write")]
+    RolesWrite,
+    #[oai(rename = "tokens:self")]
+    TokensSelf,
+    #[oai(rename = "tokens:manage")]
+    TokensManage,
+}
+
+impl From<PermissionName> for crate::auth::Permission {
+    fn from(p: PermissionName) -> Self {
+        use crate::auth::Permission as P;
+        match p {
+            PermissionName::OrgRead => P::OrgRead,
+            PermissionName::OrgWrite => P::OrgWrite,
+            PermissionName::AuditRead => P::AuditRead,
+            PermissionName::MembersRead => P::MembersRead,
+            PermissionName::MembersWrite => P::MembersWrite,
+            PermissionName::RolesWrite => P::RolesWrite,
+            PermissionName::TokensSelf => P::TokensSelf,
+            PermissionName::TokensManage => P::TokensManage,
+        }
+    }
+}
+
+/// The names of `list`, for the domain layer.
+pub fn permission_names(list: Vec<PermissionName>) -> Vec<String> {
+    list.into_iter().map(|p| crate::auth::Permission::from(p).as_str().to_string()).collect()
+}

@@ -14,12 +14,14 @@ use std::time::Duration;
 pub enum Limited {
     Ip(Duration),
     Credential(Duration),
+    /// The stricter per-address limit on sign-in, callback and token creation.
+    SignIn(Duration),
 }
 
 impl Limited {
     pub fn retry_after(self) -> Duration {
         match self {
-            Limited::Ip(d) | Limited::Credential(d) => d,
+            Limited::Ip(d) | Limited::Credential(d) | Limited::SignIn(d) => d,
         }
     }
 
@@ -27,6 +29,7 @@ impl Limited {
         match self {
             Limited::Ip(_) => "ip",
             Limited::Credential(_) => "credential",
+            Limited::SignIn(_) => "sign_in",
         }
     }
 }
@@ -35,6 +38,7 @@ impl Limited {
 pub struct Limits {
     per_ip: DefaultKeyedRateLimiter<IpAddr>,
     per_credential: DefaultKeyedRateLimiter<[u8; 16]>,
+    sign_in: DefaultKeyedRateLimiter<IpAddr>,
     clock: DefaultClock,
 }
 
@@ -47,6 +51,7 @@ impl Limits {
         Limits {
             per_ip: RateLimiter::keyed(per_minute(config.per_ip_per_minute)),
             per_credential: RateLimiter::keyed(per_minute(config.per_credential_per_minute)),
+            sign_in: RateLimiter::keyed(per_minute(config.sign_in_per_ip_per_minute)),
             clock: DefaultClock::default(),
         }
     }
@@ -67,10 +72,18 @@ impl Limits {
         Ok(())
     }
 
+    /// Counts one sign-in, callback or token-creation request from `ip`.
+    pub fn check_sign_in(&self, ip: IpAddr) -> Result<(), Limited> {
+        let now = self.clock.now();
+        self.sign_in.check_key(&ip).map_err(|n| Limited::SignIn(n.wait_time_from(now)))
+    }
+
     /// Forgets clients whose buckets are full again (bounds memory).
     pub fn forget_idle(&self) {
         self.per_ip.retain_recent();
         self.per_credential.retain_recent();
+        self.sign_in.retain_recent();
+        self.sign_in.shrink_to_fit();
         self.per_ip.shrink_to_fit();
         self.per_credential.shrink_to_fit();
     }
@@ -82,7 +95,11 @@ mod tests {
 
     #[test]
     fn limits_per_ip_and_per_credential() {
-        let limits = Limits::new(&LimitsConfig { per_ip_per_minute: 3, per_credential_per_minute: 2 });
+        let limits = Limits::new(&LimitsConfig {
+            per_ip_per_minute: 3,
+            per_credential_per_minute: 2,
+            sign_in_per_ip_per_minute: 1,
+        });
         let (a, b): (IpAddr, IpAddr) = ("192.0.2.1".parse().unwrap(), "192.0.2.2".parse().unwrap());
         assert!(limits.check(Some(a), Some("t1")).is_ok());
         assert!(limits.check(Some(b), Some("t1")).is_ok());
@@ -93,5 +110,8 @@ mod tests {
         assert!(limits.check(Some(a), None).is_ok(), "a's third request");
         assert!(matches!(limits.check(Some(a), None), Err(Limited::Ip(_))), "a's fourth request");
         assert!(limits.check(Some("192.0.2.3".parse().unwrap()), None).is_ok(), "other clients are unaffected");
+        assert!(limits.check_sign_in(a).is_ok());
+        assert!(matches!(limits.check_sign_in(a), Err(Limited::SignIn(_))), "sign-in has its own, stricter bucket");
+        assert!(limits.check_sign_in(b).is_ok());
     }
 }

@@ -1,10 +1,17 @@
 //! Who is calling, and what they may do.
 //!
-//! This is the only module that turns a credential into an [`OrgScope`]
-//! (via `OrgScope::authenticated`). Issue-level features (OIDC, sessions,
-//! break-glass admin, walls) build on the [`Principal`] defined here.
+//! This is the only module that turns a credential (API token, session
+//! cookie, OIDC sign-in, break-glass password) into an [`OrgScope`] via
+//! `OrgScope::authenticated`. Roles map to a fixed list of [`Permission`]s;
+//! custom roles ([`roles`]) pick from the same list.
 pub mod limits;
+pub mod local;
+pub mod oidc;
+pub mod passwords;
+pub mod roles;
+pub mod sessions;
 pub mod tokens;
+pub mod users;
 
 use crate::store::{Actor, OrgScope};
 use serde::{Deserialize, Serialize};
@@ -36,13 +43,31 @@ impl Role {
         }
     }
 
+    /// What the role is for, shown next to it in the API.
+    pub fn description(self) -> &'static str {
+        match self {
+            Role::Owner => "Everything, including granting and removing the owner role.",
+            Role::Admin => "Everything except granting or removing the owner role.",
+            Role::Manager => "Reads the firm's settings and its members.",
+            Role::Staff => "Reads the firm's settings.",
+            Role::Auditor => "Read-only, with access to the audit trail and the member list.",
+        }
+    }
+
+    /// The permissions the role holds.
+    pub fn permissions(self) -> Permissions {
+        use Permission::*;
+        match self {
+            Role::Owner | Role::Admin => Permissions::all(),
+            Role::Manager => Permissions::of(&[OrgRead, MembersRead, TokensSelf]),
+            Role::Staff => Permissions::of(&[OrgRead, TokensSelf]),
+            Role::Auditor => Permissions::of(&[OrgRead, AuditRead, MembersRead, TokensSelf]),
+        }
+    }
+
     /// Whether this role holds `permission`.
     pub fn allows(self, permission: Permission) -> bool {
-        match permission {
-            Permission::OrgRead => true,
-            Permission::OrgWrite => matches!(self, Role::Owner | Role::Admin),
-            Permission::AuditRead => matches!(self, Role::Owner | Role::Admin | Role::Auditor),
-        }
+        self.permissions().contains(permission)
     }
 }
 
@@ -62,8 +87,8 @@ impl FromStr for Role {
     }
 }
 
-/// A permission an API operation may require.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// The fixed list of permissions operations require and roles grant.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Permission {
     /// Read the org's own settings.
     OrgRead,
@@ -71,36 +96,162 @@ pub enum Permission {
     OrgWrite,
     /// Read and export the audit trail.
     AuditRead,
+    /// List members and roles.
+    MembersRead,
+    /// Add, change and remove members.
+    MembersWrite,
+    /// Create, change and delete custom roles.
+    RolesWrite,
+    /// Create, list and revoke one's own personal API tokens.
+    TokensSelf,
+    /// Create, list, rotate and revoke any token of the org, including service tokens.
+    TokensManage,
 }
 
 impl Permission {
+    pub const ALL: [Permission; 8] = [
+        Permission::OrgRead,
+        Permission::OrgWrite,
+        Permission::AuditRead,
+        Permission::MembersRead,
+        Permission::MembersWrite,
+        Permission::RolesWrite,
+        Permission::TokensSelf,
+        Permission::TokensManage,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Permission::OrgRead => "org:read",
             Permission::OrgWrite => "org:write",
             Permission::AuditRead => "audit:read",
+            Permission::MembersRead => "members:read",
+            Permission::MembersWrite => "members:write",
+            Permission::RolesWrite => "roles:write",
+            Permission::TokensSelf => "tokens:self",
+            Permission::TokensManage => "tokens:manage",
         }
+    }
+
+    pub fn description(self) -> &'static str {
+        match self {
+            Permission::OrgRead => "Read the firm's settings.",
+            Permission::OrgWrite => "Change the firm's settings.",
+            Permission::AuditRead => "Read and export the audit trail.",
+            Permission::MembersRead => "List members and roles.",
+            Permission::MembersWrite => "Add, change and remove members.",
+            Permission::RolesWrite => "Create, change and delete custom roles.",
+            Permission::TokensSelf => "Manage one's own personal API tokens.",
+            Permission::TokensManage => "Manage every API token of the firm, including service tokens.",
+        }
+    }
+
+    fn bit(self) -> u32 {
+        1 << (self as u32)
     }
 }
 
-/// An authenticated caller: their org scope and role.
+impl FromStr for Permission {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Permission::ALL.into_iter().find(|p| p.as_str() == s).ok_or_else(|| {
+            let all: Vec<&str> = Permission::ALL.iter().map(|p| p.as_str()).collect();
+            format!("`{s}` is not a permission; use some of {}", all.join(", "))
+        })
+    }
+}
+
+/// A set of permissions.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Permissions(u32);
+
+impl Permissions {
+    pub fn of(list: &[Permission]) -> Permissions {
+        Permissions(list.iter().fold(0, |acc, p| acc | p.bit()))
+    }
+
+    pub fn all() -> Permissions {
+        Permissions::of(&Permission::ALL)
+    }
+
+    pub fn contains(self, p: Permission) -> bool {
+        self.0 & p.bit() != 0
+    }
+
+    /// Whether every permission of `other` is also in `self`.
+    pub fn covers(self, other: Permissions) -> bool {
+        self.0 & other.0 == other.0
+    }
+
+    pub fn intersect(self, other: Permissions) -> Permissions {
+        Permissions(self.0 & other.0)
+    }
+
+    pub fn iter(self) -> impl Iterator<Item = Permission> {
+        Permission::ALL.into_iter().filter(move |p| self.contains(*p))
+    }
+
+    /// The permission names, in the fixed order.
+    pub fn names(self) -> Vec<String> {
+        self.iter().map(|p| p.as_str().to_string()).collect()
+    }
+
+    /// Parses permission names; the error names the first unknown one.
+    pub fn parse(names: &[String]) -> Result<Permissions, String> {
+        let list = names.iter().map(|n| n.parse()).collect::<Result<Vec<Permission>, _>>()?;
+        Ok(Permissions::of(&list))
+    }
+}
+
+/// How the caller proved who they are.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Credential {
+    /// An API token, by public id.
+    Token(String),
+    /// A browser session, by public id.
+    Session(String),
+}
+
+/// An authenticated caller: their org scope, role and effective permissions.
 #[derive(Clone, Debug)]
 pub struct Principal {
     scope: OrgScope,
-    role: Role,
+    role: String,
+    permissions: Permissions,
+    /// The member acting, for sessions and personal tokens; `None` for service tokens.
+    user: Option<String>,
+    credential: Credential,
 }
 
 impl Principal {
-    pub(crate) fn new(scope: OrgScope, role: Role) -> Self {
-        Principal { scope, role }
+    pub(crate) fn new(
+        scope: OrgScope,
+        role: String,
+        permissions: Permissions,
+        user: Option<String>,
+        credential: Credential,
+    ) -> Self {
+        Principal { scope, role, permissions, user, credential }
     }
 
     pub fn scope(&self) -> &OrgScope {
         &self.scope
     }
 
-    pub fn role(&self) -> Role {
-        self.role
+    pub fn role(&self) -> &str {
+        &self.role
+    }
+
+    pub fn permissions(&self) -> Permissions {
+        self.permissions
+    }
+
+    pub fn user(&self) -> Option<&str> {
+        self.user.as_deref()
+    }
+
+    pub fn credential(&self) -> &Credential {
+        &self.credential
     }
 
     pub fn actor(&self) -> &Actor {
@@ -109,6 +260,29 @@ impl Principal {
 
     /// Whether the caller holds `permission`.
     pub fn can(&self, permission: Permission) -> bool {
-        self.role.allows(permission)
+        self.permissions.contains(permission)
     }
+}
+
+/// Fresh random bytes, base64url without padding: session ids, flow ids, passwords.
+pub fn random_token(bytes: usize) -> String {
+    use base64::Engine as _;
+    use rand::RngCore as _;
+    let mut buf = vec![0u8; bytes];
+    rand::rngs::OsRng.fill_bytes(&mut buf);
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(buf)
+}
+
+/// A public id such as `usr_1a2b3c4d5e6f`.
+pub fn public_id(prefix: &str) -> String {
+    use rand::RngCore as _;
+    let mut buf = [0u8; 6];
+    rand::rngs::OsRng.fill_bytes(&mut buf);
+    format!("{prefix}_{}", hex::encode(buf))
+}
+
+/// SHA-256 of a secret, as stored in index tables instead of the secret.
+pub fn secret_hash(secret: &str) -> Vec<u8> {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(secret.as_bytes()).to_vec()
 }

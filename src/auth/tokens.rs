@@ -1,17 +1,24 @@
 //! API tokens for integrators: `dkt_` + 32 random bytes (base64url), shown
-//! once, stored only as a SHA-256 hash, scoped to one org and a role.
-use super::{Principal, Role};
+//! once, stored only as a SHA-256 hash.
+//!
+//! A *service* token belongs to the org and carries a role; a *personal* token
+//! acts as the member who made it, with that member's current role. Either may
+//! be narrowed by scopes (a subset of permissions), expire, be rotated (same
+//! id, new secret) and revoked. The last use is recorded (to the minute).
+use super::{Credential, Permissions, Principal, public_id, roles, secret_hash, users};
 use crate::audit;
 use crate::clock::{micros_to_datetime, rfc3339};
 use crate::secrets::Secret;
-use crate::store::{Actor, OrgId, OrgScope, Store, StoreError, SystemContext, TOKENS};
-use base64::Engine as _;
-use rand::RngCore as _;
+use crate::store::{Actor, OrgId, OrgScope, Reader, Store, StoreError, SystemContext, TOKENS, Tx};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest as _, Sha256};
 
 /// The prefix secret scanners look for.
 pub const PREFIX: &str = "dkt_";
+/// Longest allowed lifetime, in days.
+pub const MAX_DAYS: u32 = 730;
+
+const CTX: SystemContext = SystemContext::new("tokens");
+const TOUCH_EVERY: i64 = 60_000_000;
 
 /// What the store keeps about a token (never the token itself).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -20,12 +27,42 @@ pub struct TokenRecord {
     pub id: String,
     pub org: OrgId,
     pub name: String,
-    pub role: Role,
+    /// Service tokens: their role. Personal tokens: the member's role when made
+    /// (the member's current role applies).
+    pub role: String,
+    /// The member a personal token acts as; `None` for a service token.
+    #[serde(default)]
+    pub user: Option<String>,
+    /// Permission names the token is narrowed to; empty means all of the role's.
+    #[serde(default)]
+    pub scopes: Vec<String>,
     /// Microseconds since the epoch.
     pub created_at: i64,
     /// Microseconds since the epoch; `None` never expires.
     pub expires_at: Option<i64>,
     pub created_by: String,
+    #[serde(default)]
+    pub last_used_at: Option<i64>,
+    #[serde(default)]
+    pub rotated_at: Option<i64>,
+}
+
+impl TokenRecord {
+    pub fn kind(&self) -> &'static str {
+        if self.user.is_some() { "personal" } else { "service" }
+    }
+}
+
+/// A token to create.
+#[derive(Clone, Debug)]
+pub struct NewToken {
+    pub name: String,
+    /// For a service token; ignored for a personal one.
+    pub role: String,
+    /// `Some(member)` makes a personal token.
+    pub user: Option<String>,
+    pub scopes: Vec<String>,
+    pub valid_days: Option<u32>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -36,41 +73,93 @@ pub enum TokenError {
     Store(#[from] StoreError),
 }
 
-fn hash(token: &str) -> Vec<u8> {
-    Sha256::digest(token.as_bytes()).to_vec()
+fn mint() -> Secret {
+    Secret::new(format!("{PREFIX}{}", super::random_token(32)))
 }
 
-/// Creates an org service token; returns the token (shown once) and its record.
+fn expiry(now: i64, days: Option<u32>) -> Result<Option<i64>, StoreError> {
+    match days {
+        Some(d) if d == 0 || d > MAX_DAYS => Err(StoreError::Invalid {
+            field: "expires_in_days",
+            problem: format!("must be between 1 and {MAX_DAYS} (or absent for a token that never expires)"),
+        }),
+        d => Ok(d.map(|d| now + i64::from(d) * 86_400_000_000)),
+    }
+}
+
+/// Creates a token in `w`; `limit` is the most the creator may hand out.
+/// Returns the token (shown once) and its record.
 pub fn create(
+    w: &mut Tx,
+    scope: &OrgScope,
+    new: &NewToken,
+    limit: Permissions,
+) -> Result<(Secret, TokenRecord), StoreError> {
+    crate::store::orgs::validate_name(&new.name)?;
+    let role = match &new.user {
+        Some(user) => users::require(w, scope, user)?.role,
+        None => new.role.clone(),
+    };
+    let role_permissions = roles::require(w, scope, &role, "role")?;
+    let scopes = Permissions::parse(&new.scopes).map_err(|problem| StoreError::Invalid { field: "scopes", problem })?;
+    let granted = if new.scopes.is_empty() { role_permissions } else { role_permissions.intersect(scopes) };
+    if !limit.covers(granted) {
+        return Err(StoreError::Denied {
+            problem: "a token cannot hold permissions its creator lacks; choose a lesser role or fewer scopes".into(),
+        });
+    }
+    let token = mint();
+    let now = w.time();
+    let record = TokenRecord {
+        id: public_id("tok"),
+        org: scope.org(),
+        name: new.name.trim().into(),
+        role,
+        user: new.user.clone(),
+        scopes: if new.scopes.is_empty() { vec![] } else { scopes.names() },
+        created_at: now,
+        expires_at: expiry(now, new.valid_days)?,
+        created_by: scope.actor().to_string(),
+        last_used_at: None,
+        rotated_at: None,
+    };
+    w.put_system_json(&CTX, &TOKENS, &secret_hash(token.expose()), &record)?;
+    Ok((token, record))
+}
+
+/// Creates an org service token from the CLI or the demo, audited as `token.create`.
+pub fn create_service(
     store: &Store,
     ctx: &SystemContext,
     org: OrgId,
     name: &str,
-    role: Role,
+    role: &str,
     valid_days: Option<u32>,
 ) -> Result<(Secret, TokenRecord), TokenError> {
-    crate::store::orgs::validate_name(name)?;
-    let mut bytes = [0u8; 32];
-    rand::rngs::OsRng.fill_bytes(&mut bytes);
-    let token = format!("{PREFIX}{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes));
-    let mut id_bytes = [0u8; 6];
-    rand::rngs::OsRng.fill_bytes(&mut id_bytes);
-    let now = store.clock().now_micros();
-    let record = TokenRecord {
-        id: format!("tok_{}", hex::encode(id_bytes)),
-        org,
-        name: name.trim().into(),
-        role,
-        created_at: now,
-        expires_at: valid_days.map(|d| now + i64::from(d) * 86_400_000_000),
-        created_by: format!("system:{}", ctx.task()),
-    };
-    let details = serde_json::json!({"name": record.name, "role": record.role, "expires_at": record.expires_at});
-    let target = format!("token:{}", record.id);
-    audit::audited(store, &ctx.org_scope(org), &audit::Context::default(), "token.create", &target, details, |w| {
-        w.put_system_json(ctx, &TOKENS, &hash(&token), &record)
+    let scope = ctx.org_scope(org);
+    let new = NewToken { name: name.into(), role: role.into(), user: None, scopes: vec![], valid_days };
+    let out = store.write(|w| {
+        let (token, record) = create(w, &scope, &new, Permissions::all())?;
+        audit::record(
+            w,
+            &scope,
+            &audit::Context::default(),
+            "token.create",
+            &format!("token:{}", record.id),
+            audit::Outcome::Success,
+            details(&record),
+        )?;
+        Ok((token, record))
     })?;
-    Ok((Secret::new(token), record))
+    Ok(out)
+}
+
+/// The audit details of a token (never the secret).
+pub fn details(record: &TokenRecord) -> serde_json::Value {
+    serde_json::json!({
+        "name": record.name, "kind": record.kind(), "role": record.role, "user": record.user,
+        "scopes": record.scopes, "expires_at": record.expires_at,
+    })
 }
 
 /// Verifies a bearer token and returns the principal it stands for.
@@ -78,18 +167,103 @@ pub fn authenticate(store: &Store, token: &str) -> Result<Principal, TokenError>
     if !token.starts_with(PREFIX) || token.len() != PREFIX.len() + 43 {
         return Err(TokenError::Invalid);
     }
-    let record: TokenRecord = store.read(|r| r.get_system_json(&TOKENS, &hash(token)))?.ok_or(TokenError::Invalid)?;
-    if record.expires_at.is_some_and(|t| t <= store.clock().now_micros()) {
+    let key = secret_hash(token);
+    let now = store.clock().now_micros();
+    let found = store.read(|r| {
+        let Some(record) = r.get_system_record::<TokenRecord>(&TOKENS, &key)? else { return Ok(None) };
+        let scope = OrgScope::authenticated(record.org, Actor::Token(record.id.clone()));
+        let role = match &record.user {
+            Some(user) => match users::get(r, &scope, user)? {
+                Some(u) if !u.disabled => u.role,
+                _ => return Ok(None),
+            },
+            None => record.role.clone(),
+        };
+        let permissions = roles::permissions_of(r, &scope, &role)?.unwrap_or_default();
+        Ok(Some((record, role, permissions)))
+    })?;
+    let (record, role, mut permissions) = found.ok_or(TokenError::Invalid)?;
+    if record.expires_at.is_some_and(|t| t <= now) {
         return Err(TokenError::Invalid);
     }
+    if !record.scopes.is_empty() {
+        permissions = permissions.intersect(Permissions::parse(&record.scopes).unwrap_or_default());
+    }
+    if record.last_used_at.is_none_or(|t| now - t >= TOUCH_EVERY) {
+        let touched = TokenRecord { last_used_at: Some(now), ..record.clone() };
+        store.write(|w| w.put_system_json(&CTX, &TOKENS, &key, &touched))?;
+    }
     let scope = OrgScope::authenticated(record.org, Actor::Token(record.id.clone()));
-    Ok(Principal::new(scope, record.role))
+    Ok(Principal::new(scope, role, permissions, record.user.clone(), Credential::Token(record.id)))
+}
+
+fn with_keys(r: &impl Reader, scope: &OrgScope) -> Result<Vec<(Vec<u8>, TokenRecord)>, StoreError> {
+    let mut out = vec![];
+    for (key, value) in r.scan_system(&TOKENS, b"")? {
+        let t: TokenRecord = serde_json::from_slice(&value).map_err(|e| StoreError::Corrupt(format!("token: {e}")))?;
+        if t.org == scope.org() {
+            out.push((key, t));
+        }
+    }
+    out.sort_by(|a, b| (a.1.created_at, &a.1.id).cmp(&(b.1.created_at, &b.1.id)));
+    Ok(out)
+}
+
+/// Every token of the org, oldest first.
+pub fn list(r: &impl Reader, scope: &OrgScope) -> Result<Vec<TokenRecord>, StoreError> {
+    Ok(with_keys(r, scope)?.into_iter().map(|(_, t)| t).collect())
+}
+
+fn find(r: &impl Reader, scope: &OrgScope, id: &str) -> Result<(Vec<u8>, TokenRecord), StoreError> {
+    with_keys(r, scope)?
+        .into_iter()
+        .find(|(_, t)| t.id == id)
+        .ok_or_else(|| StoreError::NotFound { what: format!("token `{id}`") })
+}
+
+/// The record of token `id` of the org.
+pub fn get(r: &impl Reader, scope: &OrgScope, id: &str) -> Result<TokenRecord, StoreError> {
+    Ok(find(r, scope, id)?.1)
+}
+
+/// Revokes token `id`; it stops working at once.
+pub fn revoke(w: &mut Tx, scope: &OrgScope, id: &str) -> Result<TokenRecord, StoreError> {
+    let (key, record) = find(w, scope, id)?;
+    w.delete_system(&CTX, &TOKENS, &key)?;
+    Ok(record)
+}
+
+/// Replaces token `id`'s secret: the old one stops working, the new one is
+/// returned once. Name, role, scopes and lifetime carry over.
+pub fn rotate(w: &mut Tx, scope: &OrgScope, id: &str) -> Result<(Secret, TokenRecord), StoreError> {
+    let (key, old) = find(w, scope, id)?;
+    let now = w.time();
+    let token = mint();
+    let record = TokenRecord {
+        expires_at: old.expires_at.map(|e| now + (e - old.created_at)),
+        created_at: now,
+        rotated_at: Some(now),
+        last_used_at: None,
+        ..old
+    };
+    w.delete_system(&CTX, &TOKENS, &key)?;
+    w.put_system_json(&CTX, &TOKENS, &secret_hash(token.expose()), &record)?;
+    Ok((token, record))
+}
+
+/// Revokes every personal token of `user`.
+pub fn revoke_user(w: &mut Tx, scope: &OrgScope, user: &str) -> Result<usize, StoreError> {
+    let mine: Vec<_> = with_keys(w, scope)?.into_iter().filter(|(_, t)| t.user.as_deref() == Some(user)).collect();
+    for (key, _) in &mine {
+        w.delete_system(&CTX, &TOKENS, key)?;
+    }
+    Ok(mine.len())
 }
 
 /// Describes a record for the CLI.
 pub fn describe(record: &TokenRecord) -> String {
     let expires = record.expires_at.map_or("never".to_string(), |t| rfc3339(micros_to_datetime(t)));
-    format!("{} name={:?} role={} expires={}", record.id, record.name, record.role, expires)
+    format!("{} name={:?} {} role={} expires={}", record.id, record.name, record.kind(), record.role, expires)
 }
 
 #[cfg(test)]
@@ -104,17 +278,51 @@ mod tests {
         let store = Store::open(&dir.path().join("s.redb"), clock.clone()).unwrap();
         let ctx = SystemContext::new("test");
         let org = store.write(|w| crate::store::orgs::create(w, &ctx, "acme", "Acme")).unwrap();
-        let (token, record) = create(&store, &ctx, org.id, "billing export", Role::Staff, Some(1)).unwrap();
+        let (token, record) = create_service(&store, &ctx, org.id, "billing export", "staff", Some(1)).unwrap();
         assert!(token.expose().starts_with("dkt_"));
         assert_eq!(token.expose().len(), 47);
         let p = authenticate(&store, token.expose()).unwrap();
-        assert_eq!((p.scope().org(), p.role()), (org.id, Role::Staff));
-        assert_eq!(p.actor(), &Actor::Token(record.id));
+        assert_eq!((p.scope().org(), p.role()), (org.id, "staff"));
+        assert_eq!(p.actor(), &Actor::Token(record.id.clone()));
         assert!(matches!(authenticate(&store, "dkt_nope"), Err(TokenError::Invalid)));
         let mut forged = token.expose().to_string();
         forged.replace_range(10..11, if &forged[10..11] == "A" { "B" } else { "A" });
         assert!(matches!(authenticate(&store, &forged), Err(TokenError::Invalid)));
+        let scope = ctx.org_scope(org.id);
+        assert!(store.read(|r| get(r, &scope, &record.id)).unwrap().last_used_at.is_some(), "last use recorded");
+
+        let (rotated, after) = store.write(|w| rotate(w, &scope, &record.id)).unwrap();
+        assert_eq!(after.id, record.id);
+        assert!(matches!(authenticate(&store, token.expose()), Err(TokenError::Invalid)), "old secret dead");
+        assert!(authenticate(&store, rotated.expose()).is_ok());
         clock.advance(std::time::Duration::from_secs(86_401));
-        assert!(matches!(authenticate(&store, token.expose()), Err(TokenError::Invalid)), "expired");
+        assert!(matches!(authenticate(&store, rotated.expose()), Err(TokenError::Invalid)), "expired");
+    }
+
+    #[test]
+    fn scopes_narrow_and_creators_cannot_escalate() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.redb"), Clock::system()).unwrap();
+        let ctx = SystemContext::new("test");
+        let org = store.write(|w| crate::store::orgs::create(w, &ctx, "acme", "Acme")).unwrap();
+        let scope = ctx.org_scope(org.id);
+        let narrow = NewToken {
+            name: "read only".into(),
+            role: "admin".into(),
+            user: None,
+            scopes: vec!["org:read".into()],
+            valid_days: None,
+        };
+        let (token, _) = store.write(|w| create(w, &scope, &narrow, Permissions::all())).unwrap();
+        let p = authenticate(&store, token.expose()).unwrap();
+        assert!(p.can(super::super::Permission::OrgRead));
+        assert!(!p.can(super::super::Permission::OrgWrite), "scopes narrow the admin role");
+        let staff_limit = super::super::Role::Staff.permissions();
+        let escalate = NewToken { scopes: vec![], ..narrow.clone() };
+        let err = store.write(|w| create(w, &scope, &escalate, staff_limit)).unwrap_err();
+        assert!(matches!(err, StoreError::Denied { .. }), "{err}");
+        let bad_scope = NewToken { scopes: vec!["org:destroy".into()], ..narrow };
+        let err = store.write(|w| create(w, &scope, &bad_scope, Permissions::all())).unwrap_err();
+        assert!(err.to_string().contains("org:destroy"), "{err}");
     }
 }

@@ -238,16 +238,22 @@ impl<E: Endpoint> Edge<E> {
 
     /// Applies the rate limits; health checks are exempt so monitoring never trips them.
     fn rate_limit(&self, req: &Request, client: Option<IpAddr>) -> Option<ApiError> {
-        if matches!(req.uri().path(), "/healthz" | "/readyz") {
+        let path = req.uri().path();
+        if matches!(path, "/healthz" | "/readyz") {
             return None;
         }
-        let credential = req
-            .headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(str::trim);
-        let refused = self.state.limits.check(client, credential).err()?;
+        let session = crate::api::auth::session_cookie(req);
+        let credential = crate::api::auth::bearer(req).or(session.as_deref());
+        let sign_in = is_sign_in(req.method(), path);
+        let refused = self
+            .state
+            .limits
+            .check(client, credential)
+            .and_then(|()| match (sign_in, client) {
+                (true, Some(ip)) => self.state.limits.check_sign_in(ip),
+                _ => Ok(()),
+            })
+            .err()?;
         let retry = refused.retry_after().as_secs().max(1);
         self.state.metrics.count(
             "docket_http_rate_limited_total",
@@ -258,6 +264,7 @@ impl<E: Endpoint> Edge<E> {
         let detail = match refused {
             Limited::Ip(_) => format!("too many requests from your address; retry in {retry} s"),
             Limited::Credential(_) => format!("too many requests with this credential; retry in {retry} s"),
+            Limited::SignIn(_) => format!("too many sign-in attempts from your address; retry in {retry} s"),
         };
         Some(ApiError::new(Code::RateLimited, detail).with_header("retry-after", retry.to_string()))
     }
@@ -284,6 +291,55 @@ impl<E: Endpoint> Edge<E> {
     }
 }
 
+/// The header a same-site script sends to prove it is not a cross-site form.
+pub const CSRF_HEADER: &str = "x-docket-csrf";
+
+/// Refuses cross-site state-changing requests that ride on the session
+/// cookie (or that sign in): they must come from this site (`Origin`) and
+/// carry `X-Docket-CSRF`, which a cross-site form cannot send. Requests
+/// with an API token carry no ambient credential and are exempt.
+fn csrf(req: &Request, https: bool) -> Option<ApiError> {
+    let method = req.method();
+    if matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
+        || req.headers().contains_key(header::AUTHORIZATION)
+    {
+        return None;
+    }
+    let signing_in = req.uri().path().starts_with(&format!("{}/auth/", crate::api::BASE));
+    if crate::api::auth::session_cookie(req).is_none() && !signing_in {
+        return None;
+    }
+    let expected = site_origin(req, https);
+    let origin = req.headers().get(header::ORIGIN).and_then(|v| v.to_str().ok());
+    if origin != Some(expected.as_str()) {
+        return Some(ApiError::new(
+            Code::Forbidden,
+            format!(
+                "cross-site request refused: the Origin header must be {expected} for a request made with a session; integrations should use an API token instead"
+            ),
+        ));
+    }
+    if !req.headers().contains_key(CSRF_HEADER) {
+        return Some(ApiError::new(
+            Code::Forbidden,
+            "cross-site request refused: send the header `X-Docket-CSRF: 1` with state-changing requests made with a session",
+        ));
+    }
+    None
+}
+
+/// This site's origin as the browser sees it: scheme and `Host`.
+fn site_origin(req: &Request, https: bool) -> String {
+    let host = req.headers().get(header::HOST).and_then(|v| v.to_str().ok()).unwrap_or("localhost");
+    format!("{}://{host}", if https { "https" } else { "http" })
+}
+
+/// Sign-in, its callback, and token creation: stricter per-address limits and CSRF checks.
+fn is_sign_in(method: &Method, path: &str) -> bool {
+    let Some(rest) = path.strip_prefix(crate::api::BASE) else { return false };
+    rest.starts_with("/auth/") || (*method == Method::POST && (rest == "/tokens" || rest.starts_with("/tokens/")))
+}
+
 /// Extracts a plain-text error body (poem errors render their message as text).
 fn futures_body(resp: Response) -> Vec<u8> {
     // poem error bodies are in-memory; reading them never waits on the network.
@@ -303,11 +359,12 @@ impl<E: Endpoint> Endpoint for Edge<E> {
         let peer_client = client;
         let client = client.map(|ip| ip.to_string()).unwrap_or_default();
         req.set_data(ClientIp(client.clone()));
+        req.set_data(crate::api::SiteOrigin(site_origin(&req, https)));
         let span = tracing::info_span!("request", request_id = %id, method = %method, path = %path, client = %client);
         let start = Instant::now();
         let state = self.state.clone();
         req.set_data(state.clone());
-        let limited = self.rate_limit(&req, peer_client);
+        let limited = self.rate_limit(&req, peer_client).or_else(|| csrf(&req, https));
         let mut resp = REQUEST_ID
             .scope(id.clone(), async {
                 if let Some(refused) = limited {

@@ -78,7 +78,18 @@ pub const AUDIT: Table = Table::tenant("audit");
 pub const AUDIT_HEAD: Table = Table::tenant("audit_head");
 
 /// Every byte-keyed table: backups and integrity checks walk this list.
-pub const TABLES: &[Table] = &[ORGS, ORG_SLUGS, SECRETS, SYSTEM_SECRETS, TOKENS, AUDIT, AUDIT_HEAD];
+/// Members of an org, keyed by user id (tenant).
+pub const USERS: Table = Table::tenant("users");
+/// Sign-in names → member: `email:<address>` and `oidc:<provider>:<subject>` (system index).
+pub const LOGINS: Table = Table::system("logins");
+/// Browser session id hash → session (system index; each record names its org).
+pub const SESSIONS: Table = Table::system("sessions");
+/// Custom roles of an org, keyed by name (tenant).
+pub const ROLES: Table = Table::tenant("roles");
+
+/// Every byte-keyed table: backups and integrity checks walk this list.
+pub const TABLES: &[Table] =
+    &[ORGS, ORG_SLUGS, SECRETS, SYSTEM_SECRETS, TOKENS, AUDIT, AUDIT_HEAD, USERS, LOGINS, SESSIONS, ROLES];
 /// The tables whose values are sealed, re-sealed by key rotation.
 pub const SEALED_TABLES: &[Table] = &[SECRETS, SYSTEM_SECRETS];
 
@@ -106,6 +117,12 @@ pub enum StoreError {
     NotFound { what: String },
     #[error("`{field}` {problem}")]
     Invalid { field: &'static str, problem: String },
+    /// The change is refused as things stand (409), e.g. deleting a role in use.
+    #[error("{problem}")]
+    Refused { problem: String },
+    /// The caller may not make this change (403), e.g. granting a role above their own.
+    #[error("{problem}")]
+    Denied { problem: String },
 }
 
 fn io<E: std::fmt::Display>(e: E) -> StoreError {
@@ -371,6 +388,19 @@ impl Tx {
         self.get_raw(table, &tenant_key(scope, key))
     }
 
+    /// Every row of one org's table whose key starts with `prefix` (keys without the org prefix).
+    pub fn scan(&self, scope: &OrgScope, table: &Table, prefix: &[u8]) -> Result<Rows, StoreError> {
+        expect_kind(table, Kind::Tenant)?;
+        let rows = self.scan_raw(table, &tenant_key(scope, prefix))?;
+        Ok(rows.into_iter().map(|(k, v)| (k[8..].to_vec(), v)).collect())
+    }
+
+    /// Every row of a system table whose key starts with `prefix`.
+    pub fn scan_system(&self, table: &Table, prefix: &[u8]) -> Result<Rows, StoreError> {
+        expect_kind(table, Kind::System)?;
+        self.scan_raw(table, prefix)
+    }
+
     /// Stores `value` under `key` in a system table.
     pub fn put_system(
         &mut self,
@@ -535,6 +565,60 @@ impl ReadTx {
         self.get_system(&SYSTEM_SECRETS, name.as_bytes())?.map(|c| keys.open(&c).map_err(StoreError::from)).transpose()
     }
 }
+
+/// What both kinds of transaction can read, so one lookup serves reads and writes.
+pub trait Reader {
+    fn get(&self, scope: &OrgScope, table: &Table, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
+    fn get_system(&self, table: &Table, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
+    fn scan(&self, scope: &OrgScope, table: &Table, prefix: &[u8]) -> Result<Rows, StoreError>;
+    fn scan_system(&self, table: &Table, prefix: &[u8]) -> Result<Rows, StoreError>;
+
+    /// A JSON-encoded tenant record.
+    fn get_json<T: DeserializeOwned>(
+        &self,
+        scope: &OrgScope,
+        table: &Table,
+        key: &[u8],
+    ) -> Result<Option<T>, StoreError> {
+        Reader::get(self, scope, table, key)?.map(|b| decode_json(table, &b)).transpose()
+    }
+
+    /// A JSON-encoded system record.
+    fn get_system_record<T: DeserializeOwned>(&self, table: &Table, key: &[u8]) -> Result<Option<T>, StoreError> {
+        Reader::get_system(self, table, key)?.map(|b| decode_json(table, &b)).transpose()
+    }
+
+    /// Every JSON-encoded tenant record whose key starts with `prefix`.
+    fn scan_json<T: DeserializeOwned>(
+        &self,
+        scope: &OrgScope,
+        table: &Table,
+        prefix: &[u8],
+    ) -> Result<Vec<T>, StoreError> {
+        Reader::scan(self, scope, table, prefix)?.iter().map(|(_, v)| decode_json(table, v)).collect()
+    }
+}
+
+macro_rules! impl_reader {
+    ($t:ty) => {
+        impl Reader for $t {
+            fn get(&self, scope: &OrgScope, table: &Table, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+                <$t>::get(self, scope, table, key)
+            }
+            fn get_system(&self, table: &Table, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+                <$t>::get_system(self, table, key)
+            }
+            fn scan(&self, scope: &OrgScope, table: &Table, prefix: &[u8]) -> Result<Rows, StoreError> {
+                <$t>::scan(self, scope, table, prefix)
+            }
+            fn scan_system(&self, table: &Table, prefix: &[u8]) -> Result<Rows, StoreError> {
+                <$t>::scan_system(self, table, prefix)
+            }
+        }
+    };
+}
+impl_reader!(Tx);
+impl_reader!(ReadTx);
 
 fn decode_json<T: DeserializeOwned>(table: &Table, bytes: &[u8]) -> Result<T, StoreError> {
     serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt(format!("{}: {e}", table.name)))

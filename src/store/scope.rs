@@ -76,7 +76,7 @@ pub struct SystemContext {
 }
 
 impl SystemContext {
-    pub fn new(task: &'static str) -> SystemContext {
+    pub const fn new(task: &'static str) -> SystemContext {
         SystemContext { task }
     }
 

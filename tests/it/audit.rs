@@ -73,13 +73,13 @@ async fn audit_verify_detects_an_edited_store_file() {
     let (code, out, err) =
         tokio::task::spawn_blocking(move || run_docket(&["audit", "verify", "--data-dir", &dd], &[])).await.unwrap();
     assert_eq!(code, 0, "verify runs through the live server's socket: {err}");
-    assert!(out.contains("smith-jones: 5 events, chain intact"), "{out}");
+    assert!(out.contains("smith-jones: 7 events, chain intact"), "{out}");
     let _dir = s.stop().await;
 
     let db = redb::Database::open(data.join("docket.redb")).unwrap();
     let table: redb::TableDefinition<&[u8], &[u8]> = redb::TableDefinition::new("audit");
     let mut key = 1u64.to_be_bytes().to_vec();
-    key.extend_from_slice(&5u64.to_be_bytes());
+    key.extend_from_slice(&7u64.to_be_bytes());
     let tx = db.begin_write().unwrap();
     {
         let mut t = tx.open_table(table).unwrap();
@@ -93,7 +93,7 @@ async fn audit_verify_detects_an_edited_store_file() {
 
     let (code, _, err) = run_docket(&["audit", "verify", "--data-dir", &d], &[]);
     assert_eq!(code, 1);
-    assert!(err.contains("smith-jones: TAMPERED: event 5 was altered"), "{err}");
+    assert!(err.contains("smith-jones: TAMPERED: event 7 was altered"), "{err}");
     let (code, out, _) = run_docket(&["audit", "verify", "--org", "other-firm", "--data-dir", &d], &[]);
     assert_eq!(code, 0, "other orgs' chains are unaffected: {out}");
 }

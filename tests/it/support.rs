@@ -3,7 +3,9 @@
 #![allow(dead_code)]
 
 use docket::app::{self, Instance, Running};
-use docket::auth::{Role, tokens};
+use docket::auth::tokens::NewToken;
+use docket::auth::users::{self, NewMember};
+use docket::auth::{Permissions, Role, tokens};
 use docket::clock::Clock;
 use docket::config::{Config, TlsMode};
 use docket::secrets::{Keyring, default_key_path};
@@ -63,6 +65,11 @@ pub struct TestServer {
     pub staff_token: String,
     pub auditor_token: String,
     pub other_org_token: String,
+    /// A service token of `smith-jones` for each built-in role.
+    pub role_tokens: std::collections::BTreeMap<Role, String>,
+    /// A personal token of `owner@smith-jones.test`, the firm's owner member.
+    pub member_token: String,
+    pub member_id: String,
 }
 
 impl TestServer {
@@ -86,13 +93,30 @@ impl TestServer {
             None => docket::control::create_org(store, &ctx, slug, name).unwrap(),
         };
         let (firm, other) = (org("smith-jones", "Smith & Jones LLP"), org("other-firm", "Other Firm"));
-        let token = |org, role| tokens::create(store, &ctx, org, "test", role, None).unwrap().0.expose().to_string();
+        let token = |org, role: Role| {
+            tokens::create_service(store, &ctx, org, "test", role.as_str(), None).unwrap().0.expose().to_string()
+        };
+        let role_tokens: std::collections::BTreeMap<Role, String> =
+            Role::ALL.iter().map(|r| (*r, token(firm.id, *r))).collect();
         let (admin_token, staff_token, auditor_token, other_org_token) = (
-            token(firm.id, Role::Admin),
-            token(firm.id, Role::Staff),
-            token(firm.id, Role::Auditor),
+            role_tokens[&Role::Admin].clone(),
+            role_tokens[&Role::Staff].clone(),
+            role_tokens[&Role::Auditor].clone(),
             token(other.id, Role::Owner),
         );
+        let owner =
+            NewMember { email: "owner@smith-jones.test".into(), name: "Olive Owner".into(), role: "owner".into() };
+        let scope = ctx.org_scope(firm.id);
+        let member = store.write(|w| users::create(w, &scope, &owner, true)).unwrap();
+        let personal = NewToken {
+            name: "owner's token".into(),
+            role: String::new(),
+            user: Some(member.id.clone()),
+            scopes: vec![],
+            valid_days: None,
+        };
+        let member_token =
+            store.write(|w| tokens::create(w, &scope, &personal, Permissions::all())).unwrap().0.expose().to_string();
         let https = instance.config.tls.mode != TlsMode::Off;
         let running = app::start(instance).await.unwrap();
         let scheme = if https { "https" } else { "http" };
@@ -108,6 +132,9 @@ impl TestServer {
             staff_token,
             auditor_token,
             other_org_token,
+            role_tokens,
+            member_token,
+            member_id: member.id,
         }
     }
 

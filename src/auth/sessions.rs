@@ -1,0 +1,176 @@
+//! Browser sessions: an opaque random id in a `__Host-` cookie, kept
+//! server-side (as a hash) so it can be listed and revoked; idle and absolute
+//! timeouts from `auth.session_idle_minutes` / `auth.session_absolute_hours`.
+use super::{Credential, Principal, public_id, random_token, roles, secret_hash, users};
+use crate::secrets::Secret;
+use crate::store::{Actor, OrgId, OrgScope, Reader, SESSIONS, Store, StoreError, SystemContext, Tx};
+use serde::{Deserialize, Serialize};
+
+/// The session cookie. `__Host-` makes browsers insist on Secure, Path=/ and no Domain.
+pub const COOKIE: &str = "__Host-docket_session";
+
+const CTX: SystemContext = SystemContext::new("sessions");
+/// `last_seen_at` is written at most this often (microseconds), not on every request.
+const TOUCH_EVERY: i64 = 60_000_000;
+
+/// A signed-in browser.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Session {
+    /// Public id, e.g. `ses_1a2b3c4d5e6f` (the cookie value is never stored).
+    pub id: String,
+    pub org: OrgId,
+    pub user: String,
+    pub created_at: i64,
+    pub last_seen_at: i64,
+    /// Absolute end, whatever the activity.
+    pub expires_at: i64,
+    pub ip: Option<String>,
+    pub user_agent: Option<String>,
+    /// `local` or `oidc:<provider>`.
+    pub method: String,
+}
+
+/// Session lifetimes in microseconds.
+#[derive(Clone, Copy, Debug)]
+pub struct Timeouts {
+    pub idle: i64,
+    pub absolute: i64,
+}
+
+impl Timeouts {
+    pub fn from_config(c: &crate::config::AuthConfig) -> Timeouts {
+        Timeouts {
+            idle: i64::from(c.session_idle_minutes) * 60_000_000,
+            absolute: i64::from(c.session_absolute_hours) * 3_600_000_000,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    #[error("the session is unknown, expired or revoked; sign in again")]
+    Invalid,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Starts a session for `user`; returns the cookie value (shown once) and the record.
+pub fn create(
+    w: &mut Tx,
+    scope: &OrgScope,
+    user: &str,
+    method: &str,
+    ctx: &crate::audit::Context,
+    timeouts: Timeouts,
+) -> Result<(Secret, Session), StoreError> {
+    let cookie = random_token(32);
+    let now = w.time();
+    let session = Session {
+        id: public_id("ses"),
+        org: scope.org(),
+        user: user.into(),
+        created_at: now,
+        last_seen_at: now,
+        expires_at: now + timeouts.absolute,
+        ip: ctx.ip.clone(),
+        user_agent: ctx.user_agent.as_ref().map(|ua| ua.chars().take(256).collect()),
+        method: method.into(),
+    };
+    w.put_system_json(&CTX, &SESSIONS, &secret_hash(&cookie), &session)?;
+    Ok((Secret::new(cookie), session))
+}
+
+fn expired(s: &Session, now: i64, timeouts: Timeouts) -> bool {
+    now >= s.expires_at || now - s.last_seen_at >= timeouts.idle
+}
+
+/// Verifies a session cookie and returns the member it signs in.
+pub fn authenticate(store: &Store, cookie: &str, timeouts: Timeouts) -> Result<Principal, SessionError> {
+    if cookie.len() != 43 {
+        return Err(SessionError::Invalid);
+    }
+    let key = secret_hash(cookie);
+    let now = store.clock().now_micros();
+    let (session, user, permissions) = store
+        .read(|r| {
+            let Some(session) = r.get_system_record::<Session>(&SESSIONS, &key)? else { return Ok(None) };
+            let scope = OrgScope::authenticated(session.org, Actor::User(session.user.clone()));
+            let Some(user) = users::get(r, &scope, &session.user)? else { return Ok(None) };
+            let permissions = roles::permissions_of(r, &scope, &user.role)?.unwrap_or_default();
+            Ok(Some((session, user, permissions)))
+        })?
+        .ok_or(SessionError::Invalid)?;
+    if expired(&session, now, timeouts) || user.disabled {
+        store.write(|w| w.delete_system(&CTX, &SESSIONS, &key))?;
+        return Err(SessionError::Invalid);
+    }
+    if now - session.last_seen_at >= TOUCH_EVERY {
+        let touched = Session { last_seen_at: now, ..session.clone() };
+        store.write(|w| w.put_system_json(&CTX, &SESSIONS, &key, &touched))?;
+    }
+    let scope = OrgScope::authenticated(session.org, Actor::User(user.id.clone()));
+    Ok(Principal::new(scope, user.role, permissions, Some(user.id), Credential::Session(session.id)))
+}
+
+/// The live sessions of `user`, newest first, with their keys.
+fn of_user(r: &impl Reader, org: OrgId, user: &str) -> Result<Vec<(Vec<u8>, Session)>, StoreError> {
+    let mut out = vec![];
+    for (key, value) in r.scan_system(&SESSIONS, b"")? {
+        let s: Session = serde_json::from_slice(&value).map_err(|e| StoreError::Corrupt(format!("session: {e}")))?;
+        if s.org == org && s.user == user {
+            out.push((key, s));
+        }
+    }
+    out.sort_by_key(|(_, s)| std::cmp::Reverse(s.created_at));
+    Ok(out)
+}
+
+/// The unexpired sessions of `user`, newest first.
+pub fn list(store: &Store, scope: &OrgScope, user: &str, timeouts: Timeouts) -> Result<Vec<Session>, StoreError> {
+    let now = store.clock().now_micros();
+    let all = store.read(|r| of_user(r, scope.org(), user))?;
+    Ok(all.into_iter().map(|(_, s)| s).filter(|s| !expired(s, now, timeouts)).collect())
+}
+
+/// Ends one session of `user`; `NotFound` if it is not theirs.
+pub fn revoke(w: &mut Tx, scope: &OrgScope, user: &str, id: &str) -> Result<(), StoreError> {
+    let found = of_user(w, scope.org(), user)?.into_iter().find(|(_, s)| s.id == id);
+    let (key, _) = found.ok_or_else(|| StoreError::NotFound { what: format!("session `{id}`") })?;
+    w.delete_system(&CTX, &SESSIONS, &key)?;
+    Ok(())
+}
+
+/// Ends every session of `user` (sign out everywhere); returns how many ended.
+pub fn revoke_user(w: &mut Tx, scope: &OrgScope, user: &str) -> Result<usize, StoreError> {
+    let all = of_user(w, scope.org(), user)?;
+    for (key, _) in &all {
+        w.delete_system(&CTX, &SESSIONS, key)?;
+    }
+    Ok(all.len())
+}
+
+/// Ends the session whose cookie is `cookie` (sign out); returns it if it existed.
+pub fn end(store: &Store, cookie: &str) -> Result<Option<Session>, StoreError> {
+    let key = secret_hash(cookie);
+    store.write(|w| {
+        let s = w.get_system_record::<Session>(&SESSIONS, &key)?;
+        w.delete_system(&CTX, &SESSIONS, &key)?;
+        Ok(s)
+    })
+}
+
+/// Deletes expired sessions (run by the periodic sweeper); returns how many.
+pub fn sweep(store: &Store, timeouts: Timeouts) -> Result<usize, StoreError> {
+    let now = store.clock().now_micros();
+    store.write(|w| {
+        let mut n = 0;
+        for (key, value) in w.scan_system(&SESSIONS, b"")? {
+            let stale = serde_json::from_slice::<Session>(&value).map_or(true, |s| expired(&s, now, timeouts));
+            if stale {
+                w.delete_system(&CTX, &SESSIONS, &key)?;
+                n += 1;
+            }
+        }
+        Ok(n)
+    })
+}

@@ -1,0 +1,254 @@
+//! Members of an org (firm): who may sign in, with which role.
+//!
+//! A member signs in through the firm's identity provider (matched by a
+//! linked OIDC subject, else by email) or, for the break-glass admin, with a
+//! local password and TOTP ([`super::local`]). Email addresses are unique
+//! across the appliance, so a sign-in name leads to exactly one org.
+use super::{Role, public_id, roles, sessions, tokens};
+use crate::store::{LOGINS, OrgId, OrgScope, Reader, StoreError, SystemContext, Tx, USERS};
+use serde::{Deserialize, Serialize};
+
+const CTX: SystemContext = SystemContext::new("members");
+
+/// A member of an org.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct User {
+    /// Public id, e.g. `usr_1a2b3c4d5e6f`.
+    pub id: String,
+    /// Lower-case email address; unique across the appliance.
+    pub email: String,
+    pub name: String,
+    /// A built-in or custom role name.
+    pub role: String,
+    #[serde(default)]
+    pub disabled: bool,
+    pub created_at: i64,
+    pub created_by: String,
+    #[serde(default)]
+    pub last_sign_in_at: Option<i64>,
+    /// Identity-provider accounts linked to this member.
+    #[serde(default)]
+    pub identities: Vec<Identity>,
+    /// Groups the identity provider reported at the last sign-in.
+    #[serde(default)]
+    pub groups: Vec<String>,
+    /// Present for the break-glass admin only.
+    #[serde(default)]
+    pub local: Option<LocalLogin>,
+}
+
+/// An identity-provider account: provider id (from config) and subject.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Identity {
+    pub provider: String,
+    pub subject: String,
+}
+
+/// Local sign-in state of a break-glass admin. The TOTP secret is sealed apart
+/// (org secret `totp:<user id>`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LocalLogin {
+    /// argon2id PHC string.
+    pub password_hash: String,
+    /// Hex SHA-256 of each unused recovery code (normalized).
+    pub recovery_codes: Vec<String>,
+    #[serde(default)]
+    pub failed_attempts: u32,
+    /// Microseconds since the epoch; sign-in is refused until then.
+    #[serde(default)]
+    pub locked_until: Option<i64>,
+    /// The last TOTP step accepted; a code is accepted once (RFC 6238 §5.2).
+    #[serde(default)]
+    pub last_totp_step: u64,
+}
+
+/// Where a sign-in name leads.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LoginRef {
+    pub org: OrgId,
+    pub user: String,
+}
+
+/// A new member.
+#[derive(Clone, Debug)]
+pub struct NewMember {
+    pub email: String,
+    pub name: String,
+    pub role: String,
+}
+
+/// Changes to a member; `None` leaves a field as it is.
+#[derive(Clone, Debug, Default)]
+pub struct MemberChanges {
+    pub name: Option<String>,
+    pub role: Option<String>,
+    pub disabled: Option<bool>,
+}
+
+/// The index key of an email sign-in name.
+pub fn email_login(email: &str) -> Vec<u8> {
+    format!("email:{}", email.trim().to_lowercase()).into_bytes()
+}
+
+/// The index key of an identity-provider account.
+pub fn oidc_login(provider: &str, subject: &str) -> Vec<u8> {
+    format!("oidc:{provider}:{subject}").into_bytes()
+}
+
+/// Checks and normalizes an email address (lower case, trimmed).
+pub fn normalize_email(email: &str) -> Result<String, StoreError> {
+    let e = email.trim().to_lowercase();
+    let valid = e.chars().count() <= 254
+        && e.split_once('@').is_some_and(|(local, domain)| {
+            !local.is_empty() && domain.contains('.') && !domain.starts_with('.') && !domain.ends_with('.')
+        })
+        && e.matches('@').count() == 1
+        && !e.chars().any(|c| c.is_whitespace() || c.is_control());
+    if valid {
+        Ok(e)
+    } else {
+        Err(StoreError::Invalid { field: "email", problem: format!("`{}` is not an email address", email.trim()) })
+    }
+}
+
+pub fn get(r: &impl Reader, scope: &OrgScope, id: &str) -> Result<Option<User>, StoreError> {
+    r.get_json(scope, &USERS, id.as_bytes())
+}
+
+/// The member `id`, or `NotFound`.
+pub fn require(r: &impl Reader, scope: &OrgScope, id: &str) -> Result<User, StoreError> {
+    get(r, scope, id)?.ok_or_else(|| StoreError::NotFound { what: format!("member `{id}`") })
+}
+
+/// Every member of the org, by id.
+pub fn list(r: &impl Reader, scope: &OrgScope) -> Result<Vec<User>, StoreError> {
+    r.scan_json(scope, &USERS, b"")
+}
+
+/// Where a sign-in name (see [`email_login`], [`oidc_login`]) leads.
+pub fn find_login(r: &impl Reader, key: &[u8]) -> Result<Option<LoginRef>, StoreError> {
+    r.get_system_record(&LOGINS, key)
+}
+
+/// Writes a member record back (sign-in bookkeeping, credential changes).
+pub fn save(w: &mut Tx, scope: &OrgScope, user: &User) -> Result<(), StoreError> {
+    w.put_json(scope, &USERS, user.id.as_bytes(), user)
+}
+
+fn check_owner_grant(role: &str, granter_is_owner: bool) -> Result<(), StoreError> {
+    if role == Role::Owner.as_str() && !granter_is_owner {
+        return Err(StoreError::Denied { problem: "only an owner may grant or remove the owner role".into() });
+    }
+    Ok(())
+}
+
+/// Adds a member; `granter_is_owner` says whether the caller may grant `owner`.
+pub fn create(w: &mut Tx, scope: &OrgScope, new: &NewMember, granter_is_owner: bool) -> Result<User, StoreError> {
+    let email = normalize_email(&new.email)?;
+    let name = if new.name.trim().is_empty() { email.clone() } else { new.name.trim().to_string() };
+    crate::store::orgs::validate_name(&name)?;
+    roles::require(w, scope, &new.role, "role")?;
+    check_owner_grant(&new.role, granter_is_owner)?;
+    if find_login(w, &email_login(&email))?.is_some() {
+        return Err(StoreError::Conflict { what: format!("a member with the email {email}") });
+    }
+    let user = User {
+        id: public_id("usr"),
+        email: email.clone(),
+        name,
+        role: new.role.clone(),
+        disabled: false,
+        created_at: w.time(),
+        created_by: scope.actor().to_string(),
+        last_sign_in_at: None,
+        identities: vec![],
+        groups: vec![],
+        local: None,
+    };
+    save(w, scope, &user)?;
+    w.put_system_json(&CTX, &LOGINS, &email_login(&email), &LoginRef { org: scope.org(), user: user.id.clone() })?;
+    Ok(user)
+}
+
+fn owners(r: &impl Reader, scope: &OrgScope) -> Result<usize, StoreError> {
+    Ok(list(r, scope)?.iter().filter(|u| u.role == Role::Owner.as_str() && !u.disabled).count())
+}
+
+fn refuse_last_owner(r: &impl Reader, scope: &OrgScope, user: &User) -> Result<(), StoreError> {
+    if user.role == Role::Owner.as_str() && !user.disabled && owners(r, scope)? <= 1 {
+        return Err(StoreError::Refused {
+            problem: "this is the firm's last owner; make another member owner first".into(),
+        });
+    }
+    Ok(())
+}
+
+/// Changes a member. Disabling or demoting a member signs them out everywhere.
+pub fn update(
+    w: &mut Tx,
+    scope: &OrgScope,
+    id: &str,
+    changes: &MemberChanges,
+    granter_is_owner: bool,
+) -> Result<User, StoreError> {
+    let mut user = require(w, scope, id)?;
+    if let Some(name) = &changes.name {
+        crate::store::orgs::validate_name(name)?;
+        user.name = name.trim().into();
+    }
+    let demoted = changes.role.as_ref().is_some_and(|r| *r != user.role);
+    let disabling = changes.disabled == Some(true) && !user.disabled;
+    if demoted || disabling {
+        check_owner_grant(&user.role, granter_is_owner)?;
+        refuse_last_owner(w, scope, &user)?;
+    }
+    if let Some(role) = &changes.role {
+        roles::require(w, scope, role, "role")?;
+        check_owner_grant(role, granter_is_owner)?;
+        user.role = role.clone();
+    }
+    if let Some(disabled) = changes.disabled {
+        user.disabled = disabled;
+    }
+    if demoted || disabling {
+        sessions::revoke_user(w, scope, &user.id)?;
+    }
+    save(w, scope, &user)?;
+    Ok(user)
+}
+
+/// Removes a member, their sign-in names, sessions and personal tokens.
+pub fn delete(w: &mut Tx, scope: &OrgScope, id: &str, granter_is_owner: bool) -> Result<User, StoreError> {
+    let user = require(w, scope, id)?;
+    check_owner_grant(&user.role, granter_is_owner)?;
+    refuse_last_owner(w, scope, &user)?;
+    w.delete_system(&CTX, &LOGINS, &email_login(&user.email))?;
+    for identity in &user.identities {
+        w.delete_system(&CTX, &LOGINS, &oidc_login(&identity.provider, &identity.subject))?;
+    }
+    w.delete(scope, &crate::store::SECRETS, super::local::totp_secret_name(&user.id).as_bytes())?;
+    sessions::revoke_user(w, scope, &user.id)?;
+    tokens::revoke_user(w, scope, &user.id)?;
+    w.delete(scope, &USERS, user.id.as_bytes())?;
+    Ok(user)
+}
+
+/// Links an identity-provider account to a member.
+pub fn link_identity(
+    w: &mut Tx,
+    scope: &OrgScope,
+    user: &mut User,
+    provider: &str,
+    subject: &str,
+) -> Result<(), StoreError> {
+    if user.identities.iter().any(|i| i.provider == provider && i.subject == subject) {
+        return Ok(());
+    }
+    user.identities.push(Identity { provider: provider.into(), subject: subject.into() });
+    w.put_system_json(
+        &CTX,
+        &LOGINS,
+        &oidc_login(provider, subject),
+        &LoginRef { org: scope.org(), user: user.id.clone() },
+    )
+}
