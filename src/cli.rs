@@ -53,6 +53,11 @@ pub enum Cmd {
         #[command(subcommand)]
         command: OrgCmd,
     },
+    /// Manage the break-glass local admin.
+    Admin {
+        #[command(subcommand)]
+        command: AdminCmd,
+    },
     /// Manage API tokens.
     Token {
         #[command(subcommand)]
@@ -109,6 +114,21 @@ pub enum KeyCmd {
         /// Delete the previous key after a rotation you have verified.
         #[arg(long)]
         confirm: bool,
+        #[command(flatten)]
+        instance: InstanceArgs,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum AdminCmd {
+    /// Create the break-glass local admin (an owner who signs in with a password
+    /// and TOTP); run again to reset their credentials. Prints them once.
+    Create {
+        #[arg(long)]
+        email: String,
+        /// The org (slug); may be left out when there is only one.
+        #[arg(long)]
+        org: Option<String>,
         #[command(flatten)]
         instance: InstanceArgs,
     },
@@ -250,6 +270,10 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
         }
         Cmd::Audit { command: AuditCmd::Verify { org, instance } } => {
             print!("{}", admin(&instance, Command::AuditVerify { org }).await?);
+            Ok(())
+        }
+        Cmd::Admin { command: AdminCmd::Create { email, org, instance } } => {
+            print!("{}", admin(&instance, Command::AdminCreate { email, org }).await?);
             Ok(())
         }
         Cmd::Token { command: TokenCmd::Create { org, role, name, expires_days, instance } } => {

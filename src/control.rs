@@ -7,7 +7,7 @@
 //! listens, the CLI opens the store itself. Either way [`execute`] does the work.
 //! The protocol is one JSON request line and one JSON response line.
 use crate::audit::{self, Outcome};
-use crate::auth::{Role, tokens};
+use crate::auth::{Role, local, tokens};
 use crate::lifecycle::keys;
 use crate::secrets::SharedKeyring;
 use crate::store::orgs::{self, Org};
@@ -33,6 +33,12 @@ pub enum Command {
         role: Role,
         name: String,
         expires_days: Option<u32>,
+    },
+    /// Create (or reset) the break-glass local admin of an org.
+    AdminCreate {
+        email: String,
+        /// Org slug; may be omitted when there is exactly one org.
+        org: Option<String>,
     },
     KeyRotate,
     KeyConfirm,
@@ -74,6 +80,7 @@ pub fn execute(command: &Command, store: &Store, keys: &SharedKeyring) -> Reply 
             Ok(None) => Err(format!("no org has the slug `{org}`\n  fix: list orgs with `docket org list`")),
             Err(e) => Err(e.to_string()),
         },
+        Command::AdminCreate { email, org } => admin_create(store, keys, &ctx, email, org.as_deref()),
         Command::KeyRotate => keys::rotate(store, keys).map_err(|e| e.to_string()),
         Command::KeyConfirm => keys::confirm(keys).map_err(|e| e.to_string()),
         Command::AuditVerify { org } => verify_audit(store, org.as_deref()),
@@ -82,6 +89,55 @@ pub fn execute(command: &Command, store: &Store, keys: &SharedKeyring) -> Reply 
         Ok(text) => Reply::Ok(text),
         Err(text) => Reply::Err(text),
     }
+}
+
+/// The org named by `slug`, or the only org when `slug` is `None`.
+fn resolve_org(store: &Store, slug: Option<&str>) -> Result<Org, String> {
+    let orgs = store.list_orgs().map_err(|e| e.to_string())?;
+    match slug {
+        Some(s) => orgs
+            .into_iter()
+            .find(|o| o.slug == s)
+            .ok_or_else(|| format!("no org has the slug `{s}`\n  fix: list orgs with `docket org list`")),
+        None if orgs.len() == 1 => Ok(orgs.into_iter().next().ok_or("no org")?),
+        None if orgs.is_empty() => {
+            Err("there is no org yet\n  fix: create one with `docket org create --slug … --name …`".into())
+        }
+        None => Err("there are several orgs\n  fix: name one with --org SLUG (see `docket org list`)".into()),
+    }
+}
+
+fn admin_create(
+    store: &Store,
+    keys: &SharedKeyring,
+    ctx: &SystemContext,
+    email: &str,
+    org: Option<&str>,
+) -> Result<String, String> {
+    let org = resolve_org(store, org)?;
+    let creds = local::create_admin(store, &keys.current(), ctx, org.id, email).map_err(|e| e.to_string())?;
+    Ok(describe_admin(&creds, &org.slug))
+}
+
+/// The one-time printout of a break-glass admin's credentials.
+pub fn describe_admin(creds: &local::AdminCredentials, org: &str) -> String {
+    let verb = if creds.reset { "reset (old password, TOTP and recovery codes no longer work)" } else { "created" };
+    let codes: String = creds.recovery_codes.iter().map(|c| format!("    {c}\n")).collect();
+    format!(
+        "break-glass admin {} ({}) {verb}: owner of {org}\n\
+         \x20 email:        {}\n\
+         \x20 password:     {}\n\
+         \x20 TOTP secret:  {}   (add it to an authenticator app)\n\
+         \x20 TOTP URI:     {}\n\
+         \x20 recovery codes, each usable once instead of a TOTP code:\n{codes}\
+         Shown once: keep them in the firm's password safe. Sign in on the web app's local sign-in form.\n",
+        creds.user.email,
+        creds.user.id,
+        creds.user.email,
+        creds.password.expose(),
+        creds.totp_secret,
+        creds.totp_uri
+    )
 }
 
 /// Creates an org and opens its audit chain with `org.create`, atomically.
@@ -166,6 +222,7 @@ fn command_name(c: &Command) -> &'static str {
         Command::OrgCreate { .. } => "org-create",
         Command::OrgList => "org-list",
         Command::TokenCreate { .. } => "token-create",
+        Command::AdminCreate { .. } => "admin-create",
         Command::KeyRotate => "key-rotate",
         Command::KeyConfirm => "key-confirm",
         Command::AuditVerify { .. } => "audit-verify",

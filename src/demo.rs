@@ -1,16 +1,32 @@
 //! `docket demo`: a zero-configuration instance on localhost with a
 //! self-signed certificate, a demo firm, and an API token printed for curl.
 use crate::app::{self, Failure, Instance};
-use crate::auth::{Role, tokens};
+use crate::auth::tokens::TokenError;
+use crate::auth::{Role, local, tokens};
 use crate::clock::Clock;
 use crate::config::{Layers, LogFormat};
+use crate::secrets::Secret;
 use crate::secrets::{Keyring, default_key_path};
-use crate::store::SystemContext;
+use crate::store::{OrgId, Store, SystemContext};
 use crate::telemetry;
 use std::path::PathBuf;
 use toml::Value;
 
 const DEMO_SLUG: &str = "demo";
+const DEMO_ADMIN: &str = "admin@demo.docket.test";
+const DEMO_TOKEN: &str = "demo token";
+
+/// A fresh 30-day admin token; the previous demo tokens are revoked.
+fn demo_token(store: &Store, ctx: &SystemContext, org: OrgId) -> Result<Secret, TokenError> {
+    let scope = ctx.org_scope(org);
+    store.write(|w| {
+        for old in tokens::list(w, &scope)?.into_iter().filter(|t| t.name == DEMO_TOKEN && t.user.is_none()) {
+            tokens::revoke(w, &scope, &old.id)?;
+        }
+        Ok(())
+    })?;
+    Ok(tokens::create_service(store, ctx, org, DEMO_TOKEN, Role::Admin.as_str(), Some(30))?.0)
+}
 
 /// Builds the demo configuration: defaults and `DOCKET_*`, with these flags on top.
 pub fn config(data_dir: &std::path::Path, https_port: u16, http_port: u16) -> Result<crate::config::Config, Failure> {
@@ -41,13 +57,15 @@ pub async fn run(data_dir: PathBuf, https_port: u16, http_port: u16) -> Result<(
         None => crate::control::create_org(&instance.store, &ctx, DEMO_SLUG, "Demo Law LLP")
             .map_err(|e| fail(e.to_string()))?,
     };
-    let (token, _) =
-        tokens::create_service(&instance.store, &ctx, org.id, "demo token", Role::Admin.as_str(), Some(30))
-            .map_err(|e| fail(e.to_string()))?;
+    let token = demo_token(&instance.store, &ctx, org.id).map_err(|e| fail(e.to_string()))?;
+    let admin = local::create_admin(&instance.store, &instance.keys.current(), &ctx, org.id, DEMO_ADMIN)
+        .map_err(|e| fail(e.to_string()))?;
     let running = app::start(instance).await?;
     let port = running.main_addrs.first().map_or(https_port, |a| a.port());
+    let login: String =
+        crate::control::describe_admin(&admin, DEMO_SLUG).lines().map(|l| format!("    {l}\n")).collect();
     println!(
-        "\n  docket demo is running\n\n  web app:   https://localhost:{port}/   (self-signed certificate: accept it once)\n  API docs:  https://localhost:{port}/api/docs\n  API token: {}\n\n  curl -k -H 'Authorization: Bearer {}' https://localhost:{port}/api/v1/org\n\n  data: {}   stop with Ctrl-C\n",
+        "\n  docket demo is running\n\n  web app:   https://localhost:{port}/   (self-signed certificate: accept it once)\n  API docs:  https://localhost:{port}/api/docs\n  API token: {}\n\n  curl -k -H 'Authorization: Bearer {}' https://localhost:{port}/api/v1/org\n\n  one-time admin login (new at every demo start):\n{login}\n  data: {}   stop with Ctrl-C\n",
         token.expose(),
         token.expose(),
         data_dir.display()

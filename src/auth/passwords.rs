@@ -88,7 +88,12 @@ pub fn totp_check(secret: &[u8], code: &str, unix_seconds: u64) -> Option<u64> {
     totp(secret, "check").ok()?.check(code, unix_seconds)
 }
 
-/// The TOTP code at `unix_seconds` (for tests and the demo's printed login).
+/// The bytes of a base32 TOTP secret as printed at enrolment.
+pub fn totp_secret_from_base32(b32: &str) -> Option<Vec<u8>> {
+    totp_rs::Secret::try_from_base32(b32.trim()).ok().map(|s| s.as_ref().to_vec())
+}
+
+/// The TOTP code at `unix_seconds` (what an authenticator app shows).
 pub fn totp_code(secret: &[u8], unix_seconds: u64) -> Option<String> {
     Some(totp(secret, "code").ok()?.generate(unix_seconds).to_string())
 }

@@ -174,3 +174,51 @@ pub fn sweep(store: &Store, timeouts: Timeouts) -> Result<usize, StoreError> {
         Ok(n)
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::users::{self, NewMember};
+    use crate::clock::Clock;
+    use std::time::Duration;
+
+    #[test]
+    fn sessions_end_after_idle_and_absolute_timeouts() {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = Clock::fixed(time::macros::datetime!(2026-01-01 8:00 UTC));
+        let store = Store::open(&dir.path().join("s.redb"), clock.clone()).unwrap();
+        let ctx = SystemContext::new("test");
+        let org = store.write(|w| crate::store::orgs::create(w, &ctx, "acme", "Acme")).unwrap();
+        let scope = ctx.org_scope(org.id);
+        let new = NewMember { email: "a@acme.test".into(), name: "A".into(), role: "staff".into() };
+        let user = store.write(|w| users::create(w, &scope, &new, false)).unwrap();
+        let timeouts = Timeouts { idle: 30 * 60_000_000, absolute: 12 * 3_600_000_000 };
+        let start = |store: &Store| {
+            store
+                .write(|w| create(w, &scope, &user.id, "local", &crate::audit::Context::default(), timeouts))
+                .unwrap()
+                .0
+        };
+
+        let idle = start(&store);
+        clock.advance(Duration::from_secs(29 * 60));
+        assert!(authenticate(&store, idle.expose(), timeouts).is_ok(), "activity within the idle window");
+        clock.advance(Duration::from_secs(29 * 60));
+        assert!(authenticate(&store, idle.expose(), timeouts).is_ok(), "the last request renewed it");
+        clock.advance(Duration::from_secs(31 * 60));
+        assert!(matches!(authenticate(&store, idle.expose(), timeouts), Err(SessionError::Invalid)), "idle too long");
+
+        let busy = start(&store);
+        for _ in 0..(12 * 4) {
+            clock.advance(Duration::from_secs(15 * 60));
+            let _ = authenticate(&store, busy.expose(), timeouts);
+        }
+        assert!(matches!(authenticate(&store, busy.expose(), timeouts), Err(SessionError::Invalid)), "12 h absolute");
+
+        let disabled = start(&store);
+        let changes = users::MemberChanges { disabled: Some(true), ..Default::default() };
+        store.write(|w| users::update(w, &scope, &user.id, &changes, false)).unwrap();
+        assert!(authenticate(&store, disabled.expose(), timeouts).is_err(), "disabling ends sessions");
+        assert_eq!(sweep(&store, timeouts).unwrap(), 0, "expired sessions were already removed");
+    }
+}

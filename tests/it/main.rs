@@ -3,6 +3,7 @@ mod acme;
 mod api;
 mod audit;
 mod cli;
+mod identity;
 mod openapi;
 mod schemathesis;
 mod support;

@@ -1,0 +1,416 @@
+//! Identity and access end to end: the break-glass admin (password + TOTP,
+//! recovery codes, growing lockout), browser sessions and CSRF, personal and
+//! service tokens, custom roles and member management.
+use crate::support::{TestServer, client, run_docket};
+use docket::auth::passwords;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+/// What `docket admin create` printed.
+pub struct AdminLogin {
+    pub email: String,
+    pub password: String,
+    pub totp_secret: Vec<u8>,
+    pub recovery_codes: Vec<String>,
+}
+
+fn field<'a>(out: &'a str, label: &str) -> &'a str {
+    out.lines().find_map(|l| l.trim().strip_prefix(label)).map(|v| v.split_whitespace().next().unwrap_or("")).unwrap()
+}
+
+/// Creates the break-glass admin through the CLI (over the live server's control socket).
+pub async fn create_admin(s: &TestServer, email: &str) -> AdminLogin {
+    let data = s.dir.path().join("data").display().to_string();
+    let email = email.to_string();
+    let args = ["admin", "create", "--email", &email, "--org", "smith-jones", "--data-dir", &data].map(str::to_owned);
+    let (code, out, err) =
+        tokio::task::spawn_blocking(move || run_docket(&args.iter().map(String::as_str).collect::<Vec<_>>(), &[]))
+            .await
+            .unwrap();
+    assert_eq!(code, 0, "{err}");
+    let codes: Vec<String> = out
+        .lines()
+        .skip_while(|l| !l.contains("recovery codes"))
+        .skip(1)
+        .take_while(|l| l.starts_with("    "))
+        .map(|l| l.trim().to_string())
+        .collect();
+    assert_eq!(codes.len(), 10, "ten recovery codes: {out}");
+    AdminLogin {
+        email,
+        password: field(&out, "password:").to_string(),
+        totp_secret: passwords::totp_secret_from_base32(field(&out, "TOTP secret:")).unwrap(),
+        recovery_codes: codes,
+    }
+}
+
+pub fn totp_now(secret: &[u8]) -> String {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    passwords::totp_code(secret, now).unwrap()
+}
+
+/// A browser-like POST: same-site Origin and the CSRF header.
+pub fn same_site(s: &TestServer, rb: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+    rb.header("origin", &s.base).header("x-docket-csrf", "1")
+}
+
+/// Signs in locally; returns the response.
+pub async fn local_sign_in(s: &TestServer, email: &str, password: &str, code: &str) -> reqwest::Response {
+    same_site(s, client().post(s.url("/api/v1/auth/local/sign-in")))
+        .json(&json!({"email": email, "password": password, "code": code}))
+        .send()
+        .await
+        .unwrap()
+}
+
+/// The session cookie (`name=value`) a response set.
+pub fn session_cookie(resp: &reqwest::Response) -> String {
+    let set = resp
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_string())
+        .find(|v| v.starts_with("__Host-docket_session="))
+        .expect("a session cookie");
+    for attr in ["Path=/", "Secure", "HttpOnly", "SameSite=Lax"] {
+        assert!(set.contains(attr), "{attr} in {set}");
+    }
+    set.split(';').next().unwrap().to_string()
+}
+
+async fn me(s: &TestServer, cookie: &str) -> (StatusCode, Value) {
+    let r = client().get(s.url("/api/v1/me")).header("cookie", cookie).send().await.unwrap();
+    (r.status(), r.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn break_glass_admin_signs_in_with_totp_and_recovery_codes() {
+    let s = TestServer::start_with(|c| c.limits.sign_in_per_ip_per_minute = 1000).await;
+    let admin = create_admin(&s, "Breakglass@Smith-Jones.test").await;
+    let email = "breakglass@smith-jones.test";
+
+    let r = client()
+        .post(s.url("/api/v1/auth/local/sign-in"))
+        .json(&json!({"email": email, "password": admin.password, "code": totp_now(&admin.totp_secret)}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403, "sign-in without Origin and the CSRF header is refused (login CSRF)");
+
+    let wrong = local_sign_in(&s, email, "not the password", &totp_now(&admin.totp_secret)).await;
+    assert_eq!(wrong.status(), 401);
+    let body: Value = wrong.json().await.unwrap();
+    assert_eq!(body["code"], "unauthenticated");
+    assert!(!body.to_string().contains("password_hash"));
+    assert_eq!(local_sign_in(&s, email, &admin.password, "000000").await.status(), 401, "wrong TOTP");
+    assert_eq!(local_sign_in(&s, "nobody@smith-jones.test", &admin.password, "123456").await.status(), 401);
+
+    let code = totp_now(&admin.totp_secret);
+    let ok = local_sign_in(&s, email, &admin.password, &code).await;
+    assert_eq!(ok.status(), 200);
+    let cookie = session_cookie(&ok);
+    let (status, who) = me(&s, &cookie).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        (who["email"].as_str(), who["role"].as_str(), who["credential"].as_str()),
+        (Some(email), Some("owner"), Some("session"))
+    );
+    assert_eq!(local_sign_in(&s, email, &admin.password, &code).await.status(), 401, "a TOTP code works once");
+
+    let recovery = &admin.recovery_codes[3];
+    let second = local_sign_in(&s, email, &admin.password, &recovery.to_uppercase()).await;
+    assert_eq!(second.status(), 200, "a recovery code replaces TOTP");
+    let cookie2 = session_cookie(&second);
+    assert_eq!(
+        local_sign_in(&s, email, &admin.password, recovery).await.status(),
+        401,
+        "recovery codes are single-use"
+    );
+
+    // Both sessions are listed; ending one leaves the other; sign-out everywhere ends all.
+    let list: Value = client()
+        .get(s.url("/api/v1/me/sessions"))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let sessions = list.as_array().unwrap();
+    assert_eq!(sessions.len(), 2, "{list}");
+    assert_eq!(sessions.iter().filter(|x| x["current"] == true).count(), 1);
+    let other_id = sessions.iter().find(|x| x["current"] == false).unwrap()["id"].as_str().unwrap().to_string();
+    let del = same_site(&s, client().delete(s.url(&format!("/api/v1/me/sessions/{other_id}"))))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(del.status(), 204);
+    assert_eq!(me(&s, &cookie2).await.0, 401, "the revoked session no longer works");
+    let all = same_site(&s, client().post(s.url("/api/v1/me/sessions/sign-out-everywhere")))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(all.status(), 200);
+    assert_eq!(me(&s, &cookie).await.0, 401, "signed out everywhere");
+    let (status, body) = me(&s, "__Host-docket_session=AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA").await;
+    assert_eq!((status, body["code"].as_str()), (StatusCode::UNAUTHORIZED, Some("unauthenticated")), "forged cookie");
+
+    // Every attempt is in the audit trail with its address and user agent.
+    let events: Value = client()
+        .get(s.url("/api/v1/audit/events?action=auth.sign_in&limit=100"))
+        .bearer_auth(&s.auditor_token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let events = events["events"].as_array().unwrap();
+    let outcomes: Vec<&str> = events.iter().map(|e| e["outcome"].as_str().unwrap()).collect();
+    assert_eq!(outcomes.iter().filter(|o| **o == "success").count(), 2, "{outcomes:?}");
+    assert!(outcomes.iter().filter(|o| **o == "failure").count() >= 4, "{outcomes:?}");
+    assert!(events.iter().all(|e| e["ip"] == "127.0.0.1"));
+    let reasons: Vec<&str> = events.iter().filter_map(|e| e["details"]["reason"].as_str()).collect();
+    assert!(reasons.contains(&"wrong password") && reasons.contains(&"wrong second factor"), "{reasons:?}");
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn repeated_failures_lock_the_account_for_a_growing_time() {
+    let s = TestServer::start_with(|c| c.limits.sign_in_per_ip_per_minute = 1000).await;
+    let admin = create_admin(&s, "locked@smith-jones.test").await;
+    for _ in 0..docket::auth::local::FREE_ATTEMPTS {
+        assert_eq!(local_sign_in(&s, &admin.email, "wrong", "000000").await.status(), 401);
+    }
+    let locked = local_sign_in(&s, &admin.email, &admin.password, &totp_now(&admin.totp_secret)).await;
+    assert_eq!(locked.status(), 429, "even the right password is refused while locked");
+    let retry: u64 = locked.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((50..=60).contains(&retry), "first lock is a minute: {retry}");
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn local_sign_in_can_be_disabled_and_sign_in_is_rate_limited_per_address() {
+    let s = TestServer::start_with(|c| {
+        c.auth.local_login = false;
+        c.limits.sign_in_per_ip_per_minute = 3;
+    })
+    .await;
+    let r = local_sign_in(&s, "a@b.test", "x", "123456").await;
+    assert_eq!(r.status(), 403);
+    assert!(r.text().await.unwrap().contains("auth.local_login"));
+    let providers: Value = client().get(s.url("/api/v1/auth/providers")).send().await.unwrap().json().await.unwrap();
+    assert_eq!(providers["local_login"], false);
+    assert_eq!(client().get(s.url("/api/v1/auth/providers")).send().await.unwrap().status(), 200, "third of three");
+    let fourth = client().get(s.url("/api/v1/auth/providers")).send().await.unwrap();
+    assert_eq!(fourth.status(), 429, "sign-in endpoints have a stricter per-address budget");
+    assert!(fourth.headers().contains_key("retry-after"));
+    let api = client().get(s.url("/api/v1/org")).bearer_auth(&s.admin_token).send().await.unwrap();
+    assert_eq!(api.status(), 200, "the API budget is separate");
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn cross_site_requests_with_the_session_cookie_are_refused() {
+    let s = TestServer::start_with(|c| c.limits.sign_in_per_ip_per_minute = 1000).await;
+    let admin = create_admin(&s, "csrf@smith-jones.test").await;
+    let ok = local_sign_in(&s, &admin.email, &admin.password, &totp_now(&admin.totp_secret)).await;
+    let cookie = session_cookie(&ok);
+    let form = "email=evil%40attacker.test&role=owner";
+    // What a hostile page's auto-submitting form sends: its own Origin, a form body, the victim's cookie.
+    let cross = client()
+        .post(s.url("/api/v1/members"))
+        .header("cookie", &cookie)
+        .header("origin", "https://attacker.test")
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(cross.status(), 403);
+    let body: Value = cross.json().await.unwrap();
+    assert!(body["detail"].as_str().unwrap().contains("cross-site"), "{body}");
+    let no_origin = client().post(s.url("/api/v1/members")).header("cookie", &cookie).body(form).send().await.unwrap();
+    assert_eq!(no_origin.status(), 403, "no Origin at all");
+    let no_header = client()
+        .post(s.url("/api/v1/members"))
+        .header("cookie", &cookie)
+        .header("origin", &s.base)
+        .json(&json!({"email": "new@smith-jones.test", "role": "staff"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(no_header.status(), 403, "same origin but without X-Docket-CSRF");
+    let members: Value =
+        client().get(s.url("/api/v1/members")).bearer_auth(&s.admin_token).send().await.unwrap().json().await.unwrap();
+    assert!(!members.to_string().contains("attacker") && !members.to_string().contains("new@"), "nothing was created");
+    let good = same_site(&s, client().post(s.url("/api/v1/members")))
+        .header("cookie", &cookie)
+        .json(&json!({"email": "new@smith-jones.test", "role": "staff"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(good.status(), 201, "the web app's own request goes through");
+    s.stop().await;
+}
+
+async fn post(s: &TestServer, token: &str, path: &str, body: Value) -> (StatusCode, Value) {
+    let r = client().post(s.url(path)).bearer_auth(token).json(&body).send().await.unwrap();
+    (r.status(), r.json().await.unwrap_or(Value::Null))
+}
+
+async fn get(s: &TestServer, token: &str, path: &str) -> (StatusCode, Value) {
+    let r = client().get(s.url(path)).bearer_auth(token).send().await.unwrap();
+    (r.status(), r.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn personal_and_service_tokens_scopes_rotation_and_revocation() {
+    let s = TestServer::start().await;
+    // A personal token of the owner member, narrowed to org:read.
+    let (status, made) = post(
+        &s,
+        &s.member_token,
+        "/api/v1/tokens",
+        json!({"name": "read-only script", "scopes": ["org:read"], "expires_in_days": 30}),
+    )
+    .await;
+    assert_eq!(status, 201, "{made}");
+    let narrow = made["token"].as_str().unwrap().to_string();
+    assert!(narrow.starts_with("dkt_") && narrow.len() == 47);
+    assert_eq!(made["record"]["kind"], "personal");
+    assert!(!made["record"].to_string().contains(&narrow), "the record never holds the secret");
+    assert_eq!(get(&s, &narrow, "/api/v1/org").await.0, 200);
+    let (status, who) = get(&s, &narrow, "/api/v1/me").await;
+    assert_eq!((status, who["permissions"].clone()), (StatusCode::OK, json!(["org:read"])));
+    let (status, body) = get(&s, &narrow, "/api/v1/members").await;
+    assert_eq!(status, 403, "scopes narrow the owner's role");
+    assert!(body["detail"].as_str().unwrap().contains("members:read"));
+
+    // Service tokens need tokens:manage; staff may only make personal tokens, and has no member.
+    let (status, _) = post(&s, &s.staff_token, "/api/v1/tokens/service", json!({"name": "x", "role": "staff"})).await;
+    assert_eq!(status, 403);
+    let (status, body) = post(&s, &s.staff_token, "/api/v1/tokens", json!({"name": "x"})).await;
+    assert_eq!(status, 403, "a service token has no member to make personal tokens for: {body}");
+    let (status, body) =
+        post(&s, &s.admin_token, "/api/v1/tokens/service", json!({"name": "x", "role": "owner"})).await;
+    assert_eq!(status, 201, "an admin token holds every permission: {body}");
+    let (status, made) =
+        post(&s, &s.member_token, "/api/v1/tokens/service", json!({"name": "billing export", "role": "auditor"})).await;
+    assert_eq!(status, 201, "{made}");
+    let service = made["token"].as_str().unwrap().to_string();
+    let id = made["record"]["id"].as_str().unwrap().to_string();
+    assert_eq!(get(&s, &service, "/api/v1/audit/events").await.0, 200, "auditor role");
+    assert_eq!(get(&s, &service, "/api/v1/members").await.0, 200);
+
+    // Listing: staff sees only its own (none); the owner sees every token with last use.
+    let (_, mine) = get(&s, &s.member_token, "/api/v1/tokens").await;
+    let listed = mine.as_array().unwrap().iter().find(|t| t["id"] == id.as_str()).unwrap().clone();
+    assert!(listed["last_used_at"].is_string(), "last use is recorded: {listed}");
+    assert!(!mine.to_string().contains("dkt_"), "no secrets in listings");
+
+    // Rotation: same id, the old secret dies at once.
+    let (status, rotated) = post(&s, &s.member_token, &format!("/api/v1/tokens/{id}/rotate"), json!(null)).await;
+    assert_eq!(status, 201, "{rotated}");
+    assert_eq!(rotated["record"]["id"], id.as_str());
+    let fresh = rotated["token"].as_str().unwrap().to_string();
+    assert_eq!(get(&s, &service, "/api/v1/org").await.0, 401);
+    assert_eq!(get(&s, &fresh, "/api/v1/org").await.0, 200);
+
+    // Another org cannot see or revoke it (404, not 403).
+    let other =
+        client().delete(s.url(&format!("/api/v1/tokens/{id}"))).bearer_auth(&s.other_org_token).send().await.unwrap();
+    assert_eq!(other.status(), 404);
+    let revoke =
+        client().delete(s.url(&format!("/api/v1/tokens/{id}"))).bearer_auth(&s.member_token).send().await.unwrap();
+    assert_eq!(revoke.status(), 204);
+    let (status, body) = get(&s, &fresh, "/api/v1/org").await;
+    assert_eq!(status, 401, "revoked");
+    assert!(body["detail"].as_str().unwrap().contains("revoked"));
+
+    let (status, body) =
+        post(&s, &s.member_token, "/api/v1/tokens", json!({"name": "x", "scopes": ["org:destroy"]})).await;
+    assert_eq!(status, 400, "unknown scopes are refused by the schema: {body}");
+    let (_, events) = get(&s, &s.auditor_token, "/api/v1/audit/events?action=token&limit=100").await;
+    let actions: Vec<&str> =
+        events["events"].as_array().unwrap().iter().map(|e| e["action"].as_str().unwrap()).collect();
+    for a in ["token.create", "token.rotate", "token.revoke"] {
+        assert!(actions.contains(&a), "{a} audited: {actions:?}");
+    }
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn custom_roles_and_member_rules() {
+    let s = TestServer::start().await;
+    let put = |name: &str, perms: Value| {
+        client()
+            .put(s.url(&format!("/api/v1/roles/{name}")))
+            .bearer_auth(&s.admin_token)
+            .json(&json!({"description": "Paralegals", "permissions": perms}))
+            .send()
+    };
+    assert_eq!(put("paralegal", json!(["org:read", "members:read"])).await.unwrap().status(), 201);
+    assert_eq!(put("admin", json!(["org:read"])).await.unwrap().status(), 409, "built-in roles are fixed");
+    let (status, made) =
+        post(&s, &s.admin_token, "/api/v1/tokens/service", json!({"name": "p", "role": "paralegal"})).await;
+    assert_eq!(status, 201, "{made}");
+    let token = made["token"].as_str().unwrap().to_string();
+    assert_eq!(get(&s, &token, "/api/v1/members").await.0, 200);
+    assert_eq!(
+        client()
+            .patch(s.url("/api/v1/org"))
+            .bearer_auth(&token)
+            .json(&json!({"name": "X"}))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        403
+    );
+    assert_eq!(put("paralegal", json!(["org:read"])).await.unwrap().status(), 200);
+    assert_eq!(get(&s, &token, "/api/v1/members").await.0, 403, "a role change applies at once");
+    let (_, roles) = get(&s, &s.auditor_token, "/api/v1/roles").await;
+    assert_eq!(roles["roles"].as_array().unwrap().len(), 6);
+    assert_eq!(roles["permissions"].as_array().unwrap().len(), docket::auth::Permission::ALL.len());
+    let del = client().delete(s.url("/api/v1/roles/paralegal")).bearer_auth(&s.admin_token).send().await.unwrap();
+    assert_eq!(del.status(), 409, "a role in use cannot be deleted");
+
+    // Members: only an owner grants owner; the last owner stays.
+    let (status, _) =
+        post(&s, &s.admin_token, "/api/v1/members", json!({"email": "boss@smith-jones.test", "role": "owner"})).await;
+    assert_eq!(status, 403, "an admin cannot make owners");
+    let (status, made) = post(
+        &s,
+        &s.member_token,
+        "/api/v1/members",
+        json!({"email": "Pat@Smith-Jones.test", "name": "Pat", "role": "paralegal"}),
+    )
+    .await;
+    assert_eq!((status, made["email"].as_str()), (StatusCode::CREATED, Some("pat@smith-jones.test")));
+    let (status, _) =
+        post(&s, &s.admin_token, "/api/v1/members", json!({"email": "pat@smith-jones.test", "role": "staff"})).await;
+    assert_eq!(status, 409, "emails are unique");
+    let (status, _) =
+        post(&s, &s.admin_token, "/api/v1/members", json!({"email": "x@smith-jones.test", "role": "ghost"})).await;
+    assert_eq!(status, 409, "unknown role");
+    let demote = client()
+        .patch(s.url(&format!("/api/v1/members/{}", s.member_id)))
+        .bearer_auth(&s.member_token)
+        .json(&json!({"role": "staff"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(demote.status(), 409, "the last owner cannot be demoted");
+    let other = client()
+        .get(s.url(&format!("/api/v1/members/{}", s.member_id)))
+        .bearer_auth(&s.other_org_token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(other.status(), 404, "members of another firm do not exist for you");
+    s.stop().await;
+}
