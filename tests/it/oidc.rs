@@ -31,7 +31,7 @@ fn harness() -> Option<PathBuf> {
 }
 
 impl Provider {
-    fn start(dir: &PathBuf, redirect_uri: &str, post_logout: &str) -> Provider {
+    fn start(dir: &std::path::Path, redirect_uri: &str, post_logout: &str) -> Provider {
         let clients = json!([{
             "client_id": "docket", "client_secret": "docket-test-secret",
             "redirect_uris": [redirect_uri], "post_logout_redirect_uris": [post_logout],
@@ -100,7 +100,7 @@ async fn begin(s: &TestServer, idp: &Provider) -> (String, String) {
     (idp.authorize(&to_idp, &s.base).await, flow)
 }
 
-async fn finish(s: &TestServer, callback: &str, flow: &str) -> reqwest::Response {
+async fn finish(callback: &str, flow: &str) -> reqwest::Response {
     client().get(callback).header("cookie", flow).send().await.unwrap()
 }
 
@@ -159,7 +159,7 @@ async fn oidc_sign_in_against_a_real_provider() {
     // The happy path: JIT membership with the most privileged mapped role.
     let (callback, flow) = begin(&s, &idp).await;
     assert!(callback.contains("iss="), "RFC 9207 iss in the response: {callback}");
-    let done = finish(&s, &callback, &flow).await;
+    let done = finish(&callback, &flow).await;
     assert_eq!(done.status(), 303, "{:?}", problem(done).await);
     assert_eq!(done.headers()["location"], "/matters", "back where the user started");
     let session = cookie_named(&done, "__Host-docket_session");
@@ -168,26 +168,26 @@ async fn oidc_sign_in_against_a_real_provider() {
     assert_eq!((me["email"].as_str(), me["role"].as_str()), (Some("alice@smith-jones.com"), Some("admin")), "{me}");
 
     // Replaying the callback (same code and state) is refused.
-    let (status, detail) = problem(finish(&s, &callback, &flow).await).await;
+    let (status, detail) = problem(finish(&callback, &flow).await).await;
     assert_eq!((status, detail.contains("state")), (400, true), "{detail}");
 
     // A state docket never issued; a flow cookie from another browser; a foreign `iss`.
     let (callback, flow) = begin(&s, &idp).await;
     let forged = regex_replace(&callback, "state=", "state=x");
-    assert_eq!(problem(finish(&s, &forged, &flow).await).await.0, 400, "wrong state");
+    assert_eq!(problem(finish(&forged, &flow).await).await.0, 400, "wrong state");
     let (callback, _) = begin(&s, &idp).await;
-    let (status, detail) = problem(finish(&s, &callback, "__Host-docket_oidc_flow=someone-elses").await).await;
+    let (status, detail) = problem(finish(&callback, "__Host-docket_oidc_flow=someone-elses").await).await;
     assert_eq!((status, detail.contains("another browser")), (400, true), "{detail}");
     let (callback, flow) = begin(&s, &idp).await;
     let evil_iss = regex_replace(&callback, "iss=", "iss=http%3A%2F%2Fevil.test&x=");
-    let (status, detail) = problem(finish(&s, &evil_iss, &flow).await).await;
+    let (status, detail) = problem(finish(&evil_iss, &flow).await).await;
     assert_eq!((status, detail.contains("iss")), (400, true), "{detail}");
 
     // Tampered ID tokens: each is refused and signs nobody in.
     for mode in ["bad-signature", "expired", "wrong-audience", "wrong-nonce", "wrong-issuer"] {
         idp.control("tamper", json!({"mode": mode})).await;
         let (callback, flow) = begin(&s, &idp).await;
-        let resp = finish(&s, &callback, &flow).await;
+        let resp = finish(&callback, &flow).await;
         assert!(
             resp.headers()
                 .get_all("set-cookie")
@@ -203,7 +203,7 @@ async fn oidc_sign_in_against_a_real_provider() {
     // Just-in-time sign-up only for the allowed domain.
     idp.control("next-login", json!({"login": "mallory"})).await;
     let (callback, flow) = begin(&s, &idp).await;
-    let (status, detail) = problem(finish(&s, &callback, &flow).await).await;
+    let (status, detail) = problem(finish(&callback, &flow).await).await;
     assert_eq!((status, detail.contains("evil.test")), (403, true), "{detail}");
 
     // Sign-out ends the session and offers the provider's logout.
