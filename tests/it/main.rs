@@ -4,6 +4,7 @@ mod api;
 mod audit;
 mod cli;
 mod identity;
+mod matrix;
 mod oidc;
 mod openapi;
 mod schemathesis;

@@ -107,7 +107,12 @@ impl TestServer {
         let owner =
             NewMember { email: "owner@smith-jones.test".into(), name: "Olive Owner".into(), role: "owner".into() };
         let scope = ctx.org_scope(firm.id);
-        let member = store.write(|w| users::create(w, &scope, &owner, true)).unwrap();
+        let member = store
+            .write(|w| match users::find_login(w, &users::email_login(&owner.email))? {
+                Some(found) => users::require(w, &scope, &found.user),
+                None => users::create(w, &scope, &owner, true),
+            })
+            .unwrap();
         let personal = NewToken {
             name: "owner's token".into(),
             role: String::new(),
