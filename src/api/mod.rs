@@ -15,6 +15,7 @@ pub mod signin;
 pub mod system;
 pub mod tokens;
 pub mod types;
+pub mod walls;
 
 use crate::state::AppState;
 use poem::Request;
@@ -69,6 +70,7 @@ pub type Apis = (
     members::MembersApi,
     roles::RolesApi,
     tokens::TokensApi,
+    walls::WallsApi,
     audit::AuditApi,
 );
 
@@ -82,6 +84,7 @@ pub fn service(state: Arc<AppState>) -> OpenApiService<Apis, ()> {
         members::MembersApi { state: state.clone() },
         roles::RolesApi { state: state.clone() },
         tokens::TokensApi { state: state.clone() },
+        walls::WallsApi { state: state.clone() },
         audit::AuditApi { state },
     );
     OpenApiService::new(apis, "docket", crate::VERSION)

@@ -150,6 +150,8 @@ pub enum PermissionName {
     TokensSelf,
     #[oai(rename = "tokens:manage")]
     TokensManage,
+    #[oai(rename = "walls:manage")]
+    WallsManage,
 }
 
 impl From<PermissionName> for crate::auth::Permission {
@@ -164,6 +166,7 @@ impl From<PermissionName> for crate::auth::Permission {
             PermissionName::RolesWrite => P::RolesWrite,
             PermissionName::TokensSelf => P::TokensSelf,
             PermissionName::TokensManage => P::TokensManage,
+            PermissionName::WallsManage => P::WallsManage,
         }
     }
 }

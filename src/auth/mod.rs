@@ -12,6 +12,7 @@ pub mod roles;
 pub mod sessions;
 pub mod tokens;
 pub mod users;
+pub mod walls;
 
 use crate::store::{Actor, OrgScope};
 use serde::{Deserialize, Serialize};
@@ -106,10 +107,12 @@ pub enum Permission {
     TokensSelf,
     /// Create, list, rotate and revoke any token of the org, including service tokens.
     TokensManage,
+    /// See and change the ethical walls.
+    WallsManage,
 }
 
 impl Permission {
-    pub const ALL: [Permission; 8] = [
+    pub const ALL: [Permission; 9] = [
         Permission::OrgRead,
         Permission::OrgWrite,
         Permission::AuditRead,
@@ -118,6 +121,7 @@ impl Permission {
         Permission::RolesWrite,
         Permission::TokensSelf,
         Permission::TokensManage,
+        Permission::WallsManage,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -130,6 +134,7 @@ impl Permission {
             Permission::RolesWrite => "roles:write",
             Permission::TokensSelf => "tokens:self",
             Permission::TokensManage => "tokens:manage",
+            Permission::WallsManage => "walls:manage",
         }
     }
 
@@ -143,6 +148,7 @@ impl Permission {
             Permission::RolesWrite => "Create, change and delete custom roles.",
             Permission::TokensSelf => "Manage one's own personal API tokens.",
             Permission::TokensManage => "Manage every API token of the firm, including service tokens.",
+            Permission::WallsManage => "See and change the ethical walls around matters.",
         }
     }
 

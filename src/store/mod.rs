@@ -87,9 +87,12 @@ pub const SESSIONS: Table = Table::system("sessions");
 /// Custom roles of an org, keyed by name (tenant).
 pub const ROLES: Table = Table::tenant("roles");
 
+/// Ethical walls of an org, keyed by wall id (tenant).
+pub const WALLS: Table = Table::tenant("walls");
+
 /// Every byte-keyed table: backups and integrity checks walk this list.
 pub const TABLES: &[Table] =
-    &[ORGS, ORG_SLUGS, SECRETS, SYSTEM_SECRETS, TOKENS, AUDIT, AUDIT_HEAD, USERS, LOGINS, SESSIONS, ROLES];
+    &[ORGS, ORG_SLUGS, SECRETS, SYSTEM_SECRETS, TOKENS, AUDIT, AUDIT_HEAD, USERS, LOGINS, SESSIONS, ROLES, WALLS];
 /// The tables whose values are sealed, re-sealed by key rotation.
 pub const SEALED_TABLES: &[Table] = &[SECRETS, SYSTEM_SECRETS];
 

@@ -55,6 +55,9 @@ fn table() -> BTreeMap<&'static str, (Need, Option<Value>)> {
         ("tokens.create_service", (Perm(TokensManage), Some(json!({"name": "matrix", "role": "staff"})))),
         ("tokens.revoke", (Perm(TokensSelf), None)),
         ("tokens.rotate", (Perm(TokensSelf), None)),
+        ("walls.list", (Perm(WallsManage), None)),
+        ("walls.create", (Perm(WallsManage), Some(json!({"matter_id": "1001", "screened": ["group:Litigation"]})))),
+        ("walls.delete", (Perm(WallsManage), None)),
         ("audit.list", (Perm(AuditRead), None)),
         ("audit.export_csv", (Perm(AuditRead), None)),
         ("audit.export_json", (Perm(AuditRead), None)),
@@ -67,7 +70,17 @@ fn policy(role: Role) -> Vec<Permission> {
     use Permission::*;
     match role {
         Role::Owner | Role::Admin => {
-            vec![OrgRead, OrgWrite, AuditRead, MembersRead, MembersWrite, RolesWrite, TokensSelf, TokensManage]
+            vec![
+                OrgRead,
+                OrgWrite,
+                AuditRead,
+                MembersRead,
+                MembersWrite,
+                RolesWrite,
+                TokensSelf,
+                TokensManage,
+                WallsManage,
+            ]
         }
         Role::Manager => vec![OrgRead, MembersRead, TokensSelf],
         Role::Staff => vec![OrgRead, TokensSelf],
