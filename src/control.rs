@@ -115,7 +115,7 @@ fn admin_create(
     org: Option<&str>,
 ) -> Result<String, String> {
     let org = resolve_org(store, org)?;
-    let creds = local::create_admin(store, &keys.current(), ctx, org.id, email).map_err(|e| e.to_string())?;
+    let creds = local::create_admin(store, keys, ctx, org.id, email).map_err(|e| e.to_string())?;
     Ok(describe_admin(&creds, &org.slug))
 }
 

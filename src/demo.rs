@@ -58,7 +58,7 @@ pub async fn run(data_dir: PathBuf, https_port: u16, http_port: u16) -> Result<(
             .map_err(|e| fail(e.to_string()))?,
     };
     let token = demo_token(&instance.store, &ctx, org.id).map_err(|e| fail(e.to_string()))?;
-    let admin = local::create_admin(&instance.store, &instance.keys.current(), &ctx, org.id, DEMO_ADMIN)
+    let admin = local::create_admin(&instance.store, &instance.keys, &ctx, org.id, DEMO_ADMIN)
         .map_err(|e| fail(e.to_string()))?;
     let running = app::start(instance).await?;
     let port = running.main_addrs.first().map_or(https_port, |a| a.port());

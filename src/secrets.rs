@@ -266,6 +266,28 @@ pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
 }
 
+/// Something that seals secrets at rest.
+///
+/// A write that stores a secret takes a [`SharedKeyring`] and seals inside its
+/// store transaction: key rotation swaps the keyring inside its own (serialized)
+/// transaction, so no value sealed under the old key can be committed after the
+/// re-seal.
+pub trait Sealer {
+    fn seal(&self, plaintext: &[u8]) -> Result<Vec<u8>, SecretsError>;
+}
+
+impl Sealer for Keyring {
+    fn seal(&self, plaintext: &[u8]) -> Result<Vec<u8>, SecretsError> {
+        Keyring::seal(self, plaintext)
+    }
+}
+
+impl Sealer for SharedKeyring {
+    fn seal(&self, plaintext: &[u8]) -> Result<Vec<u8>, SecretsError> {
+        self.current().seal(plaintext)
+    }
+}
+
 /// A keyring shared by the running server, swapped whole on rotation.
 #[derive(Clone, Debug)]
 pub struct SharedKeyring(Arc<Swap<Keyring>>);
@@ -282,6 +304,11 @@ impl SharedKeyring {
 
     pub fn replace(&self, keyring: Keyring) {
         self.0.replace(keyring);
+    }
+
+    /// Puts a keyring that is also held elsewhere in force.
+    pub fn put(&self, keyring: Arc<Keyring>) {
+        self.0.put(keyring);
     }
 }
 

@@ -21,11 +21,16 @@ impl<T> Swap<T> {
     }
 
     pub fn replace(&self, value: T) {
+        self.put(Arc::new(value));
+    }
+
+    /// Puts a shared value in force.
+    pub fn put(&self, value: Arc<T>) {
         let mut guard = match self.0.write() {
             Ok(guard) => guard,
             Err(poisoned) => poisoned.into_inner(),
         };
-        *guard = Arc::new(value);
+        *guard = value;
     }
 }
 

@@ -8,7 +8,7 @@ use super::passwords;
 use super::sessions::{self, Session, Timeouts};
 use super::users::{self, LocalLogin, NewMember, User};
 use crate::audit::{self, Outcome};
-use crate::secrets::{Keyring, Secret};
+use crate::secrets::{Keyring, Secret, SharedKeyring};
 use crate::store::{Actor, OrgId, OrgScope, Store, StoreError, SystemContext, Tx};
 
 /// Failures allowed before the first lockout.
@@ -41,7 +41,7 @@ fn code_hash(code: &str) -> String {
 /// credentials of that member if they already exist in the org.
 pub fn create_admin(
     store: &Store,
-    keys: &Keyring,
+    keys: &SharedKeyring,
     ctx: &SystemContext,
     org: OrgId,
     email: &str,

@@ -46,9 +46,8 @@ impl StoreCache {
     }
 
     fn save(&self, name: &str, value: &[u8]) -> Result<(), StoreError> {
-        let keyring = self.keys.current();
         let ctx = SystemContext::new("acme");
-        self.store.write(|w| w.put_system_secret(&ctx, &keyring, name, value))
+        self.store.write(|w| w.put_system_secret(&ctx, &self.keys, name, value))
     }
 }
 

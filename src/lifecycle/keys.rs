@@ -5,8 +5,10 @@
 //! transaction, then move `<key>` to `<key>.previous` and `<key>.new` into place.
 //! If the process dies between the transaction and the rename, the next open
 //! finds that only `<key>.new` opens the check value and completes the swap.
+use crate::audit;
 use crate::config::Config;
 use crate::secrets::{KeySource, Keyring, SecretsError, SharedKeyring, key_candidates, with_suffix};
+use std::sync::Arc;
 
 use crate::store::{Store, StoreError, SystemContext};
 
@@ -94,19 +96,40 @@ pub fn rotate(store: &Store, keys: &SharedKeyring) -> Result<String, KeyError> {
     let KeySource::File(path) = current.source().clone() else {
         return Err(KeyError::ReadOnlySource { path: current.source().path().display().to_string() });
     };
-    let new = Keyring::fresh(KeySource::File(path.clone()));
+    let new = Arc::new(Keyring::fresh(KeySource::File(path.clone())));
     new.write_pending()?;
     let ctx = SystemContext::new("key-rotate");
-    let count = match store.reseal_all(&ctx, &current, &new) {
+    let orgs = store.list_orgs()?;
+    let recipient = new.recipient();
+    // Recorded in every firm's chain (each firm's secrets are re-sealed), and the
+    // new key is put in force inside the same transaction: writes are
+    // serialized, so every later write seals under the new key.
+    let record_and_swap = |w: &mut crate::store::Tx| {
+        let details = serde_json::json!({"recipient": recipient});
+        for org in &orgs {
+            let target = format!("org:{}", org.id);
+            audit::record(
+                w,
+                &ctx.org_scope(org.id),
+                &audit::Context::default(),
+                "key.rotate",
+                &target,
+                audit::Outcome::Success,
+                details.clone(),
+            )?;
+        }
+        keys.put(new.clone());
+        Ok(())
+    };
+    let count = match store.reseal_all(&ctx, &current, &new, record_and_swap) {
         Ok(n) => n,
         Err(e) => {
+            keys.put(current.clone());
             let _ = std::fs::remove_file(with_suffix(&path, "new"));
             return Err(e.into());
         }
     };
     let previous = Keyring::swap_files(&path)?;
-    let recipient = new.recipient();
-    keys.replace(new);
     Ok(format!(
         "re-sealed {count} secrets under the new master key {recipient}\n\
          the previous key is kept at {}; back up the new key at {}, then run `docket key rotate --confirm` to delete the previous one",
@@ -138,7 +161,7 @@ mod tests {
         let store = Store::open(&config.store_path(), Clock::system()).unwrap();
         let keys = SharedKeyring::new(open_keyring(&config, &store).unwrap());
         let ctx = SystemContext::new("test");
-        store.write(|w| w.put_system_secret(&ctx, &keys.current(), "s", b"v")).unwrap();
+        store.write(|w| w.put_system_secret(&ctx, &keys, "s", b"v")).unwrap();
         (dir, config, store, keys)
     }
 
@@ -147,7 +170,7 @@ mod tests {
         let path = keys.current().source().path().to_path_buf();
         let new = Keyring::fresh(KeySource::File(path.clone()));
         new.write_pending().unwrap();
-        store.reseal_all(&SystemContext::new("test"), &keys.current(), &new).unwrap();
+        store.reseal_all(&SystemContext::new("test"), &keys.current(), &new, |_| Ok(())).unwrap();
         (path, new)
     }
 

@@ -12,7 +12,7 @@ pub mod orgs;
 pub mod scope;
 
 use crate::clock::Clock;
-use crate::secrets::{Keyring, SecretBytes, SecretsError};
+use crate::secrets::{Keyring, Sealer, SecretBytes, SecretsError};
 use redb::{ReadableDatabase as _, ReadableTable as _, TableDefinition};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -292,7 +292,15 @@ impl Store {
 
     /// Re-seals every sealed value from `old` to `new` in one transaction.
     /// Returns how many values were re-sealed.
-    pub fn reseal_all(&self, ctx: &SystemContext, old: &Keyring, new: &Keyring) -> Result<usize, StoreError> {
+    /// `then` runs last in the same transaction (the caller records the rotation
+    /// and puts the new key in force there).
+    pub fn reseal_all(
+        &self,
+        ctx: &SystemContext,
+        old: &Keyring,
+        new: &Keyring,
+        then: impl FnOnce(&mut Tx) -> Result<(), StoreError>,
+    ) -> Result<usize, StoreError> {
         tracing::info!(task = ctx.task(), "re-sealing every secret under a new master key");
         self.write(|w| {
             let mut count = 0;
@@ -304,6 +312,7 @@ impl Store {
                     count += 1;
                 }
             }
+            then(w)?;
             Ok(count)
         })
     }
@@ -465,7 +474,7 @@ impl Tx {
     pub fn put_secret(
         &mut self,
         scope: &OrgScope,
-        keys: &Keyring,
+        keys: &impl Sealer,
         name: &str,
         plaintext: &[u8],
     ) -> Result<(), StoreError> {
@@ -477,7 +486,7 @@ impl Tx {
     pub fn put_system_secret(
         &mut self,
         ctx: &SystemContext,
-        keys: &Keyring,
+        keys: &impl Sealer,
         name: &str,
         plaintext: &[u8],
     ) -> Result<(), StoreError> {
@@ -743,7 +752,7 @@ mod tests {
                 w.put_system_secret(&ctx, &old, "acme.account", b"a1")
             })
             .unwrap();
-        assert_eq!(store.reseal_all(&ctx, &old, &new).unwrap(), 2);
+        assert_eq!(store.reseal_all(&ctx, &old, &new, |_| Ok(())).unwrap(), 2);
         store
             .read(|r| {
                 assert_eq!(r.get_secret(&scope, &new, "clio.refresh")?.unwrap().expose(), b"r1");

@@ -97,7 +97,7 @@ async fn admin_commands_reach_a_running_server_and_rotate_the_key() {
     let keyring = state.keys.current();
     state
         .store
-        .write(|w| w.put_secret(&scope, &keyring, "clio.refresh_token", b"PLAINTEXT-CLIO-REFRESH-TOKEN-42"))
+        .write(|w| w.put_secret(&scope, &*keyring, "clio.refresh_token", b"PLAINTEXT-CLIO-REFRESH-TOKEN-42"))
         .unwrap();
 
     let run = |args: Vec<String>| {
@@ -133,6 +133,16 @@ async fn admin_commands_reach_a_running_server_and_rotate_the_key() {
     assert!(data.join("keys/master.key.previous").exists());
     let r = client().get(s.url("/api/v1/org")).bearer_auth(&s.admin_token).send().await.unwrap();
     assert_eq!(r.status(), 200, "the server keeps serving after rotation");
+    let events: serde_json::Value = client()
+        .get(s.url("/api/v1/audit/events?action=key.rotate"))
+        .bearer_auth(&s.auditor_token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(events["events"][0]["details"]["recipient"], new.recipient(), "key rotation is audited: {events}");
     let (code, out, _) =
         run(vec!["key".into(), "rotate".into(), "--confirm".into(), "--data-dir".into(), d.clone()]).await.unwrap();
     assert_eq!(code, 0, "{out}");
