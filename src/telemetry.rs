@@ -14,15 +14,25 @@ use tracing_subscriber::EnvFilter;
 /// Installs the global subscriber. `level` is a tracing filter; `DOCKET_LOG`
 /// overrides it. Safe to call twice (the second call is ignored).
 pub fn init_logging(format: LogFormat, level: &str) {
-    let filter = std::env::var("DOCKET_LOG")
-        .ok()
-        .and_then(|f| EnvFilter::try_new(f).ok())
-        .unwrap_or_else(|| EnvFilter::try_new(level).unwrap_or_else(|_| EnvFilter::new("info")));
+    let from_env = std::env::var("DOCKET_LOG").ok().map(|f| EnvFilter::try_new(&f).map_err(|e| (f, e.to_string())));
+    let mut refused = None;
+    let filter = match from_env {
+        Some(Ok(filter)) => filter,
+        other => {
+            refused = other.and_then(Result::err);
+            EnvFilter::try_new(level).unwrap_or_else(|_| EnvFilter::new("info"))
+        }
+    };
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stdout);
     let _ = match format {
         LogFormat::Json => builder.json().flatten_event(true).with_current_span(true).with_span_list(false).try_init(),
         LogFormat::Human => builder.try_init(),
     };
+    if let Some((value, problem)) = refused {
+        tracing::warn!(
+            "DOCKET_LOG={value:?} is not a valid filter ({problem}); using log.level {level:?}. Fix: a filter such as `info` or `docket=debug,info`"
+        );
+    }
 }
 
 /// Upper bounds (seconds) of the latency histogram buckets.
