@@ -414,3 +414,35 @@ async fn custom_roles_and_member_rules() {
     assert_eq!(other.status(), 404, "members of another firm do not exist for you");
     s.stop().await;
 }
+
+#[tokio::test]
+async fn walls_are_built_listed_audited_and_taken_down() {
+    let s = TestServer::start().await;
+    let body = json!({"matter_id": "1001", "screened": [format!("user:{}", s.member_id), "group:Litigation"], "reason": "conflict"});
+    let (status, wall) = post(&s, &s.admin_token, "/api/v1/walls", body).await;
+    assert_eq!(status, 201, "{wall}");
+    assert_eq!(
+        (wall["users"][0].as_str(), wall["groups"][0].as_str()),
+        (Some(s.member_id.as_str()), Some("Litigation"))
+    );
+    let (status, bad) =
+        post(&s, &s.admin_token, "/api/v1/walls", json!({"matter_id": "1", "screened": ["everyone"]})).await;
+    assert_eq!(status, 400, "entries must be user:… or group:…: {bad}");
+    let (status, ghost) =
+        post(&s, &s.admin_token, "/api/v1/walls", json!({"matter_id": "1", "screened": ["user:usr_000000000000"]}))
+            .await;
+    assert_eq!(status, 409, "{ghost}");
+    assert_eq!(get(&s, &s.staff_token, "/api/v1/walls").await.0, 403, "staff cannot see walls");
+    let (_, listed) = get(&s, &s.admin_token, "/api/v1/walls").await;
+    assert_eq!(listed.as_array().unwrap().len(), 1);
+    let (_, other) = get(&s, &s.other_org_token, "/api/v1/walls").await;
+    assert_eq!(other, json!([]), "walls belong to one firm");
+    let path = format!("/api/v1/walls/{}", wall["id"].as_str().unwrap());
+    assert_eq!(client().delete(s.url(&path)).bearer_auth(&s.admin_token).send().await.unwrap().status(), 204);
+    assert_eq!(client().delete(s.url(&path)).bearer_auth(&s.admin_token).send().await.unwrap().status(), 404);
+    let (_, events) = get(&s, &s.auditor_token, "/api/v1/audit/events?action=wall&limit=10").await;
+    let actions: Vec<&str> =
+        events["events"].as_array().unwrap().iter().map(|e| e["action"].as_str().unwrap()).collect();
+    assert_eq!(actions, ["wall.create", "wall.delete"]);
+    s.stop().await;
+}
