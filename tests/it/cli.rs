@@ -133,16 +133,8 @@ async fn admin_commands_reach_a_running_server_and_rotate_the_key() {
     assert!(data.join("keys/master.key.previous").exists());
     let r = client().get(s.url("/api/v1/org")).bearer_auth(&s.admin_token).send().await.unwrap();
     assert_eq!(r.status(), 200, "the server keeps serving after rotation");
-    let events: serde_json::Value = client()
-        .get(s.url("/api/v1/audit/events?action=key.rotate"))
-        .bearer_auth(&s.auditor_token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(events["events"][0]["details"]["recipient"], new.recipient(), "key rotation is audited: {events}");
+    let events = s.audit_events("key.rotate").await;
+    assert_eq!(events[0]["details"]["recipient"], new.recipient(), "key rotation is audited: {events:?}");
     let (code, out, _) =
         run(vec!["key".into(), "rotate".into(), "--confirm".into(), "--data-dir".into(), d.clone()]).await.unwrap();
     assert_eq!(code, 0, "{out}");

@@ -159,16 +159,7 @@ async fn break_glass_admin_signs_in_with_totp_and_recovery_codes() {
     assert_eq!((status, body["code"].as_str()), (StatusCode::UNAUTHORIZED, Some("unauthenticated")), "forged cookie");
 
     // Every attempt is in the audit trail with its address and user agent.
-    let events: Value = client()
-        .get(s.url("/api/v1/audit/events?action=auth.sign_in&limit=100"))
-        .bearer_auth(&s.auditor_token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let events = events["events"].as_array().unwrap();
+    let events = s.audit_events("auth.sign_in").await;
     let outcomes: Vec<&str> = events.iter().map(|e| e["outcome"].as_str().unwrap()).collect();
     assert_eq!(outcomes.iter().filter(|o| **o == "success").count(), 2, "{outcomes:?}");
     assert!(outcomes.iter().filter(|o| **o == "failure").count() >= 4, "{outcomes:?}");
@@ -257,68 +248,60 @@ async fn cross_site_requests_with_the_session_cookie_are_refused() {
     s.stop().await;
 }
 
-async fn post(s: &TestServer, token: &str, path: &str, body: Value) -> (StatusCode, Value) {
-    let r = client().post(s.url(path)).bearer_auth(token).json(&body).send().await.unwrap();
-    (r.status(), r.json().await.unwrap_or(Value::Null))
-}
-
-async fn get(s: &TestServer, token: &str, path: &str) -> (StatusCode, Value) {
-    let r = client().get(s.url(path)).bearer_auth(token).send().await.unwrap();
-    (r.status(), r.json().await.unwrap_or(Value::Null))
-}
-
 #[tokio::test]
 async fn personal_and_service_tokens_scopes_rotation_and_revocation() {
     let s = TestServer::start().await;
     // A personal token of the owner member, narrowed to org:read.
-    let (status, made) = post(
-        &s,
-        &s.member_token,
-        "/api/v1/tokens",
-        json!({"name": "read-only script", "scopes": ["org:read"], "expires_in_days": 30}),
-    )
-    .await;
+    let (status, made) = s
+        .post_json(
+            &s.member_token,
+            "/api/v1/tokens",
+            json!({"name": "read-only script", "scopes": ["org:read"], "expires_in_days": 30}),
+        )
+        .await;
     assert_eq!(status, 201, "{made}");
     let narrow = made["token"].as_str().unwrap().to_string();
     assert!(narrow.starts_with("dkt_") && narrow.len() == 47);
     assert_eq!(made["record"]["kind"], "personal");
     assert!(!made["record"].to_string().contains(&narrow), "the record never holds the secret");
-    assert_eq!(get(&s, &narrow, "/api/v1/org").await.0, 200);
-    let (status, who) = get(&s, &narrow, "/api/v1/me").await;
+    assert_eq!(s.get_json(&narrow, "/api/v1/org").await.0, 200);
+    let (status, who) = s.get_json(&narrow, "/api/v1/me").await;
     assert_eq!((status, who["permissions"].clone()), (StatusCode::OK, json!(["org:read"])));
-    let (status, body) = get(&s, &narrow, "/api/v1/members").await;
+    let (status, body) = s.get_json(&narrow, "/api/v1/members").await;
     assert_eq!(status, 403, "scopes narrow the owner's role");
     assert!(body["detail"].as_str().unwrap().contains("members:read"));
 
     // Service tokens need tokens:manage; staff may only make personal tokens, and has no member.
-    let (status, _) = post(&s, &s.staff_token, "/api/v1/tokens/service", json!({"name": "x", "role": "staff"})).await;
+    let (status, _) =
+        s.post_json(&s.staff_token, "/api/v1/tokens/service", json!({"name": "x", "role": "staff"})).await;
     assert_eq!(status, 403);
-    let (status, body) = post(&s, &s.staff_token, "/api/v1/tokens", json!({"name": "x"})).await;
+    let (status, body) = s.post_json(&s.staff_token, "/api/v1/tokens", json!({"name": "x"})).await;
     assert_eq!(status, 403, "a service token has no member to make personal tokens for: {body}");
     let (status, body) =
-        post(&s, &s.admin_token, "/api/v1/tokens/service", json!({"name": "x", "role": "owner"})).await;
+        s.post_json(&s.admin_token, "/api/v1/tokens/service", json!({"name": "x", "role": "owner"})).await;
     assert_eq!(status, 201, "an admin token holds every permission: {body}");
-    let (status, made) =
-        post(&s, &s.member_token, "/api/v1/tokens/service", json!({"name": "billing export", "role": "auditor"})).await;
+    let (status, made) = s
+        .post_json(&s.member_token, "/api/v1/tokens/service", json!({"name": "billing export", "role": "auditor"}))
+        .await;
     assert_eq!(status, 201, "{made}");
     let service = made["token"].as_str().unwrap().to_string();
     let id = made["record"]["id"].as_str().unwrap().to_string();
-    assert_eq!(get(&s, &service, "/api/v1/audit/events").await.0, 200, "auditor role");
-    assert_eq!(get(&s, &service, "/api/v1/members").await.0, 200);
+    assert_eq!(s.get_json(&service, "/api/v1/audit/events").await.0, 200, "auditor role");
+    assert_eq!(s.get_json(&service, "/api/v1/members").await.0, 200);
 
     // Listing: staff sees only its own (none); the owner sees every token with last use.
-    let (_, mine) = get(&s, &s.member_token, "/api/v1/tokens").await;
+    let (_, mine) = s.get_json(&s.member_token, "/api/v1/tokens").await;
     let listed = mine.as_array().unwrap().iter().find(|t| t["id"] == id.as_str()).unwrap().clone();
     assert!(listed["last_used_at"].is_string(), "last use is recorded: {listed}");
     assert!(!mine.to_string().contains("dkt_"), "no secrets in listings");
 
     // Rotation: same id, the old secret dies at once.
-    let (status, rotated) = post(&s, &s.member_token, &format!("/api/v1/tokens/{id}/rotate"), json!(null)).await;
+    let (status, rotated) = s.post_json(&s.member_token, &format!("/api/v1/tokens/{id}/rotate"), json!(null)).await;
     assert_eq!(status, 201, "{rotated}");
     assert_eq!(rotated["record"]["id"], id.as_str());
     let fresh = rotated["token"].as_str().unwrap().to_string();
-    assert_eq!(get(&s, &service, "/api/v1/org").await.0, 401);
-    assert_eq!(get(&s, &fresh, "/api/v1/org").await.0, 200);
+    assert_eq!(s.get_json(&service, "/api/v1/org").await.0, 401);
+    assert_eq!(s.get_json(&fresh, "/api/v1/org").await.0, 200);
 
     // Another org cannot see or revoke it (404, not 403).
     let other =
@@ -327,14 +310,14 @@ async fn personal_and_service_tokens_scopes_rotation_and_revocation() {
     let revoke =
         client().delete(s.url(&format!("/api/v1/tokens/{id}"))).bearer_auth(&s.member_token).send().await.unwrap();
     assert_eq!(revoke.status(), 204);
-    let (status, body) = get(&s, &fresh, "/api/v1/org").await;
+    let (status, body) = s.get_json(&fresh, "/api/v1/org").await;
     assert_eq!(status, 401, "revoked");
     assert!(body["detail"].as_str().unwrap().contains("revoked"));
 
     let (status, body) =
-        post(&s, &s.member_token, "/api/v1/tokens", json!({"name": "x", "scopes": ["org:destroy"]})).await;
+        s.post_json(&s.member_token, "/api/v1/tokens", json!({"name": "x", "scopes": ["org:destroy"]})).await;
     assert_eq!(status, 400, "unknown scopes are refused by the schema: {body}");
-    let (_, events) = get(&s, &s.auditor_token, "/api/v1/audit/events?action=token&limit=100").await;
+    let (_, events) = s.get_json(&s.auditor_token, "/api/v1/audit/events?action=token&limit=100").await;
     let actions: Vec<&str> =
         events["events"].as_array().unwrap().iter().map(|e| e["action"].as_str().unwrap()).collect();
     for a in ["token.create", "token.rotate", "token.revoke"] {
@@ -356,10 +339,10 @@ async fn custom_roles_and_member_rules() {
     assert_eq!(put("paralegal", json!(["org:read", "members:read"])).await.unwrap().status(), 201);
     assert_eq!(put("admin", json!(["org:read"])).await.unwrap().status(), 409, "built-in roles are fixed");
     let (status, made) =
-        post(&s, &s.admin_token, "/api/v1/tokens/service", json!({"name": "p", "role": "paralegal"})).await;
+        s.post_json(&s.admin_token, "/api/v1/tokens/service", json!({"name": "p", "role": "paralegal"})).await;
     assert_eq!(status, 201, "{made}");
     let token = made["token"].as_str().unwrap().to_string();
-    assert_eq!(get(&s, &token, "/api/v1/members").await.0, 200);
+    assert_eq!(s.get_json(&token, "/api/v1/members").await.0, 200);
     assert_eq!(
         client()
             .patch(s.url("/api/v1/org"))
@@ -372,30 +355,31 @@ async fn custom_roles_and_member_rules() {
         403
     );
     assert_eq!(put("paralegal", json!(["org:read"])).await.unwrap().status(), 200);
-    assert_eq!(get(&s, &token, "/api/v1/members").await.0, 403, "a role change applies at once");
-    let (_, roles) = get(&s, &s.auditor_token, "/api/v1/roles").await;
+    assert_eq!(s.get_json(&token, "/api/v1/members").await.0, 403, "a role change applies at once");
+    let (_, roles) = s.get_json(&s.auditor_token, "/api/v1/roles").await;
     assert_eq!(roles["roles"].as_array().unwrap().len(), 6);
     assert_eq!(roles["permissions"].as_array().unwrap().len(), docket::auth::Permission::ALL.len());
     let del = client().delete(s.url("/api/v1/roles/paralegal")).bearer_auth(&s.admin_token).send().await.unwrap();
     assert_eq!(del.status(), 409, "a role in use cannot be deleted");
 
     // Members: only an owner grants owner; the last owner stays.
-    let (status, _) =
-        post(&s, &s.admin_token, "/api/v1/members", json!({"email": "boss@smith-jones.test", "role": "owner"})).await;
+    let (status, _) = s
+        .post_json(&s.admin_token, "/api/v1/members", json!({"email": "boss@smith-jones.test", "role": "owner"}))
+        .await;
     assert_eq!(status, 403, "an admin cannot make owners");
-    let (status, made) = post(
-        &s,
-        &s.member_token,
-        "/api/v1/members",
-        json!({"email": "Pat@Smith-Jones.test", "name": "Pat", "role": "paralegal"}),
-    )
-    .await;
+    let (status, made) = s
+        .post_json(
+            &s.member_token,
+            "/api/v1/members",
+            json!({"email": "Pat@Smith-Jones.test", "name": "Pat", "role": "paralegal"}),
+        )
+        .await;
     assert_eq!((status, made["email"].as_str()), (StatusCode::CREATED, Some("pat@smith-jones.test")));
     let (status, _) =
-        post(&s, &s.admin_token, "/api/v1/members", json!({"email": "pat@smith-jones.test", "role": "staff"})).await;
+        s.post_json(&s.admin_token, "/api/v1/members", json!({"email": "pat@smith-jones.test", "role": "staff"})).await;
     assert_eq!(status, 409, "emails are unique");
     let (status, _) =
-        post(&s, &s.admin_token, "/api/v1/members", json!({"email": "x@smith-jones.test", "role": "ghost"})).await;
+        s.post_json(&s.admin_token, "/api/v1/members", json!({"email": "x@smith-jones.test", "role": "ghost"})).await;
     assert_eq!(status, 409, "unknown role");
     let demote = client()
         .patch(s.url(&format!("/api/v1/members/{}", s.member_id)))
@@ -419,28 +403,28 @@ async fn custom_roles_and_member_rules() {
 async fn walls_are_built_listed_audited_and_taken_down() {
     let s = TestServer::start().await;
     let body = json!({"matter_id": "1001", "screened": [format!("user:{}", s.member_id), "group:Litigation"], "reason": "conflict"});
-    let (status, wall) = post(&s, &s.admin_token, "/api/v1/walls", body).await;
+    let (status, wall) = s.post_json(&s.admin_token, "/api/v1/walls", body).await;
     assert_eq!(status, 201, "{wall}");
     assert_eq!(
         (wall["users"][0].as_str(), wall["groups"][0].as_str()),
         (Some(s.member_id.as_str()), Some("Litigation"))
     );
     let (status, bad) =
-        post(&s, &s.admin_token, "/api/v1/walls", json!({"matter_id": "1", "screened": ["everyone"]})).await;
+        s.post_json(&s.admin_token, "/api/v1/walls", json!({"matter_id": "1", "screened": ["everyone"]})).await;
     assert_eq!(status, 400, "entries must be user:… or group:…: {bad}");
-    let (status, ghost) =
-        post(&s, &s.admin_token, "/api/v1/walls", json!({"matter_id": "1", "screened": ["user:usr_000000000000"]}))
-            .await;
+    let (status, ghost) = s
+        .post_json(&s.admin_token, "/api/v1/walls", json!({"matter_id": "1", "screened": ["user:usr_000000000000"]}))
+        .await;
     assert_eq!(status, 409, "{ghost}");
-    assert_eq!(get(&s, &s.staff_token, "/api/v1/walls").await.0, 403, "staff cannot see walls");
-    let (_, listed) = get(&s, &s.admin_token, "/api/v1/walls").await;
+    assert_eq!(s.get_json(&s.staff_token, "/api/v1/walls").await.0, 403, "staff cannot see walls");
+    let (_, listed) = s.get_json(&s.admin_token, "/api/v1/walls").await;
     assert_eq!(listed.as_array().unwrap().len(), 1);
-    let (_, other) = get(&s, &s.other_org_token, "/api/v1/walls").await;
+    let (_, other) = s.get_json(&s.other_org_token, "/api/v1/walls").await;
     assert_eq!(other, json!([]), "walls belong to one firm");
     let path = format!("/api/v1/walls/{}", wall["id"].as_str().unwrap());
     assert_eq!(client().delete(s.url(&path)).bearer_auth(&s.admin_token).send().await.unwrap().status(), 204);
     assert_eq!(client().delete(s.url(&path)).bearer_auth(&s.admin_token).send().await.unwrap().status(), 404);
-    let (_, events) = get(&s, &s.auditor_token, "/api/v1/audit/events?action=wall&limit=10").await;
+    let (_, events) = s.get_json(&s.auditor_token, "/api/v1/audit/events?action=wall&limit=10").await;
     let actions: Vec<&str> =
         events["events"].as_array().unwrap().iter().map(|e| e["action"].as_str().unwrap()).collect();
     assert_eq!(actions, ["wall.create", "wall.delete"]);

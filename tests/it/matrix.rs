@@ -124,16 +124,8 @@ async fn every_operation_allows_and_denies_as_declared() {
         .await
         .unwrap();
     assert_eq!(clerk.status(), 201);
-    let made: Value = http
-        .post(s.url("/api/v1/tokens/service"))
-        .bearer_auth(&s.admin_token)
-        .json(&json!({"name": "clerk", "role": "clerk"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let (_, made) =
+        s.post_json(&s.admin_token, "/api/v1/tokens/service", json!({"name": "clerk", "role": "clerk"})).await;
 
     let mut callers = vec![Caller { name: "anonymous".into(), token: None, permissions: vec![], member: false }];
     for role in Role::ALL {

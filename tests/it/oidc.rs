@@ -218,16 +218,7 @@ async fn oidc_sign_in_against_a_real_provider() {
     );
     assert_eq!(client().get(s.url("/api/v1/me")).header("cookie", &session).send().await.unwrap().status(), 401);
 
-    let events: Value = client()
-        .get(s.url("/api/v1/audit/events?action=auth.sign_in&limit=100"))
-        .bearer_auth(&s.auditor_token)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let events = events["events"].as_array().unwrap();
+    let events = s.audit_events("auth.sign_in").await;
     let failures = events.iter().filter(|e| e["outcome"] == "failure").count();
     assert!(failures >= 9, "every refused sign-in is audited: {failures}");
     assert!(events.iter().any(|e| e["outcome"] == "success" && e["details"]["method"] == "oidc:test"));

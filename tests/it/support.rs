@@ -147,6 +147,30 @@ impl TestServer {
         format!("{}{path}", self.base)
     }
 
+    /// GET `path` with a bearer token: the status and the JSON body (`Null` if none).
+    pub async fn get_json(&self, token: &str, path: &str) -> (reqwest::StatusCode, serde_json::Value) {
+        let r = client().get(self.url(path)).bearer_auth(token).send().await.unwrap();
+        (r.status(), r.json().await.unwrap_or(serde_json::Value::Null))
+    }
+
+    /// POST a JSON body to `path` with a bearer token: the status and the JSON body.
+    pub async fn post_json(
+        &self,
+        token: &str,
+        path: &str,
+        body: serde_json::Value,
+    ) -> (reqwest::StatusCode, serde_json::Value) {
+        let r = client().post(self.url(path)).bearer_auth(token).json(&body).send().await.unwrap();
+        (r.status(), r.json().await.unwrap_or(serde_json::Value::Null))
+    }
+
+    /// The firm's audit events whose action is or starts with `action`, oldest first.
+    pub async fn audit_events(&self, action: &str) -> Vec<serde_json::Value> {
+        let (_, body) =
+            self.get_json(&self.auditor_token, &format!("/api/v1/audit/events?action={action}&limit=500")).await;
+        body["events"].as_array().cloned().unwrap_or_default()
+    }
+
     /// Stops the server gracefully; returns its directory, still on disk.
     pub async fn stop(mut self) -> tempfile::TempDir {
         if let Some(r) = self.running.take() {
