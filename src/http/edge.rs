@@ -330,7 +330,13 @@ fn csrf(req: &Request, https: bool) -> Option<ApiError> {
 
 /// This site's origin as the browser sees it: scheme and `Host`.
 fn site_origin(req: &Request, https: bool) -> String {
-    let host = req.headers().get(header::HOST).and_then(|v| v.to_str().ok()).unwrap_or("localhost");
+    // HTTP/2 carries the host in the `:authority` pseudo-header (the URI), HTTP/1.1 in `Host`.
+    let host = req
+        .uri()
+        .authority()
+        .map(|a| a.as_str())
+        .or_else(|| req.headers().get(header::HOST).and_then(|v| v.to_str().ok()))
+        .unwrap_or("localhost");
     format!("{}://{host}", if https { "https" } else { "http" })
 }
 

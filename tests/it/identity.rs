@@ -245,6 +245,7 @@ async fn cross_site_requests_with_the_session_cookie_are_refused() {
         .await
         .unwrap();
     assert_eq!(good.status(), 201, "the web app's own request goes through");
+    assert_eq!(good.version(), reqwest::Version::HTTP_2, "over HTTP/2 the origin comes from :authority");
     s.stop().await;
 }
 
