@@ -44,8 +44,12 @@ pub enum Corruption {
 /// Faults the fake injects; all off by default.
 #[derive(Clone, Debug)]
 pub struct Faults {
-    /// Requests per minute per access token; `None` = unlimited.
+    /// Requests per window per access token; `None` = unlimited.
     pub rate_limit_per_minute: Option<u32>,
+    /// The rate-limit window: Clio's is a minute; tests shorten it.
+    pub rate_window: Duration,
+    /// Whether responses carry `X-RateLimit-*` (off: a client cannot pace and meets 429s).
+    pub rate_headers: bool,
     /// The next this-many API requests fail with `fail_status`.
     pub fail_next: u32,
     pub fail_status: u16,
@@ -61,6 +65,8 @@ impl Default for Faults {
     fn default() -> Self {
         Faults {
             rate_limit_per_minute: None,
+            rate_window: Duration::from_secs(60),
+            rate_headers: true,
             fail_next: 0,
             fail_status: 503,
             delay: Duration::ZERO,
@@ -397,6 +403,11 @@ impl FakeClio {
         })
     }
 
+    /// Invalidates every access token now (as if they expired); refresh tokens keep working.
+    pub fn expire_access_tokens(&self) {
+        self.with(|s| s.access.clear());
+    }
+
     /// Signs in as the firm's account owner the way a browser would: the
     /// authorization code `/oauth/authorize` would hand to `redirect_uri`.
     pub fn approve(&self, redirect_uri: &str) -> String {
@@ -425,12 +436,7 @@ fn authorize(req: &Request, Query(q): Query<HashMap<String, String>>) -> Respons
 }
 
 fn urlencode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
+    url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }
 
 #[handler]
@@ -496,13 +502,18 @@ fn invalid_token() -> Response {
 /// Rate-limit headers and the 429, per access token.
 fn rate_limit(s: &mut State, token: &str) -> (Option<Response>, Vec<(&'static str, String)>) {
     let Some(limit) = s.faults.rate_limit_per_minute else { return (None, vec![]) };
+    let window = s.faults.rate_window;
     let w = s.windows.entry(token.to_string()).or_insert(Window { start: Instant::now(), used: 0 });
-    if w.start.elapsed() >= Duration::from_secs(60) {
+    if w.start.elapsed() >= window {
         *w = Window { start: Instant::now(), used: 0 };
     }
-    let left = Duration::from_secs(60).saturating_sub(w.start.elapsed());
+    let left = window.saturating_sub(w.start.elapsed());
     let reset = time::OffsetDateTime::now_utc().unix_timestamp() + i64::try_from(left.as_secs()).unwrap_or(60) + 1;
+    let shown = s.faults.rate_headers;
     let headers = |remaining: u32| {
+        if !shown {
+            return vec![];
+        }
         vec![
             ("x-ratelimit-limit", limit.to_string()),
             ("x-ratelimit-remaining", remaining.to_string()),

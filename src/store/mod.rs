@@ -89,10 +89,28 @@ pub const ROLES: Table = Table::tenant("roles");
 
 /// Ethical walls of an org, keyed by wall id (tenant).
 pub const WALLS: Table = Table::tenant("walls");
+/// The org's copy of its Clio data, keyed by kind byte ++ Clio id (tenant; see `clio::sync`).
+pub const RECORDS: Table = Table::tenant("records");
+/// Sync checkpoints, keyed by kind (tenant).
+pub const SYNC_STATE: Table = Table::tenant("sync_state");
 
 /// Every byte-keyed table: backups and integrity checks walk this list.
-pub const TABLES: &[Table] =
-    &[ORGS, ORG_SLUGS, SECRETS, SYSTEM_SECRETS, TOKENS, AUDIT, AUDIT_HEAD, USERS, LOGINS, SESSIONS, ROLES, WALLS];
+pub const TABLES: &[Table] = &[
+    ORGS,
+    ORG_SLUGS,
+    SECRETS,
+    SYSTEM_SECRETS,
+    TOKENS,
+    AUDIT,
+    AUDIT_HEAD,
+    USERS,
+    LOGINS,
+    SESSIONS,
+    ROLES,
+    WALLS,
+    RECORDS,
+    SYNC_STATE,
+];
 /// The tables whose values are sealed, re-sealed by key rotation.
 pub const SEALED_TABLES: &[Table] = &[SECRETS, SYSTEM_SECRETS];
 

@@ -9,5 +9,6 @@ mod oidc;
 mod openapi;
 mod schemathesis;
 mod support;
+mod sync;
 mod tls;
 mod web;
