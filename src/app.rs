@@ -98,6 +98,7 @@ pub async fn start(instance: Instance) -> Result<Running, AppError> {
             }
         })
     };
+    state.sync.start_all();
     tracing::info!(listen = ?main_addrs, redirect = ?redirect_addrs, tls = ?state.config.tls.mode, "docket is serving");
     Ok(Running { state, main_addrs, redirect_addrs, tls, shutdown, server, control, sweeper })
 }
@@ -121,6 +122,7 @@ impl Running {
         let _ = self.shutdown.send(true);
         self.control.abort();
         self.sweeper.abort();
+        self.state.sync.stop_all();
         if let Some(tls) = &self.tls {
             tls.stop();
         }

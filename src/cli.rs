@@ -37,6 +37,9 @@ pub enum Cmd {
         https_port: u16,
         #[arg(long, default_value_t = 8080)]
         http_port: u16,
+        /// Size of the demo firm in the built-in fake Clio (records).
+        #[arg(long, default_value_t = 20_000)]
+        records: u64,
     },
     /// Check a config file.
     Config {
@@ -235,7 +238,9 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
             app::serve_until_signal(running).await?;
             Ok(())
         }
-        Cmd::Demo { data_dir, https_port, http_port } => crate::demo::run(data_dir, https_port, http_port).await,
+        Cmd::Demo { data_dir, https_port, http_port, records } => {
+            crate::demo::run(data_dir, https_port, http_port, records).await
+        }
         Cmd::Config { command: ConfigCmd::Check { config } } => {
             let loaded = load_config(Some(&config))?;
             print!("{}", loaded.describe());

@@ -36,6 +36,29 @@ pub struct Config {
     pub metrics: MetricsConfig,
     pub limits: LimitsConfig,
     pub auth: AuthConfig,
+    pub clio: ClioConfig,
+}
+
+/// The Clio connection and its sync schedules (cron: 6 fields, seconds first, UTC).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClioConfig {
+    /// When to fetch what changed in Clio.
+    pub sync_schedule: String,
+    /// When to look for records deleted in Clio (lists every id).
+    pub reconcile_schedule: String,
+    /// After disconnecting, the cached Clio data is due for purge after this many days.
+    pub purge_after_days: u32,
+}
+
+impl Default for ClioConfig {
+    fn default() -> Self {
+        ClioConfig {
+            sync_schedule: "0 */15 * * * *".into(),
+            reconcile_schedule: "0 30 2 * * *".into(),
+            purge_after_days: 30,
+        }
+    }
 }
 
 /// Sign-in: sessions, the break-glass local admin, identity providers.
@@ -235,6 +258,7 @@ impl Default for Config {
             metrics: MetricsConfig::default(),
             limits: LimitsConfig::default(),
             auth: AuthConfig::default(),
+            clio: ClioConfig::default(),
         }
     }
 }
@@ -671,12 +695,24 @@ impl Loaded {
             ("limits.sign_in_per_ip_per_minute", c.limits.sign_in_per_ip_per_minute),
             ("auth.session_idle_minutes", c.auth.session_idle_minutes),
             ("auth.session_absolute_hours", c.auth.session_absolute_hours),
+            ("clio.purge_after_days", c.clio.purge_after_days),
         ] {
             if value == 0 {
                 return err(
                     key,
                     "must be at least 1",
                     "set a positive number (packaging/docket.toml shows the default)",
+                );
+            }
+        }
+        for (key, expr) in
+            [("clio.sync_schedule", &c.clio.sync_schedule), ("clio.reconcile_schedule", &c.clio.reconcile_schedule)]
+        {
+            if let Err(e) = expr.parse::<cron::Schedule>() {
+                return err(
+                    key,
+                    &format!("`{expr}` is not a cron expression: {e}"),
+                    "write 6 fields, seconds first, in UTC: \"0 */15 * * * *\" is every 15 minutes",
                 );
             }
         }

@@ -2,6 +2,8 @@
 use crate::auth::limits::Limits;
 use crate::auth::oidc::Oidc;
 use crate::auth::sessions::Timeouts;
+use crate::clio::connection::PendingGrants;
+use crate::clio::runner::SyncManager;
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::secrets::SharedKeyring;
@@ -21,24 +23,30 @@ pub struct AppState {
     pub limits: Limits,
     pub oidc: Oidc,
     pub timeouts: Timeouts,
+    pub sync: Arc<SyncManager>,
+    pub clio_grants: PendingGrants,
 }
 
 impl AppState {
-    /// Fails only when an identity provider's `ca_file` cannot be used.
+    /// Fails only when an identity provider's `ca_file` cannot be used or no HTTP client can be built.
     pub fn new(config: Config, store: Arc<Store>, keys: SharedKeyring, clock: Clock) -> Result<Arc<AppState>, String> {
         let limits = Limits::new(&config.limits);
         let oidc = Oidc::new(&config.auth.oidc)?;
         let timeouts = Timeouts::from_config(&config.auth);
+        let metrics = Arc::new(Metrics::default());
+        let sync = Arc::new(SyncManager::new(store.clone(), keys.clone(), metrics.clone(), config.clio.clone())?);
         Ok(Arc::new(AppState {
             config,
             store,
             keys,
-            metrics: Arc::new(Metrics::default()),
+            metrics,
             clock,
             started: Instant::now(),
             limits,
             oidc,
             timeouts,
+            sync,
+            clio_grants: PendingGrants::default(),
         }))
     }
 }

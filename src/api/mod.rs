@@ -6,6 +6,7 @@
 //! its description which permission it needs.
 pub mod audit;
 pub mod auth;
+pub mod clio;
 pub mod me;
 pub mod members;
 pub mod org;
@@ -71,6 +72,7 @@ pub type Apis = (
     roles::RolesApi,
     tokens::TokensApi,
     walls::WallsApi,
+    clio::ClioApi,
     audit::AuditApi,
 );
 
@@ -85,6 +87,7 @@ pub fn service(state: Arc<AppState>) -> OpenApiService<Apis, ()> {
         roles::RolesApi { state: state.clone() },
         tokens::TokensApi { state: state.clone() },
         walls::WallsApi { state: state.clone() },
+        clio::ClioApi { state: state.clone() },
         audit::AuditApi { state },
     );
     OpenApiService::new(apis, "docket", crate::VERSION)

@@ -152,6 +152,10 @@ pub enum PermissionName {
     TokensManage,
     #[oai(rename = "walls:manage")]
     WallsManage,
+    #[oai(rename = "data:read")]
+    DataRead,
+    #[oai(rename = "clio:manage")]
+    ClioManage,
 }
 
 impl From<PermissionName> for crate::auth::Permission {
@@ -167,6 +171,8 @@ impl From<PermissionName> for crate::auth::Permission {
             PermissionName::TokensSelf => P::TokensSelf,
             PermissionName::TokensManage => P::TokensManage,
             PermissionName::WallsManage => P::WallsManage,
+            PermissionName::DataRead => P::DataRead,
+            PermissionName::ClioManage => P::ClioManage,
         }
     }
 }

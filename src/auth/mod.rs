@@ -49,8 +49,8 @@ impl Role {
         match self {
             Role::Owner => "Everything, including granting and removing the owner role.",
             Role::Admin => "Everything except granting or removing the owner role.",
-            Role::Manager => "Reads the firm's settings and its members.",
-            Role::Staff => "Reads the firm's settings.",
+            Role::Manager => "Reads the firm's data, settings and members.",
+            Role::Staff => "Reads the firm's data and settings.",
             Role::Auditor => "Read-only, with access to the audit trail and the member list.",
         }
     }
@@ -60,8 +60,8 @@ impl Role {
         use Permission::*;
         match self {
             Role::Owner | Role::Admin => Permissions::all(),
-            Role::Manager => Permissions::of(&[OrgRead, MembersRead, TokensSelf]),
-            Role::Staff => Permissions::of(&[OrgRead, TokensSelf]),
+            Role::Manager => Permissions::of(&[OrgRead, MembersRead, TokensSelf, DataRead]),
+            Role::Staff => Permissions::of(&[OrgRead, TokensSelf, DataRead]),
             Role::Auditor => Permissions::of(&[OrgRead, AuditRead, MembersRead, TokensSelf]),
         }
     }
@@ -109,10 +109,14 @@ pub enum Permission {
     TokensManage,
     /// See and change the ethical walls.
     WallsManage,
+    /// Read the firm's Clio data (matters, contacts, time entries, bills, …).
+    DataRead,
+    /// Connect and disconnect Clio, and start a sync.
+    ClioManage,
 }
 
 impl Permission {
-    pub const ALL: [Permission; 9] = [
+    pub const ALL: [Permission; 11] = [
         Permission::OrgRead,
         Permission::OrgWrite,
         Permission::AuditRead,
@@ -122,6 +126,8 @@ impl Permission {
         Permission::TokensSelf,
         Permission::TokensManage,
         Permission::WallsManage,
+        Permission::DataRead,
+        Permission::ClioManage,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -135,6 +141,8 @@ impl Permission {
             Permission::TokensSelf => "tokens:self",
             Permission::TokensManage => "tokens:manage",
             Permission::WallsManage => "walls:manage",
+            Permission::DataRead => "data:read",
+            Permission::ClioManage => "clio:manage",
         }
     }
 
@@ -149,6 +157,8 @@ impl Permission {
             Permission::TokensSelf => "Manage one's own personal API tokens.",
             Permission::TokensManage => "Manage every API token of the firm, including service tokens.",
             Permission::WallsManage => "See and change the ethical walls around matters.",
+            Permission::DataRead => "Read the firm's Clio data, except walled matters.",
+            Permission::ClioManage => "Connect and disconnect Clio, and start a sync.",
         }
     }
 

@@ -85,6 +85,11 @@ pub fn get(r: &impl Reader, scope: &OrgScope, kind: Kind, id: &str) -> Result<Op
     r.get_json(scope, &RECORDS, &record_key(kind, id))
 }
 
+/// How many records of `kind` the store holds.
+pub fn count(store: &Store, scope: &OrgScope, kind: Kind) -> Result<u64, StoreError> {
+    store.read(|r| r.count(scope, &RECORDS, &[kind_byte(kind)]))
+}
+
 /// Every stored record of `kind`, in key order.
 pub fn all(r: &impl Reader, scope: &OrgScope, kind: Kind) -> Result<Vec<Record>, StoreError> {
     r.scan_json(scope, &RECORDS, &[kind_byte(kind)])
@@ -195,9 +200,11 @@ pub async fn sync_kind(store: &Store, scope: &OrgScope, client: &ClioClient, kin
 async fn run_pass(store: &Store, scope: &OrgScope, client: &ClioClient, kind: Kind) -> Result<Report, SyncError> {
     let mut cp = store.read(|r| checkpoint(r, scope, kind))?;
     let mut report = Report::default();
+    let base = &client.endpoints().api_base;
     let mut url = match cp.next_url.clone() {
-        Some(resume) => resume,
-        None => {
+        // A cursor saved for another Clio host (the connection changed) is not followed.
+        Some(resume) if resume.starts_with(base.as_str()) => resume,
+        _ => {
             cp.pass_since = cp.synced_through.as_deref().map(minus_overlap);
             cp.high_water = None;
             client.first_page_url(kind, kind.fields(), cp.pass_since.as_deref())
@@ -208,7 +215,13 @@ async fn run_pass(store: &Store, scope: &OrgScope, client: &ClioClient, kind: Ki
         let (records, skipped) = parse_page(kind, page.data);
         apply_page(store, scope, kind, &mut cp, Parsed { records, skipped, next: page.next.clone() }, &mut report)?;
         match page.next {
-            Some(next) => url = next,
+            Some(next) if next.starts_with(base.as_str()) => url = next,
+            Some(next) => {
+                return Err(SyncError::Clio(ClioError::Refused {
+                    status: 200,
+                    message: format!("the next-page link leaves the Clio API ({next}); not followed"),
+                }));
+            }
             None => break,
         }
     }

@@ -91,6 +91,8 @@ pub const ROLES: Table = Table::tenant("roles");
 pub const WALLS: Table = Table::tenant("walls");
 /// The org's copy of its Clio data, keyed by kind byte ++ Clio id (tenant; see `clio::sync`).
 pub const RECORDS: Table = Table::tenant("records");
+/// The org's Clio connection (tenant; secrets apart, sealed).
+pub const CLIO: Table = Table::tenant("clio");
 /// Sync checkpoints, keyed by kind (tenant).
 pub const SYNC_STATE: Table = Table::tenant("sync_state");
 
@@ -110,6 +112,7 @@ pub const TABLES: &[Table] = &[
     WALLS,
     RECORDS,
     SYNC_STATE,
+    CLIO,
 ];
 /// The tables whose values are sealed, re-sealed by key rotation.
 pub const SEALED_TABLES: &[Table] = &[SECRETS, SYSTEM_SECRETS];
@@ -574,6 +577,22 @@ impl ReadTx {
             out.push((k.value()[8..].to_vec(), v.value().to_vec()));
         }
         Ok(out)
+    }
+
+    /// How many rows of one org's table have keys starting with `prefix` (values not read).
+    pub fn count(&self, scope: &OrgScope, table: &Table, prefix: &[u8]) -> Result<u64, StoreError> {
+        expect_kind(table, Kind::Tenant)?;
+        let Some(t) = self.open(table)? else { return Ok(0) };
+        let full = tenant_key(scope, prefix);
+        let mut n = 0;
+        for row in t.range::<&[u8]>(full.as_slice()..).map_err(io)? {
+            let (k, _) = row.map_err(io)?;
+            if !k.value().starts_with(&full) {
+                break;
+            }
+            n += 1;
+        }
+        Ok(n)
     }
 
     /// Every row of a system table whose key starts with `prefix`.

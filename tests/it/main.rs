@@ -3,6 +3,7 @@ mod acme;
 mod api;
 mod audit;
 mod cli;
+mod clio;
 mod identity;
 mod matrix;
 mod oidc;

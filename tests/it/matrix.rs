@@ -58,6 +58,13 @@ fn table() -> BTreeMap<&'static str, (Need, Option<Value>)> {
         ("walls.list", (Perm(WallsManage), None)),
         ("walls.create", (Perm(WallsManage), Some(json!({"matter_id": "1001", "screened": ["group:Litigation"]})))),
         ("walls.delete", (Perm(WallsManage), None)),
+        ("clio.connection", (Perm(OrgRead), None)),
+        ("clio.configure", (Perm(ClioManage), Some(json!({"location": "us", "client_id": "x", "client_secret": "y"})))),
+        ("clio.connect", (Perm(ClioManage), None)),
+        ("clio.callback", (Perm(ClioManage), None)),
+        ("clio.disconnect", (Perm(ClioManage), None)),
+        ("clio.sync_now", (Perm(ClioManage), None)),
+        ("clio.sync_status", (Perm(OrgRead), None)),
         ("audit.list", (Perm(AuditRead), None)),
         ("audit.export_csv", (Perm(AuditRead), None)),
         ("audit.export_json", (Perm(AuditRead), None)),
@@ -80,10 +87,12 @@ fn policy(role: Role) -> Vec<Permission> {
                 TokensSelf,
                 TokensManage,
                 WallsManage,
+                DataRead,
+                ClioManage,
             ]
         }
-        Role::Manager => vec![OrgRead, MembersRead, TokensSelf],
-        Role::Staff => vec![OrgRead, TokensSelf],
+        Role::Manager => vec![OrgRead, MembersRead, TokensSelf, DataRead],
+        Role::Staff => vec![OrgRead, TokensSelf, DataRead],
         Role::Auditor => vec![OrgRead, AuditRead, MembersRead, TokensSelf],
     }
 }

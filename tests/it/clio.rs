@@ -1,0 +1,99 @@
+//! Connecting a firm to (the fake) Clio through the API, the background sync
+//! it starts, its status, and disconnecting.
+use crate::support::{TestServer, client, eventually};
+use docket::clio::fake::FakeClio;
+use docket::records::Kind;
+use serde_json::{Value, json};
+use std::time::Duration;
+
+#[tokio::test]
+async fn an_admin_connects_clio_the_firm_syncs_and_disconnects() {
+    let fake = FakeClio::start(9, 3_000).await.unwrap();
+    let s = TestServer::start().await;
+    let (status, body) = s.get_json(&s.admin_token, "/api/v1/clio/connection").await;
+    assert_eq!((status.as_u16(), body["state"].as_str()), (200, Some("not_configured")));
+    let settings =
+        json!({"location": fake.base_url(), "client_id": fake.client_id, "client_secret": fake.client_secret});
+    let put = client()
+        .put(s.url("/api/v1/clio/connection"))
+        .bearer_auth(&s.admin_token)
+        .json(&settings)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(put.status(), 200);
+    let shown = put.text().await.unwrap();
+    assert!(!shown.contains(&fake.client_secret), "the secret is never shown again");
+    let staff = client().get(s.url("/api/v1/clio/connect")).bearer_auth(&s.staff_token).send().await.unwrap();
+    assert_eq!(staff.status(), 403, "staff cannot connect Clio");
+
+    // The browser round trip: docket → Clio's authorize (approves) → docket's callback.
+    let to_clio = client().get(s.url("/api/v1/clio/connect")).bearer_auth(&s.admin_token).send().await.unwrap();
+    assert_eq!(to_clio.status(), 303);
+    let authorize = to_clio.headers()["location"].to_str().unwrap().to_string();
+    assert!(
+        authorize.starts_with(&format!("{}/oauth/authorize?", fake.base_url())) && authorize.contains("state="),
+        "{authorize}"
+    );
+    let back = client().get(&authorize).send().await.unwrap();
+    let callback = back.headers()["location"].to_str().unwrap().to_string();
+    assert!(callback.starts_with(&s.url("/api/v1/clio/callback?code=")), "{callback}");
+    let forged = callback.replace("state=", "state=x");
+    assert_eq!(client().get(&forged).bearer_auth(&s.admin_token).send().await.unwrap().status(), 404, "foreign state");
+    let done = client().get(&callback).bearer_auth(&s.admin_token).send().await.unwrap();
+    assert_eq!(done.status(), 303, "{:?}", done.text().await);
+    let replay = client().get(&callback).bearer_auth(&s.admin_token).send().await.unwrap();
+    assert_eq!(replay.status(), 404, "a state works once");
+
+    // The sync runs in the background and ends equal to the source.
+    let total = fake.firm().total();
+    let synced = eventually(Duration::from_secs(60), async || {
+        let (_, st) = s.get_json(&s.auditor_token, "/api/v1/clio/sync").await;
+        let records: u64 =
+            st["kinds"].as_array().map_or(0, |k| k.iter().map(|k| k["records"].as_u64().unwrap_or(0)).sum());
+        records == total && st["running"] == false
+    })
+    .await;
+    assert!(synced, "the first sync stores every record");
+    let (_, st) = s.get_json(&s.auditor_token, "/api/v1/clio/sync").await;
+    for k in st["kinds"].as_array().unwrap() {
+        let kind = Kind::ALL.into_iter().find(|x| x.as_str() == k["kind"]).unwrap();
+        assert_eq!(k["records"].as_u64(), Some(fake.firm().count(kind)), "{k}");
+        assert_eq!(k["full_sync_done"], true);
+    }
+    let (_, conn) = s.get_json(&s.admin_token, "/api/v1/clio/connection").await;
+    assert_eq!(conn["state"], "connected");
+
+    // Sync now picks up an edit.
+    let firm = fake.firm();
+    fake.edit(Kind::Matter, firm.id(Kind::Matter, 0));
+    let (status, _) = s.post_json(&s.admin_token, "/api/v1/clio/sync", Value::Null).await;
+    assert_eq!(status, 202);
+    let picked = eventually(Duration::from_secs(30), async || {
+        let (_, st) = s.get_json(&s.auditor_token, "/api/v1/clio/sync").await;
+        st["kinds"].as_array().is_some_and(|k| {
+            k.iter()
+                .any(|k| k["kind"] == "matter" && k["records_written"].as_u64() == Some(firm.count(Kind::Matter) + 1))
+        })
+    })
+    .await;
+    assert!(picked, "the edit was synced");
+    let metrics = client().get(s.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(
+        metrics.contains("docket_sync_last_success_seconds") && metrics.contains("docket_clio_requests_total"),
+        "{metrics}"
+    );
+
+    // Disconnect: tokens gone, purge date set, audited.
+    let off = client().delete(s.url("/api/v1/clio/connection")).bearer_auth(&s.admin_token).send().await.unwrap();
+    assert_eq!(off.status(), 200);
+    let off: Value = off.json().await.unwrap();
+    assert_eq!(off["state"], "disconnected");
+    assert!(off["purge_due_at"].is_string(), "{off}");
+    let (status, _) = s.post_json(&s.admin_token, "/api/v1/clio/sync", Value::Null).await;
+    assert_eq!(status, 409, "no sync without a connection");
+    let actions: Vec<String> =
+        s.audit_events("clio").await.iter().map(|e| e["action"].as_str().unwrap().to_string()).collect();
+    assert_eq!(actions, ["clio.configure", "clio.connect", "clio.disconnect"]);
+    s.stop().await;
+}
