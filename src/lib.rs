@@ -15,6 +15,7 @@ pub mod clio;
 pub mod clock;
 pub mod config;
 pub mod control;
+pub mod data;
 pub mod demo;
 pub mod http;
 pub mod lifecycle;

@@ -7,6 +7,7 @@
 pub mod audit;
 pub mod auth;
 pub mod clio;
+pub mod data;
 pub mod me;
 pub mod members;
 pub mod org;
@@ -73,6 +74,7 @@ pub type Apis = (
     tokens::TokensApi,
     walls::WallsApi,
     clio::ClioApi,
+    data::DataApi,
     audit::AuditApi,
 );
 
@@ -88,6 +90,7 @@ pub fn service(state: Arc<AppState>) -> OpenApiService<Apis, ()> {
         tokens::TokensApi { state: state.clone() },
         walls::WallsApi { state: state.clone() },
         clio::ClioApi { state: state.clone() },
+        data::DataApi { state: state.clone() },
         audit::AuditApi { state },
     );
     OpenApiService::new(apis, "docket", crate::VERSION)

@@ -562,6 +562,30 @@ impl ReadTx {
         Ok(rows.into_iter().map(|(k, v)| (k[8..].to_vec(), v)).collect())
     }
 
+    /// Visits the rows of one org's table whose keys start with `prefix`, from
+    /// key `start` (inclusive) on, until `visit` returns false. Keys are given
+    /// without the org prefix. Reads lazily: a page costs what it visits.
+    pub fn visit(
+        &self,
+        scope: &OrgScope,
+        table: &Table,
+        prefix: &[u8],
+        start: &[u8],
+        mut visit: impl FnMut(&[u8], &[u8]) -> Result<bool, StoreError>,
+    ) -> Result<(), StoreError> {
+        expect_kind(table, Kind::Tenant)?;
+        let Some(t) = self.open(table)? else { return Ok(()) };
+        let full_prefix = tenant_key(scope, prefix);
+        let from = tenant_key(scope, start).max(full_prefix.clone());
+        for row in t.range::<&[u8]>(from.as_slice()..).map_err(io)? {
+            let (k, v) = row.map_err(io)?;
+            if !k.value().starts_with(&full_prefix) || !visit(&k.value()[8..], v.value())? {
+                break;
+            }
+        }
+        Ok(())
+    }
+
     /// Rows of one org's table from key `start` (inclusive) to the end of the
     /// org's range; keys are returned without the org prefix.
     pub fn scan_from(&self, scope: &OrgScope, table: &Table, start: &[u8]) -> Result<Rows, StoreError> {

@@ -6,6 +6,34 @@ use docket::records::Kind;
 use serde_json::{Value, json};
 use std::time::Duration;
 
+/// Connects the test firm to `fake` through the API, as an admin's browser
+/// would, and waits for the first sync to finish.
+pub async fn connect_and_sync(s: &TestServer, fake: &FakeClio) {
+    let settings =
+        json!({"location": fake.base_url(), "client_id": fake.client_id, "client_secret": fake.client_secret});
+    let put = client()
+        .put(s.url("/api/v1/clio/connection"))
+        .bearer_auth(&s.admin_token)
+        .json(&settings)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(put.status(), 200);
+    let to_clio = client().get(s.url("/api/v1/clio/connect")).bearer_auth(&s.admin_token).send().await.unwrap();
+    let back = client().get(to_clio.headers()["location"].to_str().unwrap()).send().await.unwrap();
+    let callback = back.headers()["location"].to_str().unwrap().to_string();
+    assert_eq!(client().get(&callback).bearer_auth(&s.admin_token).send().await.unwrap().status(), 303);
+    let total = fake.firm().total();
+    let synced = eventually(Duration::from_secs(60), async || {
+        let (_, st) = s.get_json(&s.auditor_token, "/api/v1/clio/sync").await;
+        let records: u64 =
+            st["kinds"].as_array().map_or(0, |k| k.iter().map(|k| k["records"].as_u64().unwrap_or(0)).sum());
+        records == total && st["running"] == false
+    })
+    .await;
+    assert!(synced, "the first sync stores every record");
+}
+
 #[tokio::test]
 async fn an_admin_connects_clio_the_firm_syncs_and_disconnects() {
     let fake = FakeClio::start(9, 3_000).await.unwrap();

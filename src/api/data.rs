@@ -1,0 +1,524 @@
+//! The firm's Clio data for integrators: `/matters`, `/contacts`,
+//! `/activities`, `/bills`, `/users`, `/tasks`, `/calendar-entries`, `/notes`,
+//! each listed with filters and cursor pages and read by id, through a
+//! [`Viewer`] so ethical walls apply everywhere.
+use super::auth::Caller;
+use super::problem::{ApiError, ApiResult, Code};
+use crate::auth::Permission;
+use crate::data::{self, Filters, Viewer};
+use crate::records::{Kind, Record};
+use crate::state::AppState;
+use poem_openapi::param::{Path, Query};
+use poem_openapi::payload::Json;
+use poem_openapi::{Object, OpenApi, Tags};
+use std::sync::Arc;
+
+#[derive(Tags)]
+enum Tag {
+    /// The firm's Clio data, as synced.
+    Data,
+}
+
+pub struct DataApi {
+    pub state: Arc<AppState>,
+}
+
+/// A record as Clio sent it, with its identity.
+#[derive(Object)]
+#[oai(rename = "Record", skip_serializing_if_is_none)]
+pub struct RecordView {
+    /// The Clio id.
+    pub id: String,
+    /// `matter`, `contact`, `activity`, `bill`, `user`, `task`, `calendar_entry` or `note`.
+    pub kind: String,
+    /// Clio's etag (with its quotes).
+    pub etag: Option<String>,
+    pub updated_at: Option<String>,
+    /// The record exactly as Clio sent it (unknown fields included).
+    pub data: serde_json::Value,
+}
+
+impl From<Record> for RecordView {
+    fn from(r: Record) -> Self {
+        RecordView { id: r.id, kind: r.kind.as_str().into(), etag: r.etag, updated_at: r.updated_at, data: r.raw }
+    }
+}
+
+/// A page of records.
+#[derive(Object)]
+#[oai(skip_serializing_if_is_none)]
+pub struct RecordPage {
+    pub records: Vec<RecordView>,
+    /// Pass as `after` to get the next page; absent on the last page.
+    pub next: Option<String>,
+}
+
+/// Cursor paging shared by every list.
+pub struct Paging {
+    after: Option<String>,
+    limit: usize,
+    updated_since: Option<String>,
+}
+
+/// The paging of a list request; `updated_since` is normalized to UTC, as Clio writes `updated_at`.
+fn paging(
+    after: Query<Option<String>>,
+    limit: Query<Option<u32>>,
+    updated_since: Query<Option<time::OffsetDateTime>>,
+) -> ApiResult<Paging> {
+    use time::format_description::well_known::Rfc3339;
+    let since = match updated_since.0 {
+        None => None,
+        Some(t) => Some(t.to_offset(time::UtcOffset::UTC).format(&Rfc3339).map_err(|_| {
+            ApiError::field(Code::BadRequest, "updated_since", "`updated_since` is outside the years 0 to 9999")
+        })?),
+    };
+    Ok(Paging { after: after.0, limit: limit.0.unwrap_or(100) as usize, updated_since: since })
+}
+
+impl DataApi {
+    fn viewer(&self, auth: &Caller) -> ApiResult<Viewer> {
+        let p = auth.require(Permission::DataRead)?;
+        Viewer::of(&self.state.store, p).map_err(ApiError::from)
+    }
+
+    fn list(&self, auth: &Caller, paging: Paging, kind: Kind, mut filters: Filters) -> ApiResult<Json<RecordPage>> {
+        let viewer = self.viewer(auth)?;
+        filters.updated_since = paging.updated_since;
+        let page = data::list(&self.state.store, &viewer, kind, &filters, paging.after.as_deref(), paging.limit)
+            .map_err(ApiError::from)?;
+        Ok(Json(RecordPage { records: page.records.into_iter().map(RecordView::from).collect(), next: page.next }))
+    }
+
+    fn get(&self, auth: &Caller, kind: Kind, id: &str) -> ApiResult<Json<RecordView>> {
+        let viewer = self.viewer(auth)?;
+        let record = data::get(&self.state.store, &viewer, kind, id).map_err(ApiError::from)?;
+        record
+            .map(|r| Json(r.into()))
+            .ok_or_else(|| ApiError::new(Code::NotFound, format!("{kind} `{id}` was not found")))
+    }
+}
+
+#[OpenApi(tag = "Tag::Data")]
+impl DataApi {
+    /// List matters
+    ///
+    /// Walled matters, and everything under them, are left out for the members they screen.
+    ///
+    /// Requires permission `data:read`.
+    #[oai(path = "/matters", method = "get", operation_id = "matters.list")]
+    #[allow(clippy::too_many_arguments)]
+    async fn list_matter(
+        &self,
+        auth: Caller,
+        /// The `next` of the previous page.
+        #[oai(validator(max_length = 64))]
+        after: Query<Option<String>>,
+        /// Records per page, 1 to 500 (default 100).
+        #[oai(validator(minimum(value = "1"), maximum(value = "500")))]
+        limit: Query<Option<u32>>,
+        /// RFC 3339: only records updated after this.
+        updated_since: Query<Option<time::OffsetDateTime>>,
+        /// `Open`, `Pending` or `Closed`.
+        #[oai(validator(max_length = 64))]
+        status: Query<Option<String>>,
+        /// The client (contact) id.
+        #[oai(validator(max_length = 64))]
+        client_id: Query<Option<String>>,
+        /// The responsible attorney (user) id.
+        #[oai(validator(max_length = 64))]
+        responsible_attorney_id: Query<Option<String>>,
+        /// Opened on or after this date.
+        #[oai(validator(pattern = r"^\d{4}-\d{2}-\d{2}$"))]
+        opened_from: Query<Option<String>>,
+        /// Opened on or before this date.
+        #[oai(validator(pattern = r"^\d{4}-\d{2}-\d{2}$"))]
+        opened_to: Query<Option<String>>,
+    ) -> ApiResult<Json<RecordPage>> {
+        let filters = Filters {
+            status: status.0,
+            client_id: client_id.0,
+            user_id: responsible_attorney_id.0,
+            from: opened_from.0,
+            to: opened_to.0,
+            ..Filters::default()
+        };
+        self.list(&auth, paging(after, limit, updated_since)?, Kind::Matter, filters)
+    }
+
+    /// One matter
+    ///
+    /// 404 if it does not exist, or is walled off from the caller.
+    ///
+    /// Requires permission `data:read`.
+    #[oai(path = "/matters/:id", method = "get", operation_id = "matters.get")]
+    async fn get_matter(
+        &self,
+        auth: Caller,
+        #[oai(validator(max_length = 64))] id: Path<String>,
+    ) -> ApiResult<Json<RecordView>> {
+        self.get(&auth, Kind::Matter, &id.0)
+    }
+
+    /// List contacts
+    ///
+    /// Walled matters, and everything under them, are left out for the members they screen.
+    ///
+    /// Requires permission `data:read`.
+    #[oai(path = "/contacts", method = "get", operation_id = "contacts.list")]
+    #[allow(clippy::too_many_arguments)]
+    async fn list_contact(
+        &self,
+        auth: Caller,
+        /// The `next` of the previous page.
+        #[oai(validator(max_length = 64))]
+        after: Query<Option<String>>,
+        /// Records per page, 1 to 500 (default 100).
+        #[oai(validator(minimum(value = "1"), maximum(value = "500")))]
+        limit: Query<Option<u32>>,
+        /// RFC 3339: only records updated after this.
+        updated_since: Query<Option<time::OffsetDateTime>>,
+        /// `Person` or `Company`.
+        #[oai(name = "type", validator(max_length = 64))]
+        record_type: Query<Option<String>>,
+        /// Only clients (true) or non-clients (false).
+        is_client: Query<Option<bool>>,
+    ) -> ApiResult<Json<RecordPage>> {
+        let filters = Filters { kind: record_type.0, is_client: is_client.0, ..Filters::default() };
+        self.list(&auth, paging(after, limit, updated_since)?, Kind::Contact, filters)
+    }
+
+    /// One contact
+    ///
+    /// 404 if it does not exist, or is walled off from the caller.
+    ///
+    /// Requires permission `data:read`.
+    #[oai(path = "/contacts/:id", method = "get", operation_id = "contacts.get")]
+    async fn get_contact(
+        &self,
+        auth: Caller,
+        #[oai(validator(max_length = 64))] id: Path<String>,
+    ) -> ApiResult<Json<RecordView>> {
+        self.get(&auth, Kind::Contact, &id.0)
+    }
+
+    /// List activities (time and expense entries)
+    ///
+    /// Walled matters, and everything under them, are left out for the members they screen.
+    ///
+    /// Requires permission `data:read`.
+    #[oai(path = "/activities", method = "get", operation_id = "activities.list")]
+    #[allow(clippy::too_many_arguments)]
+    async fn list_activity(
+        &self,
+        auth: Caller,
+        /// The `next` of the previous page.
+        #[oai(validator(max_length = 64))]
+        after: Query<Option<String>>,
+        /// Records per page, 1 to 500 (default 100).
+        #[oai(validator(minimum(value = "1"), maximum(value = "500")))]
+        limit: Query<Option<u32>>,
+        /// RFC 3339: only records updated after this.
+        updated_since: Query<Option<time::OffsetDateTime>>,
+        /// `TimeEntry`, `ExpenseEntry`, `HardCostEntry` or `SoftCostEntry`.
+        #[oai(name = "type", validator(max_length = 64))]
+        record_type: Query<Option<String>>,
+        /// The matter id.
+        #[oai(validator(max_length = 64))]
+        matter_id: Query<Option<String>>,
+        /// The timekeeper (user) id.
+        #[oai(validator(max_length = 64))]
+        user_id: Query<Option<String>>,
+        /// Billed (true) or unbilled (false).
+        billed: Query<Option<bool>>,
+        /// On or after this date.
+        #[oai(validator(pattern = r"^\d{4}-\d{2}-\d{2}$"))]
+        date_from: Query<Option<String>>,
+        /// On or before this date.
+        #[oai(validator(pattern = r"^\d{4}-\d{2}-\d{2}$"))]
+        date_to: Query<Option<String>>,
+    ) -> ApiResult<Json<RecordPage>> {
+        let filters = Filters {
+            kind: record_type.0,
+            matter_id: matter_id.0,
+            user_id: user_id.0,
+            billed: billed.0,
+            from: date_from.0,
+            to: date_to.0,
+            ..Filters::default()
+        };
+        self.list(&auth, paging(after, limit, updated_since)?, Kind::Activity, filters)
+    }
+
+    /// One activity
+    ///
+    /// 404 if it does not exist, or is walled off from the caller.
+    ///
+    /// Requires permission `data:read`.
+    #[oai(path = "/activities/:id", method = "get", operation_id = "activities.get")]
+    async fn get_activity(
+        &self,
+        auth: Caller,
+        #[oai(validator(max_length = 64))] id: Path<String>,
+    ) -> ApiResult<Json<RecordView>> {
+        self.get(&auth, Kind::Activity, &id.0)
+    }
+
+    /// List bills
+    ///
+    /// Walled matters, and everything under them, are left out for the members they screen.
+    ///
+    /// Requires permission `data:read`.
+    #[oai(path = "/bills", method = "get", operation_id = "bills.list")]
+    #[allow(clippy::too_many_arguments)]
+    async fn list_bill(
+        &self,
+        auth: Caller,
+        /// The `next` of the previous page.
+        #[oai(validator(max_length = 64))]
+        after: Query<Option<String>>,
+        /// Records per page, 1 to 500 (default 100).
+        #[oai(validator(minimum(value = "1"), maximum(value = "500")))]
+        limit: Query<Option<u32>>,
+        /// RFC 3339: only records updated after this.
+        updated_since: Query<Option<time::OffsetDateTime>>,
+        /// e.g. `draft`, `awaiting_payment`, `paid`, `void`.
+        #[oai(validator(max_length = 64))]
+        state: Query<Option<String>>,
+        /// The client (contact) id.
+        #[oai(validator(max_length = 64))]
+        client_id: Query<Option<String>>,
+        /// The matter id.
+        #[oai(validator(max_length = 64))]
+        matter_id: Query<Option<String>>,
+        /// Issued on or after this date.
+        #[oai(validator(pattern = r"^\d{4}-\d{2}-\d{2}$"))]
+        issued_from: Query<Option<String>>,
+        /// Issued on or before this date.
+        #[oai(validator(pattern = r"^\d{4}-\d{2}-\d{2}$"))]
+        issued_to: Query<Option<String>>,
+    ) -> ApiResult<Json<RecordPage>> {
+        let filters = Filters {
+            status: state.0,
+            client_id: client_id.0,
+            matter_id: matter_id.0,
+            from: issued_from.0,
+            to: issued_to.0,
+            ..Filters::default()
+        };
+        self.list(&auth, paging(after, limit, updated_since)?, Kind::Bill, filters)
+    }
+
+    /// One bill
+    ///
+    /// 404 if it does not exist, or is walled off from the caller.
+    ///
+    /// Requires permission `data:read`.
+    #[oai(path = "/bills/:id", method = "get", operation_id = "bills.get")]
+    async fn get_bill(
+        &self,
+        auth: Caller,
+        #[oai(validator(max_length = 64))] id: Path<String>,
+    ) -> ApiResult<Json<RecordView>> {
+        self.get(&auth, Kind::Bill, &id.0)
+    }
+
+    /// List users (timekeepers)
+    ///
+    /// Walled matters, and everything under them, are left out for the members they screen.
+    ///
+    /// Requires permission `data:read`.
+    #[oai(path = "/users", method = "get", operation_id = "users.list")]
+    #[allow(clippy::too_many_arguments)]
+    async fn list_user(
+        &self,
+        auth: Caller,
+        /// The `next` of the previous page.
+        #[oai(validator(max_length = 64))]
+        after: Query<Option<String>>,
+        /// Records per page, 1 to 500 (default 100).
+        #[oai(validator(minimum(value = "1"), maximum(value = "500")))]
+        limit: Query<Option<u32>>,
+        /// RFC 3339: only records updated after this.
+        updated_since: Query<Option<time::OffsetDateTime>>,
+        /// Enabled (true) or disabled (false) users.
+        enabled: Query<Option<bool>>,
+    ) -> ApiResult<Json<RecordPage>> {
+        let filters = Filters { enabled: enabled.0, ..Filters::default() };
+        self.list(&auth, paging(after, limit, updated_since)?, Kind::User, filters)
+    }
+
+    /// One user
+    ///
+    /// 404 if it does not exist, or is walled off from the caller.
+    ///
+    /// Requires permission `data:read`.
+    #[oai(path = "/users/:id", method = "get", operation_id = "users.get")]
+    async fn get_user(
+        &self,
+        auth: Caller,
+        #[oai(validator(max_length = 64))] id: Path<String>,
+    ) -> ApiResult<Json<RecordView>> {
+        self.get(&auth, Kind::User, &id.0)
+    }
+
+    /// List tasks
+    ///
+    /// Walled matters, and everything under them, are left out for the members they screen.
+    ///
+    /// Requires permission `data:read`.
+    #[oai(path = "/tasks", method = "get", operation_id = "tasks.list")]
+    #[allow(clippy::too_many_arguments)]
+    async fn list_task(
+        &self,
+        auth: Caller,
+        /// The `next` of the previous page.
+        #[oai(validator(max_length = 64))]
+        after: Query<Option<String>>,
+        /// Records per page, 1 to 500 (default 100).
+        #[oai(validator(minimum(value = "1"), maximum(value = "500")))]
+        limit: Query<Option<u32>>,
+        /// RFC 3339: only records updated after this.
+        updated_since: Query<Option<time::OffsetDateTime>>,
+        /// `pending`, `in_progress`, `in_review` or `complete`.
+        #[oai(validator(max_length = 64))]
+        status: Query<Option<String>>,
+        /// The matter id.
+        #[oai(validator(max_length = 64))]
+        matter_id: Query<Option<String>>,
+        /// The assignee id.
+        #[oai(validator(max_length = 64))]
+        assignee_id: Query<Option<String>>,
+        /// Due on or after this date.
+        #[oai(validator(pattern = r"^\d{4}-\d{2}-\d{2}$"))]
+        due_from: Query<Option<String>>,
+        /// Due on or before this date.
+        #[oai(validator(pattern = r"^\d{4}-\d{2}-\d{2}$"))]
+        due_to: Query<Option<String>>,
+    ) -> ApiResult<Json<RecordPage>> {
+        let filters = Filters {
+            status: status.0,
+            matter_id: matter_id.0,
+            user_id: assignee_id.0,
+            from: due_from.0,
+            to: due_to.0,
+            ..Filters::default()
+        };
+        self.list(&auth, paging(after, limit, updated_since)?, Kind::Task, filters)
+    }
+
+    /// One task
+    ///
+    /// 404 if it does not exist, or is walled off from the caller.
+    ///
+    /// Requires permission `data:read`.
+    #[oai(path = "/tasks/:id", method = "get", operation_id = "tasks.get")]
+    async fn get_task(
+        &self,
+        auth: Caller,
+        #[oai(validator(max_length = 64))] id: Path<String>,
+    ) -> ApiResult<Json<RecordView>> {
+        self.get(&auth, Kind::Task, &id.0)
+    }
+
+    /// List calendar entries
+    ///
+    /// Walled matters, and everything under them, are left out for the members they screen.
+    ///
+    /// Requires permission `data:read`.
+    #[oai(path = "/calendar-entries", method = "get", operation_id = "calendar_entries.list")]
+    #[allow(clippy::too_many_arguments)]
+    async fn list_calendar_entry(
+        &self,
+        auth: Caller,
+        /// The `next` of the previous page.
+        #[oai(validator(max_length = 64))]
+        after: Query<Option<String>>,
+        /// Records per page, 1 to 500 (default 100).
+        #[oai(validator(minimum(value = "1"), maximum(value = "500")))]
+        limit: Query<Option<u32>>,
+        /// RFC 3339: only records updated after this.
+        updated_since: Query<Option<time::OffsetDateTime>>,
+        /// The matter id.
+        #[oai(validator(max_length = 64))]
+        matter_id: Query<Option<String>>,
+        /// The calendar owner (user) id.
+        #[oai(validator(max_length = 64))]
+        calendar_owner_id: Query<Option<String>>,
+        /// Starting on or after this date.
+        #[oai(validator(pattern = r"^\d{4}-\d{2}-\d{2}$"))]
+        from: Query<Option<String>>,
+        /// Starting on or before this date.
+        #[oai(validator(pattern = r"^\d{4}-\d{2}-\d{2}$"))]
+        to: Query<Option<String>>,
+    ) -> ApiResult<Json<RecordPage>> {
+        let filters = Filters {
+            matter_id: matter_id.0,
+            user_id: calendar_owner_id.0,
+            from: from.0,
+            to: to.0,
+            ..Filters::default()
+        };
+        self.list(&auth, paging(after, limit, updated_since)?, Kind::CalendarEntry, filters)
+    }
+
+    /// One calendar entrie
+    ///
+    /// 404 if it does not exist, or is walled off from the caller.
+    ///
+    /// Requires permission `data:read`.
+    #[oai(path = "/calendar-entries/:id", method = "get", operation_id = "calendar_entries.get")]
+    async fn get_calendar_entry(
+        &self,
+        auth: Caller,
+        #[oai(validator(max_length = 64))] id: Path<String>,
+    ) -> ApiResult<Json<RecordView>> {
+        self.get(&auth, Kind::CalendarEntry, &id.0)
+    }
+
+    /// List notes
+    ///
+    /// Walled matters, and everything under them, are left out for the members they screen.
+    ///
+    /// Requires permission `data:read`.
+    #[oai(path = "/notes", method = "get", operation_id = "notes.list")]
+    #[allow(clippy::too_many_arguments)]
+    async fn list_note(
+        &self,
+        auth: Caller,
+        /// The `next` of the previous page.
+        #[oai(validator(max_length = 64))]
+        after: Query<Option<String>>,
+        /// Records per page, 1 to 500 (default 100).
+        #[oai(validator(minimum(value = "1"), maximum(value = "500")))]
+        limit: Query<Option<u32>>,
+        /// RFC 3339: only records updated after this.
+        updated_since: Query<Option<time::OffsetDateTime>>,
+        /// The matter id.
+        #[oai(validator(max_length = 64))]
+        matter_id: Query<Option<String>>,
+        /// On or after this date.
+        #[oai(validator(pattern = r"^\d{4}-\d{2}-\d{2}$"))]
+        date_from: Query<Option<String>>,
+        /// On or before this date.
+        #[oai(validator(pattern = r"^\d{4}-\d{2}-\d{2}$"))]
+        date_to: Query<Option<String>>,
+    ) -> ApiResult<Json<RecordPage>> {
+        let filters = Filters { matter_id: matter_id.0, from: date_from.0, to: date_to.0, ..Filters::default() };
+        self.list(&auth, paging(after, limit, updated_since)?, Kind::Note, filters)
+    }
+
+    /// One note
+    ///
+    /// 404 if it does not exist, or is walled off from the caller.
+    ///
+    /// Requires permission `data:read`.
+    #[oai(path = "/notes/:id", method = "get", operation_id = "notes.get")]
+    async fn get_note(
+        &self,
+        auth: Caller,
+        #[oai(validator(max_length = 64))] id: Path<String>,
+    ) -> ApiResult<Json<RecordView>> {
+        self.get(&auth, Kind::Note, &id.0)
+    }
+}
