@@ -1,7 +1,7 @@
 //! Runs each connected org's sync in the background: at once when the org
-//! connects (or the appliance starts), then on `clio.sync_schedule`, with a
-//! deletion reconcile on `clio.reconcile_schedule`, and whenever someone asks
-//! ("sync now"). Sync works page by page in short store transactions, so it
+//! connects (or the appliance starts, resuming any pass a stop interrupted),
+//! then on `clio.sync_schedule`, with a deletion reconcile on
+//! `clio.reconcile_schedule`, and whenever someone asks ("sync now"). Sync works page by page in short store transactions, so it
 //! never blocks API requests.
 use super::client::RetryPolicy;
 use super::connection::{self, ConnectionError, State};
@@ -117,9 +117,8 @@ impl SyncManager {
 
     async fn run_org(self: Arc<Self>, org: OrgId, now: Arc<Notify>, running: Arc<AtomicBool>) {
         let mut reconcile_at = tokio::time::Instant::now() + next_after(&self.config.reconcile_schedule);
-        let mut first = true;
         loop {
-            let reconcile = first || tokio::time::Instant::now() >= reconcile_at;
+            let reconcile = tokio::time::Instant::now() >= reconcile_at;
             running.store(true, Ordering::Relaxed);
             match self.run_once(org, reconcile).await {
                 Err(ConnectionError::NotConnected) => {
@@ -133,7 +132,6 @@ impl SyncManager {
             if reconcile {
                 reconcile_at = tokio::time::Instant::now() + next_after(&self.config.reconcile_schedule);
             }
-            first = false;
             let wait = next_after(&self.config.sync_schedule);
             tokio::select! {
                 _ = tokio::time::sleep(wait) => {}

@@ -4,6 +4,7 @@ mod api;
 mod audit;
 mod cli;
 mod clio;
+mod crash;
 mod data;
 mod identity;
 mod matrix;
