@@ -32,7 +32,7 @@ async fn status(http: &reqwest::Client, base: &str, token: &str) -> Option<Value
     http.get(format!("{base}/api/v1/clio/sync")).bearer_auth(token).send().await.ok()?.json().await.ok()
 }
 
-fn kind_status<'a>(st: &'a Value, kind: Kind) -> &'a Value {
+fn kind_status(st: &Value, kind: Kind) -> &Value {
     st["kinds"].as_array().and_then(|k| k.iter().find(|k| k["kind"] == kind.as_str())).unwrap_or(&Value::Null)
 }
 
