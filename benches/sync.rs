@@ -83,8 +83,16 @@ async fn main() {
     let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
 
     let rate = |n: u64, d: Duration| n as f64 / d.as_secs_f64();
-    println!("baseline (HTTP + parse, no store): {parsed} records in {:.1} s = {:.0} records/s", baseline.as_secs_f64(), rate(parsed, baseline));
-    println!("sync (HTTP + parse + store + journal): {stored} records in {:.1} s = {:.0} records/s", elapsed.as_secs_f64(), rate(stored, elapsed));
+    println!(
+        "baseline (HTTP + parse, no store): {parsed} records in {:.1} s = {:.0} records/s",
+        baseline.as_secs_f64(),
+        rate(parsed, baseline)
+    );
+    println!(
+        "sync (HTTP + parse + store + journal): {stored} records in {:.1} s = {:.0} records/s",
+        elapsed.as_secs_f64(),
+        rate(stored, elapsed)
+    );
     println!("ratio sync/baseline time: {:.2}x", elapsed.as_secs_f64() / baseline.as_secs_f64());
     println!("API calls for the sync: {calls} (users 2000 per page, the rest 200)");
     println!("journal head: {}", store.journal_head().unwrap_or(0));

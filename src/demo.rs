@@ -56,7 +56,7 @@ async fn connect_demo(instance: &Instance, fake: &FakeClio, org: OrgId) -> Resul
         .store
         .write(|w| {
             connection::forget(w, &scope)?;
-            connection::configure(w, &scope, &instance.keys, "custom", Some(&base), &fake.client_id, &secret)
+            connection::configure(w, &scope, &instance.keys, "custom", Some(&base), &fake.client_id, &secret, None)
         })
         .map_err(|e| e.to_string())?;
     let redirect = "https://localhost/api/v1/clio/callback";

@@ -1,10 +1,10 @@
 //! `/clio`: the firm's connection to Clio and its sync.
 use super::auth::Caller;
 use super::problem::{ApiError, ApiResult, Code};
-use super::types::Text;
+use super::types::{Optional, Text};
 use crate::auth::Permission;
 use crate::clio::connection::{self, Connection, ConnectionError, State};
-use crate::clio::sync;
+use crate::clio::{sync, webhooks};
 use crate::clock::{micros_to_datetime, rfc3339};
 use crate::records::Kind;
 use crate::secrets::Secret;
@@ -38,6 +38,9 @@ pub struct ConnectionSettings {
     pub location: Text,
     #[oai(validator(min_length = 1, max_length = 200, pattern = r"^[^\s\x00-\x1f]+$"))]
     pub client_id: Text,
+    /// Have Clio push changes to docket within seconds (needs docket reachable
+    /// from Clio at its public address); the schedule keeps polling either way.
+    pub webhooks: Optional<bool>,
     /// Sealed at rest; never shown again.
     #[oai(validator(min_length = 1, max_length = 500, pattern = r"^[^\s\x00-\x1f]+$"))]
     pub client_secret: Text,
@@ -62,6 +65,9 @@ pub struct ConnectionView {
     pub syncing: bool,
     /// A problem worth knowing, e.g. Clio's deauthorize failed.
     pub warning: Option<String>,
+    /// With webhooks on: where Clio delivers, and how many subscriptions are live.
+    pub webhook_url: Option<String>,
+    pub webhooks_active: Option<u32>,
 }
 
 /// Where the sync of one kind stands.
@@ -130,6 +136,8 @@ fn view(c: Option<Connection>, syncing: bool, warning: Option<String>) -> Connec
             purge_due_at: None,
             syncing,
             warning,
+            webhook_url: None,
+            webhooks_active: None,
         };
     };
     let state = match c.state {
@@ -148,7 +156,17 @@ fn view(c: Option<Connection>, syncing: bool, warning: Option<String>) -> Connec
         purge_due_at: c.purge_due_at.map(time),
         syncing,
         warning,
+        webhook_url: None,
+        webhooks_active: None,
     }
+}
+
+fn with_webhooks(mut v: ConnectionView, origin: Option<&str>, hooks: Option<webhooks::Webhooks>) -> ConnectionView {
+    if let (Some(origin), Some(h)) = (origin, hooks) {
+        v.webhook_url = Some(format!("{origin}{}/{}", webhooks::PATH, h.hook_id));
+        v.webhooks_active = Some(h.subscriptions.iter().filter(|s| s.active).count() as u32);
+    }
+    v
 }
 
 impl From<ConnectionError> for ApiError {
@@ -171,8 +189,13 @@ impl ClioApi {
     #[oai(path = "/connection", method = "get", operation_id = "clio.connection")]
     async fn connection(&self, auth: Caller) -> ApiResult<Json<ConnectionView>> {
         let p = auth.require(Permission::OrgRead)?;
-        let c = self.state.store.read(|r| connection::get(r, p.scope())).map_err(ApiError::from)?;
-        Ok(Json(view(c, self.state.sync.is_running(p.scope().org()), None)))
+        let (c, hooks) = self
+            .state
+            .store
+            .read(|r| Ok((connection::get(r, p.scope())?, webhooks::get(r, p.scope())?)))
+            .map_err(ApiError::from)?;
+        let origin = c.as_ref().and_then(|c| c.webhook_origin.clone());
+        Ok(Json(with_webhooks(view(c, self.state.sync.is_running(p.scope().org()), None), origin.as_deref(), hooks)))
     }
 
     /// Set the Clio app
@@ -198,8 +221,18 @@ impl ClioApi {
         let secret = Secret::new(b.client_secret.0);
         let details = serde_json::json!({"region": region, "base_url": base_url, "client_id": b.client_id.0});
         let keys = self.state.keys.clone();
+        let webhook_origin = b.webhooks.0.unwrap_or(false).then(|| super::site_origin(req));
         let c = super::audited(&self.state, req, p, "clio.configure", "clio", details, |w| {
-            connection::configure(w, p.scope(), &keys, region, base_url.as_deref(), &b.client_id.0, &secret)
+            connection::configure(
+                w,
+                p.scope(),
+                &keys,
+                region,
+                base_url.as_deref(),
+                &b.client_id.0,
+                &secret,
+                webhook_origin,
+            )
         })?;
         Ok(Json(view(Some(c), false, None)))
     }

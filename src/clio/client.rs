@@ -290,12 +290,14 @@ impl ClioClient {
         }
     }
 
-    async fn attempt(&self, url: &str, token: &Secret) -> Attempt {
+    async fn attempt(&self, method: &reqwest::Method, url: &str, body: Option<&Value>, token: &Secret) -> Attempt {
         self.pace().await;
         let started = Instant::now();
-        let sent = self
-            .http
-            .get(url)
+        let mut request = self.http.request(method.clone(), url);
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let sent = request
             .bearer_auth(token.expose())
             .header("x-api-version", API_VERSION)
             .header("accept", "application/json")
@@ -321,6 +323,7 @@ impl ClioClient {
         );
         match status.as_u16() {
             200..=299 => match resp.bytes().await {
+                Ok(bytes) if bytes.is_empty() => Attempt::Done(Value::Null),
                 Ok(bytes) => match serde_json::from_slice::<Value>(&bytes) {
                     Ok(v) => Attempt::Done(v),
                     Err(e) => Attempt::Retry(format!("malformed JSON from Clio: {e}")),
@@ -343,12 +346,34 @@ impl ClioClient {
 
     /// GETs `url` with retries, refresh and pacing; the parsed JSON body.
     pub async fn get(&self, url: &str, kind: Kind) -> Result<Value, ClioError> {
+        self.request(reqwest::Method::GET, url, None, kind).await
+    }
+
+    /// Sends `body` to `path` (under the API base) with `method`; the parsed JSON answer.
+    pub async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: &Value,
+        kind: Kind,
+    ) -> Result<Value, ClioError> {
+        let url = format!("{}{path}", self.endpoints.api_base);
+        self.request(method, &url, Some(body), kind).await
+    }
+
+    async fn request(
+        &self,
+        method: reqwest::Method,
+        url: &str,
+        body: Option<&Value>,
+        kind: Kind,
+    ) -> Result<Value, ClioError> {
         let labels = || vec![("kind", kind.as_str().to_string())];
         let (mut failures, mut waits, mut refreshed) = (0u32, 0u32, false);
         let mut token = self.access_token(false).await?;
         loop {
             self.metrics.count("docket_clio_requests_total", "Requests sent to Clio.", labels(), 1);
-            match self.attempt(url, &token).await {
+            match self.attempt(&method, url, body, &token).await {
                 Attempt::Done(v) => return Ok(v),
                 Attempt::Fail(e) => return Err(e),
                 Attempt::Unauthorized(detail) if !refreshed => {

@@ -42,6 +42,9 @@ pub struct Connection {
     /// Microseconds since the epoch; set on disconnect.
     #[serde(default)]
     pub purge_due_at: Option<i64>,
+    /// With webhooks on: docket's public origin that Clio delivers to.
+    #[serde(default)]
+    pub webhook_origin: Option<String>,
 }
 
 impl Connection {
@@ -75,7 +78,9 @@ fn invalid(field: &'static str, problem: &str) -> StoreError {
     StoreError::Invalid { field, problem: problem.into() }
 }
 
-/// Saves the Clio app's credentials and region (or custom base URL).
+/// Saves the Clio app's credentials and region (or custom base URL), and
+/// whether Clio should deliver webhooks to `webhook_origin`.
+#[allow(clippy::too_many_arguments)] // the settings of a connection, named
 pub fn configure(
     w: &mut Tx,
     scope: &OrgScope,
@@ -84,6 +89,7 @@ pub fn configure(
     base_url: Option<&str>,
     client_id: &str,
     client_secret: &Secret,
+    webhook_origin: Option<String>,
 ) -> Result<Connection, StoreError> {
     if get(w, scope)?.is_some_and(|c| c.state == State::Connected) {
         return Err(StoreError::Refused {
@@ -121,6 +127,7 @@ pub fn configure(
         connected_by: None,
         disconnected_at: None,
         purge_due_at: None,
+        webhook_origin,
     };
     w.put_secret(scope, keys, CLIENT_SECRET, client_secret.expose().as_bytes())?;
     w.put_json(scope, &CLIO, KEY, &connection)?;

@@ -76,6 +76,17 @@ impl Default for Faults {
     }
 }
 
+/// A webhook subscription at the fake.
+#[derive(Clone, Debug)]
+struct Hook {
+    url: String,
+    kind: Kind,
+    fields: Vec<Field>,
+    secret: String,
+    active: bool,
+    expires_at: String,
+}
+
 struct Window {
     start: Instant,
     used: u32,
@@ -96,6 +107,8 @@ struct State {
     windows: HashMap<String, Window>,
     faults: Faults,
     api_calls: u64,
+    hooks: BTreeMap<u64, Hook>,
+    next_hook: u64,
 }
 
 /// A running fake Clio.
@@ -207,6 +220,8 @@ impl State {
             windows: HashMap::new(),
             faults,
             api_calls: 0,
+            hooks: BTreeMap::new(),
+            next_hook: 1,
         }
     }
 
@@ -302,7 +317,7 @@ impl FakeClio {
             .at("/oauth/authorize", poem::get(authorize))
             .at("/oauth/token", poem::post(issue_token))
             .at("/oauth/deauthorize", poem::post(deauthorize))
-            .at("/api/v4/*path", poem::get(api))
+            .at("/api/v4/*path", poem::get(api).post(api_write).patch(api_write).delete(api_write))
             .data(fake.clone());
         tokio::spawn(async move {
             if let Err(e) = Server::new_with_acceptor(acceptor).run(app).await {
@@ -354,7 +369,8 @@ impl FakeClio {
             v[field] = json!(format!("{old} (revised {version})"));
             v["etag"] = json!(format!("\"{id:x}v{version}\""));
             v["updated_at"] = json!(generator::datetime(now));
-            s.overlay.insert((kind, id), (v, now));
+            s.overlay.insert((kind, id), (v.clone(), now));
+            self.notify(s, kind, "updated", &v);
             true
         })
     }
@@ -369,7 +385,8 @@ impl FakeClio {
             let id = s.firm.id(kind, index);
             let mut v = s.firm.record(kind, index);
             v["updated_at"] = json!(generator::datetime(now));
-            s.overlay.insert((kind, id), (v, now));
+            s.overlay.insert((kind, id), (v.clone(), now));
+            self.notify(s, kind, "created", &v);
             id
         })
     }
@@ -377,10 +394,13 @@ impl FakeClio {
     /// Deletes record `id` of `kind`; false if it did not exist.
     pub fn delete(&self, kind: Kind, id: u64) -> bool {
         self.with(|s| {
-            let existed = s.get(kind, id).is_some();
+            let found = s.get(kind, id);
             s.overlay.remove(&(kind, id));
             s.deleted.insert((kind, id));
-            existed
+            if let Some((v, _)) = &found {
+                self.notify(s, kind, "deleted", &json!({"id": v["id"], "etag": v["etag"]}));
+            }
+            found.is_some()
         })
     }
 
@@ -401,6 +421,33 @@ impl FakeClio {
                 }
             }
         })
+    }
+
+    /// Delivers `event` on `record` to every active subscription for `kind`, signed.
+    fn notify(&self, s: &State, kind: Kind, event: &str, record: &Value) {
+        for (id, hook) in s.hooks.iter().filter(|(_, h)| h.kind == kind && h.active) {
+            let data = if event == "deleted" { record.clone() } else { project(record, &hook.fields) };
+            let body = json!({"data": data, "meta": {"event": event, "webhook_id": id}}).to_string();
+            let signature = sign(&hook.secret, body.as_bytes());
+            let url = hook.url.clone();
+            tokio::spawn(async move {
+                let sent = delivery_client()
+                    .post(&url)
+                    .header("content-type", "application/json")
+                    .header("x-hook-signature", signature)
+                    .body(body)
+                    .send()
+                    .await;
+                if let Err(e) = sent {
+                    tracing::warn!(error = %e, "the fake Clio could not deliver a webhook");
+                }
+            });
+        }
+    }
+
+    /// Whether every webhook subscription completed its handshake.
+    pub fn webhooks_active(&self) -> usize {
+        self.with(|s| s.hooks.values().filter(|h| h.active).count())
     }
 
     /// Invalidates every access token now (as if they expired); refresh tokens keep working.
@@ -490,6 +537,111 @@ fn deauthorize(req: &Request) -> Response {
         s.refresh.clear();
     });
     StatusCode::OK.into_response()
+}
+
+fn sign(secret: &str, body: &[u8]) -> String {
+    use hmac::Mac as _;
+    let Ok(mut mac) = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()) else { return String::new() };
+    mac.update(body);
+    hex::encode(mac.finalize().into_bytes())
+}
+
+/// The fake delivers to docket's own (often self-signed) HTTPS listener on loopback.
+fn delivery_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .danger_accept_invalid_certs(true)
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap_or_else(|_| reqwest::Client::new())
+}
+
+/// `POST /webhooks` (subscribe, then handshake), `PATCH /webhooks/{id}`, `DELETE /webhooks/{id}`.
+#[handler]
+async fn api_write(req: &Request, body: Body) -> Response {
+    let Some(fake) = req.data::<FakeClio>().cloned() else { return StatusCode::INTERNAL_SERVER_ERROR.into_response() };
+    let path = req.uri().path().trim_start_matches("/api/v4/").trim_end_matches(".json").to_string();
+    let body: Value = serde_json::from_str(&body.into_string().await.unwrap_or_default()).unwrap_or(Value::Null);
+    let method = req.method().clone();
+    let authorized = fake.with(|s| {
+        s.api_calls += 1;
+        bearer(req).is_some_and(|t| s.access.get(&t).is_some_and(|exp| *exp > Instant::now()))
+    });
+    if !authorized {
+        return invalid_token();
+    }
+    match (method.as_str(), path.split_once('/')) {
+        ("POST", None) if path == "webhooks" => {
+            let d = &body["data"];
+            let (Some(url), Some(model)) = (d["url"].as_str(), d["model"].as_str()) else {
+                return clio_error(StatusCode::UNPROCESSABLE_ENTITY, "ValidationError", "url and model are required");
+            };
+            let Some(kind) = Kind::ALL.into_iter().find(|k| k.as_str() == model) else {
+                return clio_error(StatusCode::UNPROCESSABLE_ENTITY, "ValidationError", "unknown model");
+            };
+            let fields = match parse_fields(d["fields"].as_str().unwrap_or("id,etag")) {
+                Ok(f) => f,
+                Err(p) => return clio_error(StatusCode::BAD_REQUEST, "InvalidFields", &p),
+            };
+            let hook = Hook {
+                url: url.to_string(),
+                kind,
+                fields,
+                secret: token(),
+                active: false,
+                expires_at: d["expires_at"].as_str().unwrap_or_default().to_string(),
+            };
+            let id = fake.with(|s| {
+                let id = s.next_hook;
+                s.next_hook += 1;
+                s.hooks.insert(id, hook.clone());
+                id
+            });
+            // The handshake: Clio POSTs the shared secret; the subscriber echoes it.
+            let handshake_fake = fake.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                let sent = delivery_client()
+                    .post(&hook.url)
+                    .header("x-hook-secret", &hook.secret)
+                    .json(&json!({"data": {"webhook_id": id}}))
+                    .send()
+                    .await;
+                let echoed = sent
+                    .ok()
+                    .filter(|r| r.status().is_success())
+                    .and_then(|r| r.headers().get("x-hook-secret").and_then(|v| v.to_str().ok()).map(str::to_owned));
+                if echoed.as_deref() == Some(hook.secret.as_str()) {
+                    handshake_fake.with(|s| s.hooks.get_mut(&id).map(|h| h.active = true));
+                }
+            });
+            json_response(
+                StatusCode::CREATED,
+                &json!({"data": {"id": id, "url": url, "model": model, "status": "pending", "expires_at": hook.expires_at}}),
+            )
+        }
+        ("PATCH", Some(("webhooks", id))) => {
+            fake.with(|s| match id.parse().ok().and_then(|id: u64| s.hooks.get_mut(&id)) {
+                Some(h) => {
+                    if let Some(e) = body.pointer("/data/expires_at").and_then(Value::as_str) {
+                        h.expires_at = e.to_string();
+                    }
+                    json_response(StatusCode::OK, &json!({"data": {"id": id, "expires_at": h.expires_at}}))
+                }
+                None => clio_error(StatusCode::NOT_FOUND, "RecordNotFound", "no such webhook"),
+            })
+        }
+        ("DELETE", Some(("webhooks", id))) => {
+            fake.with(|s| match id.parse().ok().and_then(|id: u64| s.hooks.remove(&id)) {
+                Some(_) => StatusCode::NO_CONTENT.into_response(),
+                None => clio_error(StatusCode::NOT_FOUND, "RecordNotFound", "no such webhook"),
+            })
+        }
+        _ => clio_error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "MethodNotAllowed",
+            "the fake Clio is read-only apart from webhooks",
+        ),
+    }
 }
 
 fn invalid_token() -> Response {

@@ -7,3 +7,4 @@ pub mod fake;
 pub mod generator;
 pub mod runner;
 pub mod sync;
+pub mod webhooks;

@@ -6,6 +6,7 @@
 use super::client::RetryPolicy;
 use super::connection::{self, ConnectionError, State};
 use super::sync;
+use super::webhooks;
 use crate::config::ClioConfig;
 use crate::records::Kind;
 use crate::secrets::SharedKeyring;
@@ -167,10 +168,26 @@ impl SyncManager {
             }
             self.report(org, kind);
         }
+        self.keep_webhooks(&scope, &client).await;
         match failed {
             Some(sync::SyncError::Clio(e)) => Err(ConnectionError::Clio(e)),
             Some(sync::SyncError::Store(e)) => Err(ConnectionError::Store(e)),
             None => Ok(()),
+        }
+    }
+
+    /// With webhooks on: subscribes what is missing and renews what expires soon.
+    /// A failure is logged; the scheduled sync goes on either way.
+    async fn keep_webhooks(&self, scope: &crate::store::OrgScope, client: &super::client::ClioClient) {
+        let origin = self.store.read(|r| connection::get(r, scope)).ok().flatten().and_then(|c| c.webhook_origin);
+        let Some(origin) = origin else { return };
+        let result = async {
+            webhooks::register(&self.store, scope, client, &origin).await?;
+            webhooks::renew(&self.store, scope, client).await
+        }
+        .await;
+        if let Err(e) = result {
+            tracing::warn!(org = %scope.org(), error = %e, "Clio webhooks could not be set up; polling continues");
         }
     }
 

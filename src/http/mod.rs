@@ -3,6 +3,7 @@
 pub mod acme;
 pub mod docs;
 pub mod edge;
+pub mod hooks;
 pub mod ops;
 pub mod spa;
 pub mod tls;
@@ -49,6 +50,10 @@ pub fn app(state: Arc<AppState>, https: bool) -> impl Endpoint<Output = Response
         .nest(api::BASE, service)
         .nest("/api/docs", docs)
         .at("/healthz", make_sync(ops::healthz))
+        .at(
+            format!("{}/:hook", crate::clio::webhooks::PATH),
+            poem::post(poem::endpoint::make(|req: Request| async move { hooks::receive(req).await })),
+        )
         .at("/readyz", poem::endpoint::make(|req| async move { ops::readyz(req) }))
         .at("/metrics", poem::endpoint::make(|req| async move { ops::metrics(req) }))
         .at("/api/*rest", make_sync(|_| Response::builder().status(StatusCode::NOT_FOUND).finish()).map_to_response())

@@ -93,6 +93,8 @@ pub const WALLS: Table = Table::tenant("walls");
 pub const RECORDS: Table = Table::tenant("records");
 /// The org's Clio connection (tenant; secrets apart, sealed).
 pub const CLIO: Table = Table::tenant("clio");
+/// Webhook endpoint name → org (system index; see `clio::webhooks`).
+pub const HOOKS: Table = Table::system("webhook_hooks");
 /// Sync checkpoints, keyed by kind (tenant).
 pub const SYNC_STATE: Table = Table::tenant("sync_state");
 
@@ -113,6 +115,7 @@ pub const TABLES: &[Table] = &[
     RECORDS,
     SYNC_STATE,
     CLIO,
+    HOOKS,
 ];
 /// The tables whose values are sealed, re-sealed by key rotation.
 pub const SEALED_TABLES: &[Table] = &[SECRETS, SYSTEM_SECRETS];

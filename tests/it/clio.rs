@@ -125,3 +125,68 @@ async fn an_admin_connects_clio_the_firm_syncs_and_disconnects() {
     assert_eq!(actions, ["clio.configure", "clio.connect", "clio.disconnect"]);
     s.stop().await;
 }
+
+#[tokio::test]
+async fn webhooks_apply_changes_within_seconds_and_refuse_forgeries() {
+    let fake = FakeClio::start(13, 1_000).await.unwrap();
+    let s = TestServer::start().await;
+    let settings = json!({"location": fake.base_url(), "client_id": fake.client_id, "client_secret": fake.client_secret, "webhooks": true});
+    let put = client()
+        .put(s.url("/api/v1/clio/connection"))
+        .bearer_auth(&s.admin_token)
+        .json(&settings)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(put.status(), 200);
+    let to_clio = client().get(s.url("/api/v1/clio/connect")).bearer_auth(&s.admin_token).send().await.unwrap();
+    let back = client().get(to_clio.headers()["location"].to_str().unwrap()).send().await.unwrap();
+    let callback = back.headers()["location"].to_str().unwrap().to_string();
+    assert_eq!(client().get(&callback).bearer_auth(&s.admin_token).send().await.unwrap().status(), 303);
+    let live = eventually(Duration::from_secs(60), async || fake.webhooks_active() == 6).await;
+    assert!(live, "six subscriptions completed the X-Hook-Secret handshake");
+    let (_, conn) = s.get_json(&s.admin_token, "/api/v1/clio/connection").await;
+    assert_eq!(conn["webhooks_active"], 6, "{conn}");
+    let hook_url = conn["webhook_url"].as_str().unwrap().to_string();
+
+    // No scheduled sync runs now (every 15 minutes): only webhooks can bring these in.
+    let firm = fake.firm();
+    let matter = firm.id(Kind::Matter, 3);
+    fake.edit(Kind::Matter, matter);
+    let want = fake.snapshot(Kind::Matter)[&matter.to_string()]["etag"].clone();
+    let edited = eventually(Duration::from_secs(10), async || {
+        s.get_json(&s.staff_token, &format!("/api/v1/matters/{matter}")).await.1["etag"] == want
+    })
+    .await;
+    assert!(edited, "the edit arrived by webhook");
+    let contact = firm.id(Kind::Contact, 2);
+    fake.delete(Kind::Contact, contact);
+    let gone = eventually(Duration::from_secs(10), async || {
+        s.get_json(&s.staff_token, &format!("/api/v1/contacts/{contact}")).await.0 == 404
+    })
+    .await;
+    assert!(gone, "the deletion arrived by webhook");
+    let created = fake.create(Kind::Task);
+    let arrived = eventually(Duration::from_secs(10), async || {
+        s.get_json(&s.staff_token, &format!("/api/v1/tasks/{created}")).await.0 == 200
+    })
+    .await;
+    assert!(arrived, "the creation arrived by webhook");
+
+    // Forged deliveries change nothing.
+    let forged = json!({"data": {"id": matter, "etag": "\"forged\"", "description": "forged"}, "meta": {"event": "updated", "webhook_id": 1}});
+    let r = client().post(&hook_url).header("x-hook-signature", "00ff").json(&forged).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    let r = client().post(&hook_url).json(&forged).send().await.unwrap();
+    assert_eq!(r.status(), 401, "unsigned");
+    let r = client()
+        .post(s.url("/hooks/clio/no-such-hook"))
+        .header("x-hook-signature", "00")
+        .json(&forged)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 410, "unknown endpoints tell Clio to stop");
+    assert_eq!(s.get_json(&s.staff_token, &format!("/api/v1/matters/{matter}")).await.1["etag"], want);
+    s.stop().await;
+}
