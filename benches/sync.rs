@@ -69,7 +69,7 @@ async fn main() {
     // 2. The sync.
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("bench.redb");
-    let store = Store::open(&path, Clock::system()).expect("store");
+    let store = Arc::new(Store::open(&path, Clock::system()).expect("store"));
     let ctx = SystemContext::new("bench");
     let org = docket::control::create_org(&store, &ctx, "bench", "Bench LLP").expect("org");
     let scope = ctx.org_scope(org.id);

@@ -13,6 +13,7 @@ use crate::records::{Kind, Record};
 use crate::store::{OrgScope, RECORDS, Reader, SYNC_STATE, Store, StoreError, Tx};
 use serde::{Deserialize, Serialize};
 use std::collections::HashSet;
+use std::sync::Arc;
 
 /// Records updated this long before the last pass's newest are fetched again.
 pub const OVERLAP_SECONDS: i64 = 300;
@@ -189,7 +190,7 @@ fn record_error(store: &Store, scope: &OrgScope, kind: Kind, error: &SyncError) 
 }
 
 /// Runs (or resumes) one pass of `kind` to its end.
-pub async fn sync_kind(store: &Store, scope: &OrgScope, client: &ClioClient, kind: Kind) -> Result<Report, SyncError> {
+pub async fn sync_kind(store: &Arc<Store>, scope: &OrgScope, client: &ClioClient, kind: Kind) -> Result<Report, SyncError> {
     let result = run_pass(store, scope, client, kind).await;
     if let Err(e) = &result {
         record_error(store, scope, kind, e);
@@ -197,7 +198,31 @@ pub async fn sync_kind(store: &Store, scope: &OrgScope, client: &ClioClient, kin
     result
 }
 
-async fn run_pass(store: &Store, scope: &OrgScope, client: &ClioClient, kind: Kind) -> Result<Report, SyncError> {
+impl Report {
+    fn add(&mut self, other: &Report) {
+        self.pages += other.pages;
+        self.stored += other.stored;
+        self.unchanged += other.unchanged;
+        self.skipped += other.skipped;
+        self.deleted += other.deleted;
+    }
+}
+
+type Applying = tokio::task::JoinHandle<Result<(Checkpoint, Report), StoreError>>;
+
+/// Waits for the page being stored (if any) and folds its result in.
+async fn settle(applying: &mut Option<Applying>, cp: &mut Checkpoint, report: &mut Report) -> Result<(), SyncError> {
+    if let Some(handle) = applying.take() {
+        let (done, r) = handle.await.map_err(|e| StoreError::Io(format!("storing a page failed: {e}")))??;
+        *cp = done;
+        report.add(&r);
+    }
+    Ok(())
+}
+
+/// Fetches page n+1 while page n is parsed and stored on the blocking pool,
+/// so network and disk overlap; pages still commit one after another, in order.
+async fn run_pass(store: &Arc<Store>, scope: &OrgScope, client: &ClioClient, kind: Kind) -> Result<Report, SyncError> {
     let mut cp = store.read(|r| checkpoint(r, scope, kind))?;
     let mut report = Report::default();
     let base = &client.endpoints().api_base;
@@ -210,13 +235,23 @@ async fn run_pass(store: &Store, scope: &OrgScope, client: &ClioClient, kind: Ki
             client.first_page_url(kind, kind.fields(), cp.pass_since.as_deref())
         }
     };
+    let mut applying: Option<Applying> = None;
     loop {
-        let page = client.page(&url, kind).await?;
-        let (records, skipped) = parse_page(kind, page.data);
-        apply_page(store, scope, kind, &mut cp, Parsed { records, skipped, next: page.next.clone() }, &mut report)?;
-        match page.next {
+        let fetched = client.page(&url, kind).await;
+        settle(&mut applying, &mut cp, &mut report).await?;
+        let page = fetched?;
+        let next = page.next.clone();
+        let (store, scope, mut page_cp) = (store.clone(), scope.clone(), cp.clone());
+        applying = Some(tokio::task::spawn_blocking(move || {
+            let (records, skipped) = parse_page(kind, page.data);
+            let mut r = Report::default();
+            apply_page(&store, &scope, kind, &mut page_cp, Parsed { records, skipped, next: page.next }, &mut r)?;
+            Ok((page_cp, r))
+        }));
+        match next {
             Some(next) if next.starts_with(base.as_str()) => url = next,
             Some(next) => {
+                settle(&mut applying, &mut cp, &mut report).await?;
                 return Err(SyncError::Clio(ClioError::Refused {
                     status: 200,
                     message: format!("the next-page link leaves the Clio API ({next}); not followed"),
@@ -225,6 +260,7 @@ async fn run_pass(store: &Store, scope: &OrgScope, client: &ClioClient, kind: Ki
             None => break,
         }
     }
+    settle(&mut applying, &mut cp, &mut report).await?;
     let now = store.clock().now_micros();
     store.write(|w| {
         let mut done = checkpoint(w, scope, kind)?;

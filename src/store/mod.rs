@@ -27,6 +27,9 @@ pub type Rows = Vec<(Vec<u8>, Vec<u8>)>;
 type BytesTable = redb::ReadOnlyTable<&'static [u8], &'static [u8]>;
 pub use scope::{Actor, OrgId, OrgScope, SystemContext};
 
+/// The store's page cache.
+const CACHE_BYTES: usize = 64 * 1024 * 1024;
+
 /// The schema this binary writes. Bump it with a new entry in [`MIGRATIONS`].
 pub const SCHEMA_VERSION: u32 = 1;
 
@@ -186,7 +189,9 @@ impl Store {
             crate::secrets::create_private_dir(dir)
                 .map_err(|e| StoreError::Open { path: dir.display().to_string(), reason: e.to_string() })?;
         }
-        let db = redb::Database::create(path).map_err(|e| match e {
+        // redb caches up to 1 GiB by default; a bounded cache keeps the appliance's
+        // memory flat however large the firm (the OS page cache still helps reads).
+        let db = redb::Builder::new().set_cache_size(CACHE_BYTES).create(path).map_err(|e| match e {
             redb::DatabaseError::DatabaseAlreadyOpen => StoreError::Locked { path: shown.clone() },
             other => StoreError::Open { path: shown.clone(), reason: other.to_string() },
         })?;

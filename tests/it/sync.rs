@@ -14,7 +14,7 @@ use std::time::Duration;
 
 struct Rig {
     fake: FakeClio,
-    store: Store,
+    store: Arc<Store>,
     scope: OrgScope,
     client: ClioClient,
     refreshed: Arc<Mutex<u32>>,
@@ -36,7 +36,7 @@ fn fast_policy() -> RetryPolicy {
 async fn rig(total: u64) -> Rig {
     let fake = FakeClio::start(42, total).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(&dir.path().join("s.redb"), Clock::system()).unwrap();
+    let store = Arc::new(Store::open(&dir.path().join("s.redb"), Clock::system()).unwrap());
     let ctx = SystemContext::new("test");
     let org = store.write(|w| docket::store::orgs::create(w, &ctx, "smith-jones", "Smith & Jones")).unwrap();
     let endpoints = Endpoints::at(&fake.base_url());
