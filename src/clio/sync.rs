@@ -190,7 +190,12 @@ fn record_error(store: &Store, scope: &OrgScope, kind: Kind, error: &SyncError) 
 }
 
 /// Runs (or resumes) one pass of `kind` to its end.
-pub async fn sync_kind(store: &Arc<Store>, scope: &OrgScope, client: &ClioClient, kind: Kind) -> Result<Report, SyncError> {
+pub async fn sync_kind(
+    store: &Arc<Store>,
+    scope: &OrgScope,
+    client: &ClioClient,
+    kind: Kind,
+) -> Result<Report, SyncError> {
     let result = run_pass(store, scope, client, kind).await;
     if let Err(e) = &result {
         record_error(store, scope, kind, e);
