@@ -229,6 +229,7 @@ pub async fn disconnect(
     let connection = store.write(|w| {
         let mut c = get(w, scope)?.ok_or(StoreError::NotFound { what: "a Clio connection".into() })?;
         w.delete(scope, &SECRETS, TOKENS.as_bytes())?;
+        super::webhooks::forget(w, scope)?;
         let now = w.time();
         c.state = State::Disconnected;
         c.disconnected_at = Some(now);

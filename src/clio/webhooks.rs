@@ -11,7 +11,7 @@ use super::client::{ClioClient, ClioError};
 use super::sync::record_key;
 use crate::records::{Kind, Record};
 use crate::secrets::{Keyring, SharedKeyring};
-use crate::store::{CLIO, HOOKS, OrgId, OrgScope, RECORDS, Reader, Store, StoreError, SystemContext};
+use crate::store::{CLIO, HOOKS, OrgId, OrgScope, RECORDS, Reader, Store, StoreError, SystemContext, Tx};
 use hmac::{Hmac, Mac as _};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -128,6 +128,20 @@ pub async fn register(
         state.subscriptions.push(sub);
     }
     Ok(store.read(|r| get(r, scope))?.unwrap_or_default())
+}
+
+/// Forgets the firm's webhook endpoint, subscriptions and secrets (on
+/// disconnect): later deliveries get 410, which tells Clio to stop.
+pub fn forget(w: &mut Tx, scope: &OrgScope) -> Result<(), StoreError> {
+    let Some(state) = get(w, scope)? else { return Ok(()) };
+    for sub in &state.subscriptions {
+        w.delete(scope, &crate::store::SECRETS, secret_name(&sub.id).as_bytes())?;
+    }
+    if !state.hook_id.is_empty() {
+        w.delete_system(&CTX, &HOOKS, state.hook_id.as_bytes())?;
+    }
+    w.delete(scope, &CLIO, KEY)?;
+    Ok(())
 }
 
 /// Extends subscriptions that expire within three days.

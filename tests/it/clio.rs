@@ -188,5 +188,11 @@ async fn webhooks_apply_changes_within_seconds_and_refuse_forgeries() {
         .unwrap();
     assert_eq!(r.status(), 410, "unknown endpoints tell Clio to stop");
     assert_eq!(s.get_json(&s.staff_token, &format!("/api/v1/matters/{matter}")).await.1["etag"], want);
+
+    // After a disconnect the endpoint is gone: Clio is told to stop (410), nothing is applied.
+    let off = client().delete(s.url("/api/v1/clio/connection")).bearer_auth(&s.admin_token).send().await.unwrap();
+    assert_eq!(off.status(), 200);
+    let r = client().post(&hook_url).header("x-hook-signature", "00").json(&forged).send().await.unwrap();
+    assert_eq!(r.status(), 410, "deliveries after a disconnect are refused");
     s.stop().await;
 }
