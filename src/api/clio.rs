@@ -36,13 +36,13 @@ pub struct ConnectionSettings {
         pattern = r"^(us|ca|eu|au|https://[A-Za-z0-9.-]+(:[0-9]{1,5})?|http://(127\.0\.0\.1|localhost)(:[0-9]{1,5})?)$"
     ))]
     pub location: Text,
-    #[oai(validator(min_length = 1, max_length = 200, pattern = r"^[^\s\x00-\x1f]+$"))]
+    #[oai(validator(min_length = 1, max_length = 200, pattern = r"^[\x21-\x7e]+$"))]
     pub client_id: Text,
     /// Have Clio push changes to docket within seconds (needs docket reachable
     /// from Clio at its public address); the schedule keeps polling either way.
     pub webhooks: Optional<bool>,
     /// Sealed at rest; never shown again.
-    #[oai(validator(min_length = 1, max_length = 500, pattern = r"^[^\s\x00-\x1f]+$"))]
+    #[oai(validator(min_length = 1, max_length = 500, pattern = r"^[\x21-\x7e]+$"))]
     pub client_secret: Text,
 }
 
