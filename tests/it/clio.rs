@@ -6,23 +6,24 @@ use docket::records::Kind;
 use serde_json::{Value, json};
 use std::time::Duration;
 
-/// Connects the test firm to `fake` through the API, as an admin's browser
-/// would, and waits for the first sync to finish.
-pub async fn connect_and_sync(s: &TestServer, fake: &FakeClio) {
-    let settings =
-        json!({"location": fake.base_url(), "client_id": fake.client_id, "client_secret": fake.client_secret});
-    let put = client()
-        .put(s.url("/api/v1/clio/connection"))
-        .bearer_auth(&s.admin_token)
-        .json(&settings)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(put.status(), 200);
+/// Sets the Clio app and walks the browser round trip (docket → Clio's
+/// authorize, which approves → docket's callback) as an admin.
+pub async fn connect(s: &TestServer, fake: &FakeClio, webhooks: bool) {
+    let settings = json!({
+        "location": fake.base_url(), "client_id": fake.client_id, "client_secret": fake.client_secret,
+        "webhooks": webhooks,
+    });
+    let put = client().put(s.url("/api/v1/clio/connection")).bearer_auth(&s.admin_token).json(&settings).send();
+    assert_eq!(put.await.unwrap().status(), 200);
     let to_clio = client().get(s.url("/api/v1/clio/connect")).bearer_auth(&s.admin_token).send().await.unwrap();
     let back = client().get(to_clio.headers()["location"].to_str().unwrap()).send().await.unwrap();
     let callback = back.headers()["location"].to_str().unwrap().to_string();
     assert_eq!(client().get(&callback).bearer_auth(&s.admin_token).send().await.unwrap().status(), 303);
+}
+
+/// Connects the test firm to `fake` and waits for the first sync to finish.
+pub async fn connect_and_sync(s: &TestServer, fake: &FakeClio) {
+    connect(s, fake, false).await;
     let total = fake.firm().total();
     let synced = eventually(Duration::from_secs(60), async || {
         let (_, st) = s.get_json(&s.auditor_token, "/api/v1/clio/sync").await;
@@ -130,19 +131,7 @@ async fn an_admin_connects_clio_the_firm_syncs_and_disconnects() {
 async fn webhooks_apply_changes_within_seconds_and_refuse_forgeries() {
     let fake = FakeClio::start(13, 1_000).await.unwrap();
     let s = TestServer::start().await;
-    let settings = json!({"location": fake.base_url(), "client_id": fake.client_id, "client_secret": fake.client_secret, "webhooks": true});
-    let put = client()
-        .put(s.url("/api/v1/clio/connection"))
-        .bearer_auth(&s.admin_token)
-        .json(&settings)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(put.status(), 200);
-    let to_clio = client().get(s.url("/api/v1/clio/connect")).bearer_auth(&s.admin_token).send().await.unwrap();
-    let back = client().get(to_clio.headers()["location"].to_str().unwrap()).send().await.unwrap();
-    let callback = back.headers()["location"].to_str().unwrap().to_string();
-    assert_eq!(client().get(&callback).bearer_auth(&s.admin_token).send().await.unwrap().status(), 303);
+    connect(&s, &fake, true).await;
     let live = eventually(Duration::from_secs(60), async || fake.webhooks_active() == 6).await;
     assert!(live, "six subscriptions completed the X-Hook-Secret handshake");
     let (_, conn) = s.get_json(&s.admin_token, "/api/v1/clio/connection").await;
