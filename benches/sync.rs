@@ -9,7 +9,7 @@
 //! Reported: wall time, records per second, API calls, the ratio sync/baseline,
 //! peak RSS of the process (the fake included), store file size, and what the
 //! same first sync would take at Clio's documented 50 requests per minute.
-use docket::clio::client::{ClioClient, Endpoints, RetryPolicy, http_client, token_request};
+use docket::clio::client::{ClioClient, Endpoints, RetryPolicy, http_client};
 use docket::clio::fake::FakeClio;
 use docket::clio::sync;
 use docket::clock::Clock;
@@ -36,10 +36,7 @@ async fn main() {
     let endpoints = Endpoints::at(&fake.base_url());
     let http = http_client(Duration::from_secs(60)).expect("http");
     let secret = Secret::new(fake.client_secret.clone());
-    let redirect = "https://bench.test/cb";
-    let code = fake.approve(redirect);
-    let grant = [("grant_type", "authorization_code"), ("code", code.as_str()), ("redirect_uri", redirect)];
-    let tokens = token_request(&http, &endpoints, &fake.client_id, &secret, &grant, None).await.expect("token");
+    let tokens = fake.grant(&http).await.expect("token");
     let client = ClioClient::new(
         http,
         endpoints,

@@ -455,6 +455,17 @@ impl FakeClio {
         self.with(|s| s.access.clear());
     }
 
+    /// Tokens for the firm's account, as if an admin had approved docket in a
+    /// browser and docket had redeemed the code (for the tests and the benchmark).
+    pub async fn grant(&self, http: &reqwest::Client) -> Result<super::client::Tokens, super::client::ClioError> {
+        let redirect = "https://docket.test/api/v1/clio/callback";
+        let code = self.approve(redirect);
+        let grant = [("grant_type", "authorization_code"), ("code", code.as_str()), ("redirect_uri", redirect)];
+        let secret = crate::secrets::Secret::new(self.client_secret.clone());
+        let endpoints = super::client::Endpoints::at(&self.base_url());
+        super::client::token_request(http, &endpoints, &self.client_id, &secret, &grant, None).await
+    }
+
     /// Signs in as the firm's account owner the way a browser would: the
     /// authorization code `/oauth/authorize` would hand to `redirect_uri`.
     pub fn approve(&self, redirect_uri: &str) -> String {

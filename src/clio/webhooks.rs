@@ -125,7 +125,6 @@ pub async fn register(
             current.subscriptions.push(Subscription { active: handshaken, ..sub.clone() });
             w.put_json(scope, &CLIO, KEY, &current)
         })?;
-        state.subscriptions.push(sub);
     }
     Ok(store.read(|r| get(r, scope))?.unwrap_or_default())
 }

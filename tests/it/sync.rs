@@ -2,7 +2,7 @@
 //! incremental sync after edits, creations and deletions equals the source and
 //! fetches only what changed; 429 storms, 5xx bursts, expired tokens, slow and
 //! damaged responses; an interrupted pass resumes without refetching.
-use docket::clio::client::{ClioClient, Endpoints, RetryPolicy, Tokens, http_client, token_request};
+use docket::clio::client::{ClioClient, Endpoints, RetryPolicy, Tokens, http_client};
 use docket::clio::fake::{Corruption, FakeClio};
 use docket::clio::sync::{self, Checkpoint};
 use docket::clock::Clock;
@@ -41,11 +41,8 @@ async fn rig(total: u64) -> Rig {
     let org = store.write(|w| docket::store::orgs::create(w, &ctx, "smith-jones", "Smith & Jones")).unwrap();
     let endpoints = Endpoints::at(&fake.base_url());
     let http = http_client(Duration::from_secs(10)).unwrap();
-    let redirect = "https://docket.test/api/v1/clio/callback";
-    let code = fake.approve(redirect);
     let secret = docket::secrets::Secret::new(fake.client_secret.clone());
-    let grant = [("grant_type", "authorization_code"), ("code", code.as_str()), ("redirect_uri", redirect)];
-    let tokens: Tokens = token_request(&http, &endpoints, &fake.client_id, &secret, &grant, None).await.unwrap();
+    let tokens = fake.grant(&http).await.unwrap();
     let refreshed = Arc::new(Mutex::new(0));
     let counter = refreshed.clone();
     let on_refresh = Arc::new(move |_: &Tokens| {
