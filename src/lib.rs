@@ -25,6 +25,7 @@ pub mod state;
 pub mod store;
 pub mod swap;
 pub mod telemetry;
+pub mod timestamp;
 
 /// The version printed by `--version` and reported by the API.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
