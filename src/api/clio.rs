@@ -65,9 +65,13 @@ pub struct ConnectionView {
     pub syncing: bool,
     /// A problem worth knowing, e.g. Clio's deauthorize failed.
     pub warning: Option<String>,
-    /// With webhooks on: where Clio delivers, and how many subscriptions are live.
-    pub webhook_url: Option<String>,
+    /// With webhooks on: the URL Clio delivers each subscription to. Each is a
+    /// capability, shown only to callers with `clio:manage`.
+    pub webhook_urls: Option<Vec<String>>,
+    /// With webhooks on: how many subscriptions completed their handshake.
     pub webhooks_active: Option<u32>,
+    /// After a disconnect: whether Clio confirmed that docket's grant was revoked.
+    pub revocation_confirmed: Option<bool>,
 }
 
 /// Where the sync of one kind stands.
@@ -136,8 +140,9 @@ fn view(c: Option<Connection>, syncing: bool, warning: Option<String>) -> Connec
             purge_due_at: None,
             syncing,
             warning,
-            webhook_url: None,
+            webhook_urls: None,
             webhooks_active: None,
+            revocation_confirmed: None,
         };
     };
     let state = match c.state {
@@ -155,16 +160,24 @@ fn view(c: Option<Connection>, syncing: bool, warning: Option<String>) -> Connec
         disconnected_at: c.disconnected_at.map(time),
         purge_due_at: c.purge_due_at.map(time),
         syncing,
-        warning,
-        webhook_url: None,
+        warning: warning.or(c.revocation_warning.clone()),
+        revocation_confirmed: c.disconnected_at.map(|_| c.revocation_warning.is_none()),
+        webhook_urls: None,
         webhooks_active: None,
     }
 }
 
-fn with_webhooks(mut v: ConnectionView, origin: Option<&str>, hooks: Option<webhooks::Webhooks>) -> ConnectionView {
+/// Adds the webhook figures; the endpoint URLs only for `show_urls` (`clio:manage`).
+fn with_webhooks(
+    mut v: ConnectionView,
+    origin: Option<&str>,
+    hooks: Option<webhooks::Webhooks>,
+    show_urls: bool,
+) -> ConnectionView {
     if let (Some(origin), Some(h)) = (origin, hooks) {
-        v.webhook_url = Some(format!("{origin}{}/{}", webhooks::PATH, h.hook_id));
-        v.webhooks_active = Some(h.subscriptions.iter().filter(|s| s.active).count() as u32);
+        let live = h.subscriptions.iter().filter(|s| s.active);
+        v.webhooks_active = Some(live.clone().count() as u32);
+        v.webhook_urls = show_urls.then(|| live.map(|s| webhooks::url(origin, s)).collect());
     }
     v
 }
@@ -195,7 +208,9 @@ impl ClioApi {
             .read(|r| Ok((connection::get(r, p.scope())?, webhooks::get(r, p.scope())?)))
             .map_err(ApiError::from)?;
         let origin = c.as_ref().and_then(|c| c.webhook_origin.clone());
-        Ok(Json(with_webhooks(view(c, self.state.sync.is_running(p.scope().org()), None), origin.as_deref(), hooks)))
+        let show_urls = p.can(Permission::ClioManage);
+        let v = view(c, self.state.sync.is_running(p.scope().org()), None);
+        Ok(Json(with_webhooks(v, origin.as_deref(), hooks, show_urls)))
     }
 
     /// Set the Clio app

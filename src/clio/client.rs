@@ -405,21 +405,30 @@ impl ClioClient {
         }
     }
 
-    /// Revokes docket's access at Clio (`/oauth/deauthorize`).
+    /// Revokes docket's access at Clio (`/oauth/deauthorize`). A 401 means the
+    /// access token was stale, not that the grant is gone: the token is
+    /// refreshed and the request sent once more. Only a 2xx confirms.
     pub async fn deauthorize(&self) -> Result<(), ClioError> {
-        let token = self.tokens.lock().await.access.clone();
-        let resp = self
-            .http
-            .post(format!("{}/oauth/deauthorize", self.endpoints.oauth_base))
-            .bearer_auth(token.expose())
-            .form(&[("token", token.expose())])
-            .send()
-            .await
-            .map_err(|e| ClioError::Unavailable { attempts: 1, last: e.to_string() })?;
-        match resp.status().as_u16() {
-            200..=299 | 401 => Ok(()),
-            s => Err(ClioError::Refused { status: s, message: "deauthorize failed".into() }),
+        let mut status = 0;
+        for force_refresh in [false, true] {
+            let token = self.access_token(force_refresh).await?;
+            let resp = self
+                .http
+                .post(format!("{}/oauth/deauthorize", self.endpoints.oauth_base))
+                .bearer_auth(token.expose())
+                .form(&[("token", token.expose())])
+                .send()
+                .await
+                .map_err(|e| ClioError::Unavailable { attempts: 1, last: e.to_string() })?;
+            status = resp.status().as_u16();
+            if resp.status().is_success() {
+                return Ok(());
+            }
+            if status != 401 {
+                break;
+            }
         }
+        Err(ClioError::Refused { status, message: "Clio did not confirm the deauthorization".into() })
     }
 }
 

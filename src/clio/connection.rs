@@ -45,6 +45,10 @@ pub struct Connection {
     /// With webhooks on: docket's public origin that Clio delivers to.
     #[serde(default)]
     pub webhook_origin: Option<String>,
+    /// Set on a disconnect whose revocation Clio did not confirm: what went
+    /// wrong, and that docket must be revoked in Clio's settings by hand.
+    #[serde(default)]
+    pub revocation_warning: Option<String>,
 }
 
 impl Connection {
@@ -128,6 +132,7 @@ pub fn configure(
         disconnected_at: None,
         purge_due_at: None,
         webhook_origin,
+        revocation_warning: None,
     };
     w.put_secret(scope, keys, CLIENT_SECRET, client_secret.expose().as_bytes())?;
     w.put_json(scope, &CLIO, KEY, &connection)?;
@@ -179,6 +184,7 @@ pub async fn complete(
             connected_by: Some(actor.clone()),
             disconnected_at: None,
             purge_due_at: None,
+            revocation_warning: None,
             ..connection.clone()
         };
         w.put_json(scope, &CLIO, KEY, &connected)?;
@@ -224,7 +230,9 @@ pub async fn disconnect(
     if let Ok(c) = client(store, keys, scope, http, metrics, RetryPolicy::default())
         && let Err(e) = c.deauthorize().await
     {
-        warning = Some(format!("Clio's deauthorize failed ({e}); revoke docket in Clio's settings too"));
+        warning = Some(format!(
+            "Clio did not confirm that docket's access was revoked ({e}); revoke docket in Clio's settings (Settings > Apps) to be sure"
+        ));
     }
     let connection = store.write(|w| {
         let mut c = get(w, scope)?.ok_or(StoreError::NotFound { what: "a Clio connection".into() })?;
@@ -234,6 +242,7 @@ pub async fn disconnect(
         c.state = State::Disconnected;
         c.disconnected_at = Some(now);
         c.purge_due_at = Some(now + i64::from(purge_after_days) * 86_400_000_000);
+        c.revocation_warning = warning.clone();
         w.put_json(scope, &CLIO, KEY, &c)?;
         Ok(c)
     })?;

@@ -450,6 +450,16 @@ impl FakeClio {
         self.with(|s| s.hooks.values().filter(|h| h.active).count())
     }
 
+    /// Whether a grant is live: some refresh token still works.
+    pub fn grant_live(&self) -> bool {
+        self.with(|s| !s.refresh.is_empty())
+    }
+
+    /// Forgets every refresh token (as if the grant were revoked behind docket's back).
+    pub fn forget_refresh_tokens(&self) {
+        self.with(|s| s.refresh.clear());
+    }
+
     /// Invalidates every access token now (as if they expired); refresh tokens keep working.
     pub fn expire_access_tokens(&self) {
         self.with(|s| s.access.clear());
@@ -542,12 +552,18 @@ fn bearer(req: &Request) -> Option<String> {
 fn deauthorize(req: &Request) -> Response {
     let Some(fake) = req.data::<FakeClio>() else { return StatusCode::INTERNAL_SERVER_ERROR.into_response() };
     let Some(token) = bearer(req) else { return StatusCode::UNAUTHORIZED.into_response() };
-    fake.with(|s| {
-        s.access.remove(&token);
+    // As at Clio, only a live access token can revoke the grant: an expired
+    // one gets 401 and the grant stays.
+    let revoked = fake.with(|s| {
+        if s.access.get(&token).is_none_or(|exp| *exp <= Instant::now()) {
+            return false;
+        }
+        s.access.clear();
         // Deauthorizing the app revokes its grant: refresh tokens stop working too.
         s.refresh.clear();
+        true
     });
-    StatusCode::OK.into_response()
+    if revoked { StatusCode::OK.into_response() } else { StatusCode::UNAUTHORIZED.into_response() }
 }
 
 fn sign(secret: &str, body: &[u8]) -> String {

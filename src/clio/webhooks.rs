@@ -1,17 +1,29 @@
 //! Clio webhooks (optional per firm): changes arrive within seconds instead
 //! of at the next scheduled sync, which keeps running as the fallback.
 //!
-//! docket registers a subscription per model at
-//! `https://<public host>/hooks/clio/<hook id>` (the hook id is a
-//! random name of the firm's endpoint), answers Clio's `X-Hook-Secret`
-//! handshake (the secret is sealed at rest), verifies `X-Hook-Signature`
-//! (lowercase-hex HMAC-SHA256 of the raw body) in constant time, applies the
-//! event to the store, and renews subscriptions before they expire.
+//! Each subscription (one per model) has its own endpoint,
+//! `https://<public host>/hooks/clio/<endpoint>`, whose last segment is 32
+//! random bytes: an unguessable capability known only to docket, Clio and
+//! callers holding `clio:manage`. The rules that keep a stranger out:
+//!
+//! - **Handshake** (`X-Hook-Secret`): accepted only for a subscription docket
+//!   itself asked Clio for within the last [`HANDSHAKE_WINDOW_MICROS`], only
+//!   once, and only if the webhook id it names is the one Clio answered with
+//!   (when the handshake beats Clio's answer, the id is checked when the
+//!   answer arrives and a mismatch discards the secret). The check and the
+//!   write are one store transaction, and the accepted handshake is audited.
+//! - **Delivery** (`X-Hook-Signature`, lowercase-hex HMAC-SHA256 of the raw
+//!   body, checked in constant time): applied only to an active subscription,
+//!   only if it names that subscription's webhook id, and audited in the
+//!   transaction that applies it.
+//! - At most one secret per model and firm is stored, so no request can grow
+//!   the store: a refused handshake writes nothing.
 use super::client::{ClioClient, ClioError};
 use super::sync::record_key;
+use crate::audit::{self, Outcome};
 use crate::records::{Kind, Record};
 use crate::secrets::{Keyring, SharedKeyring};
-use crate::store::{CLIO, HOOKS, OrgId, OrgScope, RECORDS, Reader, Store, StoreError, SystemContext, Tx};
+use crate::store::{CLIO, HOOKS, OrgId, OrgScope, RECORDS, Reader, SECRETS, Store, StoreError, SystemContext, Tx};
 use hmac::{Hmac, Mac as _};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -30,6 +42,10 @@ pub const MODELS: [(Kind, &str); 6] = [
 const LIFETIME_DAYS: i64 = 30;
 /// Renewed when less than this is left.
 const RENEW_WITHIN_DAYS: i64 = 3;
+/// Clio's handshake must arrive this soon after docket asks for a subscription.
+pub const HANDSHAKE_WINDOW_MICROS: i64 = 10 * 60 * 1_000_000;
+/// The longest shared secret a handshake may carry (it is echoed in a header).
+pub const MAX_SECRET_LEN: usize = 256;
 const KEY: &[u8] = b"webhooks";
 const CTX: SystemContext = SystemContext::new("clio-webhooks");
 
@@ -37,19 +53,42 @@ const CTX: SystemContext = SystemContext::new("clio-webhooks");
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Subscription {
     pub kind: Kind,
-    /// Clio's webhook id.
+    /// Clio's webhook id; empty until Clio answers the subscription request.
+    #[serde(default)]
     pub id: String,
+    /// The last path segment of this subscription's URL (a capability).
+    #[serde(default)]
+    pub endpoint: String,
     /// Unix seconds.
     pub expires_at: i64,
-    /// Whether the handshake completed.
+    /// When docket asked Clio for it (Unix microseconds): the handshake window opens.
+    #[serde(default)]
+    pub requested_at: i64,
+    /// Whether a handshake was accepted (only one ever is).
+    #[serde(default)]
+    pub handshaken: bool,
+    /// The webhook id the handshake named, while Clio's answer is outstanding.
+    #[serde(default)]
+    pub handshake_id: Option<String>,
+    /// Whether deliveries are applied: handshake accepted and ids agree.
     pub active: bool,
 }
 
-/// A firm's webhook endpoint and subscriptions.
+/// A firm's webhook subscriptions.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Webhooks {
+    /// The one endpoint all subscriptions shared before endpoints were per
+    /// subscription; retired (its deliveries get 410) at the next upkeep.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub hook_id: String,
     pub subscriptions: Vec<Subscription>,
+}
+
+/// What the endpoint index says about one endpoint name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+struct Endpoint {
+    org: OrgId,
+    kind: Kind,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -58,34 +97,59 @@ pub enum WebhookError {
     UnknownHook,
     #[error("the signature does not match the body")]
     BadSignature,
-    #[error("the delivery is malformed: {0}")]
+    #[error("refused: {0}")]
+    Refused(String),
+    #[error("the request is malformed: {0}")]
     Malformed(String),
     #[error(transparent)]
-    Store(#[from] StoreError),
+    Store(StoreError),
     #[error(transparent)]
     Clio(#[from] ClioError),
 }
 
-fn secret_name(webhook: &str) -> String {
-    format!("clio.webhook.{webhook}")
+impl From<StoreError> for WebhookError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Refused { problem } => WebhookError::Refused(problem),
+            other => WebhookError::Store(other),
+        }
+    }
+}
+
+fn refused(problem: &str) -> StoreError {
+    StoreError::Refused { problem: problem.into() }
+}
+
+/// The sealed shared secret of a firm's subscription to `kind` (one per model).
+fn secret_name(kind: Kind) -> String {
+    format!("clio.webhook.{}", kind.as_str())
 }
 
 pub fn get(r: &impl Reader, scope: &OrgScope) -> Result<Option<Webhooks>, StoreError> {
     r.get_json(scope, &CLIO, KEY)
 }
 
-fn now_unix() -> i64 {
-    time::OffsetDateTime::now_utc().unix_timestamp()
-}
-
 fn rfc3339(unix: i64) -> String {
     super::generator::datetime(unix)
 }
 
-/// The path under which every firm's webhook endpoint lives (`<base>/<hook id>`).
+/// The path under which every webhook endpoint lives (`<base>/<endpoint>`).
 pub const PATH: &str = "/hooks/clio";
 
-/// Subscribes to every model at Clio, pointing at `<public_origin>/hooks/clio/<hook id>`.
+/// The URL Clio delivers a subscription to.
+pub fn url(public_origin: &str, sub: &Subscription) -> String {
+    format!("{public_origin}{PATH}/{}", sub.endpoint)
+}
+
+fn now_unix(store: &Store) -> i64 {
+    store.clock().now_micros().div_euclid(1_000_000)
+}
+
+fn pending_within_window(sub: &Subscription, now_micros: i64) -> bool {
+    !sub.active && now_micros.saturating_sub(sub.requested_at) <= HANDSHAKE_WINDOW_MICROS
+}
+
+/// Subscribes to every model at Clio that has no live subscription.
 /// Clio's handshakes arrive while this runs; each completes the subscription it names.
 pub async fn register(
     store: &Store,
@@ -93,51 +157,120 @@ pub async fn register(
     client: &ClioClient,
     public_origin: &str,
 ) -> Result<Webhooks, WebhookError> {
-    let mut state = store.read(|r| get(r, scope))?.unwrap_or_default();
-    if state.hook_id.is_empty() {
-        state.hook_id = crate::auth::random_token(24);
-        let index = state.hook_id.clone();
-        store.write(|w| {
-            w.put_system_json(&CTX, &HOOKS, index.as_bytes(), &scope.org())?;
-            w.put_json(scope, &CLIO, KEY, &state)
-        })?;
-    }
-    let target = format!("{public_origin}{PATH}/{}", state.hook_id);
+    store.write(|w| retire_shared_endpoint(w, scope))?;
     for (kind, model) in MODELS {
-        if state.subscriptions.iter().any(|s| s.kind == kind) {
+        let state = store.read(|r| get(r, scope))?.unwrap_or_default();
+        let now = store.clock().now_micros();
+        let existing = state.subscriptions.iter().find(|s| s.kind == kind);
+        if existing.is_some_and(|s| s.active || pending_within_window(s, now)) {
             continue;
         }
-        let expires_at = now_unix() + LIFETIME_DAYS * 86_400;
-        // Saved before the request: Clio's handshake names this id and may arrive first.
-        let body = json!({"data": {
-            "url": target, "model": model, "events": ["created", "updated", "deleted"],
-            "fields": kind.fields(), "expires_at": rfc3339(expires_at),
-        }});
-        let made = client.send(reqwest::Method::POST, "/webhooks.json", &body, kind).await?;
-        let id = made.pointer("/data/id").map(|v| v.to_string().trim_matches('"').to_string()).unwrap_or_default();
-        if id.is_empty() {
-            return Err(WebhookError::Malformed("Clio's answer to the subscription has no id".into()));
+        if let Some(stale) = existing.filter(|s| !s.id.is_empty()) {
+            // Never completed its handshake: ask Clio to drop it before asking again.
+            let path = format!("/webhooks/{}.json", stale.id);
+            if let Err(e) = client.send(reqwest::Method::DELETE, &path, &Value::Null, kind).await {
+                tracing::warn!(org = %scope.org(), kind = kind.as_str(), error = %e, "a stale Clio webhook could not be deleted");
+            }
         }
-        let sub = Subscription { kind, id, expires_at, active: false };
-        store.write(|w| {
-            let mut current = get(w, scope)?.unwrap_or_default();
-            let handshaken = w.get(scope, &crate::store::SECRETS, secret_name(&sub.id).as_bytes())?.is_some();
-            current.subscriptions.push(Subscription { active: handshaken, ..sub.clone() });
-            w.put_json(scope, &CLIO, KEY, &current)
-        })?;
+        let sub = Subscription {
+            kind,
+            id: String::new(),
+            endpoint: crate::auth::random_token(32),
+            expires_at: now_unix(store) + LIFETIME_DAYS * 86_400,
+            requested_at: now,
+            handshaken: false,
+            handshake_id: None,
+            active: false,
+        };
+        // Saved before the request: Clio's handshake may arrive before its answer.
+        store.write(|w| replace_subscription(w, scope, sub.clone()))?;
+        let body = json!({"data": {
+            "url": url(public_origin, &sub), "model": model, "events": ["created", "updated", "deleted"],
+            "fields": kind.fields(), "expires_at": rfc3339(sub.expires_at),
+        }});
+        let made = client.send(reqwest::Method::POST, "/webhooks.json", &body, kind).await;
+        let id = made.map(|m| m.pointer("/data/id").map(id_text).unwrap_or_default());
+        match id {
+            Ok(id) if !id.is_empty() => store.write(|w| bind_clio_id(w, scope, &sub.endpoint, &id))?,
+            Ok(_) => {
+                store.write(|w| remove_subscription(w, scope, kind))?;
+                return Err(WebhookError::Malformed("Clio's answer to the subscription has no id".into()));
+            }
+            Err(e) => {
+                store.write(|w| remove_subscription(w, scope, kind))?;
+                return Err(e.into());
+            }
+        }
     }
     Ok(store.read(|r| get(r, scope))?.unwrap_or_default())
 }
 
-/// Forgets the firm's webhook endpoint, subscriptions and secrets (on
-/// disconnect): later deliveries get 410, which tells Clio to stop.
-pub fn forget(w: &mut Tx, scope: &OrgScope) -> Result<(), StoreError> {
-    let Some(state) = get(w, scope)? else { return Ok(()) };
-    for sub in &state.subscriptions {
-        w.delete(scope, &crate::store::SECRETS, secret_name(&sub.id).as_bytes())?;
+fn id_text(v: &Value) -> String {
+    v.to_string().trim_matches('"').to_string()
+}
+
+/// Puts `sub` in place of any earlier subscription to its model (index and secret included).
+fn replace_subscription(w: &mut Tx, scope: &OrgScope, sub: Subscription) -> Result<(), StoreError> {
+    remove_subscription(w, scope, sub.kind)?;
+    let mut state = get(w, scope)?.unwrap_or_default();
+    w.put_system_json(&CTX, &HOOKS, sub.endpoint.as_bytes(), &Endpoint { org: scope.org(), kind: sub.kind })?;
+    state.subscriptions.push(sub);
+    w.put_json(scope, &CLIO, KEY, &state)
+}
+
+fn remove_subscription(w: &mut Tx, scope: &OrgScope, kind: Kind) -> Result<(), StoreError> {
+    let Some(mut state) = get(w, scope)? else { return Ok(()) };
+    for old in state.subscriptions.iter().filter(|s| s.kind == kind && !s.endpoint.is_empty()) {
+        w.delete_system(&CTX, &HOOKS, old.endpoint.as_bytes())?;
+    }
+    state.subscriptions.retain(|s| s.kind != kind);
+    w.delete(scope, &SECRETS, secret_name(kind).as_bytes())?;
+    w.put_json(scope, &CLIO, KEY, &state)
+}
+
+/// Records Clio's id for the subscription at `endpoint`. A handshake that came
+/// first must have named the same id; otherwise its secret is discarded.
+fn bind_clio_id(w: &mut Tx, scope: &OrgScope, endpoint: &str, id: &str) -> Result<(), StoreError> {
+    let Some(mut state) = get(w, scope)? else { return Ok(()) };
+    let Some(sub) = state.subscriptions.iter_mut().find(|s| s.endpoint == endpoint) else { return Ok(()) };
+    sub.id = id.to_string();
+    match sub.handshake_id.take() {
+        Some(named) if named == id => sub.active = true,
+        Some(named) => {
+            tracing::warn!(org = %scope.org(), kind = sub.kind.as_str(), named, id, "a webhook handshake named another subscription; its secret is discarded");
+            sub.handshaken = false;
+            let kind = sub.kind;
+            w.delete(scope, &SECRETS, secret_name(kind).as_bytes())?;
+        }
+        None => {}
+    }
+    w.put_json(scope, &CLIO, KEY, &state)
+}
+
+/// Drops the endpoint shared by all subscriptions in earlier versions, and the
+/// subscriptions made under it: their deliveries now get 410, which tells Clio
+/// to stop, and [`register`] subscribes again with an endpoint each.
+fn retire_shared_endpoint(w: &mut Tx, scope: &OrgScope) -> Result<(), StoreError> {
+    let Some(mut state) = get(w, scope)? else { return Ok(()) };
+    if state.hook_id.is_empty() && state.subscriptions.iter().all(|s| !s.endpoint.is_empty()) {
+        return Ok(());
     }
     if !state.hook_id.is_empty() {
-        w.delete_system(&CTX, &HOOKS, state.hook_id.as_bytes())?;
+        w.delete_system(&CTX, &HOOKS, std::mem::take(&mut state.hook_id).as_bytes())?;
+    }
+    for old in state.subscriptions.iter().filter(|s| s.endpoint.is_empty()) {
+        w.delete(scope, &SECRETS, format!("clio.webhook.{}", old.id).as_bytes())?;
+    }
+    state.subscriptions.retain(|s| !s.endpoint.is_empty());
+    w.put_json(scope, &CLIO, KEY, &state)
+}
+
+/// Forgets the firm's webhook endpoints, subscriptions and secrets (on
+/// disconnect): later deliveries get 410, which tells Clio to stop.
+pub fn forget(w: &mut Tx, scope: &OrgScope) -> Result<(), StoreError> {
+    retire_shared_endpoint(w, scope)?;
+    for (kind, _) in MODELS {
+        remove_subscription(w, scope, kind)?;
     }
     w.delete(scope, &CLIO, KEY)?;
     Ok(())
@@ -147,8 +280,9 @@ pub fn forget(w: &mut Tx, scope: &OrgScope) -> Result<(), StoreError> {
 pub async fn renew(store: &Store, scope: &OrgScope, client: &ClioClient) -> Result<usize, WebhookError> {
     let Some(state) = store.read(|r| get(r, scope))? else { return Ok(0) };
     let mut renewed = 0;
-    for sub in state.subscriptions.iter().filter(|s| s.expires_at - now_unix() < RENEW_WITHIN_DAYS * 86_400) {
-        let expires_at = now_unix() + LIFETIME_DAYS * 86_400;
+    let due = |s: &&Subscription| s.active && s.expires_at - now_unix(store) < RENEW_WITHIN_DAYS * 86_400;
+    for sub in state.subscriptions.iter().filter(due) {
+        let expires_at = now_unix(store) + LIFETIME_DAYS * 86_400;
         let body = json!({"data": {"expires_at": rfc3339(expires_at)}});
         client.send(reqwest::Method::PATCH, &format!("/webhooks/{}.json", sub.id), &body, sub.kind).await?;
         store.write(|w| {
@@ -161,40 +295,96 @@ pub async fn renew(store: &Store, scope: &OrgScope, client: &ClioClient) -> Resu
     Ok(renewed)
 }
 
-/// The org whose endpoint is named `hook_id`.
-pub fn org_of(store: &Store, hook_id: &str) -> Result<OrgId, WebhookError> {
-    store.read(|r| r.get_system_record::<OrgId>(&HOOKS, hook_id.as_bytes()))?.ok_or(WebhookError::UnknownHook)
+/// The org and model behind an endpoint name.
+fn endpoint(r: &impl Reader, name: &str) -> Result<Endpoint, StoreError> {
+    if name.is_empty() || name.len() > 64 {
+        return Err(StoreError::NotFound { what: "webhook endpoint".into() });
+    }
+    // An index row of an older shape (a bare org id) is an endpoint that no longer exists.
+    r.get_system(&HOOKS, name.as_bytes())?
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .ok_or(StoreError::NotFound { what: "webhook endpoint".into() })
+}
+
+fn lookup(store: &Store, name: &str) -> Result<(Endpoint, OrgScope), WebhookError> {
+    match store.read(|r| endpoint(r, name)) {
+        Ok(ep) => Ok((ep, CTX.org_scope(ep.org))),
+        Err(StoreError::NotFound { .. }) => Err(WebhookError::UnknownHook),
+        Err(e) => Err(e.into()),
+    }
 }
 
 fn webhook_id(body: &Value) -> Option<String> {
-    body.pointer("/data/webhook_id")
-        .or_else(|| body.pointer("/meta/webhook_id"))
-        .map(|v| v.to_string().trim_matches('"').to_string())
+    body.pointer("/data/webhook_id").or_else(|| body.pointer("/meta/webhook_id")).map(id_text)
 }
 
-/// Clio's handshake: keeps the shared secret (sealed) and activates the subscription.
+/// Whether a handshake's secret is one docket can keep and echo: 1 to
+/// [`MAX_SECRET_LEN`] visible ASCII characters.
+fn acceptable_secret(secret: &str) -> bool {
+    (1..=MAX_SECRET_LEN).contains(&secret.len()) && secret.bytes().all(|b| b.is_ascii_graphic())
+}
+
+/// Clio's handshake at `endpoint_name`: keeps the shared secret (sealed) and
+/// activates the subscription, under the rules in the module docs.
 pub fn handshake(
     store: &Store,
     keys: &SharedKeyring,
-    org: OrgId,
+    endpoint_name: &str,
     body: &[u8],
     secret: &str,
+    ctx: &audit::Context,
 ) -> Result<(), WebhookError> {
-    let scope = CTX.org_scope(org);
+    let (ep, scope) = lookup(store, endpoint_name)?;
+    if !acceptable_secret(secret) {
+        return Err(WebhookError::Malformed(format!(
+            "X-Hook-Secret must be 1 to {MAX_SECRET_LEN} visible ASCII characters"
+        )));
+    }
     let parsed: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
-    let id = webhook_id(&parsed);
-    store.write(|w| {
-        let mut state = get(w, &scope)?.unwrap_or_default();
-        // The handshake may arrive before docket saved Clio's answer: then the
-        // secret waits under its id and `register` activates the subscription.
-        let name = id.clone().unwrap_or_default();
-        if name.is_empty() {
-            return Err(StoreError::Invalid { field: "webhook_id", problem: "is missing from the handshake".into() });
-        }
-        w.put_secret(&scope, keys, &secret_name(&name), secret.as_bytes())?;
-        state.subscriptions.iter_mut().filter(|s| s.id == name).for_each(|s| s.active = true);
-        w.put_json(&scope, &CLIO, KEY, &state)
-    })?;
+    let named = webhook_id(&parsed)
+        .filter(|id| !id.is_empty())
+        .ok_or_else(|| WebhookError::Malformed("the handshake names no webhook_id".into()))?;
+    store
+        .write(|w| {
+            let mut state = get(w, &scope)?.unwrap_or_default();
+            let now = w.time();
+            let sub = state
+                .subscriptions
+                .iter_mut()
+                .find(|s| s.endpoint == endpoint_name)
+                .ok_or(StoreError::NotFound { what: "webhook endpoint".into() })?;
+            if sub.handshaken {
+                return Err(refused("this subscription's handshake was already completed"));
+            }
+            if !pending_within_window(sub, now) {
+                return Err(refused("no subscription is awaiting a handshake here"));
+            }
+            if !sub.id.is_empty() && sub.id != named {
+                return Err(refused("the handshake names another webhook"));
+            }
+            sub.handshaken = true;
+            if sub.id.is_empty() {
+                sub.handshake_id = Some(named.clone());
+            } else {
+                sub.active = true;
+            }
+            w.put_secret(&scope, keys, &secret_name(ep.kind), secret.as_bytes())?;
+            w.put_json(&scope, &CLIO, KEY, &state)?;
+            let details = json!({"model": ep.kind.as_str(), "webhook_id": named});
+            audit::record(
+                w,
+                &scope,
+                ctx,
+                "clio.webhook.handshake",
+                &format!("webhook:{}", ep.kind.as_str()),
+                Outcome::Success,
+                details,
+            )
+        })
+        .map_err(|e| match e {
+            StoreError::NotFound { .. } => WebhookError::UnknownHook,
+            other => other.into(),
+        })?;
     Ok(())
 }
 
@@ -207,50 +397,78 @@ pub fn verify(secret: &[u8], body: &[u8], signature: &str) -> bool {
 }
 
 /// What a delivery did.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Applied {
     Stored,
     Unchanged,
     Deleted,
 }
 
-/// Verifies and applies one delivery.
+impl Applied {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Applied::Stored => "stored",
+            Applied::Unchanged => "unchanged",
+            Applied::Deleted => "deleted",
+        }
+    }
+}
+
+/// Verifies and applies one delivery to `endpoint_name`, audited in the same transaction.
 pub fn deliver(
     store: &Store,
     keys: &Keyring,
-    org: OrgId,
+    endpoint_name: &str,
     body: &[u8],
     signature: &str,
+    ctx: &audit::Context,
 ) -> Result<Applied, WebhookError> {
-    let scope = CTX.org_scope(org);
-    let parsed: Value = serde_json::from_slice(body).map_err(|e| WebhookError::Malformed(e.to_string()))?;
-    let id = webhook_id(&parsed).ok_or_else(|| WebhookError::Malformed("no webhook_id".into()))?;
-    let state = store.read(|r| get(r, &scope))?.unwrap_or_default();
-    let sub = state.subscriptions.iter().find(|s| s.id == id).ok_or(WebhookError::UnknownHook)?;
-    let secret = store.read(|r| r.get_secret(&scope, keys, &secret_name(&id)))?.ok_or(WebhookError::BadSignature)?;
+    let (ep, scope) = lookup(store, endpoint_name)?;
+    let (state, secret) = store
+        .read(|r| Ok((get(r, &scope)?.unwrap_or_default(), r.get_secret(&scope, keys, &secret_name(ep.kind))?)))?;
+    let sub = state.subscriptions.iter().find(|s| s.endpoint == endpoint_name).ok_or(WebhookError::UnknownHook)?;
+    let secret = secret.filter(|_| sub.active).ok_or(WebhookError::BadSignature)?;
     if !verify(secret.expose(), body, signature) {
         return Err(WebhookError::BadSignature);
     }
-    let event = parsed.pointer("/meta/event").and_then(Value::as_str).unwrap_or("updated");
-    let data = parsed.get("data").cloned().unwrap_or(Value::Null);
-    let kind = sub.kind;
-    if event == "deleted" {
-        let rid = data.get("id").map(|v| v.to_string().trim_matches('"').to_string()).unwrap_or_default();
-        store.write(|w| w.delete(&scope, &RECORDS, &record_key(kind, &rid)))?;
-        return Ok(Applied::Deleted);
+    let parsed: Value = serde_json::from_slice(body).map_err(|e| WebhookError::Malformed(e.to_string()))?;
+    if webhook_id(&parsed).as_deref() != Some(sub.id.as_str()) {
+        return Err(WebhookError::Malformed("the delivery names another webhook".into()));
     }
-    let record = Record::from_clio(kind, data).map_err(|e| WebhookError::Malformed(e.to_string()))?;
-    store
-        .write(|w| {
-            let key = record_key(kind, &record.id);
-            let old: Option<Record> = w.get_json(&scope, &RECORDS, &key)?;
-            if old.is_some_and(|o| o.etag.is_some() && o.etag == record.etag) {
-                return Ok(Applied::Unchanged);
+    let event = parsed.pointer("/meta/event").and_then(Value::as_str).unwrap_or("updated").to_string();
+    let data = parsed.get("data").cloned().unwrap_or(Value::Null);
+    let kind = ep.kind;
+    let (applied, record_id) = if event == "deleted" {
+        let rid = data.get("id").map(id_text).unwrap_or_default();
+        (None, rid)
+    } else {
+        let record = Record::from_clio(kind, data).map_err(|e| WebhookError::Malformed(e.to_string()))?;
+        let id = record.id.clone();
+        (Some(record), id)
+    };
+    let result = store.write(|w| {
+        let key = record_key(kind, &record_id);
+        let result = match &applied {
+            None => {
+                w.delete(&scope, &RECORDS, &key)?;
+                Applied::Deleted
             }
-            w.put_json(&scope, &RECORDS, &key, &record)?;
-            Ok(Applied::Stored)
-        })
-        .map_err(WebhookError::from)
+            Some(record) => {
+                let old: Option<Record> = w.get_json(&scope, &RECORDS, &key)?;
+                if old.is_some_and(|o| o.etag.is_some() && o.etag == record.etag) {
+                    Applied::Unchanged
+                } else {
+                    w.put_json(&scope, &RECORDS, &key, record)?;
+                    Applied::Stored
+                }
+            }
+        };
+        let details = json!({"event": event, "result": result.as_str()});
+        let target = format!("{}:{record_id}", kind.as_str());
+        audit::record(w, &scope, ctx, "clio.webhook.deliver", &target, Outcome::Success, details)?;
+        Ok(result)
+    })?;
+    Ok(result)
 }
 
 #[cfg(test)]
@@ -265,5 +483,123 @@ mod tests {
         assert!(!verify(b"Jefe", b"what do ya want for nothing!", sig));
         assert!(!verify(b"Jefe", b"what do ya want for nothing?", "not hex"));
         assert!(!verify(b"other", b"what do ya want for nothing?", sig));
+    }
+
+    struct Fixture {
+        _dir: tempfile::TempDir,
+        store: Store,
+        keys: SharedKeyring,
+        clock: crate::clock::Clock,
+        scope: OrgScope,
+    }
+
+    /// A store with one pending subscription to matters at endpoint `ep`.
+    fn pending(clio_id: &str) -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = crate::clock::Clock::fixed(time::macros::datetime!(2026-11-30 12:00 UTC));
+        let store = Store::open(&dir.path().join("s.redb"), clock.clone()).unwrap();
+        let keys = SharedKeyring::new(Keyring::generate(&dir.path().join("k.key")).unwrap());
+        let scope = CTX.org_scope(OrgId(7));
+        let sub = Subscription {
+            kind: Kind::Matter,
+            id: clio_id.into(),
+            endpoint: "ep".into(),
+            expires_at: 0,
+            requested_at: clock.now_micros(),
+            handshaken: false,
+            handshake_id: None,
+            active: false,
+        };
+        store.write(|w| replace_subscription(w, &scope, sub)).unwrap();
+        Fixture { _dir: dir, store, keys, clock, scope }
+    }
+
+    fn shake(f: &Fixture, id: &str, secret: &str) -> Result<(), WebhookError> {
+        let body = json!({"data": {"webhook_id": id}}).to_string();
+        handshake(&f.store, &f.keys, "ep", body.as_bytes(), secret, &audit::Context::default())
+    }
+
+    fn active(f: &Fixture) -> bool {
+        f.store.read(|r| get(r, &f.scope)).unwrap().unwrap().subscriptions[0].active
+    }
+
+    fn stored_secret(f: &Fixture) -> Option<Vec<u8>> {
+        let keys = f.keys.current();
+        f.store
+            .read(|r| r.get_secret(&f.scope, &keys, &secret_name(Kind::Matter)))
+            .unwrap()
+            .map(|s| s.expose().to_vec())
+    }
+
+    #[test]
+    fn a_handshake_is_accepted_once_within_the_window() {
+        let f = pending("41");
+        shake(&f, "41", "first").unwrap();
+        assert!(active(&f));
+        let again = shake(&f, "41", "attacker").unwrap_err();
+        assert!(matches!(again, WebhookError::Refused(_)), "{again}");
+        assert_eq!(stored_secret(&f).unwrap(), b"first", "a second handshake replaces nothing");
+        let audited = audit::query(&f.store, &f.scope, &audit::Filter { limit: 10, ..Default::default() }).unwrap();
+        assert_eq!(audited.iter().filter(|e| e.action == "clio.webhook.handshake").count(), 1);
+    }
+
+    #[test]
+    fn a_late_or_misnamed_handshake_is_refused() {
+        let f = pending("41");
+        assert!(matches!(shake(&f, "42", "s").unwrap_err(), WebhookError::Refused(_)), "another webhook's id");
+        f.clock.advance(std::time::Duration::from_micros(HANDSHAKE_WINDOW_MICROS as u64 + 1));
+        assert!(matches!(shake(&f, "41", "s").unwrap_err(), WebhookError::Refused(_)), "after the window");
+        assert!(!active(&f));
+        assert_eq!(stored_secret(&f), None);
+        let unknown = handshake(&f.store, &f.keys, "nope", b"{}", "s", &audit::Context::default()).unwrap_err();
+        assert!(matches!(unknown, WebhookError::UnknownHook), "{unknown}");
+    }
+
+    #[test]
+    fn an_early_handshake_counts_only_if_clio_answers_with_its_id() {
+        let f = pending("");
+        shake(&f, "41", "early").unwrap();
+        assert!(!active(&f), "not active before Clio's answer");
+        f.store.write(|w| bind_clio_id(w, &f.scope, "ep", "99")).unwrap();
+        assert!(!active(&f), "the handshake named another webhook");
+        assert_eq!(stored_secret(&f), None, "its secret is discarded");
+        shake(&f, "99", "genuine").unwrap();
+        assert!(active(&f));
+        assert_eq!(stored_secret(&f).unwrap(), b"genuine");
+    }
+
+    fn signed(secret: &str, body: &str) -> String {
+        let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+        mac.update(body.as_bytes());
+        hex::encode(mac.finalize().into_bytes())
+    }
+
+    #[test]
+    fn deliveries_need_an_active_subscription_and_its_id() {
+        let f = pending("41");
+        let body =
+            json!({"data": {"id": 5, "etag": "\"e\""}, "meta": {"event": "created", "webhook_id": 41}}).to_string();
+        let sign = |secret: &str| signed(secret, &body);
+        let ctx = audit::Context::default();
+        let keys = f.keys.current();
+        let before = deliver(&f.store, &keys, "ep", body.as_bytes(), &sign("s"), &ctx).unwrap_err();
+        assert!(matches!(before, WebhookError::BadSignature), "no handshake yet: {before}");
+        shake(&f, "41", "s").unwrap();
+        assert_eq!(deliver(&f.store, &keys, "ep", body.as_bytes(), &sign("s"), &ctx).unwrap(), Applied::Stored);
+        assert!(deliver(&f.store, &keys, "ep", body.as_bytes(), &sign("x"), &ctx).is_err());
+        let other = body.replace("41", "40");
+        let e = deliver(&f.store, &keys, "ep", other.as_bytes(), &signed("s", &other), &ctx).unwrap_err();
+        assert!(matches!(e, WebhookError::Malformed(_)), "{e}");
+        let audited = audit::query(&f.store, &f.scope, &audit::Filter { limit: 10, ..Default::default() }).unwrap();
+        assert_eq!(audited.iter().filter(|e| e.action == "clio.webhook.deliver").count(), 1);
+    }
+
+    #[test]
+    fn secrets_are_bounded_visible_ascii() {
+        assert!(acceptable_secret("abc123"));
+        assert!(!acceptable_secret(""));
+        assert!(!acceptable_secret(&"a".repeat(MAX_SECRET_LEN + 1)));
+        assert!(!acceptable_secret("has space"));
+        assert!(!acceptable_secret("naïve"));
     }
 }

@@ -1,4 +1,4 @@
-//! `POST /hooks/clio/<hook id>`: where Clio delivers a firm's webhooks. Not
+//! `POST /hooks/clio/<endpoint>`: where Clio delivers a firm's webhooks. Not
 //! part of the integrators' API: Clio is the only caller, authenticated by
 //! the `X-Hook-Signature` HMAC of each delivery (see `clio::webhooks`).
 use crate::api::problem::{ApiError, Code};
@@ -24,41 +24,57 @@ pub async fn receive(mut req: Request) -> Response {
         Ok(b) => b,
         Err(_) => return problem(Code::PayloadTooLarge, "a webhook body is at most 1 MiB"),
     };
-    let org = match webhooks::org_of(&state.store, &hook) {
-        Ok(org) => org,
-        // 410 tells Clio to stop delivering to an endpoint that no longer exists.
-        Err(_) => return problem(Code::Gone, "no webhook endpoint has this name"),
-    };
+    let ctx = crate::api::audit_context(&req);
     if let Some(secret) = secret {
-        return match webhooks::handshake(&state.store, &state.keys, org, &body, &secret) {
+        return match webhooks::handshake(&state.store, &state.keys, &hook, &body, &secret, &ctx) {
             Ok(()) => {
+                count(&state, "handshake", "accepted");
                 let mut resp = StatusCode::OK.into_response();
                 if let Ok(v) = HeaderValue::from_str(&secret) {
                     resp.headers_mut().insert("x-hook-secret", v);
                 }
                 resp
             }
-            Err(e) => problem(Code::BadRequest, &e.to_string()),
+            Err(e) => refusal(&state, "handshake", e),
         };
     }
     let Some(signature) = signature else {
         return problem(Code::Unauthenticated, "a delivery needs the X-Hook-Signature header");
     };
     let keys = state.keys.current();
-    match webhooks::deliver(&state.store, &keys, org, &body, &signature) {
+    match webhooks::deliver(&state.store, &keys, &hook, &body, &signature, &ctx) {
         Ok(applied) => {
-            state.metrics.count(
-                "docket_clio_webhook_deliveries_total",
-                "Clio webhook deliveries applied.",
-                vec![("result", format!("{applied:?}").to_lowercase())],
-                1,
-            );
+            count(&state, "delivery", applied.as_str());
             StatusCode::OK.into_response()
         }
-        Err(WebhookError::BadSignature) => problem(Code::Unauthenticated, "the signature does not match the body"),
-        Err(WebhookError::UnknownHook) => problem(Code::Gone, "this webhook subscription is unknown"),
-        Err(WebhookError::Malformed(m)) => problem(Code::BadRequest, &format!("malformed delivery: {m}")),
-        Err(WebhookError::Store(e)) => ApiError::from(e).into_response(),
-        Err(WebhookError::Clio(e)) => problem(Code::Internal, &e.to_string()),
+        Err(e) => refusal(&state, "delivery", e),
     }
+}
+
+/// Counts a handshake or delivery by a fixed-set result label.
+fn count(state: &AppState, what: &'static str, result: &'static str) {
+    state.metrics.count(
+        "docket_clio_webhook_requests_total",
+        "Requests to Clio webhook endpoints, by kind and result.",
+        vec![("request", what.to_string()), ("result", result.to_string())],
+        1,
+    );
+}
+
+/// The answer to a refused handshake or delivery; logged and counted, never stored.
+fn refusal(state: &AppState, what: &'static str, e: WebhookError) -> Response {
+    let (label, code, detail) = match &e {
+        // 410 tells Clio to stop delivering to an endpoint that no longer exists.
+        WebhookError::UnknownHook => ("unknown", Code::Gone, e.to_string()),
+        WebhookError::BadSignature => ("bad_signature", Code::Unauthenticated, e.to_string()),
+        WebhookError::Refused(_) => ("refused", Code::Forbidden, e.to_string()),
+        WebhookError::Malformed(_) => ("malformed", Code::BadRequest, e.to_string()),
+        WebhookError::Store(_) => ("error", Code::Internal, "the webhook could not be stored".to_string()),
+        WebhookError::Clio(_) => ("error", Code::Internal, "the webhook could not be processed".to_string()),
+    };
+    count(state, what, label);
+    if !matches!(e, WebhookError::UnknownHook) {
+        tracing::warn!(request = what, result = label, error = %e, "a Clio webhook request was refused");
+    }
+    problem(code, &detail)
 }

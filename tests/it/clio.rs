@@ -133,7 +133,24 @@ async fn webhooks_apply_changes_within_seconds_and_refuse_forgeries() {
     assert!(live, "six subscriptions completed the X-Hook-Secret handshake");
     let (_, conn) = s.get_json(&s.admin_token, "/api/v1/clio/connection").await;
     assert_eq!(conn["webhooks_active"], 6, "{conn}");
-    let hook_url = conn["webhook_url"].as_str().unwrap().to_string();
+    let urls: Vec<String> =
+        conn["webhook_urls"].as_array().unwrap().iter().map(|u| u.as_str().unwrap().into()).collect();
+    assert_eq!(urls.len(), 6, "one unguessable endpoint per subscription: {conn}");
+    let hook_url = urls[0].clone();
+    let (_, seen_by_staff) = s.get_json(&s.staff_token, "/api/v1/clio/connection").await;
+    assert!(seen_by_staff.get("webhook_urls").is_none(), "endpoints are shown only to clio:manage: {seen_by_staff}");
+    assert_eq!(seen_by_staff["webhooks_active"], 6);
+
+    // Finding 1: a handshake to a live endpoint cannot replace its secret.
+    for url in &urls {
+        let forged = client().post(url).header("x-hook-secret", "attacker").json(&json!({"data": {"webhook_id": 1}}));
+        assert_eq!(forged.send().await.unwrap().status(), 403, "a second handshake is refused");
+    }
+    let huge =
+        client().post(&hook_url).header("x-hook-secret", "a".repeat(10_000)).json(&json!({"data": {"webhook_id": 1}}));
+    assert_eq!(huge.send().await.unwrap().status(), 400, "an oversized secret is refused before anything is stored");
+    let stray = client().post(s.url("/hooks/clio/guess")).header("x-hook-secret", "attacker");
+    assert_eq!(stray.json(&json!({"data": {"webhook_id": 1}})).send().await.unwrap().status(), 410);
 
     // No scheduled sync runs now (every 15 minutes): only webhooks can bring these in.
     let firm = fake.firm();
@@ -175,10 +192,48 @@ async fn webhooks_apply_changes_within_seconds_and_refuse_forgeries() {
     assert_eq!(r.status(), 410, "unknown endpoints tell Clio to stop");
     assert_eq!(s.get_json(&s.staff_token, &format!("/api/v1/matters/{matter}")).await.1["etag"], want);
 
+    // Genuine deliveries still verify after the refused handshakes, and every
+    // accepted handshake and applied delivery is in the audit trail.
+    fake.edit(Kind::Matter, matter);
+    let want = fake.snapshot(Kind::Matter)[&matter.to_string()]["etag"].clone();
+    let edited = eventually(Duration::from_secs(10), async || {
+        s.get_json(&s.staff_token, &format!("/api/v1/matters/{matter}")).await.1["etag"] == want
+    })
+    .await;
+    assert!(edited, "Clio's own secret is still the one in force");
+    let audited = s.audit_events("clio.webhook").await;
+    let count = |action: &str| audited.iter().filter(|e| e["action"] == action).count();
+    assert_eq!(count("clio.webhook.handshake"), 6, "{audited:?}");
+    assert!(count("clio.webhook.deliver") >= 4, "{audited:?}");
+
     // After a disconnect the endpoint is gone: Clio is told to stop (410), nothing is applied.
     let off = client().delete(s.url("/api/v1/clio/connection")).bearer_auth(&s.admin_token).send().await.unwrap();
     assert_eq!(off.status(), 200);
     let r = client().post(&hook_url).header("x-hook-signature", "00").json(&forged).send().await.unwrap();
     assert_eq!(r.status(), 410, "deliveries after a disconnect are refused");
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn disconnecting_with_an_expired_token_still_revokes_the_grant_or_says_it_could_not() {
+    let fake = FakeClio::start(17, 200).await.unwrap();
+    let s = TestServer::start().await;
+    connect_and_sync(&s, &fake).await;
+    fake.expire_access_tokens();
+    let off = client().delete(s.url("/api/v1/clio/connection")).bearer_auth(&s.admin_token).send().await.unwrap();
+    let off: Value = off.json().await.unwrap();
+    assert_eq!(off["revocation_confirmed"], true, "{off}");
+    assert!(!fake.grant_live(), "the grant is revoked at Clio after a refresh, not assumed revoked on a 401");
+
+    // When Clio cannot confirm, the status says so, and keeps saying so.
+    connect_and_sync(&s, &fake).await;
+    fake.expire_access_tokens();
+    fake.forget_refresh_tokens();
+    let off = client().delete(s.url("/api/v1/clio/connection")).bearer_auth(&s.admin_token).send().await.unwrap();
+    let off: Value = off.json().await.unwrap();
+    assert_eq!(off["revocation_confirmed"], false, "{off}");
+    let (_, later) = s.get_json(&s.admin_token, "/api/v1/clio/connection").await;
+    assert_eq!(later["revocation_confirmed"], false, "{later}");
+    assert!(later["warning"].as_str().unwrap().contains("Clio's settings"), "{later}");
     s.stop().await;
 }
