@@ -11,7 +11,7 @@ use super::client::{ClioClient, ClioError};
 use super::sync::record_key;
 use crate::records::{Kind, Record};
 use crate::secrets::{Keyring, SharedKeyring};
-use crate::store::{CLIO, HOOKS, OrgId, OrgScope, RECORDS, Reader, Store, StoreError, SystemContext, Tx};
+use crate::store::{CLIO, HOOKS, OrgId, OrgScope, OrgTask, OrgTaskContext, RECORDS, Reader, Store, StoreError, Tx};
 use hmac::{Hmac, Mac as _};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -31,7 +31,7 @@ const LIFETIME_DAYS: i64 = 30;
 /// Renewed when less than this is left.
 const RENEW_WITHIN_DAYS: i64 = 3;
 const KEY: &[u8] = b"webhooks";
-const CTX: SystemContext = SystemContext::new("clio-webhooks");
+const CTX: OrgTaskContext = OrgTaskContext::new(OrgTask::ClioWebhooks);
 
 /// One subscription at Clio.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -98,7 +98,7 @@ pub async fn register(
         state.hook_id = crate::auth::random_token(24);
         let index = state.hook_id.clone();
         store.write(|w| {
-            w.put_system_json(&CTX, &HOOKS, index.as_bytes(), &scope.org())?;
+            w.put_index_json(&CTX, &HOOKS, scope.org(), index.as_bytes(), &scope.org())?;
             w.put_json(scope, &CLIO, KEY, &state)
         })?;
     }
@@ -137,7 +137,7 @@ pub fn forget(w: &mut Tx, scope: &OrgScope) -> Result<(), StoreError> {
         w.delete(scope, &crate::store::SECRETS, secret_name(&sub.id).as_bytes())?;
     }
     if !state.hook_id.is_empty() {
-        w.delete_system(&CTX, &HOOKS, state.hook_id.as_bytes())?;
+        w.delete_index(&CTX, &HOOKS, scope.org(), state.hook_id.as_bytes())?;
     }
     w.delete(scope, &CLIO, KEY)?;
     Ok(())

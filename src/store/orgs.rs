@@ -1,5 +1,5 @@
 //! The registry of orgs (firms): the root of tenancy.
-use super::{ORG_SLUGS, ORGS, OrgId, OrgScope, Store, StoreError, SystemContext, Tx};
+use super::{ORG_SLUGS, ORGS, OrgId, OrgScope, Store, StoreError, SystemContext, Task, Tx};
 use crate::clock::{micros_to_datetime, rfc3339};
 use serde::{Deserialize, Serialize};
 
@@ -111,8 +111,8 @@ pub fn create(w: &mut Tx, ctx: &SystemContext, slug: &str, name: &str) -> Result
         time_zone: "UTC".into(),
         created_at: rfc3339(micros_to_datetime(w.time())),
     };
-    w.put_system_json(ctx, &ORGS, &org.id.0.to_be_bytes(), &org)?;
-    w.put_system(ctx, &ORG_SLUGS, slug.as_bytes(), &org.id.0.to_be_bytes())?;
+    w.put_index_json(ctx, &ORGS, org.id, &org.id.0.to_be_bytes(), &org)?;
+    w.put_index(ctx, &ORG_SLUGS, org.id, slug.as_bytes(), &org.id.0.to_be_bytes())?;
     Ok(org)
 }
 
@@ -133,7 +133,7 @@ pub fn update(w: &mut Tx, scope: &OrgScope, changes: &OrgChanges) -> Result<Org,
     if let Some(tz) = &changes.time_zone {
         org.time_zone = tz.clone();
     }
-    w.put_system_json(&SystemContext::new("org-settings"), &ORGS, &key, &org)?;
+    w.put_index_json(&SystemContext::new(Task::OrgSettings), &ORGS, scope.org(), &key, &org)?;
     Ok(org)
 }
 
@@ -141,12 +141,13 @@ pub fn update(w: &mut Tx, scope: &OrgScope, changes: &OrgChanges) -> Result<Org,
 mod tests {
     use super::*;
     use crate::clock::Clock;
+    use crate::store::{OrgTask, OrgTaskContext};
 
     #[test]
     fn create_find_update() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("s.redb"), Clock::system()).unwrap();
-        let ctx = SystemContext::new("test");
+        let ctx = OrgTaskContext::new(OrgTask::Test);
         let new = |slug: &str, name: &str| store.write(|w| create(w, &ctx, slug, name));
         let a = new("smith-jones", "Smith & Jones LLP").unwrap();
         let b = new("acme", "Acme Legal").unwrap();
