@@ -8,14 +8,32 @@
 //!   `org_id (8 bytes BE) ++ key` and reached only through an [`OrgScope`];
 //!   appliance tables ([`SystemTable`]) and org-owned indexes ([`IndexTable`])
 //!   are written with a [`SystemContext`], an index row always naming its org.
-//!   Only this module makes tables, so no table can be forged:
+//!   Only this module makes tables, so no table can be forged, and a tenant
+//!   table cannot be read as a system one (each `compile_fail` below differs
+//!   from the example that compiles by the one forbidden step):
 //!
-//! ```compile_fail
-//! let records = docket::store::SystemTable::new("records");
+//! ```
+//! use docket::store::{ReadTx, RECORDS, TABLES, TOKENS, Table};
+//! fn allowed(r: &ReadTx) {
+//!     let _ = r.scan_system(&TOKENS, b"");
+//!     let listed: Table = TABLES[0];
+//!     let _ = (listed.name(), RECORDS.name());
+//! }
 //! ```
 //!
 //! ```compile_fail
-//! let records = docket::store::Table { name: "records", kind: docket::store::Kind::System };
+//! use docket::store::{ReadTx, RECORDS};
+//! fn leak(r: &ReadTx) {
+//!     let _ = r.scan_system(&RECORDS, b""); // every org's records, no scope
+//! }
+//! ```
+//!
+//! ```compile_fail
+//! let forged = docket::store::SystemTable(docket::store::TABLES[12]);
+//! ```
+//!
+//! ```compile_fail
+//! let forged = docket::store::Table { name: "records", kind: docket::store::Kind::System };
 //! ```
 //!
 //! - A schema version in the `meta` table, forward migrations on open (see
@@ -646,14 +664,6 @@ impl Tx {
         self.put_index(ctx, table, org, key, &encode_json(value)?)
     }
 
-    pub fn get_system_json<T: DeserializeOwned>(
-        &self,
-        table: &impl SystemKeyed,
-        key: &[u8],
-    ) -> Result<Option<T>, StoreError> {
-        self.get_system(table, key)?.map(|b| decode_json(table.table(), &b)).transpose()
-    }
-
     /// The greatest key of a system table keyed by 8-byte ids.
     pub fn last_system_key(&self, table: &impl SystemKeyed) -> Result<Option<[u8; 8]>, StoreError> {
         let t = self.tx.open_table(table.table().def()).map_err(io)?;
@@ -722,14 +732,6 @@ impl ReadTx {
 
     pub fn get_system(&self, table: &impl SystemKeyed, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
         self.get_raw(table.table(), key)
-    }
-
-    pub fn get_system_json<T: DeserializeOwned>(
-        &self,
-        table: &impl SystemKeyed,
-        key: &[u8],
-    ) -> Result<Option<T>, StoreError> {
-        self.get_system(table, key)?.map(|b| decode_json(table.table(), &b)).transpose()
     }
 
     /// Every row of one org's table whose key starts with `prefix`; keys are

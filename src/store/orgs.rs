@@ -1,5 +1,5 @@
 //! The registry of orgs (firms): the root of tenancy.
-use super::{ORG_SLUGS, ORGS, OrgId, OrgScope, Store, StoreError, SystemContext, Task, Tx};
+use super::{ORG_SLUGS, ORGS, OrgId, OrgScope, Reader as _, Store, StoreError, SystemContext, Task, Tx};
 use crate::clock::{micros_to_datetime, rfc3339};
 use serde::{Deserialize, Serialize};
 
@@ -75,7 +75,7 @@ impl Store {
             let Some(id) = r.get_system(&ORG_SLUGS, slug.as_bytes())? else {
                 return Ok(None);
             };
-            r.get_system_json(&ORGS, &id)
+            r.get_system_record(&ORGS, &id)
         })
     }
 
@@ -91,7 +91,7 @@ impl Store {
 
     /// The org a scope belongs to.
     pub fn org(&self, scope: &OrgScope) -> Result<Org, StoreError> {
-        self.read(|r| r.get_system_json(&ORGS, &scope.org().0.to_be_bytes()))?
+        self.read(|r| r.get_system_record(&ORGS, &scope.org().0.to_be_bytes()))?
             .ok_or_else(|| StoreError::NotFound { what: format!("org {}", scope.org()) })
     }
 }
@@ -125,8 +125,9 @@ pub fn update(w: &mut Tx, scope: &OrgScope, changes: &OrgChanges) -> Result<Org,
         validate_time_zone(tz)?;
     }
     let key = scope.org().0.to_be_bytes();
-    let mut org: Org =
-        w.get_system_json(&ORGS, &key)?.ok_or_else(|| StoreError::NotFound { what: format!("org {}", scope.org()) })?;
+    let mut org: Org = w
+        .get_system_record(&ORGS, &key)?
+        .ok_or_else(|| StoreError::NotFound { what: format!("org {}", scope.org()) })?;
     if let Some(name) = &changes.name {
         org.name = name.trim().into();
     }

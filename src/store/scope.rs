@@ -5,17 +5,28 @@
 //! call outside `auth`), or by an [`OrgTaskContext`], a system task from the
 //! closed list [`OrgTask`] of tasks that must act for an org (sync, admin
 //! commands). Appliance tasks ([`Task`]) get a [`SystemContext`], which
-//! cannot make an org scope:
+//! cannot make an org scope. Allowed:
+//!
+//! ```
+//! use docket::store::{OrgId, OrgTask, OrgTaskContext, SystemContext, Task};
+//! let scope = OrgTaskContext::new(OrgTask::ClioSync).org_scope(OrgId(1));
+//! let system = SystemContext::new(Task::Acme);
+//! ```
+//!
+//! Refused (each differs from the above by the forbidden step):
 //!
 //! ```compile_fail
 //! use docket::store::{OrgId, SystemContext, Task};
 //! let scope = SystemContext::new(Task::Acme).org_scope(OrgId(1));
 //! ```
 //!
-//! and no context names a task outside the lists:
-//!
 //! ```compile_fail
 //! let ctx = docket::store::SystemContext::new("anything");
+//! ```
+//!
+//! ```compile_fail
+//! use docket::store::{Actor, OrgId, OrgScope};
+//! let scope = OrgScope::authenticated(OrgId(1), Actor::System("forged"));
 //! ```
 //!
 //! Store functions that touch tenant rows take `&OrgScope` and derive the key
