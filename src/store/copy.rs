@@ -4,7 +4,8 @@
 //! digest that proves two stores hold the same rows.
 use super::journal::{self, Entry, Op};
 use super::{
-    JOURNAL, META, ReadTx, SCHEMA_VERSION, Store, StoreError, TABLES, TAIL, Table, Tail, io, migrate, table_named,
+    JOURNAL, META, ReadTx, SCHEMA_VERSION, Store, StoreError, SystemContext, TABLES, TAIL, Table, Tail, Task, io,
+    migrate, table_named,
 };
 use redb::{ReadableTable as _, TableDefinition};
 use sha2::{Digest as _, Sha256};
@@ -54,7 +55,12 @@ impl Store {
     /// Visits every row of `meta`, of every table in [`TABLES`] (in that order)
     /// and of the journal, all in one read transaction; returns that snapshot's
     /// journal head. Rows are as stored (ciphertext stays sealed).
-    pub fn export(&self, mut visit: impl FnMut(RawRow<'_>) -> Result<(), StoreError>) -> Result<u64, StoreError> {
+    pub fn export(
+        &self,
+        ctx: &SystemContext,
+        mut visit: impl FnMut(RawRow<'_>) -> Result<(), StoreError>,
+    ) -> Result<u64, StoreError> {
+        tracing::info!(task = ctx.task(), "exporting every table");
         self.read(|r| {
             let meta = r.tx.open_table(META).map_err(io)?;
             for row in meta.iter().map_err(io)? {
@@ -96,7 +102,8 @@ impl Store {
 
     /// Starts (or resumes) a restore into this store, which must be empty:
     /// no row in any table and no journal entry.
-    pub fn restore(&self) -> Result<Restore<'_>, StoreError> {
+    pub fn restore(&self, ctx: &SystemContext) -> Result<Restore<'_>, StoreError> {
+        tracing::info!(task = ctx.task(), path = %self.path.display(), "restoring into the store");
         let resuming = self.meta_bytes(RESTORING)?.is_some();
         if !resuming && !self.is_empty()? {
             return Err(StoreError::Refused {
@@ -218,7 +225,7 @@ impl Restore<'_> {
         self.store.migrate(migrate::MIGRATIONS)?;
         let mut after = 0;
         loop {
-            let batch = self.store.journal_since(after, 1 << 20)?;
+            let batch = self.store.journal_since(&SystemContext::new(Task::Restore), after, 1 << 20)?;
             if let Some(bad) = batch.bad {
                 return Err(bad.into());
             }

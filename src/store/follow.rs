@@ -3,7 +3,7 @@
 //! indexer, backups and point-in-time recovery are built on these; the
 //! contract is in ARCHITECTURE.md, "The journal".
 use super::journal::{self, BadEntry, Entry};
-use super::{JOURNAL, ReadTx, Store, StoreError, io};
+use super::{JOURNAL, ReadTx, Store, StoreError, SystemContext, io};
 use crate::timestamp::Timestamp;
 use redb::ReadableTable as _;
 
@@ -44,7 +44,8 @@ impl Store {
     /// larger than that is returned alone, whole), read in one snapshot with
     /// its head. `after` must end a transaction (0, a `Batch`'s last seq, a
     /// [`Store::seq_at`] answer); entries pruned after it are an error.
-    pub fn journal_since(&self, after: u64, max_bytes: usize) -> Result<Batch, StoreError> {
+    /// Entries carry every org's rows, so a named system task reads them.
+    pub fn journal_since(&self, _ctx: &SystemContext, after: u64, max_bytes: usize) -> Result<Batch, StoreError> {
         self.read(|r| {
             let head = r.journal_head()?;
             let mut batch = Batch { head, entries: vec![], bad: None };
@@ -134,7 +135,8 @@ impl Store {
     /// transaction that `seq` falls inside is kept whole). Returns how many
     /// entries were removed. The head, transaction ids and times go on from
     /// where they were; the caller owns the policy (what has been shipped).
-    pub fn prune_journal_before(&self, seq: u64) -> Result<u64, StoreError> {
+    pub fn prune_journal_before(&self, ctx: &SystemContext, seq: u64) -> Result<u64, StoreError> {
+        tracing::info!(task = ctx.task(), before = seq, "pruning the journal");
         let tx = self.db.begin_write().map_err(io)?;
         let removed = {
             let mut journal = tx.open_table(JOURNAL).map_err(io)?;

@@ -55,26 +55,43 @@ pub struct Entry {
 impl Entry {
     /// The entry as stored (v2).
     pub fn encode(&self) -> Vec<u8> {
-        let value: &[u8] = match &self.op {
-            Op::Put(v) => v,
-            Op::Delete => &[],
+        let header = Header { schema: self.schema, tx: self.tx, last: self.last, time: self.time, org: self.org };
+        let value = match &self.op {
+            Op::Put(v) => Some(v.as_slice()),
+            Op::Delete => None,
         };
-        let mut out = Vec::with_capacity(38 + self.table.len() + self.key.len() + value.len());
-        out.push(FORMAT);
-        out.extend_from_slice(&u16::try_from(self.schema).unwrap_or(u16::MAX).to_le_bytes());
-        out.extend_from_slice(&self.tx.to_le_bytes());
-        out.push(if self.last { LAST_IN_TX } else { 0 });
-        out.extend_from_slice(&self.time.to_le_bytes());
-        out.extend_from_slice(&self.org.map_or(0, |o| o.0).to_le_bytes());
-        out.push(u8::try_from(self.table.len()).unwrap_or(u8::MAX));
-        out.extend_from_slice(self.table.as_bytes());
-        out.push(matches!(self.op, Op::Put(_)) as u8);
-        out.extend_from_slice(&(self.key.len() as u32).to_le_bytes());
-        out.extend_from_slice(&self.key);
-        out.extend_from_slice(&(value.len() as u32).to_le_bytes());
-        out.extend_from_slice(value);
-        out
+        encode(header, &self.table, &self.key, value)
     }
+}
+
+/// What an entry says besides its change.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Header {
+    pub schema: u32,
+    pub tx: u64,
+    pub last: bool,
+    pub time: i64,
+    pub org: Option<OrgId>,
+}
+
+/// Encodes a v2 entry: a put of `value`, or a delete when `None`.
+pub(super) fn encode(h: Header, table: &str, key: &[u8], value: Option<&[u8]>) -> Vec<u8> {
+    let bytes = value.unwrap_or_default();
+    let mut out = Vec::with_capacity(38 + table.len() + key.len() + bytes.len());
+    out.push(FORMAT);
+    out.extend_from_slice(&u16::try_from(h.schema).unwrap_or(u16::MAX).to_le_bytes());
+    out.extend_from_slice(&h.tx.to_le_bytes());
+    out.push(if h.last { LAST_IN_TX } else { 0 });
+    out.extend_from_slice(&h.time.to_le_bytes());
+    out.extend_from_slice(&h.org.map_or(0, |o| o.0).to_le_bytes());
+    out.push(u8::try_from(table.len()).unwrap_or(u8::MAX));
+    out.extend_from_slice(table.as_bytes());
+    out.push(value.is_some() as u8);
+    out.extend_from_slice(&(key.len() as u32).to_le_bytes());
+    out.extend_from_slice(key);
+    out.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
+    out.extend_from_slice(bytes);
+    out
 }
 
 /// A journal entry that cannot be read, named by its seq.

@@ -148,6 +148,7 @@ mod tests {
     use super::super::journal::tests::encode_v1;
     use super::*;
     use crate::clock::Clock;
+    use crate::store::{SystemContext, Task};
     use redb::{ReadableDatabase as _, TableDefinition};
 
     /// Writes a schema-1 file by hand: meta and the given v1 journal rows.
@@ -180,7 +181,7 @@ mod tests {
             ],
         );
         let store = Store::open(&path, Clock::system()).unwrap();
-        let batch = store.journal_since(0, usize::MAX).unwrap();
+        let batch = store.journal_since(&SystemContext::new(Task::Test), 0, usize::MAX).unwrap();
         let got: Vec<_> = batch.entries.iter().map(|e| (e.seq, e.tx, e.last, e.time, e.org, e.schema)).collect();
         let org5 = Some(OrgId(5));
         assert_eq!(
@@ -234,7 +235,7 @@ mod tests {
         }
         let store = Store::open_with(&path, Clock::system(), &[v1_to_v2, add_table]).unwrap();
         assert_eq!(store.schema_version().unwrap(), Some(3));
-        let fence = store.journal_since(0, usize::MAX).unwrap().entries;
+        let fence = store.journal_since(&SystemContext::new(Task::Test), 0, usize::MAX).unwrap().entries;
         assert_eq!(fence.iter().map(|e| (e.table.as_str(), e.schema)).collect::<Vec<_>>(), [("meta", 3), ("meta", 3)]);
         let read = store.db.begin_read().unwrap();
         assert!(read.open_table(TableDefinition::<&[u8], &[u8]>::new("added_in_v3")).is_ok());

@@ -507,13 +507,13 @@ impl Tx {
 
     fn put_raw(&mut self, table: &Table, org: Option<OrgId>, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
         self.tx.open_table(table.def()).map_err(io)?.insert(key, value).map_err(io)?;
-        self.journal(org, table.name, key, Op::Put(value.to_vec()))
+        self.journal(org, table.name, key, Some(value))
     }
 
     fn delete_raw(&mut self, table: &Table, org: Option<OrgId>, key: &[u8]) -> Result<bool, StoreError> {
         let existed = self.tx.open_table(table.def()).map_err(io)?.remove(key).map_err(io)?.is_some();
         if existed {
-            self.journal(org, table.name, key, Op::Delete)?;
+            self.journal(org, table.name, key, None)?;
         }
         Ok(existed)
     }
@@ -521,22 +521,14 @@ impl Tx {
     /// Writes a `meta` setting, journaled (a migration's schema, for one).
     fn put_meta(&mut self, key: &str, value: &[u8]) -> Result<(), StoreError> {
         self.tx.open_table(META).map_err(io)?.insert(key, value).map_err(io)?;
-        self.journal(None, "meta", key.as_bytes(), Op::Put(value.to_vec()))
+        self.journal(None, "meta", key.as_bytes(), Some(value))
     }
 
-    fn journal(&mut self, org: Option<OrgId>, table: &str, key: &[u8], op: Op) -> Result<(), StoreError> {
-        let entry = JournalEntry {
-            seq: self.next_seq,
-            tx: self.id,
-            last: false,
-            schema: self.schema,
-            time: self.time,
-            org,
-            table: table.into(),
-            key: key.to_vec(),
-            op,
-        };
-        if let Some((seq, bytes)) = self.pending.replace((entry.seq, entry.encode())) {
+    /// Journals a put of `value` (a delete when `None`) of `key`.
+    fn journal(&mut self, org: Option<OrgId>, table: &str, key: &[u8], value: Option<&[u8]>) -> Result<(), StoreError> {
+        let header = journal::Header { schema: self.schema, tx: self.id, last: false, time: self.time, org };
+        let bytes = journal::encode(header, table, key, value);
+        if let Some((seq, bytes)) = self.pending.replace((self.next_seq, bytes)) {
             self.tx.open_table(JOURNAL).map_err(io)?.insert(seq, bytes.as_slice()).map_err(io)?;
         }
         self.next_seq += 1;
@@ -915,7 +907,7 @@ mod tests {
                 Ok(())
             })
             .unwrap();
-        let entries = store.journal_since(0, usize::MAX).unwrap().entries;
+        let entries = store.journal_since(&SystemContext::new(Task::Test), 0, usize::MAX).unwrap().entries;
         let seqs: Vec<u64> = entries.iter().map(|e| e.seq).collect();
         assert_eq!(seqs, vec![1, 2, 3]);
         assert_eq!(entries[2].op, Op::Delete);

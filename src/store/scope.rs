@@ -135,6 +135,10 @@ tasks! {
         Tokens => "tokens",
         /// An org admin's settings change (`store::orgs::update`).
         OrgSettings => "org-settings",
+        /// Backups: shipping the journal, exporting every table, pruning.
+        Backup => "backup",
+        /// Restoring a backup or replaying a journal into an empty store.
+        Restore => "restore",
         /// Tests and benchmarks (a source scan keeps it out of production code).
         Test => "test",
     }
@@ -159,6 +163,8 @@ tasks! {
         OidcSignIn => "oidc-sign-in",
         /// Ending a session (audited in its org).
         SignOut => "sign-out",
+        /// The search indexer: follows the journal, rebuilds an org's index.
+        SearchIndex => "search-index",
         /// Tests and benchmarks (a source scan keeps it out of production code).
         Test => "test",
     }

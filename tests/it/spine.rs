@@ -23,7 +23,7 @@ fn open(dir: &Path, name: &str) -> Store {
 fn whole_journal(store: &Store, bound: usize) -> Vec<JournalEntry> {
     let (mut after, mut out) = (0, vec![]);
     loop {
-        let batch = store.journal_since(after, bound).unwrap();
+        let batch = store.journal_since(&CTX, after, bound).unwrap();
         assert_eq!(batch.bad, None);
         if batch.entries.is_empty() {
             return out;
@@ -37,10 +37,10 @@ fn whole_journal(store: &Store, bound: usize) -> Vec<JournalEntry> {
 /// Replays `store`'s whole journal, batch by batch, into a new store at `path`.
 fn replay_into(store: &Store, path: &Path, bound: usize) -> Store {
     let copy = Store::open(path, Clock::system()).unwrap();
-    let restore = copy.restore().unwrap();
+    let restore = copy.restore(&CTX).unwrap();
     let mut after = 0;
     loop {
-        let batch = store.journal_since(after, bound).unwrap();
+        let batch = store.journal_since(&CTX, after, bound).unwrap();
         if batch.entries.is_empty() {
             break;
         }
@@ -115,7 +115,7 @@ fn v1_store_migrates_to_v2() {
 
     // New writes go on from the converted journal.
     store.write(|w| w.put(&firm, &SECRETS, b"new", b"v")).unwrap();
-    let last = store.journal_since(30, usize::MAX).unwrap().entries;
+    let last = store.journal_since(&CTX, 30, usize::MAX).unwrap().entries;
     assert_eq!((last[0].seq, last[0].tx, last[0].schema), (31, 12, 2));
     assert!(last[0].time >= journal[29].time);
 }
@@ -214,7 +214,7 @@ fn reads_never_see_half_a_transaction() {
             })
             .unwrap();
         // A small byte bound still returns whole transactions.
-        let batch = store.journal_since(after, 10).unwrap();
+        let batch = store.journal_since(&CTX, after, 10).unwrap();
         assert_eq!(batch.entries.len() as u64 % KEYS, 0);
         for tx in batch.entries.chunks(KEYS as usize) {
             assert!(tx.iter().all(|e| e.tx == tx[0].tx) && tx[KEYS as usize - 1].last);
@@ -236,14 +236,14 @@ fn batches_are_bounded_by_bytes() {
     put(3, 1000); // tx 1: ~3 KB
     put(1, 100); // tx 2
     put(1, 100); // tx 3
-    let batch = store.journal_since(0, 500).unwrap();
+    let batch = store.journal_since(&CTX, 0, 500).unwrap();
     assert_eq!(batch.entries.len(), 3, "a transaction larger than the bound comes alone and whole");
     assert_eq!(batch.head, 5);
-    let batch = store.journal_since(3, 500).unwrap();
+    let batch = store.journal_since(&CTX, 3, 500).unwrap();
     assert_eq!(batch.entries.iter().map(|e| e.seq).collect::<Vec<_>>(), [4, 5], "two small ones fit");
-    let batch = store.journal_since(3, 200).unwrap();
+    let batch = store.journal_since(&CTX, 3, 200).unwrap();
     assert_eq!(batch.entries.len(), 1, "the second would pass the bound");
-    let e = store.journal_since(1, 500).unwrap_err();
+    let e = store.journal_since(&CTX, 1, 500).unwrap_err();
     assert!(matches!(e, StoreError::Invalid { field: "after", .. }), "{e}");
 }
 
@@ -272,7 +272,7 @@ fn seq_at_finds_the_last_commit_at_or_before_an_instant_while_the_clock_steps_ba
     assert_eq!(store.seq_at(at(19)).unwrap(), Some(5));
     assert_eq!(store.seq_at(at(20)).unwrap(), Some(6));
     assert_eq!(store.seq_at(Timestamp::MAX).unwrap(), Some(6));
-    store.prune_journal_before(3).unwrap();
+    store.prune_journal_before(&CTX, 3).unwrap();
     assert_eq!(store.seq_at(at(0)).unwrap(), None, "pruned entries are not answered");
     assert_eq!(store.seq_at(at(15)).unwrap(), Some(5));
 }
@@ -289,15 +289,15 @@ fn pruning_removes_whole_transactions_and_the_head_goes_on() {
     for _ in 0..3 {
         store.write(|w| (0..3u8).try_for_each(|k| w.put(&scope, &SECRETS, &[k], b"v"))).unwrap();
     }
-    assert_eq!(store.prune_journal_before(5).unwrap(), 3, "seq 5 is inside tx 2 (4-6): tx 2 is kept");
+    assert_eq!(store.prune_journal_before(&CTX, 5).unwrap(), 3, "seq 5 is inside tx 2 (4-6): tx 2 is kept");
     assert_eq!(store.journal_start().unwrap(), Some(4));
-    let e = store.journal_since(0, usize::MAX).unwrap_err();
+    let e = store.journal_since(&CTX, 0, usize::MAX).unwrap_err();
     assert!(e.to_string().contains("1 to 3 were pruned"), "{e}");
-    assert_eq!(store.journal_since(3, usize::MAX).unwrap().entries.len(), 6);
-    assert_eq!(store.prune_journal_before(100).unwrap(), 6);
+    assert_eq!(store.journal_since(&CTX, 3, usize::MAX).unwrap().entries.len(), 6);
+    assert_eq!(store.prune_journal_before(&CTX, 100).unwrap(), 6);
     assert_eq!((store.journal_start().unwrap(), store.journal_head().unwrap()), (None, 9));
     store.write(|w| w.put(&scope, &SECRETS, b"after", b"v")).unwrap();
-    let next = store.journal_since(9, usize::MAX).unwrap().entries;
+    let next = store.journal_since(&CTX, 9, usize::MAX).unwrap().entries;
     assert_eq!((next[0].seq, next[0].tx), (10, 4), "seq and tx ids are never reused");
 }
 
@@ -324,7 +324,7 @@ fn export_restores_into_an_empty_store_and_nowhere_else() {
     concurrent_writes(&store, 2, 10);
     let mut rows: Vec<(Section, Vec<u8>, Vec<u8>)> = vec![];
     let head = store
-        .export(|row| {
+        .export(&CTX, |row| {
             rows.push((row.section, row.key.to_vec(), row.value.to_vec()));
             Ok(())
         })
@@ -335,17 +335,17 @@ fn export_restores_into_an_empty_store_and_nowhere_else() {
         assert_eq!(Section::named(name).map(|s| s.name()), Some(name));
     }
     let copy = open(dir.path(), "copy.redb");
-    let restore = copy.restore().unwrap();
+    let restore = copy.restore(&CTX).unwrap();
     let raw = rows.iter().map(|(section, key, value)| RawRow { section: *section, key, value });
     assert_eq!(restore.import(raw).unwrap(), rows.len() as u64);
     assert_eq!(restore.finish().unwrap(), head);
     assert_eq!(copy.digest().unwrap(), store.digest().unwrap());
     assert_eq!(whole_journal(&copy, usize::MAX), whole_journal(&store, usize::MAX));
 
-    let e = copy.restore().err().unwrap();
+    let e = copy.restore(&CTX).err().unwrap();
     assert!(e.to_string().contains("is not empty"), "{e}");
     let fresh = open(dir.path(), "fresh.redb");
-    let restore = fresh.restore().unwrap();
+    let restore = fresh.restore(&CTX).unwrap();
     let entries = whole_journal(&store, usize::MAX);
     let e = restore.replay(&entries[..1]).unwrap_err();
     assert!(e.to_string().contains("inside a transaction"), "{e}");
