@@ -183,3 +183,38 @@ fn check_start(journal: &JournalTable, after: u64, head: u64) -> Result<(), Stor
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::Clock;
+    use crate::store::{OrgId, OrgTask, OrgTaskContext, SECRETS, Task};
+
+    #[test]
+    fn a_bad_entry_is_reported_by_seq_after_the_whole_transactions_before_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.redb"), Clock::system()).unwrap();
+        let scope = OrgTaskContext::new(OrgTask::Test).org_scope(OrgId(1));
+        for n in 0..3u8 {
+            store.write(|w| (0..2u8).try_for_each(|k| w.put(&scope, &SECRETS, &[n, k], b"v"))).unwrap();
+        }
+        // Seq 4 (the second entry of tx 2) gets an op byte no docket writes.
+        let tx = store.db.begin_write().unwrap();
+        {
+            let mut journal = tx.open_table(JOURNAL).unwrap();
+            let mut bytes = journal.get(4).unwrap().unwrap().value().to_vec();
+            let op_at = 1 + 2 + 8 + 1 + 8 + 8 + 1 + "secrets".len();
+            bytes[op_at] = 7;
+            journal.insert(4, bytes.as_slice()).unwrap();
+        }
+        tx.commit().unwrap();
+        let ctx = SystemContext::new(Task::Test);
+        let batch = store.journal_since(&ctx, 0, usize::MAX).unwrap();
+        assert_eq!(batch.entries.iter().map(|e| e.seq).collect::<Vec<_>>(), [1, 2], "tx 1, whole; not half of tx 2");
+        let bad = batch.bad.unwrap();
+        assert_eq!(bad.seq, 4);
+        assert!(bad.problem.contains("op 7 is unknown"), "{bad}");
+        assert_eq!(batch.head, 6);
+        assert_eq!(store.journal_since(&ctx, 4, usize::MAX).unwrap().entries.len(), 2, "entries after it still read");
+    }
+}

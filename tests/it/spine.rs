@@ -63,6 +63,7 @@ fn v1_store_migrates_to_v2() {
     let orgs = store.list_orgs().unwrap();
     let slugs: Vec<_> = orgs.iter().map(|o| (o.id, o.slug.as_str())).collect();
     assert_eq!(slugs, [(OrgId(1), "smith-jones"), (OrgId(2), "other-firm")]);
+    assert_eq!(store.org_by_slug("other-firm").unwrap().map(|o| o.id), Some(OrgId(2)));
     let (firm, other) = (CTX.org_scope(OrgId(1)), CTX.org_scope(OrgId(2)));
     store
         .read(|r| {
