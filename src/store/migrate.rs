@@ -80,30 +80,39 @@ impl Store {
 /// last put of its key. Converted entries keep schema 1.
 fn v1_to_v2(tx: &redb::WriteTransaction) -> Result<(), StoreError> {
     let mut journal = tx.open_table(JOURNAL).map_err(io)?;
-    let mut old: Vec<(u64, V1)> = vec![];
-    for row in journal.iter().map_err(io)? {
-        let (k, v) = row.map_err(io)?;
-        old.push((k.value(), journal::decode_v1(k.value(), v.value())?));
-    }
     let mut owners: HashMap<(String, Vec<u8>), OrgId> = HashMap::new();
-    let mut tail = Tail::EMPTY;
-    for (i, (seq, v1)) in old.iter().enumerate() {
-        let time = v1.time.max(tail.time);
-        let starts_tx = i == 0 || old[i - 1].1.time != v1.time;
-        let last = old.get(i + 1).is_none_or(|(_, next)| next.time != v1.time);
-        let entry = Entry {
-            seq: *seq,
-            tx: if starts_tx { tail.tx + 1 } else { tail.tx },
-            last,
-            schema: 1,
-            time,
-            org: v1.org.or_else(|| index_owner(&mut owners, v1)),
-            table: v1.table.clone(),
-            key: v1.key.clone(),
-            op: v1.op.clone(),
-        };
-        journal.insert(*seq, entry.encode().as_slice()).map_err(io)?;
-        tail = Tail { seq: *seq, tx: entry.tx, time };
+    let (mut tail, mut prev_time, mut from) = (Tail::EMPTY, None, 0);
+    loop {
+        // A chunk at a time (memory stays flat however long the journal), with
+        // one entry of lookahead to see where a transaction ends.
+        let mut chunk: Vec<(u64, V1)> = Vec::with_capacity(V1_CHUNK + 1);
+        for row in journal.range(from..).map_err(io)?.take(V1_CHUNK + 1) {
+            let (k, v) = row.map_err(io)?;
+            chunk.push((k.value(), journal::decode_v1(k.value(), v.value())?));
+        }
+        let next_chunk = chunk.get(V1_CHUNK).map(|(seq, _)| *seq);
+        for (i, (seq, v1)) in chunk.iter().take(V1_CHUNK).enumerate() {
+            let next_time = chunk.get(i + 1).map(|(_, next)| next.time);
+            let time = v1.time.max(tail.time);
+            let entry = Entry {
+                seq: *seq,
+                tx: if prev_time == Some(v1.time) { tail.tx } else { tail.tx + 1 },
+                last: next_time != Some(v1.time),
+                schema: 1,
+                time,
+                org: v1.org.or_else(|| index_owner(&mut owners, v1)),
+                table: v1.table.clone(),
+                key: v1.key.clone(),
+                op: v1.op.clone(),
+            };
+            journal.insert(*seq, entry.encode().as_slice()).map_err(io)?;
+            tail = Tail { seq: *seq, tx: entry.tx, time };
+            prev_time = Some(v1.time);
+        }
+        match next_chunk {
+            Some(seq) => from = seq,
+            None => break,
+        }
     }
     if tail != Tail::EMPTY {
         tx.open_table(META).map_err(io)?.insert(TAIL, tail.encode().as_slice()).map_err(io)?;
@@ -111,16 +120,18 @@ fn v1_to_v2(tx: &redb::WriteTransaction) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// v1 entries converted per read of the journal (tests cross chunk edges).
+const V1_CHUNK: usize = if cfg!(test) { 2 } else { 4096 };
+
 /// The org of a v1 entry of an org-owned index, remembered for later deletes.
 fn index_owner(owners: &mut HashMap<(String, Vec<u8>), OrgId>, v1: &V1) -> Option<OrgId> {
-    let at = (v1.table.clone(), v1.key.clone());
     match &v1.op {
         Op::Put(value) => {
             let org = owner_in_v1_row(&v1.table, &v1.key, value)?;
-            owners.insert(at, org);
+            owners.insert((v1.table.clone(), v1.key.clone()), org);
             Some(org)
         }
-        Op::Delete => owners.remove(&at),
+        Op::Delete => owners.remove(&(v1.table.clone(), v1.key.clone())),
     }
 }
 
@@ -178,6 +189,7 @@ mod tests {
                 encode_v1(100, 5, "secrets", b"k", 1, b"c"),
                 encode_v1(90, 0, "tokens", b"h", 0, b""), // the wall clock stepped back
                 encode_v1(120, 0, "system_secrets", b"acme", 1, b"c"),
+                encode_v1(120, 0, "system_secrets", b"tls", 1, b"c"), // same tx, next chunk
             ],
         );
         let store = Store::open(&path, Clock::system()).unwrap();
@@ -185,18 +197,19 @@ mod tests {
         let got: Vec<_> = batch.entries.iter().map(|e| (e.seq, e.tx, e.last, e.time, e.org, e.schema)).collect();
         let org5 = Some(OrgId(5));
         assert_eq!(
-            &got[..4],
+            &got[..5],
             &[
                 (1, 1, false, 100, org5, 1),
                 (2, 1, true, 100, org5, 1),
                 (3, 2, true, 100, org5, 1),
-                (4, 3, true, 120, None, 1),
+                (4, 3, false, 120, None, 1),
+                (5, 3, true, 120, None, 1),
             ]
         );
-        let fence: Vec<_> = got[4..].iter().map(|e| (e.0, e.1, e.2, e.5)).collect();
-        assert_eq!(fence, vec![(5, 4, false, 2), (6, 4, true, 2)], "the migration journals its schema");
-        assert_eq!(batch.entries[4].table, "meta");
-        assert_eq!(batch.entries[4].op, Op::Put(2u32.to_le_bytes().to_vec()));
+        let fence: Vec<_> = got[5..].iter().map(|e| (e.0, e.1, e.2, e.5)).collect();
+        assert_eq!(fence, vec![(6, 4, false, 2), (7, 4, true, 2)], "the migration journals its schema");
+        assert_eq!(batch.entries[5].table, "meta");
+        assert_eq!(batch.entries[5].op, Op::Put(2u32.to_le_bytes().to_vec()));
     }
 
     #[test]
