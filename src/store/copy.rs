@@ -149,6 +149,8 @@ fn visit_table(
 
 /// A restore in progress: exported rows and journal entries go in as they
 /// were, keeping `seq`, transaction ids and times; nothing is journaled anew.
+/// It does not stop other writers: restore into a store nothing else uses.
+/// Until [`Restore::finish`], [`Store::restore`] may resume it.
 pub struct Restore<'a> {
     store: &'a Store,
 }
