@@ -7,7 +7,7 @@
 //!   baseline of the bare SHA-256 measured in the same run.
 use docket::auth::{passwords, tokens};
 use docket::clock::Clock;
-use docket::store::{Store, SystemContext};
+use docket::store::{OrgTask, OrgTaskContext, Store};
 use std::time::{Duration, Instant};
 
 fn median(mut samples: Vec<Duration>) -> Duration {
@@ -46,7 +46,7 @@ fn main() {
 
     let dir = tempfile::tempdir().expect("tempdir");
     let store = Store::open(&dir.path().join("bench.redb"), Clock::system()).expect("store");
-    let ctx = SystemContext::new("bench");
+    let ctx = OrgTaskContext::new(OrgTask::Test);
     let org = docket::control::create_org(&store, &ctx, "bench", "Bench LLP").expect("org");
     for i in 0..1000 {
         tokens::create_service(&store, &ctx, org.id, &format!("t{i}"), "staff", None).expect("token");

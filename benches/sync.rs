@@ -15,7 +15,7 @@ use docket::clio::sync;
 use docket::clock::Clock;
 use docket::records::{Kind, Record};
 use docket::secrets::Secret;
-use docket::store::{Store, SystemContext};
+use docket::store::{OrgTask, OrgTaskContext, Store};
 use docket::telemetry::Metrics;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -67,7 +67,7 @@ async fn main() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("bench.redb");
     let store = Arc::new(Store::open(&path, Clock::system()).expect("store"));
-    let ctx = SystemContext::new("bench");
+    let ctx = OrgTaskContext::new(OrgTask::Test);
     let org = docket::control::create_org(&store, &ctx, "bench", "Bench LLP").expect("org");
     let scope = ctx.org_scope(org.id);
     let started = Instant::now();

@@ -264,12 +264,12 @@ fn csv_field(value: &str) -> String {
 mod tests {
     use super::*;
     use crate::clock::Clock;
-    use crate::store::{OrgId, SystemContext};
+    use crate::store::{OrgId, OrgTask, OrgTaskContext};
 
     fn setup() -> (tempfile::TempDir, Store, OrgScope) {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("s.redb"), Clock::system()).unwrap();
-        let scope = SystemContext::new("test").org_scope(OrgId(1));
+        let scope = OrgTaskContext::new(OrgTask::Test).org_scope(OrgId(1));
         (dir, store, scope)
     }
 
@@ -286,13 +286,13 @@ mod tests {
             add(&store, &scope, a);
         }
         assert_eq!(verify(&store, &scope).unwrap(), Ok(3));
-        let other = SystemContext::new("test").org_scope(OrgId(2));
+        let other = OrgTaskContext::new(OrgTask::Test).org_scope(OrgId(2));
         assert_eq!(verify(&store, &other).unwrap(), Ok(0), "chains are per org");
 
         let stored = query(&store, &scope, &Filter { limit: 10, ..Default::default() }).unwrap();
         let mut edited = stored[1].clone();
         edited.action = "nothing.happened".into();
-        let ctx = SystemContext::new("attacker");
+        let ctx = OrgTaskContext::new(OrgTask::Test);
         let raw = |e: &Event| serde_json::to_vec(e).unwrap();
         store.write(|w| w.put(&ctx.org_scope(OrgId(1)), &AUDIT, &2u64.to_be_bytes(), &raw(&edited))).unwrap();
         assert_eq!(verify(&store, &scope).unwrap(), Err(Tamper::Altered { seq: 2 }));

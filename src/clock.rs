@@ -33,6 +33,14 @@ impl Clock {
         }
     }
 
+    /// Moves a fixed clock backward, as a wall clock stepping back would; a
+    /// no-op on the system clock.
+    pub fn rewind(&self, by: std::time::Duration) {
+        if let ClockKind::Fixed(micros) = &*self.0 {
+            micros.fetch_sub(by.as_micros() as i64, Ordering::SeqCst);
+        }
+    }
+
     /// Microseconds since the Unix epoch.
     pub fn now_micros(&self) -> i64 {
         match &*self.0 {

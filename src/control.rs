@@ -11,7 +11,7 @@ use crate::auth::{Role, local, tokens};
 use crate::lifecycle::keys;
 use crate::secrets::SharedKeyring;
 use crate::store::orgs::{self, Org};
-use crate::store::{Store, StoreError, SystemContext};
+use crate::store::{OrgTask, OrgTaskContext, Store, StoreError};
 use serde::{Deserialize, Serialize};
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
@@ -57,7 +57,7 @@ pub enum Reply {
 
 /// Runs `command` against an open store.
 pub fn execute(command: &Command, store: &Store, keys: &SharedKeyring) -> Reply {
-    let ctx = SystemContext::new("admin-cli");
+    let ctx = OrgTaskContext::new(OrgTask::AdminCli);
     let result: Result<String, String> = match command {
         Command::OrgCreate { slug, name } => create_org(store, &ctx, slug, name)
             .map(|o| format!("created org {} (id {}): {}", o.slug, o.id, o.name))
@@ -110,7 +110,7 @@ fn resolve_org(store: &Store, slug: Option<&str>) -> Result<Org, String> {
 fn admin_create(
     store: &Store,
     keys: &SharedKeyring,
-    ctx: &SystemContext,
+    ctx: &OrgTaskContext,
     email: &str,
     org: Option<&str>,
 ) -> Result<String, String> {
@@ -141,7 +141,7 @@ pub fn describe_admin(creds: &local::AdminCredentials, org: &str) -> String {
 }
 
 /// Creates an org and opens its audit chain with `org.create`, atomically.
-pub fn create_org(store: &Store, ctx: &SystemContext, slug: &str, name: &str) -> Result<Org, StoreError> {
+pub fn create_org(store: &Store, ctx: &OrgTaskContext, slug: &str, name: &str) -> Result<Org, StoreError> {
     store.write(|w| {
         let org = orgs::create(w, ctx, slug, name)?;
         let target = format!("org:{}", org.id);
@@ -166,7 +166,7 @@ fn verify_audit(store: &Store, slug: Option<&str>) -> Result<String, String> {
     if chosen.is_empty() {
         return Err(format!("no org has the slug `{}`\n  fix: list orgs with `docket org list`", slug.unwrap_or("")));
     }
-    let ctx = SystemContext::new("audit-verify");
+    let ctx = OrgTaskContext::new(OrgTask::AuditVerify);
     let (mut report, mut tampered) = (String::new(), false);
     for org in chosen {
         match audit::verify(store, &ctx.org_scope(org.id)).map_err(|e| e.to_string())? {

@@ -9,7 +9,7 @@ use crate::clock::Clock;
 use crate::config::{Layers, LogFormat};
 use crate::secrets::Secret;
 use crate::secrets::{Keyring, default_key_path};
-use crate::store::{OrgId, Store, SystemContext};
+use crate::store::{OrgId, OrgTask, OrgTaskContext, Store};
 use crate::telemetry;
 use std::path::PathBuf;
 use toml::Value;
@@ -21,7 +21,7 @@ const DEMO_ADMIN: &str = "admin@demo.docket.test";
 const DEMO_TOKEN: &str = "demo token";
 
 /// A fresh 30-day admin token; the previous demo tokens are revoked.
-fn demo_token(store: &Store, ctx: &SystemContext, org: OrgId) -> Result<Secret, TokenError> {
+fn demo_token(store: &Store, ctx: &OrgTaskContext, org: OrgId) -> Result<Secret, TokenError> {
     let scope = ctx.org_scope(org);
     store.write(|w| {
         for old in tokens::list(w, &scope)?.into_iter().filter(|t| t.name == DEMO_TOKEN && t.user.is_none()) {
@@ -49,7 +49,7 @@ pub fn config(data_dir: &std::path::Path, https_port: u16, http_port: u16) -> Re
 /// Points the demo firm at a freshly started fake Clio and completes the OAuth
 /// grant as the firm's admin would in a browser.
 async fn connect_demo(instance: &Instance, fake: &FakeClio, org: OrgId) -> Result<(), String> {
-    let scope = SystemContext::new("demo").org_scope(org);
+    let scope = OrgTaskContext::new(OrgTask::Demo).org_scope(org);
     let secret = Secret::new(fake.client_secret.clone());
     let base = fake.base_url();
     instance
@@ -77,7 +77,7 @@ pub async fn run(data_dir: PathBuf, https_port: u16, http_port: u16, records: u6
         Keyring::generate(&key_path).map_err(|e| fail(e.to_string()))?;
     }
     let instance = Instance::open(config, Clock::system())?;
-    let ctx = SystemContext::new("demo");
+    let ctx = OrgTaskContext::new(OrgTask::Demo);
     let org = match instance.store.org_by_slug(DEMO_SLUG).map_err(|e| fail(e.to_string()))? {
         Some(org) => org,
         None => crate::control::create_org(&instance.store, &ctx, DEMO_SLUG, "Demo Law LLP")

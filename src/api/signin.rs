@@ -263,7 +263,7 @@ impl SignInApi {
         if let Some(value) = session_cookie(req)
             && let Some(session) = sessions::end(&self.state.store, &value)?
         {
-            let scope = crate::store::SystemContext::new("sign-out").org_scope(session.org);
+            let scope = crate::store::OrgTaskContext::new(crate::store::OrgTask::SignOut).org_scope(session.org);
             let ctx = super::audit_context(req);
             crate::audit::audited(
                 &self.state.store,

@@ -9,7 +9,7 @@ use super::sessions::{self, Session, Timeouts};
 use super::users::{self, LocalLogin, NewMember, User};
 use crate::audit::{self, Outcome};
 use crate::secrets::{Keyring, Secret, SharedKeyring};
-use crate::store::{Actor, OrgId, OrgScope, Store, StoreError, SystemContext, Tx};
+use crate::store::{Actor, OrgId, OrgScope, OrgTaskContext, Store, StoreError, Tx};
 
 /// Failures allowed before the first lockout.
 pub const FREE_ATTEMPTS: u32 = 5;
@@ -42,7 +42,7 @@ fn code_hash(code: &str) -> String {
 pub fn create_admin(
     store: &Store,
     keys: &SharedKeyring,
-    ctx: &SystemContext,
+    ctx: &OrgTaskContext,
     org: OrgId,
     email: &str,
 ) -> Result<AdminCredentials, StoreError> {

@@ -12,7 +12,7 @@ use super::{Role, random_token, roles, secret_hash};
 use crate::audit::{self, Outcome};
 use crate::config::OidcProviderConfig;
 use crate::secrets::Secret;
-use crate::store::{Actor, OrgScope, Store, StoreError, SystemContext};
+use crate::store::{Actor, OrgScope, OrgTask, OrgTaskContext, Store, StoreError};
 use openidconnect::core::{CoreAuthenticationFlow, CoreClient};
 use openidconnect::{
     AuthorizationCode, ClientId, ClientSecret, CsrfToken, HttpRequest, HttpResponse, IssuerUrl, Nonce,
@@ -31,7 +31,7 @@ const MAX_PENDING: usize = 10_000;
 /// Discovery documents and keys are fetched again after this long.
 const METADATA_TTL: Duration = Duration::from_secs(3600);
 
-const JIT: SystemContext = SystemContext::new("oidc-sign-in");
+const JIT: OrgTaskContext = OrgTaskContext::new(OrgTask::OidcSignIn);
 
 #[derive(Debug, thiserror::Error)]
 pub enum OidcError {

@@ -3,13 +3,13 @@
 //! timeouts from `auth.session_idle_minutes` / `auth.session_absolute_hours`.
 use super::{Credential, Principal, public_id, random_token, roles, secret_hash, users};
 use crate::secrets::Secret;
-use crate::store::{Actor, OrgId, OrgScope, Reader, SESSIONS, Store, StoreError, SystemContext, Tx};
+use crate::store::{Actor, OrgId, OrgScope, Reader, SESSIONS, Store, StoreError, SystemContext, Task, Tx};
 use serde::{Deserialize, Serialize};
 
 /// The session cookie. `__Host-` makes browsers insist on Secure, Path=/ and no Domain.
 pub const COOKIE: &str = "__Host-docket_session";
 
-const CTX: SystemContext = SystemContext::new("sessions");
+const CTX: SystemContext = SystemContext::new(Task::Sessions);
 /// `last_seen_at` is written at most this often (microseconds), not on every request.
 const TOUCH_EVERY: i64 = 60_000_000;
 
@@ -76,7 +76,7 @@ pub fn create(
         user_agent: ctx.user_agent.as_ref().map(|ua| ua.chars().take(256).collect()),
         method: method.into(),
     };
-    w.put_system_json(&CTX, &SESSIONS, &secret_hash(&cookie), &session)?;
+    w.put_index_json(&CTX, &SESSIONS, session.org, &secret_hash(&cookie), &session)?;
     Ok((Secret::new(cookie), session))
 }
 
@@ -101,12 +101,12 @@ pub fn authenticate(store: &Store, cookie: &str, timeouts: Timeouts) -> Result<P
         })?
         .ok_or(SessionError::Invalid)?;
     if expired(&session, now, timeouts) || user.disabled {
-        store.write(|w| w.delete_system(&CTX, &SESSIONS, &key))?;
+        store.write(|w| w.delete_index(&CTX, &SESSIONS, session.org, &key))?;
         return Err(SessionError::Invalid);
     }
     if now - session.last_seen_at >= TOUCH_EVERY {
         let touched = Session { last_seen_at: now, ..session.clone() };
-        store.write(|w| w.put_system_json(&CTX, &SESSIONS, &key, &touched))?;
+        store.write(|w| w.put_index_json(&CTX, &SESSIONS, touched.org, &key, &touched))?;
     }
     let scope = OrgScope::authenticated(session.org, Actor::User(user.id.clone()));
     Ok(Principal::new(scope, user.role, permissions, Some(user.id), Credential::Session(session.id)))
@@ -136,7 +136,7 @@ pub fn list(store: &Store, scope: &OrgScope, user: &str, timeouts: Timeouts) -> 
 pub fn revoke(w: &mut Tx, scope: &OrgScope, user: &str, id: &str) -> Result<(), StoreError> {
     let found = of_user(w, scope.org(), user)?.into_iter().find(|(_, s)| s.id == id);
     let (key, _) = found.ok_or_else(|| StoreError::NotFound { what: format!("session `{id}`") })?;
-    w.delete_system(&CTX, &SESSIONS, &key)?;
+    w.delete_index(&CTX, &SESSIONS, scope.org(), &key)?;
     Ok(())
 }
 
@@ -144,7 +144,7 @@ pub fn revoke(w: &mut Tx, scope: &OrgScope, user: &str, id: &str) -> Result<(), 
 pub fn revoke_user(w: &mut Tx, scope: &OrgScope, user: &str) -> Result<usize, StoreError> {
     let all = of_user(w, scope.org(), user)?;
     for (key, _) in &all {
-        w.delete_system(&CTX, &SESSIONS, key)?;
+        w.delete_index(&CTX, &SESSIONS, scope.org(), key)?;
     }
     Ok(all.len())
 }
@@ -154,7 +154,9 @@ pub fn end(store: &Store, cookie: &str) -> Result<Option<Session>, StoreError> {
     let key = secret_hash(cookie);
     store.write(|w| {
         let s = w.get_system_record::<Session>(&SESSIONS, &key)?;
-        w.delete_system(&CTX, &SESSIONS, &key)?;
+        if let Some(s) = &s {
+            w.delete_index(&CTX, &SESSIONS, s.org, &key)?;
+        }
         Ok(s)
     })
 }
@@ -165,11 +167,12 @@ pub fn sweep(store: &Store, timeouts: Timeouts) -> Result<usize, StoreError> {
     store.write(|w| {
         let mut n = 0;
         for (key, value) in w.scan_system(&SESSIONS, b"")? {
-            let stale = serde_json::from_slice::<Session>(&value).map_or(true, |s| expired(&s, now, timeouts));
-            if stale {
-                w.delete_system(&CTX, &SESSIONS, &key)?;
-                n += 1;
-            }
+            match serde_json::from_slice::<Session>(&value) {
+                Ok(s) if !expired(&s, now, timeouts) => continue,
+                Ok(s) => w.delete_index(&CTX, &SESSIONS, s.org, &key)?,
+                Err(_) => w.delete_index_unowned(&CTX, &SESSIONS, &key)?,
+            };
+            n += 1;
         }
         Ok(n)
     })
@@ -180,6 +183,7 @@ mod tests {
     use super::*;
     use crate::auth::users::{self, NewMember};
     use crate::clock::Clock;
+    use crate::store::{OrgTask, OrgTaskContext};
     use std::time::Duration;
 
     #[test]
@@ -187,7 +191,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let clock = Clock::fixed(time::macros::datetime!(2026-01-01 8:00 UTC));
         let store = Store::open(&dir.path().join("s.redb"), clock.clone()).unwrap();
-        let ctx = SystemContext::new("test");
+        let ctx = OrgTaskContext::new(OrgTask::Test);
         let org = store.write(|w| crate::store::orgs::create(w, &ctx, "acme", "Acme")).unwrap();
         let scope = ctx.org_scope(org.id);
         let new = NewMember { email: "a@acme.test".into(), name: "A".into(), role: "staff".into() };

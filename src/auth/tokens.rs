@@ -9,7 +9,9 @@ use super::{Credential, Permissions, Principal, public_id, roles, secret_hash, u
 use crate::audit;
 use crate::clock::{micros_to_datetime, rfc3339};
 use crate::secrets::Secret;
-use crate::store::{Actor, OrgId, OrgScope, Reader, Store, StoreError, SystemContext, TOKENS, Tx};
+use crate::store::{
+    Actor, OrgId, OrgScope, OrgTaskContext, Reader, Store, StoreError, SystemContext, TOKENS, Task, Tx,
+};
 use serde::{Deserialize, Serialize};
 
 /// The prefix secret scanners look for.
@@ -17,7 +19,7 @@ pub const PREFIX: &str = "dkt_";
 /// Longest allowed lifetime, in days.
 pub const MAX_DAYS: u32 = 730;
 
-const CTX: SystemContext = SystemContext::new("tokens");
+const CTX: SystemContext = SystemContext::new(Task::Tokens);
 const TOUCH_EVERY: i64 = 60_000_000;
 
 /// What the store keeps about a token (never the token itself).
@@ -123,14 +125,14 @@ pub fn create(
         last_used_at: None,
         rotated_at: None,
     };
-    w.put_system_json(&CTX, &TOKENS, &secret_hash(token.expose()), &record)?;
+    w.put_index_json(&CTX, &TOKENS, record.org, &secret_hash(token.expose()), &record)?;
     Ok((token, record))
 }
 
 /// Creates an org service token from the CLI or the demo, audited as `token.create`.
 pub fn create_service(
     store: &Store,
-    ctx: &SystemContext,
+    ctx: &OrgTaskContext,
     org: OrgId,
     name: &str,
     role: &str,
@@ -191,7 +193,7 @@ pub fn authenticate(store: &Store, token: &str) -> Result<Principal, TokenError>
     }
     if record.last_used_at.is_none_or(|t| now - t >= TOUCH_EVERY) {
         let touched = TokenRecord { last_used_at: Some(now), ..record.clone() };
-        store.write(|w| w.put_system_json(&CTX, &TOKENS, &key, &touched))?;
+        store.write(|w| w.put_index_json(&CTX, &TOKENS, touched.org, &key, &touched))?;
     }
     let scope = OrgScope::authenticated(record.org, Actor::Token(record.id.clone()));
     Ok(Principal::new(scope, role, permissions, record.user.clone(), Credential::Token(record.id)))
@@ -229,7 +231,7 @@ pub fn get(r: &impl Reader, scope: &OrgScope, id: &str) -> Result<TokenRecord, S
 /// Revokes token `id`; it stops working at once.
 pub fn revoke(w: &mut Tx, scope: &OrgScope, id: &str) -> Result<TokenRecord, StoreError> {
     let (key, record) = find(w, scope, id)?;
-    w.delete_system(&CTX, &TOKENS, &key)?;
+    w.delete_index(&CTX, &TOKENS, record.org, &key)?;
     Ok(record)
 }
 
@@ -246,8 +248,8 @@ pub fn rotate(w: &mut Tx, scope: &OrgScope, id: &str) -> Result<(Secret, TokenRe
         last_used_at: None,
         ..old
     };
-    w.delete_system(&CTX, &TOKENS, &key)?;
-    w.put_system_json(&CTX, &TOKENS, &secret_hash(token.expose()), &record)?;
+    w.delete_index(&CTX, &TOKENS, scope.org(), &key)?;
+    w.put_index_json(&CTX, &TOKENS, record.org, &secret_hash(token.expose()), &record)?;
     Ok((token, record))
 }
 
@@ -255,7 +257,7 @@ pub fn rotate(w: &mut Tx, scope: &OrgScope, id: &str) -> Result<(Secret, TokenRe
 pub fn revoke_user(w: &mut Tx, scope: &OrgScope, user: &str) -> Result<usize, StoreError> {
     let mine: Vec<_> = with_keys(w, scope)?.into_iter().filter(|(_, t)| t.user.as_deref() == Some(user)).collect();
     for (key, _) in &mine {
-        w.delete_system(&CTX, &TOKENS, key)?;
+        w.delete_index(&CTX, &TOKENS, scope.org(), key)?;
     }
     Ok(mine.len())
 }
@@ -270,13 +272,14 @@ pub fn describe(record: &TokenRecord) -> String {
 mod tests {
     use super::*;
     use crate::clock::Clock;
+    use crate::store::OrgTask;
 
     #[test]
     fn token_lifecycle() {
         let dir = tempfile::tempdir().unwrap();
         let clock = Clock::fixed(time::macros::datetime!(2026-01-01 0:00 UTC));
         let store = Store::open(&dir.path().join("s.redb"), clock.clone()).unwrap();
-        let ctx = SystemContext::new("test");
+        let ctx = OrgTaskContext::new(OrgTask::Test);
         let org = store.write(|w| crate::store::orgs::create(w, &ctx, "acme", "Acme")).unwrap();
         let (token, record) = create_service(&store, &ctx, org.id, "billing export", "staff", Some(1)).unwrap();
         assert!(token.expose().starts_with("dkt_"));
@@ -303,7 +306,7 @@ mod tests {
     fn scopes_narrow_and_creators_cannot_escalate() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("s.redb"), Clock::system()).unwrap();
-        let ctx = SystemContext::new("test");
+        let ctx = OrgTaskContext::new(OrgTask::Test);
         let org = store.write(|w| crate::store::orgs::create(w, &ctx, "acme", "Acme")).unwrap();
         let scope = ctx.org_scope(org.id);
         let narrow = NewToken {

@@ -5,10 +5,10 @@
 //! local password and TOTP ([`super::local`]). Email addresses are unique
 //! across the appliance, so a sign-in name leads to exactly one org.
 use super::{Role, public_id, roles, sessions, tokens};
-use crate::store::{LOGINS, OrgId, OrgScope, Reader, StoreError, SystemContext, Tx, USERS};
+use crate::store::{LOGINS, OrgId, OrgScope, Reader, StoreError, SystemContext, Task, Tx, USERS};
 use serde::{Deserialize, Serialize};
 
-const CTX: SystemContext = SystemContext::new("members");
+const CTX: SystemContext = SystemContext::new(Task::Members);
 
 /// A member of an org.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -166,7 +166,13 @@ pub fn create(w: &mut Tx, scope: &OrgScope, new: &NewMember, granter_is_owner: b
         local: None,
     };
     save(w, scope, &user)?;
-    w.put_system_json(&CTX, &LOGINS, &email_login(&email), &LoginRef { org: scope.org(), user: user.id.clone() })?;
+    w.put_index_json(
+        &CTX,
+        &LOGINS,
+        scope.org(),
+        &email_login(&email),
+        &LoginRef { org: scope.org(), user: user.id.clone() },
+    )?;
     Ok(user)
 }
 
@@ -222,9 +228,9 @@ pub fn delete(w: &mut Tx, scope: &OrgScope, id: &str, granter_is_owner: bool) ->
     let user = require(w, scope, id)?;
     check_owner_grant(&user.role, granter_is_owner)?;
     refuse_last_owner(w, scope, &user)?;
-    w.delete_system(&CTX, &LOGINS, &email_login(&user.email))?;
+    w.delete_index(&CTX, &LOGINS, scope.org(), &email_login(&user.email))?;
     for identity in &user.identities {
-        w.delete_system(&CTX, &LOGINS, &oidc_login(&identity.provider, &identity.subject))?;
+        w.delete_index(&CTX, &LOGINS, scope.org(), &oidc_login(&identity.provider, &identity.subject))?;
     }
     w.delete(scope, &crate::store::SECRETS, super::local::totp_secret_name(&user.id).as_bytes())?;
     sessions::revoke_user(w, scope, &user.id)?;
@@ -245,9 +251,10 @@ pub fn link_identity(
         return Ok(());
     }
     user.identities.push(Identity { provider: provider.into(), subject: subject.into() });
-    w.put_system_json(
+    w.put_index_json(
         &CTX,
         &LOGINS,
+        scope.org(),
         &oidc_login(provider, subject),
         &LoginRef { org: scope.org(), user: user.id.clone() },
     )

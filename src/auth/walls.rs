@@ -124,14 +124,14 @@ pub fn delete(w: &mut Tx, scope: &OrgScope, id: &str) -> Result<Wall, StoreError
 mod tests {
     use super::*;
     use crate::clock::Clock;
-    use crate::store::{Store, SystemContext};
+    use crate::store::{OrgTask, OrgTaskContext, Store};
     use users::NewMember;
 
     #[test]
     fn walls_screen_named_members_and_groups_only() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("s.redb"), Clock::system()).unwrap();
-        let ctx = SystemContext::new("test");
+        let ctx = OrgTaskContext::new(OrgTask::Test);
         let org = store.write(|w| crate::store::orgs::create(w, &ctx, "acme", "Acme")).unwrap();
         let other = store.write(|w| crate::store::orgs::create(w, &ctx, "other", "Other")).unwrap();
         let scope = ctx.org_scope(org.id);

@@ -10,7 +10,7 @@ use super::webhooks;
 use crate::config::ClioConfig;
 use crate::records::Kind;
 use crate::secrets::SharedKeyring;
-use crate::store::{OrgId, Store, SystemContext};
+use crate::store::{OrgId, OrgTaskContext, Store};
 use crate::telemetry::Metrics;
 use std::collections::HashMap;
 use std::str::FromStr as _;
@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::sync::Notify;
 
-const CTX: SystemContext = SystemContext::new("clio-sync");
+const CTX: OrgTaskContext = OrgTaskContext::new(crate::store::OrgTask::ClioSync);
 
 struct OrgTask {
     now: Arc<Notify>,

@@ -23,7 +23,9 @@ use super::sync::record_key;
 use crate::audit::{self, Outcome};
 use crate::records::{Kind, Record};
 use crate::secrets::{Keyring, SharedKeyring};
-use crate::store::{CLIO, HOOKS, OrgId, OrgScope, RECORDS, Reader, SECRETS, Store, StoreError, SystemContext, Tx};
+use crate::store::{
+    CLIO, HOOKS, OrgId, OrgScope, OrgTask, OrgTaskContext, RECORDS, Reader, SECRETS, Store, StoreError, Tx,
+};
 use hmac::{Hmac, Mac as _};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -47,7 +49,7 @@ pub const HANDSHAKE_WINDOW_MICROS: i64 = 10 * 60 * 1_000_000;
 /// The longest shared secret a handshake may carry (it is echoed in a header).
 pub const MAX_SECRET_LEN: usize = 256;
 const KEY: &[u8] = b"webhooks";
-const CTX: SystemContext = SystemContext::new("clio-webhooks");
+const CTX: OrgTaskContext = OrgTaskContext::new(OrgTask::ClioWebhooks);
 
 /// One subscription at Clio.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -213,7 +215,13 @@ fn id_text(v: &Value) -> String {
 fn replace_subscription(w: &mut Tx, scope: &OrgScope, sub: Subscription) -> Result<(), StoreError> {
     remove_subscription(w, scope, sub.kind)?;
     let mut state = get(w, scope)?.unwrap_or_default();
-    w.put_system_json(&CTX, &HOOKS, sub.endpoint.as_bytes(), &Endpoint { org: scope.org(), kind: sub.kind })?;
+    w.put_index_json(
+        &CTX,
+        &HOOKS,
+        scope.org(),
+        sub.endpoint.as_bytes(),
+        &Endpoint { org: scope.org(), kind: sub.kind },
+    )?;
     state.subscriptions.push(sub);
     w.put_json(scope, &CLIO, KEY, &state)
 }
@@ -221,7 +229,7 @@ fn replace_subscription(w: &mut Tx, scope: &OrgScope, sub: Subscription) -> Resu
 fn remove_subscription(w: &mut Tx, scope: &OrgScope, kind: Kind) -> Result<(), StoreError> {
     let Some(mut state) = get(w, scope)? else { return Ok(()) };
     for old in state.subscriptions.iter().filter(|s| s.kind == kind && !s.endpoint.is_empty()) {
-        w.delete_system(&CTX, &HOOKS, old.endpoint.as_bytes())?;
+        w.delete_index(&CTX, &HOOKS, scope.org(), old.endpoint.as_bytes())?;
     }
     state.subscriptions.retain(|s| s.kind != kind);
     w.delete(scope, &SECRETS, secret_name(kind).as_bytes())?;
@@ -256,7 +264,7 @@ fn retire_shared_endpoint(w: &mut Tx, scope: &OrgScope) -> Result<(), StoreError
         return Ok(());
     }
     if !state.hook_id.is_empty() {
-        w.delete_system(&CTX, &HOOKS, std::mem::take(&mut state.hook_id).as_bytes())?;
+        w.delete_index(&CTX, &HOOKS, scope.org(), std::mem::take(&mut state.hook_id).as_bytes())?;
     }
     for old in state.subscriptions.iter().filter(|s| s.endpoint.is_empty()) {
         w.delete(scope, &SECRETS, format!("clio.webhook.{}", old.id).as_bytes())?;

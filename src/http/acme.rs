@@ -4,7 +4,7 @@
 use super::tls::{TlsError, TlsSetup, server_config};
 use crate::config::AcmeConfig;
 use crate::secrets::SharedKeyring;
-use crate::store::{Store, StoreError, SystemContext};
+use crate::store::{Store, StoreError, SystemContext, Task};
 use async_trait::async_trait;
 use futures_util::StreamExt as _;
 use rustls_acme::{AccountCache, CertCache};
@@ -46,7 +46,7 @@ impl StoreCache {
     }
 
     fn save(&self, name: &str, value: &[u8]) -> Result<(), StoreError> {
-        let ctx = SystemContext::new("acme");
+        let ctx = SystemContext::new(Task::Acme);
         self.store.write(|w| w.put_system_secret(&ctx, &self.keys, name, value))
     }
 }

@@ -9,7 +9,7 @@
 //! so a slow client cannot stall other connections.
 use crate::config::{Config, TlsMode};
 use crate::secrets::SharedKeyring;
-use crate::store::{Store, SystemContext};
+use crate::store::{Store, SystemContext, Task};
 use crate::swap::Swap;
 use poem::http::uri::Scheme;
 use poem::listener::Acceptor;
@@ -115,7 +115,7 @@ pub fn self_signed(store: &Store, keys: &SharedKeyring, hosts: &[String]) -> Res
     let cert_pem = generated.cert.pem();
     let key_pem = generated.key_pair.serialize_pem();
     let bundle = serde_json::to_vec(&(&cert_pem, &key_pem, hosts)).map_err(|e| TlsError::Generate(e.to_string()))?;
-    let ctx = SystemContext::new("tls-self-signed");
+    let ctx = SystemContext::new(Task::TlsSelfSigned);
     store.write(|w| w.put_system_secret(&ctx, keys, SELF_SIGNED_NAME, &bundle))?;
     tracing::info!(hosts = ?hosts, "generated a self-signed certificate");
     certified_key_from_pem(cert_pem.as_bytes(), key_pem.as_bytes(), "generated certificate", "generated key")

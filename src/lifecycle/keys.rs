@@ -10,7 +10,7 @@ use crate::config::Config;
 use crate::secrets::{KeySource, Keyring, SecretsError, SharedKeyring, key_candidates, with_suffix};
 use std::sync::Arc;
 
-use crate::store::{Store, StoreError, SystemContext};
+use crate::store::{OrgTask, OrgTaskContext, Store, StoreError, SystemContext, Task};
 
 const CHECK_NAME: &str = "keycheck";
 const CHECK_VALUE: &[u8] = b"docket master key check";
@@ -51,7 +51,7 @@ pub fn open_keyring(config: &Config, store: &Store) -> Result<Keyring, KeyError>
     match opens_check(store, &keyring)? {
         Some(true) => Ok(keyring),
         None => {
-            let ctx = SystemContext::new("key-check");
+            let ctx = SystemContext::new(Task::KeyCheck);
             store.write(|w| w.put_system_secret(&ctx, &keyring, CHECK_NAME, CHECK_VALUE))?;
             Ok(keyring)
         }
@@ -98,7 +98,7 @@ pub fn rotate(store: &Store, keys: &SharedKeyring) -> Result<String, KeyError> {
     };
     let new = Arc::new(Keyring::fresh(KeySource::File(path.clone())));
     new.write_pending()?;
-    let ctx = SystemContext::new("key-rotate");
+    let ctx = OrgTaskContext::new(OrgTask::KeyRotate);
     let orgs = store.list_orgs()?;
     let recipient = new.recipient();
     // Recorded in every firm's chain (each firm's secrets are re-sealed), and the
@@ -160,7 +160,7 @@ mod tests {
         Keyring::generate(&crate::secrets::default_key_path(&config.data_dir)).unwrap();
         let store = Store::open(&config.store_path(), Clock::system()).unwrap();
         let keys = SharedKeyring::new(open_keyring(&config, &store).unwrap());
-        let ctx = SystemContext::new("test");
+        let ctx = OrgTaskContext::new(OrgTask::Test);
         store.write(|w| w.put_system_secret(&ctx, &keys, "s", b"v")).unwrap();
         (dir, config, store, keys)
     }
@@ -170,7 +170,7 @@ mod tests {
         let path = keys.current().source().path().to_path_buf();
         let new = Keyring::fresh(KeySource::File(path.clone()));
         new.write_pending().unwrap();
-        store.reseal_all(&SystemContext::new("test"), &keys.current(), &new, |_| Ok(())).unwrap();
+        store.reseal_all(&OrgTaskContext::new(OrgTask::Test), &keys.current(), &new, |_| Ok(())).unwrap();
         (path, new)
     }
 

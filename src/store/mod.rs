@@ -2,12 +2,46 @@
 //!
 //! - One file, `<data_dir>/docket.redb`, created 0600 in a 0700 directory.
 //! - Every write goes through [`Store::write`]; each `put`/`delete` in it appends
-//!   a journal entry in the same transaction (see [`journal`]).
-//! - Tenant tables are keyed `org_id (8 bytes BE) ++ key` and reached only
-//!   through an [`OrgScope`]; system tables take a [`SystemContext`].
-//! - A schema version in the `meta` table, forward migrations on open, and a
-//!   clear refusal of a file written by a newer docket.
+//!   a journal entry in the same transaction (see [`journal`]; the follower API
+//!   is in [`follow`], export, restore and digest in [`copy`]).
+//! - Tenancy by type: tenant tables ([`TenantTable`]) are keyed
+//!   `org_id (8 bytes BE) ++ key` and reached only through an [`OrgScope`];
+//!   appliance tables ([`SystemTable`]) and org-owned indexes ([`IndexTable`])
+//!   are written with a [`SystemContext`], an index row always naming its org.
+//!   Only this module makes tables, so no table can be forged, and a tenant
+//!   table cannot be read as a system one (each `compile_fail` below differs
+//!   from the example that compiles by the one forbidden step):
+//!
+//! ```
+//! use docket::store::{ReadTx, RECORDS, TABLES, TOKENS, Table};
+//! fn allowed(r: &ReadTx) {
+//!     let _ = r.scan_system(&TOKENS, b"");
+//!     let listed: Table = TABLES[0];
+//!     let _ = (listed.name(), RECORDS.name());
+//! }
+//! ```
+//!
+//! ```compile_fail
+//! use docket::store::{ReadTx, RECORDS};
+//! fn leak(r: &ReadTx) {
+//!     let _ = r.scan_system(&RECORDS, b""); // every org's records, no scope
+//! }
+//! ```
+//!
+//! ```compile_fail
+//! let forged = docket::store::SystemTable(docket::store::TABLES[12]);
+//! ```
+//!
+//! ```compile_fail
+//! let forged = docket::store::Table { name: "records", kind: docket::store::Kind::System };
+//! ```
+//!
+//! - A schema version in the `meta` table, forward migrations on open (see
+//!   [`migrate`]), and a clear refusal of a file written by a newer docket.
+pub mod copy;
+pub mod follow;
 pub mod journal;
+mod migrate;
 pub mod orgs;
 pub mod scope;
 
@@ -19,44 +53,56 @@ use serde::de::DeserializeOwned;
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 
-pub use journal::{Entry as JournalEntry, Op};
+pub use copy::{RawRow, Restore, Section};
+pub use follow::Batch;
+pub use journal::{BadEntry, Entry as JournalEntry, Op};
+pub use scope::{Actor, OrgId, OrgScope, OrgTask, OrgTaskContext, SystemContext, Task};
 
 /// Rows of a table: (key, value) pairs.
 pub type Rows = Vec<(Vec<u8>, Vec<u8>)>;
 
 type BytesTable = redb::ReadOnlyTable<&'static [u8], &'static [u8]>;
-pub use scope::{Actor, OrgId, OrgScope, SystemContext};
 
 /// The store's page cache.
 const CACHE_BYTES: usize = 64 * 1024 * 1024;
 
-/// The schema this binary writes. Bump it with a new entry in [`MIGRATIONS`].
-pub const SCHEMA_VERSION: u32 = 1;
+/// The schema this binary writes. Bump it with a new entry in `migrate::MIGRATIONS`.
+/// Schema 2: journal format v2 (versioned entries, transaction ids and commit
+/// markers, monotonic time, the org of every org-owned row, journaled meta).
+pub const SCHEMA_VERSION: u32 = 2;
 
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 const JOURNAL: TableDefinition<u64, &[u8]> = TableDefinition::new("journal");
+/// The meta key holding the last committed `seq | tx | time`: the journal's
+/// own bookkeeping (kept when entries are pruned, never journaled).
+const TAIL: &str = "journal_tail";
 
-/// Whether a table's rows belong to one org or to the appliance.
+/// Whose rows a table holds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
+    /// One org's rows, keyed `org id ++ key` ([`TenantTable`]).
     Tenant,
+    /// The appliance's own rows ([`SystemTable`]).
     System,
+    /// A system-keyed index whose rows each belong to one org ([`IndexTable`]).
+    Index,
 }
 
-/// A byte-keyed table of the store.
-#[derive(Clone, Copy, Debug)]
+/// A table of the store as [`TABLES`] lists it: a name and a kind. Only this
+/// module makes tables.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Table {
-    pub name: &'static str,
-    pub kind: Kind,
+    name: &'static str,
+    kind: Kind,
 }
 
 impl Table {
-    pub const fn system(name: &'static str) -> Table {
-        Table { name, kind: Kind::System }
+    pub fn name(&self) -> &'static str {
+        self.name
     }
 
-    pub const fn tenant(name: &'static str) -> Table {
-        Table { name, kind: Kind::Tenant }
+    pub fn kind(&self) -> Kind {
+        self.kind
     }
 
     fn def(&self) -> TableDefinition<'static, &'static [u8], &'static [u8]> {
@@ -64,64 +110,121 @@ impl Table {
     }
 }
 
-/// Org records, keyed by org id (system).
-pub const ORGS: Table = Table::system("orgs");
-/// Org slug → org id (system).
-pub const ORG_SLUGS: Table = Table::system("org_slugs");
+/// A table of one org's rows, reached only through an [`OrgScope`].
+#[derive(Clone, Copy, Debug)]
+pub struct TenantTable(Table);
+
+/// A table of the appliance's own rows.
+#[derive(Clone, Copy, Debug)]
+pub struct SystemTable(Table);
+
+/// A system-keyed index (token hash, session id, sign-in name…) whose rows each
+/// belong to one org: writes name that org, so the journal records it.
+#[derive(Clone, Copy, Debug)]
+pub struct IndexTable(Table);
+
+impl TenantTable {
+    pub fn name(&self) -> &'static str {
+        self.0.name
+    }
+}
+
+mod sealed {
+    pub trait Sealed {}
+}
+
+/// A table keyed without an org prefix: [`SystemTable`] or [`IndexTable`].
+pub trait SystemKeyed: sealed::Sealed {
+    fn table(&self) -> &Table;
+}
+
+impl sealed::Sealed for SystemTable {}
+impl sealed::Sealed for IndexTable {}
+impl SystemKeyed for SystemTable {
+    fn table(&self) -> &Table {
+        &self.0
+    }
+}
+impl SystemKeyed for IndexTable {
+    fn table(&self) -> &Table {
+        &self.0
+    }
+}
+
+const fn tenant(name: &'static str) -> TenantTable {
+    TenantTable(Table { name, kind: Kind::Tenant })
+}
+
+const fn system(name: &'static str) -> SystemTable {
+    SystemTable(Table { name, kind: Kind::System })
+}
+
+const fn index(name: &'static str) -> IndexTable {
+    IndexTable(Table { name, kind: Kind::Index })
+}
+
+/// Org records, keyed by org id (each row is its org's).
+pub const ORGS: IndexTable = index("orgs");
+/// Org slug → org id.
+pub const ORG_SLUGS: IndexTable = index("org_slugs");
 /// Sealed secrets of an org, keyed by name (tenant; values are age ciphertext).
-pub const SECRETS: Table = Table::tenant("secrets");
+pub const SECRETS: TenantTable = tenant("secrets");
 /// Sealed secrets of the appliance itself, e.g. the ACME account (system).
-pub const SYSTEM_SECRETS: Table = Table::system("system_secrets");
-/// API token hash → token record (system index; each record names its org).
-pub const TOKENS: Table = Table::system("tokens");
+pub const SYSTEM_SECRETS: SystemTable = system("system_secrets");
+/// API token hash → token record (index; each record names its org).
+pub const TOKENS: IndexTable = index("tokens");
 
 /// Audit events of an org, keyed by seq (tenant; see `audit`).
-pub const AUDIT: Table = Table::tenant("audit");
+pub const AUDIT: TenantTable = tenant("audit");
 /// The head (last seq and hash) of each org's audit chain (tenant).
-pub const AUDIT_HEAD: Table = Table::tenant("audit_head");
+pub const AUDIT_HEAD: TenantTable = tenant("audit_head");
 
-/// Every byte-keyed table: backups and integrity checks walk this list.
 /// Members of an org, keyed by user id (tenant).
-pub const USERS: Table = Table::tenant("users");
-/// Sign-in names → member: `email:<address>` and `oidc:<provider>:<subject>` (system index).
-pub const LOGINS: Table = Table::system("logins");
-/// Browser session id hash → session (system index; each record names its org).
-pub const SESSIONS: Table = Table::system("sessions");
+pub const USERS: TenantTable = tenant("users");
+/// Sign-in names → member: `email:<address>` and `oidc:<provider>:<subject>` (index).
+pub const LOGINS: IndexTable = index("logins");
+/// Browser session id hash → session (index; each record names its org).
+pub const SESSIONS: IndexTable = index("sessions");
 /// Custom roles of an org, keyed by name (tenant).
-pub const ROLES: Table = Table::tenant("roles");
+pub const ROLES: TenantTable = tenant("roles");
 
 /// Ethical walls of an org, keyed by wall id (tenant).
-pub const WALLS: Table = Table::tenant("walls");
+pub const WALLS: TenantTable = tenant("walls");
 /// The org's copy of its Clio data, keyed by kind byte ++ Clio id (tenant; see `clio::sync`).
-pub const RECORDS: Table = Table::tenant("records");
+pub const RECORDS: TenantTable = tenant("records");
 /// The org's Clio connection (tenant; secrets apart, sealed).
-pub const CLIO: Table = Table::tenant("clio");
-/// Webhook endpoint name → org (system index; see `clio::webhooks`).
-pub const HOOKS: Table = Table::system("webhook_hooks");
+pub const CLIO: TenantTable = tenant("clio");
+/// Webhook endpoint name → org (index; see `clio::webhooks`).
+pub const HOOKS: IndexTable = index("webhook_hooks");
 /// Sync checkpoints, keyed by kind (tenant).
-pub const SYNC_STATE: Table = Table::tenant("sync_state");
+pub const SYNC_STATE: TenantTable = tenant("sync_state");
 
-/// Every byte-keyed table: backups and integrity checks walk this list.
+/// Every byte-keyed table: backups, digests and integrity checks walk this list.
 pub const TABLES: &[Table] = &[
-    ORGS,
-    ORG_SLUGS,
-    SECRETS,
-    SYSTEM_SECRETS,
-    TOKENS,
-    AUDIT,
-    AUDIT_HEAD,
-    USERS,
-    LOGINS,
-    SESSIONS,
-    ROLES,
-    WALLS,
-    RECORDS,
-    SYNC_STATE,
-    CLIO,
-    HOOKS,
+    ORGS.0,
+    ORG_SLUGS.0,
+    SECRETS.0,
+    SYSTEM_SECRETS.0,
+    TOKENS.0,
+    AUDIT.0,
+    AUDIT_HEAD.0,
+    USERS.0,
+    LOGINS.0,
+    SESSIONS.0,
+    ROLES.0,
+    WALLS.0,
+    RECORDS.0,
+    SYNC_STATE.0,
+    CLIO.0,
+    HOOKS.0,
 ];
 /// The tables whose values are sealed, re-sealed by key rotation.
-pub const SEALED_TABLES: &[Table] = &[SECRETS, SYSTEM_SECRETS];
+const SEALED_TABLES: &[Table] = &[SECRETS.0, SYSTEM_SECRETS.0];
+
+/// The table named `name`, if the store has one.
+pub fn table_named(name: &str) -> Option<Table> {
+    TABLES.iter().find(|t| t.name == name).copied()
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -139,6 +242,9 @@ pub enum StoreError {
     Io(String),
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
+    /// A journal entry that cannot be read (unknown version or op, truncated).
+    #[error("{0}\n  fix: restore the store from a backup; the entries before it are intact")]
+    Journal(#[from] BadEntry),
     #[error("{0}")]
     Secrets(#[from] SecretsError),
     #[error("{what} already exists")]
@@ -164,6 +270,8 @@ pub struct Store {
     db: redb::Database,
     clock: Clock,
     path: PathBuf,
+    /// The journal head, sent after each commit that journaled something.
+    head: tokio::sync::watch::Sender<u64>,
 }
 
 impl std::fmt::Debug for Store {
@@ -172,18 +280,13 @@ impl std::fmt::Debug for Store {
     }
 }
 
-type Migration = fn(&redb::WriteTransaction) -> Result<(), StoreError>;
-
-/// Forward migrations: entry `i` takes a store from schema `i + 1` to `i + 2`.
-const MIGRATIONS: &[Migration] = &[];
-
 impl Store {
     /// Opens (creating if needed) the store file, then migrates it forward.
     pub fn open(path: &Path, clock: Clock) -> Result<Store, StoreError> {
-        Self::open_with(path, clock, MIGRATIONS)
+        Self::open_with(path, clock, migrate::MIGRATIONS)
     }
 
-    fn open_with(path: &Path, clock: Clock, migrations: &[Migration]) -> Result<Store, StoreError> {
+    fn open_with(path: &Path, clock: Clock, migrations: &[migrate::Migration]) -> Result<Store, StoreError> {
         let shown = path.display().to_string();
         if let Some(dir) = path.parent() {
             crate::secrets::create_private_dir(dir)
@@ -197,8 +300,10 @@ impl Store {
         })?;
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
             .map_err(|e| StoreError::Open { path: shown.clone(), reason: e.to_string() })?;
-        let store = Store { db, clock, path: path.to_path_buf() };
+        let (head, _) = tokio::sync::watch::channel(0);
+        let store = Store { db, clock, path: path.to_path_buf(), head };
         store.migrate(migrations)?;
+        store.head.send_replace(store.journal_head()?);
         Ok(store)
     }
 
@@ -208,50 +313,6 @@ impl Store {
 
     pub fn clock(&self) -> &Clock {
         &self.clock
-    }
-
-    fn migrate(&self, migrations: &[Migration]) -> Result<(), StoreError> {
-        let target = migrations.len() as u32 + 1;
-        let found = self.schema_version()?;
-        match found {
-            None => {
-                let tx = self.db.begin_write().map_err(io)?;
-                {
-                    let mut meta = tx.open_table(META).map_err(io)?;
-                    meta.insert("schema_version", target.to_le_bytes().as_slice()).map_err(io)?;
-                    meta.insert("writer", crate::VERSION.as_bytes()).map_err(io)?;
-                    tx.open_table(JOURNAL).map_err(io)?;
-                    for t in TABLES {
-                        tx.open_table(t.def()).map_err(io)?;
-                    }
-                }
-                tx.commit().map_err(io)?;
-            }
-            Some(v) if v > target => {
-                let writer = self.meta_string("writer")?.unwrap_or_else(|| "unknown".into());
-                return Err(StoreError::TooNew {
-                    path: self.path.display().to_string(),
-                    found: v,
-                    writer,
-                    ours: crate::VERSION,
-                });
-            }
-            Some(mut v) => {
-                while v < target {
-                    let tx = self.db.begin_write().map_err(io)?;
-                    migrations[(v - 1) as usize](&tx)?;
-                    v += 1;
-                    {
-                        let mut meta = tx.open_table(META).map_err(io)?;
-                        meta.insert("schema_version", v.to_le_bytes().as_slice()).map_err(io)?;
-                        meta.insert("writer", crate::VERSION.as_bytes()).map_err(io)?;
-                    }
-                    tx.commit().map_err(io)?;
-                    tracing::info!(schema = v, "store migrated");
-                }
-            }
-        }
-        Ok(())
     }
 
     /// The schema version recorded in the file, if it has one.
@@ -277,17 +338,28 @@ impl Store {
         Ok(self.meta_bytes(key)?.map(|b| String::from_utf8_lossy(&b).into_owned()))
     }
 
-    /// Runs `f` in one write transaction; commits if it returns `Ok`.
+    /// Runs `f` in one write transaction; commits if it returns `Ok`, then
+    /// tells subscribers the new journal head.
     pub fn write<R>(&self, f: impl FnOnce(&mut Tx) -> Result<R, StoreError>) -> Result<R, StoreError> {
         let tx = self.db.begin_write().map_err(io)?;
-        let next_seq = {
-            let journal = tx.open_table(JOURNAL).map_err(io)?;
-            journal.last().map_err(io)?.map_or(1, |(k, _)| k.value() + 1)
-        };
-        let mut w = Tx { tx, next_seq, time: self.clock.now_micros() };
+        let mut w = Tx::begin(tx, self.clock.now_micros(), SCHEMA_VERSION)?;
         let out = f(&mut w)?;
-        w.tx.commit().map_err(io)?;
+        self.commit(w)?;
         Ok(out)
+    }
+
+    fn commit(&self, w: Tx) -> Result<(), StoreError> {
+        if let Some(head) = w.commit()? {
+            // Writers commit one at a time but may notify out of order: the head only moves up.
+            self.head.send_if_modified(|seen| {
+                let newer = head > *seen;
+                if newer {
+                    *seen = head;
+                }
+                newer
+            });
+        }
+        Ok(())
     }
 
     /// Runs `f` against a consistent snapshot.
@@ -296,27 +368,10 @@ impl Store {
         f(&ReadTx { tx })
     }
 
-    /// The highest journal sequence number written so far (0 when empty).
+    /// The highest journal sequence number committed so far (0 when none),
+    /// pruned entries included.
     pub fn journal_head(&self) -> Result<u64, StoreError> {
-        self.read(|r| {
-            let journal = r.tx.open_table(JOURNAL).map_err(io)?;
-            Ok(journal.last().map_err(io)?.map_or(0, |(k, _)| k.value()))
-        })
-    }
-
-    /// Up to `limit` journal entries with `seq > after`, oldest first.
-    pub fn journal_after(&self, after: u64, limit: usize) -> Result<Vec<JournalEntry>, StoreError> {
-        self.read(|r| {
-            let journal = r.tx.open_table(JOURNAL).map_err(io)?;
-            let mut out = vec![];
-            for row in journal.range(after.saturating_add(1)..).map_err(io)?.take(limit) {
-                let (k, v) = row.map_err(io)?;
-                let entry = journal::decode(k.value(), v.value())
-                    .ok_or_else(|| StoreError::Corrupt(format!("journal entry {}", k.value())))?;
-                out.push(entry);
-            }
-            Ok(out)
-        })
+        self.read(|r| r.journal_head())
     }
 
     /// Re-seals every sealed value from `old` to `new` in one transaction.
@@ -337,7 +392,7 @@ impl Store {
                 for (key, ciphertext) in w.scan_raw(table, &[])? {
                     let clear = old.open(&ciphertext)?;
                     let sealed = new.seal(clear.expose())?;
-                    w.put_raw(table, org_of(table, &key), &key, &sealed)?;
+                    w.put_raw(table, org_of_key(table, &key), &key, &sealed)?;
                     count += 1;
                 }
             }
@@ -347,9 +402,10 @@ impl Store {
     }
 }
 
-fn org_of(table: &Table, full_key: &[u8]) -> Option<OrgId> {
+/// The org of a tenant row, from its key prefix.
+fn org_of_key(table: &Table, full_key: &[u8]) -> Option<OrgId> {
     match table.kind {
-        Kind::System => None,
+        Kind::System | Kind::Index => None,
         Kind::Tenant => full_key.get(..8).and_then(|p| p.try_into().ok()).map(|p| OrgId(u64::from_be_bytes(p))),
     }
 }
@@ -361,43 +417,120 @@ fn tenant_key(scope: &OrgScope, key: &[u8]) -> Vec<u8> {
     full
 }
 
-fn expect_kind(table: &Table, kind: Kind) -> Result<(), StoreError> {
-    if table.kind == kind {
-        Ok(())
-    } else {
-        Err(StoreError::Corrupt(format!("table {} used as {:?}", table.name, kind)))
+fn strip_org(rows: Rows) -> Rows {
+    rows.into_iter().map(|(k, v)| (k[8..].to_vec(), v)).collect()
+}
+
+/// The last committed `seq`, transaction id and time (all 0 / earliest when none).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Tail {
+    seq: u64,
+    tx: u64,
+    time: i64,
+}
+
+impl Tail {
+    const EMPTY: Tail = Tail { seq: 0, tx: 0, time: i64::MIN };
+
+    fn encode(self) -> [u8; 24] {
+        let mut out = [0; 24];
+        out[..8].copy_from_slice(&self.seq.to_le_bytes());
+        out[8..16].copy_from_slice(&self.tx.to_le_bytes());
+        out[16..].copy_from_slice(&self.time.to_le_bytes());
+        out
+    }
+
+    fn decode(bytes: &[u8]) -> Result<Tail, StoreError> {
+        let field = |at: usize| -> Result<[u8; 8], StoreError> {
+            bytes
+                .get(at..at + 8)
+                .and_then(|b| b.try_into().ok())
+                .ok_or_else(|| StoreError::Corrupt(format!("meta `{TAIL}` has {} bytes, not 24", bytes.len())))
+        };
+        Ok(Tail {
+            seq: u64::from_le_bytes(field(0)?),
+            tx: u64::from_le_bytes(field(8)?),
+            time: i64::from_le_bytes(field(16)?),
+        })
+    }
+
+    fn read(meta: &impl redb::ReadableTable<&'static str, &'static [u8]>) -> Result<Tail, StoreError> {
+        match meta.get(TAIL).map_err(io)? {
+            Some(v) => Tail::decode(v.value()),
+            None => Ok(Tail::EMPTY),
+        }
     }
 }
 
 /// A write transaction. Every mutation is journaled.
 pub struct Tx {
     tx: redb::WriteTransaction,
+    /// This transaction's id.
+    id: u64,
     next_seq: u64,
     time: i64,
+    /// The schema entries are written under.
+    schema: u32,
+    /// The latest entry, held back so it can carry the commit marker.
+    pending: Option<(u64, Vec<u8>)>,
 }
 
 impl Tx {
-    /// Time of this transaction, microseconds since the epoch.
+    /// Starts journaling after the last commit; time never goes below its time.
+    fn begin(tx: redb::WriteTransaction, now: i64, schema: u32) -> Result<Tx, StoreError> {
+        let tail = Tail::read(&tx.open_table(META).map_err(io)?)?;
+        Ok(Tx { tx, id: tail.tx + 1, next_seq: tail.seq + 1, time: now.max(tail.time), schema, pending: None })
+    }
+
+    /// Marks the last entry, records the tail and commits; returns the new
+    /// journal head if anything was journaled.
+    fn commit(mut self) -> Result<Option<u64>, StoreError> {
+        let head = match self.pending.take() {
+            Some((seq, mut bytes)) => {
+                journal::mark_last(&mut bytes);
+                self.tx.open_table(JOURNAL).map_err(io)?.insert(seq, bytes.as_slice()).map_err(io)?;
+                let tail = Tail { seq, tx: self.id, time: self.time };
+                self.tx.open_table(META).map_err(io)?.insert(TAIL, tail.encode().as_slice()).map_err(io)?;
+                Some(seq)
+            }
+            None => None,
+        };
+        self.tx.commit().map_err(io)?;
+        Ok(head)
+    }
+
+    /// Time of this transaction, microseconds since the epoch (never earlier
+    /// than the previous commit's).
     pub fn time(&self) -> i64 {
         self.time
     }
 
     fn put_raw(&mut self, table: &Table, org: Option<OrgId>, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
         self.tx.open_table(table.def()).map_err(io)?.insert(key, value).map_err(io)?;
-        self.journal(org, table, key, Op::Put(value.to_vec()))
+        self.journal(org, table.name, key, Some(value))
     }
 
     fn delete_raw(&mut self, table: &Table, org: Option<OrgId>, key: &[u8]) -> Result<bool, StoreError> {
         let existed = self.tx.open_table(table.def()).map_err(io)?.remove(key).map_err(io)?.is_some();
         if existed {
-            self.journal(org, table, key, Op::Delete)?;
+            self.journal(org, table.name, key, None)?;
         }
         Ok(existed)
     }
 
-    fn journal(&mut self, org: Option<OrgId>, table: &Table, key: &[u8], op: Op) -> Result<(), StoreError> {
-        let bytes = journal::encode(self.time, org, table.name, key, &op);
-        self.tx.open_table(JOURNAL).map_err(io)?.insert(self.next_seq, bytes.as_slice()).map_err(io)?;
+    /// Writes a `meta` setting, journaled (a migration's schema, for one).
+    fn put_meta(&mut self, key: &str, value: &[u8]) -> Result<(), StoreError> {
+        self.tx.open_table(META).map_err(io)?.insert(key, value).map_err(io)?;
+        self.journal(None, "meta", key.as_bytes(), Some(value))
+    }
+
+    /// Journals a put of `value` (a delete when `None`) of `key`.
+    fn journal(&mut self, org: Option<OrgId>, table: &str, key: &[u8], value: Option<&[u8]>) -> Result<(), StoreError> {
+        let header = journal::Header { schema: self.schema, tx: self.id, last: false, time: self.time, org };
+        let bytes = journal::encode(header, table, key, value);
+        if let Some((seq, bytes)) = self.pending.replace((self.next_seq, bytes)) {
+            self.tx.open_table(JOURNAL).map_err(io)?.insert(seq, bytes.as_slice()).map_err(io)?;
+        }
         self.next_seq += 1;
         Ok(())
     }
@@ -413,89 +546,119 @@ impl Tx {
     }
 
     /// Stores `value` under `key` in one org's table.
-    pub fn put(&mut self, scope: &OrgScope, table: &Table, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
-        expect_kind(table, Kind::Tenant)?;
-        self.put_raw(table, Some(scope.org()), &tenant_key(scope, key), value)
+    pub fn put(&mut self, scope: &OrgScope, table: &TenantTable, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
+        self.put_raw(&table.0, Some(scope.org()), &tenant_key(scope, key), value)
     }
 
     /// Removes `key` from one org's table; returns whether it existed.
-    pub fn delete(&mut self, scope: &OrgScope, table: &Table, key: &[u8]) -> Result<bool, StoreError> {
-        expect_kind(table, Kind::Tenant)?;
-        self.delete_raw(table, Some(scope.org()), &tenant_key(scope, key))
+    pub fn delete(&mut self, scope: &OrgScope, table: &TenantTable, key: &[u8]) -> Result<bool, StoreError> {
+        self.delete_raw(&table.0, Some(scope.org()), &tenant_key(scope, key))
     }
 
-    pub fn get(&self, scope: &OrgScope, table: &Table, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        expect_kind(table, Kind::Tenant)?;
-        self.get_raw(table, &tenant_key(scope, key))
+    pub fn get(&self, scope: &OrgScope, table: &TenantTable, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        self.get_raw(&table.0, &tenant_key(scope, key))
     }
 
     /// Every row of one org's table whose key starts with `prefix` (keys without the org prefix).
-    pub fn scan(&self, scope: &OrgScope, table: &Table, prefix: &[u8]) -> Result<Rows, StoreError> {
-        expect_kind(table, Kind::Tenant)?;
-        let rows = self.scan_raw(table, &tenant_key(scope, prefix))?;
-        Ok(rows.into_iter().map(|(k, v)| (k[8..].to_vec(), v)).collect())
+    pub fn scan(&self, scope: &OrgScope, table: &TenantTable, prefix: &[u8]) -> Result<Rows, StoreError> {
+        Ok(strip_org(self.scan_raw(&table.0, &tenant_key(scope, prefix))?))
     }
 
-    /// Every row of a system table whose key starts with `prefix`.
-    pub fn scan_system(&self, table: &Table, prefix: &[u8]) -> Result<Rows, StoreError> {
-        expect_kind(table, Kind::System)?;
-        self.scan_raw(table, prefix)
+    /// Every row of a system table or index whose key starts with `prefix`.
+    pub fn scan_system(&self, table: &impl SystemKeyed, prefix: &[u8]) -> Result<Rows, StoreError> {
+        self.scan_raw(table.table(), prefix)
     }
 
-    /// Stores `value` under `key` in a system table.
+    /// Stores `value` under `key` in an appliance table.
     pub fn put_system(
         &mut self,
         _ctx: &SystemContext,
-        table: &Table,
+        table: &SystemTable,
         key: &[u8],
         value: &[u8],
     ) -> Result<(), StoreError> {
-        expect_kind(table, Kind::System)?;
-        self.put_raw(table, None, key, value)
+        self.put_raw(&table.0, None, key, value)
     }
 
-    pub fn delete_system(&mut self, _ctx: &SystemContext, table: &Table, key: &[u8]) -> Result<bool, StoreError> {
-        expect_kind(table, Kind::System)?;
-        self.delete_raw(table, None, key)
+    pub fn delete_system(&mut self, _ctx: &SystemContext, table: &SystemTable, key: &[u8]) -> Result<bool, StoreError> {
+        self.delete_raw(&table.0, None, key)
     }
 
-    pub fn get_system(&self, table: &Table, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        expect_kind(table, Kind::System)?;
-        self.get_raw(table, key)
+    /// Stores `value` under `key` in an index, as a row of `org`.
+    pub fn put_index(
+        &mut self,
+        _ctx: &SystemContext,
+        table: &IndexTable,
+        org: OrgId,
+        key: &[u8],
+        value: &[u8],
+    ) -> Result<(), StoreError> {
+        self.put_raw(&table.0, Some(org), key, value)
+    }
+
+    /// Removes `key`, a row of `org`, from an index; returns whether it existed.
+    pub fn delete_index(
+        &mut self,
+        _ctx: &SystemContext,
+        table: &IndexTable,
+        org: OrgId,
+        key: &[u8],
+    ) -> Result<bool, StoreError> {
+        self.delete_raw(&table.0, Some(org), key)
+    }
+
+    /// Removes an index row whose value cannot be read, so whose org is
+    /// unknown (journaled with no org); returns whether it existed.
+    pub fn delete_index_unowned(
+        &mut self,
+        _ctx: &SystemContext,
+        table: &IndexTable,
+        key: &[u8],
+    ) -> Result<bool, StoreError> {
+        self.delete_raw(&table.0, None, key)
+    }
+
+    pub fn get_system(&self, table: &impl SystemKeyed, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        self.get_raw(table.table(), key)
     }
 
     /// JSON-encodes and stores a tenant record.
     pub fn put_json<T: Serialize>(
         &mut self,
         scope: &OrgScope,
-        table: &Table,
+        table: &TenantTable,
         key: &[u8],
         value: &T,
     ) -> Result<(), StoreError> {
-        let bytes = serde_json::to_vec(value).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        self.put(scope, table, key, &bytes)
+        self.put(scope, table, key, &encode_json(value)?)
     }
 
-    /// JSON-encodes and stores a system record.
+    /// JSON-encodes and stores an appliance record.
     pub fn put_system_json<T: Serialize>(
         &mut self,
         ctx: &SystemContext,
-        table: &Table,
+        table: &SystemTable,
         key: &[u8],
         value: &T,
     ) -> Result<(), StoreError> {
-        let bytes = serde_json::to_vec(value).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        self.put_system(ctx, table, key, &bytes)
+        self.put_system(ctx, table, key, &encode_json(value)?)
     }
 
-    pub fn get_system_json<T: DeserializeOwned>(&self, table: &Table, key: &[u8]) -> Result<Option<T>, StoreError> {
-        self.get_system(table, key)?.map(|b| decode_json(table, &b)).transpose()
+    /// JSON-encodes and stores an index row of `org`.
+    pub fn put_index_json<T: Serialize>(
+        &mut self,
+        ctx: &SystemContext,
+        table: &IndexTable,
+        org: OrgId,
+        key: &[u8],
+        value: &T,
+    ) -> Result<(), StoreError> {
+        self.put_index(ctx, table, org, key, &encode_json(value)?)
     }
 
     /// The greatest key of a system table keyed by 8-byte ids.
-    pub fn last_system_key(&self, table: &Table) -> Result<Option<[u8; 8]>, StoreError> {
-        expect_kind(table, Kind::System)?;
-        let t = self.tx.open_table(table.def()).map_err(io)?;
+    pub fn last_system_key(&self, table: &impl SystemKeyed) -> Result<Option<[u8; 8]>, StoreError> {
+        let t = self.tx.open_table(table.table().def()).map_err(io)?;
         Ok(t.last().map_err(io)?.and_then(|(k, _)| k.value().try_into().ok()))
     }
 
@@ -545,29 +708,31 @@ impl ReadTx {
         Ok(t.get(key).map_err(io)?.map(|v| v.value().to_vec()))
     }
 
-    pub fn get(&self, scope: &OrgScope, table: &Table, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        expect_kind(table, Kind::Tenant)?;
-        self.get_raw(table, &tenant_key(scope, key))
+    /// The journal head of this snapshot: every change up to it, none after,
+    /// is what this snapshot reads (so a scan and its head agree).
+    pub fn journal_head(&self) -> Result<u64, StoreError> {
+        match self.tx.open_table(META) {
+            Ok(meta) => Ok(Tail::read(&meta)?.seq),
+            Err(redb::TableError::TableDoesNotExist(_)) => Ok(0),
+            Err(e) => Err(io(e)),
+        }
     }
 
-    pub fn get_system(&self, table: &Table, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        expect_kind(table, Kind::System)?;
-        self.get_raw(table, key)
+    pub fn get(&self, scope: &OrgScope, table: &TenantTable, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        self.get_raw(&table.0, &tenant_key(scope, key))
     }
 
-    pub fn get_system_json<T: DeserializeOwned>(&self, table: &Table, key: &[u8]) -> Result<Option<T>, StoreError> {
-        self.get_system(table, key)?.map(|b| decode_json(table, &b)).transpose()
+    pub fn get_system(&self, table: &impl SystemKeyed, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        self.get_raw(table.table(), key)
     }
 
     /// Every row of one org's table whose key starts with `prefix`; keys are
     /// returned without the org prefix.
-    pub fn scan(&self, scope: &OrgScope, table: &Table, prefix: &[u8]) -> Result<Rows, StoreError> {
-        expect_kind(table, Kind::Tenant)?;
-        let Some(t) = self.open(table)? else {
+    pub fn scan(&self, scope: &OrgScope, table: &TenantTable, prefix: &[u8]) -> Result<Rows, StoreError> {
+        let Some(t) = self.open(&table.0)? else {
             return Ok(vec![]);
         };
-        let rows = collect_prefix(&t, &tenant_key(scope, prefix))?;
-        Ok(rows.into_iter().map(|(k, v)| (k[8..].to_vec(), v)).collect())
+        Ok(strip_org(collect_prefix(&t, &tenant_key(scope, prefix))?))
     }
 
     /// Visits the rows of one org's table whose keys start with `prefix`, from
@@ -576,13 +741,12 @@ impl ReadTx {
     pub fn visit(
         &self,
         scope: &OrgScope,
-        table: &Table,
+        table: &TenantTable,
         prefix: &[u8],
         start: &[u8],
         mut visit: impl FnMut(&[u8], &[u8]) -> Result<bool, StoreError>,
     ) -> Result<(), StoreError> {
-        expect_kind(table, Kind::Tenant)?;
-        let Some(t) = self.open(table)? else { return Ok(()) };
+        let Some(t) = self.open(&table.0)? else { return Ok(()) };
         let full_prefix = tenant_key(scope, prefix);
         let from = tenant_key(scope, start).max(full_prefix.clone());
         for row in t.range::<&[u8]>(from.as_slice()..).map_err(io)? {
@@ -596,25 +760,18 @@ impl ReadTx {
 
     /// Rows of one org's table from key `start` (inclusive) to the end of the
     /// org's range; keys are returned without the org prefix.
-    pub fn scan_from(&self, scope: &OrgScope, table: &Table, start: &[u8]) -> Result<Rows, StoreError> {
-        expect_kind(table, Kind::Tenant)?;
-        let Some(t) = self.open(table)? else { return Ok(vec![]) };
-        let prefix = scope.org().prefix();
+    pub fn scan_from(&self, scope: &OrgScope, table: &TenantTable, start: &[u8]) -> Result<Rows, StoreError> {
         let mut out = vec![];
-        for row in t.range::<&[u8]>(tenant_key(scope, start).as_slice()..).map_err(io)? {
-            let (k, v) = row.map_err(io)?;
-            if !k.value().starts_with(&prefix) {
-                break;
-            }
-            out.push((k.value()[8..].to_vec(), v.value().to_vec()));
-        }
+        self.visit(scope, table, &[], start, |k, v| {
+            out.push((k.to_vec(), v.to_vec()));
+            Ok(true)
+        })?;
         Ok(out)
     }
 
     /// How many rows of one org's table have keys starting with `prefix` (values not read).
-    pub fn count(&self, scope: &OrgScope, table: &Table, prefix: &[u8]) -> Result<u64, StoreError> {
-        expect_kind(table, Kind::Tenant)?;
-        let Some(t) = self.open(table)? else { return Ok(0) };
+    pub fn count(&self, scope: &OrgScope, table: &TenantTable, prefix: &[u8]) -> Result<u64, StoreError> {
+        let Some(t) = self.open(&table.0)? else { return Ok(0) };
         let full = tenant_key(scope, prefix);
         let mut n = 0;
         for row in t.range::<&[u8]>(full.as_slice()..).map_err(io)? {
@@ -627,10 +784,9 @@ impl ReadTx {
         Ok(n)
     }
 
-    /// Every row of a system table whose key starts with `prefix`.
-    pub fn scan_system(&self, table: &Table, prefix: &[u8]) -> Result<Rows, StoreError> {
-        expect_kind(table, Kind::System)?;
-        let Some(t) = self.open(table)? else {
+    /// Every row of a system table or index whose key starts with `prefix`.
+    pub fn scan_system(&self, table: &impl SystemKeyed, prefix: &[u8]) -> Result<Rows, StoreError> {
+        let Some(t) = self.open(table.table())? else {
             return Ok(vec![]);
         };
         collect_prefix(&t, prefix)
@@ -649,50 +805,54 @@ impl ReadTx {
 
 /// What both kinds of transaction can read, so one lookup serves reads and writes.
 pub trait Reader {
-    fn get(&self, scope: &OrgScope, table: &Table, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
-    fn get_system(&self, table: &Table, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
-    fn scan(&self, scope: &OrgScope, table: &Table, prefix: &[u8]) -> Result<Rows, StoreError>;
-    fn scan_system(&self, table: &Table, prefix: &[u8]) -> Result<Rows, StoreError>;
+    fn get(&self, scope: &OrgScope, table: &TenantTable, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
+    fn get_system(&self, table: &impl SystemKeyed, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
+    fn scan(&self, scope: &OrgScope, table: &TenantTable, prefix: &[u8]) -> Result<Rows, StoreError>;
+    fn scan_system(&self, table: &impl SystemKeyed, prefix: &[u8]) -> Result<Rows, StoreError>;
 
     /// A JSON-encoded tenant record.
     fn get_json<T: DeserializeOwned>(
         &self,
         scope: &OrgScope,
-        table: &Table,
+        table: &TenantTable,
         key: &[u8],
     ) -> Result<Option<T>, StoreError> {
-        Reader::get(self, scope, table, key)?.map(|b| decode_json(table, &b)).transpose()
+        Reader::get(self, scope, table, key)?.map(|b| decode_json(&table.0, &b)).transpose()
     }
 
-    /// A JSON-encoded system record.
-    fn get_system_record<T: DeserializeOwned>(&self, table: &Table, key: &[u8]) -> Result<Option<T>, StoreError> {
-        Reader::get_system(self, table, key)?.map(|b| decode_json(table, &b)).transpose()
+    /// A JSON-encoded system or index record.
+    fn get_system_record<T: DeserializeOwned>(
+        &self,
+        table: &impl SystemKeyed,
+        key: &[u8],
+    ) -> Result<Option<T>, StoreError> {
+        Reader::get_system(self, table, key)?.map(|b| decode_json(table.table(), &b)).transpose()
     }
 
     /// Every JSON-encoded tenant record whose key starts with `prefix`.
     fn scan_json<T: DeserializeOwned>(
         &self,
         scope: &OrgScope,
-        table: &Table,
+        table: &TenantTable,
         prefix: &[u8],
     ) -> Result<Vec<T>, StoreError> {
-        Reader::scan(self, scope, table, prefix)?.iter().map(|(_, v)| decode_json(table, v)).collect()
+        Reader::scan(self, scope, table, prefix)?.iter().map(|(_, v)| decode_json(&table.0, v)).collect()
     }
 }
 
 macro_rules! impl_reader {
     ($t:ty) => {
         impl Reader for $t {
-            fn get(&self, scope: &OrgScope, table: &Table, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+            fn get(&self, scope: &OrgScope, table: &TenantTable, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
                 <$t>::get(self, scope, table, key)
             }
-            fn get_system(&self, table: &Table, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+            fn get_system(&self, table: &impl SystemKeyed, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
                 <$t>::get_system(self, table, key)
             }
-            fn scan(&self, scope: &OrgScope, table: &Table, prefix: &[u8]) -> Result<Rows, StoreError> {
+            fn scan(&self, scope: &OrgScope, table: &TenantTable, prefix: &[u8]) -> Result<Rows, StoreError> {
                 <$t>::scan(self, scope, table, prefix)
             }
-            fn scan_system(&self, table: &Table, prefix: &[u8]) -> Result<Rows, StoreError> {
+            fn scan_system(&self, table: &impl SystemKeyed, prefix: &[u8]) -> Result<Rows, StoreError> {
                 <$t>::scan_system(self, table, prefix)
             }
         }
@@ -700,6 +860,10 @@ macro_rules! impl_reader {
 }
 impl_reader!(Tx);
 impl_reader!(ReadTx);
+
+fn encode_json<T: Serialize>(value: &T) -> Result<Vec<u8>, StoreError> {
+    serde_json::to_vec(value).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
 
 fn decode_json<T: DeserializeOwned>(table: &Table, bytes: &[u8]) -> Result<T, StoreError> {
     serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt(format!("{}: {e}", table.name)))
@@ -732,7 +896,7 @@ mod tests {
     fn writes_are_journaled_in_order_and_scoped() {
         let dir = tempfile::tempdir().unwrap();
         let store = open(dir.path());
-        let ctx = SystemContext::new("test");
+        let ctx = OrgTaskContext::new(OrgTask::Test);
         let (a, b) = (ctx.org_scope(OrgId(1)), ctx.org_scope(OrgId(2)));
         store
             .write(|w| {
@@ -743,7 +907,7 @@ mod tests {
                 Ok(())
             })
             .unwrap();
-        let entries = store.journal_after(0, 10).unwrap();
+        let entries = store.journal_since(&SystemContext::new(Task::Test), 0, usize::MAX).unwrap().entries;
         let seqs: Vec<u64> = entries.iter().map(|e| e.seq).collect();
         assert_eq!(seqs, vec![1, 2, 3]);
         assert_eq!(entries[2].op, Op::Delete);
@@ -764,7 +928,7 @@ mod tests {
     fn failed_write_leaves_no_trace() {
         let dir = tempfile::tempdir().unwrap();
         let store = open(dir.path());
-        let scope = SystemContext::new("test").org_scope(OrgId(1));
+        let scope = OrgTaskContext::new(OrgTask::Test).org_scope(OrgId(1));
         let r: Result<(), _> = store.write(|w| {
             w.put(&scope, &SECRETS, b"k", b"v")?;
             Err(StoreError::Conflict { what: "test".into() })
@@ -783,23 +947,6 @@ mod tests {
     }
 
     #[test]
-    fn migrations_run_forward_and_newer_files_are_refused() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("docket.redb");
-        drop(Store::open(&path, Clock::system()).unwrap());
-        fn add_table(tx: &redb::WriteTransaction) -> Result<(), StoreError> {
-            tx.open_table(TableDefinition::<&[u8], &[u8]>::new("added_in_v2")).map_err(io)?;
-            Ok(())
-        }
-        let store = Store::open_with(&path, Clock::system(), &[add_table]).unwrap();
-        assert_eq!(store.schema_version().unwrap(), Some(2));
-        drop(store);
-        let e = Store::open(&path, Clock::system()).unwrap_err();
-        assert!(matches!(e, StoreError::TooNew { found: 2, .. }), "{e}");
-        assert!(e.to_string().contains("newer docket"), "{e}");
-    }
-
-    #[test]
     fn second_process_gets_a_clear_lock_error() {
         let dir = tempfile::tempdir().unwrap();
         let _first = open(dir.path());
@@ -811,7 +958,7 @@ mod tests {
     fn reseal_moves_every_secret_to_the_new_key() {
         let dir = tempfile::tempdir().unwrap();
         let store = open(dir.path());
-        let ctx = SystemContext::new("test");
+        let ctx = OrgTaskContext::new(OrgTask::Test);
         let old = Keyring::generate(&dir.path().join("old.key")).unwrap();
         let new = Keyring::generate(&dir.path().join("new.key")).unwrap();
         let scope = ctx.org_scope(OrgId(3));

@@ -1,5 +1,5 @@
 //! The registry of orgs (firms): the root of tenancy.
-use super::{ORG_SLUGS, ORGS, OrgId, OrgScope, Store, StoreError, SystemContext, Tx};
+use super::{ORG_SLUGS, ORGS, OrgId, OrgScope, Reader as _, Store, StoreError, SystemContext, Task, Tx};
 use crate::clock::{micros_to_datetime, rfc3339};
 use serde::{Deserialize, Serialize};
 
@@ -75,7 +75,7 @@ impl Store {
             let Some(id) = r.get_system(&ORG_SLUGS, slug.as_bytes())? else {
                 return Ok(None);
             };
-            r.get_system_json(&ORGS, &id)
+            r.get_system_record(&ORGS, &id)
         })
     }
 
@@ -91,7 +91,7 @@ impl Store {
 
     /// The org a scope belongs to.
     pub fn org(&self, scope: &OrgScope) -> Result<Org, StoreError> {
-        self.read(|r| r.get_system_json(&ORGS, &scope.org().0.to_be_bytes()))?
+        self.read(|r| r.get_system_record(&ORGS, &scope.org().0.to_be_bytes()))?
             .ok_or_else(|| StoreError::NotFound { what: format!("org {}", scope.org()) })
     }
 }
@@ -111,8 +111,8 @@ pub fn create(w: &mut Tx, ctx: &SystemContext, slug: &str, name: &str) -> Result
         time_zone: "UTC".into(),
         created_at: rfc3339(micros_to_datetime(w.time())),
     };
-    w.put_system_json(ctx, &ORGS, &org.id.0.to_be_bytes(), &org)?;
-    w.put_system(ctx, &ORG_SLUGS, slug.as_bytes(), &org.id.0.to_be_bytes())?;
+    w.put_index_json(ctx, &ORGS, org.id, &org.id.0.to_be_bytes(), &org)?;
+    w.put_index(ctx, &ORG_SLUGS, org.id, slug.as_bytes(), &org.id.0.to_be_bytes())?;
     Ok(org)
 }
 
@@ -125,15 +125,16 @@ pub fn update(w: &mut Tx, scope: &OrgScope, changes: &OrgChanges) -> Result<Org,
         validate_time_zone(tz)?;
     }
     let key = scope.org().0.to_be_bytes();
-    let mut org: Org =
-        w.get_system_json(&ORGS, &key)?.ok_or_else(|| StoreError::NotFound { what: format!("org {}", scope.org()) })?;
+    let mut org: Org = w
+        .get_system_record(&ORGS, &key)?
+        .ok_or_else(|| StoreError::NotFound { what: format!("org {}", scope.org()) })?;
     if let Some(name) = &changes.name {
         org.name = name.trim().into();
     }
     if let Some(tz) = &changes.time_zone {
         org.time_zone = tz.clone();
     }
-    w.put_system_json(&SystemContext::new("org-settings"), &ORGS, &key, &org)?;
+    w.put_index_json(&SystemContext::new(Task::OrgSettings), &ORGS, scope.org(), &key, &org)?;
     Ok(org)
 }
 
@@ -141,12 +142,13 @@ pub fn update(w: &mut Tx, scope: &OrgScope, changes: &OrgChanges) -> Result<Org,
 mod tests {
     use super::*;
     use crate::clock::Clock;
+    use crate::store::{OrgTask, OrgTaskContext};
 
     #[test]
     fn create_find_update() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("s.redb"), Clock::system()).unwrap();
-        let ctx = SystemContext::new("test");
+        let ctx = OrgTaskContext::new(OrgTask::Test);
         let new = |slug: &str, name: &str| store.write(|w| create(w, &ctx, slug, name));
         let a = new("smith-jones", "Smith & Jones LLP").unwrap();
         let b = new("acme", "Acme Legal").unwrap();

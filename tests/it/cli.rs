@@ -1,7 +1,7 @@
 //! The command line: config errors and exit codes, admin commands with the
 //! server down (direct) and up (control socket), key rotation, secrets at rest.
 use crate::support::{TestServer, client, run_docket};
-use docket::store::{OrgId, SystemContext};
+use docket::store::{OrgId, OrgTask, OrgTaskContext};
 use std::os::unix::fs::PermissionsExt as _;
 
 fn write_config(dir: &std::path::Path, body: &str) -> String {
@@ -93,7 +93,7 @@ async fn admin_commands_reach_a_running_server_and_rotate_the_key() {
     let data = s.dir.path().join("data");
     let d = data.to_str().unwrap().to_string();
     let state = s.running.as_ref().unwrap().state.clone();
-    let scope = SystemContext::new("test").org_scope(OrgId(1));
+    let scope = OrgTaskContext::new(OrgTask::Test).org_scope(OrgId(1));
     let keyring = state.keys.current();
     state
         .store

@@ -11,6 +11,7 @@ mod matrix;
 mod oidc;
 mod openapi;
 mod schemathesis;
+mod spine;
 mod support;
 mod sync;
 mod tls;

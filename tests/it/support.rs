@@ -9,7 +9,7 @@ use docket::auth::{Permissions, Role, tokens};
 use docket::clock::Clock;
 use docket::config::{Config, TlsMode};
 use docket::secrets::{Keyring, default_key_path};
-use docket::store::SystemContext;
+use docket::store::{OrgTask, OrgTaskContext};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -86,7 +86,7 @@ impl TestServer {
             Keyring::generate(&key).unwrap();
         }
         let instance = Instance::open(config, Clock::system()).unwrap();
-        let ctx = SystemContext::new("test");
+        let ctx = OrgTaskContext::new(OrgTask::Test);
         let store = &instance.store;
         let org = |slug: &str, name: &str| match store.org_by_slug(slug).unwrap() {
             Some(o) => o,

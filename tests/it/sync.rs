@@ -7,7 +7,7 @@ use docket::clio::fake::{Corruption, FakeClio};
 use docket::clio::sync::{self, Checkpoint};
 use docket::clock::Clock;
 use docket::records::Kind;
-use docket::store::{OrgScope, Store, SystemContext};
+use docket::store::{OrgScope, OrgTask, OrgTaskContext, Store};
 use docket::telemetry::Metrics;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -37,7 +37,7 @@ async fn rig(total: u64) -> Rig {
     let fake = FakeClio::start(42, total).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(Store::open(&dir.path().join("s.redb"), Clock::system()).unwrap());
-    let ctx = SystemContext::new("test");
+    let ctx = OrgTaskContext::new(OrgTask::Test);
     let org = store.write(|w| docket::store::orgs::create(w, &ctx, "smith-jones", "Smith & Jones")).unwrap();
     let endpoints = Endpoints::at(&fake.base_url());
     let http = http_client(Duration::from_secs(10)).unwrap();
