@@ -4,6 +4,7 @@
 //! cookie, OIDC sign-in, break-glass password) into an [`OrgScope`] via
 //! `OrgScope::authenticated`. Roles map to a fixed list of [`Permission`]s;
 //! custom roles ([`roles`]) pick from the same list.
+pub mod grant;
 pub mod limits;
 pub mod local;
 pub mod oidc;
@@ -203,6 +204,10 @@ impl Permissions {
         Permissions(self.0 & other.0)
     }
 
+    pub fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+
     pub fn iter(self) -> impl Iterator<Item = Permission> {
         Permission::ALL.into_iter().filter(move |p| self.contains(*p))
     }
@@ -295,6 +300,23 @@ pub fn public_id(prefix: &str) -> String {
     let mut buf = [0u8; 6];
     rand::rngs::OsRng.fill_bytes(&mut buf);
     format!("{prefix}_{}", hex::encode(buf))
+}
+
+/// Rewrites the record at `key` of system table `table` with `change`, reading
+/// it inside the write transaction: a record deleted since the caller read it
+/// (a revoked token, an ended session) stays deleted, and no stale copy is
+/// written back over a newer one.
+pub(crate) fn update_in_place<T: Serialize + serde::de::DeserializeOwned>(
+    store: &crate::store::Store,
+    ctx: &crate::store::SystemContext,
+    table: &crate::store::Table,
+    key: &[u8],
+    change: impl FnOnce(T) -> T,
+) -> Result<(), crate::store::StoreError> {
+    store.write(|w| match w.get_system_json::<T>(table, key)? {
+        Some(current) => w.put_system_json(ctx, table, key, &change(current)),
+        None => Ok(()),
+    })
 }
 
 /// SHA-256 of a secret, as stored in index tables instead of the secret.

@@ -279,7 +279,7 @@ async fn personal_and_service_tokens_scopes_rotation_and_revocation() {
     let (status, body) = s.post_json(&s.staff_token, "/api/v1/tokens", json!({"name": "x"})).await;
     assert_eq!(status, 403, "a service token has no member to make personal tokens for: {body}");
     let (status, body) =
-        s.post_json(&s.admin_token, "/api/v1/tokens/service", json!({"name": "x", "role": "owner"})).await;
+        s.post_json(&s.admin_token, "/api/v1/tokens/service", json!({"name": "x", "role": "admin"})).await;
     assert_eq!(status, 201, "an admin token holds every permission: {body}");
     let (status, made) = s
         .post_json(&s.member_token, "/api/v1/tokens/service", json!({"name": "billing export", "role": "auditor"}))
