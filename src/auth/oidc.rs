@@ -510,6 +510,23 @@ mod tests {
     }
 
     #[test]
+    fn role_mapping_never_makes_owners() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.redb"), crate::clock::Clock::system()).unwrap();
+        let ctx = SystemContext::new("test");
+        let org = store.write(|w| crate::store::orgs::create(w, &ctx, "acme", "Acme")).unwrap();
+        let scope = ctx.org_scope(org.id);
+        store
+            .read(|r| {
+                assert!(mapping_allowed(r, &scope, "owner").unwrap_err().contains("owner"));
+                assert!(mapping_allowed(r, &scope, "ghost").unwrap_err().contains("does not exist"));
+                assert!(mapping_allowed(r, &scope, "admin").is_ok());
+                Ok(())
+            })
+            .unwrap();
+    }
+
+    #[test]
     fn role_map_picks_the_most_privileged_match() {
         let mut config: OidcProviderConfig =
             toml::from_str("id = 'k'\norg = 'acme'\nissuer = 'https://idp.test'\nclient_id = 'c'\n").unwrap();

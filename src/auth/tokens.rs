@@ -326,6 +326,20 @@ mod tests {
     }
 
     #[test]
+    fn a_use_recorded_after_a_revocation_does_not_bring_the_token_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.redb"), Clock::system()).unwrap();
+        let ctx = SystemContext::new("test");
+        let org = store.write(|w| crate::store::orgs::create(w, &ctx, "acme", "Acme")).unwrap();
+        let (token, record) = create_service(&store, &ctx, org.id, "t", "staff", None).unwrap();
+        let key = secret_hash(token.expose());
+        store.write(|w| revoke(w, &ctx.org_scope(org.id), &record.id)).unwrap();
+        // What `authenticate` does after reading the record, had the revocation come in between.
+        super::super::update_in_place(&store, &CTX, &TOKENS, &key, |t: TokenRecord| t).unwrap();
+        assert!(matches!(authenticate(&store, token.expose()), Err(TokenError::Invalid)), "still revoked");
+    }
+
+    #[test]
     fn scopes_narrow_and_creators_cannot_escalate() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("s.redb"), Clock::system()).unwrap();

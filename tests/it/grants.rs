@@ -457,3 +457,29 @@ async fn roles_and_members_grant_nothing_beyond_the_caller() {
     assert_eq!(admins, 0, "no admin was made: {members}");
     s.stop().await;
 }
+
+/// Indirect grants: a personal token made before its member was promoted, or a
+/// service token whose custom role was widened later, gains nothing.
+#[tokio::test]
+async fn tokens_never_gain_what_they_were_not_granted() {
+    let s = TestServer::start().await;
+    let root = &s.role_tokens[&Role::Owner];
+    let (_, member) =
+        send(&s, root, Method::POST, "/members", Some(json!({"email": "p@smith-jones.test", "role": "staff"}))).await;
+    let id = member["id"].as_str().unwrap();
+    let personal = s.personal_token(id);
+    let staff: Vec<&str> = Role::Staff.permissions().iter().map(|p| p.as_str()).collect();
+    assert_eq!(send(&s, root, Method::PATCH, &format!("/members/{id}"), Some(json!({"role": "admin"}))).await.0, 200);
+    let (_, me) = send(&s, &personal, Method::GET, "/me", None).await;
+    assert_eq!(me["permissions"], json!(staff), "the promotion does not reach the old token");
+    assert_eq!(send(&s, root, Method::PATCH, &format!("/members/{id}"), Some(json!({"role": "auditor"}))).await.0, 200);
+    let (_, me) = send(&s, &personal, Method::GET, "/me", None).await;
+    assert_eq!(me["permissions"], json!(["org:read", "tokens:self"]), "a demotion does");
+
+    let narrow = custom_token(&s, "narrow", &["org:read"]).await;
+    let widen = json!({"permissions": ["org:read", "members:read"]});
+    assert_eq!(send(&s, root, Method::PUT, "/roles/narrow", Some(widen)).await.0, 200);
+    let (_, me) = send(&s, &narrow, Method::GET, "/me", None).await;
+    assert_eq!(me["permissions"], json!(["org:read"]), "widening its role later does not widen the token");
+    s.stop().await;
+}
