@@ -240,7 +240,7 @@ pub fn sign_in(
     let address = ctx.ip.clone().unwrap_or_else(|| "unknown".into());
     let now = store.clock().now_micros();
     let Some((scope, user)) = store.read(|r| local_member(r, &email))? else {
-        return Err(decoy(&email, &address, &attempt.password, now));
+        return Err(decoy(store, &email, &address, &attempt.password, now)?);
     };
     let Some(verified) = user.local.clone() else { return Err(SignInError::Failed) };
     // argon2 runs outside the transaction; a locked address skips it, as for unknown emails.
@@ -291,9 +291,10 @@ pub fn sign_in(
     })?
 }
 
-/// The answer for an email with no local login: the same argon2 work and the
-/// same lockout as a real account, kept in a bounded in-memory map.
-fn decoy(email: &str, address: &str, password: &str, now: i64) -> SignInError {
+/// The answer for an email with no local login: the same argon2 work, a
+/// durable commit like a real account's audited failure, and the same lockout
+/// as a real account, kept in a bounded in-memory map.
+fn decoy(store: &Store, email: &str, address: &str, password: &str, now: i64) -> Result<SignInError, StoreError> {
     static DECOYS: Mutex<BTreeMap<Vec<u8>, (i64, Lockout)>> = Mutex::new(BTreeMap::new());
     let key = super::secret_hash(email);
     let locked = {
@@ -303,6 +304,7 @@ fn decoy(email: &str, address: &str, password: &str, now: i64) -> SignInError {
     if locked.is_none() {
         let _ = passwords::verify(password, dummy_hash());
     }
+    store.write(|_| Ok(()))?;
     tracing::warn!("local sign-in for an email without a local login");
     let mut all = DECOYS.lock().unwrap_or_else(|e| e.into_inner());
     if !all.contains_key(&key)
@@ -314,7 +316,7 @@ fn decoy(email: &str, address: &str, password: &str, now: i64) -> SignInError {
     let (at, lockout) = all.entry(key).or_default();
     *at = now;
     lockout.fail(address, now);
-    locked.map_or(SignInError::Failed, SignInError::Locked)
+    Ok(locked.map_or(SignInError::Failed, SignInError::Locked))
 }
 
 /// An argon2id hash of a random string, verified against for unknown

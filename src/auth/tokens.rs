@@ -296,14 +296,21 @@ pub fn describe(record: &TokenRecord) -> String {
 mod tests {
     use super::*;
     use crate::clock::Clock;
+    use crate::store::orgs::Org;
+
+    /// A store in a temporary directory with one org, `acme`.
+    fn acme(clock: Clock) -> (tempfile::TempDir, Store, SystemContext, Org) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.redb"), clock).unwrap();
+        let ctx = SystemContext::new("test");
+        let org = store.write(|w| crate::store::orgs::create(w, &ctx, "acme", "Acme")).unwrap();
+        (dir, store, ctx, org)
+    }
 
     #[test]
     fn token_lifecycle() {
-        let dir = tempfile::tempdir().unwrap();
         let clock = Clock::fixed(time::macros::datetime!(2026-01-01 0:00 UTC));
-        let store = Store::open(&dir.path().join("s.redb"), clock.clone()).unwrap();
-        let ctx = SystemContext::new("test");
-        let org = store.write(|w| crate::store::orgs::create(w, &ctx, "acme", "Acme")).unwrap();
+        let (_dir, store, ctx, org) = acme(clock.clone());
         let (token, record) = create_service(&store, &ctx, org.id, "billing export", "staff", Some(1)).unwrap();
         assert!(token.expose().starts_with("dkt_"));
         assert_eq!(token.expose().len(), 47);
@@ -327,10 +334,7 @@ mod tests {
 
     #[test]
     fn a_use_recorded_after_a_revocation_does_not_bring_the_token_back() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("s.redb"), Clock::system()).unwrap();
-        let ctx = SystemContext::new("test");
-        let org = store.write(|w| crate::store::orgs::create(w, &ctx, "acme", "Acme")).unwrap();
+        let (_dir, store, ctx, org) = acme(Clock::system());
         let (token, record) = create_service(&store, &ctx, org.id, "t", "staff", None).unwrap();
         let key = secret_hash(token.expose());
         store.write(|w| revoke(w, &ctx.org_scope(org.id), &record.id)).unwrap();
@@ -341,10 +345,7 @@ mod tests {
 
     #[test]
     fn scopes_narrow_and_creators_cannot_escalate() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("s.redb"), Clock::system()).unwrap();
-        let ctx = SystemContext::new("test");
-        let org = store.write(|w| crate::store::orgs::create(w, &ctx, "acme", "Acme")).unwrap();
+        let (_dir, store, ctx, org) = acme(Clock::system());
         let scope = ctx.org_scope(org.id);
         let narrow = NewToken {
             name: "read only".into(),
