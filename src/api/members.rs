@@ -157,7 +157,7 @@ impl MembersApi {
         };
         let details = serde_json::json!({"email": new.email, "role": new.role});
         let user = super::audited(&self.state, req, p, "member.create", "member", details, |w| {
-            users::create(w, p.scope(), &new, &Grantor::caller(p))
+            users::create(w, p.scope(), &new, &Grantor::caller(w, p)?)
         })?;
         Ok(Created::Created(Json(user.into())))
     }
@@ -185,7 +185,7 @@ impl MembersApi {
         };
         let details = serde_json::json!({"name": changes.name, "role": changes.role, "disabled": changes.disabled});
         let user = super::audited(&self.state, req, p, "member.update", &format!("user:{}", id.0), details, |w| {
-            users::update(w, p.scope(), &id.0, &changes, &Grantor::caller(p))
+            users::update(w, p.scope(), &id.0, &changes, &Grantor::caller(w, p)?)
         })?;
         Ok(Json(user.into()))
     }
@@ -199,7 +199,7 @@ impl MembersApi {
     async fn delete(&self, req: &Request, auth: Caller, id: Path<String>) -> ApiResult<Deleted> {
         let p = auth.require(Permission::MembersWrite)?;
         super::audited(&self.state, req, p, "member.delete", &format!("user:{}", id.0), serde_json::json!({}), |w| {
-            users::delete(w, p.scope(), &id.0, &Grantor::caller(p))
+            users::delete(w, p.scope(), &id.0, &Grantor::caller(w, p)?)
         })?;
         Ok(Deleted::NoContent)
     }

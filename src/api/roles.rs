@@ -120,7 +120,7 @@ impl RolesApi {
         let details = serde_json::json!({"permissions": permissions});
         let (role, created) =
             super::audited(&self.state, req, p, "role.put", &format!("role:{}", name.0), details, |w| {
-                roles::put(w, p.scope(), &name.0, &description, &permissions, &Grantor::caller(p))
+                roles::put(w, p.scope(), &name.0, &description, &permissions, &Grantor::caller(w, p)?)
             })?;
         let view =
             RoleView { name: role.name, description: role.description, permissions: role.permissions, built_in: false };
@@ -141,7 +141,7 @@ impl RolesApi {
     ) -> ApiResult<Deleted> {
         let p = auth.require(Permission::RolesWrite)?;
         super::audited(&self.state, req, p, "role.delete", &format!("role:{}", name.0), serde_json::json!({}), |w| {
-            roles::delete(w, p.scope(), &name.0, &Grantor::caller(p))
+            roles::delete(w, p.scope(), &name.0, &Grantor::caller(w, p)?)
         })?;
         Ok(Deleted::NoContent)
     }

@@ -146,7 +146,7 @@ impl TokensApi {
             .state
             .store
             .write(|w| {
-                let (secret, record) = tokens::create(w, p.scope(), new, &Grantor::caller(p))?;
+                let (secret, record) = tokens::create(w, p.scope(), new, &Grantor::caller(w, p)?)?;
                 let target = format!("token:{}", record.id);
                 crate::audit::record(
                     w,
@@ -276,7 +276,7 @@ impl TokensApi {
             "token.rotate",
             &format!("token:{}", record.id),
             tokens::details(&record),
-            |w| tokens::rotate(w, auth.0.scope(), &record.id, &Grantor::caller(&auth.0)),
+            |w| tokens::rotate(w, auth.0.scope(), &record.id, &Grantor::caller(w, &auth.0)?),
         )?;
         Ok(Created::Created(Json(TokenSecret { token: secret.expose().to_string(), record: record.into() })))
     }

@@ -9,7 +9,7 @@
 //! on something that already holds permissions (rotating a token, changing or
 //! removing a member, editing a custom role that members and tokens hold)
 //! hands out what it holds, so it is checked the same way.
-use super::{Permission, Permissions, Principal, Role, roles};
+use super::{Permission, Permissions, Principal, Role, roles, users};
 use crate::store::{OrgScope, Reader, StoreError};
 
 /// Who confers a grant.
@@ -20,12 +20,20 @@ pub struct Grantor {
 }
 
 impl Grantor {
-    /// An authenticated caller: its effective permissions (a token's scopes
-    /// included). It is an owner only with the owner role and every permission,
-    /// so a narrowed owner token cannot make owners.
-    pub fn caller(p: &Principal) -> Grantor {
-        let owner = p.role() == Role::Owner.as_str() && p.permissions() == Permissions::all();
-        Grantor { permissions: p.permissions(), owner }
+    /// An authenticated caller, read inside the granting transaction: its
+    /// effective permissions when the request began (a token's scopes
+    /// included), less anything its role has lost since (a demotion or a
+    /// narrowed custom role racing the request). It is an owner only with the
+    /// owner role and every permission, so a narrowed owner token makes no owners.
+    pub fn caller(r: &impl Reader, p: &Principal) -> Result<Grantor, StoreError> {
+        let role = match p.user() {
+            Some(user) => users::get(r, p.scope(), user)?.filter(|u| !u.disabled).map(|u| u.role).unwrap_or_default(),
+            None => p.role().to_string(),
+        };
+        let now = roles::permissions_of(r, p.scope(), &role)?.unwrap_or_default();
+        let permissions = p.permissions().intersect(now);
+        let owner = role == Role::Owner.as_str() && permissions == Permissions::all();
+        Ok(Grantor { permissions, owner })
     }
 
     /// The appliance operator (the admin CLI and the control socket), who
@@ -140,6 +148,25 @@ mod tests {
         let narrowed = admin_role.clone().narrowed(Permissions::of(&[TokensManage]), "a narrowed token");
         assert!(check(&tokens_only, &narrowed).is_ok(), "scopes bring it within reach");
         assert!(check(&grantor(&Permission::ALL, false), &admin_role).is_ok());
+    }
+
+    #[test]
+    fn a_caller_demoted_during_its_request_grants_only_what_is_left() {
+        use crate::store::Actor;
+        let (_dir, store, ctx, org) = crate::auth::test_org(crate::clock::Clock::system());
+        let scope = ctx.org_scope(org.id);
+        let new = users::NewMember { email: "o@acme.test".into(), name: "O".into(), role: "owner".into() };
+        let user = store.write(|w| users::create(w, &scope, &new, &Grantor::operator())).unwrap();
+        let as_user = crate::store::OrgScope::authenticated(org.id, Actor::User(user.id.clone()));
+        let credential = super::super::Credential::Session("ses_x".into());
+        let p = Principal::new(as_user, "owner".into(), Permissions::all(), Some(user.id.clone()), credential);
+        assert!(store.read(|r| Grantor::caller(r, &p)).unwrap().is_owner());
+        let mut demoted = user.clone();
+        demoted.role = "staff".into();
+        store.write(|w| users::save(w, &scope, &demoted)).unwrap();
+        let now = store.read(|r| Grantor::caller(r, &p)).unwrap();
+        assert!(!now.is_owner());
+        assert_eq!(now.permissions(), Role::Staff.permissions(), "the request-time snapshot no longer counts");
     }
 
     #[test]

@@ -324,3 +324,15 @@ pub fn secret_hash(secret: &str) -> Vec<u8> {
     use sha2::Digest as _;
     sha2::Sha256::digest(secret.as_bytes()).to_vec()
 }
+
+/// A store in a temporary directory with one org, `acme` (for unit tests).
+#[cfg(test)]
+pub(crate) fn test_org(
+    clock: crate::clock::Clock,
+) -> (tempfile::TempDir, crate::store::Store, crate::store::SystemContext, crate::store::orgs::Org) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = crate::store::Store::open(&dir.path().join("s.redb"), clock).unwrap();
+    let ctx = crate::store::SystemContext::new("test");
+    let org = store.write(|w| crate::store::orgs::create(w, &ctx, "acme", "Acme")).unwrap();
+    (dir, store, ctx, org)
+}

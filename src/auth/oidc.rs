@@ -511,10 +511,7 @@ mod tests {
 
     #[test]
     fn role_mapping_never_makes_owners() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("s.redb"), crate::clock::Clock::system()).unwrap();
-        let ctx = SystemContext::new("test");
-        let org = store.write(|w| crate::store::orgs::create(w, &ctx, "acme", "Acme")).unwrap();
+        let (_dir, store, ctx, org) = crate::auth::test_org(crate::clock::Clock::system());
         let scope = ctx.org_scope(org.id);
         store
             .read(|r| {

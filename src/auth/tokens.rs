@@ -295,17 +295,8 @@ pub fn describe(record: &TokenRecord) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::auth::test_org as acme;
     use crate::clock::Clock;
-    use crate::store::orgs::Org;
-
-    /// A store in a temporary directory with one org, `acme`.
-    fn acme(clock: Clock) -> (tempfile::TempDir, Store, SystemContext, Org) {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("s.redb"), clock).unwrap();
-        let ctx = SystemContext::new("test");
-        let org = store.write(|w| crate::store::orgs::create(w, &ctx, "acme", "Acme")).unwrap();
-        (dir, store, ctx, org)
-    }
 
     #[test]
     fn token_lifecycle() {
