@@ -2,8 +2,9 @@
 use super::auth::Caller;
 use super::problem::{ApiError, ApiResult};
 use super::types::{Optional, Text};
+use crate::auth::Permission;
+use crate::auth::grant::Grantor;
 use crate::auth::users::{self, MemberChanges, NewMember, User};
-use crate::auth::{Permission, Role};
 use crate::clock::{micros_to_datetime, rfc3339};
 use crate::state::AppState;
 use poem::Request;
@@ -117,10 +118,6 @@ enum Deleted {
     NoContent,
 }
 
-fn is_owner(auth: &Caller) -> bool {
-    auth.0.role() == Role::Owner.as_str()
-}
-
 #[OpenApi(prefix_path = "/members", tag = "Tag::Members")]
 impl MembersApi {
     /// List members
@@ -145,7 +142,9 @@ impl MembersApi {
 
     /// Add a member
     ///
-    /// Only an owner may add another owner.
+    /// The role's permissions must all be yours; only an owner may add another
+    /// owner. An email already used in another firm is fine: firms never learn
+    /// about each other's members.
     ///
     /// Requires permission `members:write`.
     #[oai(path = "/", method = "post", operation_id = "members.create")]
@@ -157,17 +156,17 @@ impl MembersApi {
             role: body.0.role.0,
         };
         let details = serde_json::json!({"email": new.email, "role": new.role});
-        let owner = is_owner(&auth);
         let user = super::audited(&self.state, req, p, "member.create", "member", details, |w| {
-            users::create(w, p.scope(), &new, owner)
+            users::create(w, p.scope(), &new, &Grantor::caller(w, p)?)
         })?;
         Ok(Created::Created(Json(user.into())))
     }
 
     /// Change a member
     ///
-    /// Demoting or disabling a member ends their sessions. The last owner cannot
-    /// be demoted, disabled or removed.
+    /// You must hold everything the member's current and new role hold; only an
+    /// owner changes an owner. Demoting or disabling a member ends their
+    /// sessions. The last owner cannot be demoted, disabled or removed.
     ///
     /// Requires permission `members:write`.
     #[oai(path = "/:id", method = "patch", operation_id = "members.update")]
@@ -185,22 +184,22 @@ impl MembersApi {
             disabled: body.0.disabled.0,
         };
         let details = serde_json::json!({"name": changes.name, "role": changes.role, "disabled": changes.disabled});
-        let owner = is_owner(&auth);
         let user = super::audited(&self.state, req, p, "member.update", &format!("user:{}", id.0), details, |w| {
-            users::update(w, p.scope(), &id.0, &changes, owner)
+            users::update(w, p.scope(), &id.0, &changes, &Grantor::caller(w, p)?)
         })?;
         Ok(Json(user.into()))
     }
 
     /// Remove a member
     ///
+    /// You must hold everything the member holds; only an owner removes an owner.
+    ///
     /// Requires permission `members:write`.
     #[oai(path = "/:id", method = "delete", operation_id = "members.delete")]
     async fn delete(&self, req: &Request, auth: Caller, id: Path<String>) -> ApiResult<Deleted> {
         let p = auth.require(Permission::MembersWrite)?;
-        let owner = is_owner(&auth);
         super::audited(&self.state, req, p, "member.delete", &format!("user:{}", id.0), serde_json::json!({}), |w| {
-            users::delete(w, p.scope(), &id.0, owner)
+            users::delete(w, p.scope(), &id.0, &Grantor::caller(w, p)?)
         })?;
         Ok(Deleted::NoContent)
     }

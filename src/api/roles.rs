@@ -4,6 +4,7 @@ use super::auth::Caller;
 use super::problem::{ApiError, ApiResult};
 use super::types::{Optional, PermissionName, Text, permission_names};
 use crate::auth::Permission;
+use crate::auth::grant::Grantor;
 use crate::auth::roles::{self, RoleInfo};
 use crate::state::AppState;
 use poem::Request;
@@ -100,7 +101,9 @@ impl RolesApi {
 
     /// Create or change a custom role
     ///
-    /// Members and tokens holding the role get the new permissions at once.
+    /// Members holding the role get the new permissions at once; tokens never
+    /// gain more than they were made with. You can only give a role permissions
+    /// you hold, and only change a role holding nothing you lack.
     ///
     /// Requires permission `roles:write`.
     #[oai(path = "/:name", method = "put", operation_id = "roles.put")]
@@ -117,7 +120,7 @@ impl RolesApi {
         let details = serde_json::json!({"permissions": permissions});
         let (role, created) =
             super::audited(&self.state, req, p, "role.put", &format!("role:{}", name.0), details, |w| {
-                roles::put(w, p.scope(), &name.0, &description, &permissions)
+                roles::put(w, p.scope(), &name.0, &description, &permissions, &Grantor::caller(w, p)?)
             })?;
         let view =
             RoleView { name: role.name, description: role.description, permissions: role.permissions, built_in: false };
@@ -126,7 +129,7 @@ impl RolesApi {
 
     /// Delete a custom role
     ///
-    /// Refused while a member or token holds it.
+    /// Refused while a member or token holds it, and if it holds permissions you lack.
     ///
     /// Requires permission `roles:write`.
     #[oai(path = "/:name", method = "delete", operation_id = "roles.delete")]
@@ -138,7 +141,7 @@ impl RolesApi {
     ) -> ApiResult<Deleted> {
         let p = auth.require(Permission::RolesWrite)?;
         super::audited(&self.state, req, p, "role.delete", &format!("role:{}", name.0), serde_json::json!({}), |w| {
-            roles::delete(w, p.scope(), &name.0)
+            roles::delete(w, p.scope(), &name.0, &Grantor::caller(w, p)?)
         })?;
         Ok(Deleted::NoContent)
     }

@@ -156,9 +156,11 @@ impl SignInApi {
 
     /// Sign in as the break-glass admin
     ///
-    /// Password plus a TOTP code (or a one-time recovery code). Repeated failures
-    /// lock the account for a growing time. Browsers must send `Origin` and
-    /// `X-Docket-CSRF: 1`.
+    /// Password plus a TOTP code (or a one-time recovery code), each code usable
+    /// once. Repeated failures lock the failing client address out of that
+    /// account for a growing time (429 with `Retry-After`); other addresses
+    /// are not locked. Unknown emails answer exactly as known ones. Browsers
+    /// must send `Origin` and `X-Docket-CSRF: 1`.
     ///
     /// Requires permission `none`: this is how one gets a session.
     #[oai(path = "/local/sign-in", method = "post", operation_id = "auth.local_sign_in")]

@@ -5,6 +5,7 @@ use super::auth::Caller;
 use super::problem::{ApiError, ApiResult, Code};
 use super::types::{Optional, PermissionName, Text, permission_names};
 use crate::auth::Permission;
+use crate::auth::grant::Grantor;
 use crate::auth::tokens::{self, NewToken, TokenRecord};
 use crate::clock::{micros_to_datetime, rfc3339};
 use crate::state::AppState;
@@ -44,7 +45,8 @@ pub struct TokenView {
     pub role: String,
     /// The member a personal token acts as.
     pub user_id: Option<String>,
-    /// Permissions the token is narrowed to; empty means all of its role's.
+    /// The most the token may do (its role may hold less); empty, for tokens
+    /// made before scopes were recorded, means all of its role's.
     pub scopes: Vec<String>,
     /// RFC 3339.
     pub created_at: String,
@@ -144,7 +146,7 @@ impl TokensApi {
             .state
             .store
             .write(|w| {
-                let (secret, record) = tokens::create(w, p.scope(), new, p.permissions())?;
+                let (secret, record) = tokens::create(w, p.scope(), new, &Grantor::caller(w, p)?)?;
                 let target = format!("token:{}", record.id);
                 crate::audit::record(
                     w,
@@ -197,7 +199,8 @@ impl TokensApi {
 
     /// Create a personal token
     ///
-    /// The token acts as you, with your current role, narrowed by `scopes`. The
+    /// The token acts as you, with your current role, narrowed by `scopes` (by
+    /// default, to the permissions you hold now: it never gains more). The
     /// secret is in the response only.
     ///
     /// Requires permission `tokens:self`.
@@ -218,7 +221,9 @@ impl TokensApi {
     /// Create a service token
     ///
     /// The token acts for the firm with the given role, narrowed by `scopes`;
-    /// it cannot hold permissions you lack. The secret is in the response only.
+    /// it cannot hold permissions you lack, only an owner makes a token of role
+    /// `owner`, and it never gains permissions later. The secret is in the
+    /// response only.
     ///
     /// Requires permission `tokens:manage`.
     #[oai(path = "/service", method = "post", operation_id = "tokens.create_service")]
@@ -256,7 +261,9 @@ impl TokensApi {
     /// Rotate a token
     ///
     /// The old secret stops working at once; the new one is in the response
-    /// only. Name, role, scopes and lifetime carry over.
+    /// only. Name, role, scopes and lifetime carry over. A new secret hands out
+    /// everything the token holds, so you must hold all of it (and be an owner
+    /// for a token of an owner).
     ///
     /// Requires permission `tokens:self` (own personal tokens) or `tokens:manage`.
     #[oai(path = "/:id/rotate", method = "post", operation_id = "tokens.rotate")]
@@ -269,7 +276,7 @@ impl TokensApi {
             "token.rotate",
             &format!("token:{}", record.id),
             tokens::details(&record),
-            |w| tokens::rotate(w, auth.0.scope(), &record.id),
+            |w| tokens::rotate(w, auth.0.scope(), &record.id, &Grantor::caller(w, &auth.0)?),
         )?;
         Ok(Created::Created(Json(TokenSecret { token: secret.expose().to_string(), record: record.into() })))
     }

@@ -4,6 +4,7 @@
 //! cookie, OIDC sign-in, break-glass password) into an [`OrgScope`] via
 //! `OrgScope::authenticated`. Roles map to a fixed list of [`Permission`]s;
 //! custom roles ([`roles`]) pick from the same list.
+pub mod grant;
 pub mod limits;
 pub mod local;
 pub mod oidc;
@@ -203,6 +204,10 @@ impl Permissions {
         Permissions(self.0 & other.0)
     }
 
+    pub fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+
     pub fn iter(self) -> impl Iterator<Item = Permission> {
         Permission::ALL.into_iter().filter(move |p| self.contains(*p))
     }
@@ -297,8 +302,40 @@ pub fn public_id(prefix: &str) -> String {
     format!("{prefix}_{}", hex::encode(buf))
 }
 
+/// Rewrites the record at `key` of system table `table` with `change`, reading
+/// it inside the write transaction: a record deleted since the caller read it
+/// (a revoked token, an ended session) stays deleted, and no stale copy is
+/// written back over a newer one.
+/// `org` owns the record (the journal names it).
+pub(crate) fn update_in_place<T: Serialize + serde::de::DeserializeOwned>(
+    store: &crate::store::Store,
+    ctx: &crate::store::SystemContext,
+    table: &crate::store::IndexTable,
+    org: crate::store::OrgId,
+    key: &[u8],
+    change: impl FnOnce(T) -> T,
+) -> Result<(), crate::store::StoreError> {
+    use crate::store::Reader as _;
+    store.write(|w| match w.get_system_record::<T>(table, key)? {
+        Some(current) => w.put_index_json(ctx, table, org, key, &change(current)),
+        None => Ok(()),
+    })
+}
+
 /// SHA-256 of a secret, as stored in index tables instead of the secret.
 pub fn secret_hash(secret: &str) -> Vec<u8> {
     use sha2::Digest as _;
     sha2::Sha256::digest(secret.as_bytes()).to_vec()
+}
+
+/// A store in a temporary directory with one org, `acme` (for unit tests).
+#[cfg(test)]
+pub(crate) fn test_org(
+    clock: crate::clock::Clock,
+) -> (tempfile::TempDir, crate::store::Store, crate::store::OrgTaskContext, crate::store::orgs::Org) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = crate::store::Store::open(&dir.path().join("s.redb"), clock).unwrap();
+    let ctx = crate::store::OrgTaskContext::new(crate::store::OrgTask::Test);
+    let org = store.write(|w| crate::store::orgs::create(w, &ctx, "acme", "Acme")).unwrap();
+    (dir, store, ctx, org)
 }

@@ -6,9 +6,10 @@
 //! expiry and nonce are verified by `openidconnect`. A verified identity then
 //! becomes a member ([`admit`]): by linked subject, else by email, else by
 //! just-in-time provisioning within the provider's allowed domains and groups.
+use super::grant::{self, Granted, Grantor};
 use super::sessions::{self, Session, Timeouts};
 use super::users::{self, MemberChanges, NewMember, User};
-use super::{Role, random_token, roles, secret_hash};
+use super::{Role, random_token, secret_hash};
 use crate::audit::{self, Outcome};
 use crate::config::OidcProviderConfig;
 use crate::secrets::Secret;
@@ -361,6 +362,15 @@ fn mapped_role(config: &OidcProviderConfig, groups: &[String]) -> Option<String>
     groups.iter().filter_map(|g| config.role_map.get(g)).min_by_key(|r| rank(r)).cloned()
 }
 
+/// Whether the identity provider may give role `role` (it exists, and is not
+/// `owner`: see [`grant::check`]); the refusal says why not.
+fn mapping_allowed(r: &impl crate::store::Reader, scope: &OrgScope, role: &str) -> Result<(), String> {
+    let granted = Granted::role(r, scope, role, "role_map")
+        .map_err(|_| format!("the mapped role `{role}` does not exist in this firm"))?;
+    grant::check(&Grantor::identity_provider(), &granted)
+        .map_err(|e| format!("the identity provider may not give role `{role}`: {e}"))
+}
+
 fn jit_refusal(config: &OidcProviderConfig, claims: &Claims) -> Option<String> {
     if !config.jit {
         return Some("you are not a member of this firm; ask an admin to add you".into());
@@ -409,14 +419,17 @@ pub fn admit(
         };
         let by_subject = users::find_login(w, &users::oidc_login(&config.id, &claims.subject))?;
         let by_email = match (&claims.email, claims.email_verified) {
-            (Some(email), v) if v != Some(false) => users::find_login(w, &users::email_login(email))?,
+            (Some(email), v) if v != Some(false) => users::find_by_email(w, &system, email)?,
             _ => None,
         };
-        let found = by_subject.or(by_email);
         let target = format!("oidc:{}:{}", config.id, claims.subject);
-        let mut user: User = match found {
+        let found = match by_subject {
             Some(f) if f.org != org.id => return refuse(w, "this account belongs to another firm".into(), target),
-            Some(f) => users::require(w, &system, &f.user)?,
+            Some(f) => Some(users::require(w, &system, &f.user)?),
+            None => by_email,
+        };
+        let mut user: User = match found {
+            Some(user) => user,
             None => {
                 if let Some(reason) = jit_refusal(config, claims) {
                     return refuse(w, reason, target);
@@ -424,15 +437,15 @@ pub fn admit(
                 let Some(role) = mapped_role(config, &claims.groups).or_else(|| config.default_role.clone()) else {
                     return refuse(w, "no role applies to you (no group mapping and no default role)".into(), target);
                 };
-                if roles::permissions_of(w, &system, &role)?.is_none() {
-                    return refuse(w, format!("the mapped role `{role}` does not exist in this firm"), target);
+                if let Err(refusal) = mapping_allowed(w, &system, &role) {
+                    return refuse(w, refusal, target);
                 }
                 let new = NewMember {
                     email: claims.email.clone().unwrap_or_default(),
                     name: claims.name.clone().unwrap_or_default(),
                     role,
                 };
-                let created = users::create(w, &system, &new, true)?;
+                let created = users::create(w, &system, &new, &Grantor::identity_provider())?;
                 audit::record(w, &system, ctx, "member.create", &format!("user:{}", created.id), Outcome::Success,
                     serde_json::json!({"email": created.email, "role": created.role, "via": method}))?;
                 created
@@ -446,11 +459,11 @@ pub fn admit(
         if let Some(mapped) = mapped_role(config, &claims.groups)
             && mapped != user.role
             && user.role != Role::Owner.as_str()
-            && roles::permissions_of(w, &scope, &mapped)?.is_some()
+            && mapping_allowed(w, &scope, &mapped).is_ok()
         {
             let changes = MemberChanges { role: Some(mapped.clone()), ..Default::default() };
             let before = user.role.clone();
-            user = users::update(w, &scope, &user.id, &changes, false)?;
+            user = users::update(w, &scope, &user.id, &changes, &Grantor::identity_provider())?;
             audit::record(w, &scope, ctx, "member.update", &format!("user:{}", user.id), Outcome::Success,
                 serde_json::json!({"role": {"from": before, "to": mapped}, "via": method}))?;
         }
@@ -494,6 +507,20 @@ mod tests {
             assert_eq!(safe_return_to(Some(evil)), "/", "{evil}");
         }
         assert_eq!(safe_return_to(None), "/");
+    }
+
+    #[test]
+    fn role_mapping_never_makes_owners() {
+        let (_dir, store, ctx, org) = crate::auth::test_org(crate::clock::Clock::system());
+        let scope = ctx.org_scope(org.id);
+        store
+            .read(|r| {
+                assert!(mapping_allowed(r, &scope, "owner").unwrap_err().contains("owner"));
+                assert!(mapping_allowed(r, &scope, "ghost").unwrap_err().contains("does not exist"));
+                assert!(mapping_allowed(r, &scope, "admin").is_ok());
+                Ok(())
+            })
+            .unwrap();
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Roles: the five built-in ones and an org's custom roles, which pick from
 //! the fixed permission list. A member's or token's role is stored by name and
 //! resolved to permissions at each request, so changing a role applies at once.
+use super::grant::{self, Granted, Grantor};
 use super::{Permissions, Role};
 use crate::store::{OrgScope, ROLES, Reader, StoreError, Tx};
 use serde::{Deserialize, Serialize};
@@ -79,12 +80,15 @@ pub fn list(r: &impl Reader, scope: &OrgScope) -> Result<Vec<RoleInfo>, StoreErr
 }
 
 /// Creates or replaces custom role `name`; returns it and whether it was new.
+/// Members and tokens holding the role are affected at once, so `grantor` must
+/// hold both what the role holds now and what it is to hold.
 pub fn put(
     w: &mut Tx,
     scope: &OrgScope,
     name: &str,
     description: &str,
     permissions: &[String],
+    grantor: &Grantor,
 ) -> Result<(CustomRole, bool), StoreError> {
     validate_name(name)?;
     if description.chars().count() > 500 || description.chars().any(char::is_control) {
@@ -95,7 +99,11 @@ pub fn put(
     }
     let parsed =
         Permissions::parse(permissions).map_err(|problem| StoreError::Invalid { field: "permissions", problem })?;
+    grant::check(grantor, &Granted::permissions(parsed, format!("role `{name}` as requested")))?;
     let existing = w.get_json::<CustomRole>(scope, &ROLES, name.as_bytes())?;
+    if existing.is_some() {
+        grant::check(grantor, &Granted::role(w, scope, name, "name")?)?;
+    }
     let now = w.time();
     let role = CustomRole {
         name: name.into(),
@@ -108,14 +116,16 @@ pub fn put(
     Ok((role, existing.is_none()))
 }
 
-/// Deletes custom role `name`; refused while a member or token still has it.
-pub fn delete(w: &mut Tx, scope: &OrgScope, name: &str) -> Result<(), StoreError> {
+/// Deletes custom role `name`; refused while a member or token still has it,
+/// and to a grantor who does not hold what it holds.
+pub fn delete(w: &mut Tx, scope: &OrgScope, name: &str, grantor: &Grantor) -> Result<(), StoreError> {
     if name.parse::<Role>().is_ok() {
         return Err(StoreError::Refused { problem: format!("`{name}` is a built-in role and cannot be deleted") });
     }
     if w.get(scope, &ROLES, name.as_bytes())?.is_none() {
         return Err(StoreError::NotFound { what: format!("role `{name}`") });
     }
+    grant::check(grantor, &Granted::role(w, scope, name, "name")?)?;
     let members = super::users::list(w, scope)?.into_iter().filter(|u| u.role == name).count();
     let tokens = super::tokens::list(w, scope)?.into_iter().filter(|t| t.role == name).count();
     if members + tokens > 0 {

@@ -105,8 +105,10 @@ pub fn authenticate(store: &Store, cookie: &str, timeouts: Timeouts) -> Result<P
         return Err(SessionError::Invalid);
     }
     if now - session.last_seen_at >= TOUCH_EVERY {
-        let touched = Session { last_seen_at: now, ..session.clone() };
-        store.write(|w| w.put_index_json(&CTX, &SESSIONS, touched.org, &key, &touched))?;
+        super::update_in_place(store, &CTX, &SESSIONS, session.org, &key, |s: Session| Session {
+            last_seen_at: now,
+            ..s
+        })?;
     }
     let scope = OrgScope::authenticated(session.org, Actor::User(user.id.clone()));
     Ok(Principal::new(scope, user.role, permissions, Some(user.id), Credential::Session(session.id)))
@@ -195,7 +197,7 @@ mod tests {
         let org = store.write(|w| crate::store::orgs::create(w, &ctx, "acme", "Acme")).unwrap();
         let scope = ctx.org_scope(org.id);
         let new = NewMember { email: "a@acme.test".into(), name: "A".into(), role: "staff".into() };
-        let user = store.write(|w| users::create(w, &scope, &new, false)).unwrap();
+        let user = store.write(|w| users::create(w, &scope, &new, &crate::auth::grant::Grantor::operator())).unwrap();
         let timeouts = Timeouts { idle: 30 * 60_000_000, absolute: 12 * 3_600_000_000 };
         let start = |store: &Store| {
             store
@@ -221,7 +223,9 @@ mod tests {
 
         let disabled = start(&store);
         let changes = users::MemberChanges { disabled: Some(true), ..Default::default() };
-        store.write(|w| users::update(w, &scope, &user.id, &changes, false)).unwrap();
+        store
+            .write(|w| users::update(w, &scope, &user.id, &changes, &crate::auth::grant::Grantor::operator()))
+            .unwrap();
         assert!(authenticate(&store, disabled.expose(), timeouts).is_err(), "disabling ends sessions");
         assert_eq!(sweep(&store, timeouts).unwrap(), 0, "expired sessions were already removed");
     }

@@ -5,6 +5,7 @@
 //! acts as the member who made it, with that member's current role. Either may
 //! be narrowed by scopes (a subset of permissions), expire, be rotated (same
 //! id, new secret) and revoked. The last use is recorded (to the minute).
+use super::grant::{self, Granted, Grantor};
 use super::{Credential, Permissions, Principal, public_id, roles, secret_hash, users};
 use crate::audit;
 use crate::clock::{micros_to_datetime, rfc3339};
@@ -89,25 +90,47 @@ fn expiry(now: i64, days: Option<u32>) -> Result<Option<i64>, StoreError> {
     }
 }
 
-/// Creates a token in `w`; `limit` is the most the creator may hand out.
-/// Returns the token (shown once) and its record.
+/// What token `record` confers when used now: its role (a personal token's
+/// member's current role) narrowed by its scopes.
+fn conferred(r: &impl Reader, scope: &OrgScope, record: &TokenRecord) -> Result<Granted, StoreError> {
+    let role = match &record.user {
+        Some(user) => users::require(r, scope, user)?.role,
+        None => record.role.clone(),
+    };
+    let scopes = match record.scopes.is_empty() {
+        true => Permissions::all(),
+        false => Permissions::parse(&record.scopes).unwrap_or_default(),
+    };
+    Ok(Granted::role(r, scope, &role, "role")?.narrowed(scopes, format!("token `{}`", record.id)))
+}
+
+/// Creates a token in `w`, if `grantor` may grant what it holds (see
+/// [`grant::check`]). The token records the permissions granted as its scopes,
+/// so it never gains more later (a promoted member, a widened custom role);
+/// it loses what its role loses. Returns the token (shown once) and its record.
 pub fn create(
     w: &mut Tx,
     scope: &OrgScope,
     new: &NewToken,
-    limit: Permissions,
+    grantor: &Grantor,
 ) -> Result<(Secret, TokenRecord), StoreError> {
     crate::store::orgs::validate_name(&new.name)?;
     let role = match &new.user {
         Some(user) => users::require(w, scope, user)?.role,
         None => new.role.clone(),
     };
-    let role_permissions = roles::require(w, scope, &role, "role")?;
     let scopes = Permissions::parse(&new.scopes).map_err(|problem| StoreError::Invalid { field: "scopes", problem })?;
-    let granted = if new.scopes.is_empty() { role_permissions } else { role_permissions.intersect(scopes) };
-    if !limit.covers(granted) {
-        return Err(StoreError::Denied {
-            problem: "a token cannot hold permissions its creator lacks; choose a lesser role or fewer scopes".into(),
+    let mut granted = Granted::role(w, scope, &role, "role")?;
+    if !new.scopes.is_empty() {
+        granted = granted.narrowed(scopes, format!("a token of role `{role}` with these scopes"));
+    }
+    grant::check(grantor, &granted)?;
+    if granted.held().is_empty() {
+        return Err(StoreError::Invalid {
+            field: "scopes",
+            problem: format!(
+                "would give the token no permission: role `{role}` holds none of them; choose scopes the role holds"
+            ),
         });
     }
     let token = mint();
@@ -118,7 +141,7 @@ pub fn create(
         name: new.name.trim().into(),
         role,
         user: new.user.clone(),
-        scopes: if new.scopes.is_empty() { vec![] } else { scopes.names() },
+        scopes: granted.held().names(),
         created_at: now,
         expires_at: expiry(now, new.valid_days)?,
         created_by: scope.actor().to_string(),
@@ -129,7 +152,8 @@ pub fn create(
     Ok((token, record))
 }
 
-/// Creates an org service token from the CLI or the demo, audited as `token.create`.
+/// Creates an org service token from the CLI or the demo (granted by the
+/// appliance operator), audited as `token.create`.
 pub fn create_service(
     store: &Store,
     ctx: &OrgTaskContext,
@@ -141,7 +165,7 @@ pub fn create_service(
     let scope = ctx.org_scope(org);
     let new = NewToken { name: name.into(), role: role.into(), user: None, scopes: vec![], valid_days };
     let out = store.write(|w| {
-        let (token, record) = create(w, &scope, &new, Permissions::all())?;
+        let (token, record) = create(w, &scope, &new, &Grantor::operator())?;
         audit::record(
             w,
             &scope,
@@ -192,8 +216,8 @@ pub fn authenticate(store: &Store, token: &str) -> Result<Principal, TokenError>
         permissions = permissions.intersect(Permissions::parse(&record.scopes).unwrap_or_default());
     }
     if record.last_used_at.is_none_or(|t| now - t >= TOUCH_EVERY) {
-        let touched = TokenRecord { last_used_at: Some(now), ..record.clone() };
-        store.write(|w| w.put_index_json(&CTX, &TOKENS, touched.org, &key, &touched))?;
+        let touch = |t: TokenRecord| TokenRecord { last_used_at: Some(now), ..t };
+        super::update_in_place(store, &CTX, &TOKENS, record.org, &key, touch)?;
     }
     let scope = OrgScope::authenticated(record.org, Actor::Token(record.id.clone()));
     Ok(Principal::new(scope, role, permissions, record.user.clone(), Credential::Token(record.id)))
@@ -236,9 +260,11 @@ pub fn revoke(w: &mut Tx, scope: &OrgScope, id: &str) -> Result<TokenRecord, Sto
 }
 
 /// Replaces token `id`'s secret: the old one stops working, the new one is
-/// returned once. Name, role, scopes and lifetime carry over.
-pub fn rotate(w: &mut Tx, scope: &OrgScope, id: &str) -> Result<(Secret, TokenRecord), StoreError> {
+/// returned once. Name, role, scopes and lifetime carry over. A new secret
+/// hands out everything the token holds, so `grantor` must hold it all.
+pub fn rotate(w: &mut Tx, scope: &OrgScope, id: &str, grantor: &Grantor) -> Result<(Secret, TokenRecord), StoreError> {
     let (key, old) = find(w, scope, id)?;
+    grant::check(grantor, &conferred(w, scope, &old)?)?;
     let now = w.time();
     let token = mint();
     let record = TokenRecord {
@@ -271,16 +297,13 @@ pub fn describe(record: &TokenRecord) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::auth::test_org as acme;
     use crate::clock::Clock;
-    use crate::store::OrgTask;
 
     #[test]
     fn token_lifecycle() {
-        let dir = tempfile::tempdir().unwrap();
         let clock = Clock::fixed(time::macros::datetime!(2026-01-01 0:00 UTC));
-        let store = Store::open(&dir.path().join("s.redb"), clock.clone()).unwrap();
-        let ctx = OrgTaskContext::new(OrgTask::Test);
-        let org = store.write(|w| crate::store::orgs::create(w, &ctx, "acme", "Acme")).unwrap();
+        let (_dir, store, ctx, org) = acme(clock.clone());
         let (token, record) = create_service(&store, &ctx, org.id, "billing export", "staff", Some(1)).unwrap();
         assert!(token.expose().starts_with("dkt_"));
         assert_eq!(token.expose().len(), 47);
@@ -294,7 +317,7 @@ mod tests {
         let scope = ctx.org_scope(org.id);
         assert!(store.read(|r| get(r, &scope, &record.id)).unwrap().last_used_at.is_some(), "last use recorded");
 
-        let (rotated, after) = store.write(|w| rotate(w, &scope, &record.id)).unwrap();
+        let (rotated, after) = store.write(|w| rotate(w, &scope, &record.id, &Grantor::operator())).unwrap();
         assert_eq!(after.id, record.id);
         assert!(matches!(authenticate(&store, token.expose()), Err(TokenError::Invalid)), "old secret dead");
         assert!(authenticate(&store, rotated.expose()).is_ok());
@@ -303,11 +326,19 @@ mod tests {
     }
 
     #[test]
+    fn a_use_recorded_after_a_revocation_does_not_bring_the_token_back() {
+        let (_dir, store, ctx, org) = acme(Clock::system());
+        let (token, record) = create_service(&store, &ctx, org.id, "t", "staff", None).unwrap();
+        let key = secret_hash(token.expose());
+        store.write(|w| revoke(w, &ctx.org_scope(org.id), &record.id)).unwrap();
+        // What `authenticate` does after reading the record, had the revocation come in between.
+        super::super::update_in_place(&store, &CTX, &TOKENS, org.id, &key, |t: TokenRecord| t).unwrap();
+        assert!(matches!(authenticate(&store, token.expose()), Err(TokenError::Invalid)), "still revoked");
+    }
+
+    #[test]
     fn scopes_narrow_and_creators_cannot_escalate() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("s.redb"), Clock::system()).unwrap();
-        let ctx = OrgTaskContext::new(OrgTask::Test);
-        let org = store.write(|w| crate::store::orgs::create(w, &ctx, "acme", "Acme")).unwrap();
+        let (_dir, store, ctx, org) = acme(Clock::system());
         let scope = ctx.org_scope(org.id);
         let narrow = NewToken {
             name: "read only".into(),
@@ -316,16 +347,16 @@ mod tests {
             scopes: vec!["org:read".into()],
             valid_days: None,
         };
-        let (token, _) = store.write(|w| create(w, &scope, &narrow, Permissions::all())).unwrap();
+        let (token, _) = store.write(|w| create(w, &scope, &narrow, &Grantor::operator())).unwrap();
         let p = authenticate(&store, token.expose()).unwrap();
         assert!(p.can(super::super::Permission::OrgRead));
         assert!(!p.can(super::super::Permission::OrgWrite), "scopes narrow the admin role");
-        let staff_limit = super::super::Role::Staff.permissions();
+        let staff_limit = Grantor::holding(super::super::Role::Staff.permissions());
         let escalate = NewToken { scopes: vec![], ..narrow.clone() };
-        let err = store.write(|w| create(w, &scope, &escalate, staff_limit)).unwrap_err();
+        let err = store.write(|w| create(w, &scope, &escalate, &staff_limit)).unwrap_err();
         assert!(matches!(err, StoreError::Denied { .. }), "{err}");
         let bad_scope = NewToken { scopes: vec!["org:destroy".into()], ..narrow };
-        let err = store.write(|w| create(w, &scope, &bad_scope, Permissions::all())).unwrap_err();
+        let err = store.write(|w| create(w, &scope, &bad_scope, &Grantor::operator())).unwrap_err();
         assert!(err.to_string().contains("org:destroy"), "{err}");
     }
 }

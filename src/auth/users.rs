@@ -2,9 +2,13 @@
 //!
 //! A member signs in through the firm's identity provider (matched by a
 //! linked OIDC subject, else by email) or, for the break-glass admin, with a
-//! local password and TOTP ([`super::local`]). Email addresses are unique
-//! across the appliance, so a sign-in name leads to exactly one org.
-use super::{Role, public_id, roles, sessions, tokens};
+//! local password and TOTP ([`super::local`]). An email address is unique
+//! within a firm, but several firms on one appliance may each have a member
+//! with the same email: adding a member never tells one firm about another's.
+//! Sign-in picks the firm by the identity provider (each belongs to one firm)
+//! or, for the break-glass admin, by the one local login of that email.
+use super::grant::{self, Granted, Grantor};
+use super::{Role, public_id, sessions, tokens};
 use crate::store::{LOGINS, OrgId, OrgScope, Reader, StoreError, SystemContext, Task, Tx, USERS};
 use serde::{Deserialize, Serialize};
 
@@ -15,7 +19,7 @@ const CTX: SystemContext = SystemContext::new(Task::Members);
 pub struct User {
     /// Public id, e.g. `usr_1a2b3c4d5e6f`.
     pub id: String,
-    /// Lower-case email address; unique across the appliance.
+    /// Lower-case email address; unique within the firm.
     pub email: String,
     pub name: String,
     /// A built-in or custom role name.
@@ -52,11 +56,9 @@ pub struct LocalLogin {
     pub password_hash: String,
     /// Hex SHA-256 of each unused recovery code (normalized).
     pub recovery_codes: Vec<String>,
+    /// Failed sign-ins, per client address and in all.
     #[serde(default)]
-    pub failed_attempts: u32,
-    /// Microseconds since the epoch; sign-in is refused until then.
-    #[serde(default)]
-    pub locked_until: Option<i64>,
+    pub lockout: super::local::Lockout,
     /// The last TOTP step accepted; a code is accepted once (RFC 6238 §5.2).
     #[serde(default)]
     pub last_totp_step: u64,
@@ -85,8 +87,20 @@ pub struct MemberChanges {
     pub disabled: Option<bool>,
 }
 
-/// The index key of an email sign-in name.
-pub fn email_login(email: &str) -> Vec<u8> {
+/// The index key of an email sign-in name in `org`. Emails hold no
+/// whitespace, so the space ends the email and a prefix scan finds every firm's.
+pub fn email_login(org: OrgId, email: &str) -> Vec<u8> {
+    let mut key = email_prefix(email);
+    key.extend_from_slice(&org.prefix());
+    key
+}
+
+fn email_prefix(email: &str) -> Vec<u8> {
+    format!("email:{} ", email.trim().to_lowercase()).into_bytes()
+}
+
+/// The key stores written before emails were per firm used (one org per email).
+fn legacy_email_login(email: &str) -> Vec<u8> {
     format!("email:{}", email.trim().to_lowercase()).into_bytes()
 }
 
@@ -130,26 +144,44 @@ pub fn find_login(r: &impl Reader, key: &[u8]) -> Result<Option<LoginRef>, Store
     r.get_system_record(&LOGINS, key)
 }
 
+/// Every member, in any firm, signing in with `email`.
+pub fn logins_for_email(r: &impl Reader, email: &str) -> Result<Vec<LoginRef>, StoreError> {
+    let mut found = vec![];
+    for (_, value) in r.scan_system(&LOGINS, &email_prefix(email))? {
+        found.push(serde_json::from_slice(&value).map_err(|e| StoreError::Corrupt(format!("login: {e}")))?);
+    }
+    found.extend(find_login(r, &legacy_email_login(email))?);
+    Ok(found)
+}
+
+/// The member of the scope's firm whose email is `email`, if any.
+pub fn find_by_email(r: &impl Reader, scope: &OrgScope, email: &str) -> Result<Option<User>, StoreError> {
+    let key = find_login(r, &email_login(scope.org(), email))?;
+    let legacy = find_login(r, &legacy_email_login(email))?.filter(|l| l.org == scope.org());
+    match key.or(legacy) {
+        Some(login) => get(r, scope, &login.user),
+        None => Ok(None),
+    }
+}
+
 /// Writes a member record back (sign-in bookkeeping, credential changes).
 pub fn save(w: &mut Tx, scope: &OrgScope, user: &User) -> Result<(), StoreError> {
     w.put_json(scope, &USERS, user.id.as_bytes(), user)
 }
 
-fn check_owner_grant(role: &str, granter_is_owner: bool) -> Result<(), StoreError> {
-    if role == Role::Owner.as_str() && !granter_is_owner {
-        return Err(StoreError::Denied { problem: "only an owner may grant or remove the owner role".into() });
-    }
-    Ok(())
+/// What member `user` holds: acting on them (role, disabling, removal) needs it all.
+fn held_by(r: &impl Reader, scope: &OrgScope, user: &User) -> Result<Granted, StoreError> {
+    Ok(Granted::role(r, scope, &user.role, "role")?.named(format!("member {} (role `{}`)", user.email, user.role)))
 }
 
-/// Adds a member; `granter_is_owner` says whether the caller may grant `owner`.
-pub fn create(w: &mut Tx, scope: &OrgScope, new: &NewMember, granter_is_owner: bool) -> Result<User, StoreError> {
+/// Adds a member with a role `grantor` may grant (see [`grant::check`]).
+/// The email must be new to this firm; other firms are not consulted.
+pub fn create(w: &mut Tx, scope: &OrgScope, new: &NewMember, grantor: &Grantor) -> Result<User, StoreError> {
     let email = normalize_email(&new.email)?;
     let name = if new.name.trim().is_empty() { email.clone() } else { new.name.trim().to_string() };
     crate::store::orgs::validate_name(&name)?;
-    roles::require(w, scope, &new.role, "role")?;
-    check_owner_grant(&new.role, granter_is_owner)?;
-    if find_login(w, &email_login(&email))?.is_some() {
+    grant::check(grantor, &Granted::role(w, scope, &new.role, "role")?)?;
+    if find_by_email(w, scope, &email)?.is_some() {
         return Err(StoreError::Conflict { what: format!("a member with the email {email}") });
     }
     let user = User {
@@ -166,13 +198,8 @@ pub fn create(w: &mut Tx, scope: &OrgScope, new: &NewMember, granter_is_owner: b
         local: None,
     };
     save(w, scope, &user)?;
-    w.put_index_json(
-        &CTX,
-        &LOGINS,
-        scope.org(),
-        &email_login(&email),
-        &LoginRef { org: scope.org(), user: user.id.clone() },
-    )?;
+    let login = LoginRef { org: scope.org(), user: user.id.clone() };
+    w.put_index_json(&CTX, &LOGINS, scope.org(), &email_login(scope.org(), &email), &login)?;
     Ok(user)
 }
 
@@ -189,15 +216,17 @@ fn refuse_last_owner(r: &impl Reader, scope: &OrgScope, user: &User) -> Result<(
     Ok(())
 }
 
-/// Changes a member. Disabling or demoting a member signs them out everywhere.
+/// Changes a member. `grantor` must hold what the member holds and any new
+/// role (see [`grant::check`]). Disabling or demoting a member signs them out everywhere.
 pub fn update(
     w: &mut Tx,
     scope: &OrgScope,
     id: &str,
     changes: &MemberChanges,
-    granter_is_owner: bool,
+    grantor: &Grantor,
 ) -> Result<User, StoreError> {
     let mut user = require(w, scope, id)?;
+    grant::check(grantor, &held_by(w, scope, &user)?)?;
     if let Some(name) = &changes.name {
         crate::store::orgs::validate_name(name)?;
         user.name = name.trim().into();
@@ -205,12 +234,10 @@ pub fn update(
     let demoted = changes.role.as_ref().is_some_and(|r| *r != user.role);
     let disabling = changes.disabled == Some(true) && !user.disabled;
     if demoted || disabling {
-        check_owner_grant(&user.role, granter_is_owner)?;
         refuse_last_owner(w, scope, &user)?;
     }
     if let Some(role) = &changes.role {
-        roles::require(w, scope, role, "role")?;
-        check_owner_grant(role, granter_is_owner)?;
+        grant::check(grantor, &Granted::role(w, scope, role, "role")?)?;
         user.role = role.clone();
     }
     if let Some(disabled) = changes.disabled {
@@ -223,12 +250,16 @@ pub fn update(
     Ok(user)
 }
 
-/// Removes a member, their sign-in names, sessions and personal tokens.
-pub fn delete(w: &mut Tx, scope: &OrgScope, id: &str, granter_is_owner: bool) -> Result<User, StoreError> {
+/// Removes a member (if `grantor` holds what they hold), their sign-in names,
+/// sessions and personal tokens.
+pub fn delete(w: &mut Tx, scope: &OrgScope, id: &str, grantor: &Grantor) -> Result<User, StoreError> {
     let user = require(w, scope, id)?;
-    check_owner_grant(&user.role, granter_is_owner)?;
+    grant::check(grantor, &held_by(w, scope, &user)?)?;
     refuse_last_owner(w, scope, &user)?;
-    w.delete_index(&CTX, &LOGINS, scope.org(), &email_login(&user.email))?;
+    w.delete_index(&CTX, &LOGINS, scope.org(), &email_login(scope.org(), &user.email))?;
+    if find_login(w, &legacy_email_login(&user.email))?.is_some_and(|l| l.org == scope.org() && l.user == user.id) {
+        w.delete_index(&CTX, &LOGINS, scope.org(), &legacy_email_login(&user.email))?;
+    }
     for identity in &user.identities {
         w.delete_index(&CTX, &LOGINS, scope.org(), &oidc_login(&identity.provider, &identity.subject))?;
     }

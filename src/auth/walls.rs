@@ -137,7 +137,7 @@ mod tests {
         let scope = ctx.org_scope(org.id);
         let member = |email: &str| {
             let new = NewMember { email: email.into(), name: email.into(), role: "staff".into() };
-            store.write(|w| users::create(w, &scope, &new, false)).unwrap()
+            store.write(|w| users::create(w, &scope, &new, &crate::auth::grant::Grantor::operator())).unwrap()
         };
         let (ann, bob) = (member("ann@acme.test"), member("bob@acme.test"));
         let wall = NewWall {

@@ -279,7 +279,7 @@ async fn personal_and_service_tokens_scopes_rotation_and_revocation() {
     let (status, body) = s.post_json(&s.staff_token, "/api/v1/tokens", json!({"name": "x"})).await;
     assert_eq!(status, 403, "a service token has no member to make personal tokens for: {body}");
     let (status, body) =
-        s.post_json(&s.admin_token, "/api/v1/tokens/service", json!({"name": "x", "role": "owner"})).await;
+        s.post_json(&s.admin_token, "/api/v1/tokens/service", json!({"name": "x", "role": "admin"})).await;
     assert_eq!(status, 201, "an admin token holds every permission: {body}");
     let (status, made) = s
         .post_json(&s.member_token, "/api/v1/tokens/service", json!({"name": "billing export", "role": "auditor"}))
@@ -429,5 +429,157 @@ async fn walls_are_built_listed_audited_and_taken_down() {
     let actions: Vec<&str> =
         events["events"].as_array().unwrap().iter().map(|e| e["action"].as_str().unwrap()).collect();
     assert_eq!(actions, ["wall.create", "wall.delete"]);
+    s.stop().await;
+}
+
+/// A server whose loopback peer is a trusted proxy, so `X-Forwarded-For` picks the client address.
+async fn behind_proxy() -> TestServer {
+    TestServer::start_with(|c| {
+        c.limits.sign_in_per_ip_per_minute = 100_000;
+        c.server.trusted_proxies = vec!["127.0.0.1".parse().unwrap()];
+    })
+    .await
+}
+
+/// Signs in locally as if from client address `from`.
+async fn sign_in_from(s: &TestServer, from: &str, email: &str, password: &str, code: &str) -> reqwest::Response {
+    same_site(s, client().post(s.url("/api/v1/auth/local/sign-in")))
+        .header("x-forwarded-for", from)
+        .json(&json!({"email": email, "password": password, "code": code}))
+        .send()
+        .await
+        .unwrap()
+}
+
+/// `n` sign-ins at once, each from its own address; returns their statuses.
+async fn parallel_sign_ins(s: &TestServer, n: usize, email: &str, password: &str, code: &str) -> Vec<u16> {
+    let attempts = (0..n).map(|i| async move {
+        sign_in_from(s, &format!("198.51.100.{}", i + 1), email, password, code).await.status().as_u16()
+    });
+    futures_util::future::join_all(attempts).await
+}
+
+/// Issue 8 #5: eight parallel sign-ins with one TOTP code, or one recovery code, all succeeded.
+#[tokio::test]
+async fn parallel_sign_ins_use_each_one_time_code_once() {
+    let s = behind_proxy().await;
+    let admin = create_admin(&s, "race@smith-jones.test").await;
+    let totp = parallel_sign_ins(&s, 8, &admin.email, &admin.password, &totp_now(&admin.totp_secret)).await;
+    assert_eq!(totp.iter().filter(|s| **s == 200).count(), 1, "one TOTP code, one session: {totp:?}");
+    let code = &admin.recovery_codes[0];
+    let recovery = parallel_sign_ins(&s, 8, &admin.email, &admin.password, code).await;
+    assert_eq!(recovery.iter().filter(|s| **s == 200).count(), 1, "one recovery code, one session: {recovery:?}");
+    let next = sign_in_from(&s, "203.0.113.1", &admin.email, &admin.password, &admin.recovery_codes[1]).await;
+    assert_eq!(next.status(), 200);
+    let events = s.audit_events("auth.sign_in").await;
+    let left: Vec<i64> = events.iter().filter_map(|e| e["details"]["recovery_codes_left"].as_i64()).collect();
+    assert_eq!(*left.last().unwrap(), 8, "each recovery code was consumed once: {left:?}");
+    let failures = events.iter().filter(|e| e["outcome"] == "failure").count();
+    assert_eq!(failures, 14, "every refused attempt was counted");
+    s.stop().await;
+}
+
+/// Issue 8 #5: 25 parallel wrong passwords left the failure counter at 3.
+#[tokio::test]
+async fn parallel_wrong_passwords_are_all_counted() {
+    let s = behind_proxy().await;
+    let admin = create_admin(&s, "hammer@smith-jones.test").await;
+    let attempts = (0..25).map(|_| sign_in_from(&s, "192.0.2.66", &admin.email, "wrong", "000000"));
+    let statuses: Vec<u16> =
+        futures_util::future::join_all(attempts).await.iter().map(|r| r.status().as_u16()).collect();
+    assert!(statuses.iter().all(|s| *s == 401 || *s == 429), "{statuses:?}");
+    let events = s.audit_events("auth.sign_in").await;
+    let counts: Vec<i64> = events.iter().filter_map(|e| e["details"]["failed_attempts"].as_i64()).collect();
+    assert_eq!(counts.len(), 25, "{counts:?}");
+    assert_eq!(counts.iter().max(), Some(&25), "every failure counted: {counts:?}");
+    let locked = sign_in_from(&s, "192.0.2.66", &admin.email, &admin.password, &totp_now(&admin.totp_secret)).await;
+    assert_eq!(locked.status(), 429, "the hammering address is locked out");
+    s.stop().await;
+}
+
+/// Issue 8 #6: failures from one address locked the break-glass admin out everywhere.
+#[tokio::test]
+async fn lockout_is_per_address_and_the_right_credentials_work_from_elsewhere() {
+    let s = behind_proxy().await;
+    let admin = create_admin(&s, "target@smith-jones.test").await;
+    for _ in 0..docket::auth::local::FREE_ATTEMPTS {
+        assert_eq!(sign_in_from(&s, "192.0.2.1", &admin.email, "wrong", "000000").await.status(), 401);
+    }
+    let code = totp_now(&admin.totp_secret);
+    let attacker = sign_in_from(&s, "192.0.2.1", &admin.email, &admin.password, &code).await;
+    assert_eq!(attacker.status(), 429, "the failing address is locked out");
+    let owner = sign_in_from(&s, "203.0.113.7", &admin.email, &admin.password, &code).await;
+    assert_eq!(owner.status(), 200, "the right credentials from another address still work");
+
+    // The backstop: many addresses failing slow those addresses, never a clean one.
+    let backstop = docket::auth::local::BACKSTOP_ATTEMPTS as usize;
+    let spread = parallel_sign_ins(&s, backstop, &admin.email, "wrong", "000000").await;
+    assert!(spread.iter().all(|s| *s == 401), "one failure each locks no address: {spread:?}");
+    assert_eq!(sign_in_from(&s, "198.51.100.1", &admin.email, "wrong", "000000").await.status(), 401);
+    let code = &admin.recovery_codes[0];
+    let failed = sign_in_from(&s, "198.51.100.1", &admin.email, &admin.password, code).await;
+    assert_eq!(failed.status(), 429, "past the backstop an address that failed gets no free attempts");
+    let clean = sign_in_from(&s, "203.0.113.8", &admin.email, &admin.password, code).await;
+    assert_eq!(clean.status(), 200, "an address that never failed is never locked");
+    s.stop().await;
+}
+
+/// The answer to a sign-in without the parts that differ per request.
+async fn answer(r: reqwest::Response) -> (u16, Option<String>, Vec<String>, Value) {
+    let status = r.status().as_u16();
+    let retry = r.headers().get("retry-after").map(|v| v.to_str().unwrap().to_string());
+    let mut names: Vec<String> = r.headers().keys().map(|k| k.to_string()).collect();
+    names.sort();
+    let mut body: Value = r.json().await.unwrap();
+    body.as_object_mut().unwrap().remove("request_id");
+    (status, retry, names, body)
+}
+
+/// Issue 8 #6: after a few failures a known email answered 429 and an unknown one 401.
+#[tokio::test]
+async fn known_and_unknown_emails_answer_alike() {
+    let s = behind_proxy().await;
+    let admin = create_admin(&s, "known@smith-jones.test").await;
+    let member = json!({"email": "member-no-local@smith-jones.test", "role": "staff"});
+    assert_eq!(s.post_json(&s.admin_token, "/api/v1/members", member).await.0, 201);
+    let unknown = "unknown-oracle@smith-jones.test";
+    for attempt in 0..docket::auth::local::FREE_ATTEMPTS + 2 {
+        let known = answer(sign_in_from(&s, "192.0.2.9", &admin.email, "wrong", "000000").await).await;
+        let other = answer(sign_in_from(&s, "192.0.2.9", unknown, "wrong", "000000").await).await;
+        let no_local =
+            answer(sign_in_from(&s, "192.0.2.9", "member-no-local@smith-jones.test", "wrong", "000000").await).await;
+        assert_eq!(known, other, "attempt {attempt}: a known and an unknown email answer alike");
+        assert_eq!(known, no_local, "attempt {attempt}: a member without a local login answers alike");
+    }
+    s.stop().await;
+}
+
+/// Issue 8 #11: adding a member whose email another firm uses answered 409.
+#[tokio::test]
+async fn adding_a_member_reveals_nothing_about_other_firms() {
+    let s = TestServer::start_with(|c| c.limits.sign_in_per_ip_per_minute = 1000).await;
+    let shared = "shared@example.test";
+    let (status, _) =
+        s.post_json(&s.other_org_token, "/api/v1/members", json!({"email": shared, "role": "staff"})).await;
+    assert_eq!(status, 201);
+    let (status, body) =
+        s.post_json(&s.admin_token, "/api/v1/members", json!({"email": shared, "role": "staff"})).await;
+    assert_eq!(status, 201, "another firm's member is none of this firm's business: {body}");
+    let (status, _) = s.post_json(&s.admin_token, "/api/v1/members", json!({"email": shared, "role": "staff"})).await;
+    assert_eq!(status, 409, "within one firm an email is unique");
+    let (_, theirs) = s.get_json(&s.other_org_token, "/api/v1/members").await;
+    assert_eq!(theirs.as_array().unwrap().len(), 1, "the other firm still has its own member only: {theirs}");
+
+    // Sign-in still finds the right firm: the break-glass admin shares an email with another firm's member.
+    let (status, _) = s
+        .post_json(&s.other_org_token, "/api/v1/members", json!({"email": "glass@smith-jones.test", "role": "staff"}))
+        .await;
+    assert_eq!(status, 201);
+    let admin = create_admin(&s, "glass@smith-jones.test").await;
+    let ok = local_sign_in(&s, &admin.email, &admin.password, &totp_now(&admin.totp_secret)).await;
+    assert_eq!(ok.status(), 200);
+    let (_, who) = me(&s, &session_cookie(&ok)).await;
+    let (_, org) = s.get_json(&s.admin_token, "/api/v1/org").await;
+    assert_eq!((who["org_id"].clone(), who["role"].as_str()), (org["id"].clone(), Some("owner")));
     s.stop().await;
 }

@@ -28,7 +28,8 @@ enum Need {
 fn table() -> BTreeMap<&'static str, (Need, Option<Value>)> {
     use Need::*;
     use Permission::*;
-    let signin = json!({"email": "nobody@matrix.test", "password": "x", "code": "000000"});
+    // One email per caller: an unknown email is locked out like a known one after a few failures.
+    let signin = json!({"email": "EMAIL", "password": "x", "code": "000000"});
     BTreeMap::from([
         ("system.status", (Perm(OrgRead), None)),
         ("auth.providers", (Public, None)),

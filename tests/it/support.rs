@@ -3,9 +3,10 @@
 #![allow(dead_code)]
 
 use docket::app::{self, Instance, Running};
+use docket::auth::grant::Grantor;
 use docket::auth::tokens::NewToken;
 use docket::auth::users::{self, NewMember};
-use docket::auth::{Permissions, Role, tokens};
+use docket::auth::{Role, tokens};
 use docket::clock::Clock;
 use docket::config::{Config, TlsMode};
 use docket::secrets::{Keyring, default_key_path};
@@ -108,9 +109,9 @@ impl TestServer {
             NewMember { email: "owner@smith-jones.test".into(), name: "Olive Owner".into(), role: "owner".into() };
         let scope = ctx.org_scope(firm.id);
         let member = store
-            .write(|w| match users::find_login(w, &users::email_login(&owner.email))? {
-                Some(found) => users::require(w, &scope, &found.user),
-                None => users::create(w, &scope, &owner, true),
+            .write(|w| match users::find_by_email(w, &scope, &owner.email)? {
+                Some(found) => Ok(found),
+                None => users::create(w, &scope, &owner, &Grantor::operator()),
             })
             .unwrap();
         let personal = NewToken {
@@ -121,7 +122,7 @@ impl TestServer {
             valid_days: None,
         };
         let member_token =
-            store.write(|w| tokens::create(w, &scope, &personal, Permissions::all())).unwrap().0.expose().to_string();
+            store.write(|w| tokens::create(w, &scope, &personal, &Grantor::operator())).unwrap().0.expose().to_string();
         let https = instance.config.tls.mode != TlsMode::Off;
         let running = app::start(instance).await.unwrap();
         let scheme = if https { "https" } else { "http" };
@@ -169,6 +170,22 @@ impl TestServer {
         let (_, body) =
             self.get_json(&self.auditor_token, &format!("/api/v1/audit/events?action={action}&limit=500")).await;
         body["events"].as_array().cloned().unwrap_or_default()
+    }
+
+    /// A personal token (no scopes) of member `user` of `smith-jones`, made in
+    /// the store by the operator: test setup, not a path under test.
+    pub fn personal_token(&self, user: &str) -> String {
+        let store = &self.running.as_ref().unwrap().state.store;
+        let org = store.org_by_slug("smith-jones").unwrap().unwrap();
+        let scope = OrgTaskContext::new(OrgTask::Test).org_scope(org.id);
+        let new = NewToken {
+            name: "test".into(),
+            role: String::new(),
+            user: Some(user.into()),
+            scopes: vec![],
+            valid_days: None,
+        };
+        store.write(|w| tokens::create(w, &scope, &new, &Grantor::operator())).unwrap().0.expose().to_string()
     }
 
     /// Stops the server gracefully; returns its directory, still on disk.
