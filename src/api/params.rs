@@ -58,7 +58,9 @@ parameter!(
     DateTime,
     "date-time".into(),
     MetaSchema::new_with_format("string", "date-time"),
-    |v| Timestamp::parse(v).map(DateTime).map_err(|e| format!("the value {e}"))
+    |v| Timestamp::parse(v)
+        .map(DateTime)
+        .map_err(|e| format!("the value {e}; expected RFC 3339 such as 2026-01-31T09:30:00Z"))
 );
 
 /// A calendar date, `YYYY-MM-DD`.

@@ -410,7 +410,8 @@ async fn http<S>(
     loop {
         let (deadline, reason) = activity.deadline(&shared.limits);
         tokio::select! {
-            _ = conn.as_mut() => return,
+            // The watchdog first: when it and hyper's own timeout are due together, the reason is counted.
+            biased;
             _ = tokio::time::sleep_until(deadline) => {
                 if activity.deadline(&shared.limits).0 <= Instant::now() {
                     shared.count(reason);
@@ -419,6 +420,7 @@ async fn http<S>(
                 }
             }
             _ = shutdown.wait_for(|s| *s) => break,
+            _ = conn.as_mut() => return,
         }
     }
     conn.as_mut().graceful_shutdown();
