@@ -436,12 +436,9 @@ async fn slow_connections_are_closed_and_capped() {
     })
     .await;
     let server = s.running.as_ref().unwrap().main_addrs[0];
-    let (stall_a, stall_b, half_head, other): (IpAddr, IpAddr, IpAddr, IpAddr) = (
-        "127.0.0.10".parse().unwrap(),
-        "127.0.0.11".parse().unwrap(),
-        "127.0.0.12".parse().unwrap(),
-        "127.0.0.2".parse().unwrap(),
-    );
+    let ip = |s: &str| -> IpAddr { s.parse().unwrap() };
+    let (stall_a, stall_b, half_head) = (ip("127.0.0.10"), ip("127.0.0.11"), ip("127.0.0.12"));
+    let (keep_alive, other) = (ip("127.0.0.13"), ip("127.0.0.2"));
 
     // 100 connections that finish the handshake, then send half a request head.
     let connector = tls_connector(&ca.ca_pem);
@@ -464,6 +461,19 @@ async fn slow_connections_are_closed_and_capped() {
             handshakes.push((stream, Instant::now()));
         }
     }
+    // 20 keep-alive connections that finish one request, then idle.
+    let mut idle = vec![];
+    for _ in 0..20 {
+        let tcp = connect_from(keep_alive, server).await;
+        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+        let mut tls = connector.connect(name, tcp).await.unwrap();
+        tls.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n").await.unwrap();
+        let mut answer = [0u8; 1024];
+        let n = tls.read(&mut answer).await.unwrap();
+        assert!(answer[..n].starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&answer[..n]));
+        idle.push((tls, Instant::now()));
+    }
+
     // The cap: one more from a full address is refused at once (counted), ...
     let before = counter(&metrics(&s).await, "docket_http_connections_refused_total{listener=\"main\",reason=\"per_address\"}");
     let refused = connect_from(stall_a, server).await;
@@ -483,6 +493,7 @@ async fn slow_connections_are_closed_and_capped() {
 
     let handshake_times = futures_util::future::join_all(handshakes.into_iter().map(|(s, t)| closed(s, t))).await;
     let head_times = futures_util::future::join_all(heads.into_iter().map(|(s, t)| closed(s, t))).await;
+    let idle_times = futures_util::future::join_all(idle.into_iter().map(|(s, t)| closed(s, t))).await;
     let text = metrics(&s).await;
     let by_reason = |reason: &str| {
         counter(&text, &format!("docket_http_connections_closed_total{{listener=\"main\",reason=\"{reason}\"}}"))
@@ -492,6 +503,7 @@ async fn slow_connections_are_closed_and_capped() {
     eprintln!("finding 9 (limits: handshake 2 s, header read 2 s, {per_address} per address):");
     eprintln!("  {}", summary("stalled TLS handshakes (3 bytes)", handshake_times));
     eprintln!("  {}", summary("half request heads after TLS", head_times));
+    eprintln!("  {}", summary("idle HTTP/1.1 keep-alive after one request", idle_times));
     eprintln!("  over the cap: 1 refused, closed after {} ms; a client from {other} got 200", refused_close.as_millis());
     let alive = client().get(s.url("/healthz")).send().await.unwrap();
     assert_eq!(alive.status(), 200);
