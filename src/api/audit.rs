@@ -169,7 +169,11 @@ impl AuditApi {
     ) -> ApiResult<Json<AuditPage>> {
         let p = auth.require(Permission::AuditRead)?;
         let limit = Limit::or(limit.0, 100);
-        let f = Filter { after: after.0.map_or(0, |n| n.0), limit, ..filter(since.0, until.0, action.0, actor.0, outcome.0) };
+        let f = Filter {
+            after: after.0.map_or(0, |n| n.0),
+            limit,
+            ..filter(since.0, until.0, action.0, actor.0, outcome.0)
+        };
         let events = audit::query(&self.state.store, p.scope(), &f).map_err(ApiError::from)?;
         let next_cursor = (events.len() == limit).then(|| events.last().map(|e| e.seq)).flatten();
         Ok(Json(AuditPage { events: events.into_iter().map(Into::into).collect(), next_cursor }))

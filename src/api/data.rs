@@ -63,7 +63,11 @@ pub struct Paging {
 }
 
 /// The paging of a list request.
-fn paging(after: Query<Option<Cursor>>, limit: Query<Option<Limit<500>>>, updated_since: Query<Option<DateTime>>) -> Paging {
+fn paging(
+    after: Query<Option<Cursor>>,
+    limit: Query<Option<Limit<500>>>,
+    updated_since: Query<Option<DateTime>>,
+) -> Paging {
     Paging { after: opt(after.0), limit: Limit::or(limit.0, 100), updated_since: opt(updated_since.0) }
 }
 
@@ -137,11 +141,7 @@ impl DataApi {
     ///
     /// Requires permission `data:read`.
     #[oai(path = "/matters/:id", method = "get", operation_id = "matters.get")]
-    async fn get_matter(
-        &self,
-        auth: Caller,
-        id: Path<Id>,
-    ) -> ApiResult<Json<RecordView>> {
+    async fn get_matter(&self, auth: Caller, id: Path<Id>) -> ApiResult<Json<RecordView>> {
         self.get(&auth, Kind::Matter, &id.0.0)
     }
 
@@ -177,11 +177,7 @@ impl DataApi {
     ///
     /// Requires permission `data:read`.
     #[oai(path = "/contacts/:id", method = "get", operation_id = "contacts.get")]
-    async fn get_contact(
-        &self,
-        auth: Caller,
-        id: Path<Id>,
-    ) -> ApiResult<Json<RecordView>> {
+    async fn get_contact(&self, auth: Caller, id: Path<Id>) -> ApiResult<Json<RecordView>> {
         self.get(&auth, Kind::Contact, &id.0.0)
     }
 
@@ -233,11 +229,7 @@ impl DataApi {
     ///
     /// Requires permission `data:read`.
     #[oai(path = "/activities/:id", method = "get", operation_id = "activities.get")]
-    async fn get_activity(
-        &self,
-        auth: Caller,
-        id: Path<Id>,
-    ) -> ApiResult<Json<RecordView>> {
+    async fn get_activity(&self, auth: Caller, id: Path<Id>) -> ApiResult<Json<RecordView>> {
         self.get(&auth, Kind::Activity, &id.0.0)
     }
 
@@ -286,11 +278,7 @@ impl DataApi {
     ///
     /// Requires permission `data:read`.
     #[oai(path = "/bills/:id", method = "get", operation_id = "bills.get")]
-    async fn get_bill(
-        &self,
-        auth: Caller,
-        id: Path<Id>,
-    ) -> ApiResult<Json<RecordView>> {
+    async fn get_bill(&self, auth: Caller, id: Path<Id>) -> ApiResult<Json<RecordView>> {
         self.get(&auth, Kind::Bill, &id.0.0)
     }
 
@@ -323,11 +311,7 @@ impl DataApi {
     ///
     /// Requires permission `data:read`.
     #[oai(path = "/users/:id", method = "get", operation_id = "users.get")]
-    async fn get_user(
-        &self,
-        auth: Caller,
-        id: Path<Id>,
-    ) -> ApiResult<Json<RecordView>> {
+    async fn get_user(&self, auth: Caller, id: Path<Id>) -> ApiResult<Json<RecordView>> {
         self.get(&auth, Kind::User, &id.0.0)
     }
 
@@ -376,11 +360,7 @@ impl DataApi {
     ///
     /// Requires permission `data:read`.
     #[oai(path = "/tasks/:id", method = "get", operation_id = "tasks.get")]
-    async fn get_task(
-        &self,
-        auth: Caller,
-        id: Path<Id>,
-    ) -> ApiResult<Json<RecordView>> {
+    async fn get_task(&self, auth: Caller, id: Path<Id>) -> ApiResult<Json<RecordView>> {
         self.get(&auth, Kind::Task, &id.0.0)
     }
 
@@ -425,11 +405,7 @@ impl DataApi {
     ///
     /// Requires permission `data:read`.
     #[oai(path = "/calendar-entries/:id", method = "get", operation_id = "calendar_entries.get")]
-    async fn get_calendar_entry(
-        &self,
-        auth: Caller,
-        id: Path<Id>,
-    ) -> ApiResult<Json<RecordView>> {
+    async fn get_calendar_entry(&self, auth: Caller, id: Path<Id>) -> ApiResult<Json<RecordView>> {
         self.get(&auth, Kind::CalendarEntry, &id.0.0)
     }
 
@@ -456,7 +432,8 @@ impl DataApi {
         /// On or before this date.
         date_to: Query<Option<Day>>,
     ) -> ApiResult<Json<RecordPage>> {
-        let filters = Filters { matter_id: opt(matter_id.0), from: opt(date_from.0), to: opt(date_to.0), ..Filters::default() };
+        let filters =
+            Filters { matter_id: opt(matter_id.0), from: opt(date_from.0), to: opt(date_to.0), ..Filters::default() };
         self.list(&auth, paging(after, limit, updated_since), Kind::Note, filters)
     }
 
@@ -466,11 +443,7 @@ impl DataApi {
     ///
     /// Requires permission `data:read`.
     #[oai(path = "/notes/:id", method = "get", operation_id = "notes.get")]
-    async fn get_note(
-        &self,
-        auth: Caller,
-        id: Path<Id>,
-    ) -> ApiResult<Json<RecordView>> {
+    async fn get_note(&self, auth: Caller, id: Path<Id>) -> ApiResult<Json<RecordView>> {
         self.get(&auth, Kind::Note, &id.0.0)
     }
 }

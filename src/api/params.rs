@@ -54,14 +54,9 @@ macro_rules! parameter {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct DateTime(pub Timestamp);
 
-parameter!(
-    DateTime,
-    "date-time".into(),
-    MetaSchema::new_with_format("string", "date-time"),
-    |v| Timestamp::parse(v)
-        .map(DateTime)
-        .map_err(|e| format!("the value {e}; expected RFC 3339 such as 2026-01-31T09:30:00Z"))
-);
+parameter!(DateTime, "date-time".into(), MetaSchema::new_with_format("string", "date-time"), |v| Timestamp::parse(v)
+    .map(DateTime)
+    .map_err(|e| format!("the value {e}; expected RFC 3339 such as 2026-01-31T09:30:00Z")));
 
 /// A calendar date, `YYYY-MM-DD`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -137,7 +132,12 @@ fn identifier(value: &str, what: &str) -> Result<String, String> {
 }
 
 fn identifier_schema() -> MetaSchema {
-    MetaSchema { min_length: Some(1), max_length: Some(ID_MAX), pattern: Some(ID_PATTERN.into()), ..MetaSchema::new("string") }
+    MetaSchema {
+        min_length: Some(1),
+        max_length: Some(ID_MAX),
+        pattern: Some(ID_PATTERN.into()),
+        ..MetaSchema::new("string")
+    }
 }
 
 /// The id of a record or object, as this API or Clio gave it.

@@ -429,7 +429,8 @@ fn parameter_error(err: &poem::Error) -> Option<ApiError> {
         ("path parameter", e.name, &e.reason)
     };
     // poem-openapi wraps the parser's message: `failed to parse "T": <message> (occurred while parsing "U")`.
-    let reason = reason.strip_prefix("failed to parse \"").and_then(|r| r.split_once("\": ")).map_or(reason.as_str(), |r| r.1);
+    let reason =
+        reason.strip_prefix("failed to parse \"").and_then(|r| r.split_once("\": ")).map_or(reason.as_str(), |r| r.1);
     let reason = reason.split(" (occurred while parsing").next().unwrap_or(reason);
     Some(ApiError::field(Code::BadRequest, name, format!("{kind} `{name}` is invalid: {reason}")))
 }

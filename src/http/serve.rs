@@ -16,9 +16,9 @@
 use super::tls::{self, TlsSetup};
 use crate::config::LimitsConfig;
 use crate::telemetry::Metrics;
+use poem::endpoint::{DynEndpoint, ToDynEndpoint};
 use poem::http::uri::Scheme;
 use poem::web::{LocalAddr, RemoteAddr};
-use poem::endpoint::{DynEndpoint, ToDynEndpoint};
 use poem::{Endpoint, Response};
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -157,7 +157,12 @@ struct Activity {
 
 impl Activity {
     fn new() -> Activity {
-        Activity { base: Instant::now(), last_io_ms: AtomicU64::new(0), started: AtomicU64::new(0), running: AtomicUsize::new(0) }
+        Activity {
+            base: Instant::now(),
+            last_io_ms: AtomicU64::new(0),
+            started: AtomicU64::new(0),
+            running: AtomicUsize::new(0),
+        }
     }
 
     fn touch(&self) {

@@ -116,8 +116,10 @@ async fn every_parameter_of_every_operation_survives_extreme_values() {
             }
         }
     }
-    let operations_with_parameters =
-        operations(&spec).iter().filter(|(_, _, op)| op["parameters"].as_array().is_some_and(|p| !p.is_empty())).count();
+    let operations_with_parameters = operations(&spec)
+        .iter()
+        .filter(|(_, _, op)| op["parameters"].as_array().is_some_and(|p| !p.is_empty()))
+        .count();
     assert!(operations_with_parameters >= 20, "the spec lists the list and read operations");
     let total = requests.len();
     let c = client();
@@ -141,7 +143,12 @@ async fn every_parameter_of_every_operation_survives_extreme_values() {
         .collect()
         .await;
     eprintln!("finding 7: {total} requests over {operations_with_parameters} operations with parameters");
-    assert!(failures.is_empty(), "{} of {total} answers were not 2xx or a 4xx problem:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        failures.is_empty(),
+        "{} of {total} answers were not 2xx or a 4xx problem:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
     let alive = client().get(s.url("/healthz")).send().await.unwrap();
     assert_eq!(alive.status(), 200, "the server still answers");
     s.stop().await;
@@ -254,7 +261,8 @@ async fn invented_methods_get_405_and_leave_metrics_bounded() {
 async fn head_over_http2_has_no_body() {
     let s = TestServer::start().await;
     let c = client();
-    for (path, status) in [("/", 200), ("/healthz", 200), ("/api/docs", 200), ("/api/v1/nothing", 404), ("/api/v1/org", 401)]
+    for (path, status) in
+        [("/", 200), ("/healthz", 200), ("/api/docs", 200), ("/api/v1/nothing", 404), ("/api/v1/org", 401)]
     {
         let get = c.get(s.url(path)).send().await.unwrap();
         assert_eq!(get.version(), reqwest::Version::HTTP_2, "the test client speaks HTTP/2");
@@ -475,7 +483,8 @@ async fn slow_connections_are_closed_and_capped() {
     }
 
     // The cap: one more from a full address is refused at once (counted), ...
-    let before = counter(&metrics(&s).await, "docket_http_connections_refused_total{listener=\"main\",reason=\"per_address\"}");
+    let before =
+        counter(&metrics(&s).await, "docket_http_connections_refused_total{listener=\"main\",reason=\"per_address\"}");
     let refused = connect_from(stall_a, server).await;
     let refused_close = closed(refused, Instant::now()).await;
     let text = metrics(&s).await;
@@ -504,7 +513,10 @@ async fn slow_connections_are_closed_and_capped() {
     eprintln!("  {}", summary("stalled TLS handshakes (3 bytes)", handshake_times));
     eprintln!("  {}", summary("half request heads after TLS", head_times));
     eprintln!("  {}", summary("idle HTTP/1.1 keep-alive after one request", idle_times));
-    eprintln!("  over the cap: 1 refused, closed after {} ms; a client from {other} got 200", refused_close.as_millis());
+    eprintln!(
+        "  over the cap: 1 refused, closed after {} ms; a client from {other} got 200",
+        refused_close.as_millis()
+    );
     let alive = client().get(s.url("/healthz")).send().await.unwrap();
     assert_eq!(alive.status(), 200);
     s.stop().await;
