@@ -139,7 +139,8 @@ fn default_name_claim() -> String {
     "name".into()
 }
 
-/// Request rate limits; a client over a limit gets 429 with `Retry-After`.
+/// Request rate limits (a client over a limit gets 429 with `Retry-After`)
+/// and connection limits (a connection past a timeout or cap is closed).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LimitsConfig {
@@ -149,11 +150,32 @@ pub struct LimitsConfig {
     pub per_credential_per_minute: u32,
     /// Sign-in, callback and token-creation requests per minute from one client address.
     pub sign_in_per_ip_per_minute: u32,
+    /// Seconds a client has to complete the TLS handshake.
+    pub tls_handshake_seconds: u64,
+    /// Seconds a client has to send a request's line and headers (on a new
+    /// connection: from the end of the handshake; on HTTP/1.1 keep-alive: from
+    /// the end of the previous response).
+    pub header_read_seconds: u64,
+    /// Seconds a connection may stay open with no traffic and no request in progress.
+    pub idle_seconds: u64,
+    /// Open connections from one client address (`server.trusted_proxies` are exempt).
+    pub connections_per_address: u32,
+    /// Open connections in all, per listener.
+    pub connections_total: u32,
 }
 
 impl Default for LimitsConfig {
     fn default() -> Self {
-        LimitsConfig { per_ip_per_minute: 1200, per_credential_per_minute: 600, sign_in_per_ip_per_minute: 30 }
+        LimitsConfig {
+            per_ip_per_minute: 1200,
+            per_credential_per_minute: 600,
+            sign_in_per_ip_per_minute: 30,
+            tls_handshake_seconds: 10,
+            header_read_seconds: 10,
+            idle_seconds: 60,
+            connections_per_address: 64,
+            connections_total: 4096,
+        }
     }
 }
 
@@ -693,6 +715,8 @@ impl Loaded {
             ("limits.per_ip_per_minute", c.limits.per_ip_per_minute),
             ("limits.per_credential_per_minute", c.limits.per_credential_per_minute),
             ("limits.sign_in_per_ip_per_minute", c.limits.sign_in_per_ip_per_minute),
+            ("limits.connections_per_address", c.limits.connections_per_address),
+            ("limits.connections_total", c.limits.connections_total),
             ("auth.session_idle_minutes", c.auth.session_idle_minutes),
             ("auth.session_absolute_hours", c.auth.session_absolute_hours),
             ("clio.purge_after_days", c.clio.purge_after_days),
@@ -704,6 +728,29 @@ impl Loaded {
                     "set a positive number (packaging/docket.toml shows the default)",
                 );
             }
+        }
+        for (key, seconds) in [
+            ("limits.tls_handshake_seconds", c.limits.tls_handshake_seconds),
+            ("limits.header_read_seconds", c.limits.header_read_seconds),
+            ("limits.idle_seconds", c.limits.idle_seconds),
+        ] {
+            if !(1..=3600).contains(&seconds) {
+                return err(
+                    key,
+                    &format!("is {seconds}, outside 1 to 3600 seconds"),
+                    "set a timeout in seconds such as 10 (packaging/docket.toml shows the default)",
+                );
+            }
+        }
+        if c.limits.connections_per_address > c.limits.connections_total {
+            return err(
+                "limits.connections_per_address",
+                &format!(
+                    "({}) is larger than limits.connections_total ({})",
+                    c.limits.connections_per_address, c.limits.connections_total
+                ),
+                "set it at most limits.connections_total, e.g. 64 per address and 4096 in all",
+            );
         }
         for (key, expr) in
             [("clio.sync_schedule", &c.clio.sync_schedule), ("clio.reconcile_schedule", &c.clio.reconcile_schedule)]
@@ -923,6 +970,31 @@ mod tests {
         assert_eq!(e.key.as_deref(), Some("tls.cert_file"));
         let e = Layers::new().build().unwrap_err();
         assert_eq!(e.key.as_deref(), Some("tls.acme.domains"), "acme without domains must be refused");
+    }
+
+    #[test]
+    fn connection_limits_are_validated_by_key() {
+        let off = ("DOCKET_TLS__MODE", "off");
+        let loaded = Layers::new().env(env(&[off])).unwrap().build().unwrap();
+        let l = &loaded.config.limits;
+        assert_eq!((l.tls_handshake_seconds, l.header_read_seconds, l.idle_seconds), (10, 10, 60));
+        assert_eq!((l.connections_per_address, l.connections_total), (64, 4096));
+        for (var, key) in [
+            ("DOCKET_LIMITS__TLS_HANDSHAKE_SECONDS", "limits.tls_handshake_seconds"),
+            ("DOCKET_LIMITS__HEADER_READ_SECONDS", "limits.header_read_seconds"),
+            ("DOCKET_LIMITS__IDLE_SECONDS", "limits.idle_seconds"),
+            ("DOCKET_LIMITS__CONNECTIONS_PER_ADDRESS", "limits.connections_per_address"),
+            ("DOCKET_LIMITS__CONNECTIONS_TOTAL", "limits.connections_total"),
+        ] {
+            let e = Layers::new().env(env(&[off, (var, "0")])).unwrap().build().unwrap_err();
+            assert_eq!(e.key.as_deref(), Some(key), "{e}");
+        }
+        let e = Layers::new().env(env(&[off, ("DOCKET_LIMITS__IDLE_SECONDS", "86400")])).unwrap().build().unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("limits.idle_seconds"));
+        let over = ("DOCKET_LIMITS__CONNECTIONS_PER_ADDRESS", "5000");
+        let e = Layers::new().env(env(&[off, over])).unwrap().build().unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("limits.connections_per_address"));
+        assert!(e.problem.contains("connections_total"), "{e}");
     }
 
     #[test]

@@ -8,6 +8,7 @@ use crate::auth::walls::{self, Screen};
 use crate::clio::sync::record_key;
 use crate::records::{Kind, Record, Typed};
 use crate::store::{OrgScope, RECORDS, Store, StoreError};
+use crate::timestamp::Timestamp;
 
 /// A caller's view of the records: scope plus ethical-wall screen.
 pub struct Viewer {
@@ -28,11 +29,55 @@ impl Viewer {
     }
 }
 
+/// A calendar day (`YYYY-MM-DD`, years 0001 to 9999): the inclusive bounds
+/// of a list's date filters. A day is taken in UTC: it covers the instants
+/// from its midnight to the next.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Date(time::Date);
+
+/// Why a string is not a [`Date`]; the message names the expected form.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("is not a calendar date between 0001-01-01 and 9999-12-31 (expected YYYY-MM-DD, e.g. 2026-01-31)")]
+pub struct DateError;
+
+impl Date {
+    /// Parses `YYYY-MM-DD` (exactly four-digit years, a real month and day).
+    pub fn parse(text: &str) -> Result<Date, DateError> {
+        let format = time::macros::format_description!("[year repr:full sign:automatic]-[month]-[day]");
+        let bytes = text.as_bytes();
+        if bytes.len() != 10 || !bytes.first().is_some_and(u8::is_ascii_digit) {
+            return Err(DateError);
+        }
+        let day = time::Date::parse(text, &format).map_err(|_| DateError)?;
+        if day.year() < 1 {
+            return Err(DateError);
+        }
+        Ok(Date(day))
+    }
+
+    /// The first instant of the day (its midnight, UTC).
+    pub fn first_instant(self) -> Timestamp {
+        let midnight = self.0.midnight().assume_utc().unix_timestamp_nanos().div_euclid(1000);
+        Timestamp::from_micros_checked(midnight).unwrap_or(Timestamp::MIN)
+    }
+
+    /// The last instant of the day (one microsecond before the next midnight, UTC).
+    pub fn last_instant(self) -> Timestamp {
+        self.first_instant().plus_micros(86_400_000_000 - 1)
+    }
+}
+
+impl std::fmt::Display for Date {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:04}-{:02}-{:02}", self.0.year(), u8::from(self.0.month()), self.0.day())
+    }
+}
+
 /// Filters a list may apply; each kind uses those that make sense for it.
 #[derive(Clone, Debug, Default)]
 pub struct Filters {
-    /// RFC 3339: only records updated after this.
-    pub updated_since: Option<String>,
+    /// Only records updated strictly after this instant.
+    pub updated_since: Option<Timestamp>,
     pub status: Option<String>,
     pub kind: Option<String>,
     pub client_id: Option<String>,
@@ -41,9 +86,9 @@ pub struct Filters {
     pub billed: Option<bool>,
     pub is_client: Option<bool>,
     pub enabled: Option<bool>,
-    /// Inclusive date (or date-time) bounds on the kind's main date.
-    pub from: Option<String>,
-    pub to: Option<String>,
+    /// Inclusive day bounds on the kind's main date.
+    pub from: Option<Date>,
+    pub to: Option<Date>,
 }
 
 fn eq(want: &Option<String>, have: Option<&str>) -> bool {
@@ -58,27 +103,39 @@ fn flag(want: Option<bool>, have: Option<bool>) -> bool {
     want.is_none_or(|w| have == Some(w))
 }
 
-/// `date` (a date or an RFC 3339 date-time) within the inclusive bounds; dates compare by their first 10 characters.
-fn within(from: &Option<String>, to: &Option<String>, date: Option<&str>) -> bool {
+/// A record's date or date-time as an instant: a plain date is its first
+/// instant (UTC), a date-time is parsed with [`Timestamp::parse`]. `None`
+/// when it is neither, and such a record matches no bound.
+fn instant_of(value: &str) -> Option<Timestamp> {
+    Timestamp::parse(value).ok().or_else(|| Date::parse(value.trim()).ok().map(Date::first_instant))
+}
+
+/// `value` (a record's date or date-time) within the inclusive day bounds.
+fn within(from: Option<Date>, to: Option<Date>, value: Option<&str>) -> bool {
     if from.is_none() && to.is_none() {
         return true;
     }
-    let Some(d) = date else { return false };
-    let day = |s: &str| s.chars().take(10).collect::<String>();
-    from.as_deref().is_none_or(|f| day(d) >= day(f)) && to.as_deref().is_none_or(|t| day(d) <= day(t))
+    let Some(at) = value.and_then(instant_of) else { return false };
+    from.is_none_or(|f| at >= f.first_instant()) && to.is_none_or(|t| at <= t.last_instant())
+}
+
+/// Whether `updated_at` is strictly after `since`; an unparseable time does not match.
+fn updated_after(since: Option<Timestamp>, updated_at: Option<&str>) -> bool {
+    since.is_none_or(|s| updated_at.and_then(|u| Timestamp::parse(u).ok()).is_some_and(|u| u > s))
 }
 
 impl Filters {
     fn accepts(&self, record: &Record, typed: &Typed) -> bool {
-        if self.updated_since.as_deref().is_some_and(|s| record.updated_at.as_deref().is_none_or(|u| u <= s)) {
+        if !updated_after(self.updated_since, record.updated_at.as_deref()) {
             return false;
         }
+        let within = |value: Option<&str>| within(self.from, self.to, value);
         match typed {
             Typed::Matter(m) => {
                 eq(&self.status, m.status.as_deref())
                     && eq_ref(&self.client_id, m.client.as_ref())
                     && eq_ref(&self.user_id, m.responsible_attorney.as_ref())
-                    && within(&self.from, &self.to, m.open_date.as_deref())
+                    && within(m.open_date.as_deref())
             }
             Typed::Contact(c) => eq(&self.kind, c.kind.as_deref()) && flag(self.is_client, c.is_client),
             Typed::Activity(a) => {
@@ -86,29 +143,27 @@ impl Filters {
                     && eq_ref(&self.matter_id, a.matter.as_ref())
                     && eq_ref(&self.user_id, a.user.as_ref())
                     && flag(self.billed, a.billed)
-                    && within(&self.from, &self.to, a.date.as_deref())
+                    && within(a.date.as_deref())
             }
             Typed::Bill(b) => {
                 eq(&self.status, b.state.as_deref())
                     && eq_ref(&self.client_id, b.client.as_ref())
                     && self.matter_id.as_deref().is_none_or(|m| record.matters.iter().any(|x| x == m))
-                    && within(&self.from, &self.to, b.issued_at.as_deref())
+                    && within(b.issued_at.as_deref())
             }
             Typed::User(u) => flag(self.enabled, u.enabled),
             Typed::Task(t) => {
                 eq(&self.status, t.status.as_deref())
                     && eq_ref(&self.matter_id, t.matter.as_ref())
                     && eq_ref(&self.user_id, t.assignee.as_ref())
-                    && within(&self.from, &self.to, t.due_at.as_deref())
+                    && within(t.due_at.as_deref())
             }
             Typed::CalendarEntry(c) => {
                 eq_ref(&self.matter_id, c.matter.as_ref())
                     && eq_ref(&self.user_id, c.calendar_owner.as_ref())
-                    && within(&self.from, &self.to, c.start_at.as_deref())
+                    && within(c.start_at.as_deref())
             }
-            Typed::Note(n) => {
-                eq_ref(&self.matter_id, n.matter.as_ref()) && within(&self.from, &self.to, n.date.as_deref())
-            }
+            Typed::Note(n) => eq_ref(&self.matter_id, n.matter.as_ref()) && within(n.date.as_deref()),
         }
     }
 }
@@ -166,4 +221,46 @@ pub fn list(
     })?;
     let next = if more { records.last().map(|r| r.id.clone()) } else { None };
     Ok(Page { records, next })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn day(s: &str) -> Option<Date> {
+        Some(Date::parse(s).unwrap())
+    }
+
+    #[test]
+    fn day_bounds_compare_instants_of_any_offset() {
+        let (from, to) = (day("2026-01-31"), day("2026-01-31"));
+        assert!(within(from, to, Some("2026-01-31")));
+        assert!(within(from, to, Some("2026-01-31T23:59:59Z")));
+        assert!(within(from, to, Some("2026-01-31T18:00:00-05:00")), "23:00 UTC is on the day");
+        assert!(!within(from, to, Some("2026-01-31T20:00:00-05:00")), "01:00 UTC the next day is not");
+        assert!(!within(from, to, Some("2026-02-01")));
+        assert!(!within(from, None, Some("not a date")), "an unparseable record time matches no bound");
+        assert!(within(None, None, None));
+        assert!(within(day("0001-01-01"), day("9999-12-31"), Some("9999-12-31T23:59:59.999999Z")));
+    }
+
+    #[test]
+    fn updated_since_is_strictly_after_as_instants() {
+        let since = Timestamp::parse("2026-01-31T10:00:00-05:00").ok();
+        assert!(!updated_after(since, Some("2026-01-31T15:00:00Z")), "the same instant is not after");
+        assert!(updated_after(since, Some("2026-01-31T15:00:00.000001Z")));
+        assert!(!updated_after(since, Some("garbage")));
+        assert!(!updated_after(since, None));
+        assert!(updated_after(None, None));
+    }
+
+    #[test]
+    fn dates_parse_strictly() {
+        assert_eq!(Date::parse("2024-02-29").unwrap().to_string(), "2024-02-29");
+        for bad in ["0000-00-00", "2023-02-29", "2026-1-1", "-001-01-01", "", "2026-01-01T00:00:00Z"] {
+            assert_eq!(Date::parse(bad), Err(DateError), "{bad:?}");
+        }
+        assert_eq!(day("0001-01-01").unwrap().first_instant(), Timestamp::MIN);
+        assert_eq!(day("9999-12-31").unwrap().last_instant(), Timestamp::MAX);
+    }
 }

@@ -1,5 +1,6 @@
 //! `/audit`: the org's tamper-evident audit trail, for auditors and admins.
 use super::auth::Caller;
+use super::params::{DateTime, Limit, Number};
 use super::problem::{ApiError, ApiResult};
 use crate::audit::{self, Event, Filter, Outcome};
 use crate::auth::{Permission, Principal};
@@ -10,7 +11,6 @@ use poem_openapi::param::Query;
 use poem_openapi::payload::{Json, PlainText};
 use poem_openapi::{ApiResponse, Enum, Object, OpenApi, Tags};
 use std::sync::Arc;
-use time::OffsetDateTime;
 
 /// Most events one export returns.
 const EXPORT_MAX: usize = 100_000;
@@ -112,20 +112,16 @@ pub enum JsonExport {
     Json(Json<Vec<AuditEventView>>, #[oai(header = "content-disposition")] String),
 }
 
-fn micros(t: OffsetDateTime) -> i64 {
-    (t.unix_timestamp_nanos() / 1000) as i64
-}
-
 fn filter(
-    since: Option<OffsetDateTime>,
-    until: Option<OffsetDateTime>,
+    since: Option<DateTime>,
+    until: Option<DateTime>,
     action: Option<String>,
     actor: Option<String>,
     outcome: Option<OutcomeParam>,
 ) -> Filter {
     Filter {
-        since: since.map(micros),
-        until: until.map(micros),
+        since: since.map(|t| t.0.micros()),
+        until: until.map(|t| t.0.micros()),
         action,
         actor,
         outcome: outcome.map(Outcome::from),
@@ -156,12 +152,11 @@ impl AuditApi {
         &self,
         auth: Caller,
         /// Return events after this sequence number (the `next_cursor` of the previous page).
-        #[oai(validator(minimum(value = "0"), maximum(value = "1000000000000")))]
-        after: Query<Option<u64>>,
+        after: Query<Option<Number<0, 1_000_000_000_000>>>,
         /// Only events at or after this time (RFC 3339).
-        since: Query<Option<OffsetDateTime>>,
+        since: Query<Option<DateTime>>,
         /// Only events before this time (RFC 3339).
-        until: Query<Option<OffsetDateTime>>,
+        until: Query<Option<DateTime>>,
         /// Only this action, or actions under it (`token` matches `token.create`).
         #[oai(validator(max_length = 100))]
         action: Query<Option<String>>,
@@ -170,12 +165,15 @@ impl AuditApi {
         actor: Query<Option<String>>,
         outcome: Query<Option<OutcomeParam>>,
         /// Page size, 1 to 1000 (default 100).
-        #[oai(validator(minimum(value = "1"), maximum(value = "1000")))]
-        limit: Query<Option<u32>>,
+        limit: Query<Option<Limit<1000>>>,
     ) -> ApiResult<Json<AuditPage>> {
         let p = auth.require(Permission::AuditRead)?;
-        let limit = limit.0.unwrap_or(100) as usize;
-        let f = Filter { after: after.0.unwrap_or(0), limit, ..filter(since.0, until.0, action.0, actor.0, outcome.0) };
+        let limit = Limit::or(limit.0, 100);
+        let f = Filter {
+            after: after.0.map_or(0, |n| n.0),
+            limit,
+            ..filter(since.0, until.0, action.0, actor.0, outcome.0)
+        };
         let events = audit::query(&self.state.store, p.scope(), &f).map_err(ApiError::from)?;
         let next_cursor = (events.len() == limit).then(|| events.last().map(|e| e.seq)).flatten();
         Ok(Json(AuditPage { events: events.into_iter().map(Into::into).collect(), next_cursor }))
@@ -189,8 +187,8 @@ impl AuditApi {
         &self,
         req: &Request,
         auth: Caller,
-        since: Query<Option<OffsetDateTime>>,
-        until: Query<Option<OffsetDateTime>>,
+        since: Query<Option<DateTime>>,
+        until: Query<Option<DateTime>>,
         #[oai(validator(max_length = 100))] action: Query<Option<String>>,
     ) -> ApiResult<CsvExport> {
         let p = auth.require(Permission::AuditRead)?;
@@ -206,8 +204,8 @@ impl AuditApi {
         &self,
         req: &Request,
         auth: Caller,
-        since: Query<Option<OffsetDateTime>>,
-        until: Query<Option<OffsetDateTime>>,
+        since: Query<Option<DateTime>>,
+        until: Query<Option<DateTime>>,
         #[oai(validator(max_length = 100))] action: Query<Option<String>>,
     ) -> ApiResult<JsonExport> {
         let p = auth.require(Permission::AuditRead)?;

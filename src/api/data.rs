@@ -3,11 +3,13 @@
 //! each listed with filters and cursor pages and read by id, through a
 //! [`Viewer`] so ethical walls apply everywhere.
 use super::auth::Caller;
+use super::params::{Cursor, DateTime, Day, Flag, Id, Limit, opt};
 use super::problem::{ApiError, ApiResult, Code};
 use crate::auth::Permission;
 use crate::data::{self, Filters, Viewer};
 use crate::records::{Kind, Record};
 use crate::state::AppState;
+use crate::timestamp::Timestamp;
 use poem_openapi::param::{Path, Query};
 use poem_openapi::payload::Json;
 use poem_openapi::{Object, OpenApi, Tags};
@@ -57,23 +59,16 @@ pub struct RecordPage {
 pub struct Paging {
     after: Option<String>,
     limit: usize,
-    updated_since: Option<String>,
+    updated_since: Option<Timestamp>,
 }
 
-/// The paging of a list request; `updated_since` is normalized to UTC, as Clio writes `updated_at`.
+/// The paging of a list request.
 fn paging(
-    after: Query<Option<String>>,
-    limit: Query<Option<u32>>,
-    updated_since: Query<Option<time::OffsetDateTime>>,
-) -> ApiResult<Paging> {
-    use time::format_description::well_known::Rfc3339;
-    let since = match updated_since.0 {
-        None => None,
-        Some(t) => Some(t.to_offset(time::UtcOffset::UTC).format(&Rfc3339).map_err(|_| {
-            ApiError::field(Code::BadRequest, "updated_since", "`updated_since` is outside the years 0 to 9999")
-        })?),
-    };
-    Ok(Paging { after: after.0, limit: limit.0.unwrap_or(100) as usize, updated_since: since })
+    after: Query<Option<Cursor>>,
+    limit: Query<Option<Limit<500>>>,
+    updated_since: Query<Option<DateTime>>,
+) -> Paging {
+    Paging { after: opt(after.0), limit: Limit::or(limit.0, 100), updated_since: opt(updated_since.0) }
 }
 
 impl DataApi {
@@ -112,38 +107,32 @@ impl DataApi {
         &self,
         auth: Caller,
         /// The `next` of the previous page.
-        #[oai(validator(max_length = 64))]
-        after: Query<Option<String>>,
+        after: Query<Option<Cursor>>,
         /// Records per page, 1 to 500 (default 100).
-        #[oai(validator(minimum(value = "1"), maximum(value = "500")))]
-        limit: Query<Option<u32>>,
+        limit: Query<Option<Limit<500>>>,
         /// RFC 3339: only records updated after this.
-        updated_since: Query<Option<time::OffsetDateTime>>,
+        updated_since: Query<Option<DateTime>>,
         /// `Open`, `Pending` or `Closed`.
         #[oai(validator(max_length = 64))]
         status: Query<Option<String>>,
         /// The client (contact) id.
-        #[oai(validator(max_length = 64))]
-        client_id: Query<Option<String>>,
+        client_id: Query<Option<Id>>,
         /// The responsible attorney (user) id.
-        #[oai(validator(max_length = 64))]
-        responsible_attorney_id: Query<Option<String>>,
+        responsible_attorney_id: Query<Option<Id>>,
         /// Opened on or after this date.
-        #[oai(validator(pattern = r"^\d{4}-\d{2}-\d{2}$"))]
-        opened_from: Query<Option<String>>,
+        opened_from: Query<Option<Day>>,
         /// Opened on or before this date.
-        #[oai(validator(pattern = r"^\d{4}-\d{2}-\d{2}$"))]
-        opened_to: Query<Option<String>>,
+        opened_to: Query<Option<Day>>,
     ) -> ApiResult<Json<RecordPage>> {
         let filters = Filters {
             status: status.0,
-            client_id: client_id.0,
-            user_id: responsible_attorney_id.0,
-            from: opened_from.0,
-            to: opened_to.0,
+            client_id: opt(client_id.0),
+            user_id: opt(responsible_attorney_id.0),
+            from: opt(opened_from.0),
+            to: opt(opened_to.0),
             ..Filters::default()
         };
-        self.list(&auth, paging(after, limit, updated_since)?, Kind::Matter, filters)
+        self.list(&auth, paging(after, limit, updated_since), Kind::Matter, filters)
     }
 
     /// One matter
@@ -152,12 +141,8 @@ impl DataApi {
     ///
     /// Requires permission `data:read`.
     #[oai(path = "/matters/:id", method = "get", operation_id = "matters.get")]
-    async fn get_matter(
-        &self,
-        auth: Caller,
-        #[oai(validator(max_length = 64))] id: Path<String>,
-    ) -> ApiResult<Json<RecordView>> {
-        self.get(&auth, Kind::Matter, &id.0)
+    async fn get_matter(&self, auth: Caller, id: Path<Id>) -> ApiResult<Json<RecordView>> {
+        self.get(&auth, Kind::Matter, &id.0.0)
     }
 
     /// List contacts
@@ -171,21 +156,19 @@ impl DataApi {
         &self,
         auth: Caller,
         /// The `next` of the previous page.
-        #[oai(validator(max_length = 64))]
-        after: Query<Option<String>>,
+        after: Query<Option<Cursor>>,
         /// Records per page, 1 to 500 (default 100).
-        #[oai(validator(minimum(value = "1"), maximum(value = "500")))]
-        limit: Query<Option<u32>>,
+        limit: Query<Option<Limit<500>>>,
         /// RFC 3339: only records updated after this.
-        updated_since: Query<Option<time::OffsetDateTime>>,
+        updated_since: Query<Option<DateTime>>,
         /// `Person` or `Company`.
         #[oai(name = "type", validator(max_length = 64))]
         record_type: Query<Option<String>>,
         /// Only clients (true) or non-clients (false).
-        is_client: Query<Option<bool>>,
+        is_client: Query<Option<Flag>>,
     ) -> ApiResult<Json<RecordPage>> {
-        let filters = Filters { kind: record_type.0, is_client: is_client.0, ..Filters::default() };
-        self.list(&auth, paging(after, limit, updated_since)?, Kind::Contact, filters)
+        let filters = Filters { kind: record_type.0, is_client: opt(is_client.0), ..Filters::default() };
+        self.list(&auth, paging(after, limit, updated_since), Kind::Contact, filters)
     }
 
     /// One contact
@@ -194,12 +177,8 @@ impl DataApi {
     ///
     /// Requires permission `data:read`.
     #[oai(path = "/contacts/:id", method = "get", operation_id = "contacts.get")]
-    async fn get_contact(
-        &self,
-        auth: Caller,
-        #[oai(validator(max_length = 64))] id: Path<String>,
-    ) -> ApiResult<Json<RecordView>> {
-        self.get(&auth, Kind::Contact, &id.0)
+    async fn get_contact(&self, auth: Caller, id: Path<Id>) -> ApiResult<Json<RecordView>> {
+        self.get(&auth, Kind::Contact, &id.0.0)
     }
 
     /// List activities (time and expense entries)
@@ -213,41 +192,35 @@ impl DataApi {
         &self,
         auth: Caller,
         /// The `next` of the previous page.
-        #[oai(validator(max_length = 64))]
-        after: Query<Option<String>>,
+        after: Query<Option<Cursor>>,
         /// Records per page, 1 to 500 (default 100).
-        #[oai(validator(minimum(value = "1"), maximum(value = "500")))]
-        limit: Query<Option<u32>>,
+        limit: Query<Option<Limit<500>>>,
         /// RFC 3339: only records updated after this.
-        updated_since: Query<Option<time::OffsetDateTime>>,
+        updated_since: Query<Option<DateTime>>,
         /// `TimeEntry`, `ExpenseEntry`, `HardCostEntry` or `SoftCostEntry`.
         #[oai(name = "type", validator(max_length = 64))]
         record_type: Query<Option<String>>,
         /// The matter id.
-        #[oai(validator(max_length = 64))]
-        matter_id: Query<Option<String>>,
+        matter_id: Query<Option<Id>>,
         /// The timekeeper (user) id.
-        #[oai(validator(max_length = 64))]
-        user_id: Query<Option<String>>,
+        user_id: Query<Option<Id>>,
         /// Billed (true) or unbilled (false).
-        billed: Query<Option<bool>>,
+        billed: Query<Option<Flag>>,
         /// On or after this date.
-        #[oai(validator(pattern = r"^\d{4}-\d{2}-\d{2}$"))]
-        date_from: Query<Option<String>>,
+        date_from: Query<Option<Day>>,
         /// On or before this date.
-        #[oai(validator(pattern = r"^\d{4}-\d{2}-\d{2}$"))]
-        date_to: Query<Option<String>>,
+        date_to: Query<Option<Day>>,
     ) -> ApiResult<Json<RecordPage>> {
         let filters = Filters {
             kind: record_type.0,
-            matter_id: matter_id.0,
-            user_id: user_id.0,
-            billed: billed.0,
-            from: date_from.0,
-            to: date_to.0,
+            matter_id: opt(matter_id.0),
+            user_id: opt(user_id.0),
+            billed: opt(billed.0),
+            from: opt(date_from.0),
+            to: opt(date_to.0),
             ..Filters::default()
         };
-        self.list(&auth, paging(after, limit, updated_since)?, Kind::Activity, filters)
+        self.list(&auth, paging(after, limit, updated_since), Kind::Activity, filters)
     }
 
     /// One activity
@@ -256,12 +229,8 @@ impl DataApi {
     ///
     /// Requires permission `data:read`.
     #[oai(path = "/activities/:id", method = "get", operation_id = "activities.get")]
-    async fn get_activity(
-        &self,
-        auth: Caller,
-        #[oai(validator(max_length = 64))] id: Path<String>,
-    ) -> ApiResult<Json<RecordView>> {
-        self.get(&auth, Kind::Activity, &id.0)
+    async fn get_activity(&self, auth: Caller, id: Path<Id>) -> ApiResult<Json<RecordView>> {
+        self.get(&auth, Kind::Activity, &id.0.0)
     }
 
     /// List bills
@@ -275,38 +244,32 @@ impl DataApi {
         &self,
         auth: Caller,
         /// The `next` of the previous page.
-        #[oai(validator(max_length = 64))]
-        after: Query<Option<String>>,
+        after: Query<Option<Cursor>>,
         /// Records per page, 1 to 500 (default 100).
-        #[oai(validator(minimum(value = "1"), maximum(value = "500")))]
-        limit: Query<Option<u32>>,
+        limit: Query<Option<Limit<500>>>,
         /// RFC 3339: only records updated after this.
-        updated_since: Query<Option<time::OffsetDateTime>>,
+        updated_since: Query<Option<DateTime>>,
         /// e.g. `draft`, `awaiting_payment`, `paid`, `void`.
         #[oai(validator(max_length = 64))]
         state: Query<Option<String>>,
         /// The client (contact) id.
-        #[oai(validator(max_length = 64))]
-        client_id: Query<Option<String>>,
+        client_id: Query<Option<Id>>,
         /// The matter id.
-        #[oai(validator(max_length = 64))]
-        matter_id: Query<Option<String>>,
+        matter_id: Query<Option<Id>>,
         /// Issued on or after this date.
-        #[oai(validator(pattern = r"^\d{4}-\d{2}-\d{2}$"))]
-        issued_from: Query<Option<String>>,
+        issued_from: Query<Option<Day>>,
         /// Issued on or before this date.
-        #[oai(validator(pattern = r"^\d{4}-\d{2}-\d{2}$"))]
-        issued_to: Query<Option<String>>,
+        issued_to: Query<Option<Day>>,
     ) -> ApiResult<Json<RecordPage>> {
         let filters = Filters {
             status: state.0,
-            client_id: client_id.0,
-            matter_id: matter_id.0,
-            from: issued_from.0,
-            to: issued_to.0,
+            client_id: opt(client_id.0),
+            matter_id: opt(matter_id.0),
+            from: opt(issued_from.0),
+            to: opt(issued_to.0),
             ..Filters::default()
         };
-        self.list(&auth, paging(after, limit, updated_since)?, Kind::Bill, filters)
+        self.list(&auth, paging(after, limit, updated_since), Kind::Bill, filters)
     }
 
     /// One bill
@@ -315,12 +278,8 @@ impl DataApi {
     ///
     /// Requires permission `data:read`.
     #[oai(path = "/bills/:id", method = "get", operation_id = "bills.get")]
-    async fn get_bill(
-        &self,
-        auth: Caller,
-        #[oai(validator(max_length = 64))] id: Path<String>,
-    ) -> ApiResult<Json<RecordView>> {
-        self.get(&auth, Kind::Bill, &id.0)
+    async fn get_bill(&self, auth: Caller, id: Path<Id>) -> ApiResult<Json<RecordView>> {
+        self.get(&auth, Kind::Bill, &id.0.0)
     }
 
     /// List users (timekeepers)
@@ -334,18 +293,16 @@ impl DataApi {
         &self,
         auth: Caller,
         /// The `next` of the previous page.
-        #[oai(validator(max_length = 64))]
-        after: Query<Option<String>>,
+        after: Query<Option<Cursor>>,
         /// Records per page, 1 to 500 (default 100).
-        #[oai(validator(minimum(value = "1"), maximum(value = "500")))]
-        limit: Query<Option<u32>>,
+        limit: Query<Option<Limit<500>>>,
         /// RFC 3339: only records updated after this.
-        updated_since: Query<Option<time::OffsetDateTime>>,
+        updated_since: Query<Option<DateTime>>,
         /// Enabled (true) or disabled (false) users.
-        enabled: Query<Option<bool>>,
+        enabled: Query<Option<Flag>>,
     ) -> ApiResult<Json<RecordPage>> {
-        let filters = Filters { enabled: enabled.0, ..Filters::default() };
-        self.list(&auth, paging(after, limit, updated_since)?, Kind::User, filters)
+        let filters = Filters { enabled: opt(enabled.0), ..Filters::default() };
+        self.list(&auth, paging(after, limit, updated_since), Kind::User, filters)
     }
 
     /// One user
@@ -354,12 +311,8 @@ impl DataApi {
     ///
     /// Requires permission `data:read`.
     #[oai(path = "/users/:id", method = "get", operation_id = "users.get")]
-    async fn get_user(
-        &self,
-        auth: Caller,
-        #[oai(validator(max_length = 64))] id: Path<String>,
-    ) -> ApiResult<Json<RecordView>> {
-        self.get(&auth, Kind::User, &id.0)
+    async fn get_user(&self, auth: Caller, id: Path<Id>) -> ApiResult<Json<RecordView>> {
+        self.get(&auth, Kind::User, &id.0.0)
     }
 
     /// List tasks
@@ -373,38 +326,32 @@ impl DataApi {
         &self,
         auth: Caller,
         /// The `next` of the previous page.
-        #[oai(validator(max_length = 64))]
-        after: Query<Option<String>>,
+        after: Query<Option<Cursor>>,
         /// Records per page, 1 to 500 (default 100).
-        #[oai(validator(minimum(value = "1"), maximum(value = "500")))]
-        limit: Query<Option<u32>>,
+        limit: Query<Option<Limit<500>>>,
         /// RFC 3339: only records updated after this.
-        updated_since: Query<Option<time::OffsetDateTime>>,
+        updated_since: Query<Option<DateTime>>,
         /// `pending`, `in_progress`, `in_review` or `complete`.
         #[oai(validator(max_length = 64))]
         status: Query<Option<String>>,
         /// The matter id.
-        #[oai(validator(max_length = 64))]
-        matter_id: Query<Option<String>>,
+        matter_id: Query<Option<Id>>,
         /// The assignee id.
-        #[oai(validator(max_length = 64))]
-        assignee_id: Query<Option<String>>,
+        assignee_id: Query<Option<Id>>,
         /// Due on or after this date.
-        #[oai(validator(pattern = r"^\d{4}-\d{2}-\d{2}$"))]
-        due_from: Query<Option<String>>,
+        due_from: Query<Option<Day>>,
         /// Due on or before this date.
-        #[oai(validator(pattern = r"^\d{4}-\d{2}-\d{2}$"))]
-        due_to: Query<Option<String>>,
+        due_to: Query<Option<Day>>,
     ) -> ApiResult<Json<RecordPage>> {
         let filters = Filters {
             status: status.0,
-            matter_id: matter_id.0,
-            user_id: assignee_id.0,
-            from: due_from.0,
-            to: due_to.0,
+            matter_id: opt(matter_id.0),
+            user_id: opt(assignee_id.0),
+            from: opt(due_from.0),
+            to: opt(due_to.0),
             ..Filters::default()
         };
-        self.list(&auth, paging(after, limit, updated_since)?, Kind::Task, filters)
+        self.list(&auth, paging(after, limit, updated_since), Kind::Task, filters)
     }
 
     /// One task
@@ -413,12 +360,8 @@ impl DataApi {
     ///
     /// Requires permission `data:read`.
     #[oai(path = "/tasks/:id", method = "get", operation_id = "tasks.get")]
-    async fn get_task(
-        &self,
-        auth: Caller,
-        #[oai(validator(max_length = 64))] id: Path<String>,
-    ) -> ApiResult<Json<RecordView>> {
-        self.get(&auth, Kind::Task, &id.0)
+    async fn get_task(&self, auth: Caller, id: Path<Id>) -> ApiResult<Json<RecordView>> {
+        self.get(&auth, Kind::Task, &id.0.0)
     }
 
     /// List calendar entries
@@ -432,34 +375,28 @@ impl DataApi {
         &self,
         auth: Caller,
         /// The `next` of the previous page.
-        #[oai(validator(max_length = 64))]
-        after: Query<Option<String>>,
+        after: Query<Option<Cursor>>,
         /// Records per page, 1 to 500 (default 100).
-        #[oai(validator(minimum(value = "1"), maximum(value = "500")))]
-        limit: Query<Option<u32>>,
+        limit: Query<Option<Limit<500>>>,
         /// RFC 3339: only records updated after this.
-        updated_since: Query<Option<time::OffsetDateTime>>,
+        updated_since: Query<Option<DateTime>>,
         /// The matter id.
-        #[oai(validator(max_length = 64))]
-        matter_id: Query<Option<String>>,
+        matter_id: Query<Option<Id>>,
         /// The calendar owner (user) id.
-        #[oai(validator(max_length = 64))]
-        calendar_owner_id: Query<Option<String>>,
+        calendar_owner_id: Query<Option<Id>>,
         /// Starting on or after this date.
-        #[oai(validator(pattern = r"^\d{4}-\d{2}-\d{2}$"))]
-        from: Query<Option<String>>,
+        from: Query<Option<Day>>,
         /// Starting on or before this date.
-        #[oai(validator(pattern = r"^\d{4}-\d{2}-\d{2}$"))]
-        to: Query<Option<String>>,
+        to: Query<Option<Day>>,
     ) -> ApiResult<Json<RecordPage>> {
         let filters = Filters {
-            matter_id: matter_id.0,
-            user_id: calendar_owner_id.0,
-            from: from.0,
-            to: to.0,
+            matter_id: opt(matter_id.0),
+            user_id: opt(calendar_owner_id.0),
+            from: opt(from.0),
+            to: opt(to.0),
             ..Filters::default()
         };
-        self.list(&auth, paging(after, limit, updated_since)?, Kind::CalendarEntry, filters)
+        self.list(&auth, paging(after, limit, updated_since), Kind::CalendarEntry, filters)
     }
 
     /// One calendar entrie
@@ -468,12 +405,8 @@ impl DataApi {
     ///
     /// Requires permission `data:read`.
     #[oai(path = "/calendar-entries/:id", method = "get", operation_id = "calendar_entries.get")]
-    async fn get_calendar_entry(
-        &self,
-        auth: Caller,
-        #[oai(validator(max_length = 64))] id: Path<String>,
-    ) -> ApiResult<Json<RecordView>> {
-        self.get(&auth, Kind::CalendarEntry, &id.0)
+    async fn get_calendar_entry(&self, auth: Caller, id: Path<Id>) -> ApiResult<Json<RecordView>> {
+        self.get(&auth, Kind::CalendarEntry, &id.0.0)
     }
 
     /// List notes
@@ -487,25 +420,21 @@ impl DataApi {
         &self,
         auth: Caller,
         /// The `next` of the previous page.
-        #[oai(validator(max_length = 64))]
-        after: Query<Option<String>>,
+        after: Query<Option<Cursor>>,
         /// Records per page, 1 to 500 (default 100).
-        #[oai(validator(minimum(value = "1"), maximum(value = "500")))]
-        limit: Query<Option<u32>>,
+        limit: Query<Option<Limit<500>>>,
         /// RFC 3339: only records updated after this.
-        updated_since: Query<Option<time::OffsetDateTime>>,
+        updated_since: Query<Option<DateTime>>,
         /// The matter id.
-        #[oai(validator(max_length = 64))]
-        matter_id: Query<Option<String>>,
+        matter_id: Query<Option<Id>>,
         /// On or after this date.
-        #[oai(validator(pattern = r"^\d{4}-\d{2}-\d{2}$"))]
-        date_from: Query<Option<String>>,
+        date_from: Query<Option<Day>>,
         /// On or before this date.
-        #[oai(validator(pattern = r"^\d{4}-\d{2}-\d{2}$"))]
-        date_to: Query<Option<String>>,
+        date_to: Query<Option<Day>>,
     ) -> ApiResult<Json<RecordPage>> {
-        let filters = Filters { matter_id: matter_id.0, from: date_from.0, to: date_to.0, ..Filters::default() };
-        self.list(&auth, paging(after, limit, updated_since)?, Kind::Note, filters)
+        let filters =
+            Filters { matter_id: opt(matter_id.0), from: opt(date_from.0), to: opt(date_to.0), ..Filters::default() };
+        self.list(&auth, paging(after, limit, updated_since), Kind::Note, filters)
     }
 
     /// One note
@@ -514,11 +443,7 @@ impl DataApi {
     ///
     /// Requires permission `data:read`.
     #[oai(path = "/notes/:id", method = "get", operation_id = "notes.get")]
-    async fn get_note(
-        &self,
-        auth: Caller,
-        #[oai(validator(max_length = 64))] id: Path<String>,
-    ) -> ApiResult<Json<RecordView>> {
-        self.get(&auth, Kind::Note, &id.0)
+    async fn get_note(&self, auth: Caller, id: Path<Id>) -> ApiResult<Json<RecordView>> {
+        self.get(&auth, Kind::Note, &id.0.0)
     }
 }

@@ -1,5 +1,6 @@
 //! `/me`: the caller, and their own browser sessions.
 use super::auth::Caller;
+use super::params::Id;
 use super::problem::{ApiError, ApiResult};
 use crate::auth::{Credential, sessions};
 use crate::clock::{micros_to_datetime, rfc3339};
@@ -134,7 +135,7 @@ impl MeApi {
     ///
     /// Requires permission `none`: any signed-in member (not a service token).
     #[oai(path = "/sessions/:id", method = "delete", operation_id = "me.end_session")]
-    async fn end_session(&self, req: &Request, auth: Caller, id: Path<String>) -> ApiResult<Deleted> {
+    async fn end_session(&self, req: &Request, auth: Caller, id: Path<Id>) -> ApiResult<Deleted> {
         let user = auth.member()?.to_string();
         let target = format!("session:{}", id.0);
         super::audited(&self.state, req, &auth.0, "session.revoke", &target, serde_json::json!({}), |w| {

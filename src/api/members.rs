@@ -1,5 +1,6 @@
 //! `/members`: who belongs to the firm, with which role.
 use super::auth::Caller;
+use super::params::Id;
 use super::problem::{ApiError, ApiResult};
 use super::types::{Optional, Text};
 use crate::auth::Permission;
@@ -134,7 +135,7 @@ impl MembersApi {
     ///
     /// Requires permission `members:read`.
     #[oai(path = "/:id", method = "get", operation_id = "members.get")]
-    async fn get(&self, auth: Caller, id: Path<String>) -> ApiResult<Json<MemberView>> {
+    async fn get(&self, auth: Caller, id: Path<Id>) -> ApiResult<Json<MemberView>> {
         let p = auth.require(Permission::MembersRead)?;
         let user = self.state.store.read(|r| users::require(r, p.scope(), &id.0)).map_err(ApiError::from)?;
         Ok(Json(user.into()))
@@ -174,7 +175,7 @@ impl MembersApi {
         &self,
         req: &Request,
         auth: Caller,
-        id: Path<String>,
+        id: Path<Id>,
         body: Json<MemberPatch>,
     ) -> ApiResult<Json<MemberView>> {
         let p = auth.require(Permission::MembersWrite)?;
@@ -196,7 +197,7 @@ impl MembersApi {
     ///
     /// Requires permission `members:write`.
     #[oai(path = "/:id", method = "delete", operation_id = "members.delete")]
-    async fn delete(&self, req: &Request, auth: Caller, id: Path<String>) -> ApiResult<Deleted> {
+    async fn delete(&self, req: &Request, auth: Caller, id: Path<Id>) -> ApiResult<Deleted> {
         let p = auth.require(Permission::MembersWrite)?;
         super::audited(&self.state, req, p, "member.delete", &format!("user:{}", id.0), serde_json::json!({}), |w| {
             users::delete(w, p.scope(), &id.0, &Grantor::caller(w, p)?)

@@ -11,6 +11,7 @@ pub mod data;
 pub mod me;
 pub mod members;
 pub mod org;
+pub mod params;
 pub mod problem;
 pub mod roles;
 pub mod signin;
@@ -105,6 +106,54 @@ pub fn service(state: Arc<AppState>) -> OpenApiService<Apis, ()> {
         .server(BASE)
 }
 
+/// The statuses an operation can answer whatever its handler does, because
+/// the edge or the framework produces them: bad parameters (400), an unknown
+/// method (405), an oversized head (431), a rate limit (429), internal and
+/// storage failures (500, 503); with a credential, 401 and 403; with a path
+/// parameter, 404; on unsafe methods, CSRF refusals (403) and the body limit
+/// (413); with a request body, its content type (415).
+pub fn edge_statuses(method: &str, op: &serde_json::Value) -> Vec<u16> {
+    let mut statuses = vec![400, 405, 429, 431, 500, 503];
+    let secured = op.get("security").and_then(|s| s.as_array()).is_some_and(|s| !s.is_empty());
+    let unsafe_method = !matches!(method, "get" | "head" | "options");
+    if secured {
+        statuses.push(401);
+    }
+    if secured || unsafe_method {
+        statuses.push(403);
+    }
+    let path_params = op.get("parameters").and_then(|p| p.as_array()).into_iter().flatten();
+    if path_params.into_iter().any(|p| p.get("in").and_then(|i| i.as_str()) == Some("path")) {
+        statuses.push(404);
+    }
+    if unsafe_method {
+        statuses.push(413);
+    }
+    if op.get("requestBody").is_some() {
+        statuses.push(415);
+    }
+    statuses
+}
+
+/// Adds [`edge_statuses`] to every operation that does not declare them.
+fn declare_edge_statuses(spec: &mut serde_json::Value) {
+    let problem = serde_json::json!({"schema": {"$ref": "#/components/schemas/Problem"}});
+    for ops in spec["paths"].as_object_mut().into_iter().flat_map(|p| p.values_mut()) {
+        for (method, op) in ops.as_object_mut().into_iter().flat_map(|o| o.iter_mut()) {
+            let statuses = edge_statuses(method, op);
+            let Some(responses) = op.get_mut("responses").and_then(|r| r.as_object_mut()) else { continue };
+            for status in statuses {
+                responses.entry(status.to_string()).or_insert_with(|| {
+                    serde_json::json!({
+                        "description": problem::Code::for_status(status).title(),
+                        "content": {problem::CONTENT_TYPE: problem.clone()},
+                    })
+                });
+            }
+        }
+    }
+}
+
 /// The spec as served at `/api/v1/openapi.json`, pretty-printed with a final newline
 /// (the form committed under `openapi/`).
 ///
@@ -133,6 +182,7 @@ pub fn spec_json(service: &OpenApiService<Apis, ()>) -> String {
             schema.insert("additionalProperties".into(), serde_json::Value::Bool(false));
         }
     }
+    declare_edge_statuses(&mut spec);
     let mut out = serde_json::to_string_pretty(&spec).unwrap_or(raw);
     out.push('\n');
     out

@@ -3,6 +3,7 @@
 //! These operations need no credential; sign-in gets a stricter per-address
 //! rate limit and CSRF checks at the HTTP edge.
 use super::auth::session_cookie;
+use super::params::Id;
 use super::problem::{ApiError, ApiResult, Code};
 use super::types::Text;
 use crate::auth::local::{self, Attempt, SignInError};
@@ -201,7 +202,7 @@ impl SignInApi {
     async fn oidc_sign_in(
         &self,
         req: &Request,
-        provider: Path<String>,
+        provider: Path<Id>,
         /// A path of this site to return to after signing in.
         return_to: Query<Option<String>>,
     ) -> ApiResult<RedirectResponse> {
@@ -223,7 +224,7 @@ impl SignInApi {
     async fn oidc_callback(
         &self,
         req: &Request,
-        provider: Path<String>,
+        provider: Path<Id>,
         code: Query<Option<String>>,
         state: Query<Option<String>>,
         iss: Query<Option<String>>,

@@ -2,6 +2,7 @@
 //! (`tokens:self`); `tokens:manage` covers every token of the firm, including
 //! service tokens, which act for the firm with a role of their own.
 use super::auth::Caller;
+use super::params::Id;
 use super::problem::{ApiError, ApiResult, Code};
 use super::types::{Optional, PermissionName, Text, permission_names};
 use crate::auth::Permission;
@@ -244,7 +245,7 @@ impl TokensApi {
     ///
     /// Requires permission `tokens:self` (own personal tokens) or `tokens:manage`.
     #[oai(path = "/:id", method = "delete", operation_id = "tokens.revoke")]
-    async fn revoke(&self, req: &Request, auth: Caller, id: Path<String>) -> ApiResult<Deleted> {
+    async fn revoke(&self, req: &Request, auth: Caller, id: Path<Id>) -> ApiResult<Deleted> {
         let record = self.may_act_on(&auth, &id.0)?;
         super::audited(
             &self.state,
@@ -267,7 +268,7 @@ impl TokensApi {
     ///
     /// Requires permission `tokens:self` (own personal tokens) or `tokens:manage`.
     #[oai(path = "/:id/rotate", method = "post", operation_id = "tokens.rotate")]
-    async fn rotate(&self, req: &Request, auth: Caller, id: Path<String>) -> ApiResult<Created> {
+    async fn rotate(&self, req: &Request, auth: Caller, id: Path<Id>) -> ApiResult<Created> {
         let record = self.may_act_on(&auth, &id.0)?;
         let (secret, record) = super::audited(
             &self.state,

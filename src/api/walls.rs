@@ -1,5 +1,6 @@
 //! `/walls`: ethical walls around matters (see `auth::walls`).
 use super::auth::Caller;
+use super::params::Id;
 use super::problem::{ApiError, ApiResult};
 use super::types::{Optional, Text};
 use crate::auth::Permission;
@@ -139,7 +140,7 @@ impl WallsApi {
     ///
     /// Requires permission `walls:manage`.
     #[oai(path = "/:id", method = "delete", operation_id = "walls.delete")]
-    async fn delete(&self, req: &Request, auth: Caller, id: Path<String>) -> ApiResult<Deleted> {
+    async fn delete(&self, req: &Request, auth: Caller, id: Path<Id>) -> ApiResult<Deleted> {
         let p = auth.require(Permission::WallsManage)?;
         super::audited(&self.state, req, p, "wall.delete", &format!("wall:{}", id.0), serde_json::json!({}), |w| {
             walls::delete(w, p.scope(), &id.0)

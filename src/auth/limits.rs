@@ -99,6 +99,7 @@ mod tests {
             per_ip_per_minute: 3,
             per_credential_per_minute: 2,
             sign_in_per_ip_per_minute: 1,
+            ..LimitsConfig::default()
         });
         let (a, b): (IpAddr, IpAddr) = ("192.0.2.1".parse().unwrap(), "192.0.2.2".parse().unwrap());
         assert!(limits.check(Some(a), Some("t1")).is_ok());

@@ -38,8 +38,8 @@ pub fn routes(swagger_html: &str) -> Route {
     let css = between(swagger_html, "<style charset=\"UTF-8\">", "</style>").to_string();
     let js = between(swagger_html, "<script charset=\"UTF-8\">", "</script>").to_string();
     Route::new()
-        .at("/", make_sync(file("text/html; charset=utf-8", PAGE.to_string())))
-        .at("/swagger-ui.css", make_sync(file("text/css; charset=utf-8", css)))
-        .at("/swagger-ui-bundle.js", make_sync(file("text/javascript; charset=utf-8", js)))
-        .at("/init.js", make_sync(file("text/javascript; charset=utf-8", INIT.to_string())))
+        .at("/", poem::get(make_sync(file("text/html; charset=utf-8", PAGE.to_string()))))
+        .at("/swagger-ui.css", poem::get(make_sync(file("text/css; charset=utf-8", css))))
+        .at("/swagger-ui-bundle.js", poem::get(make_sync(file("text/javascript; charset=utf-8", js))))
+        .at("/init.js", poem::get(make_sync(file("text/javascript; charset=utf-8", INIT.to_string()))))
 }

@@ -7,7 +7,7 @@ use crate::auth::limits::Limited;
 use crate::state::AppState;
 use bytes::Bytes;
 use poem::error::ReadBodyError;
-use poem::http::{HeaderValue, Method, StatusCode, header};
+use poem::http::{HeaderValue, Method, header};
 use poem::{Body, Endpoint, IntoResponse, Request, Response};
 use poem_openapi::OperationId;
 use std::net::IpAddr;
@@ -82,6 +82,14 @@ impl SpecIndex {
     /// The allowed methods for a concrete path, if it matches a template.
     pub fn allowed(&self, path: &str) -> Option<String> {
         self.route(path).map(|r| r.methods.join(", "))
+    }
+
+    /// The methods any path accepts: the spec's for API paths, `POST` for
+    /// webhook deliveries, `GET, HEAD` for everything else.
+    pub fn allow(&self, path: &str) -> String {
+        self.allowed(path).unwrap_or_else(|| {
+            if path.starts_with(crate::clio::webhooks::PATH) { "POST" } else { "GET, HEAD" }.to_string()
+        })
     }
 
     /// Names the first body field whose JSON type differs from the spec's.
@@ -165,10 +173,48 @@ pub fn client_origin(
     (Some(client), https || forwarded_https)
 }
 
+/// The methods docket knows; any other is answered 405 before anything else
+/// and counted as `other`, so metric labels come from a fixed set.
+const METHODS: [Method; 7] =
+    [Method::GET, Method::HEAD, Method::POST, Method::PUT, Method::PATCH, Method::DELETE, Method::OPTIONS];
+
+/// The metric label of a method: its name if known, else `other`.
+fn method_label(method: &Method) -> &'static str {
+    METHODS.iter().find(|m| *m == method).map_or("other", Method::as_str)
+}
+
+/// The longest request line plus headers answered by a handler; longer ones
+/// get a 431 problem (the protocol layer refuses past `serve::PROTOCOL_HEAD_BYTES`).
+pub const MAX_HEAD_BYTES: usize = 32 * 1024;
+
+fn head_bytes(req: &Request) -> usize {
+    let headers: usize = req.headers().iter().map(|(k, v)| k.as_str().len() + v.len() + 4).sum();
+    req.uri().to_string().len() + headers
+}
+
+/// Whether a response already is a problem document.
+fn is_problem(resp: &Response) -> bool {
+    resp.headers().get(header::CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(PROBLEM.as_bytes()))
+}
+
+/// A HEAD response: the headers of the GET, no body, and the length the body
+/// would have (HTTP/2 treats any body on a HEAD response as a protocol error).
+fn without_body(resp: &mut Response) {
+    let body: http_body_util::combinators::BoxBody<Bytes, std::io::Error> = resp.take_body().into();
+    if let Some(len) = hyper::body::Body::size_hint(&body).exact()
+        && !resp.headers().contains_key(header::CONTENT_LENGTH)
+    {
+        resp.headers_mut().insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+    }
+}
+
 /// Route label for metrics: the operation id for API calls, else a fixed class.
 fn route_label(resp: &Response, path: &str) -> String {
     if let Some(op) = resp.data::<OperationId>() {
         return op.0.to_string();
+    }
+    if path.starts_with(crate::clio::webhooks::PATH) {
+        return "hooks".to_string();
     }
     let class = match path {
         "/healthz" | "/readyz" | "/metrics" => path,
@@ -206,14 +252,19 @@ impl<E: Endpoint> Edge<E> {
     }
 
     fn error_response(&self, err: poem::Error, method: &Method, path: &str, body: &[u8]) -> Response {
-        let status = err.status();
+        if let Some(refused) = parameter_error(&err) {
+            return refused.into_response();
+        }
         let resp = err.into_response();
-        let is_problem =
-            resp.headers().get(header::CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(PROBLEM.as_bytes()));
-        if is_problem {
+        if is_problem(&resp) {
             return resp;
         }
-        let code = Code::for_status(status.as_u16());
+        self.problem_for(resp, method, path, body)
+    }
+
+    /// The problem document for a response that is not one (router, parsers, bare statuses).
+    fn problem_for(&self, resp: Response, method: &Method, path: &str, body: &[u8]) -> Response {
+        let code = Code::for_status(resp.status().as_u16());
         let detail = match code {
             Code::NotFound => format!("nothing is served at {path}; see /api/docs for the API"),
             Code::MethodNotAllowed => format!("{path} does not accept this method"),
@@ -228,12 +279,34 @@ impl<E: Endpoint> Edge<E> {
         {
             e = ApiError::field(code, field, detail);
         }
-        if code == Code::MethodNotAllowed
-            && let Some(allow) = self.spec.allowed(path)
-        {
-            e = e.with_header("allow", allow);
+        if code == Code::MethodNotAllowed {
+            e = e.with_header("allow", self.spec.allow(path));
         }
         e.into_response()
+    }
+
+    /// Refusals made before routing: a method outside [`METHODS`] (405), an
+    /// oversized request head (431).
+    fn refuse_early(&self, req: &Request) -> Option<ApiError> {
+        let path = req.uri().path();
+        if method_label(req.method()) == "other" {
+            return Some(
+                ApiError::new(
+                    Code::MethodNotAllowed,
+                    format!("{path} does not accept this method; use one of those in the Allow header"),
+                )
+                .with_header("allow", self.spec.allow(path)),
+            );
+        }
+        let size = head_bytes(req);
+        (size > MAX_HEAD_BYTES).then(|| {
+            ApiError::new(
+                Code::HeadersTooLarge,
+                format!(
+                    "the request line and headers are {size} bytes, more than the {MAX_HEAD_BYTES}-byte limit; send a shorter query or fewer headers"
+                ),
+            )
+        })
     }
 
     /// Applies the rate limits; health checks are exempt so monitoring never trips them.
@@ -346,6 +419,22 @@ fn is_sign_in(method: &Method, path: &str) -> bool {
     rest.starts_with("/auth/") || (*method == Method::POST && (rest == "/tokens" || rest.starts_with("/tokens/")))
 }
 
+/// A query, path or header parameter that did not parse: a 400 naming it.
+fn parameter_error(err: &poem::Error) -> Option<ApiError> {
+    use poem_openapi::error::{ParseParamError, ParsePathError};
+    let (kind, name, reason) = if let Some(e) = err.downcast_ref::<ParseParamError>() {
+        ("parameter", e.name, &e.reason)
+    } else {
+        let e = err.downcast_ref::<ParsePathError>()?;
+        ("path parameter", e.name, &e.reason)
+    };
+    // poem-openapi wraps the parser's message: `failed to parse "T": <message> (occurred while parsing "U")`.
+    let reason =
+        reason.strip_prefix("failed to parse \"").and_then(|r| r.split_once("\": ")).map_or(reason.as_str(), |r| r.1);
+    let reason = reason.split(" (occurred while parsing").next().unwrap_or(reason);
+    Some(ApiError::field(Code::BadRequest, name, format!("{kind} `{name}` is invalid: {reason}")))
+}
+
 /// Extracts a plain-text error body (poem errors render their message as text).
 fn futures_body(resp: Response) -> Vec<u8> {
     // poem error bodies are in-memory; reading them never waits on the network.
@@ -366,14 +455,17 @@ impl<E: Endpoint> Endpoint for Edge<E> {
         let client = client.map(|ip| ip.to_string()).unwrap_or_default();
         req.set_data(ClientIp(client.clone()));
         req.set_data(crate::api::SiteOrigin(site_origin(&req, https)));
-        let span = tracing::info_span!("request", request_id = %id, method = %method, path = %path, client = %client);
+        let label = method_label(&method);
+        let span = tracing::info_span!("request", request_id = %id, method = label, path = %path, client = %client);
         let start = Instant::now();
         let state = self.state.clone();
         req.set_data(state.clone());
-        let limited = self.rate_limit(&req, peer_client).or_else(|| csrf(&req, https));
+        let refused = self.refuse_early(&req);
+        let limited = || self.rate_limit(&req, peer_client).or_else(|| csrf(&req, https));
+        let refused = refused.or_else(limited);
         let mut resp = REQUEST_ID
             .scope(id.clone(), async {
-                if let Some(refused) = limited {
+                if let Some(refused) = refused {
                     return refused.into_response();
                 }
                 let mut body = Bytes::new();
@@ -383,19 +475,15 @@ impl<E: Endpoint> Endpoint for Edge<E> {
                         Err(e) => return e.into_response(),
                     }
                 }
+                if method == Method::HEAD {
+                    // Served as the GET it mirrors; the body is dropped below, its length kept.
+                    req.set_method(Method::GET);
+                }
                 match self.inner.call(req).await {
                     Ok(out) => {
                         let resp = out.into_response();
-                        if resp.status() == StatusCode::METHOD_NOT_ALLOWED && !resp.headers().contains_key("allow") {
-                            self.error_response(
-                                poem::Error::from_status(StatusCode::METHOD_NOT_ALLOWED),
-                                &method,
-                                &path,
-                                &[],
-                            )
-                        } else {
-                            resp
-                        }
+                        let failed = resp.status().is_client_error() || resp.status().is_server_error();
+                        if failed && !is_problem(&resp) { self.problem_for(resp, &method, &path, &[]) } else { resp }
                     }
                     Err(err) => self.error_response(err, &method, &path, &body),
                 }
@@ -403,17 +491,15 @@ impl<E: Endpoint> Endpoint for Edge<E> {
             .instrument(span.clone())
             .await;
         self.secure(&mut resp, &id, https);
+        if method == Method::HEAD {
+            without_body(&mut resp);
+        }
         let elapsed = start.elapsed().as_secs_f64();
         let route = route_label(&resp, &path);
         let status = resp.status().as_u16();
-        let labels = vec![("route", route.clone()), ("method", method.to_string()), ("status", status.to_string())];
-        state.metrics.count("docket_http_requests_total", "HTTP requests served.", labels, 1);
-        state.metrics.observe(
-            "docket_http_request_duration_seconds",
-            "HTTP request latency.",
-            vec![("route", route.clone()), ("method", method.to_string()), ("status", status.to_string())],
-            elapsed,
-        );
+        let labels = vec![("route", route.clone()), ("method", label.to_string()), ("status", status.to_string())];
+        state.metrics.count("docket_http_requests_total", "HTTP requests served.", labels.clone(), 1);
+        state.metrics.observe("docket_http_request_duration_seconds", "HTTP request latency.", labels, elapsed);
         span.in_scope(|| tracing::info!(status, route = %route, duration_ms = elapsed * 1000.0, "request"));
         Ok(resp)
     }

@@ -5,21 +5,21 @@ pub mod docs;
 pub mod edge;
 pub mod hooks;
 pub mod ops;
+pub mod serve;
 pub mod spa;
 pub mod tls;
 
 use crate::api;
-use crate::config::Config;
+use crate::config::{Config, TlsMode};
 use crate::state::AppState;
 use edge::{Edge, SpecIndex};
 use poem::endpoint::make_sync;
 use poem::http::{StatusCode, header};
-use poem::listener::{AcceptorExt as _, TcpAcceptor};
-use poem::{Endpoint, EndpointExt as _, Request, Response, Route, Server};
+use poem::{Endpoint, IntoResponse as _, Request, Response, Route};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
-use tls::{TlsAcceptor, TlsSetup};
+use tls::TlsSetup;
 use tokio::sync::watch;
 
 #[derive(Debug, thiserror::Error)]
@@ -43,39 +43,68 @@ pub fn app(state: Arc<AppState>, https: bool) -> impl Endpoint<Output = Response
     let route = Route::new()
         .at(
             "/api/v1/openapi.json",
-            make_sync(move |_| {
+            poem::get(make_sync(move |_| {
                 Response::builder().header(header::CONTENT_TYPE, "application/json").body(spec_for_endpoint.clone())
-            }),
+            })),
         )
         .nest(api::BASE, service)
         .nest("/api/docs", docs)
-        .at("/healthz", make_sync(ops::healthz))
+        .at("/healthz", poem::get(make_sync(ops::healthz)))
         .at(
             format!("{}/:hook", crate::clio::webhooks::PATH),
             poem::post(poem::endpoint::make(|req: Request| async move { hooks::receive(req).await })),
         )
-        .at("/readyz", poem::endpoint::make(|req| async move { ops::readyz(req) }))
-        .at("/metrics", poem::endpoint::make(|req| async move { ops::metrics(req) }))
-        .at("/api/*rest", make_sync(|_| Response::builder().status(StatusCode::NOT_FOUND).finish()).map_to_response())
-        .at("/*path", poem::endpoint::make(|req: Request| async move { spa::serve(&req) }))
-        .at("/", poem::endpoint::make(|req: Request| async move { spa::serve(&req) }));
+        .at("/readyz", poem::get(poem::endpoint::make(|req| async move { ops::readyz(req) })))
+        .at("/metrics", poem::get(poem::endpoint::make(|req| async move { ops::metrics(req) })))
+        .at("/api/*rest", make_sync(|_| Response::builder().status(StatusCode::NOT_FOUND).finish()))
+        .at("/*path", poem::get(poem::endpoint::make(|req: Request| async move { spa::serve(&req) })))
+        .at("/", poem::get(poem::endpoint::make(|req: Request| async move { spa::serve(&req) })));
     Edge { inner: route, state, spec: spec_index, https }
 }
 
 /// The plain-HTTP app: every request gets a 308 to the same path over HTTPS.
-/// The host is `server.public_host` when set, else the request's own `Host`
-/// (when it is a plain host name or address), else the configured default.
+///
+/// The host is `server.public_host` when set. Otherwise the request's own
+/// `Host` is used only when the server is configured or certified for it
+/// ([`redirect_hosts`]); any other host gets a 400 problem, so the redirect
+/// never sends a browser to a host an attacker named. A request without
+/// `Host` goes to the configured default.
 pub fn redirect_app(config: &Config, https_port: u16) -> impl Endpoint<Output = Response> + use<> {
     let configured = config.server.public_host.clone();
     let fallback = config.public_host();
+    let known = redirect_hosts(config);
     make_sync(move |req: Request| {
-        let requested = req.headers().get(header::HOST).and_then(|h| h.to_str().ok()).and_then(host_of);
-        let host = configured.clone().or(requested).unwrap_or_else(|| fallback.clone());
+        let sent = req.headers().get(header::HOST).map(|h| h.to_str().ok().and_then(host_of));
+        let host = match (&configured, sent) {
+            (Some(host), _) => host.clone(),
+            (None, None) => fallback.clone(),
+            (None, Some(Some(host))) if known.iter().any(|k| k.eq_ignore_ascii_case(&host)) => host,
+            (None, Some(_)) => {
+                return api::problem::ApiError::new(
+                    api::problem::Code::BadRequest,
+                    "this server does not answer for the host in the Host header; use its configured name (the administrator sets server.public_host)",
+                )
+                .into_response();
+            }
+        };
         let authority = if https_port == 443 { host } else { format!("{host}:{https_port}") };
         let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
         let location = format!("https://{authority}{path}");
         Response::builder().status(StatusCode::PERMANENT_REDIRECT).header(header::LOCATION, location).finish()
     })
+}
+
+/// The hosts the redirect may send a browser to when `server.public_host` is
+/// unset: the names of the certificate docket makes or orders (self-signed
+/// hosts, ACME domains) and the loopback names.
+pub fn redirect_hosts(config: &Config) -> Vec<String> {
+    let certified = match config.tls.mode {
+        TlsMode::Acme => config.tls.acme.domains.clone(),
+        TlsMode::SelfSigned => config.tls.self_signed_hosts.clone(),
+        TlsMode::Files | TlsMode::Off => vec![],
+    };
+    let loopback = ["localhost", "127.0.0.1", "[::1]"].map(String::from);
+    certified.into_iter().chain(config.server.public_host.clone()).chain(loopback).collect()
 }
 
 /// The host part of a `Host` header, if it is a well-formed name or address.
@@ -125,61 +154,39 @@ impl Listeners {
     }
 }
 
-fn combined(listeners: Vec<tokio::net::TcpListener>) -> Result<Option<poem::listener::BoxAcceptor>, HttpError> {
-    let mut acceptor: Option<poem::listener::BoxAcceptor> = None;
-    for l in listeners {
-        let a = TcpAcceptor::from_tokio(l).map_err(|e| HttpError::Serve(e.to_string()))?;
-        acceptor = Some(match acceptor {
-            None => a.boxed(),
-            Some(prev) => prev.combine(a).boxed(),
-        });
-    }
-    Ok(acceptor)
-}
-
 /// Runs the main and redirect servers until `shutdown` turns true, then lets
 /// in-flight requests finish for up to `server.shutdown_grace_seconds`.
+/// Both run under the connection limits of `[limits]` (see [`serve`]).
 pub async fn run(
     state: Arc<AppState>,
     listeners: Listeners,
     tls: Option<TlsSetup>,
     shutdown: watch::Receiver<bool>,
 ) -> Result<(), HttpError> {
-    let grace = Some(Duration::from_secs(state.config.server.shutdown_grace_seconds));
-    let signal = |mut rx: watch::Receiver<bool>| async move {
-        let _ = rx.wait_for(|stop| *stop).await;
-    };
+    let config = &state.config;
+    let grace = Duration::from_secs(config.server.shutdown_grace_seconds);
+    let limits = serve::Limits::from_config(&config.limits, &config.server.trusted_proxies);
     let https_port = listeners.main_addrs().first().map_or(443, SocketAddr::port);
-    let redirect_ep = redirect_app(&state.config, https_port);
-    let redirect = match combined(listeners.redirect)? {
-        Some(acceptor) if tls.is_some() => {
-            let ep = redirect_ep;
-            let sig = signal(shutdown.clone());
-            Some(tokio::spawn(async move {
-                Server::new_with_acceptor(acceptor).run_with_graceful_shutdown(ep, sig, grace).await
-            }))
-        }
-        _ => None,
-    };
-    let Some(main) = combined(listeners.main)? else {
-        return Ok(());
-    };
-    let result = match tls {
-        Some(setup) => {
-            let ep = app(state.clone(), true);
-            Server::new_with_acceptor(TlsAcceptor::new(main, setup))
-                .run_with_graceful_shutdown(ep, signal(shutdown.clone()), grace)
-                .await
-        }
-        None => {
-            let ep = app(state.clone(), false);
-            Server::new_with_acceptor(main).run_with_graceful_shutdown(ep, signal(shutdown.clone()), grace).await
-        }
-    };
-    if let Some(handle) = redirect {
-        let _ = handle.await;
+    let redirect = (tls.is_some() && !listeners.redirect.is_empty()).then(|| {
+        let server = serve::Server {
+            name: "redirect",
+            listeners: listeners.redirect,
+            tls: None,
+            limits: limits.clone(),
+            metrics: state.metrics.clone(),
+        };
+        tokio::spawn(server.run(redirect_app(config, https_port), shutdown.clone(), grace))
+    });
+    if !listeners.main.is_empty() {
+        let https = tls.is_some();
+        let server =
+            serve::Server { name: "main", listeners: listeners.main, tls, limits, metrics: state.metrics.clone() };
+        server.run(app(state.clone(), https), shutdown, grace).await;
     }
-    result.map_err(|e| HttpError::Serve(e.to_string()))
+    if let Some(handle) = redirect {
+        handle.await.map_err(|e| HttpError::Serve(e.to_string()))?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -5,26 +5,21 @@
 //! - `files`: PEM files, re-read on SIGHUP (open connections keep their certificate);
 //! - `acme`: rustls-acme, TLS-ALPN-01, account and certificate cached sealed in the store.
 //!
-//! The handshake runs lazily on the connection's task, never in the accept loop,
-//! so a slow client cannot stall other connections.
+//! The handshake ([`accept`]) runs on the connection's task, never in the
+//! accept loop, and under `limits.tls_handshake_seconds` (see `http::serve`),
+//! so a slow client can neither stall other connections nor hold its own open.
 use crate::config::{Config, TlsMode};
 use crate::secrets::SharedKeyring;
 use crate::store::{Store, SystemContext, Task};
 use crate::swap::Swap;
-use poem::http::uri::Scheme;
-use poem::listener::Acceptor;
-use poem::web::{LocalAddr, RemoteAddr};
 use rustls::ServerConfig;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
-use std::future::Future;
 use std::io;
 use std::path::Path;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite};
 
 /// What went wrong setting up TLS, worded for the sysadmin.
 #[derive(Debug, thiserror::Error)]
@@ -193,21 +188,10 @@ impl TlsSetup {
     }
 }
 
-/// Wraps an acceptor so each connection is a TLS stream.
-pub struct TlsAcceptor<A> {
-    inner: A,
-    setup: TlsSetup,
-}
-
-impl<A> TlsAcceptor<A> {
-    pub fn new(inner: A, setup: TlsSetup) -> Self {
-        TlsAcceptor { inner, setup }
-    }
-}
-
-type Handshake<S> = Pin<Box<dyn Future<Output = io::Result<tokio_rustls::server::TlsStream<S>>> + Send>>;
-
-async fn handshake<S>(stream: S, setup: TlsSetup) -> io::Result<tokio_rustls::server::TlsStream<S>>
+/// Completes the TLS handshake of one accepted connection (on its own task,
+/// under the caller's timeout). An ACME TLS-ALPN-01 validation is answered
+/// and closed here.
+pub async fn accept<S>(stream: S, setup: TlsSetup) -> io::Result<tokio_rustls::server::TlsStream<S>>
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -221,87 +205,4 @@ where
         return Err(io::Error::other("ACME validation connection closed"));
     }
     start.into_stream(setup.config).await
-}
-
-impl<A> Acceptor for TlsAcceptor<A>
-where
-    A: Acceptor,
-    A::Io: 'static,
-{
-    type Io = LazyTls<A::Io>;
-
-    fn local_addr(&self) -> Vec<LocalAddr> {
-        self.inner.local_addr()
-    }
-
-    async fn accept(&mut self) -> io::Result<(Self::Io, LocalAddr, RemoteAddr, Scheme)> {
-        let (stream, local, remote, _) = self.inner.accept().await?;
-        let fut: Handshake<A::Io> = Box::pin(handshake(stream, self.setup.clone()));
-        Ok((LazyTls::Handshaking(fut), local, remote, Scheme::HTTPS))
-    }
-}
-
-/// A TLS stream whose handshake completes on first use.
-pub enum LazyTls<S> {
-    Handshaking(Handshake<S>),
-    Ready(Box<tokio_rustls::server::TlsStream<S>>),
-    Failed,
-}
-
-impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> LazyTls<S> {
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<&mut tokio_rustls::server::TlsStream<S>>> {
-        loop {
-            match self {
-                LazyTls::Handshaking(fut) => match fut.as_mut().poll(cx) {
-                    Poll::Ready(Ok(s)) => *self = LazyTls::Ready(Box::new(s)),
-                    Poll::Ready(Err(e)) => {
-                        tracing::debug!(error = %e, "TLS handshake failed");
-                        *self = LazyTls::Failed;
-                        return Poll::Ready(Err(e));
-                    }
-                    Poll::Pending => return Poll::Pending,
-                },
-                LazyTls::Ready(s) => return Poll::Ready(Ok(s)),
-                LazyTls::Failed => {
-                    return Poll::Ready(Err(io::Error::other("TLS handshake failed")));
-                }
-            }
-        }
-    }
-}
-
-impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> AsyncRead for LazyTls<S> {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut().poll_ready(cx) {
-            Poll::Ready(Ok(s)) => Pin::new(s).poll_read(cx, buf),
-            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
-            Poll::Pending => Poll::Pending,
-        }
-    }
-}
-
-impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> AsyncWrite for LazyTls<S> {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        match self.get_mut().poll_ready(cx) {
-            Poll::Ready(Ok(s)) => Pin::new(s).poll_write(cx, buf),
-            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
-            Poll::Pending => Poll::Pending,
-        }
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut().poll_ready(cx) {
-            Poll::Ready(Ok(s)) => Pin::new(s).poll_flush(cx),
-            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
-            Poll::Pending => Poll::Pending,
-        }
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut().poll_ready(cx) {
-            Poll::Ready(Ok(s)) => Pin::new(s).poll_shutdown(cx),
-            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
-            Poll::Pending => Poll::Pending,
-        }
-    }
 }

@@ -6,6 +6,7 @@ mod cli;
 mod clio;
 mod crash;
 mod data;
+mod edge;
 mod grants;
 mod identity;
 mod matrix;
