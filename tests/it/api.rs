@@ -190,7 +190,11 @@ async fn graceful_stop_finishes_in_flight_requests() {
     let s = TestServer::start().await;
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(2);
     let body = reqwest::Body::wrap_stream(tokio_stream_from(rx));
-    let request = client()
+    // The connection is set up first, so the streamed request's headers reach
+    // the server at once however loaded the machine (no TLS handshake left to race the stop).
+    let http = client();
+    assert_eq!(http.get(s.url("/healthz")).send().await.unwrap().status(), 200);
+    let request = http
         .patch(s.url("/api/v1/org"))
         .bearer_auth(&s.admin_token)
         .header("content-type", "application/json")
@@ -198,7 +202,7 @@ async fn graceful_stop_finishes_in_flight_requests() {
         .send();
     let inflight = tokio::spawn(request);
     tx.send(Ok(br#"{"name": "#.to_vec())).await.unwrap();
-    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     let base = s.base.clone();
     let stopping = tokio::spawn(s.stop());
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
