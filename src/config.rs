@@ -49,6 +49,9 @@ pub struct ClioConfig {
     pub reconcile_schedule: String,
     /// After disconnecting, the cached Clio data is due for purge after this many days.
     pub purge_after_days: u32,
+    /// The largest share (0 to 1) of a kind's records one deletion reconcile
+    /// may delete; more is held until a second listing agrees or an admin confirms.
+    pub max_delete_share: f64,
 }
 
 impl Default for ClioConfig {
@@ -57,6 +60,7 @@ impl Default for ClioConfig {
             sync_schedule: "0 */15 * * * *".into(),
             reconcile_schedule: "0 30 2 * * *".into(),
             purge_after_days: 30,
+            max_delete_share: 0.2,
         }
     }
 }
@@ -715,6 +719,14 @@ impl Loaded {
                     "write 6 fields, seconds first, in UTC: \"0 */15 * * * *\" is every 15 minutes",
                 );
             }
+        }
+        let share = c.clio.max_delete_share;
+        if !(share > 0.0 && share <= 1.0) {
+            return err(
+                "clio.max_delete_share",
+                &format!("`{share}` is not a share between 0 (exclusive) and 1"),
+                "set a fraction such as 0.2 (one listing may delete at most a fifth of a kind's records)",
+            );
         }
         if c.server.max_body_bytes == 0 {
             return err("server.max_body_bytes", "must be greater than 0", "set a limit such as 1048576 (1 MiB)");

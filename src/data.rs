@@ -3,11 +3,12 @@
 //! search and export) goes through a [`Viewer`], which carries the caller's
 //! org scope and [`Screen`]: a walled matter and everything under it is not
 //! there for a screened member, in lists, counts and direct reads alike.
+//! Besides the sync's own `clio::sync::SyncScope`, nothing else reads records.
 use crate::auth::Principal;
 use crate::auth::walls::{self, Screen};
-use crate::clio::sync::record_key;
-use crate::records::{Kind, Record, Typed};
+use crate::records::{Kind, Record, Typed, record_key};
 use crate::store::{OrgScope, RECORDS, Store, StoreError};
+use crate::timestamp::Timestamp;
 
 /// A caller's view of the records: scope plus ethical-wall screen.
 pub struct Viewer {
@@ -31,8 +32,8 @@ impl Viewer {
 /// Filters a list may apply; each kind uses those that make sense for it.
 #[derive(Clone, Debug, Default)]
 pub struct Filters {
-    /// RFC 3339: only records updated after this.
-    pub updated_since: Option<String>,
+    /// Only records updated after this.
+    pub updated_since: Option<Timestamp>,
     pub status: Option<String>,
     pub kind: Option<String>,
     pub client_id: Option<String>,
@@ -70,7 +71,7 @@ fn within(from: &Option<String>, to: &Option<String>, date: Option<&str>) -> boo
 
 impl Filters {
     fn accepts(&self, record: &Record, typed: &Typed) -> bool {
-        if self.updated_since.as_deref().is_some_and(|s| record.updated_at.as_deref().is_none_or(|u| u <= s)) {
+        if self.updated_since.is_some_and(|s| record.updated_at.is_none_or(|u| u <= s)) {
             return false;
         }
         match typed {
@@ -126,8 +127,35 @@ fn decode(bytes: &[u8]) -> Result<Record, StoreError> {
 
 /// One record the viewer may see; `None` if it does not exist or is walled off.
 pub fn get(store: &Store, viewer: &Viewer, kind: Kind, id: &str) -> Result<Option<Record>, StoreError> {
-    let record = store.read(|r| crate::clio::sync::get(r, &viewer.scope, kind, id))?;
-    Ok(record.filter(|r| viewer.sees(r)))
+    let bytes = store.read(|r| r.get(&viewer.scope, &RECORDS, &record_key(kind, id)))?;
+    Ok(bytes.map(|b| decode(&b)).transpose()?.filter(|r| viewer.sees(r)))
+}
+
+/// The matters a stored record belongs to, read without its body.
+#[derive(serde::Deserialize)]
+struct Belongs {
+    #[serde(default)]
+    matters: Vec<String>,
+}
+
+/// How many records of `kind` the viewer may see. Without walls on the
+/// viewer the keys are counted (values not read).
+pub fn count(store: &Store, viewer: &Viewer, kind: Kind) -> Result<u64, StoreError> {
+    let prefix = [kind.code()];
+    if viewer.screen.hidden().is_empty() {
+        return store.read(|r| r.count(&viewer.scope, &RECORDS, &prefix));
+    }
+    let mut n = 0;
+    store.read(|r| {
+        r.visit(&viewer.scope, &RECORDS, &prefix, &prefix, |_, bytes| {
+            let b: Belongs = serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt(format!("record: {e}")))?;
+            if !b.matters.iter().any(|m| viewer.screen.hides(m)) {
+                n += 1;
+            }
+            Ok(true)
+        })
+    })?;
+    Ok(n)
 }
 
 /// Up to `limit` records of `kind` after the record `after` (an id), in store order.

@@ -1,13 +1,16 @@
 //! The firm's Clio data for integrators: `/matters`, `/contacts`,
 //! `/activities`, `/bills`, `/users`, `/tasks`, `/calendar-entries`, `/notes`,
 //! each listed with filters and cursor pages and read by id, through a
-//! [`Viewer`] so ethical walls apply everywhere.
+//! [`Viewer`] so ethical walls apply everywhere. Reads run on the blocking
+//! pool ([`off_worker`]), never on an async worker.
 use super::auth::Caller;
 use super::problem::{ApiError, ApiResult, Code};
 use crate::auth::Permission;
 use crate::data::{self, Filters, Viewer};
 use crate::records::{Kind, Record};
 use crate::state::AppState;
+use crate::store::Store;
+use crate::timestamp::Timestamp;
 use poem_openapi::param::{Path, Query};
 use poem_openapi::payload::Json;
 use poem_openapi::{Object, OpenApi, Tags};
@@ -33,6 +36,7 @@ pub struct RecordView {
     pub kind: String,
     /// Clio's etag (with its quotes).
     pub etag: Option<String>,
+    /// RFC 3339, UTC.
     pub updated_at: Option<String>,
     /// The record exactly as Clio sent it (unknown fields included).
     pub data: serde_json::Value,
@@ -40,7 +44,13 @@ pub struct RecordView {
 
 impl From<Record> for RecordView {
     fn from(r: Record) -> Self {
-        RecordView { id: r.id, kind: r.kind.as_str().into(), etag: r.etag, updated_at: r.updated_at, data: r.raw }
+        RecordView {
+            id: r.id,
+            kind: r.kind.as_str().into(),
+            etag: r.etag,
+            updated_at: r.updated_at.map(Timestamp::to_rfc3339),
+            data: r.raw,
+        }
     }
 }
 
@@ -57,42 +67,65 @@ pub struct RecordPage {
 pub struct Paging {
     after: Option<String>,
     limit: usize,
-    updated_since: Option<String>,
+    updated_since: Option<Timestamp>,
 }
 
-/// The paging of a list request; `updated_since` is normalized to UTC, as Clio writes `updated_at`.
+/// The paging of a list request; `updated_since` becomes an instant.
 fn paging(
     after: Query<Option<String>>,
     limit: Query<Option<u32>>,
     updated_since: Query<Option<time::OffsetDateTime>>,
 ) -> ApiResult<Paging> {
-    use time::format_description::well_known::Rfc3339;
     let since = match updated_since.0 {
         None => None,
-        Some(t) => Some(t.to_offset(time::UtcOffset::UTC).format(&Rfc3339).map_err(|_| {
-            ApiError::field(Code::BadRequest, "updated_since", "`updated_since` is outside the years 0 to 9999")
+        Some(t) => Some(Timestamp::from_micros_checked(t.unix_timestamp_nanos().div_euclid(1000)).map_err(|e| {
+            ApiError::field(Code::BadRequest, "updated_since", format!("`updated_since` {e}"))
         })?),
     };
     Ok(Paging { after: after.0, limit: limit.0.unwrap_or(100) as usize, updated_since: since })
 }
 
-impl DataApi {
-    fn viewer(&self, auth: &Caller) -> ApiResult<Viewer> {
-        let p = auth.require(Permission::DataRead)?;
-        Viewer::of(&self.state.store, p).map_err(ApiError::from)
-    }
+/// Runs `read` on the blocking pool, never on an async worker: a read that
+/// can scan (a selective list over a large firm) must not stall the server.
+/// Every read of records or sync state in `api/` goes through here.
+pub(super) async fn off_worker<R: Send + 'static>(
+    store: &Arc<Store>,
+    read: impl FnOnce(&Store) -> ApiResult<R> + Send + 'static,
+) -> ApiResult<R> {
+    let store = store.clone();
+    tokio::task::spawn_blocking(move || read(&store)).await.map_err(|e| {
+        tracing::error!(error = %e, "a store read on the blocking pool failed");
+        ApiError::new(Code::Internal, "an internal error occurred; quote the request id to your administrator")
+    })?
+}
 
-    fn list(&self, auth: &Caller, paging: Paging, kind: Kind, mut filters: Filters) -> ApiResult<Json<RecordPage>> {
-        let viewer = self.viewer(auth)?;
+/// Runs `read` off the async workers as the caller's [`Viewer`] (`data:read`).
+async fn as_viewer<R: Send + 'static>(
+    state: &AppState,
+    auth: &Caller,
+    read: impl FnOnce(&Store, &Viewer) -> Result<R, crate::store::StoreError> + Send + 'static,
+) -> ApiResult<R> {
+    let principal = auth.require(Permission::DataRead)?.clone();
+    off_worker(&state.store, move |store| {
+        let viewer = Viewer::of(store, &principal)?;
+        Ok(read(store, &viewer)?)
+    })
+    .await
+}
+
+impl DataApi {
+    async fn list(&self, auth: &Caller, paging: Paging, kind: Kind, mut filters: Filters) -> ApiResult<Json<RecordPage>> {
         filters.updated_since = paging.updated_since;
-        let page = data::list(&self.state.store, &viewer, kind, &filters, paging.after.as_deref(), paging.limit)
-            .map_err(ApiError::from)?;
+        let page = as_viewer(&self.state, auth, move |store, viewer| {
+            data::list(store, viewer, kind, &filters, paging.after.as_deref(), paging.limit)
+        })
+        .await?;
         Ok(Json(RecordPage { records: page.records.into_iter().map(RecordView::from).collect(), next: page.next }))
     }
 
-    fn get(&self, auth: &Caller, kind: Kind, id: &str) -> ApiResult<Json<RecordView>> {
-        let viewer = self.viewer(auth)?;
-        let record = data::get(&self.state.store, &viewer, kind, id).map_err(ApiError::from)?;
+    async fn get(&self, auth: &Caller, kind: Kind, id: String) -> ApiResult<Json<RecordView>> {
+        let wanted = id.clone();
+        let record = as_viewer(&self.state, auth, move |store, viewer| data::get(store, viewer, kind, &wanted)).await?;
         record
             .map(|r| Json(r.into()))
             .ok_or_else(|| ApiError::new(Code::NotFound, format!("{kind} `{id}` was not found")))
@@ -143,7 +176,7 @@ impl DataApi {
             to: opened_to.0,
             ..Filters::default()
         };
-        self.list(&auth, paging(after, limit, updated_since)?, Kind::Matter, filters)
+        self.list(&auth, paging(after, limit, updated_since)?, Kind::Matter, filters).await
     }
 
     /// One matter
@@ -157,7 +190,7 @@ impl DataApi {
         auth: Caller,
         #[oai(validator(max_length = 64))] id: Path<String>,
     ) -> ApiResult<Json<RecordView>> {
-        self.get(&auth, Kind::Matter, &id.0)
+        self.get(&auth, Kind::Matter, id.0).await
     }
 
     /// List contacts
@@ -185,7 +218,7 @@ impl DataApi {
         is_client: Query<Option<bool>>,
     ) -> ApiResult<Json<RecordPage>> {
         let filters = Filters { kind: record_type.0, is_client: is_client.0, ..Filters::default() };
-        self.list(&auth, paging(after, limit, updated_since)?, Kind::Contact, filters)
+        self.list(&auth, paging(after, limit, updated_since)?, Kind::Contact, filters).await
     }
 
     /// One contact
@@ -199,7 +232,7 @@ impl DataApi {
         auth: Caller,
         #[oai(validator(max_length = 64))] id: Path<String>,
     ) -> ApiResult<Json<RecordView>> {
-        self.get(&auth, Kind::Contact, &id.0)
+        self.get(&auth, Kind::Contact, id.0).await
     }
 
     /// List activities (time and expense entries)
@@ -247,7 +280,7 @@ impl DataApi {
             to: date_to.0,
             ..Filters::default()
         };
-        self.list(&auth, paging(after, limit, updated_since)?, Kind::Activity, filters)
+        self.list(&auth, paging(after, limit, updated_since)?, Kind::Activity, filters).await
     }
 
     /// One activity
@@ -261,7 +294,7 @@ impl DataApi {
         auth: Caller,
         #[oai(validator(max_length = 64))] id: Path<String>,
     ) -> ApiResult<Json<RecordView>> {
-        self.get(&auth, Kind::Activity, &id.0)
+        self.get(&auth, Kind::Activity, id.0).await
     }
 
     /// List bills
@@ -306,7 +339,7 @@ impl DataApi {
             to: issued_to.0,
             ..Filters::default()
         };
-        self.list(&auth, paging(after, limit, updated_since)?, Kind::Bill, filters)
+        self.list(&auth, paging(after, limit, updated_since)?, Kind::Bill, filters).await
     }
 
     /// One bill
@@ -320,7 +353,7 @@ impl DataApi {
         auth: Caller,
         #[oai(validator(max_length = 64))] id: Path<String>,
     ) -> ApiResult<Json<RecordView>> {
-        self.get(&auth, Kind::Bill, &id.0)
+        self.get(&auth, Kind::Bill, id.0).await
     }
 
     /// List users (timekeepers)
@@ -345,7 +378,7 @@ impl DataApi {
         enabled: Query<Option<bool>>,
     ) -> ApiResult<Json<RecordPage>> {
         let filters = Filters { enabled: enabled.0, ..Filters::default() };
-        self.list(&auth, paging(after, limit, updated_since)?, Kind::User, filters)
+        self.list(&auth, paging(after, limit, updated_since)?, Kind::User, filters).await
     }
 
     /// One user
@@ -359,7 +392,7 @@ impl DataApi {
         auth: Caller,
         #[oai(validator(max_length = 64))] id: Path<String>,
     ) -> ApiResult<Json<RecordView>> {
-        self.get(&auth, Kind::User, &id.0)
+        self.get(&auth, Kind::User, id.0).await
     }
 
     /// List tasks
@@ -404,7 +437,7 @@ impl DataApi {
             to: due_to.0,
             ..Filters::default()
         };
-        self.list(&auth, paging(after, limit, updated_since)?, Kind::Task, filters)
+        self.list(&auth, paging(after, limit, updated_since)?, Kind::Task, filters).await
     }
 
     /// One task
@@ -418,7 +451,7 @@ impl DataApi {
         auth: Caller,
         #[oai(validator(max_length = 64))] id: Path<String>,
     ) -> ApiResult<Json<RecordView>> {
-        self.get(&auth, Kind::Task, &id.0)
+        self.get(&auth, Kind::Task, id.0).await
     }
 
     /// List calendar entries
@@ -459,7 +492,7 @@ impl DataApi {
             to: to.0,
             ..Filters::default()
         };
-        self.list(&auth, paging(after, limit, updated_since)?, Kind::CalendarEntry, filters)
+        self.list(&auth, paging(after, limit, updated_since)?, Kind::CalendarEntry, filters).await
     }
 
     /// One calendar entrie
@@ -473,7 +506,7 @@ impl DataApi {
         auth: Caller,
         #[oai(validator(max_length = 64))] id: Path<String>,
     ) -> ApiResult<Json<RecordView>> {
-        self.get(&auth, Kind::CalendarEntry, &id.0)
+        self.get(&auth, Kind::CalendarEntry, id.0).await
     }
 
     /// List notes
@@ -505,7 +538,7 @@ impl DataApi {
         date_to: Query<Option<String>>,
     ) -> ApiResult<Json<RecordPage>> {
         let filters = Filters { matter_id: matter_id.0, from: date_from.0, to: date_to.0, ..Filters::default() };
-        self.list(&auth, paging(after, limit, updated_since)?, Kind::Note, filters)
+        self.list(&auth, paging(after, limit, updated_since)?, Kind::Note, filters).await
     }
 
     /// One note
@@ -519,6 +552,6 @@ impl DataApi {
         auth: Caller,
         #[oai(validator(max_length = 64))] id: Path<String>,
     ) -> ApiResult<Json<RecordView>> {
-        self.get(&auth, Kind::Note, &id.0)
+        self.get(&auth, Kind::Note, id.0).await
     }
 }

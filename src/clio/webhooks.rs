@@ -8,10 +8,10 @@
 //! (lowercase-hex HMAC-SHA256 of the raw body) in constant time, applies the
 //! event to the store, and renews subscriptions before they expire.
 use super::client::{ClioClient, ClioError};
-use super::sync::record_key;
+use super::sync::{self, SyncError, SyncScope};
 use crate::records::{Kind, Record};
 use crate::secrets::{Keyring, SharedKeyring};
-use crate::store::{CLIO, HOOKS, OrgId, OrgScope, RECORDS, Reader, Store, StoreError, SystemContext, Tx};
+use crate::store::{CLIO, HOOKS, OrgId, OrgScope, Reader, Store, StoreError, SystemContext, Tx};
 use hmac::{Hmac, Mac as _};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -234,23 +234,24 @@ pub fn deliver(
     let event = parsed.pointer("/meta/event").and_then(Value::as_str).unwrap_or("updated");
     let data = parsed.get("data").cloned().unwrap_or(Value::Null);
     let kind = sub.kind;
+    let sync = SyncScope::begin(store, &CTX, org)?;
     if event == "deleted" {
         let rid = data.get("id").map(|v| v.to_string().trim_matches('"').to_string()).unwrap_or_default();
-        store.write(|w| w.delete(&scope, &RECORDS, &record_key(kind, &rid)))?;
+        sync::delete_one(store, &sync, kind, &rid).map_err(from_sync)?;
         return Ok(Applied::Deleted);
     }
     let record = Record::from_clio(kind, data).map_err(|e| WebhookError::Malformed(e.to_string()))?;
-    store
-        .write(|w| {
-            let key = record_key(kind, &record.id);
-            let old: Option<Record> = w.get_json(&scope, &RECORDS, &key)?;
-            if old.is_some_and(|o| o.etag.is_some() && o.etag == record.etag) {
-                return Ok(Applied::Unchanged);
-            }
-            w.put_json(&scope, &RECORDS, &key, &record)?;
-            Ok(Applied::Stored)
-        })
-        .map_err(WebhookError::from)
+    let stored = sync::store_one(store, &sync, record).map_err(from_sync)?;
+    Ok(if stored { Applied::Stored } else { Applied::Unchanged })
+}
+
+fn from_sync(e: SyncError) -> WebhookError {
+    match e {
+        SyncError::Clio(e) => WebhookError::Clio(e),
+        SyncError::Store(e) => WebhookError::Store(e),
+        // The firm disconnected while the delivery was in flight: as if the endpoint were gone.
+        SyncError::Fenced => WebhookError::UnknownHook,
+    }
 }
 
 #[cfg(test)]
