@@ -4,7 +4,7 @@
 //! damaged responses; an interrupted pass resumes without refetching.
 use docket::clio::client::{ClioClient, Endpoints, RetryPolicy, Tokens, http_client};
 use docket::clio::fake::{Corruption, FakeClio};
-use docket::clio::sync::{self, Checkpoint};
+use docket::clio::sync::{self, Checkpoint, Listing, SyncScope};
 use docket::clock::Clock;
 use docket::records::Kind;
 use docket::store::{OrgScope, Store, SystemContext};
@@ -16,6 +16,7 @@ struct Rig {
     fake: FakeClio,
     store: Arc<Store>,
     scope: OrgScope,
+    sync: SyncScope,
     client: ClioClient,
     refreshed: Arc<Mutex<u32>>,
     metrics: Arc<Metrics>,
@@ -34,9 +35,14 @@ fn fast_policy() -> RetryPolicy {
 }
 
 async fn rig(total: u64) -> Rig {
-    let fake = FakeClio::start(42, total).await.unwrap();
+    rig_on(total, Clock::system()).await
+}
+
+/// A rig whose store and fake Clio share `clock`.
+async fn rig_on(total: u64, clock: Clock) -> Rig {
+    let fake = FakeClio::start_with_clock(42, total, clock.clone()).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(Store::open(&dir.path().join("s.redb"), Clock::system()).unwrap());
+    let store = Arc::new(Store::open(&dir.path().join("s.redb"), clock).unwrap());
     let ctx = SystemContext::new("test");
     let org = store.write(|w| docket::store::orgs::create(w, &ctx, "smith-jones", "Smith & Jones")).unwrap();
     let endpoints = Endpoints::at(&fake.base_url());
@@ -60,14 +66,15 @@ async fn rig(total: u64) -> Rig {
         metrics.clone(),
         fast_policy(),
     );
-    Rig { fake, store, scope: ctx.org_scope(org.id), client, refreshed, metrics, _dir: dir }
+    let sync = SyncScope::begin(&store, &ctx, org.id).unwrap();
+    Rig { fake, store, scope: ctx.org_scope(org.id), sync, client, refreshed, metrics, _dir: dir }
 }
 
 impl Rig {
     async fn sync_all(&self) -> sync::Report {
         let mut total = sync::Report::default();
         for kind in Kind::ALL {
-            let r = sync::sync_kind(&self.store, &self.scope, &self.client, kind).await.unwrap();
+            let r = sync::sync_kind(&self.store, &self.sync, &self.client, kind).await.unwrap();
             total.pages += r.pages;
             total.stored += r.stored;
             total.unchanged += r.unchanged;
@@ -80,7 +87,7 @@ impl Rig {
     fn assert_equal(&self) {
         for kind in Kind::ALL {
             let source = self.fake.snapshot(kind);
-            let stored = self.store.read(|r| sync::all(r, &self.scope, kind)).unwrap();
+            let stored = self.stored(kind);
             assert_eq!(stored.len(), source.len(), "{kind}: count");
             for record in &stored {
                 let original =
@@ -92,7 +99,15 @@ impl Rig {
     }
 
     fn checkpoint(&self, kind: Kind) -> Checkpoint {
-        self.store.read(|r| sync::checkpoint(r, &self.scope, kind)).unwrap()
+        self.store.read(|r| sync::checkpoint(r, &self.scope, Listing::of(kind)[0])).unwrap()
+    }
+
+    fn stored(&self, kind: Kind) -> Vec<docket::records::Record> {
+        self.store.read(|r| sync::records(r, &self.sync, kind)).unwrap()
+    }
+
+    async fn reconcile(&self, kind: Kind) -> sync::Reconciled {
+        sync::reconcile(&self.store, &self.sync, &self.client, kind, 0.2).await.unwrap()
     }
 }
 
@@ -107,7 +122,7 @@ async fn full_then_incremental_sync_equals_the_source() {
     let calls = rig.fake.api_calls();
     let m = rig
         .store
-        .read(|r| sync::get(r, &rig.scope, Kind::Matter, &rig.fake.firm().id(Kind::Matter, 0).to_string()))
+        .read(|r| sync::record(r, &rig.sync, Kind::Matter, &rig.fake.firm().id(Kind::Matter, 0).to_string()))
         .unwrap()
         .unwrap();
     assert!(
@@ -134,7 +149,7 @@ async fn full_then_incremental_sync_equals_the_source() {
     assert!(rig.fake.api_calls() - calls < 20, "an incremental pass costs a page per kind, not a full sync");
     let mut deleted = 0;
     for kind in Kind::ALL {
-        deleted += sync::reconcile(&rig.store, &rig.scope, &rig.client, kind).await.unwrap();
+        deleted += rig.reconcile(kind).await.deleted;
     }
     assert_eq!(deleted, Kind::ALL.len() as u64, "one deletion per kind found");
     rig.assert_equal();
@@ -165,16 +180,15 @@ async fn storms_bursts_expiry_and_damaged_pages_are_survived() {
     rig.fake.set_faults(|f| f.rate_limit_per_minute = None);
     rig.fake.expire_access_tokens();
     rig.fake.edit(Kind::Matter, rig.fake.firm().id(Kind::Matter, 1));
-    let after = sync::sync_kind(&rig.store, &rig.scope, &rig.client, Kind::Matter).await.unwrap();
+    let after = sync::sync_kind(&rig.store, &rig.sync, &rig.client, Kind::Matter).await.unwrap();
     assert_eq!(after.stored, 1);
     assert_eq!(*rig.refreshed.lock().unwrap(), 1, "a 401 refreshes the token once and goes on");
     // The two damaged records come back on a full reconcile-and-resync; the store equals the source.
     for kind in Kind::ALL {
-        sync::reconcile(&rig.store, &rig.scope, &rig.client, kind).await.unwrap();
+        rig.reconcile(kind).await;
     }
     let snapshot_counts: u64 = Kind::ALL.iter().map(|k| rig.fake.snapshot(*k).len() as u64).sum();
-    let stored: u64 =
-        Kind::ALL.iter().map(|k| rig.store.read(|r| sync::all(r, &rig.scope, *k)).unwrap().len() as u64).sum();
+    let stored: u64 = Kind::ALL.iter().map(|k| rig.stored(*k).len() as u64).sum();
     assert_eq!(stored + 2, snapshot_counts, "exactly the two damaged records are missing");
 }
 
@@ -185,7 +199,7 @@ async fn an_interrupted_pass_resumes_where_it_stopped() {
     let pages_needed = rig.fake.firm().count(kind).div_ceil(200);
     // Let four pages through, then fail every request until the client gives up.
     let before = rig.fake.api_calls();
-    let probe = sync::sync_kind(&rig.store, &rig.scope, &rig.client, Kind::User).await.unwrap();
+    let probe = sync::sync_kind(&rig.store, &rig.sync, &rig.client, Kind::User).await.unwrap();
     assert_eq!(probe.pages, 1);
     let handle = {
         let fake = rig.fake.clone();
@@ -199,7 +213,7 @@ async fn an_interrupted_pass_resumes_where_it_stopped() {
             }
         })
     };
-    let failed = sync::sync_kind(&rig.store, &rig.scope, &rig.client, kind).await;
+    let failed = sync::sync_kind(&rig.store, &rig.sync, &rig.client, kind).await;
     handle.await.unwrap();
     assert!(failed.is_err(), "the pass stops when Clio stays down");
     let cp = rig.checkpoint(kind);
@@ -209,10 +223,10 @@ async fn an_interrupted_pass_resumes_where_it_stopped() {
     assert!(served >= 1 && served < pages_needed, "{served} of {pages_needed}");
     rig.fake.set_faults(|f| f.fail_next = 0);
     let calls = rig.fake.api_calls();
-    let resumed = sync::sync_kind(&rig.store, &rig.scope, &rig.client, kind).await.unwrap();
+    let resumed = sync::sync_kind(&rig.store, &rig.sync, &rig.client, kind).await.unwrap();
     assert_eq!(resumed.pages, pages_needed - served, "completed pages are not fetched again");
     assert_eq!(rig.fake.api_calls() - calls, pages_needed - served);
     assert_eq!(resumed.unchanged, 0, "no record was fetched twice");
-    let stored = rig.store.read(|r| sync::all(r, &rig.scope, kind)).unwrap();
+    let stored = rig.stored(kind);
     assert_eq!(stored.len() as u64, rig.fake.firm().count(kind), "no duplicates, nothing missing");
 }
