@@ -93,6 +93,8 @@ pub struct Faults {
     pub corrupt_next: Vec<Corruption>,
     /// Lifetime of access tokens.
     pub token_ttl: Duration,
+    /// Lists answer no records and no next page (a bad answer a deletion reconcile must survive).
+    pub empty_lists: bool,
 }
 
 impl Default for Faults {
@@ -106,6 +108,7 @@ impl Default for Faults {
             delay: Duration::ZERO,
             corrupt_next: vec![],
             token_ttl: Duration::from_secs(30 * 86_400),
+            empty_lists: false,
         }
     }
 }
@@ -1082,6 +1085,9 @@ fn serve(s: &mut State, base: &str, path: &str, q: &HashMap<String, String>, if_
             }
         }
     };
+    if s.faults.empty_lists {
+        return json_response(StatusCode::OK, &json!({"data": [], "meta": {"paging": {}, "records": 0}}));
+    }
     let (page, more) = s.page(kind, since, after, limit, &select);
     let mut paging = serde_json::Map::new();
     if more && let Some(last) = page.last().and_then(id_of) {

@@ -230,3 +230,251 @@ async fn an_interrupted_pass_resumes_where_it_stopped() {
     let stored = rig.stored(kind);
     assert_eq!(stored.len() as u64, rig.fake.firm().count(kind), "no duplicates, nothing missing");
 }
+
+/// 2026-01-01T00:00:00Z: later than every record of the generated firm.
+fn fixed_clock() -> Clock {
+    Clock::fixed(time::OffsetDateTime::from_unix_timestamp(1_767_225_600).unwrap())
+}
+
+#[tokio::test]
+async fn edits_behind_the_cursor_of_a_long_pass_are_fetched_by_the_next() {
+    let clock = fixed_clock();
+    let rig = rig_on(2_000, clock.clone()).await;
+    let kind = Kind::Activity;
+    let firm = rig.fake.firm();
+    assert!(firm.count(kind) > 400, "the pass takes several pages");
+    let (behind, ahead) = (firm.id(kind, 5), firm.id(kind, firm.count(kind) - 1));
+    // Once the first page is served: an edit behind the cursor, then, longer
+    // than the overlap later, one ahead of it (which this pass does fetch).
+    let (fake, c) = (rig.fake.clone(), clock.clone());
+    rig.fake.after_call(rig.fake.api_calls() + 1, move || {
+        c.advance(Duration::from_secs(10));
+        assert!(fake.edit(kind, behind));
+        c.advance(Duration::from_secs(2 * sync::OVERLAP_SECONDS as u64));
+        assert!(fake.edit(kind, ahead));
+    });
+    sync::sync_kind(&rig.store, &rig.sync, &rig.client, kind).await.unwrap();
+    let etag = |id: u64| {
+        let stored = rig.store.read(|r| sync::record(r, &rig.sync, kind, &id.to_string())).unwrap().unwrap();
+        (stored.etag, rig.fake.snapshot(kind)[&id.to_string()]["etag"].as_str().map(str::to_owned))
+    };
+    let (stored, source) = etag(ahead);
+    assert_eq!(stored, source, "the edit ahead of the cursor came with the pass");
+    let (stored, source) = etag(behind);
+    assert_ne!(stored, source, "the edit behind the cursor was not (it came after its page)");
+
+    clock.advance(Duration::from_secs(60));
+    let next = sync::sync_kind(&rig.store, &rig.sync, &rig.client, kind).await.unwrap();
+    let (stored, source) = etag(behind);
+    assert_eq!(stored, source, "the next pass starts from when the last one started, so it fetches the edit");
+    assert_eq!(next.stored, 1, "and only the edit is written");
+    let cp = rig.checkpoint(kind);
+    let started = docket::timestamp::Timestamp::from_micros(clock.now_micros());
+    assert_eq!(cp.synced_through, Some(started), "the watermark is when the pass started, not a record's time");
+}
+
+#[tokio::test]
+async fn notes_sync_per_type_with_a_checkpoint_each() {
+    let rig = rig(2_000).await;
+    rig.sync_all().await;
+    let source = rig.fake.snapshot(Kind::Note);
+    let stored = rig.stored(Kind::Note);
+    assert_eq!(stored.len(), source.len(), "every note of both types");
+    for t in sync::NOTE_TYPES {
+        let listing = Listing { kind: Kind::Note, note_type: Some(t) };
+        let cp = rig.store.read(|r| sync::checkpoint(r, &rig.scope, listing)).unwrap();
+        let of_type = source.values().filter(|n| n["type"] == t).count() as u64;
+        assert!(of_type > 0 && cp.full_done && cp.last_error.is_none(), "{t}: {cp:?}");
+        assert_eq!(cp.stored, of_type, "{t}: its own checkpoint counts its own notes");
+    }
+    // The deletion reconcile lists both types too: a deleted note of each type is found.
+    let of = |t: &str| source.iter().find(|(_, n)| n["type"] == t).map(|(id, _)| id.parse::<u64>().unwrap()).unwrap();
+    assert!(rig.fake.delete(Kind::Note, of("Matter")) && rig.fake.delete(Kind::Note, of("Contact")));
+    assert_eq!(rig.reconcile(Kind::Note).await, sync::Reconciled { deleted: 2, held: None });
+    assert_eq!(rig.stored(Kind::Note).len(), source.len() - 2);
+}
+
+#[tokio::test]
+async fn a_short_listing_is_held_until_a_second_listing_agrees_or_an_admin_confirms() {
+    let rig = rig(2_000).await;
+    rig.sync_all().await;
+    let kind = Kind::Matter;
+    let firm = rig.fake.firm();
+    let total = firm.count(kind);
+    let held = |rig: &Rig| rig.store.read(|r| sync::deletions(r, &rig.scope, kind)).unwrap().held;
+
+    // A bad answer: Clio lists nothing. Nothing is deleted; the hold is recorded.
+    rig.fake.set_faults(|f| f.empty_lists = true);
+    assert_eq!(rig.reconcile(kind).await, sync::Reconciled { deleted: 0, held: Some(total) });
+    assert_eq!(rig.stored(kind).len() as u64, total, "the firm's matters are all still there");
+    assert_eq!(held(&rig).map(|h| (h.count, h.of)), Some((total, total)));
+    // The next listing is whole again: nothing to delete, the hold is dropped.
+    rig.fake.set_faults(|f| f.empty_lists = false);
+    assert_eq!(rig.reconcile(kind).await, sync::Reconciled { deleted: 0, held: None });
+    assert_eq!((rig.stored(kind).len() as u64, held(&rig)), (total, None));
+
+    // A real mass deletion at Clio: held once, deleted when a second listing agrees.
+    for i in 0..total / 2 {
+        assert!(rig.fake.delete(kind, firm.id(kind, i)));
+    }
+    assert_eq!(rig.reconcile(kind).await.held, Some(total / 2));
+    assert_eq!(rig.stored(kind).len() as u64, total);
+    assert_eq!(rig.reconcile(kind).await, sync::Reconciled { deleted: total / 2, held: None });
+
+    // Held, then confirmed by an admin: the next listing deletes even though it differs a little.
+    let left = total - total / 2;
+    for i in total / 2..total / 2 + left / 2 {
+        rig.fake.delete(kind, firm.id(kind, i));
+    }
+    assert_eq!(rig.reconcile(kind).await.held, Some(left / 2));
+    let confirmed = rig.store.write(|w| sync::confirm_held(w, &rig.scope, "user:admin")).unwrap();
+    assert_eq!(confirmed, vec![(kind, left / 2)]);
+    assert!(rig.store.read(|r| sync::confirmation_pending(r, &rig.scope)).unwrap());
+    rig.fake.delete(kind, firm.id(kind, total - 1));
+    assert_eq!(rig.reconcile(kind).await, sync::Reconciled { deleted: left / 2 + 1, held: None });
+    assert!(!rig.store.read(|r| sync::confirmation_pending(r, &rig.scope)).unwrap());
+    let done = rig.store.read(|r| sync::deletions(r, &rig.scope, kind)).unwrap();
+    assert_eq!(done.deleted, total / 2 + left / 2 + 1, "only deletes that removed a row are counted");
+    assert_eq!(rig.stored(kind).len(), rig.fake.snapshot(kind).len());
+}
+
+#[tokio::test]
+async fn a_record_written_after_the_listing_began_is_not_deleted_by_it() {
+    let rig = rig(2_000).await;
+    rig.sync_all().await;
+    let kind = Kind::Matter;
+    // While the id listing is answered, Clio creates a matter and its webhook
+    // stores it: the listing (taken before) does not have it.
+    let (fake, store, sync) = (rig.fake.clone(), rig.store.clone(), rig.sync.clone());
+    let created = Arc::new(Mutex::new(None));
+    let seen = created.clone();
+    rig.fake.after_call(rig.fake.api_calls() + 1, move || {
+        let id = fake.create(kind).to_string();
+        let raw = fake.snapshot(kind)[&id].clone();
+        let record = docket::records::Record::from_clio(kind, raw).unwrap();
+        assert!(sync::store_one(&store, &sync, record).unwrap());
+        *seen.lock().unwrap() = Some(id);
+    });
+    assert_eq!(rig.reconcile(kind).await, sync::Reconciled { deleted: 0, held: None });
+    let id = created.lock().unwrap().clone().expect("the hook ran during the listing");
+    assert!(rig.store.read(|r| sync::record(r, &rig.sync, kind, &id)).unwrap().is_some(), "kept");
+    rig.assert_equal();
+}
+
+#[tokio::test]
+async fn a_disconnect_fences_the_pages_of_a_pass_in_flight() {
+    let rig = rig(2_000).await;
+    let kind = Kind::Activity;
+    // The firm disconnects once Clio has answered the first page, before docket stores it.
+    let (store, scope) = (rig.store.clone(), rig.scope.clone());
+    rig.fake.after_call(rig.fake.api_calls() + 1, move || {
+        store.write(|w| sync::bump_generation(w, &scope)).unwrap();
+    });
+    let fenced = sync::sync_kind(&rig.store, &rig.sync, &rig.client, kind).await;
+    assert!(matches!(fenced, Err(sync::SyncError::Fenced)), "{fenced:?}");
+    assert!(rig.stored(kind).is_empty(), "no page landed after the disconnect");
+    let cp = rig.checkpoint(kind);
+    assert_eq!((cp.pages, cp.last_error), (0, None), "nothing at all was written");
+    let reconcile = sync::reconcile(&rig.store, &rig.sync, &rig.client, kind, 0.2).await;
+    assert!(matches!(reconcile, Err(sync::SyncError::Fenced)), "deletes are fenced too");
+    // A sync that begins after the disconnect (a reconnect) writes again.
+    let fresh = SyncScope::begin(&rig.store, &SystemContext::new("test"), rig.scope.org()).unwrap();
+    let report = sync::sync_kind(&rig.store, &fresh, &rig.client, kind).await.unwrap();
+    assert_eq!(report.stored, rig.fake.firm().count(kind));
+}
+
+#[tokio::test]
+async fn the_fake_is_as_strict_as_clio() {
+    let clock = fixed_clock();
+    let rig = rig_on(500, clock.clone()).await;
+    let http = http_client(Duration::from_secs(10)).unwrap();
+    let tokens = rig.fake.grant(&http).await.unwrap();
+    let token = tokens.access.expose().to_string();
+    let api = |path: &str| format!("{}/api/v4/{path}", rig.fake.base_url());
+    let get = async |path: &str, headers: &[(&str, &str)]| {
+        let mut req = http.get(api(path)).bearer_auth(&token);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let resp = req.send().await.unwrap();
+        let (status, head) = (resp.status().as_u16(), resp.headers().clone());
+        (status, head, resp.json::<serde_json::Value>().await.unwrap_or_default())
+    };
+    let status = async |path: &str| get(path, &[]).await.0;
+    // Notes need a type.
+    assert_eq!(status("notes.json?fields=id").await, 400);
+    assert_eq!(status("notes.json?fields=id&type=Other").await, 400);
+    assert_eq!(status("notes?fields=id&type=Contact").await, 200, "with or without .json");
+    // fields.
+    let (s, _, body) = get("matters.json?fields=id,bogus", &[]).await;
+    assert_eq!((s, body["error"]["type"].as_str()), (400, Some("InvalidFields")));
+    assert_eq!(status("matters.json?fields=id,description{id}").await, 400, "braces on a plain field");
+    assert_eq!(status("matters.json?fields=id,client{id,company{id}}").await, 400, "two levels");
+    assert_eq!(status("matters.json?fields=id,matter_stage{id}").await, 200, "an association the firm leaves empty");
+    let (_, _, body) = get("matters.json?limit=1", &[]).await;
+    assert_eq!(body["data"][0].as_object().unwrap().len(), 2, "id and etag only without fields: {body}");
+    // Paging and filters.
+    assert_eq!(status("matters.json?limit=201").await, 400);
+    assert_eq!(status("users.json?limit=2000").await, 200);
+    assert_eq!(status("matters.json?order=display_number(asc)").await, 400, "other orders need offset");
+    let (s, _, body) = get("activities.json?offset=9900&limit=200", &[]).await;
+    assert_eq!((s, body["error"]["type"].as_str()), (422, Some("ArgumentError")));
+    assert_eq!(status("matters.json?offset=0&page_token=x").await, 400);
+    let (_, _, first) = get("matters.json?fields=id&limit=3&offset=3", &[]).await;
+    let (_, _, cursor) = get("matters.json?fields=id&limit=6", &[]).await;
+    assert_eq!(first["data"].as_array().unwrap()[..], cursor["data"].as_array().unwrap()[3..], "offset paging");
+    assert_eq!(status("matters.json?updated_since=2024-01-01").await, 400, "a date is not a date-time");
+    assert_eq!(status("matters.json?updated_since=2024-01-01T00:00:00-05:00").await, 200);
+    let (_, _, created) = get("matters.json?created_since=2100-01-01T00:00:00Z", &[]).await;
+    assert_eq!((created["data"].as_array().unwrap().len(), &created["meta"]["records"]), (0, &serde_json::json!(0)));
+    // Versions.
+    assert_eq!(get("matters.json", &[("x-api-version", "3.9.0")]).await.0, 410);
+    let (s, head, _) = get("matters.json", &[("x-api-version", "4.0.13")]).await;
+    assert_eq!((s, head.get("x-api-version").and_then(|v| v.to_str().ok())), (200, Some("4.0.13")));
+    // A single record: ETag, Last-Modified, 304.
+    let id = rig.fake.firm().id(Kind::Matter, 0);
+    let (s, head, _) = get(&format!("matters/{id}.json?fields=id,etag"), &[]).await;
+    let etag = head.get("etag").and_then(|v| v.to_str().ok()).unwrap().to_string();
+    assert!(s == 200 && etag.starts_with('"') && head.contains_key("last-modified"), "{head:?}");
+    assert_eq!(get(&format!("matters/{id}.json"), &[("if-none-match", &etag)]).await.0, 304);
+    assert_eq!(http.get(api("matters.json")).send().await.unwrap().status(), 401, "a token is required");
+    // OAuth: form-encoded, codes single-use and short-lived.
+    let token_url = format!("{}/oauth/token", rig.fake.base_url());
+    let (id_, secret) = (rig.fake.client_id.clone(), rig.fake.client_secret.clone());
+    let redirect = "https://docket.test/cb";
+    let code = rig.fake.approve(redirect);
+    let form = |code: &str| {
+        [("client_id", id_.clone()), ("client_secret", secret.clone()), ("grant_type", "authorization_code".into()), ("code", code.into()), ("redirect_uri", redirect.into())]
+    };
+    let as_json = http.post(&token_url).json(&serde_json::json!({"client_id": id_})).send().await.unwrap();
+    assert_eq!(as_json.status(), 400, "the token endpoint takes a form");
+    assert_eq!(http.post(&token_url).form(&form(&code)).send().await.unwrap().status(), 200);
+    assert_eq!(http.post(&token_url).form(&form(&code)).send().await.unwrap().status(), 400, "a code is used once");
+    let late = rig.fake.approve(redirect);
+    clock.advance(Duration::from_secs(11 * 60));
+    assert_eq!(http.post(&token_url).form(&form(&late)).send().await.unwrap().status(), 400, "codes last 10 minutes");
+    // Webhooks.
+    let hook = |d: serde_json::Value| http.post(api("webhooks.json")).bearer_auth(&token).json(&serde_json::json!({"data": d}));
+    let ok = serde_json::json!({"url": "https://docket.test/hooks/x", "model": "matter", "events": ["created"], "fields": "id,etag"});
+    for (change, why) in [
+        (serde_json::json!({"url": "http://docket.test/hooks/x"}), "https only"),
+        (serde_json::json!({"model": "note"}), "Clio has no note webhooks"),
+        (serde_json::json!({"fields": null}), "fields are required"),
+        (serde_json::json!({"events": ["opened"]}), "known events only"),
+        (serde_json::json!({"expires_at": "2026-03-01T00:00:00Z"}), "31 days at most"),
+    ] {
+        let mut d = ok.clone();
+        for (k, v) in change.as_object().unwrap() {
+            d[k] = v.clone();
+        }
+        assert_eq!(hook(d).send().await.unwrap().status(), 422, "{why}");
+    }
+    let made: serde_json::Value = hook(serde_json::json!({"model": 1, "url": ok["url"], "events": ok["events"], "fields": ok["fields"]})).send().await.unwrap().json().await.unwrap();
+    assert_eq!(made["data"]["status"], "pending", "{made}");
+    // Deauthorize: a live token, named in the form too.
+    let deauth = format!("{}/oauth/deauthorize", rig.fake.base_url());
+    assert_eq!(http.post(&deauth).bearer_auth(&token).send().await.unwrap().status(), 401);
+    let done = http.post(&deauth).bearer_auth(&token).form(&[("token", token.as_str())]).send().await.unwrap();
+    assert_eq!(done.status(), 200);
+    assert_eq!(status("matters.json").await, 401, "the token is revoked");
+}
