@@ -555,3 +555,25 @@ impl DataApi {
         self.get(&auth, Kind::Note, id.0).await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn reads_run_off_the_async_worker() {
+        // One async worker: a read that waits for another task's answer would
+        // wait in vain if it ran inline on it; on the blocking pool it gets it.
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::open(&dir.path().join("s.redb"), crate::clock::Clock::system()).unwrap());
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        let read = off_worker(&store, move |_| {
+            rx.recv_timeout(Duration::from_secs(10))
+                .map_err(|_| ApiError::new(Code::Internal, "the read ran on the async worker: the answer never came"))
+        });
+        let answer = async move { tx.send(()).unwrap() };
+        let (read, ()) = tokio::join!(read, answer);
+        assert!(read.is_ok(), "{:?}", read.err());
+    }
+}

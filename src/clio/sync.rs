@@ -21,8 +21,9 @@
 //!   inside one write transaction against the row as it stands then: a record
 //!   written after the listing began (by a webhook, say) is kept. A listing
 //!   that would delete more than `clio.max_delete_share` of a kind is *held*
-//!   (reported in the sync status) until a second listing agrees or an admin
-//!   confirms ([`confirm_held`]).
+//!   (reported in the sync status) until a second listing agrees (finds the
+//!   same ids gone) or an admin confirms ([`confirm_held`]). An empty listing
+//!   never agrees: only an admin can confirm deleting every record of a kind.
 use super::client::{ClioClient, ClioError};
 use crate::records::{Kind, Record, record_key};
 use crate::store::{OrgId, OrgScope, RECORDS, Reader, SYNC_STATE, Store, StoreError, SystemContext, Tx};
@@ -548,6 +549,7 @@ pub async fn reconcile(
 ) -> Result<Reconciled, SyncError> {
     let listed_at = Timestamp::from_micros(store.clock().now_micros());
     let live = list_ids(client, kind).await?;
+    let listed_nothing = live.is_empty();
     // Keys only: the ids the store holds that Clio no longer lists.
     let prefix = [kind.code()];
     let (stored, gone) = store.read(|r| {
@@ -573,7 +575,8 @@ pub async fn reconcile(
         if count > free {
             let digest = digest(&gone);
             let agreed = state.held.as_ref().is_some_and(|h| {
-                h.digest == digest || (h.confirmed_by.is_some() && count <= h.count.saturating_add(free))
+                (h.digest == digest && !listed_nothing)
+                    || (h.confirmed_by.is_some() && count <= h.count.saturating_add(free))
             });
             if !agreed {
                 tracing::warn!(org = %scope.org(), %kind, count, stored, "a Clio listing would delete more than the allowed share; held");

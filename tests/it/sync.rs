@@ -308,6 +308,7 @@ async fn a_short_listing_is_held_until_a_second_listing_agrees_or_an_admin_confi
     assert_eq!(rig.reconcile(kind).await, sync::Reconciled { deleted: 0, held: Some(total) });
     assert_eq!(rig.stored(kind).len() as u64, total, "the firm's matters are all still there");
     assert_eq!(held(&rig).map(|h| (h.count, h.of)), Some((total, total)));
+    assert_eq!(rig.reconcile(kind).await.held, Some(total), "a second empty listing does not agree: only an admin can");
     // The next listing is whole again: nothing to delete, the hold is dropped.
     rig.fake.set_faults(|f| f.empty_lists = false);
     assert_eq!(rig.reconcile(kind).await, sync::Reconciled { deleted: 0, held: None });
@@ -477,4 +478,28 @@ async fn the_fake_is_as_strict_as_clio() {
     let done = http.post(&deauth).bearer_auth(&token).form(&[("token", token.as_str())]).send().await.unwrap();
     assert_eq!(done.status(), 200);
     assert_eq!(status("matters.json").await, 401, "the token is revoked");
+}
+
+#[test]
+fn only_the_viewer_and_the_sync_read_the_records_table() {
+    // Records are read through `data::Viewer` (walls apply) or `clio::sync::SyncScope`; no other code names the table.
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let allowed = ["data.rs", "clio/sync.rs"];
+    let mut stack = vec![root.clone()];
+    let mut offenders = vec![];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+                continue;
+            }
+            let rel = path.strip_prefix(&root).unwrap().to_string_lossy().replace('\\', "/");
+            let text = std::fs::read_to_string(&path).unwrap_or_default();
+            if text.contains("RECORDS") && !allowed.contains(&rel.as_str()) && !rel.starts_with("store/") {
+                offenders.push(rel);
+            }
+        }
+    }
+    assert!(offenders.is_empty(), "these files reach the records table directly: {offenders:?}");
 }
