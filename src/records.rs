@@ -402,14 +402,14 @@ impl Record {
         let id_hint = raw.get("id").map_or("?".to_string(), |v| v.to_string().trim_matches('"').to_string());
         let typed = Typed::parse(kind, &raw).map_err(|problem| RecordError { kind, id: id_hint.clone(), problem })?;
         let (id, etag, updated_at) = match &typed {
-            Typed::Matter(x) => (x.id.clone(), x.etag.clone(), x.updated_at.clone()),
-            Typed::Contact(x) => (x.id.clone(), x.etag.clone(), x.updated_at.clone()),
-            Typed::Activity(x) => (x.id.clone(), x.etag.clone(), x.updated_at.clone()),
-            Typed::Bill(x) => (x.id.clone(), x.etag.clone(), x.updated_at.clone()),
-            Typed::User(x) => (x.id.clone(), x.etag.clone(), x.updated_at.clone()),
-            Typed::Task(x) => (x.id.clone(), x.etag.clone(), x.updated_at.clone()),
-            Typed::CalendarEntry(x) => (x.id.clone(), x.etag.clone(), x.updated_at.clone()),
-            Typed::Note(x) => (x.id.clone(), x.etag.clone(), x.updated_at.clone()),
+            Typed::Matter(x) => (x.id.clone(), x.etag.clone(), x.updated_at),
+            Typed::Contact(x) => (x.id.clone(), x.etag.clone(), x.updated_at),
+            Typed::Activity(x) => (x.id.clone(), x.etag.clone(), x.updated_at),
+            Typed::Bill(x) => (x.id.clone(), x.etag.clone(), x.updated_at),
+            Typed::User(x) => (x.id.clone(), x.etag.clone(), x.updated_at),
+            Typed::Task(x) => (x.id.clone(), x.etag.clone(), x.updated_at),
+            Typed::CalendarEntry(x) => (x.id.clone(), x.etag.clone(), x.updated_at),
+            Typed::Note(x) => (x.id.clone(), x.etag.clone(), x.updated_at),
         };
         if id.is_empty() {
             return Err(RecordError { kind, id: id_hint, problem: "has no `id`".into() });

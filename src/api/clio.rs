@@ -8,9 +8,9 @@ use crate::clio::{sync, webhooks};
 use crate::clock::{micros_to_datetime, rfc3339};
 use crate::data::{self, Viewer};
 use crate::records::Kind;
-use crate::timestamp::Timestamp;
 use crate::secrets::Secret;
 use crate::state::AppState;
+use crate::timestamp::Timestamp;
 use poem::Request;
 use poem_openapi::param::Query;
 use poem_openapi::payload::Json;
@@ -408,15 +408,17 @@ impl ClioApi {
     async fn confirm_deletions(&self, req: &Request, auth: Caller) -> ApiResult<ConfirmAccepted> {
         let p = auth.require(Permission::ClioManage)?;
         let by = p.scope().actor().to_string();
-        let confirmed = super::audited(&self.state, req, p, "clio.confirm_deletions", "clio", serde_json::json!({}), |w| {
-            let confirmed = sync::confirm_held(w, p.scope(), &by)?;
-            if confirmed.is_empty() {
-                return Err(crate::store::StoreError::Refused {
-                    problem: "no deletions are held; GET /api/v1/clio/sync shows `held_deletions` when there are".into(),
-                });
-            }
-            Ok(confirmed)
-        })?;
+        let confirmed =
+            super::audited(&self.state, req, p, "clio.confirm_deletions", "clio", serde_json::json!({}), |w| {
+                let confirmed = sync::confirm_held(w, p.scope(), &by)?;
+                if confirmed.is_empty() {
+                    return Err(crate::store::StoreError::Refused {
+                        problem: "no deletions are held; GET /api/v1/clio/sync shows `held_deletions` when there are"
+                            .into(),
+                    });
+                }
+                Ok(confirmed)
+            })?;
         self.state.sync.reconcile_now(p.scope().org());
         let confirmed =
             confirmed.into_iter().map(|(k, n)| ConfirmedKind { kind: k.as_str().into(), deletions: n }).collect();

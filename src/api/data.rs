@@ -78,9 +78,10 @@ fn paging(
 ) -> ApiResult<Paging> {
     let since = match updated_since.0 {
         None => None,
-        Some(t) => Some(Timestamp::from_micros_checked(t.unix_timestamp_nanos().div_euclid(1000)).map_err(|e| {
-            ApiError::field(Code::BadRequest, "updated_since", format!("`updated_since` {e}"))
-        })?),
+        Some(t) => Some(
+            Timestamp::from_micros_checked(t.unix_timestamp_nanos().div_euclid(1000))
+                .map_err(|e| ApiError::field(Code::BadRequest, "updated_since", format!("`updated_since` {e}")))?,
+        ),
     };
     Ok(Paging { after: after.0, limit: limit.0.unwrap_or(100) as usize, updated_since: since })
 }
@@ -114,7 +115,13 @@ async fn as_viewer<R: Send + 'static>(
 }
 
 impl DataApi {
-    async fn list(&self, auth: &Caller, paging: Paging, kind: Kind, mut filters: Filters) -> ApiResult<Json<RecordPage>> {
+    async fn list(
+        &self,
+        auth: &Caller,
+        paging: Paging,
+        kind: Kind,
+        mut filters: Filters,
+    ) -> ApiResult<Json<RecordPage>> {
         filters.updated_since = paging.updated_since;
         let page = as_viewer(&self.state, auth, move |store, viewer| {
             data::list(store, viewer, kind, &filters, paging.after.as_deref(), paging.limit)

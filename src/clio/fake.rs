@@ -167,6 +167,19 @@ fn token() -> String {
     crate::auth::random_token(24)
 }
 
+/// A refusal in Clio's error shape, made into a response where it is answered.
+struct Refusal {
+    status: StatusCode,
+    kind: &'static str,
+    message: String,
+}
+
+impl From<Refusal> for Response {
+    fn from(r: Refusal) -> Response {
+        clio_error(r.status, r.kind, &r.message)
+    }
+}
+
 fn clio_error(status: StatusCode, kind: &str, message: &str) -> Response {
     json_response(status, &json!({"error": {"type": kind, "message": message}}))
 }
@@ -655,9 +668,10 @@ async fn issue_token(req: &Request, body: Body) -> Response {
         let now = s.clock.now_micros();
         let ok = match form.get("grant_type").map(String::as_str) {
             // Single use: the code is gone whether or not the rest matches.
-            Some("authorization_code") => form.get("code").and_then(|c| s.codes.remove(c)).is_some_and(|(uri, at)| {
-                Some(&uri) == form.get("redirect_uri") && now - at < CODE_TTL_MICROS
-            }),
+            Some("authorization_code") => form
+                .get("code")
+                .and_then(|c| s.codes.remove(c))
+                .is_some_and(|(uri, at)| Some(&uri) == form.get("redirect_uri") && now - at < CODE_TTL_MICROS),
             Some("refresh_token") => form.get("refresh_token").is_some_and(|r| s.refresh.contains(r)),
             _ => false,
         };
@@ -739,7 +753,7 @@ async fn api_write(req: &Request, body: Body) -> Response {
         ("POST", None) if path == "webhooks" => {
             let (url, model, kind, fields, expires_at) = match subscription(&body["data"], now) {
                 Ok(s) => s,
-                Err(resp) => return resp,
+                Err(refusal) => return refusal.into(),
             };
             let hook = Hook { url: url.clone(), kind, fields, secret: token(), active: false, expires_at };
             let id = fake.with(|s| {
@@ -774,7 +788,7 @@ async fn api_write(req: &Request, body: Body) -> Response {
         ("PATCH", Some(("webhooks", id))) => {
             let expires_at = match body.pointer("/data/expires_at").map(|e| expiry(Some(e), now)).transpose() {
                 Ok(e) => e,
-                Err(resp) => return resp,
+                Err(refusal) => return refusal.into(),
             };
             fake.with(|s| match id.parse().ok().and_then(|id: u64| s.hooks.get_mut(&id)) {
                 Some(h) => {
@@ -815,12 +829,12 @@ const WEBHOOK_MODELS: [(&str, u64, Option<Kind>); 10] = [
 ];
 const DAY_MICROS: i64 = 86_400 * 1_000_000;
 
-fn invalid(message: &str) -> Response {
-    clio_error(StatusCode::UNPROCESSABLE_ENTITY, "ValidationError", message)
+fn invalid(message: &str) -> Refusal {
+    Refusal { status: StatusCode::UNPROCESSABLE_ENTITY, kind: "ValidationError", message: message.into() }
 }
 
 /// A webhook's `expires_at`: RFC 3339, in the future, at most 31 days ahead; 3 days when absent.
-fn expiry(given: Option<&Value>, now: i64) -> Result<String, Response> {
+fn expiry(given: Option<&Value>, now: i64) -> Result<String, Refusal> {
     let at = match given {
         None | Some(Value::Null) => Timestamp::from_micros(now + 3 * DAY_MICROS),
         Some(v) => v
@@ -836,7 +850,7 @@ fn expiry(given: Option<&Value>, now: i64) -> Result<String, Response> {
 
 /// The parts of a `POST /webhooks` body, checked as Clio checks them.
 #[allow(clippy::type_complexity)] // the parts, named at the one caller
-fn subscription(d: &Value, now: i64) -> Result<(String, Value, Kind, Vec<Field>, String), Response> {
+fn subscription(d: &Value, now: i64) -> Result<(String, Value, Kind, Vec<Field>, String), Refusal> {
     let url = d["url"].as_str().ok_or_else(|| invalid("url is required"))?;
     if !url.starts_with("https://") {
         return Err(invalid("url must use https"));
@@ -851,7 +865,7 @@ fn subscription(d: &Value, now: i64) -> Result<(String, Value, Kind, Vec<Field>,
     if spec.len() > 1000 {
         return Err(invalid("fields is longer than 1000 characters"));
     }
-    let fields = parse_fields(spec).map_err(|p| clio_error(StatusCode::BAD_REQUEST, "InvalidFields", &p))?;
+    let fields = parse_fields(spec).map_err(|p| bad("InvalidFields", &p))?;
     let allowed = |e: &str| {
         matches!(e, "created" | "updated" | "deleted")
             || (kind == Kind::Matter && matches!(e, "matter_opened" | "matter_pended" | "matter_closed"))
@@ -950,8 +964,8 @@ async fn api(req: &Request, Query(q): Query<HashMap<String, String>>) -> Respons
     resp
 }
 
-fn bad(kind: &str, message: &str) -> Response {
-    clio_error(StatusCode::BAD_REQUEST, kind, message)
+fn bad(kind: &'static str, message: &str) -> Refusal {
+    Refusal { status: StatusCode::BAD_REQUEST, kind, message: message.into() }
 }
 
 /// The associations (nested resources) of each kind, from CLIO.md 4: the
@@ -959,21 +973,66 @@ fn bad(kind: &str, message: &str) -> Response {
 fn associations(kind: Kind) -> &'static [&'static str] {
     match kind {
         Kind::Matter => &[
-            "client", "responsible_attorney", "originating_attorney", "responsible_staff", "user", "practice_area",
-            "matter_stage", "group", "folder", "custom_field_values", "relationships", "account_balances",
-            "statute_of_limitations", "custom_rate", "matter_budget", "currency",
+            "client",
+            "responsible_attorney",
+            "originating_attorney",
+            "responsible_staff",
+            "user",
+            "practice_area",
+            "matter_stage",
+            "group",
+            "folder",
+            "custom_field_values",
+            "relationships",
+            "account_balances",
+            "statute_of_limitations",
+            "custom_rate",
+            "matter_budget",
+            "currency",
         ],
         Kind::Contact => &[
-            "addresses", "email_addresses", "phone_numbers", "web_sites", "instant_messengers", "company",
-            "custom_field_values", "primary_address", "related_contacts", "avatar", "currency",
+            "addresses",
+            "email_addresses",
+            "phone_numbers",
+            "web_sites",
+            "instant_messengers",
+            "company",
+            "custom_field_values",
+            "primary_address",
+            "related_contacts",
+            "avatar",
+            "currency",
         ],
         Kind::Activity => &[
-            "matter", "user", "bill", "activity_description", "expense_category", "vendor", "task", "calendar_entry",
-            "communication", "matter_note", "contact_note", "timer", "utbms_expense", "currency",
+            "matter",
+            "user",
+            "bill",
+            "activity_description",
+            "expense_category",
+            "vendor",
+            "task",
+            "calendar_entry",
+            "communication",
+            "matter_note",
+            "contact_note",
+            "timer",
+            "utbms_expense",
+            "currency",
         ],
         Kind::Bill => &[
-            "client", "matters", "user", "group", "bill_theme", "original_bill", "destination_account", "balances",
-            "matter_totals", "currency", "discount", "interest", "client_addresses",
+            "client",
+            "matters",
+            "user",
+            "group",
+            "bill_theme",
+            "original_bill",
+            "destination_account",
+            "balances",
+            "matter_totals",
+            "currency",
+            "discount",
+            "interest",
+            "client_addresses",
         ],
         Kind::User => &["account", "groups", "contact", "job_title", "avatar"],
         Kind::CalendarEntry => &["matter", "calendar_owner", "attendees", "reminders", "external_properties"],
@@ -984,7 +1043,7 @@ fn associations(kind: Kind) -> &'static [&'static str] {
 
 /// `fields`, checked against what `kind` has: unknown names, and braces on a
 /// field that is not an association, are 400 `InvalidFields`.
-fn requested_fields(s: &State, kind: Kind, spec: Option<&String>) -> Result<Vec<Field>, Response> {
+fn requested_fields(s: &State, kind: Kind, spec: Option<&String>) -> Result<Vec<Field>, Refusal> {
     let Some(spec) = spec else { return Ok(vec![("id".into(), None), ("etag".into(), None)]) };
     let fields = parse_fields(spec).map_err(|p| bad("InvalidFields", &p))?;
     let sample = s.firm.record(kind, 0);
@@ -1001,13 +1060,9 @@ fn requested_fields(s: &State, kind: Kind, spec: Option<&String>) -> Result<Vec<
 }
 
 /// A `*_since` parameter: an RFC 3339 date-time, as micros.
-fn since_param(q: &HashMap<String, String>, name: &str) -> Result<Option<i64>, Response> {
+fn since_param(q: &HashMap<String, String>, name: &str) -> Result<Option<i64>, Refusal> {
     q.get(name)
-        .map(|t| {
-            Timestamp::parse(t)
-                .map(Timestamp::micros)
-                .map_err(|e| bad("ArgumentError", &format!("{name} {e}")))
-        })
+        .map(|t| Timestamp::parse(t).map(Timestamp::micros).map_err(|e| bad("ArgumentError", &format!("{name} {e}"))))
         .transpose()
 }
 
@@ -1022,7 +1077,7 @@ fn serve(s: &mut State, base: &str, path: &str, q: &HashMap<String, String>, if_
     if collection == "users" && id == Some("who_am_i") {
         let fields = match requested_fields(s, Kind::User, q.get("fields")) {
             Ok(f) => f,
-            Err(resp) => return resp,
+            Err(refusal) => return refusal.into(),
         };
         let (v, _) = s.get(Kind::User, s.firm.id(Kind::User, 0)).unwrap_or_default();
         let mut v = project(&v, &fields);
@@ -1034,40 +1089,40 @@ fn serve(s: &mut State, base: &str, path: &str, q: &HashMap<String, String>, if_
     };
     let fields = match requested_fields(s, kind, q.get("fields")) {
         Ok(f) => f,
-        Err(resp) => return resp,
+        Err(refusal) => return refusal.into(),
     };
     if let Some(id) = id {
         return single(s, kind, id, &fields, if_none_match);
     }
     let (since, created_since) = match (since_param(q, "updated_since"), since_param(q, "created_since")) {
         (Ok(u), Ok(c)) => (u.map(|m| m.div_euclid(1_000_000)), c),
-        (Err(resp), _) | (_, Err(resp)) => return resp,
+        (Err(refusal), _) | (_, Err(refusal)) => return refusal.into(),
     };
     let note_type = q.get("type").cloned();
     if kind == Kind::Note && !matches!(note_type.as_deref(), Some("Matter" | "Contact")) {
-        return bad("ArgumentError", "type must be Matter or Contact");
+        return bad("ArgumentError", "type must be Matter or Contact").into();
     }
     let select = Select { note_type: note_type.filter(|_| kind == Kind::Note), created_since };
     let limit = match q.get("limit").map(|l| l.parse::<u32>()) {
         None => kind.page_limit(),
         Some(Ok(l)) if (1..=kind.page_limit()).contains(&l) => l,
-        Some(_) => return bad("ArgumentError", "limit is out of range"),
+        Some(_) => return bad("ArgumentError", "limit is out of range").into(),
     } as usize;
     let offset = match q.get("offset").map(|o| o.parse::<usize>()) {
         None => None,
         Some(Ok(o)) => Some(o),
-        Some(Err(_)) => return bad("ArgumentError", "offset is not a number"),
+        Some(Err(_)) => return bad("ArgumentError", "offset is not a number").into(),
     };
     match (q.get("order").map(String::as_str), offset) {
         (None | Some("id(asc)"), _) => {}
-        (Some(_), None) => return bad("ArgumentError", "an order other than id(asc) needs offset paging"),
-        (Some(_), Some(_)) => return bad("ArgumentError", "the fake Clio sorts by id(asc) only"),
+        (Some(_), None) => return bad("ArgumentError", "an order other than id(asc) needs offset paging").into(),
+        (Some(_), Some(_)) => return bad("ArgumentError", "the fake Clio sorts by id(asc) only").into(),
     }
     let after = match (q.get("page_token"), offset) {
-        (Some(_), Some(_)) => return bad("ArgumentError", "page_token and offset do not mix"),
+        (Some(_), Some(_)) => return bad("ArgumentError", "page_token and offset do not mix").into(),
         (Some(t), None) => match decode_cursor(t) {
             Some(a) => Some(a),
-            None => return bad("ArgumentError", "invalid page_token"),
+            None => return bad("ArgumentError", "invalid page_token").into(),
         },
         (None, Some(o)) if o + limit > OFFSET_CAP => {
             return clio_error(
@@ -1125,9 +1180,12 @@ fn single(s: &State, kind: Kind, id: &str, fields: &[Field], if_none_match: Opti
     } else {
         json_response(StatusCode::OK, &json!({"data": project(&v, fields)}))
     };
-    let modified = time::OffsetDateTime::from_unix_timestamp(updated)
+    let modified = time::OffsetDateTime::from_unix_timestamp(updated).ok().and_then(|t| {
+        t.format(time::macros::format_description!(
+            "[weekday repr:short], [day] [month repr:short] [year] [hour]:[minute]:[second] GMT"
+        ))
         .ok()
-        .and_then(|t| t.format(time::macros::format_description!("[weekday repr:short], [day] [month repr:short] [year] [hour]:[minute]:[second] GMT")).ok());
+    });
     for (name, value) in [("etag", Some(etag)), ("last-modified", modified)] {
         if let Some(v) = value.and_then(|v| HeaderValue::from_str(&v).ok()) {
             resp.headers_mut().insert(name, v);

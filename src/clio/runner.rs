@@ -132,19 +132,12 @@ impl SyncManager {
         }
     }
 
-    async fn run_org(
-        self: Arc<Self>,
-        org: OrgId,
-        now: Arc<Notify>,
-        running: Arc<AtomicBool>,
-        asked: Arc<AtomicBool>,
-    ) {
+    async fn run_org(self: Arc<Self>, org: OrgId, now: Arc<Notify>, running: Arc<AtomicBool>, asked: Arc<AtomicBool>) {
         let mut reconcile_at = tokio::time::Instant::now() + next_after(&self.config.reconcile_schedule);
         loop {
             let due = tokio::time::Instant::now() >= reconcile_at;
             // A confirmation survives a restart: it is in the store, not only in `asked`.
-            let confirmed =
-                self.store.read(|r| sync::confirmation_pending(r, &CTX.org_scope(org))).unwrap_or(false);
+            let confirmed = self.store.read(|r| sync::confirmation_pending(r, &CTX.org_scope(org))).unwrap_or(false);
             let reconcile = asked.swap(false, Ordering::Relaxed) || due || confirmed;
             running.store(true, Ordering::Relaxed);
             match self.run_once(org, reconcile).await {

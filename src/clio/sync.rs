@@ -251,7 +251,8 @@ pub fn progress(r: &impl Reader, scope: &OrgScope, kind: Kind) -> Result<Progres
         p.full_done &= cp.full_done;
         let earliest = |a: Option<i64>, b: Option<i64>| a.zip(b).map(|(a, b)| a.min(b));
         p.last_success_at = if first { cp.last_success_at } else { earliest(p.last_success_at, cp.last_success_at) };
-        p.synced_through = if first { cp.synced_through } else { p.synced_through.zip(cp.synced_through).map(|(a, b)| a.min(b)) };
+        p.synced_through =
+            if first { cp.synced_through } else { p.synced_through.zip(cp.synced_through).map(|(a, b)| a.min(b)) };
         if p.last_error.is_none() {
             (p.last_error, p.last_error_at) = (cp.last_error, cp.last_error_at);
         }
@@ -290,13 +291,17 @@ fn upsert(w: &mut Tx, scope: &OrgScope, mut record: Record) -> Result<bool, Stor
 
 /// Stores one record Clio pushed (a webhook), unless unchanged; whether it wrote.
 pub fn store_one(store: &Store, sync: &SyncScope, record: Record) -> Result<bool, SyncError> {
-    store.write(|w| if sync.live(w)? { upsert(w, &sync.scope, record).map(Some) } else { Ok(None) })?.ok_or(SyncError::Fenced)
+    store
+        .write(|w| if sync.live(w)? { upsert(w, &sync.scope, record).map(Some) } else { Ok(None) })?
+        .ok_or(SyncError::Fenced)
 }
 
 /// Deletes one record Clio said is gone (a webhook); whether a row was removed.
 pub fn delete_one(store: &Store, sync: &SyncScope, kind: Kind, id: &str) -> Result<bool, SyncError> {
     let key = record_key(kind, id);
-    store.write(|w| if sync.live(w)? { w.delete(&sync.scope, &RECORDS, &key).map(Some) } else { Ok(None) })?.ok_or(SyncError::Fenced)
+    store
+        .write(|w| if sync.live(w)? { w.delete(&sync.scope, &RECORDS, &key).map(Some) } else { Ok(None) })?
+        .ok_or(SyncError::Fenced)
 }
 
 /// One stored record, as the sync sees it (no ethical walls: the API reads through `data::Viewer`).
@@ -665,10 +670,10 @@ mod tests {
     #[test]
     fn notes_are_listed_per_type_with_their_own_checkpoints() {
         let notes = Listing::of(Kind::Note);
-        assert_eq!(notes.iter().map(|l| l.filter()).collect::<Vec<_>>(), [
-            Some(("type", "Matter")),
-            Some(("type", "Contact"))
-        ]);
+        assert_eq!(
+            notes.iter().map(|l| l.filter()).collect::<Vec<_>>(),
+            [Some(("type", "Matter")), Some(("type", "Contact"))]
+        );
         assert_eq!(notes.iter().map(|l| l.key()).collect::<Vec<_>>(), ["note.Matter", "note.Contact"]);
         assert_eq!(Listing::of(Kind::Matter)[0].key(), "matter");
     }

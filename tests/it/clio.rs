@@ -199,7 +199,8 @@ async fn a_listing_that_would_empty_the_firm_is_held_until_an_admin_confirms() {
     };
     // A bad answer from Clio: every list is empty, listing after listing.
     fake.set_faults(|f| f.empty_lists = true);
-    let held = eventually(Duration::from_secs(30), async || matter().await["held_deletions"].as_u64() == Some(matters)).await;
+    let held =
+        eventually(Duration::from_secs(30), async || matter().await["held_deletions"].as_u64() == Some(matters)).await;
     assert!(held, "the status reports the held deletions: {}", matter().await);
     let later = fake.api_calls() + 40;
     assert!(eventually(Duration::from_secs(30), async || fake.api_calls() > later).await, "more listings ran");

@@ -121,7 +121,12 @@ async fn every_kind_is_listed_filtered_paged_and_walled() {
     let counts = async |token: &str| -> Vec<(String, u64)> {
         let (status, st) = s.get_json(token, "/api/v1/clio/sync").await;
         assert_eq!(status, 200, "{st}");
-        st["kinds"].as_array().unwrap().iter().map(|k| (k["kind"].as_str().unwrap().into(), k["records"].as_u64().unwrap())).collect()
+        st["kinds"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|k| (k["kind"].as_str().unwrap().into(), k["records"].as_u64().unwrap()))
+            .collect()
     };
     let (screened, full) = (counts(member).await, counts(&s.admin_token).await);
     let of = |c: &[(String, u64)], kind: &str| c.iter().find(|(k, _)| k == kind).map(|(_, n)| *n).unwrap();

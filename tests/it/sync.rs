@@ -445,7 +445,13 @@ async fn the_fake_is_as_strict_as_clio() {
     let redirect = "https://docket.test/cb";
     let code = rig.fake.approve(redirect);
     let form = |code: &str| {
-        [("client_id", id_.clone()), ("client_secret", secret.clone()), ("grant_type", "authorization_code".into()), ("code", code.into()), ("redirect_uri", redirect.into())]
+        [
+            ("client_id", id_.clone()),
+            ("client_secret", secret.clone()),
+            ("grant_type", "authorization_code".into()),
+            ("code", code.into()),
+            ("redirect_uri", redirect.into()),
+        ]
     };
     let as_json = http.post(&token_url).json(&serde_json::json!({"client_id": id_})).send().await.unwrap();
     assert_eq!(as_json.status(), 400, "the token endpoint takes a form");
@@ -455,7 +461,9 @@ async fn the_fake_is_as_strict_as_clio() {
     clock.advance(Duration::from_secs(11 * 60));
     assert_eq!(http.post(&token_url).form(&form(&late)).send().await.unwrap().status(), 400, "codes last 10 minutes");
     // Webhooks.
-    let hook = |d: serde_json::Value| http.post(api("webhooks.json")).bearer_auth(&token).json(&serde_json::json!({"data": d}));
+    let hook = |d: serde_json::Value| {
+        http.post(api("webhooks.json")).bearer_auth(&token).json(&serde_json::json!({"data": d}))
+    };
     let ok = serde_json::json!({"url": "https://docket.test/hooks/x", "model": "matter", "events": ["created"], "fields": "id,etag"});
     for (change, why) in [
         (serde_json::json!({"url": "http://docket.test/hooks/x"}), "https only"),
@@ -470,7 +478,14 @@ async fn the_fake_is_as_strict_as_clio() {
         }
         assert_eq!(hook(d).send().await.unwrap().status(), 422, "{why}");
     }
-    let made: serde_json::Value = hook(serde_json::json!({"model": 1, "url": ok["url"], "events": ok["events"], "fields": ok["fields"]})).send().await.unwrap().json().await.unwrap();
+    let made: serde_json::Value =
+        hook(serde_json::json!({"model": 1, "url": ok["url"], "events": ok["events"], "fields": ok["fields"]}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
     assert_eq!(made["data"]["status"], "pending", "{made}");
     // Deauthorize: a live token, named in the form too.
     let deauth = format!("{}/oauth/deauthorize", rig.fake.base_url());
