@@ -383,7 +383,7 @@ impl ClioApi {
     #[oai(path = "/sync", method = "get", operation_id = "clio.sync_status")]
     async fn sync_status(&self, auth: Caller) -> ApiResult<Json<SyncStatus>> {
         let p = auth.require(Permission::OrgRead)?.clone();
-        let kinds = super::data::off_worker(&self.state.store, move |store| {
+        let kinds = super::off_worker(&self.state.store, move |store| {
             let viewer = Viewer::of(store, &p)?;
             let mut kinds = vec![];
             for kind in Kind::ALL {

@@ -2,7 +2,7 @@
 //! `/activities`, `/bills`, `/users`, `/tasks`, `/calendar-entries`, `/notes`,
 //! each listed with filters and cursor pages and read by id, through a
 //! [`Viewer`] so ethical walls apply everywhere. Reads run on the blocking
-//! pool ([`off_worker`]), never on an async worker.
+//! pool ([`super::off_worker`]), never on an async worker.
 use super::auth::Caller;
 use super::problem::{ApiError, ApiResult, Code};
 use crate::auth::Permission;
@@ -86,20 +86,6 @@ fn paging(
     Ok(Paging { after: after.0, limit: limit.0.unwrap_or(100) as usize, updated_since: since })
 }
 
-/// Runs `read` on the blocking pool, never on an async worker: a read that
-/// can scan (a selective list over a large firm) must not stall the server.
-/// Every read of records or sync state in `api/` goes through here.
-pub(super) async fn off_worker<R: Send + 'static>(
-    store: &Arc<Store>,
-    read: impl FnOnce(&Store) -> ApiResult<R> + Send + 'static,
-) -> ApiResult<R> {
-    let store = store.clone();
-    tokio::task::spawn_blocking(move || read(&store)).await.map_err(|e| {
-        tracing::error!(error = %e, "a store read on the blocking pool failed");
-        ApiError::new(Code::Internal, "an internal error occurred; quote the request id to your administrator")
-    })?
-}
-
 /// Runs `read` off the async workers as the caller's [`Viewer`] (`data:read`).
 async fn as_viewer<R: Send + 'static>(
     state: &AppState,
@@ -107,7 +93,7 @@ async fn as_viewer<R: Send + 'static>(
     read: impl FnOnce(&Store, &Viewer) -> Result<R, crate::store::StoreError> + Send + 'static,
 ) -> ApiResult<R> {
     let principal = auth.require(Permission::DataRead)?.clone();
-    off_worker(&state.store, move |store| {
+    super::off_worker(&state.store, move |store| {
         let viewer = Viewer::of(store, &principal)?;
         Ok(read(store, &viewer)?)
     })
@@ -560,27 +546,5 @@ impl DataApi {
         #[oai(validator(max_length = 64))] id: Path<String>,
     ) -> ApiResult<Json<RecordView>> {
         self.get(&auth, Kind::Note, id.0).await
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::time::Duration;
-
-    #[tokio::test(flavor = "current_thread")]
-    async fn reads_run_off_the_async_worker() {
-        // One async worker: a read that waits for another task's answer would
-        // wait in vain if it ran inline on it; on the blocking pool it gets it.
-        let dir = tempfile::tempdir().unwrap();
-        let store = Arc::new(Store::open(&dir.path().join("s.redb"), crate::clock::Clock::system()).unwrap());
-        let (tx, rx) = std::sync::mpsc::channel::<()>();
-        let read = off_worker(&store, move |_| {
-            rx.recv_timeout(Duration::from_secs(10))
-                .map_err(|_| ApiError::new(Code::Internal, "the read ran on the async worker: the answer never came"))
-        });
-        let answer = async move { tx.send(()).unwrap() };
-        let (read, ()) = tokio::join!(read, answer);
-        assert!(read.is_ok(), "{:?}", read.err());
     }
 }

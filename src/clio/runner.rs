@@ -118,10 +118,15 @@ impl SyncManager {
         tasks.get(&org).is_some_and(|t| t.running.load(Ordering::Relaxed))
     }
 
-    /// Stops the org's sync (on disconnect).
+    /// Stops the org's sync (on disconnect). Aborting the task does not stop
+    /// a page already being stored on the blocking pool, so the org's sync
+    /// generation is bumped too: that page's transaction then writes nothing.
     pub fn stop(&self, org: OrgId) {
         if let Some(t) = self.tasks.lock().unwrap_or_else(|e| e.into_inner()).remove(&org) {
             t.handle.abort();
+        }
+        if let Err(e) = self.store.write(|w| sync::bump_generation(w, &CTX.org_scope(org))) {
+            tracing::warn!(org = %org, error = %e, "could not fence the stopped sync; disconnect fences it");
         }
     }
 
