@@ -507,6 +507,7 @@ impl Layers {
         Ok(match expected {
             Some(Value::Integer(_)) => Value::Integer(raw.trim().parse().map_err(|_| bad("a whole number"))?),
             Some(Value::Boolean(_)) => Value::Boolean(raw.trim().parse().map_err(|_| bad("true or false"))?),
+            Some(Value::Float(_)) => Value::Float(raw.trim().parse().map_err(|_| bad("a number such as 0.2"))?),
             Some(Value::Array(_)) => parse_env_list(raw),
             _ if key.ends_with("listen") || key.ends_with("trusted_proxies") => parse_env_list(raw),
             _ => Value::String(raw.to_string()),
@@ -899,6 +900,18 @@ mod tests {
         assert_eq!(loaded.provenance["tls.mode"], Source::File(file));
         assert_eq!(loaded.provenance["server.max_body_bytes"], Source::Env("DOCKET_SERVER__MAX_BODY_BYTES".into()));
         assert!(loaded.describe().contains("data_dir = \"/srv/c\"    # flag --data-dir"));
+    }
+
+    #[test]
+    fn the_delete_share_is_a_fraction() {
+        for bad in ["0", "1.5", "-0.1", "NaN"] {
+            let vars = [("DOCKET_TLS__MODE", "off"), ("DOCKET_CLIO__MAX_DELETE_SHARE", bad)];
+            let e = Layers::new().env(env(&vars)).unwrap().build().unwrap_err();
+            assert_eq!(e.key.as_deref(), Some("clio.max_delete_share"), "{bad}: {e}");
+        }
+        let vars = [("DOCKET_TLS__MODE", "off"), ("DOCKET_CLIO__MAX_DELETE_SHARE", "0.5")];
+        assert_eq!(Layers::new().env(env(&vars)).unwrap().build().unwrap().config.clio.max_delete_share, 0.5);
+        assert_eq!(ClioConfig::default().max_delete_share, 0.2);
     }
 
     #[test]
