@@ -31,14 +31,16 @@
 //!   on the last page, `meta.records` counts every match. `updated_since` and
 //!   `created_since` must be RFC 3339 date-times (else 400) and select records
 //!   changed (created) strictly after them.
-//! - Rate limits (6): per access token, `X-RateLimit-*` on every answer and 429
-//!   with `Retry-After` (when [`Faults::rate_limit_per_minute`] is set).
+//! - Rate limits (6): per access token, `X-RateLimit-*` on every answer (a limit
+//!   too large to meet unless [`Faults::rate_limit_per_minute`] sets one), and
+//!   429 with `Retry-After` over the limit.
 //! - Webhooks (7): `url` must be https, `model` one of Clio's webhook models (a
 //!   name or its numeric id; no users, no notes), `fields` required and at most
 //!   1000 characters, `events` from `created`/`updated`/`deleted` (and matters'
 //!   own), `expires_at` an RFC 3339 time at most 31 days ahead (3 days when
 //!   absent); else 422. The `X-Hook-Secret` handshake, hex HMAC-SHA256
-//!   `X-Hook-Signature`, `{data, meta:{event, webhook_id}}` payloads.
+//!   `X-Hook-Signature`, `{data, meta:{event, webhook_id}}` payloads; an
+//!   expired subscription delivers nothing, and a 410 from the receiver disables it.
 //! - Errors (8): `{"error":{type,message}}` bodies; 404 for unknown records and
 //!   resources; writes other than webhooks answer 405; DELETE answers 204.
 //!
@@ -559,12 +561,15 @@ impl FakeClio {
     }
 
     /// Delivers `event` on `record` to every active subscription for `kind`, signed.
+    /// An expired subscription delivers nothing; a receiver answering 410 disables it.
     fn notify(&self, s: &State, kind: Kind, event: &str, record: &Value) {
-        for (id, hook) in s.hooks.iter().filter(|(_, h)| h.kind == kind && h.active) {
+        let now = s.clock.now_micros();
+        let live = |h: &Hook| Timestamp::parse(&h.expires_at).is_ok_and(|t| t.micros() > now);
+        for (id, hook) in s.hooks.iter().filter(|(_, h)| h.kind == kind && h.active && live(h)) {
             let data = if event == "deleted" { record.clone() } else { project(record, &hook.fields) };
             let body = json!({"data": data, "meta": {"event": event, "webhook_id": id}}).to_string();
             let signature = sign(&hook.secret, body.as_bytes());
-            let url = hook.url.clone();
+            let (url, fake, id) = (hook.url.clone(), self.clone(), *id);
             tokio::spawn(async move {
                 let sent = delivery_client()
                     .post(&url)
@@ -573,8 +578,12 @@ impl FakeClio {
                     .body(body)
                     .send()
                     .await;
-                if let Err(e) = sent {
-                    tracing::warn!(error = %e, "the fake Clio could not deliver a webhook");
+                match sent {
+                    Ok(r) if r.status() == reqwest::StatusCode::GONE => {
+                        fake.with(|s| s.hooks.remove(&id));
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "the fake Clio could not deliver a webhook"),
                 }
             });
         }
@@ -896,7 +905,8 @@ fn invalid_token() -> Response {
 
 /// Rate-limit headers and the 429, per access token.
 fn rate_limit(s: &mut State, token: &str) -> (Option<Response>, Vec<(&'static str, String)>) {
-    let Some(limit) = s.faults.rate_limit_per_minute else { return (None, vec![]) };
+    // Clio sends the headers on every answer; without a limit set, the fake's is too large to meet.
+    let limit = s.faults.rate_limit_per_minute.unwrap_or(u32::MAX);
     let window = s.faults.rate_window;
     let w = s.windows.entry(token.to_string()).or_insert(Window { start: Instant::now(), used: 0 });
     if w.start.elapsed() >= window {

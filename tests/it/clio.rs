@@ -180,6 +180,11 @@ async fn webhooks_apply_changes_within_seconds_and_refuse_forgeries() {
     assert_eq!(off.status(), 200);
     let r = client().post(&hook_url).header("x-hook-signature", "00").json(&forged).send().await.unwrap();
     assert_eq!(r.status(), 410, "deliveries after a disconnect are refused");
+    // Clio's own next delivery meets the 410 and disables that subscription, as Clio does.
+    let before = fake.webhooks_active();
+    fake.edit(Kind::Matter, matter);
+    let disabled = eventually(Duration::from_secs(10), async || fake.webhooks_active() == before - 1).await;
+    assert!(disabled, "a 410 disables the subscription at Clio");
     s.stop().await;
 }
 
