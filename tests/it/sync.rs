@@ -478,14 +478,8 @@ async fn the_fake_is_as_strict_as_clio() {
         }
         assert_eq!(hook(d).send().await.unwrap().status(), 422, "{why}");
     }
-    let made: serde_json::Value =
-        hook(serde_json::json!({"model": 1, "url": ok["url"], "events": ok["events"], "fields": ok["fields"]}))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+    let made = hook(serde_json::json!({"model": 1, "url": ok["url"], "events": ok["events"], "fields": ok["fields"]}));
+    let made: serde_json::Value = made.send().await.unwrap().json().await.unwrap();
     assert_eq!(made["data"]["status"], "pending", "{made}");
     // Deauthorize: a live token, named in the form too.
     let deauth = format!("{}/oauth/deauthorize", rig.fake.base_url());
