@@ -52,8 +52,9 @@ async fn main() {
     // 1. Baseline: fetch and parse every page, store nothing.
     let started = Instant::now();
     let mut parsed = 0u64;
-    for kind in Kind::ALL {
-        let mut url = Some(client.first_page_url(kind, kind.fields(), None));
+    for listing in Kind::ALL.into_iter().flat_map(sync::Listing::of) {
+        let kind = listing.kind;
+        let mut url = Some(client.first_page_url(kind, kind.fields(), None, listing.filter()));
         while let Some(u) = url {
             let page = client.page(&u, kind).await.expect("page");
             parsed += page.data.into_iter().filter_map(|raw| Record::from_clio(kind, raw).ok()).count() as u64;
@@ -69,7 +70,7 @@ async fn main() {
     let store = Arc::new(Store::open(&path, Clock::system()).expect("store"));
     let ctx = OrgTaskContext::new(OrgTask::Test);
     let org = docket::control::create_org(&store, &ctx, "bench", "Bench LLP").expect("org");
-    let scope = ctx.org_scope(org.id);
+    let scope = sync::SyncScope::begin(&store, &ctx, org.id).expect("sync scope");
     let started = Instant::now();
     let mut stored = 0;
     for kind in Kind::ALL {

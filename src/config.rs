@@ -49,6 +49,9 @@ pub struct ClioConfig {
     pub reconcile_schedule: String,
     /// After disconnecting, the cached Clio data is due for purge after this many days.
     pub purge_after_days: u32,
+    /// The largest share (0 to 1) of a kind's records one deletion reconcile
+    /// may delete; more is held until a second listing agrees or an admin confirms.
+    pub max_delete_share: f64,
 }
 
 impl Default for ClioConfig {
@@ -57,6 +60,7 @@ impl Default for ClioConfig {
             sync_schedule: "0 */15 * * * *".into(),
             reconcile_schedule: "0 30 2 * * *".into(),
             purge_after_days: 30,
+            max_delete_share: 0.2,
         }
     }
 }
@@ -525,6 +529,7 @@ impl Layers {
         Ok(match expected {
             Some(Value::Integer(_)) => Value::Integer(raw.trim().parse().map_err(|_| bad("a whole number"))?),
             Some(Value::Boolean(_)) => Value::Boolean(raw.trim().parse().map_err(|_| bad("true or false"))?),
+            Some(Value::Float(_)) => Value::Float(raw.trim().parse().map_err(|_| bad("a number such as 0.2"))?),
             Some(Value::Array(_)) => parse_env_list(raw),
             _ if key.ends_with("listen") || key.ends_with("trusted_proxies") => parse_env_list(raw),
             _ => Value::String(raw.to_string()),
@@ -763,6 +768,14 @@ impl Loaded {
                 );
             }
         }
+        let share = c.clio.max_delete_share;
+        if !(share > 0.0 && share <= 1.0) {
+            return err(
+                "clio.max_delete_share",
+                &format!("`{share}` is not a share between 0 (exclusive) and 1"),
+                "set a fraction such as 0.2 (one listing may delete at most a fifth of a kind's records)",
+            );
+        }
         if c.server.max_body_bytes == 0 {
             return err("server.max_body_bytes", "must be greater than 0", "set a limit such as 1048576 (1 MiB)");
         }
@@ -934,6 +947,18 @@ mod tests {
         assert_eq!(loaded.provenance["tls.mode"], Source::File(file));
         assert_eq!(loaded.provenance["server.max_body_bytes"], Source::Env("DOCKET_SERVER__MAX_BODY_BYTES".into()));
         assert!(loaded.describe().contains("data_dir = \"/srv/c\"    # flag --data-dir"));
+    }
+
+    #[test]
+    fn the_delete_share_is_a_fraction() {
+        for bad in ["0", "1.5", "-0.1", "NaN"] {
+            let vars = [("DOCKET_TLS__MODE", "off"), ("DOCKET_CLIO__MAX_DELETE_SHARE", bad)];
+            let e = Layers::new().env(env(&vars)).unwrap().build().unwrap_err();
+            assert_eq!(e.key.as_deref(), Some("clio.max_delete_share"), "{bad}: {e}");
+        }
+        let vars = [("DOCKET_TLS__MODE", "off"), ("DOCKET_CLIO__MAX_DELETE_SHARE", "0.5")];
+        assert_eq!(Layers::new().env(env(&vars)).unwrap().build().unwrap().config.clio.max_delete_share, 0.5);
+        assert_eq!(ClioConfig::default().max_delete_share, 0.2);
     }
 
     #[test]

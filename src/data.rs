@@ -3,10 +3,10 @@
 //! search and export) goes through a [`Viewer`], which carries the caller's
 //! org scope and [`Screen`]: a walled matter and everything under it is not
 //! there for a screened member, in lists, counts and direct reads alike.
+//! Besides the sync's own `clio::sync::SyncScope`, nothing else reads records.
 use crate::auth::Principal;
 use crate::auth::walls::{self, Screen};
-use crate::clio::sync::record_key;
-use crate::records::{Kind, Record, Typed};
+use crate::records::{Kind, Record, Typed, record_key};
 use crate::store::{OrgScope, RECORDS, Store, StoreError};
 use crate::timestamp::Timestamp;
 
@@ -119,14 +119,14 @@ fn within(from: Option<Date>, to: Option<Date>, value: Option<&str>) -> bool {
     from.is_none_or(|f| at >= f.first_instant()) && to.is_none_or(|t| at <= t.last_instant())
 }
 
-/// Whether `updated_at` is strictly after `since`; an unparseable time does not match.
-fn updated_after(since: Option<Timestamp>, updated_at: Option<&str>) -> bool {
-    since.is_none_or(|s| updated_at.and_then(|u| Timestamp::parse(u).ok()).is_some_and(|u| u > s))
+/// Whether `updated_at` is strictly after `since`; a record without the time does not match.
+fn updated_after(since: Option<Timestamp>, updated_at: Option<Timestamp>) -> bool {
+    since.is_none_or(|s| updated_at.is_some_and(|u| u > s))
 }
 
 impl Filters {
     fn accepts(&self, record: &Record, typed: &Typed) -> bool {
-        if !updated_after(self.updated_since, record.updated_at.as_deref()) {
+        if !updated_after(self.updated_since, record.updated_at) {
             return false;
         }
         let within = |value: Option<&str>| within(self.from, self.to, value);
@@ -181,8 +181,35 @@ fn decode(bytes: &[u8]) -> Result<Record, StoreError> {
 
 /// One record the viewer may see; `None` if it does not exist or is walled off.
 pub fn get(store: &Store, viewer: &Viewer, kind: Kind, id: &str) -> Result<Option<Record>, StoreError> {
-    let record = store.read(|r| crate::clio::sync::get(r, &viewer.scope, kind, id))?;
-    Ok(record.filter(|r| viewer.sees(r)))
+    let bytes = store.read(|r| r.get(&viewer.scope, &RECORDS, &record_key(kind, id)))?;
+    Ok(bytes.map(|b| decode(&b)).transpose()?.filter(|r| viewer.sees(r)))
+}
+
+/// The matters a stored record belongs to, read without its body.
+#[derive(serde::Deserialize)]
+struct Belongs {
+    #[serde(default)]
+    matters: Vec<String>,
+}
+
+/// How many records of `kind` the viewer may see. Without walls on the
+/// viewer the keys are counted (values not read).
+pub fn count(store: &Store, viewer: &Viewer, kind: Kind) -> Result<u64, StoreError> {
+    let prefix = [kind.code()];
+    if viewer.screen.hidden().is_empty() {
+        return store.read(|r| r.count(&viewer.scope, &RECORDS, &prefix));
+    }
+    let mut n = 0;
+    store.read(|r| {
+        r.visit(&viewer.scope, &RECORDS, &prefix, &prefix, |_, bytes| {
+            let b: Belongs = serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt(format!("record: {e}")))?;
+            if !b.matters.iter().any(|m| viewer.screen.hides(m)) {
+                n += 1;
+            }
+            Ok(true)
+        })
+    })?;
+    Ok(n)
 }
 
 /// Up to `limit` records of `kind` after the record `after` (an id), in store order.
@@ -247,9 +274,9 @@ mod tests {
     #[test]
     fn updated_since_is_strictly_after_as_instants() {
         let since = Timestamp::parse("2026-01-31T10:00:00-05:00").ok();
-        assert!(!updated_after(since, Some("2026-01-31T15:00:00Z")), "the same instant is not after");
-        assert!(updated_after(since, Some("2026-01-31T15:00:00.000001Z")));
-        assert!(!updated_after(since, Some("garbage")));
+        let at = |s: &str| Timestamp::parse(s).ok();
+        assert!(!updated_after(since, at("2026-01-31T15:00:00Z")), "the same instant is not after");
+        assert!(updated_after(since, at("2026-01-31T10:00:00.000001-05:00")), "instants, whatever the offset");
         assert!(!updated_after(since, None));
         assert!(updated_after(None, None));
     }

@@ -6,6 +6,7 @@
 //! read records. Nothing else parses Clio JSON. Parsing is tolerant: optional
 //! fields may be missing or `null`, ids may be numbers or strings, and new
 //! fields are kept in `raw` untouched.
+use crate::timestamp::Timestamp;
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Value;
 
@@ -35,6 +36,23 @@ impl Kind {
         Kind::CalendarEntry,
         Kind::Note,
     ];
+
+    /// The kind's byte in record keys (and so in the journal). Fixed for good:
+    /// never derived from [`Kind::ALL`]'s order, never reused; a new kind takes
+    /// the next free code. The codes equal the sync order they were first
+    /// given, so stores written before they were explicit read unchanged.
+    pub const fn code(self) -> u8 {
+        match self {
+            Kind::User => 0,
+            Kind::Contact => 1,
+            Kind::Matter => 2,
+            Kind::Activity => 3,
+            Kind::Bill => 4,
+            Kind::Task => 5,
+            Kind::CalendarEntry => 6,
+            Kind::Note => 7,
+        }
+    }
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -117,6 +135,14 @@ impl std::fmt::Display for Kind {
     }
 }
 
+/// The store key of a record (within its org): the kind's [`Kind::code`], then the Clio id.
+pub fn record_key(kind: Kind, id: &str) -> Vec<u8> {
+    let mut key = Vec::with_capacity(1 + id.len());
+    key.push(kind.code());
+    key.extend_from_slice(id.as_bytes());
+    key
+}
+
 /// An id Clio sends as a number (most resources) or a string (calendar entries).
 fn lenient_id<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
     match Value::deserialize(d)? {
@@ -150,8 +176,8 @@ macro_rules! typed {
             #[serde(deserialize_with = "lenient_id")]
             pub id: String,
             pub etag: Option<String>,
-            pub created_at: Option<String>,
-            pub updated_at: Option<String>,
+            pub created_at: Option<Timestamp>,
+            pub updated_at: Option<Timestamp>,
             $($(#[$fdoc])* pub $field: $ty,)*
         }
     };
@@ -315,7 +341,12 @@ pub struct Record {
     pub id: String,
     /// Clio's etag (with its literal quotes), used to skip unchanged records.
     pub etag: Option<String>,
-    pub updated_at: Option<String>,
+    /// Clio's `updated_at`, parsed once here (any offset in, a UTC instant kept).
+    pub updated_at: Option<Timestamp>,
+    /// When docket last wrote this record (its clock): a deletion reconcile
+    /// never deletes a record written after its listing began.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stored_at: Option<Timestamp>,
     /// The matters this record belongs to (itself for a matter): what ethical walls key on.
     pub matters: Vec<String>,
     /// The JSON exactly as Clio sent it.
@@ -371,19 +402,19 @@ impl Record {
         let id_hint = raw.get("id").map_or("?".to_string(), |v| v.to_string().trim_matches('"').to_string());
         let typed = Typed::parse(kind, &raw).map_err(|problem| RecordError { kind, id: id_hint.clone(), problem })?;
         let (id, etag, updated_at) = match &typed {
-            Typed::Matter(x) => (x.id.clone(), x.etag.clone(), x.updated_at.clone()),
-            Typed::Contact(x) => (x.id.clone(), x.etag.clone(), x.updated_at.clone()),
-            Typed::Activity(x) => (x.id.clone(), x.etag.clone(), x.updated_at.clone()),
-            Typed::Bill(x) => (x.id.clone(), x.etag.clone(), x.updated_at.clone()),
-            Typed::User(x) => (x.id.clone(), x.etag.clone(), x.updated_at.clone()),
-            Typed::Task(x) => (x.id.clone(), x.etag.clone(), x.updated_at.clone()),
-            Typed::CalendarEntry(x) => (x.id.clone(), x.etag.clone(), x.updated_at.clone()),
-            Typed::Note(x) => (x.id.clone(), x.etag.clone(), x.updated_at.clone()),
+            Typed::Matter(x) => (x.id.clone(), x.etag.clone(), x.updated_at),
+            Typed::Contact(x) => (x.id.clone(), x.etag.clone(), x.updated_at),
+            Typed::Activity(x) => (x.id.clone(), x.etag.clone(), x.updated_at),
+            Typed::Bill(x) => (x.id.clone(), x.etag.clone(), x.updated_at),
+            Typed::User(x) => (x.id.clone(), x.etag.clone(), x.updated_at),
+            Typed::Task(x) => (x.id.clone(), x.etag.clone(), x.updated_at),
+            Typed::CalendarEntry(x) => (x.id.clone(), x.etag.clone(), x.updated_at),
+            Typed::Note(x) => (x.id.clone(), x.etag.clone(), x.updated_at),
         };
         if id.is_empty() {
             return Err(RecordError { kind, id: id_hint, problem: "has no `id`".into() });
         }
-        Ok(Record { kind, id, etag, updated_at, matters: typed.matters(), raw })
+        Ok(Record { kind, id, etag, updated_at, stored_at: None, matters: typed.matters(), raw })
     }
 
     /// The typed view (the raw JSON was checked when the record was made).
@@ -428,5 +459,40 @@ mod tests {
         let err = Record::from_clio(Kind::Matter, json!({"description": "no id"})).unwrap_err();
         assert_eq!(err.id, "?");
         assert!(Record::from_clio(Kind::Note, json!({"id": null})).is_err());
+        let err = Record::from_clio(Kind::Note, json!({"id": 4, "updated_at": "yesterday"})).unwrap_err();
+        assert!(err.problem.contains("updated_at"), "{err}");
+    }
+
+    #[test]
+    fn kind_codes_are_pinned() {
+        // Record keys (and the journal) carry these bytes: changing one re-keys stored data.
+        let codes: Vec<(Kind, u8)> = Kind::ALL.iter().map(|k| (*k, k.code())).collect();
+        assert_eq!(
+            codes,
+            [
+                (Kind::User, 0),
+                (Kind::Contact, 1),
+                (Kind::Matter, 2),
+                (Kind::Activity, 3),
+                (Kind::Bill, 4),
+                (Kind::Task, 5),
+                (Kind::CalendarEntry, 6),
+                (Kind::Note, 7),
+            ]
+        );
+        assert_eq!(record_key(Kind::Note, "12"), b"\x0712");
+    }
+
+    #[test]
+    fn times_are_instants_and_old_stored_records_still_load() {
+        let a = Record::from_clio(Kind::Matter, json!({"id": 1, "updated_at": "2024-03-02T04:12:44-05:00"})).unwrap();
+        let b = Record::from_clio(Kind::Matter, json!({"id": 1, "updated_at": "2024-03-02T09:12:44Z"})).unwrap();
+        assert_eq!(a.updated_at, b.updated_at, "two spellings of one instant are equal");
+        let stored = serde_json::to_value(&a).unwrap();
+        assert_eq!(stored["updated_at"], "2024-03-02T09:12:44Z", "stored and rendered as RFC 3339 UTC");
+        // A record as an earlier docket stored it: `updated_at` as Clio spelled it, no `stored_at`.
+        let old = r#"{"kind":"matter","id":"1","etag":"\"e\"","updated_at":"2024-03-02T10:12:44+01:00","matters":["1"],"raw":{"id":1}}"#;
+        let old: Record = serde_json::from_str(old).unwrap();
+        assert_eq!((old.updated_at, old.stored_at), (b.updated_at, None));
     }
 }

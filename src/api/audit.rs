@@ -130,9 +130,11 @@ fn filter(
 }
 
 impl AuditApi {
-    fn export(&self, req: &Request, p: &Principal, filter: Filter, format: &str) -> ApiResult<Vec<Event>> {
+    async fn export(&self, req: &Request, p: &Principal, filter: Filter, format: &str) -> ApiResult<Vec<Event>> {
         let store = &self.state.store;
-        let events = audit::query(store, p.scope(), &Filter { limit: EXPORT_MAX, ..filter }).map_err(ApiError::from)?;
+        let scope = p.scope().clone();
+        let f = Filter { limit: EXPORT_MAX, ..filter };
+        let events = super::off_worker(store, move |store| Ok(audit::query(store, &scope, &f)?)).await?;
         let details = serde_json::json!({"format": format, "count": events.len()});
         let target = format!("org:{}", p.scope().org());
         audit::audited(store, p.scope(), &super::audit_context(req), "audit.export", &target, details, |_| Ok(()))
@@ -174,7 +176,8 @@ impl AuditApi {
             limit,
             ..filter(since.0, until.0, action.0, actor.0, outcome.0)
         };
-        let events = audit::query(&self.state.store, p.scope(), &f).map_err(ApiError::from)?;
+        let scope = p.scope().clone();
+        let events = super::off_worker(&self.state.store, move |store| Ok(audit::query(store, &scope, &f)?)).await?;
         let next_cursor = (events.len() == limit).then(|| events.last().map(|e| e.seq)).flatten();
         Ok(Json(AuditPage { events: events.into_iter().map(Into::into).collect(), next_cursor }))
     }
@@ -192,7 +195,7 @@ impl AuditApi {
         #[oai(validator(max_length = 100))] action: Query<Option<String>>,
     ) -> ApiResult<CsvExport> {
         let p = auth.require(Permission::AuditRead)?;
-        let events = self.export(req, p, filter(since.0, until.0, action.0, None, None), "csv")?;
+        let events = self.export(req, p, filter(since.0, until.0, action.0, None, None), "csv").await?;
         Ok(CsvExport::Csv(PlainText(audit::to_csv(&events)), "attachment; filename=\"audit.csv\"".into()))
     }
 
@@ -209,7 +212,7 @@ impl AuditApi {
         #[oai(validator(max_length = 100))] action: Query<Option<String>>,
     ) -> ApiResult<JsonExport> {
         let p = auth.require(Permission::AuditRead)?;
-        let events = self.export(req, p, filter(since.0, until.0, action.0, None, None), "json")?;
+        let events = self.export(req, p, filter(since.0, until.0, action.0, None, None), "json").await?;
         let body = events.into_iter().map(Into::into).collect();
         Ok(JsonExport::Json(Json(body), "attachment; filename=\"audit.json\"".into()))
     }

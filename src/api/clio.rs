@@ -6,9 +6,11 @@ use crate::auth::Permission;
 use crate::clio::connection::{self, Connection, ConnectionError, State};
 use crate::clio::{sync, webhooks};
 use crate::clock::{micros_to_datetime, rfc3339};
+use crate::data::{self, Viewer};
 use crate::records::Kind;
 use crate::secrets::Secret;
 use crate::state::AppState;
+use crate::timestamp::Timestamp;
 use poem::Request;
 use poem_openapi::param::Query;
 use poem_openapi::payload::Json;
@@ -92,8 +94,29 @@ pub struct KindStatus {
     pub last_success_at: Option<String>,
     pub last_error: Option<String>,
     pub last_error_at: Option<String>,
-    /// The newest `updated_at` synced.
+    /// RFC 3339: every change Clio made before this (less a 5-minute overlap) is synced.
     pub synced_through: Option<String>,
+    /// Deletions the last listing found but held back: more than
+    /// `clio.max_delete_share` of the kind. They go ahead when a second
+    /// listing agrees, or after `POST /clio/sync/confirm-deletions`.
+    pub held_deletions: Option<u64>,
+    /// RFC 3339: when the listing that found the held deletions began.
+    pub held_since: Option<String>,
+    /// Whether an admin confirmed the held deletions (the next listing applies them).
+    pub held_confirmed: Option<bool>,
+}
+
+/// Held deletions an admin confirmed, per kind.
+#[derive(Object)]
+pub struct ConfirmedKind {
+    pub kind: String,
+    pub deletions: u64,
+}
+
+/// What `confirm-deletions` confirmed; a deletion reconcile starts in the background.
+#[derive(Object)]
+pub struct DeletionsConfirmed {
+    pub confirmed: Vec<ConfirmedKind>,
 }
 
 /// The sync of every kind.
@@ -114,6 +137,13 @@ enum Redirect {
     /// Go on at `Location`.
     #[oai(status = 303)]
     SeeOther(#[oai(header = "location")] String),
+}
+
+#[derive(ApiResponse)]
+enum ConfirmAccepted {
+    /// The next listing of each kind applies the deletions; follow it at `GET /clio/sync`.
+    #[oai(status = 202)]
+    Accepted(Json<DeletionsConfirmed>),
 }
 
 #[derive(ApiResponse)]
@@ -362,29 +392,71 @@ impl ClioApi {
 
     /// Sync status
     ///
+    /// Record counts are what the caller may see: records walled off from them are not counted.
+    ///
     /// Requires permission `org:read`.
     #[oai(path = "/sync", method = "get", operation_id = "clio.sync_status")]
     async fn sync_status(&self, auth: Caller) -> ApiResult<Json<SyncStatus>> {
-        let p = auth.require(Permission::OrgRead)?;
-        let mut kinds = vec![];
-        for kind in Kind::ALL {
-            let cp = self.state.store.read(|r| sync::checkpoint(r, p.scope(), kind)).map_err(ApiError::from)?;
-            let records = sync::count(&self.state.store, p.scope(), kind).map_err(ApiError::from)?;
-            kinds.push(KindStatus {
-                kind: kind.as_str().into(),
-                records,
-                pages_fetched: cp.pages,
-                records_written: cp.stored,
-                records_skipped: cp.skipped,
-                records_deleted: cp.deleted,
-                in_progress: cp.next_url.is_some(),
-                full_sync_done: cp.full_done,
-                last_success_at: cp.last_success_at.map(time),
-                last_error: cp.last_error,
-                last_error_at: cp.last_error_at.map(time),
-                synced_through: cp.synced_through,
-            });
-        }
-        Ok(Json(SyncStatus { running: self.state.sync.is_running(p.scope().org()), kinds }))
+        let p = auth.require(Permission::OrgRead)?.clone();
+        let kinds = super::off_worker(&self.state.store, move |store| {
+            let viewer = Viewer::of(store, &p)?;
+            let mut kinds = vec![];
+            for kind in Kind::ALL {
+                let progress = store.read(|r| sync::progress(r, p.scope(), kind))?;
+                kinds.push(kind_status(kind, data::count(store, &viewer, kind)?, progress));
+            }
+            Ok(kinds)
+        })
+        .await?;
+        Ok(Json(SyncStatus { running: self.state.sync.is_running(auth.0.scope().org()), kinds }))
+    }
+
+    /// Confirm held deletions
+    ///
+    /// A deletion reconcile that would delete more than `clio.max_delete_share`
+    /// of a kind keeps the records and reports `held_deletions`. Confirming lets
+    /// the next listing of each such kind delete them (if it finds no more than
+    /// were held plus the usual allowance); that listing starts now. Audited.
+    ///
+    /// Requires permission `clio:manage`.
+    #[oai(path = "/sync/confirm-deletions", method = "post", operation_id = "clio.confirm_deletions")]
+    async fn confirm_deletions(&self, req: &Request, auth: Caller) -> ApiResult<ConfirmAccepted> {
+        let p = auth.require(Permission::ClioManage)?;
+        let by = p.scope().actor().to_string();
+        let confirmed =
+            super::audited(&self.state, req, p, "clio.confirm_deletions", "clio", serde_json::json!({}), |w| {
+                let confirmed = sync::confirm_held(w, p.scope(), &by)?;
+                if confirmed.is_empty() {
+                    return Err(crate::store::StoreError::Refused {
+                        problem: "no deletions are held; GET /api/v1/clio/sync shows `held_deletions` when there are"
+                            .into(),
+                    });
+                }
+                Ok(confirmed)
+            })?;
+        self.state.sync.reconcile_now(p.scope().org());
+        let confirmed =
+            confirmed.into_iter().map(|(k, n)| ConfirmedKind { kind: k.as_str().into(), deletions: n }).collect();
+        Ok(ConfirmAccepted::Accepted(Json(DeletionsConfirmed { confirmed })))
+    }
+}
+
+fn kind_status(kind: Kind, records: u64, p: sync::Progress) -> KindStatus {
+    KindStatus {
+        kind: kind.as_str().into(),
+        records,
+        pages_fetched: p.pages,
+        records_written: p.stored,
+        records_skipped: p.skipped,
+        records_deleted: p.deleted,
+        in_progress: p.in_progress,
+        full_sync_done: p.full_done,
+        last_success_at: p.last_success_at.map(time),
+        last_error: p.last_error,
+        last_error_at: p.last_error_at.map(time),
+        synced_through: p.synced_through.map(Timestamp::to_rfc3339),
+        held_deletions: p.held.as_ref().map(|h| h.count),
+        held_since: p.held.as_ref().map(|h| h.listed_at.to_rfc3339()),
+        held_confirmed: p.held.as_ref().map(|h| h.confirmed_by.is_some()),
     }
 }

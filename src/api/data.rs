@@ -1,7 +1,8 @@
 //! The firm's Clio data for integrators: `/matters`, `/contacts`,
 //! `/activities`, `/bills`, `/users`, `/tasks`, `/calendar-entries`, `/notes`,
 //! each listed with filters and cursor pages and read by id, through a
-//! [`Viewer`] so ethical walls apply everywhere.
+//! [`Viewer`] so ethical walls apply everywhere. Reads run on the blocking
+//! pool ([`super::off_worker`]), never on an async worker.
 use super::auth::Caller;
 use super::params::{Cursor, DateTime, Day, Flag, Id, Limit, opt};
 use super::problem::{ApiError, ApiResult, Code};
@@ -9,6 +10,7 @@ use crate::auth::Permission;
 use crate::data::{self, Filters, Viewer};
 use crate::records::{Kind, Record};
 use crate::state::AppState;
+use crate::store::Store;
 use crate::timestamp::Timestamp;
 use poem_openapi::param::{Path, Query};
 use poem_openapi::payload::Json;
@@ -35,6 +37,7 @@ pub struct RecordView {
     pub kind: String,
     /// Clio's etag (with its quotes).
     pub etag: Option<String>,
+    /// RFC 3339, UTC.
     pub updated_at: Option<String>,
     /// The record exactly as Clio sent it (unknown fields included).
     pub data: serde_json::Value,
@@ -42,7 +45,13 @@ pub struct RecordView {
 
 impl From<Record> for RecordView {
     fn from(r: Record) -> Self {
-        RecordView { id: r.id, kind: r.kind.as_str().into(), etag: r.etag, updated_at: r.updated_at, data: r.raw }
+        RecordView {
+            id: r.id,
+            kind: r.kind.as_str().into(),
+            etag: r.etag,
+            updated_at: r.updated_at.map(Timestamp::to_rfc3339),
+            data: r.raw,
+        }
     }
 }
 
@@ -71,23 +80,39 @@ fn paging(
     Paging { after: opt(after.0), limit: Limit::or(limit.0, 100), updated_since: opt(updated_since.0) }
 }
 
-impl DataApi {
-    fn viewer(&self, auth: &Caller) -> ApiResult<Viewer> {
-        let p = auth.require(Permission::DataRead)?;
-        Viewer::of(&self.state.store, p).map_err(ApiError::from)
-    }
+/// Runs `read` off the async workers as the caller's [`Viewer`] (`data:read`).
+async fn as_viewer<R: Send + 'static>(
+    state: &AppState,
+    auth: &Caller,
+    read: impl FnOnce(&Store, &Viewer) -> Result<R, crate::store::StoreError> + Send + 'static,
+) -> ApiResult<R> {
+    let principal = auth.require(Permission::DataRead)?.clone();
+    super::off_worker(&state.store, move |store| {
+        let viewer = Viewer::of(store, &principal)?;
+        Ok(read(store, &viewer)?)
+    })
+    .await
+}
 
-    fn list(&self, auth: &Caller, paging: Paging, kind: Kind, mut filters: Filters) -> ApiResult<Json<RecordPage>> {
-        let viewer = self.viewer(auth)?;
+impl DataApi {
+    async fn list(
+        &self,
+        auth: &Caller,
+        paging: Paging,
+        kind: Kind,
+        mut filters: Filters,
+    ) -> ApiResult<Json<RecordPage>> {
         filters.updated_since = paging.updated_since;
-        let page = data::list(&self.state.store, &viewer, kind, &filters, paging.after.as_deref(), paging.limit)
-            .map_err(ApiError::from)?;
+        let page = as_viewer(&self.state, auth, move |store, viewer| {
+            data::list(store, viewer, kind, &filters, paging.after.as_deref(), paging.limit)
+        })
+        .await?;
         Ok(Json(RecordPage { records: page.records.into_iter().map(RecordView::from).collect(), next: page.next }))
     }
 
-    fn get(&self, auth: &Caller, kind: Kind, id: &str) -> ApiResult<Json<RecordView>> {
-        let viewer = self.viewer(auth)?;
-        let record = data::get(&self.state.store, &viewer, kind, id).map_err(ApiError::from)?;
+    async fn get(&self, auth: &Caller, kind: Kind, id: String) -> ApiResult<Json<RecordView>> {
+        let wanted = id.clone();
+        let record = as_viewer(&self.state, auth, move |store, viewer| data::get(store, viewer, kind, &wanted)).await?;
         record
             .map(|r| Json(r.into()))
             .ok_or_else(|| ApiError::new(Code::NotFound, format!("{kind} `{id}` was not found")))
@@ -132,7 +157,7 @@ impl DataApi {
             to: opt(opened_to.0),
             ..Filters::default()
         };
-        self.list(&auth, paging(after, limit, updated_since), Kind::Matter, filters)
+        self.list(&auth, paging(after, limit, updated_since), Kind::Matter, filters).await
     }
 
     /// One matter
@@ -142,7 +167,7 @@ impl DataApi {
     /// Requires permission `data:read`.
     #[oai(path = "/matters/:id", method = "get", operation_id = "matters.get")]
     async fn get_matter(&self, auth: Caller, id: Path<Id>) -> ApiResult<Json<RecordView>> {
-        self.get(&auth, Kind::Matter, &id.0.0)
+        self.get(&auth, Kind::Matter, id.0.0).await
     }
 
     /// List contacts
@@ -168,7 +193,7 @@ impl DataApi {
         is_client: Query<Option<Flag>>,
     ) -> ApiResult<Json<RecordPage>> {
         let filters = Filters { kind: record_type.0, is_client: opt(is_client.0), ..Filters::default() };
-        self.list(&auth, paging(after, limit, updated_since), Kind::Contact, filters)
+        self.list(&auth, paging(after, limit, updated_since), Kind::Contact, filters).await
     }
 
     /// One contact
@@ -178,7 +203,7 @@ impl DataApi {
     /// Requires permission `data:read`.
     #[oai(path = "/contacts/:id", method = "get", operation_id = "contacts.get")]
     async fn get_contact(&self, auth: Caller, id: Path<Id>) -> ApiResult<Json<RecordView>> {
-        self.get(&auth, Kind::Contact, &id.0.0)
+        self.get(&auth, Kind::Contact, id.0.0).await
     }
 
     /// List activities (time and expense entries)
@@ -220,7 +245,7 @@ impl DataApi {
             to: opt(date_to.0),
             ..Filters::default()
         };
-        self.list(&auth, paging(after, limit, updated_since), Kind::Activity, filters)
+        self.list(&auth, paging(after, limit, updated_since), Kind::Activity, filters).await
     }
 
     /// One activity
@@ -230,7 +255,7 @@ impl DataApi {
     /// Requires permission `data:read`.
     #[oai(path = "/activities/:id", method = "get", operation_id = "activities.get")]
     async fn get_activity(&self, auth: Caller, id: Path<Id>) -> ApiResult<Json<RecordView>> {
-        self.get(&auth, Kind::Activity, &id.0.0)
+        self.get(&auth, Kind::Activity, id.0.0).await
     }
 
     /// List bills
@@ -269,7 +294,7 @@ impl DataApi {
             to: opt(issued_to.0),
             ..Filters::default()
         };
-        self.list(&auth, paging(after, limit, updated_since), Kind::Bill, filters)
+        self.list(&auth, paging(after, limit, updated_since), Kind::Bill, filters).await
     }
 
     /// One bill
@@ -279,7 +304,7 @@ impl DataApi {
     /// Requires permission `data:read`.
     #[oai(path = "/bills/:id", method = "get", operation_id = "bills.get")]
     async fn get_bill(&self, auth: Caller, id: Path<Id>) -> ApiResult<Json<RecordView>> {
-        self.get(&auth, Kind::Bill, &id.0.0)
+        self.get(&auth, Kind::Bill, id.0.0).await
     }
 
     /// List users (timekeepers)
@@ -302,7 +327,7 @@ impl DataApi {
         enabled: Query<Option<Flag>>,
     ) -> ApiResult<Json<RecordPage>> {
         let filters = Filters { enabled: opt(enabled.0), ..Filters::default() };
-        self.list(&auth, paging(after, limit, updated_since), Kind::User, filters)
+        self.list(&auth, paging(after, limit, updated_since), Kind::User, filters).await
     }
 
     /// One user
@@ -312,7 +337,7 @@ impl DataApi {
     /// Requires permission `data:read`.
     #[oai(path = "/users/:id", method = "get", operation_id = "users.get")]
     async fn get_user(&self, auth: Caller, id: Path<Id>) -> ApiResult<Json<RecordView>> {
-        self.get(&auth, Kind::User, &id.0.0)
+        self.get(&auth, Kind::User, id.0.0).await
     }
 
     /// List tasks
@@ -351,7 +376,7 @@ impl DataApi {
             to: opt(due_to.0),
             ..Filters::default()
         };
-        self.list(&auth, paging(after, limit, updated_since), Kind::Task, filters)
+        self.list(&auth, paging(after, limit, updated_since), Kind::Task, filters).await
     }
 
     /// One task
@@ -361,7 +386,7 @@ impl DataApi {
     /// Requires permission `data:read`.
     #[oai(path = "/tasks/:id", method = "get", operation_id = "tasks.get")]
     async fn get_task(&self, auth: Caller, id: Path<Id>) -> ApiResult<Json<RecordView>> {
-        self.get(&auth, Kind::Task, &id.0.0)
+        self.get(&auth, Kind::Task, id.0.0).await
     }
 
     /// List calendar entries
@@ -396,7 +421,7 @@ impl DataApi {
             to: opt(to.0),
             ..Filters::default()
         };
-        self.list(&auth, paging(after, limit, updated_since), Kind::CalendarEntry, filters)
+        self.list(&auth, paging(after, limit, updated_since), Kind::CalendarEntry, filters).await
     }
 
     /// One calendar entrie
@@ -406,7 +431,7 @@ impl DataApi {
     /// Requires permission `data:read`.
     #[oai(path = "/calendar-entries/:id", method = "get", operation_id = "calendar_entries.get")]
     async fn get_calendar_entry(&self, auth: Caller, id: Path<Id>) -> ApiResult<Json<RecordView>> {
-        self.get(&auth, Kind::CalendarEntry, &id.0.0)
+        self.get(&auth, Kind::CalendarEntry, id.0.0).await
     }
 
     /// List notes
@@ -434,7 +459,7 @@ impl DataApi {
     ) -> ApiResult<Json<RecordPage>> {
         let filters =
             Filters { matter_id: opt(matter_id.0), from: opt(date_from.0), to: opt(date_to.0), ..Filters::default() };
-        self.list(&auth, paging(after, limit, updated_since), Kind::Note, filters)
+        self.list(&auth, paging(after, limit, updated_since), Kind::Note, filters).await
     }
 
     /// One note
@@ -444,6 +469,6 @@ impl DataApi {
     /// Requires permission `data:read`.
     #[oai(path = "/notes/:id", method = "get", operation_id = "notes.get")]
     async fn get_note(&self, auth: Caller, id: Path<Id>) -> ApiResult<Json<RecordView>> {
-        self.get(&auth, Kind::Note, &id.0.0)
+        self.get(&auth, Kind::Note, id.0.0).await
     }
 }

@@ -61,6 +61,24 @@ pub fn audit_context(req: &Request) -> crate::audit::Context {
     }
 }
 
+/// Runs `read` on the blocking pool, never on an async worker: a read that
+/// can scan (a selective list over a large firm) must not stall the server.
+/// Every read in `api/` that can scan (records, counts, sync status, the audit
+/// trail) goes through here.
+pub async fn off_worker<R: Send + 'static>(
+    store: &Arc<crate::store::Store>,
+    read: impl FnOnce(&crate::store::Store) -> problem::ApiResult<R> + Send + 'static,
+) -> problem::ApiResult<R> {
+    let store = store.clone();
+    tokio::task::spawn_blocking(move || read(&store)).await.map_err(|e| {
+        tracing::error!(error = %e, "a store read on the blocking pool failed");
+        problem::ApiError::new(
+            problem::Code::Internal,
+            "an internal error occurred; quote the request id to your administrator",
+        )
+    })?
+}
+
 /// Where the API is mounted.
 pub const BASE: &str = "/api/v1";
 
@@ -186,4 +204,28 @@ pub fn spec_json(service: &OpenApiService<Apis, ()>) -> String {
     let mut out = serde_json::to_string_pretty(&spec).unwrap_or(raw);
     out.push('\n');
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::Store;
+    use problem::{ApiError, Code};
+    use std::time::Duration;
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn reads_run_off_the_async_worker() {
+        // One async worker: a read that waits for another task's answer would
+        // wait in vain if it ran inline on it; on the blocking pool it gets it.
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(Store::open(&dir.path().join("s.redb"), crate::clock::Clock::system()).unwrap());
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        let read = off_worker(&store, move |_| {
+            rx.recv_timeout(Duration::from_secs(10))
+                .map_err(|_| ApiError::new(Code::Internal, "the read ran on the async worker: the answer never came"))
+        });
+        let answer = async move { tx.send(()).unwrap() };
+        let (read, ()) = tokio::join!(read, answer);
+        assert!(read.is_ok(), "{:?}", read.err());
+    }
 }

@@ -12,6 +12,7 @@
 use crate::records::Kind;
 use crate::secrets::Secret;
 use crate::telemetry::Metrics;
+use crate::timestamp::Timestamp;
 use rand::Rng as _;
 use serde_json::Value;
 use std::sync::Arc;
@@ -215,8 +216,15 @@ impl ClioClient {
         &self.endpoints
     }
 
-    /// The first page of `kind`, optionally only records updated after `since` (RFC 3339).
-    pub fn first_page_url(&self, kind: Kind, fields: &str, since: Option<&str>) -> String {
+    /// The first page of a listing of `kind`: only records updated after
+    /// `since` if given, and `filter` (e.g. notes' `type`) if given.
+    pub fn first_page_url(
+        &self,
+        kind: Kind,
+        fields: &str,
+        since: Option<Timestamp>,
+        filter: Option<(&str, &str)>,
+    ) -> String {
         let mut url = format!(
             "{}/{}.json?fields={}&limit={}&order=id(asc)",
             self.endpoints.api_base,
@@ -224,8 +232,11 @@ impl ClioClient {
             urlencode(fields),
             kind.page_limit()
         );
+        if let Some((name, value)) = filter {
+            url.push_str(&format!("&{}={}", urlencode(name), urlencode(value)));
+        }
         if let Some(since) = since {
-            url.push_str(&format!("&updated_since={}", urlencode(since)));
+            url.push_str(&format!("&updated_since={}", urlencode(&since.to_rfc3339())));
         }
         url
     }

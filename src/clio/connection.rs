@@ -238,6 +238,7 @@ pub async fn disconnect(
         let mut c = get(w, scope)?.ok_or(StoreError::NotFound { what: "a Clio connection".into() })?;
         w.delete(scope, &SECRETS, TOKENS.as_bytes())?;
         super::webhooks::forget(w, scope)?;
+        super::sync::bump_generation(w, scope)?;
         let now = w.time();
         c.state = State::Disconnected;
         c.disconnected_at = Some(now);

@@ -1,22 +1,58 @@
 //! A faithful fake of the part of Clio Manage API v4 docket uses, served on
 //! loopback for the tests, the demo and the sync benchmark (no machine here
-//! can reach Clio; `../shared/CLIO.md` is the reference it follows).
+//! can reach Clio; `../shared/CLIO.md` is the reference it follows). It is as
+//! strict as Clio on everything CLIO.md documents, so a client that works
+//! against it does not meet a 400 at Clio:
 //!
-//! - OAuth 2.0: `/oauth/authorize` (approves at once, as if the user clicked
-//!   Allow), `/oauth/token` (code and refresh grants; refresh tokens do not
-//!   rotate), `/oauth/deauthorize`; access tokens expire after `token_ttl`.
-//! - `/api/v4/<collection>[.json]` and `/<collection>/<id>[.json]` for the eight
-//!   kinds in [`Kind`], `/users/who_am_i`: `fields` with one nesting level
-//!   (unknown fields and deeper nesting answer 400 `InvalidFields`), cursor
-//!   paging through `meta.paging.next` (`order=id(asc)` only), `limit` up to 200
-//!   (users 2000), `updated_since`, `meta.records`, `X-API-VERSION` echoed.
-//! - Per-token rate limits with `X-RateLimit-*` headers and 429 `Retry-After`.
-//! - Faults on demand: bursts of 5xx, slow responses, truncated or mistyped
-//!   bodies, records without an id.
-//! - Edits, creations and deletions on demand, so incremental sync and deletion
-//!   detection can be checked against the source.
+//! - Versions (CLIO.md 1): `X-API-VERSION` other than `4.0.0`–`4.0.13`
+//!   answers 410; successful answers echo it. Paths with and without `.json`.
+//! - OAuth (2): `/oauth/authorize` needs `response_type=code`, the app's
+//!   `client_id` and a `redirect_uri` (it approves at once, as if the user
+//!   clicked Allow; `redirect_on_decline` accepted). Codes are single-use, bound
+//!   to their `redirect_uri` and expire after 10 minutes. `/oauth/token` takes
+//!   only `application/x-www-form-urlencoded`, the app's id and secret, and
+//!   the `authorization_code` or `refresh_token` grant; refresh answers a new
+//!   access token and no refresh token (they do not rotate). Access tokens
+//!   expire after `token_ttl` (the fake's [`Clock`]): then every call answers
+//!   401 `invalid_token`. `/oauth/deauthorize` needs a live Bearer token and the
+//!   same token in the form body; it answers 200 without a body and revokes the grant.
+//! - Requests (3): `Authorization: Bearer` on every API call. `fields` parses
+//!   `a,b,c{x,y}`: an unknown field, braces on a field that is not an
+//!   association, a second nesting level or unbalanced braces answer 400
+//!   `InvalidFields`; without `fields` only `id` and `etag` come back; a nested
+//!   resource named without braces comes back as `{id, etag}`. A single record
+//!   carries `ETag` and `Last-Modified`, and `If-None-Match` with its etag answers 304.
+//! - Resources (4): the eight kinds in [`Kind`] and `/users/who_am_i`; `GET
+//!   /notes` answers 400 without `type=Matter` or `type=Contact`.
+//! - Paging (5): `limit` 1–200 (users 2000), else 400; cursor paging only with
+//!   `order=id(asc)` (the default); another order needs `offset`; `offset`
+//!   past 10,000 answers 422 `ArgumentError`; `page_token` and `offset` do not
+//!   mix; `meta.paging.next` is a full URL carrying every parameter, `"paging":{}`
+//!   on the last page, `meta.records` counts every match. `updated_since` and
+//!   `created_since` must be RFC 3339 date-times (else 400) and select records
+//!   changed (created) strictly after them.
+//! - Rate limits (6): per access token, `X-RateLimit-*` on every answer (a limit
+//!   too large to meet unless [`Faults::rate_limit_per_minute`] sets one), and
+//!   429 with `Retry-After` over the limit.
+//! - Webhooks (7): `url` must be https, `model` one of Clio's webhook models (a
+//!   name or its numeric id; no users, no notes), `fields` required and at most
+//!   1000 characters, `events` from `created`/`updated`/`deleted` (and matters'
+//!   own), `expires_at` an RFC 3339 time at most 31 days ahead (3 days when
+//!   absent); else 422. The `X-Hook-Secret` handshake, hex HMAC-SHA256
+//!   `X-Hook-Signature`, `{data, meta:{event, webhook_id}}` payloads; an
+//!   expired subscription delivers nothing, and a 410 from the receiver disables it.
+//! - Errors (8): `{"error":{type,message}}` bodies; 404 for unknown records and
+//!   resources; writes other than webhooks answer 405; DELETE answers 204.
+//!
+//! Faults on demand: bursts of 5xx, slow responses, truncated or mistyped
+//! bodies, records without an id, and hooks that run after the n-th API call
+//! (edit a record or move the clock while a pass is under way). Edits,
+//! creations and deletions on demand, so incremental sync and deletion
+//! detection can be checked against the source.
 use super::generator::{self, Firm};
+use crate::clock::Clock;
 use crate::records::Kind;
+use crate::timestamp::Timestamp;
 use poem::http::{HeaderValue, StatusCode};
 use poem::listener::{Acceptor as _, Listener as _, TcpListener};
 use poem::web::Query;
@@ -59,6 +95,8 @@ pub struct Faults {
     pub corrupt_next: Vec<Corruption>,
     /// Lifetime of access tokens.
     pub token_ttl: Duration,
+    /// Lists answer no records and no next page (a bad answer a deletion reconcile must survive).
+    pub empty_lists: bool,
 }
 
 impl Default for Faults {
@@ -72,6 +110,7 @@ impl Default for Faults {
             delay: Duration::ZERO,
             corrupt_next: vec![],
             token_ttl: Duration::from_secs(30 * 86_400),
+            empty_lists: false,
         }
     }
 }
@@ -99,16 +138,22 @@ struct State {
     deleted: BTreeSet<(Kind, u64)>,
     created: HashMap<Kind, u64>,
     versions: HashMap<(Kind, u64), u64>,
-    /// The fake's own clock for edits: later than every base record.
+    /// The `updated_at` of the latest edit (unix seconds): later than every
+    /// base record, and never earlier than the clock.
     now: i64,
-    codes: HashMap<String, String>,
-    access: HashMap<String, Instant>,
+    clock: Clock,
+    /// Authorization codes: the `redirect_uri` they were issued for, and when (micros).
+    codes: HashMap<String, (String, i64)>,
+    /// Access tokens and when they expire (micros, on the clock).
+    access: HashMap<String, i64>,
     refresh: BTreeSet<String>,
     windows: HashMap<String, Window>,
     faults: Faults,
     api_calls: u64,
     hooks: BTreeMap<u64, Hook>,
     next_hook: u64,
+    /// Run once the n-th API call has been answered (see [`FakeClio::after_call`]).
+    after_calls: Vec<(u64, Box<dyn FnOnce() + Send>)>,
 }
 
 /// A running fake Clio.
@@ -124,12 +169,53 @@ fn token() -> String {
     crate::auth::random_token(24)
 }
 
+/// A refusal in Clio's error shape, made into a response where it is answered.
+struct Refusal {
+    status: StatusCode,
+    kind: &'static str,
+    message: String,
+}
+
+impl From<Refusal> for Response {
+    fn from(r: Refusal) -> Response {
+        clio_error(r.status, r.kind, &r.message)
+    }
+}
+
 fn clio_error(status: StatusCode, kind: &str, message: &str) -> Response {
     json_response(status, &json!({"error": {"type": kind, "message": message}}))
 }
 
 fn json_response(status: StatusCode, body: &Value) -> Response {
     Response::builder().status(status).content_type("application/json").body(body.to_string())
+}
+
+/// What a listing selects besides `updated_since` and the cursor.
+#[derive(Debug, Default)]
+struct Select {
+    /// Notes' `type` (`Matter` or `Contact`).
+    note_type: Option<String>,
+    /// Created strictly after this (micros).
+    created_since: Option<i64>,
+}
+
+impl Select {
+    fn is_all(&self) -> bool {
+        self.note_type.is_none() && self.created_since.is_none()
+    }
+
+    /// Whether base record `index` of `kind` is selected (computed without building it).
+    fn base(&self, firm: &Firm, kind: Kind, index: u64) -> bool {
+        self.note_type.as_deref().is_none_or(|t| kind != Kind::Note || firm.note_type(index) == t)
+            && self.created_since.is_none_or(|c| firm.created_at(kind, index).saturating_mul(1_000_000) > c)
+    }
+
+    /// Whether an edited or created record is selected.
+    fn value(&self, v: &Value) -> bool {
+        let created = || v["created_at"].as_str().and_then(|t| Timestamp::parse(t).ok());
+        self.note_type.as_deref().is_none_or(|t| v["type"].as_str() == Some(t))
+            && self.created_since.is_none_or(|c| created().is_some_and(|t| t.micros() > c))
+    }
 }
 
 /// One requested field and, for a nested resource, the fields asked of it.
@@ -189,10 +275,6 @@ fn project(record: &Value, fields: &[Field]) -> Value {
     Value::Object(out)
 }
 
-fn parse_time(s: &str) -> Option<i64> {
-    time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).ok().map(|t| t.unix_timestamp())
-}
-
 fn encode_cursor(id: u64) -> String {
     use base64::Engine as _;
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("after:{id}"))
@@ -205,7 +287,7 @@ fn decode_cursor(token: &str) -> Option<u64> {
 }
 
 impl State {
-    fn new(firm: Firm, faults: Faults) -> State {
+    fn new(firm: Firm, faults: Faults, clock: Clock) -> State {
         let latest = Kind::ALL.iter().map(|k| firm.updated_at(firm.count(*k))).max().unwrap_or(generator::EPOCH);
         State {
             firm,
@@ -214,6 +296,7 @@ impl State {
             created: HashMap::new(),
             versions: HashMap::new(),
             now: latest + 60,
+            clock,
             codes: HashMap::new(),
             access: HashMap::new(),
             refresh: BTreeSet::new(),
@@ -222,7 +305,13 @@ impl State {
             api_calls: 0,
             hooks: BTreeMap::new(),
             next_hook: 1,
+            after_calls: vec![],
         }
+    }
+
+    /// Whether `token` is a live access token now.
+    fn live(&self, token: &str) -> bool {
+        self.access.get(token).is_some_and(|exp| *exp > self.clock.now_micros())
     }
 
     fn base_count(&self, kind: Kind) -> u64 {
@@ -241,9 +330,17 @@ impl State {
         Some((self.firm.record(kind, index), self.firm.updated_at(index)))
     }
 
-    /// One page of `kind` in id order: records updated after `since`, ids after
-    /// `after`; returns the page and whether more follow.
-    fn page(&self, kind: Kind, since: Option<i64>, after: Option<u64>, limit: usize) -> (Vec<Value>, bool) {
+    /// One page of `kind` in id order: records updated after `since` (unix
+    /// seconds) that `select` keeps, ids after `after`; returns the page and
+    /// whether more follow.
+    fn page(
+        &self,
+        kind: Kind,
+        since: Option<i64>,
+        after: Option<u64>,
+        limit: usize,
+        select: &Select,
+    ) -> (Vec<Value>, bool) {
         let lo = since.map_or(0, |s| self.firm.first_updated_after(s));
         let first_id = self.firm.id(kind, lo);
         let start_id = after.map_or(first_id, |a| (a + 1).max(first_id));
@@ -251,15 +348,20 @@ impl State {
         let mut overlay = self
             .overlay
             .range((kind, after.map_or(0, |a| a + 1))..=(kind, u64::MAX))
-            .filter(|((_, id), (_, updated))| after.is_none_or(|a| *id > a) && since.is_none_or(|s| *updated > s))
+            .filter(|((_, id), (v, updated))| {
+                after.is_none_or(|a| *id > a) && since.is_none_or(|s| *updated > s) && select.value(v)
+            })
             .map(|((_, id), (v, _))| (*id, v))
             .peekable();
+        let skip = |id: u64| {
+            self.deleted.contains(&(kind, id))
+                || self.overlay.contains_key(&(kind, id))
+                || !self.firm.index_of(kind, id).is_some_and(|i| select.base(&self.firm, kind, i))
+        };
         let mut out = Vec::with_capacity(limit);
         let mut base_id = start_id;
         loop {
-            while base_id < base_end
-                && (self.deleted.contains(&(kind, base_id)) || self.overlay.contains_key(&(kind, base_id)))
-            {
+            while base_id < base_end && skip(base_id) {
                 base_id += 1;
             }
             let next_overlay = overlay.peek().map(|(id, _)| *id);
@@ -280,27 +382,45 @@ impl State {
         }
     }
 
-    /// How many records of `kind` were updated after `since`.
-    fn count(&self, kind: Kind, since: Option<i64>) -> u64 {
+    /// How many records of `kind` updated after `since` (unix seconds) `select` keeps.
+    fn count(&self, kind: Kind, since: Option<i64>, select: &Select) -> u64 {
         let lo = since.map_or(0, |s| self.firm.first_updated_after(s));
+        let overlay = self
+            .overlay
+            .iter()
+            .filter(|((k, _), (v, u))| *k == kind && since.is_none_or(|s| *u > s) && select.value(v))
+            .count() as u64;
+        if !select.is_all() {
+            let live = |i: u64| {
+                let id = self.firm.id(kind, i);
+                !self.deleted.contains(&(kind, id)) && !self.overlay.contains_key(&(kind, id))
+            };
+            let base = (lo..self.base_count(kind)).filter(|i| select.base(&self.firm, kind, *i) && live(*i)).count();
+            return base as u64 + overlay;
+        }
         let in_base = |id: u64| self.firm.index_of(kind, id).is_some_and(|i| i >= lo && i < self.base_count(kind));
         let base = self.base_count(kind).saturating_sub(lo);
         let deleted = self.deleted.iter().filter(|(k, id)| *k == kind && in_base(*id)).count() as u64;
         let replaced = self.overlay.keys().filter(|(k, id)| *k == kind && in_base(*id)).count() as u64;
-        let overlay =
-            self.overlay.iter().filter(|((k, _), (_, u))| *k == kind && since.is_none_or(|s| *u > s)).count() as u64;
         base - deleted - replaced + overlay
     }
 
+    /// The `updated_at` of an edit now: the clock's second, and after every earlier edit.
     fn tick(&mut self) -> i64 {
-        self.now += 1;
+        self.now = (self.now + 1).max(self.clock.now_micros().div_euclid(1_000_000));
         self.now
     }
 }
 
 impl FakeClio {
-    /// Starts a fake Clio for a firm of about `total` records on 127.0.0.1.
+    /// Starts a fake Clio for a firm of about `total` records on 127.0.0.1, on the system clock.
     pub async fn start(seed: u64, total: u64) -> std::io::Result<FakeClio> {
+        Self::start_with_clock(seed, total, Clock::system()).await
+    }
+
+    /// Starts a fake Clio whose edits, token and code expiry follow `clock`
+    /// (share it with the store to drive both from a test).
+    pub async fn start_with_clock(seed: u64, total: u64, clock: Clock) -> std::io::Result<FakeClio> {
         let acceptor = TcpListener::bind("127.0.0.1:0").into_acceptor().await?;
         let addr = acceptor
             .local_addr()
@@ -308,7 +428,7 @@ impl FakeClio {
             .and_then(|a| a.as_socket_addr().copied())
             .ok_or_else(|| std::io::Error::other("no local address"))?;
         let fake = FakeClio {
-            state: Arc::new(Mutex::new(State::new(Firm::new(seed, total), Faults::default()))),
+            state: Arc::new(Mutex::new(State::new(Firm::new(seed, total), Faults::default(), clock))),
             addr,
             client_id: "docket-fake-client".into(),
             client_secret: "docket-fake-secret".into(),
@@ -349,6 +469,23 @@ impl FakeClio {
     /// API requests served so far (OAuth requests not counted).
     pub fn api_calls(&self) -> u64 {
         self.with(|s| s.api_calls)
+    }
+
+    /// Runs `then` once the `n`-th API call (counting from the fake's start)
+    /// has been answered, before the next is served: a test edits records or
+    /// moves the clock at an exact point of a pass this way.
+    pub fn after_call(&self, n: u64, then: impl FnOnce() + Send + 'static) {
+        self.with(|s| s.after_calls.push((n, Box::new(then))));
+    }
+
+    /// The hooks due once `calls` API calls were answered, taken out.
+    fn due_hooks(&self) -> Vec<Box<dyn FnOnce() + Send>> {
+        self.with(|s| {
+            let calls = s.api_calls;
+            let (due, later): (Vec<_>, Vec<_>) = s.after_calls.drain(..).partition(|(n, _)| *n <= calls);
+            s.after_calls = later;
+            due.into_iter().map(|(_, f)| f).collect()
+        })
     }
 
     /// Edits record `id` of `kind` (a new etag and `updated_at`); false if it does not exist.
@@ -410,7 +547,7 @@ impl FakeClio {
             let mut out = BTreeMap::new();
             let mut after = None;
             loop {
-                let (page, more) = s.page(kind, None, after, 10_000);
+                let (page, more) = s.page(kind, None, after, 10_000, &Select::default());
                 for v in &page {
                     let id = v["id"].to_string().trim_matches('"').to_string();
                     after = id.parse().ok();
@@ -424,12 +561,15 @@ impl FakeClio {
     }
 
     /// Delivers `event` on `record` to every active subscription for `kind`, signed.
+    /// An expired subscription delivers nothing; a receiver answering 410 disables it.
     fn notify(&self, s: &State, kind: Kind, event: &str, record: &Value) {
-        for (id, hook) in s.hooks.iter().filter(|(_, h)| h.kind == kind && h.active) {
+        let now = s.clock.now_micros();
+        let live = |h: &Hook| Timestamp::parse(&h.expires_at).is_ok_and(|t| t.micros() > now);
+        for (id, hook) in s.hooks.iter().filter(|(_, h)| h.kind == kind && h.active && live(h)) {
             let data = if event == "deleted" { record.clone() } else { project(record, &hook.fields) };
             let body = json!({"data": data, "meta": {"event": event, "webhook_id": id}}).to_string();
             let signature = sign(&hook.secret, body.as_bytes());
-            let url = hook.url.clone();
+            let (url, fake, id) = (hook.url.clone(), self.clone(), *id);
             tokio::spawn(async move {
                 let sent = delivery_client()
                     .post(&url)
@@ -438,8 +578,12 @@ impl FakeClio {
                     .body(body)
                     .send()
                     .await;
-                if let Err(e) = sent {
-                    tracing::warn!(error = %e, "the fake Clio could not deliver a webhook");
+                match sent {
+                    Ok(r) if r.status() == reqwest::StatusCode::GONE => {
+                        fake.with(|s| s.hooks.remove(&id));
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "the fake Clio could not deliver a webhook"),
                 }
             });
         }
@@ -458,6 +602,11 @@ impl FakeClio {
     /// Forgets every refresh token (as if the grant were revoked behind docket's back).
     pub fn forget_refresh_tokens(&self) {
         self.with(|s| s.refresh.clear());
+    }
+
+    /// The fake's clock.
+    pub fn clock(&self) -> Clock {
+        self.with(|s| s.clock.clone())
     }
 
     /// Invalidates every access token now (as if they expired); refresh tokens keep working.
@@ -480,10 +629,16 @@ impl FakeClio {
     /// authorization code `/oauth/authorize` would hand to `redirect_uri`.
     pub fn approve(&self, redirect_uri: &str) -> String {
         let code = token();
-        self.with(|s| s.codes.insert(code.clone(), redirect_uri.to_string()));
+        self.with(|s| {
+            let now = s.clock.now_micros();
+            s.codes.insert(code.clone(), (redirect_uri.to_string(), now))
+        });
         code
     }
 }
+
+/// How long an authorization code can be redeemed (CLIO.md 2).
+const CODE_TTL_MICROS: i64 = 10 * 60 * 1_000_000;
 
 #[handler]
 fn authorize(req: &Request, Query(q): Query<HashMap<String, String>>) -> Response {
@@ -507,20 +662,35 @@ fn urlencode(s: &str) -> String {
     url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }
 
+fn is_form(req: &Request) -> bool {
+    req.headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim().to_ascii_lowercase().starts_with("application/x-www-form-urlencoded"))
+}
+
 #[handler]
 async fn issue_token(req: &Request, body: Body) -> Response {
     let Some(fake) = req.data::<FakeClio>() else { return StatusCode::INTERNAL_SERVER_ERROR.into_response() };
+    if !is_form(req) {
+        return json_response(
+            StatusCode::BAD_REQUEST,
+            &json!({"error": "invalid_request", "error_description": "send the form as application/x-www-form-urlencoded"}),
+        );
+    }
     let text = body.into_string().await.unwrap_or_default();
     let form: HashMap<String, String> = serde_urlencoded_pairs(&text);
     if form.get("client_id") != Some(&fake.client_id) || form.get("client_secret") != Some(&fake.client_secret) {
         return json_response(StatusCode::UNAUTHORIZED, &json!({"error": "invalid_client"}));
     }
     fake.with(|s| {
+        let now = s.clock.now_micros();
         let ok = match form.get("grant_type").map(String::as_str) {
+            // Single use: the code is gone whether or not the rest matches.
             Some("authorization_code") => form
                 .get("code")
                 .and_then(|c| s.codes.remove(c))
-                .is_some_and(|uri| Some(&uri) == form.get("redirect_uri")),
+                .is_some_and(|(uri, at)| Some(&uri) == form.get("redirect_uri") && now - at < CODE_TTL_MICROS),
             Some("refresh_token") => form.get("refresh_token").is_some_and(|r| s.refresh.contains(r)),
             _ => false,
         };
@@ -529,7 +699,7 @@ async fn issue_token(req: &Request, body: Body) -> Response {
         }
         let access = token();
         let ttl = s.faults.token_ttl;
-        s.access.insert(access.clone(), Instant::now() + ttl);
+        s.access.insert(access.clone(), now.saturating_add(i64::try_from(ttl.as_micros()).unwrap_or(i64::MAX)));
         let mut body = json!({"token_type": "bearer", "access_token": access, "expires_in": ttl.as_secs()});
         if form.get("grant_type").map(String::as_str) == Some("authorization_code") {
             let refresh = token();
@@ -548,22 +718,21 @@ fn bearer(req: &Request) -> Option<String> {
     req.headers().get("authorization")?.to_str().ok()?.strip_prefix("Bearer ").map(str::to_owned)
 }
 
+/// `POST /oauth/deauthorize`: a live Bearer token, and the same token as `token` in the form.
 #[handler]
-fn deauthorize(req: &Request) -> Response {
+async fn deauthorize(req: &Request, body: Body) -> Response {
     let Some(fake) = req.data::<FakeClio>() else { return StatusCode::INTERNAL_SERVER_ERROR.into_response() };
-    let Some(token) = bearer(req) else { return StatusCode::UNAUTHORIZED.into_response() };
-    // As at Clio, only a live access token can revoke the grant: an expired
-    // one gets 401 and the grant stays.
-    let revoked = fake.with(|s| {
-        if s.access.get(&token).is_none_or(|exp| *exp <= Instant::now()) {
-            return false;
+    let form: HashMap<String, String> = serde_urlencoded_pairs(&body.into_string().await.unwrap_or_default());
+    let Some(token) = bearer(req) else { return invalid_token() };
+    fake.with(|s| {
+        if !s.live(&token) || form.get("token") != Some(&token) {
+            return invalid_token();
         }
-        s.access.clear();
+        s.access.remove(&token);
         // Deauthorizing the app revokes its grant: refresh tokens stop working too.
         s.refresh.clear();
-        true
-    });
-    if revoked { StatusCode::OK.into_response() } else { StatusCode::UNAUTHORIZED.into_response() }
+        StatusCode::OK.into_response()
+    })
 }
 
 fn sign(secret: &str, body: &[u8]) -> String {
@@ -589,34 +758,23 @@ async fn api_write(req: &Request, body: Body) -> Response {
     let path = req.uri().path().trim_start_matches("/api/v4/").trim_end_matches(".json").to_string();
     let body: Value = serde_json::from_str(&body.into_string().await.unwrap_or_default()).unwrap_or(Value::Null);
     let method = req.method().clone();
-    let authorized = fake.with(|s| {
+    let (authorized, now) = fake.with(|s| {
         s.api_calls += 1;
-        bearer(req).is_some_and(|t| s.access.get(&t).is_some_and(|exp| *exp > Instant::now()))
+        (bearer(req).is_some_and(|t| s.live(&t)), s.clock.now_micros())
     });
     if !authorized {
         return invalid_token();
     }
+    if let Some(refused) = version_refused(req) {
+        return refused;
+    }
     match (method.as_str(), path.split_once('/')) {
         ("POST", None) if path == "webhooks" => {
-            let d = &body["data"];
-            let (Some(url), Some(model)) = (d["url"].as_str(), d["model"].as_str()) else {
-                return clio_error(StatusCode::UNPROCESSABLE_ENTITY, "ValidationError", "url and model are required");
+            let (url, model, kind, fields, expires_at) = match subscription(&body["data"], now) {
+                Ok(s) => s,
+                Err(refusal) => return refusal.into(),
             };
-            let Some(kind) = Kind::ALL.into_iter().find(|k| k.as_str() == model) else {
-                return clio_error(StatusCode::UNPROCESSABLE_ENTITY, "ValidationError", "unknown model");
-            };
-            let fields = match parse_fields(d["fields"].as_str().unwrap_or("id,etag")) {
-                Ok(f) => f,
-                Err(p) => return clio_error(StatusCode::BAD_REQUEST, "InvalidFields", &p),
-            };
-            let hook = Hook {
-                url: url.to_string(),
-                kind,
-                fields,
-                secret: token(),
-                active: false,
-                expires_at: d["expires_at"].as_str().unwrap_or_default().to_string(),
-            };
+            let hook = Hook { url: url.clone(), kind, fields, secret: token(), active: false, expires_at };
             let id = fake.with(|s| {
                 let id = s.next_hook;
                 s.next_hook += 1;
@@ -647,10 +805,14 @@ async fn api_write(req: &Request, body: Body) -> Response {
             )
         }
         ("PATCH", Some(("webhooks", id))) => {
+            let expires_at = match body.pointer("/data/expires_at").map(|e| expiry(Some(e), now)).transpose() {
+                Ok(e) => e,
+                Err(refusal) => return refusal.into(),
+            };
             fake.with(|s| match id.parse().ok().and_then(|id: u64| s.hooks.get_mut(&id)) {
                 Some(h) => {
-                    if let Some(e) = body.pointer("/data/expires_at").and_then(Value::as_str) {
-                        h.expires_at = e.to_string();
+                    if let Some(e) = expires_at {
+                        h.expires_at = e;
                     }
                     json_response(StatusCode::OK, &json!({"data": {"id": id, "expires_at": h.expires_at}}))
                 }
@@ -671,6 +833,79 @@ async fn api_write(req: &Request, body: Body) -> Response {
     }
 }
 
+/// The webhook models Clio has (CLIO.md 7), by name and numeric id; the fake serves those with a [`Kind`].
+const WEBHOOK_MODELS: [(&str, u64, Option<Kind>); 10] = [
+    ("matter", 1, Some(Kind::Matter)),
+    ("activity", 2, Some(Kind::Activity)),
+    ("bill", 3, Some(Kind::Bill)),
+    ("calendar_entry", 4, Some(Kind::CalendarEntry)),
+    ("communication", 5, None),
+    ("contact", 6, Some(Kind::Contact)),
+    ("task", 7, Some(Kind::Task)),
+    ("document", 8, None),
+    ("folder", 9, None),
+    ("clio_payments_payment", 10, None),
+];
+const DAY_MICROS: i64 = 86_400 * 1_000_000;
+
+fn invalid(message: &str) -> Refusal {
+    Refusal { status: StatusCode::UNPROCESSABLE_ENTITY, kind: "ValidationError", message: message.into() }
+}
+
+/// A webhook's `expires_at`: RFC 3339, in the future, at most 31 days ahead; 3 days when absent.
+fn expiry(given: Option<&Value>, now: i64) -> Result<String, Refusal> {
+    let at = match given {
+        None | Some(Value::Null) => Timestamp::from_micros(now + 3 * DAY_MICROS),
+        Some(v) => v
+            .as_str()
+            .and_then(|t| Timestamp::parse(t).ok())
+            .ok_or_else(|| invalid("expires_at is not an ISO-8601 date-time"))?,
+    };
+    if at.micros() <= now || at.micros() > now + 31 * DAY_MICROS {
+        return Err(invalid("expires_at must be in the future and at most 31 days ahead"));
+    }
+    Ok(at.to_rfc3339())
+}
+
+/// The parts of a `POST /webhooks` body, checked as Clio checks them.
+#[allow(clippy::type_complexity)] // the parts, named at the one caller
+fn subscription(d: &Value, now: i64) -> Result<(String, Value, Kind, Vec<Field>, String), Refusal> {
+    let url = d["url"].as_str().ok_or_else(|| invalid("url is required"))?;
+    if !url.starts_with("https://") {
+        return Err(invalid("url must use https"));
+    }
+    let model = &d["model"];
+    let known = WEBHOOK_MODELS
+        .iter()
+        .find(|(name, id, _)| model.as_str() == Some(name) || model.as_u64() == Some(*id))
+        .ok_or_else(|| invalid("model is not a webhook model"))?;
+    let kind = known.2.ok_or_else(|| invalid("the fake Clio has no records of this model"))?;
+    let spec = d["fields"].as_str().ok_or_else(|| invalid("fields is required"))?;
+    if spec.len() > 1000 {
+        return Err(invalid("fields is longer than 1000 characters"));
+    }
+    let fields = parse_fields(spec).map_err(|p| bad("InvalidFields", &p))?;
+    let allowed = |e: &str| {
+        matches!(e, "created" | "updated" | "deleted")
+            || (kind == Kind::Matter && matches!(e, "matter_opened" | "matter_pended" | "matter_closed"))
+    };
+    let events = d["events"].as_array().filter(|e| !e.is_empty()).ok_or_else(|| invalid("events is required"))?;
+    if !events.iter().all(|e| e.as_str().is_some_and(allowed)) {
+        return Err(invalid("events has an event this model does not have"));
+    }
+    Ok((url.to_string(), json!(known.0), kind, fields, expiry(d.get("expires_at"), now)?))
+}
+
+/// 410 for an `X-API-VERSION` Clio does not serve (anything but 4.0.0 to 4.0.13); absent means the default.
+fn version_refused(req: &Request) -> Option<Response> {
+    let asked = req.headers().get("x-api-version")?;
+    let minor = asked.to_str().ok().and_then(|v| v.strip_prefix("4.0.")).and_then(|m| m.parse::<u32>().ok());
+    if minor.is_some_and(|m| m <= 13) {
+        return None;
+    }
+    Some(clio_error(StatusCode::GONE, "ApiVersionError", "this X-API-VERSION is invalid or no longer supported"))
+}
+
 fn invalid_token() -> Response {
     json_response(
         StatusCode::UNAUTHORIZED,
@@ -680,7 +915,8 @@ fn invalid_token() -> Response {
 
 /// Rate-limit headers and the 429, per access token.
 fn rate_limit(s: &mut State, token: &str) -> (Option<Response>, Vec<(&'static str, String)>) {
-    let Some(limit) = s.faults.rate_limit_per_minute else { return (None, vec![]) };
+    // Clio sends the headers on every answer; without a limit set, the fake's is too large to meet.
+    let limit = s.faults.rate_limit_per_minute.unwrap_or(u32::MAX);
     let window = s.faults.rate_window;
     let w = s.windows.entry(token.to_string()).or_insert(Window { start: Instant::now(), used: 0 });
     if w.start.elapsed() >= window {
@@ -716,11 +952,12 @@ async fn api(req: &Request, Query(q): Query<HashMap<String, String>>) -> Respons
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;
     }
-    let mut resp = fake.with(|s| {
+    let if_none_match = req.headers().get("if-none-match").and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let (mut resp, headers) = fake.with(|s| {
         s.api_calls += 1;
-        let Some(token) = bearer(req) else { return (invalid_token(), vec![]) };
-        if s.access.get(&token).is_none_or(|exp| *exp <= Instant::now()) {
-            return (invalid_token(), vec![]);
+        let Some(token) = bearer(req).filter(|t| s.live(t)) else { return (invalid_token(), vec![]) };
+        if let Some(refused) = version_refused(req) {
+            return (refused, vec![]);
         }
         let (limited, headers) = rate_limit(s, &token);
         if let Some(r) = limited {
@@ -731,28 +968,137 @@ async fn api(req: &Request, Query(q): Query<HashMap<String, String>>) -> Respons
             let status = StatusCode::from_u16(s.faults.fail_status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
             return (clio_error(status, "ServiceUnavailable", "try again later"), headers);
         }
-        (serve(s, &fake.base_url(), &path, &q), headers)
+        (serve(s, &fake.base_url(), &path, &q, if_none_match.as_deref()), headers)
     });
-    let (ref mut r, headers) = resp;
+    for run in fake.due_hooks() {
+        run();
+    }
     for (name, value) in headers {
         if let Ok(v) = HeaderValue::from_str(&value) {
-            r.headers_mut().insert(name, v);
+            resp.headers_mut().insert(name, v);
         }
     }
-    r.headers_mut().insert("x-api-version", HeaderValue::from_static(API_VERSION));
-    resp.0
+    if resp.status().is_success() || resp.status() == StatusCode::NOT_MODIFIED {
+        resp.headers_mut().insert("x-api-version", HeaderValue::from_static(API_VERSION));
+    }
+    resp
 }
 
-fn serve(s: &mut State, base: &str, path: &str, q: &HashMap<String, String>) -> Response {
-    let fields = match q.get("fields").map(|f| parse_fields(f)).transpose() {
-        Ok(f) => f.unwrap_or_else(|| vec![("id".into(), None), ("etag".into(), None)]),
-        Err(problem) => return clio_error(StatusCode::BAD_REQUEST, "InvalidFields", &problem),
-    };
+fn bad(kind: &'static str, message: &str) -> Refusal {
+    Refusal { status: StatusCode::BAD_REQUEST, kind, message: message.into() }
+}
+
+/// The associations (nested resources) of each kind, from CLIO.md 4: the
+/// fields that take `{...}`, valid even where the generated firm has no value.
+fn associations(kind: Kind) -> &'static [&'static str] {
+    match kind {
+        Kind::Matter => &[
+            "client",
+            "responsible_attorney",
+            "originating_attorney",
+            "responsible_staff",
+            "user",
+            "practice_area",
+            "matter_stage",
+            "group",
+            "folder",
+            "custom_field_values",
+            "relationships",
+            "account_balances",
+            "statute_of_limitations",
+            "custom_rate",
+            "matter_budget",
+            "currency",
+        ],
+        Kind::Contact => &[
+            "addresses",
+            "email_addresses",
+            "phone_numbers",
+            "web_sites",
+            "instant_messengers",
+            "company",
+            "custom_field_values",
+            "primary_address",
+            "related_contacts",
+            "avatar",
+            "currency",
+        ],
+        Kind::Activity => &[
+            "matter",
+            "user",
+            "bill",
+            "activity_description",
+            "expense_category",
+            "vendor",
+            "task",
+            "calendar_entry",
+            "communication",
+            "matter_note",
+            "contact_note",
+            "timer",
+            "utbms_expense",
+            "currency",
+        ],
+        Kind::Bill => &[
+            "client",
+            "matters",
+            "user",
+            "group",
+            "bill_theme",
+            "original_bill",
+            "destination_account",
+            "balances",
+            "matter_totals",
+            "currency",
+            "discount",
+            "interest",
+            "client_addresses",
+        ],
+        Kind::User => &["account", "groups", "contact", "job_title", "avatar"],
+        Kind::CalendarEntry => &["matter", "calendar_owner", "attendees", "reminders", "external_properties"],
+        Kind::Task => &["matter", "assignee", "assigner", "task_type"],
+        Kind::Note => &["matter", "contact", "author"],
+    }
+}
+
+/// `fields`, checked against what `kind` has: unknown names, and braces on a
+/// field that is not an association, are 400 `InvalidFields`.
+fn requested_fields(s: &State, kind: Kind, spec: Option<&String>) -> Result<Vec<Field>, Refusal> {
+    let Some(spec) = spec else { return Ok(vec![("id".into(), None), ("etag".into(), None)]) };
+    let fields = parse_fields(spec).map_err(|p| bad("InvalidFields", &p))?;
+    let sample = s.firm.record(kind, 0);
+    let nests = |name: &str| associations(kind).contains(&name);
+    for (name, nested) in &fields {
+        if sample.get(name).is_none() && !nests(name) {
+            return Err(bad("InvalidFields", &format!("{name} is not a valid field")));
+        }
+        if nested.is_some() && !nests(name) {
+            return Err(bad("InvalidFields", &format!("{name} is not an association; it takes no nested fields")));
+        }
+    }
+    Ok(fields)
+}
+
+/// A `*_since` parameter: an RFC 3339 date-time, as micros.
+fn since_param(q: &HashMap<String, String>, name: &str) -> Result<Option<i64>, Refusal> {
+    q.get(name)
+        .map(|t| Timestamp::parse(t).map(Timestamp::micros).map_err(|e| bad("ArgumentError", &format!("{name} {e}"))))
+        .transpose()
+}
+
+/// The most records offset paging reaches (CLIO.md 5).
+const OFFSET_CAP: usize = 10_000;
+
+fn serve(s: &mut State, base: &str, path: &str, q: &HashMap<String, String>, if_none_match: Option<&str>) -> Response {
     let (collection, id) = match path.split_once('/') {
         Some((c, id)) => (c, Some(id)),
         None => (path, None),
     };
     if collection == "users" && id == Some("who_am_i") {
+        let fields = match requested_fields(s, Kind::User, q.get("fields")) {
+            Ok(f) => f,
+            Err(refusal) => return refusal.into(),
+        };
         let (v, _) = s.get(Kind::User, s.firm.id(Kind::User, 0)).unwrap_or_default();
         let mut v = project(&v, &fields);
         v["account"] = json!({"id": 1, "name": "Smith & Jones LLP"});
@@ -761,51 +1107,122 @@ fn serve(s: &mut State, base: &str, path: &str, q: &HashMap<String, String>) -> 
     let Some(kind) = Kind::from_collection(collection) else {
         return clio_error(StatusCode::NOT_FOUND, "RecordNotFound", "no such resource");
     };
-    let full = s.firm.record(kind, 0);
-    if let Some((bad, _)) = fields.iter().find(|(name, _)| full.get(name).is_none()) {
-        return clio_error(StatusCode::BAD_REQUEST, "InvalidFields", &format!("{bad} is not a valid field"));
-    }
+    let fields = match requested_fields(s, kind, q.get("fields")) {
+        Ok(f) => f,
+        Err(refusal) => return refusal.into(),
+    };
     if let Some(id) = id {
-        let found = id.parse().ok().and_then(|id| s.get(kind, id));
-        return match found {
-            Some((v, _)) => json_response(StatusCode::OK, &json!({"data": project(&v, &fields)})),
-            None => clio_error(StatusCode::NOT_FOUND, "RecordNotFound", "Record not found"),
-        };
+        return single(s, kind, id, &fields, if_none_match);
     }
+    let (since, created_since) = match (since_param(q, "updated_since"), since_param(q, "created_since")) {
+        (Ok(u), Ok(c)) => (u.map(|m| m.div_euclid(1_000_000)), c),
+        (Err(refusal), _) | (_, Err(refusal)) => return refusal.into(),
+    };
+    let note_type = q.get("type").cloned();
+    if kind == Kind::Note && !matches!(note_type.as_deref(), Some("Matter" | "Contact")) {
+        return bad("ArgumentError", "type must be Matter or Contact").into();
+    }
+    let select = Select { note_type: note_type.filter(|_| kind == Kind::Note), created_since };
     let limit = match q.get("limit").map(|l| l.parse::<u32>()) {
         None => kind.page_limit(),
         Some(Ok(l)) if (1..=kind.page_limit()).contains(&l) => l,
-        Some(_) => return clio_error(StatusCode::BAD_REQUEST, "ArgumentError", "limit is out of range"),
+        Some(_) => return bad("ArgumentError", "limit is out of range").into(),
+    } as usize;
+    let offset = match q.get("offset").map(|o| o.parse::<usize>()) {
+        None => None,
+        Some(Ok(o)) => Some(o),
+        Some(Err(_)) => return bad("ArgumentError", "offset is not a number").into(),
     };
-    if q.get("order").is_some_and(|o| o != "id(asc)") {
-        return clio_error(StatusCode::BAD_REQUEST, "ArgumentError", "this fake supports order=id(asc) only");
+    match (q.get("order").map(String::as_str), offset) {
+        (None | Some("id(asc)"), _) => {}
+        (Some(_), None) => return bad("ArgumentError", "an order other than id(asc) needs offset paging").into(),
+        (Some(_), Some(_)) => return bad("ArgumentError", "the fake Clio sorts by id(asc) only").into(),
     }
-    let since = match q.get("updated_since").map(|t| parse_time(t)) {
-        None => None,
-        Some(Some(t)) => Some(t),
-        Some(None) => return clio_error(StatusCode::BAD_REQUEST, "ArgumentError", "updated_since is not ISO-8601"),
+    let after = match (q.get("page_token"), offset) {
+        (Some(_), Some(_)) => return bad("ArgumentError", "page_token and offset do not mix").into(),
+        (Some(t), None) => match decode_cursor(t) {
+            Some(a) => Some(a),
+            None => return bad("ArgumentError", "invalid page_token").into(),
+        },
+        (None, Some(o)) if o + limit > OFFSET_CAP => {
+            return clio_error(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "ArgumentError",
+                "offset paging reaches 10,000 records at most; use cursor paging",
+            );
+        }
+        (None, Some(0)) | (None, None) => None,
+        (None, Some(o)) => {
+            let (before, _) = s.page(kind, since, None, o, &select);
+            match (before.len() == o).then(|| before.last().and_then(id_of)).flatten() {
+                Some(last) => Some(last),
+                None => return list_response(s, kind, since, &select, vec![], serde_json::Map::new()),
+            }
+        }
     };
-    let after = match q.get("page_token").map(|t| decode_cursor(t)) {
-        None => None,
-        Some(Some(a)) => Some(a),
-        Some(None) => return clio_error(StatusCode::BAD_REQUEST, "ArgumentError", "invalid page_token"),
-    };
-    let (page, more) = s.page(kind, since, after, limit as usize);
-    let mut data: Vec<Value> = page.iter().map(|v| project(v, &fields)).collect();
+    if s.faults.empty_lists {
+        return json_response(StatusCode::OK, &json!({"data": [], "meta": {"paging": {}, "records": 0}}));
+    }
+    let (page, more) = s.page(kind, since, after, limit, &select);
     let mut paging = serde_json::Map::new();
-    if more && let Some(last) = page.last().and_then(|v| v["id"].to_string().trim_matches('"').parse::<u64>().ok()) {
+    if more && let Some(last) = page.last().and_then(id_of) {
         let Ok(mut next) = url::Url::parse(&format!("{base}/api/v4/{path}.json")) else {
             return clio_error(StatusCode::INTERNAL_SERVER_ERROR, "InternalServerError", "bad base URL");
         };
         {
             let mut pairs = next.query_pairs_mut();
-            for (k, v) in q.iter().filter(|(k, _)| *k != "page_token") {
+            for (k, v) in q.iter().filter(|(k, _)| !matches!(k.as_str(), "page_token" | "offset")) {
                 pairs.append_pair(k, v);
             }
-            pairs.append_pair("page_token", &encode_cursor(last));
+            match offset {
+                Some(o) => pairs.append_pair("offset", &(o + limit).to_string()),
+                None => pairs.append_pair("page_token", &encode_cursor(last)),
+            };
         }
         paging.insert("next".into(), json!(next.to_string()));
     }
+    let data = page.iter().map(|v| project(v, &fields)).collect();
+    list_response(s, kind, since, &select, data, paging)
+}
+
+fn id_of(v: &Value) -> Option<u64> {
+    v["id"].to_string().trim_matches('"').parse().ok()
+}
+
+/// `GET /<collection>/<id>`: the record with `ETag` and `Last-Modified`; 304 if `If-None-Match` names its etag.
+fn single(s: &State, kind: Kind, id: &str, fields: &[Field], if_none_match: Option<&str>) -> Response {
+    let Some((v, updated)) = id.parse().ok().and_then(|id| s.get(kind, id)) else {
+        return clio_error(StatusCode::NOT_FOUND, "RecordNotFound", "Record not found");
+    };
+    let etag = v["etag"].as_str().unwrap_or_default().to_string();
+    let mut resp = if if_none_match == Some(etag.as_str()) {
+        StatusCode::NOT_MODIFIED.into_response()
+    } else {
+        json_response(StatusCode::OK, &json!({"data": project(&v, fields)}))
+    };
+    let modified = time::OffsetDateTime::from_unix_timestamp(updated).ok().and_then(|t| {
+        t.format(time::macros::format_description!(
+            "[weekday repr:short], [day] [month repr:short] [year] [hour]:[minute]:[second] GMT"
+        ))
+        .ok()
+    });
+    for (name, value) in [("etag", Some(etag)), ("last-modified", modified)] {
+        if let Some(v) = value.and_then(|v| HeaderValue::from_str(&v).ok()) {
+            resp.headers_mut().insert(name, v);
+        }
+    }
+    resp
+}
+
+/// A list answer: the page (damaged if a fault says so) and `meta`.
+fn list_response(
+    s: &mut State,
+    kind: Kind,
+    since: Option<i64>,
+    select: &Select,
+    mut data: Vec<Value>,
+    paging: serde_json::Map<String, Value>,
+) -> Response {
     if let Some(corruption) = (!s.faults.corrupt_next.is_empty()).then(|| s.faults.corrupt_next.remove(0)) {
         match corruption {
             Corruption::Truncated => {
@@ -825,7 +1242,7 @@ fn serve(s: &mut State, base: &str, path: &str, q: &HashMap<String, String>) -> 
             }
         }
     }
-    let records = s.count(kind, since);
+    let records = s.count(kind, since, select);
     json_response(StatusCode::OK, &json!({"data": data, "meta": {"paging": paging, "records": records}}))
 }
 
@@ -846,14 +1263,14 @@ mod tests {
 
     #[test]
     fn pages_merge_edits_creations_and_deletions_in_id_order() {
-        let mut s = State::new(Firm::new(1, 2_000), Faults::default());
+        let mut s = State::new(Firm::new(1, 2_000), Faults::default(), Clock::system());
         let kind = Kind::Matter;
         let n = s.firm.count(kind);
         let ids = |page: &[Value]| page.iter().map(|v| v["id"].as_u64().unwrap()).collect::<Vec<_>>();
         let all = |s: &State, since| {
             let (mut out, mut after) = (vec![], None);
             loop {
-                let (page, more) = s.page(kind, since, after, 7);
+                let (page, more) = s.page(kind, since, after, 7, &Select::default());
                 out.extend(ids(&page));
                 after = out.last().copied();
                 if !more {
@@ -862,7 +1279,7 @@ mod tests {
             }
         };
         assert_eq!(all(&s, None).len() as u64, n);
-        assert_eq!(s.count(kind, None), n);
+        assert_eq!(s.count(kind, None, &Select::default()), n);
         let id3 = s.firm.id(kind, 3);
         s.deleted.insert((kind, id3));
         let now = s.tick();
@@ -874,6 +1291,6 @@ mod tests {
         assert!(listed.windows(2).all(|w| w[0] < w[1]), "id order");
         let since = s.firm.updated_at(n - 1);
         assert_eq!(all(&s, Some(since)), vec![id5], "only the edit is newer than every base record");
-        assert_eq!(s.count(kind, Some(since)), 1);
+        assert_eq!(s.count(kind, Some(since), &Select::default()), 1);
     }
 }

@@ -173,8 +173,9 @@ pub struct Firm {
 /// activities, bills, tasks, calendar entries, notes), in thousandths.
 const SHARES: [u64; 8] = [4, 100, 80, 600, 50, 70, 50, 46];
 
+/// The kind's place in the firm's tables and ids: its stable [`Kind::code`].
 fn slot(kind: Kind) -> usize {
-    Kind::ALL.iter().position(|k| *k == kind).unwrap_or(0)
+    usize::from(kind.code())
 }
 
 impl Firm {
@@ -262,11 +263,21 @@ impl Firm {
         format!("\"{:016x}{:016x}\"", self.h(kind, index, 7), mix(version))
     }
 
+    /// Seconds since the epoch when record `index` of `kind` was created.
+    pub fn created_at(&self, kind: Kind, index: u64) -> i64 {
+        self.updated_at(index) - 86_400 * i64::try_from(self.h(kind, index, 8) % 300).unwrap_or(0)
+    }
+
+    /// Note `index`'s `type`: `Matter` (three in four) or `Contact`.
+    pub fn note_type(&self, index: u64) -> &'static str {
+        if self.h(Kind::Note, index, 25).is_multiple_of(4) { "Contact" } else { "Matter" }
+    }
+
     /// Record `index` of `kind` with every field docket asks for, at version 0.
     pub fn record(&self, kind: Kind, index: u64) -> Value {
         let id = self.id(kind, index);
         let updated = self.updated_at(index);
-        let created = updated - 86_400 * i64::try_from(self.h(kind, index, 8) % 300).unwrap_or(0);
+        let created = self.created_at(kind, index);
         let mut v = match kind {
             Kind::User => self.user(index),
             Kind::Contact => self.contact(index),
@@ -428,10 +439,16 @@ impl Firm {
 
     fn note(&self, i: u64) -> Value {
         let h = self.h(Kind::Note, i, 25);
-        let (_, matter) = self.matter_ref(Kind::Note, i);
+        let kind = self.note_type(i);
+        let (matter, contact) = if kind == "Matter" {
+            (self.matter_ref(Kind::Note, i).1, Value::Null)
+        } else {
+            let c = self.reference(Kind::Contact, Kind::Note, i, 27);
+            (Value::Null, json!({"id": self.id(Kind::Contact, c), "name": self.contact_name(c)}))
+        };
         json!({
-            "type": "Matter", "subject": pick(TIME_NOTES, h), "detail": format!("{}. Follow up next week.", pick(TIME_NOTES, h >> 5)),
-            "date": date(self.updated_at(i)), "matter": matter, "contact": null,
+            "type": kind, "subject": pick(TIME_NOTES, h), "detail": format!("{}. Follow up next week.", pick(TIME_NOTES, h >> 5)),
+            "date": date(self.updated_at(i)), "matter": matter, "contact": contact,
             "author": self.user_ref(Kind::Note, i, 26),
         })
     }
@@ -463,5 +480,12 @@ mod tests {
         assert!(a.updated_at(5) < a.updated_at(6));
         assert_eq!(a.first_updated_after(a.updated_at(5)), 6);
         assert_eq!(a.first_updated_after(EPOCH - 1), 0);
+        let types: Vec<&str> = (0..40).map(|i| a.note_type(i)).collect();
+        assert!(types.contains(&"Matter") && types.contains(&"Contact"), "{types:?}");
+        for i in 0..40 {
+            let note = a.record(Kind::Note, i);
+            assert_eq!(note["type"], a.note_type(i));
+            assert_eq!(note["contact"].is_null(), a.note_type(i) == "Matter", "{note}");
+        }
     }
 }

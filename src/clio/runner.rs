@@ -1,8 +1,9 @@
 //! Runs each connected org's sync in the background: at once when the org
 //! connects (or the appliance starts, resuming any pass a stop interrupted),
 //! then on `clio.sync_schedule`, with a deletion reconcile on
-//! `clio.reconcile_schedule`, and whenever someone asks ("sync now"). Sync works page by page in short store transactions, so it
-//! never blocks API requests.
+//! `clio.reconcile_schedule` (or at once when an admin confirmed held
+//! deletions), and whenever someone asks ("sync now"). Sync works page by page
+//! in short store transactions, so it never blocks API requests.
 use super::client::RetryPolicy;
 use super::connection::{self, ConnectionError, State};
 use super::sync;
@@ -22,6 +23,7 @@ const CTX: OrgTaskContext = OrgTaskContext::new(crate::store::OrgTask::ClioSync)
 
 struct OrgTask {
     now: Arc<Notify>,
+    reconcile: Arc<AtomicBool>,
     running: Arc<AtomicBool>,
     handle: tokio::task::JoinHandle<()>,
 }
@@ -84,10 +86,11 @@ impl SyncManager {
             return;
         }
         let (now, running) = (Arc::new(Notify::new()), Arc::new(AtomicBool::new(false)));
+        let reconcile = Arc::new(AtomicBool::new(false));
         let me = self.clone();
-        let (n, r) = (now.clone(), running.clone());
-        let handle = tokio::spawn(async move { me.run_org(org, n, r).await });
-        tasks.insert(org, OrgTask { now, running, handle });
+        let (n, r, c) = (now.clone(), running.clone(), reconcile.clone());
+        let handle = tokio::spawn(async move { me.run_org(org, n, r, c).await });
+        tasks.insert(org, OrgTask { now, reconcile, running, handle });
     }
 
     /// Asks for a sync of `org` now; false if the org is not connected.
@@ -97,15 +100,33 @@ impl SyncManager {
         tasks.get(&org).map(|t| t.now.notify_one()).is_some()
     }
 
+    /// Asks for a sync with a deletion reconcile now (an admin confirmed held deletions).
+    pub fn reconcile_now(self: &Arc<Self>, org: OrgId) -> bool {
+        self.ensure(org);
+        let tasks = self.tasks.lock().unwrap_or_else(|e| e.into_inner());
+        tasks
+            .get(&org)
+            .map(|t| {
+                t.reconcile.store(true, Ordering::Relaxed);
+                t.now.notify_one();
+            })
+            .is_some()
+    }
+
     pub fn is_running(&self, org: OrgId) -> bool {
         let tasks = self.tasks.lock().unwrap_or_else(|e| e.into_inner());
         tasks.get(&org).is_some_and(|t| t.running.load(Ordering::Relaxed))
     }
 
-    /// Stops the org's sync (on disconnect).
+    /// Stops the org's sync (on disconnect). Aborting the task does not stop
+    /// a page already being stored on the blocking pool, so the org's sync
+    /// generation is bumped too: that page's transaction then writes nothing.
     pub fn stop(&self, org: OrgId) {
         if let Some(t) = self.tasks.lock().unwrap_or_else(|e| e.into_inner()).remove(&org) {
             t.handle.abort();
+        }
+        if let Err(e) = self.store.write(|w| sync::bump_generation(w, &CTX.org_scope(org))) {
+            tracing::warn!(org = %org, error = %e, "could not fence the stopped sync; disconnect fences it");
         }
     }
 
@@ -116,10 +137,13 @@ impl SyncManager {
         }
     }
 
-    async fn run_org(self: Arc<Self>, org: OrgId, now: Arc<Notify>, running: Arc<AtomicBool>) {
+    async fn run_org(self: Arc<Self>, org: OrgId, now: Arc<Notify>, running: Arc<AtomicBool>, asked: Arc<AtomicBool>) {
         let mut reconcile_at = tokio::time::Instant::now() + next_after(&self.config.reconcile_schedule);
         loop {
-            let reconcile = tokio::time::Instant::now() >= reconcile_at;
+            let due = tokio::time::Instant::now() >= reconcile_at;
+            // A confirmation survives a restart: it is in the store, not only in `asked`.
+            let confirmed = self.store.read(|r| sync::confirmation_pending(r, &CTX.org_scope(org))).unwrap_or(false);
+            let reconcile = asked.swap(false, Ordering::Relaxed) || due || confirmed;
             running.store(true, Ordering::Relaxed);
             match self.run_once(org, reconcile).await {
                 Err(ConnectionError::NotConnected) => {
@@ -130,7 +154,7 @@ impl SyncManager {
                 Ok(()) => {}
             }
             running.store(false, Ordering::Relaxed);
-            if reconcile {
+            if due {
                 reconcile_at = tokio::time::Instant::now() + next_after(&self.config.reconcile_schedule);
             }
             let wait = next_after(&self.config.sync_schedule);
@@ -143,7 +167,8 @@ impl SyncManager {
 
     /// One sync of every kind (and a deletion reconcile when asked).
     pub async fn run_once(&self, org: OrgId, reconcile: bool) -> Result<(), ConnectionError> {
-        let scope = CTX.org_scope(org);
+        let sync = sync::SyncScope::begin(&self.store, &CTX, org)?;
+        let scope = sync.scope().clone();
         let client = connection::client(
             &self.store,
             &self.keys,
@@ -155,16 +180,21 @@ impl SyncManager {
         let mut failed = None;
         for kind in Kind::ALL {
             let result = async {
-                sync::sync_kind(&self.store, &scope, &client, kind).await?;
+                sync::sync_kind(&self.store, &sync, &client, kind).await?;
                 if reconcile {
-                    sync::reconcile(&self.store, &scope, &client, kind).await?;
+                    sync::reconcile(&self.store, &sync, &client, kind, self.config.max_delete_share).await?;
                 }
                 Ok::<(), sync::SyncError>(())
             }
             .await;
-            if let Err(e) = result {
-                tracing::warn!(org = %org, kind = %kind, error = %e, "sync of one kind failed");
-                failed = Some(e);
+            match result {
+                // Disconnected (or purged) meanwhile: stop without writing anything more.
+                Err(sync::SyncError::Fenced) => return Err(ConnectionError::NotConnected),
+                Err(e) => {
+                    tracing::warn!(org = %org, kind = %kind, error = %e, "sync of one kind failed");
+                    failed = Some(e);
+                }
+                Ok(()) => {}
             }
             self.report(org, kind);
         }
@@ -172,6 +202,7 @@ impl SyncManager {
         match failed {
             Some(sync::SyncError::Clio(e)) => Err(ConnectionError::Clio(e)),
             Some(sync::SyncError::Store(e)) => Err(ConnectionError::Store(e)),
+            Some(sync::SyncError::Fenced) => Err(ConnectionError::NotConnected),
             None => Ok(()),
         }
     }
@@ -193,7 +224,7 @@ impl SyncManager {
 
     fn report(&self, org: OrgId, kind: Kind) {
         let scope = CTX.org_scope(org);
-        let Ok(cp) = self.store.read(|r| sync::checkpoint(r, &scope, kind)) else { return };
+        let Ok(cp) = self.store.read(|r| sync::progress(r, &scope, kind)) else { return };
         let labels = || vec![("org", org.to_string()), ("kind", kind.as_str().to_string())];
         self.metrics.gauge("docket_sync_pages_total", "Pages fetched by the Clio sync.", labels(), cp.pages as f64);
         self.metrics.gauge(

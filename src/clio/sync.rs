@@ -1,46 +1,167 @@
 //! Sync: keeps the store's copy of one org's Clio data equal to Clio's.
 //!
-//! Per kind, a *pass* walks Clio's cursor pages (`order=id(asc)`), first in
-//! full, later with `updated_since` = the newest `updated_at` seen minus an
-//! overlap window. Each page's records and the checkpoint (the next page's
-//! URL) commit in **one** store transaction, so a crash or restart resumes at
-//! the next page: nothing completed is fetched again and nothing is stored
-//! twice. Records whose etag did not change are skipped (no write, no journal
-//! entry). A record that does not parse is logged with its id and skipped.
-//! Deletions are found by reconciling ids (`fields=id`) against the store.
+//! - **Listings.** Each kind is one cursor listing, except notes: Clio serves
+//!   `GET /notes` only with `type=Matter` or `type=Contact`, so notes are two
+//!   listings, each with its own checkpoint.
+//! - **Passes.** A pass walks a listing's cursor pages (`order=id(asc)`), first
+//!   in full, later with `updated_since` = *when the last completed pass
+//!   started* (docket's clock) minus an overlap window. Pages come in id order,
+//!   not time order, so the newest `updated_at` seen says nothing about records
+//!   edited behind the cursor; the pass start does. The overlap also absorbs
+//!   clock skew between docket and Clio up to its length.
+//! - **Pages.** Each page's records and the checkpoint (the next page's URL)
+//!   commit in **one** store transaction, so a crash or restart resumes at the
+//!   next page. Records whose etag did not change are not written. A record
+//!   that does not parse is logged with its id and skipped.
+//! - **Fencing.** A [`SyncScope`] carries the org's sync generation from when
+//!   it began; a disconnect or purge bumps it ([`bump_generation`]), and every
+//!   later write of that sync is refused inside its own transaction.
+//! - **Deletions** are found by listing every id (`fields=id`) and comparing it
+//!   with the store's keys (values are not read). Every delete is decided
+//!   inside one write transaction against the row as it stands then: a record
+//!   written after the listing began (by a webhook, say) is kept. A listing
+//!   that would delete more than `clio.max_delete_share` of a kind is *held*
+//!   (reported in the sync status) until a second listing agrees (finds the
+//!   same ids gone) or an admin confirms ([`confirm_held`]). An empty listing
+//!   never agrees: only an admin can confirm deleting every record of a kind.
 use super::client::{ClioClient, ClioError};
-use crate::records::{Kind, Record};
-use crate::store::{OrgScope, RECORDS, Reader, SYNC_STATE, Store, StoreError, Tx};
-use serde::{Deserialize, Serialize};
+use crate::records::{Kind, Record, record_key};
+use crate::store::{OrgId, OrgScope, OrgTaskContext, RECORDS, Reader, SYNC_STATE, Store, StoreError, Tx};
+use crate::timestamp::Timestamp;
+use serde::{Deserialize, Deserializer, Serialize};
 use std::collections::HashSet;
 use std::sync::Arc;
 
-/// Records updated this long before the last pass's newest are fetched again.
+/// Records updated this long before the last pass started are fetched again.
 pub const OVERLAP_SECONDS: i64 = 300;
+/// A deletion reconcile may always delete this many records of a kind, whatever the share.
+pub const ALWAYS_DELETABLE: u64 = 1;
+const GENERATION: &[u8] = b"generation";
+/// The note types Clio lists separately (`GET /notes` requires one).
+pub const NOTE_TYPES: [&str; 2] = ["Matter", "Contact"];
 
-/// Where the sync of one kind stands; stored per org and kind.
+/// One cursor listing of a kind: the kind, and for notes the `type`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Listing {
+    pub kind: Kind,
+    pub note_type: Option<&'static str>,
+}
+
+impl Listing {
+    /// The listings that together hold every record of `kind`.
+    pub fn of(kind: Kind) -> Vec<Listing> {
+        match kind {
+            Kind::Note => NOTE_TYPES.iter().map(|t| Listing { kind, note_type: Some(t) }).collect(),
+            _ => vec![Listing { kind, note_type: None }],
+        }
+    }
+
+    /// Where its checkpoint is kept: the kind's name, plus `.<type>` for notes.
+    fn key(self) -> String {
+        match self.note_type {
+            Some(t) => format!("{}.{t}", self.kind),
+            None => self.kind.as_str().to_string(),
+        }
+    }
+
+    /// The query parameter that selects it, if any.
+    pub fn filter(self) -> Option<(&'static str, &'static str)> {
+        self.note_type.map(|t| ("type", t))
+    }
+}
+
+/// The sync acting for one org. With [`crate::data::Viewer`] it is the only
+/// way to read records; it remembers the org's sync generation from when it
+/// began, so a disconnect or purge fences every write it would still make.
+#[derive(Clone, Debug)]
+pub struct SyncScope {
+    scope: OrgScope,
+    generation: u64,
+}
+
+impl SyncScope {
+    /// The sync of `org`, acting as the task `ctx` names, from now on.
+    pub fn begin(store: &Store, ctx: &OrgTaskContext, org: OrgId) -> Result<SyncScope, StoreError> {
+        let scope = ctx.org_scope(org);
+        let generation = store.read(|r| generation(r, &scope))?;
+        Ok(SyncScope { scope, generation })
+    }
+
+    pub fn scope(&self) -> &OrgScope {
+        &self.scope
+    }
+
+    /// Whether this sync may still write; read inside the writing transaction.
+    fn live(&self, w: &Tx) -> Result<bool, StoreError> {
+        Ok(generation(w, &self.scope)? == self.generation)
+    }
+}
+
+fn generation(r: &impl Reader, scope: &OrgScope) -> Result<u64, StoreError> {
+    Ok(r.get_json(scope, &SYNC_STATE, GENERATION)?.unwrap_or(0))
+}
+
+/// Fences every sync of the org that began before this transaction: call it
+/// in the transaction that disconnects the org or purges its data.
+pub fn bump_generation(w: &mut Tx, scope: &OrgScope) -> Result<(), StoreError> {
+    let next = generation(w, scope)?.wrapping_add(1);
+    w.put_json(scope, &SYNC_STATE, GENERATION, &next)
+}
+
+/// An instant stored by an earlier docket as Clio's string; unreadable ones read as unknown.
+fn lenient_time<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Timestamp>, D::Error> {
+    Ok(Option::<String>::deserialize(d)?.and_then(|s| Timestamp::parse(&s).ok()))
+}
+
+/// Where one listing's sync stands; stored per org and listing.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Checkpoint {
     /// The next page of the pass in progress; `None` between passes.
     pub next_url: Option<String>,
     /// The `updated_since` of the pass in progress (`None`: a full pass).
-    pub pass_since: Option<String>,
-    /// The newest `updated_at` seen in the pass in progress.
-    pub high_water: Option<String>,
-    /// The newest `updated_at` of the last completed pass.
-    pub synced_through: Option<String>,
+    #[serde(deserialize_with = "lenient_time")]
+    pub pass_since: Option<Timestamp>,
+    /// When the pass in progress started (docket's clock).
+    #[serde(deserialize_with = "lenient_time")]
+    pub pass_started_at: Option<Timestamp>,
+    /// Every change made in Clio before this instant is in the store (less
+    /// the overlap): when the last completed pass started.
+    #[serde(deserialize_with = "lenient_time")]
+    pub synced_through: Option<Timestamp>,
     pub full_done: bool,
-    /// Records stored (changed or new) and skipped as unparseable, all time.
+    /// Records stored (changed or new), unchanged and skipped as unparseable, all time.
     pub stored: u64,
     pub unchanged: u64,
     pub skipped: u64,
-    pub deleted: u64,
     pub pages: u64,
     /// Unix microseconds.
     pub last_success_at: Option<i64>,
     pub last_error: Option<String>,
     pub last_error_at: Option<i64>,
+}
+
+/// Deletions a listing found but the guard held back.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Held {
+    /// Records the listing would delete, of how many stored.
+    pub count: u64,
+    pub of: u64,
+    /// SHA-256 (hex) of the sorted ids: a second listing agrees if it finds the same.
+    pub digest: String,
+    pub listed_at: Timestamp,
+    /// Who confirmed them (an admin through the API); the next listing then deletes.
+    pub confirmed_by: Option<String>,
+}
+
+/// The deletion reconcile of one kind; stored per org and kind.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Deletions {
+    /// Records deleted because Clio no longer lists them (deletes that removed a row).
+    pub deleted: u64,
+    pub last_listed_at: Option<Timestamp>,
+    pub held: Option<Held>,
 }
 
 /// What one run of [`sync_kind`] did.
@@ -50,7 +171,23 @@ pub struct Report {
     pub stored: u64,
     pub unchanged: u64,
     pub skipped: u64,
+}
+
+impl Report {
+    fn add(&mut self, other: &Report) {
+        self.pages += other.pages;
+        self.stored += other.stored;
+        self.unchanged += other.unchanged;
+        self.skipped += other.skipped;
+    }
+}
+
+/// What one deletion reconcile did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Reconciled {
     pub deleted: u64,
+    /// Deletions held back by the guard.
+    pub held: Option<u64>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -59,104 +196,171 @@ pub enum SyncError {
     Clio(#[from] ClioError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error("the sync was stopped (the firm disconnected or its data was purged); nothing more was written")]
+    Fenced,
 }
 
-/// The store key of a record: a kind byte, then the Clio id.
-pub fn record_key(kind: Kind, id: &str) -> Vec<u8> {
-    let mut key = Vec::with_capacity(1 + id.len());
-    key.push(kind_byte(kind));
-    key.extend_from_slice(id.as_bytes());
-    key
+pub fn checkpoint(r: &impl Reader, scope: &OrgScope, listing: Listing) -> Result<Checkpoint, StoreError> {
+    Ok(r.get_json(scope, &SYNC_STATE, listing.key().as_bytes())?.unwrap_or_default())
 }
 
-fn kind_byte(kind: Kind) -> u8 {
-    Kind::ALL.iter().position(|k| *k == kind).and_then(|p| u8::try_from(p).ok()).unwrap_or(u8::MAX)
+fn save_checkpoint(w: &mut Tx, scope: &OrgScope, listing: Listing, cp: &Checkpoint) -> Result<(), StoreError> {
+    w.put_json(scope, &SYNC_STATE, listing.key().as_bytes(), cp)
 }
 
-pub fn checkpoint(r: &impl Reader, scope: &OrgScope, kind: Kind) -> Result<Checkpoint, StoreError> {
-    Ok(r.get_json(scope, &SYNC_STATE, kind.as_str().as_bytes())?.unwrap_or_default())
+fn deletions_key(kind: Kind) -> String {
+    format!("reconcile.{kind}")
 }
 
-fn save_checkpoint(w: &mut Tx, scope: &OrgScope, kind: Kind, cp: &Checkpoint) -> Result<(), StoreError> {
-    w.put_json(scope, &SYNC_STATE, kind.as_str().as_bytes(), cp)
+pub fn deletions(r: &impl Reader, scope: &OrgScope, kind: Kind) -> Result<Deletions, StoreError> {
+    Ok(r.get_json(scope, &SYNC_STATE, deletions_key(kind).as_bytes())?.unwrap_or_default())
 }
 
-/// A stored record.
-pub fn get(r: &impl Reader, scope: &OrgScope, kind: Kind, id: &str) -> Result<Option<Record>, StoreError> {
-    r.get_json(scope, &RECORDS, &record_key(kind, id))
+fn save_deletions(w: &mut Tx, scope: &OrgScope, kind: Kind, d: &Deletions) -> Result<(), StoreError> {
+    w.put_json(scope, &SYNC_STATE, deletions_key(kind).as_bytes(), d)
 }
 
-/// How many records of `kind` the store holds.
-pub fn count(store: &Store, scope: &OrgScope, kind: Kind) -> Result<u64, StoreError> {
-    store.read(|r| r.count(scope, &RECORDS, &[kind_byte(kind)]))
+/// Where the sync of one kind stands, over all its listings.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Progress {
+    pub pages: u64,
+    pub stored: u64,
+    pub skipped: u64,
+    pub deleted: u64,
+    pub in_progress: bool,
+    pub full_done: bool,
+    /// The earliest of the listings' (unknown if one never succeeded).
+    pub last_success_at: Option<i64>,
+    pub synced_through: Option<Timestamp>,
+    pub last_error: Option<String>,
+    pub last_error_at: Option<i64>,
+    pub held: Option<Held>,
 }
 
-/// Every stored record of `kind`, in key order.
-pub fn all(r: &impl Reader, scope: &OrgScope, kind: Kind) -> Result<Vec<Record>, StoreError> {
-    r.scan_json(scope, &RECORDS, &[kind_byte(kind)])
+/// The sync state of `kind` (checkpoints and deletions; no records are read).
+pub fn progress(r: &impl Reader, scope: &OrgScope, kind: Kind) -> Result<Progress, StoreError> {
+    let d = deletions(r, scope, kind)?;
+    let mut p = Progress { deleted: d.deleted, held: d.held, full_done: true, ..Progress::default() };
+    let mut first = true;
+    for listing in Listing::of(kind) {
+        let cp = checkpoint(r, scope, listing)?;
+        p.pages += cp.pages;
+        p.stored += cp.stored;
+        p.skipped += cp.skipped;
+        p.in_progress |= cp.next_url.is_some();
+        p.full_done &= cp.full_done;
+        let earliest = |a: Option<i64>, b: Option<i64>| a.zip(b).map(|(a, b)| a.min(b));
+        p.last_success_at = if first { cp.last_success_at } else { earliest(p.last_success_at, cp.last_success_at) };
+        p.synced_through =
+            if first { cp.synced_through } else { p.synced_through.zip(cp.synced_through).map(|(a, b)| a.min(b)) };
+        if p.last_error.is_none() {
+            (p.last_error, p.last_error_at) = (cp.last_error, cp.last_error_at);
+        }
+        first = false;
+    }
+    Ok(p)
 }
 
-fn later(a: Option<String>, b: Option<&String>) -> Option<String> {
-    match (a, b) {
-        (Some(a), Some(b)) => Some(if b.as_str() > a.as_str() { b.clone() } else { a }),
-        (a, b) => a.or_else(|| b.cloned()),
+/// The stored copy's etag and write time, read without the record's body.
+#[derive(Deserialize)]
+struct Stamp {
+    #[serde(default)]
+    etag: Option<String>,
+    #[serde(default)]
+    stored_at: Option<Timestamp>,
+}
+
+fn stamp(bytes: &[u8]) -> Result<Stamp, StoreError> {
+    serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt(format!("records: {e}")))
+}
+
+/// Writes `record` (stamped with the transaction's time) unless the stored
+/// copy has the same etag; whether it wrote.
+fn upsert(w: &mut Tx, scope: &OrgScope, mut record: Record) -> Result<bool, StoreError> {
+    let key = record_key(record.kind, &record.id);
+    if let Some(old) = w.get(scope, &RECORDS, &key)? {
+        let old = stamp(&old)?;
+        if old.etag.is_some() && old.etag == record.etag {
+            return Ok(false);
+        }
+    }
+    record.stored_at = Some(Timestamp::from_micros(w.time()));
+    w.put_json(scope, &RECORDS, &key, &record)?;
+    Ok(true)
+}
+
+/// A change Clio pushed (a webhook delivery).
+pub enum Pushed {
+    Upsert(Record),
+    Delete(Kind, String),
+}
+
+/// Applies a pushed change inside `w`, so the caller commits it with what
+/// belongs to it (its audit event): `None` if this sync was fenced (the firm
+/// disconnected since it began), else whether a row changed.
+pub fn apply_pushed(w: &mut Tx, sync: &SyncScope, change: Pushed) -> Result<Option<bool>, StoreError> {
+    if !sync.live(w)? {
+        return Ok(None);
+    }
+    match change {
+        Pushed::Upsert(record) => upsert(w, &sync.scope, record).map(Some),
+        Pushed::Delete(kind, id) => w.delete(&sync.scope, &RECORDS, &record_key(kind, &id)).map(Some),
     }
 }
 
-fn minus_overlap(rfc3339: &str) -> String {
-    use time::format_description::well_known::Rfc3339;
-    time::OffsetDateTime::parse(rfc3339, &Rfc3339)
-        .ok()
-        .and_then(|t| (t - time::Duration::seconds(OVERLAP_SECONDS)).format(&Rfc3339).ok())
-        .unwrap_or_else(|| rfc3339.to_string())
+/// Stores one record Clio pushed, in a transaction of its own; whether it wrote.
+pub fn store_one(store: &Store, sync: &SyncScope, record: Record) -> Result<bool, SyncError> {
+    store.write(|w| apply_pushed(w, sync, Pushed::Upsert(record)))?.ok_or(SyncError::Fenced)
 }
 
-/// A fetched page, parsed.
+/// One stored record, as the sync sees it (no ethical walls: the API reads through `data::Viewer`).
+pub fn record(r: &impl Reader, sync: &SyncScope, kind: Kind, id: &str) -> Result<Option<Record>, StoreError> {
+    r.get_json(&sync.scope, &RECORDS, &record_key(kind, id))
+}
+
+/// Every stored record of `kind`, in key order, as the sync sees it.
+pub fn records(r: &impl Reader, sync: &SyncScope, kind: Kind) -> Result<Vec<Record>, StoreError> {
+    r.scan_json(&sync.scope, &RECORDS, &[kind.code()])
+}
+
+/// A fetched page.
 struct Parsed {
     records: Vec<Record>,
     skipped: u64,
     next: Option<String>,
 }
 
-/// Stores one page and the checkpoint pointing past it, in one transaction.
+/// Stores one page and the checkpoint pointing past it, in one transaction;
+/// `None` (nothing written) when the sync was fenced.
 fn apply_page(
     store: &Store,
-    scope: &OrgScope,
-    kind: Kind,
-    cp: &mut Checkpoint,
+    sync: &SyncScope,
+    listing: Listing,
+    cp: &Checkpoint,
     page: Parsed,
-    report: &mut Report,
-) -> Result<(), StoreError> {
+) -> Result<Option<(Checkpoint, Report)>, StoreError> {
     let Parsed { records, skipped, next } = page;
-    let mut next_cp = cp.clone();
-    let (mut stored, mut unchanged) = (0, 0);
     store.write(|w| {
-        for record in &records {
-            let key = record_key(kind, &record.id);
-            let same = w
-                .get_json::<Record>(scope, &RECORDS, &key)?
-                .is_some_and(|old| old.etag.is_some() && old.etag == record.etag);
-            if same {
-                unchanged += 1;
-                continue;
-            }
-            w.put_json(scope, &RECORDS, &key, record)?;
-            stored += 1;
-            next_cp.high_water = later(next_cp.high_water.take(), record.updated_at.as_ref());
+        if !sync.live(w)? {
+            return Ok(None);
         }
-        next_cp.next_url = next.clone();
+        let mut report = Report { pages: 1, skipped, ..Report::default() };
+        for record in records {
+            if upsert(w, &sync.scope, record)? {
+                report.stored += 1;
+            } else {
+                report.unchanged += 1;
+            }
+        }
+        let mut next_cp = cp.clone();
+        next_cp.next_url = next;
         next_cp.pages += 1;
-        next_cp.stored += stored;
-        next_cp.unchanged += unchanged;
+        next_cp.stored += report.stored;
+        next_cp.unchanged += report.unchanged;
         next_cp.skipped += skipped;
-        save_checkpoint(w, scope, kind, &next_cp)
-    })?;
-    *cp = next_cp;
-    report.pages += 1;
-    report.stored += stored;
-    report.unchanged += unchanged;
-    report.skipped += skipped;
-    Ok(())
+        save_checkpoint(w, &sync.scope, listing, &next_cp)?;
+        Ok(Some((next_cp, report)))
+    })
 }
 
 /// Parses a page's objects; unparseable ones are logged and counted, never fatal.
@@ -176,68 +380,101 @@ fn parse_page(kind: Kind, data: Vec<serde_json::Value>) -> (Vec<Record>, u64) {
     (records, skipped)
 }
 
-fn record_error(store: &Store, scope: &OrgScope, kind: Kind, error: &SyncError) {
+fn record_error(store: &Store, sync: &SyncScope, listing: Listing, error: &SyncError) {
+    if matches!(error, SyncError::Fenced) {
+        return;
+    }
     let now = store.clock().now_micros();
     let result = store.write(|w| {
-        let mut cp = checkpoint(w, scope, kind)?;
+        if !sync.live(w)? {
+            return Ok(());
+        }
+        let mut cp = checkpoint(w, &sync.scope, listing)?;
         cp.last_error = Some(error.to_string());
         cp.last_error_at = Some(now);
-        save_checkpoint(w, scope, kind, &cp)
+        save_checkpoint(w, &sync.scope, listing, &cp)
     });
     if let Err(e) = result {
         tracing::warn!(error = %e, "could not record a sync error");
     }
 }
 
-/// Runs (or resumes) one pass of `kind` to its end.
+/// Runs (or resumes) one pass of every listing of `kind` to its end.
 pub async fn sync_kind(
     store: &Arc<Store>,
-    scope: &OrgScope,
+    sync: &SyncScope,
     client: &ClioClient,
     kind: Kind,
 ) -> Result<Report, SyncError> {
-    let result = run_pass(store, scope, client, kind).await;
-    if let Err(e) = &result {
-        record_error(store, scope, kind, e);
+    let mut report = Report::default();
+    let mut failed = None;
+    for listing in Listing::of(kind) {
+        match run_pass(store, sync, client, listing).await {
+            Ok(r) => report.add(&r),
+            Err(e) => {
+                record_error(store, sync, listing, &e);
+                // A fenced sync writes nothing more; another listing's failure does not stop this one.
+                if matches!(e, SyncError::Fenced) {
+                    return Err(e);
+                }
+                failed = Some(e);
+            }
+        }
     }
-    result
+    failed.map_or(Ok(report), Err)
 }
 
-impl Report {
-    fn add(&mut self, other: &Report) {
-        self.pages += other.pages;
-        self.stored += other.stored;
-        self.unchanged += other.unchanged;
-        self.skipped += other.skipped;
-        self.deleted += other.deleted;
-    }
-}
-
-type Applying = tokio::task::JoinHandle<Result<(Checkpoint, Report), StoreError>>;
+type Applying = tokio::task::JoinHandle<Result<Option<(Checkpoint, Report)>, StoreError>>;
 
 /// Waits for the page being stored (if any) and folds its result in.
 async fn settle(applying: &mut Option<Applying>, cp: &mut Checkpoint, report: &mut Report) -> Result<(), SyncError> {
     if let Some(handle) = applying.take() {
-        let (done, r) = handle.await.map_err(|e| StoreError::Io(format!("storing a page failed: {e}")))??;
+        let done = handle.await.map_err(|e| StoreError::Io(format!("storing a page failed: {e}")))??;
+        let (done, r) = done.ok_or(SyncError::Fenced)?;
         *cp = done;
         report.add(&r);
     }
     Ok(())
 }
 
+/// The next page to fetch: `next` if it stays under the connection's API base.
+fn follow(client: &ClioClient, next: Option<String>) -> Result<Option<String>, SyncError> {
+    match next {
+        Some(next) if !next.starts_with(client.endpoints().api_base.as_str()) => {
+            Err(SyncError::Clio(ClioError::Refused {
+                status: 200,
+                message: format!("the next-page link leaves the Clio API ({next}); not followed"),
+            }))
+        }
+        next => Ok(next),
+    }
+}
+
+/// An instant moved back by the overlap and down to a whole second.
+fn minus_overlap(t: Timestamp) -> Timestamp {
+    let back = t.plus_micros(-OVERLAP_SECONDS * 1_000_000).micros();
+    Timestamp::from_micros(back - back.rem_euclid(1_000_000))
+}
+
 /// Fetches page n+1 while page n is parsed and stored on the blocking pool,
 /// so network and disk overlap; pages still commit one after another, in order.
-async fn run_pass(store: &Arc<Store>, scope: &OrgScope, client: &ClioClient, kind: Kind) -> Result<Report, SyncError> {
-    let mut cp = store.read(|r| checkpoint(r, scope, kind))?;
+async fn run_pass(
+    store: &Arc<Store>,
+    sync: &SyncScope,
+    client: &ClioClient,
+    listing: Listing,
+) -> Result<Report, SyncError> {
+    let kind = listing.kind;
+    let mut cp = store.read(|r| checkpoint(r, &sync.scope, listing))?;
     let mut report = Report::default();
     let base = &client.endpoints().api_base;
     let mut url = match cp.next_url.clone() {
         // A cursor saved for another Clio host (the connection changed) is not followed.
         Some(resume) if resume.starts_with(base.as_str()) => resume,
         _ => {
-            cp.pass_since = cp.synced_through.as_deref().map(minus_overlap);
-            cp.high_water = None;
-            client.first_page_url(kind, kind.fields(), cp.pass_since.as_deref())
+            cp.pass_started_at = Some(Timestamp::from_micros(store.clock().now_micros()));
+            cp.pass_since = cp.synced_through.map(minus_overlap);
+            client.first_page_url(kind, kind.fields(), cp.pass_since, listing.filter())
         }
     };
     let mut applying: Option<Applying> = None;
@@ -245,64 +482,208 @@ async fn run_pass(store: &Arc<Store>, scope: &OrgScope, client: &ClioClient, kin
         let fetched = client.page(&url, kind).await;
         settle(&mut applying, &mut cp, &mut report).await?;
         let page = fetched?;
-        let next = page.next.clone();
-        let (store, scope, mut page_cp) = (store.clone(), scope.clone(), cp.clone());
+        let next = follow(client, page.next.clone());
+        let (store, sync, page_cp) = (store.clone(), sync.clone(), cp.clone());
         applying = Some(tokio::task::spawn_blocking(move || {
             let (records, skipped) = parse_page(kind, page.data);
-            let mut r = Report::default();
-            apply_page(&store, &scope, kind, &mut page_cp, Parsed { records, skipped, next: page.next }, &mut r)?;
-            Ok((page_cp, r))
+            apply_page(&store, &sync, listing, &page_cp, Parsed { records, skipped, next: page.next })
         }));
         match next {
-            Some(next) if next.starts_with(base.as_str()) => url = next,
-            Some(next) => {
+            Ok(Some(next)) => url = next,
+            Ok(None) => break,
+            Err(e) => {
                 settle(&mut applying, &mut cp, &mut report).await?;
-                return Err(SyncError::Clio(ClioError::Refused {
-                    status: 200,
-                    message: format!("the next-page link leaves the Clio API ({next}); not followed"),
-                }));
+                return Err(e);
             }
-            None => break,
         }
     }
     settle(&mut applying, &mut cp, &mut report).await?;
     let now = store.clock().now_micros();
-    store.write(|w| {
-        let mut done = checkpoint(w, scope, kind)?;
-        done.synced_through = later(done.synced_through.take(), done.high_water.as_ref());
-        done.full_done = true;
-        done.next_url = None;
-        done.last_success_at = Some(now);
-        done.last_error = None;
-        save_checkpoint(w, scope, kind, &done)
-    })?;
+    store
+        .write(|w| {
+            if !sync.live(w)? {
+                return Ok(None);
+            }
+            let mut done = checkpoint(w, &sync.scope, listing)?;
+            done.synced_through = done.pass_started_at.or(done.synced_through);
+            done.full_done = true;
+            done.next_url = None;
+            done.last_success_at = Some(now);
+            done.last_error = None;
+            save_checkpoint(w, &sync.scope, listing, &done)?;
+            Ok(Some(()))
+        })?
+        .ok_or(SyncError::Fenced)?;
     Ok(report)
 }
 
-/// Finds records deleted in Clio: lists every id (`fields=id`) and removes
-/// stored records Clio no longer has. Returns how many were removed.
-pub async fn reconcile(store: &Store, scope: &OrgScope, client: &ClioClient, kind: Kind) -> Result<u64, SyncError> {
+/// Every id Clio lists for `kind` (`fields=id`, every listing of the kind).
+async fn list_ids(client: &ClioClient, kind: Kind) -> Result<HashSet<Vec<u8>>, SyncError> {
     let mut live = HashSet::new();
-    let mut url = Some(client.first_page_url(kind, "id", None));
-    while let Some(u) = url {
-        let page = client.page(&u, kind).await?;
-        live.extend(page.data.iter().filter_map(|v| match &v["id"] {
-            serde_json::Value::Number(n) => Some(n.to_string()),
-            serde_json::Value::String(s) => Some(s.clone()),
-            _ => None,
-        }));
-        url = page.next;
-    }
-    let gone: Vec<String> =
-        store.read(|r| all(r, scope, kind))?.into_iter().map(|r| r.id).filter(|id| !live.contains(id)).collect();
-    let removed = gone.len() as u64;
-    store.write(|w| {
-        for id in &gone {
-            w.delete(scope, &RECORDS, &record_key(kind, id))?;
+    for listing in Listing::of(kind) {
+        let mut url = Some(client.first_page_url(kind, "id", None, listing.filter()));
+        while let Some(u) = url {
+            let page = client.page(&u, kind).await?;
+            live.extend(page.data.iter().filter_map(|v| match &v["id"] {
+                serde_json::Value::Number(n) => Some(n.to_string().into_bytes()),
+                serde_json::Value::String(s) => Some(s.clone().into_bytes()),
+                _ => None,
+            }));
+            url = follow(client, page.next)?;
         }
-        let mut cp = checkpoint(w, scope, kind)?;
-        cp.deleted += removed;
-        save_checkpoint(w, scope, kind, &cp)
+    }
+    Ok(live)
+}
+
+/// How many records of a kind holding `stored` one listing may delete.
+fn allowance(stored: u64, max_share: f64) -> u64 {
+    // Truncation is the point: a share of a count, rounded down.
+    ((stored as f64 * max_share.clamp(0.0, 1.0)) as u64).max(ALWAYS_DELETABLE)
+}
+
+fn digest(ids: &[Vec<u8>]) -> String {
+    use sha2::Digest as _;
+    let mut h = sha2::Sha256::new();
+    for id in ids {
+        h.update((id.len() as u64).to_le_bytes());
+        h.update(id);
+    }
+    hex::encode(h.finalize())
+}
+
+/// Finds records deleted in Clio: lists every id and removes stored records
+/// Clio no longer has, unless written after the listing began. More than
+/// `max_share` of the kind is held instead (see the module doc).
+pub async fn reconcile(
+    store: &Store,
+    sync: &SyncScope,
+    client: &ClioClient,
+    kind: Kind,
+    max_share: f64,
+) -> Result<Reconciled, SyncError> {
+    let listed_at = Timestamp::from_micros(store.clock().now_micros());
+    let live = list_ids(client, kind).await?;
+    let listed_nothing = live.is_empty();
+    // Keys only: the ids the store holds that Clio no longer lists.
+    let prefix = [kind.code()];
+    let (stored, gone) = store.read(|r| {
+        let (mut stored, mut gone) = (0u64, vec![]);
+        r.visit(&sync.scope, &RECORDS, &prefix, &prefix, |key, _| {
+            stored += 1;
+            let id = &key[prefix.len()..];
+            if !live.contains(id) {
+                gone.push(id.to_vec());
+            }
+            Ok(true)
+        })?;
+        Ok((stored, gone))
     })?;
-    Ok(removed)
+    let outcome = store.write(|w| {
+        if !sync.live(w)? {
+            return Ok(None);
+        }
+        let scope = &sync.scope;
+        let mut state = deletions(w, scope, kind)?;
+        state.last_listed_at = Some(listed_at);
+        let (count, free) = (gone.len() as u64, allowance(stored, max_share));
+        if count > free {
+            let digest = digest(&gone);
+            let agreed = state.held.as_ref().is_some_and(|h| {
+                (h.digest == digest && !listed_nothing)
+                    || (h.confirmed_by.is_some() && count <= h.count.saturating_add(free))
+            });
+            if !agreed {
+                tracing::warn!(org = %scope.org(), %kind, count, stored, "a Clio listing would delete more than the allowed share; held");
+                state.held = Some(Held { count, of: stored, digest, listed_at, confirmed_by: None });
+                save_deletions(w, scope, kind, &state)?;
+                return Ok(Some(Reconciled { deleted: 0, held: Some(count) }));
+            }
+        }
+        let mut deleted = 0;
+        for id in &gone {
+            let key = [prefix.as_slice(), id].concat();
+            let Some(bytes) = w.get(scope, &RECORDS, &key)? else { continue };
+            // Written after the listing began (a webhook, say): Clio had it then.
+            if stamp(&bytes)?.stored_at.is_some_and(|t| t >= listed_at) {
+                continue;
+            }
+            if w.delete(scope, &RECORDS, &key)? {
+                deleted += 1;
+            }
+        }
+        state.deleted += deleted;
+        state.held = None;
+        save_deletions(w, scope, kind, &state)?;
+        Ok(Some(Reconciled { deleted, held: None }))
+    })?;
+    outcome.ok_or(SyncError::Fenced)
+}
+
+/// An admin confirms every held deletion of the org: the next listing of each
+/// such kind deletes (if it finds no more than were held plus the usual
+/// allowance). Returns the kinds and the counts confirmed.
+pub fn confirm_held(w: &mut Tx, scope: &OrgScope, by: &str) -> Result<Vec<(Kind, u64)>, StoreError> {
+    let mut confirmed = vec![];
+    for kind in Kind::ALL {
+        let mut state = deletions(w, scope, kind)?;
+        if let Some(held) = state.held.as_mut().filter(|h| h.confirmed_by.is_none()) {
+            held.confirmed_by = Some(by.to_string());
+            confirmed.push((kind, held.count));
+            save_deletions(w, scope, kind, &state)?;
+        }
+    }
+    Ok(confirmed)
+}
+
+/// Whether an admin confirmed held deletions that no listing has applied yet.
+pub fn confirmation_pending(r: &impl Reader, scope: &OrgScope) -> Result<bool, StoreError> {
+    for kind in Kind::ALL {
+        if deletions(r, scope, kind)?.held.is_some_and(|h| h.confirmed_by.is_some()) {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_allowance_is_a_share_rounded_down_with_a_floor() {
+        assert_eq!(allowance(0, 0.2), ALWAYS_DELETABLE);
+        assert_eq!(allowance(100, 0.2), 20);
+        assert_eq!(allowance(99, 0.2), 19);
+        assert_eq!(allowance(10, 1.0), 10);
+    }
+
+    #[test]
+    fn the_watermark_goes_back_by_the_overlap_to_a_whole_second() {
+        let t = Timestamp::parse("2026-01-01T00:10:00.750Z").unwrap();
+        assert_eq!(minus_overlap(t), Timestamp::parse("2026-01-01T00:05:00Z").unwrap());
+    }
+
+    #[test]
+    fn old_checkpoints_load_with_times_as_instants() {
+        // As an earlier docket stored it: Clio's strings, a high-water mark, deletes counted here.
+        let old = r#"{"next_url":null,"pass_since":"2024-03-01T23:55:00+00:00","high_water":"2024-03-02T00:00:00Z",
+            "synced_through":"2024-03-01T19:00:00-05:00","full_done":true,"stored":5,"deleted":2,"pages":1}"#;
+        let cp: Checkpoint = serde_json::from_str(old).unwrap();
+        assert_eq!(cp.synced_through, Some(Timestamp::parse("2024-03-02T00:00:00Z").unwrap()));
+        assert_eq!(cp.pass_since, Some(Timestamp::parse("2024-03-01T23:55:00Z").unwrap()));
+        assert!(cp.full_done && cp.stored == 5);
+        let unreadable: Checkpoint = serde_json::from_str(r#"{"synced_through":"last tuesday"}"#).unwrap();
+        assert_eq!(unreadable.synced_through, None, "an unreadable time means a full pass, not a stuck sync");
+    }
+
+    #[test]
+    fn notes_are_listed_per_type_with_their_own_checkpoints() {
+        let notes = Listing::of(Kind::Note);
+        assert_eq!(
+            notes.iter().map(|l| l.filter()).collect::<Vec<_>>(),
+            [Some(("type", "Matter")), Some(("type", "Contact"))]
+        );
+        assert_eq!(notes.iter().map(|l| l.key()).collect::<Vec<_>>(), ["note.Matter", "note.Contact"]);
+        assert_eq!(Listing::of(Kind::Matter)[0].key(), "matter");
+    }
 }

@@ -19,13 +19,11 @@
 //! - At most one secret per model and firm is stored, so no request can grow
 //!   the store: a refused handshake writes nothing.
 use super::client::{ClioClient, ClioError};
-use super::sync::record_key;
+use super::sync::{self, Pushed, SyncScope};
 use crate::audit::{self, Outcome};
 use crate::records::{Kind, Record};
 use crate::secrets::{Keyring, SharedKeyring};
-use crate::store::{
-    CLIO, HOOKS, OrgId, OrgScope, OrgTask, OrgTaskContext, RECORDS, Reader, SECRETS, Store, StoreError, Tx,
-};
+use crate::store::{CLIO, HOOKS, OrgId, OrgScope, OrgTask, OrgTaskContext, Reader, SECRETS, Store, StoreError, Tx};
 use hmac::{Hmac, Mac as _};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -446,37 +444,30 @@ pub fn deliver(
     let event = parsed.pointer("/meta/event").and_then(Value::as_str).unwrap_or("updated").to_string();
     let data = parsed.get("data").cloned().unwrap_or(Value::Null);
     let kind = ep.kind;
-    let (applied, record_id) = if event == "deleted" {
+    let (change, record_id) = if event == "deleted" {
         let rid = data.get("id").map(id_text).unwrap_or_default();
-        (None, rid)
+        (Pushed::Delete(kind, rid.clone()), rid)
     } else {
         let record = Record::from_clio(kind, data).map_err(|e| WebhookError::Malformed(e.to_string()))?;
         let id = record.id.clone();
-        (Some(record), id)
+        (Pushed::Upsert(record), id)
     };
+    let deleting = matches!(change, Pushed::Delete(..));
+    let sync = SyncScope::begin(store, &CTX, ep.org)?;
     let result = store.write(|w| {
-        let key = record_key(kind, &record_id);
-        let result = match &applied {
-            None => {
-                w.delete(&scope, &RECORDS, &key)?;
-                Applied::Deleted
-            }
-            Some(record) => {
-                let old: Option<Record> = w.get_json(&scope, &RECORDS, &key)?;
-                if old.is_some_and(|o| o.etag.is_some() && o.etag == record.etag) {
-                    Applied::Unchanged
-                } else {
-                    w.put_json(&scope, &RECORDS, &key, record)?;
-                    Applied::Stored
-                }
-            }
+        let Some(changed) = sync::apply_pushed(w, &sync, change)? else { return Ok(None) };
+        let result = match (deleting, changed) {
+            (true, _) => Applied::Deleted,
+            (false, true) => Applied::Stored,
+            (false, false) => Applied::Unchanged,
         };
         let details = json!({"event": event, "result": result.as_str()});
         let target = format!("{}:{record_id}", kind.as_str());
         audit::record(w, &scope, ctx, "clio.webhook.deliver", &target, Outcome::Success, details)?;
-        Ok(result)
+        Ok(Some(result))
     })?;
-    Ok(result)
+    // None: the firm disconnected while the delivery was in flight, as if the endpoint were gone.
+    result.ok_or(WebhookError::UnknownHook)
 }
 
 #[cfg(test)]

@@ -211,6 +211,53 @@ async fn webhooks_apply_changes_within_seconds_and_refuse_forgeries() {
     assert_eq!(off.status(), 200);
     let r = client().post(&hook_url).header("x-hook-signature", "00").json(&forged).send().await.unwrap();
     assert_eq!(r.status(), 410, "deliveries after a disconnect are refused");
+    // Clio's own next delivery meets the 410 and disables that subscription, as Clio does.
+    let before = fake.webhooks_active();
+    fake.edit(Kind::Matter, matter);
+    let disabled = eventually(Duration::from_secs(10), async || fake.webhooks_active() == before - 1).await;
+    assert!(disabled, "a 410 disables the subscription at Clio");
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn a_listing_that_would_empty_the_firm_is_held_until_an_admin_confirms() {
+    let fake = FakeClio::start(17, 1_000).await.unwrap();
+    let s = TestServer::start_with(|c| {
+        c.clio.sync_schedule = "* * * * * *".into();
+        c.clio.reconcile_schedule = "* * * * * *".into();
+    })
+    .await;
+    connect_and_sync(&s, &fake).await;
+    let matters = fake.firm().count(Kind::Matter);
+    let matter = async || {
+        let (_, st) = s.get_json(&s.auditor_token, "/api/v1/clio/sync").await;
+        st["kinds"].as_array().unwrap().iter().find(|k| k["kind"] == "matter").cloned().unwrap()
+    };
+    // A bad answer from Clio: every list is empty, listing after listing.
+    fake.set_faults(|f| f.empty_lists = true);
+    let held =
+        eventually(Duration::from_secs(30), async || matter().await["held_deletions"].as_u64() == Some(matters)).await;
+    assert!(held, "the status reports the held deletions: {}", matter().await);
+    let later = fake.api_calls() + 40;
+    assert!(eventually(Duration::from_secs(30), async || fake.api_calls() > later).await, "more listings ran");
+    let m = matter().await;
+    assert_eq!((m["records"].as_u64(), m["held_confirmed"].as_bool()), (Some(matters), Some(false)), "{m}");
+
+    // Only `clio:manage` confirms; it is audited; then the next listing deletes.
+    let path = "/api/v1/clio/sync/confirm-deletions";
+    assert_eq!(s.post_json(&s.staff_token, path, Value::Null).await.0, 403);
+    let (status, body) = s.post_json(&s.admin_token, path, Value::Null).await;
+    assert_eq!(status, 202, "{body}");
+    let confirmed = body["confirmed"].as_array().unwrap();
+    assert!(confirmed.iter().any(|k| k["kind"] == "matter" && k["deletions"].as_u64() == Some(matters)), "{body}");
+    let gone = eventually(Duration::from_secs(30), async || matter().await["records"].as_u64() == Some(0)).await;
+    assert!(gone, "the confirmed deletions were made: {}", matter().await);
+    assert!(matter().await["held_deletions"].is_null());
+    let actions: Vec<String> =
+        s.audit_events("clio").await.iter().map(|e| e["action"].as_str().unwrap().to_string()).collect();
+    assert!(actions.contains(&"clio.confirm_deletions".to_string()), "{actions:?}");
+    let (status, body) = s.post_json(&s.admin_token, path, Value::Null).await;
+    assert_eq!(status, 409, "nothing is held now: {body}");
     s.stop().await;
 }
 

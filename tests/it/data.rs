@@ -52,6 +52,8 @@ async fn every_kind_is_listed_filtered_paged_and_walled() {
         let (status, one) = s.get_json(&s.staff_token, &format!("/api/v1/{path}/{}", ids[0])).await;
         assert_eq!((status.as_u16(), one["kind"].as_str()), (200, Some(kind.as_str())));
         assert!(one["data"]["updated_at"].is_string() && one["etag"].is_string(), "{one}");
+        let updated = one["updated_at"].as_str().unwrap();
+        assert!(updated.ends_with('Z') && docket::timestamp::Timestamp::parse(updated).is_ok(), "RFC 3339 UTC: {one}");
     }
     assert_eq!(s.get_json(&s.staff_token, "/api/v1/matters/999").await.0, 404);
     assert_eq!(
@@ -114,5 +116,23 @@ async fn every_kind_is_listed_filtered_paged_and_walled() {
     assert_eq!(s.get_json(&s.staff_token, &format!("/api/v1/matters/{walled}")).await.0, 200, "others still see it");
     let (_, admin_view): (_, Value) = s.get_json(&s.admin_token, &format!("/api/v1/matters/{walled}")).await;
     assert_eq!(admin_view["id"], walled.as_str());
+
+    // The sync status counts only what the caller may see: the walled matter and what is under it are not counted.
+    let counts = async |token: &str| -> Vec<(String, u64)> {
+        let (status, st) = s.get_json(token, "/api/v1/clio/sync").await;
+        assert_eq!(status, 200, "{st}");
+        st["kinds"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|k| (k["kind"].as_str().unwrap().into(), k["records"].as_u64().unwrap()))
+            .collect()
+    };
+    let (screened, full) = (counts(member).await, counts(&s.admin_token).await);
+    let of = |c: &[(String, u64)], kind: &str| c.iter().find(|(k, _)| k == kind).map(|(_, n)| *n).unwrap();
+    assert_eq!(of(&full, "matter"), fake.snapshot(Kind::Matter).len() as u64);
+    assert_eq!(of(&screened, "matter"), of(&full, "matter") - 1, "the walled matter is not counted");
+    assert_eq!(of(&screened, "activity"), of(&full, "activity") - under.len() as u64, "nor what is under it");
+    assert_eq!(of(&screened, "user"), of(&full, "user"), "what no wall covers is counted alike");
     s.stop().await;
 }

@@ -66,6 +66,7 @@ fn table() -> BTreeMap<&'static str, (Need, Option<Value>)> {
         ("clio.disconnect", (Perm(ClioManage), None)),
         ("clio.sync_now", (Perm(ClioManage), None)),
         ("clio.sync_status", (Perm(OrgRead), None)),
+        ("clio.confirm_deletions", (Perm(ClioManage), None)),
         ("matters.list", (Perm(DataRead), None)),
         ("matters.get", (Perm(DataRead), None)),
         ("contacts.list", (Perm(DataRead), None)),

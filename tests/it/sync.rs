@@ -4,7 +4,7 @@
 //! damaged responses; an interrupted pass resumes without refetching.
 use docket::clio::client::{ClioClient, Endpoints, RetryPolicy, Tokens, http_client};
 use docket::clio::fake::{Corruption, FakeClio};
-use docket::clio::sync::{self, Checkpoint};
+use docket::clio::sync::{self, Checkpoint, Listing, SyncScope};
 use docket::clock::Clock;
 use docket::records::Kind;
 use docket::store::{OrgScope, OrgTask, OrgTaskContext, Store};
@@ -16,6 +16,7 @@ struct Rig {
     fake: FakeClio,
     store: Arc<Store>,
     scope: OrgScope,
+    sync: SyncScope,
     client: ClioClient,
     refreshed: Arc<Mutex<u32>>,
     metrics: Arc<Metrics>,
@@ -34,9 +35,14 @@ fn fast_policy() -> RetryPolicy {
 }
 
 async fn rig(total: u64) -> Rig {
-    let fake = FakeClio::start(42, total).await.unwrap();
+    rig_on(total, Clock::system()).await
+}
+
+/// A rig whose store and fake Clio share `clock`.
+async fn rig_on(total: u64, clock: Clock) -> Rig {
+    let fake = FakeClio::start_with_clock(42, total, clock.clone()).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(Store::open(&dir.path().join("s.redb"), Clock::system()).unwrap());
+    let store = Arc::new(Store::open(&dir.path().join("s.redb"), clock).unwrap());
     let ctx = OrgTaskContext::new(OrgTask::Test);
     let org = store.write(|w| docket::store::orgs::create(w, &ctx, "smith-jones", "Smith & Jones")).unwrap();
     let endpoints = Endpoints::at(&fake.base_url());
@@ -60,14 +66,15 @@ async fn rig(total: u64) -> Rig {
         metrics.clone(),
         fast_policy(),
     );
-    Rig { fake, store, scope: ctx.org_scope(org.id), client, refreshed, metrics, _dir: dir }
+    let sync = SyncScope::begin(&store, &ctx, org.id).unwrap();
+    Rig { fake, store, scope: ctx.org_scope(org.id), sync, client, refreshed, metrics, _dir: dir }
 }
 
 impl Rig {
     async fn sync_all(&self) -> sync::Report {
         let mut total = sync::Report::default();
         for kind in Kind::ALL {
-            let r = sync::sync_kind(&self.store, &self.scope, &self.client, kind).await.unwrap();
+            let r = sync::sync_kind(&self.store, &self.sync, &self.client, kind).await.unwrap();
             total.pages += r.pages;
             total.stored += r.stored;
             total.unchanged += r.unchanged;
@@ -80,7 +87,7 @@ impl Rig {
     fn assert_equal(&self) {
         for kind in Kind::ALL {
             let source = self.fake.snapshot(kind);
-            let stored = self.store.read(|r| sync::all(r, &self.scope, kind)).unwrap();
+            let stored = self.stored(kind);
             assert_eq!(stored.len(), source.len(), "{kind}: count");
             for record in &stored {
                 let original =
@@ -92,7 +99,15 @@ impl Rig {
     }
 
     fn checkpoint(&self, kind: Kind) -> Checkpoint {
-        self.store.read(|r| sync::checkpoint(r, &self.scope, kind)).unwrap()
+        self.store.read(|r| sync::checkpoint(r, &self.scope, Listing::of(kind)[0])).unwrap()
+    }
+
+    fn stored(&self, kind: Kind) -> Vec<docket::records::Record> {
+        self.store.read(|r| sync::records(r, &self.sync, kind)).unwrap()
+    }
+
+    async fn reconcile(&self, kind: Kind) -> sync::Reconciled {
+        sync::reconcile(&self.store, &self.sync, &self.client, kind, 0.2).await.unwrap()
     }
 }
 
@@ -107,7 +122,7 @@ async fn full_then_incremental_sync_equals_the_source() {
     let calls = rig.fake.api_calls();
     let m = rig
         .store
-        .read(|r| sync::get(r, &rig.scope, Kind::Matter, &rig.fake.firm().id(Kind::Matter, 0).to_string()))
+        .read(|r| sync::record(r, &rig.sync, Kind::Matter, &rig.fake.firm().id(Kind::Matter, 0).to_string()))
         .unwrap()
         .unwrap();
     assert!(
@@ -134,7 +149,7 @@ async fn full_then_incremental_sync_equals_the_source() {
     assert!(rig.fake.api_calls() - calls < 20, "an incremental pass costs a page per kind, not a full sync");
     let mut deleted = 0;
     for kind in Kind::ALL {
-        deleted += sync::reconcile(&rig.store, &rig.scope, &rig.client, kind).await.unwrap();
+        deleted += rig.reconcile(kind).await.deleted;
     }
     assert_eq!(deleted, Kind::ALL.len() as u64, "one deletion per kind found");
     rig.assert_equal();
@@ -165,16 +180,15 @@ async fn storms_bursts_expiry_and_damaged_pages_are_survived() {
     rig.fake.set_faults(|f| f.rate_limit_per_minute = None);
     rig.fake.expire_access_tokens();
     rig.fake.edit(Kind::Matter, rig.fake.firm().id(Kind::Matter, 1));
-    let after = sync::sync_kind(&rig.store, &rig.scope, &rig.client, Kind::Matter).await.unwrap();
+    let after = sync::sync_kind(&rig.store, &rig.sync, &rig.client, Kind::Matter).await.unwrap();
     assert_eq!(after.stored, 1);
     assert_eq!(*rig.refreshed.lock().unwrap(), 1, "a 401 refreshes the token once and goes on");
     // The two damaged records come back on a full reconcile-and-resync; the store equals the source.
     for kind in Kind::ALL {
-        sync::reconcile(&rig.store, &rig.scope, &rig.client, kind).await.unwrap();
+        rig.reconcile(kind).await;
     }
     let snapshot_counts: u64 = Kind::ALL.iter().map(|k| rig.fake.snapshot(*k).len() as u64).sum();
-    let stored: u64 =
-        Kind::ALL.iter().map(|k| rig.store.read(|r| sync::all(r, &rig.scope, *k)).unwrap().len() as u64).sum();
+    let stored: u64 = Kind::ALL.iter().map(|k| rig.stored(*k).len() as u64).sum();
     assert_eq!(stored + 2, snapshot_counts, "exactly the two damaged records are missing");
 }
 
@@ -185,7 +199,7 @@ async fn an_interrupted_pass_resumes_where_it_stopped() {
     let pages_needed = rig.fake.firm().count(kind).div_ceil(200);
     // Let four pages through, then fail every request until the client gives up.
     let before = rig.fake.api_calls();
-    let probe = sync::sync_kind(&rig.store, &rig.scope, &rig.client, Kind::User).await.unwrap();
+    let probe = sync::sync_kind(&rig.store, &rig.sync, &rig.client, Kind::User).await.unwrap();
     assert_eq!(probe.pages, 1);
     let handle = {
         let fake = rig.fake.clone();
@@ -199,7 +213,7 @@ async fn an_interrupted_pass_resumes_where_it_stopped() {
             }
         })
     };
-    let failed = sync::sync_kind(&rig.store, &rig.scope, &rig.client, kind).await;
+    let failed = sync::sync_kind(&rig.store, &rig.sync, &rig.client, kind).await;
     handle.await.unwrap();
     assert!(failed.is_err(), "the pass stops when Clio stays down");
     let cp = rig.checkpoint(kind);
@@ -209,10 +223,292 @@ async fn an_interrupted_pass_resumes_where_it_stopped() {
     assert!(served >= 1 && served < pages_needed, "{served} of {pages_needed}");
     rig.fake.set_faults(|f| f.fail_next = 0);
     let calls = rig.fake.api_calls();
-    let resumed = sync::sync_kind(&rig.store, &rig.scope, &rig.client, kind).await.unwrap();
+    let resumed = sync::sync_kind(&rig.store, &rig.sync, &rig.client, kind).await.unwrap();
     assert_eq!(resumed.pages, pages_needed - served, "completed pages are not fetched again");
     assert_eq!(rig.fake.api_calls() - calls, pages_needed - served);
     assert_eq!(resumed.unchanged, 0, "no record was fetched twice");
-    let stored = rig.store.read(|r| sync::all(r, &rig.scope, kind)).unwrap();
+    let stored = rig.stored(kind);
     assert_eq!(stored.len() as u64, rig.fake.firm().count(kind), "no duplicates, nothing missing");
+}
+
+/// 2026-01-01T00:00:00Z: later than every record of the generated firm.
+fn fixed_clock() -> Clock {
+    Clock::fixed(time::OffsetDateTime::from_unix_timestamp(1_767_225_600).unwrap())
+}
+
+#[tokio::test]
+async fn edits_behind_the_cursor_of_a_long_pass_are_fetched_by_the_next() {
+    let clock = fixed_clock();
+    let rig = rig_on(2_000, clock.clone()).await;
+    let kind = Kind::Activity;
+    let firm = rig.fake.firm();
+    assert!(firm.count(kind) > 400, "the pass takes several pages");
+    let (behind, ahead) = (firm.id(kind, 5), firm.id(kind, firm.count(kind) - 1));
+    // Once the first page is served: an edit behind the cursor, then, longer
+    // than the overlap later, one ahead of it (which this pass does fetch).
+    let (fake, c) = (rig.fake.clone(), clock.clone());
+    rig.fake.after_call(rig.fake.api_calls() + 1, move || {
+        c.advance(Duration::from_secs(10));
+        assert!(fake.edit(kind, behind));
+        c.advance(Duration::from_secs(2 * sync::OVERLAP_SECONDS as u64));
+        assert!(fake.edit(kind, ahead));
+    });
+    sync::sync_kind(&rig.store, &rig.sync, &rig.client, kind).await.unwrap();
+    let etag = |id: u64| {
+        let stored = rig.store.read(|r| sync::record(r, &rig.sync, kind, &id.to_string())).unwrap().unwrap();
+        (stored.etag, rig.fake.snapshot(kind)[&id.to_string()]["etag"].as_str().map(str::to_owned))
+    };
+    let (stored, source) = etag(ahead);
+    assert_eq!(stored, source, "the edit ahead of the cursor came with the pass");
+    let (stored, source) = etag(behind);
+    assert_ne!(stored, source, "the edit behind the cursor was not (it came after its page)");
+
+    clock.advance(Duration::from_secs(60));
+    let next = sync::sync_kind(&rig.store, &rig.sync, &rig.client, kind).await.unwrap();
+    let (stored, source) = etag(behind);
+    assert_eq!(stored, source, "the next pass starts from when the last one started, so it fetches the edit");
+    assert_eq!(next.stored, 1, "and only the edit is written");
+    let cp = rig.checkpoint(kind);
+    let started = docket::timestamp::Timestamp::from_micros(clock.now_micros());
+    assert_eq!(cp.synced_through, Some(started), "the watermark is when the pass started, not a record's time");
+}
+
+#[tokio::test]
+async fn notes_sync_per_type_with_a_checkpoint_each() {
+    let rig = rig(2_000).await;
+    rig.sync_all().await;
+    let source = rig.fake.snapshot(Kind::Note);
+    let stored = rig.stored(Kind::Note);
+    assert_eq!(stored.len(), source.len(), "every note of both types");
+    for t in sync::NOTE_TYPES {
+        let listing = Listing { kind: Kind::Note, note_type: Some(t) };
+        let cp = rig.store.read(|r| sync::checkpoint(r, &rig.scope, listing)).unwrap();
+        let of_type = source.values().filter(|n| n["type"] == t).count() as u64;
+        assert!(of_type > 0 && cp.full_done && cp.last_error.is_none(), "{t}: {cp:?}");
+        assert_eq!(cp.stored, of_type, "{t}: its own checkpoint counts its own notes");
+    }
+    // The deletion reconcile lists both types too: a deleted note of each type is found.
+    let of = |t: &str| source.iter().find(|(_, n)| n["type"] == t).map(|(id, _)| id.parse::<u64>().unwrap()).unwrap();
+    assert!(rig.fake.delete(Kind::Note, of("Matter")) && rig.fake.delete(Kind::Note, of("Contact")));
+    assert_eq!(rig.reconcile(Kind::Note).await, sync::Reconciled { deleted: 2, held: None });
+    assert_eq!(rig.stored(Kind::Note).len(), source.len() - 2);
+}
+
+#[tokio::test]
+async fn a_short_listing_is_held_until_a_second_listing_agrees_or_an_admin_confirms() {
+    let rig = rig(2_000).await;
+    rig.sync_all().await;
+    let kind = Kind::Matter;
+    let firm = rig.fake.firm();
+    let total = firm.count(kind);
+    let held = |rig: &Rig| rig.store.read(|r| sync::deletions(r, &rig.scope, kind)).unwrap().held;
+
+    // A bad answer: Clio lists nothing. Nothing is deleted; the hold is recorded.
+    rig.fake.set_faults(|f| f.empty_lists = true);
+    assert_eq!(rig.reconcile(kind).await, sync::Reconciled { deleted: 0, held: Some(total) });
+    assert_eq!(rig.stored(kind).len() as u64, total, "the firm's matters are all still there");
+    assert_eq!(held(&rig).map(|h| (h.count, h.of)), Some((total, total)));
+    assert_eq!(rig.reconcile(kind).await.held, Some(total), "a second empty listing does not agree: only an admin can");
+    // The next listing is whole again: nothing to delete, the hold is dropped.
+    rig.fake.set_faults(|f| f.empty_lists = false);
+    assert_eq!(rig.reconcile(kind).await, sync::Reconciled { deleted: 0, held: None });
+    assert_eq!((rig.stored(kind).len() as u64, held(&rig)), (total, None));
+
+    // A real mass deletion at Clio: held once, deleted when a second listing agrees.
+    for i in 0..total / 2 {
+        assert!(rig.fake.delete(kind, firm.id(kind, i)));
+    }
+    assert_eq!(rig.reconcile(kind).await.held, Some(total / 2));
+    assert_eq!(rig.stored(kind).len() as u64, total);
+    assert_eq!(rig.reconcile(kind).await, sync::Reconciled { deleted: total / 2, held: None });
+
+    // Held, then confirmed by an admin: the next listing deletes even though it differs a little.
+    let left = total - total / 2;
+    for i in total / 2..total / 2 + left / 2 {
+        rig.fake.delete(kind, firm.id(kind, i));
+    }
+    assert_eq!(rig.reconcile(kind).await.held, Some(left / 2));
+    let confirmed = rig.store.write(|w| sync::confirm_held(w, &rig.scope, "user:admin")).unwrap();
+    assert_eq!(confirmed, vec![(kind, left / 2)]);
+    assert!(rig.store.read(|r| sync::confirmation_pending(r, &rig.scope)).unwrap());
+    rig.fake.delete(kind, firm.id(kind, total - 1));
+    assert_eq!(rig.reconcile(kind).await, sync::Reconciled { deleted: left / 2 + 1, held: None });
+    assert!(!rig.store.read(|r| sync::confirmation_pending(r, &rig.scope)).unwrap());
+    let done = rig.store.read(|r| sync::deletions(r, &rig.scope, kind)).unwrap();
+    assert_eq!(done.deleted, total / 2 + left / 2 + 1, "only deletes that removed a row are counted");
+    assert_eq!(rig.stored(kind).len(), rig.fake.snapshot(kind).len());
+}
+
+#[tokio::test]
+async fn a_record_written_after_the_listing_began_is_not_deleted_by_it() {
+    let rig = rig(2_000).await;
+    rig.sync_all().await;
+    let kind = Kind::Matter;
+    // While the id listing is answered, Clio creates a matter and its webhook
+    // stores it: the listing (taken before) does not have it.
+    let (fake, store, sync) = (rig.fake.clone(), rig.store.clone(), rig.sync.clone());
+    let created = Arc::new(Mutex::new(None));
+    let seen = created.clone();
+    rig.fake.after_call(rig.fake.api_calls() + 1, move || {
+        let id = fake.create(kind).to_string();
+        let raw = fake.snapshot(kind)[&id].clone();
+        let record = docket::records::Record::from_clio(kind, raw).unwrap();
+        assert!(sync::store_one(&store, &sync, record).unwrap());
+        *seen.lock().unwrap() = Some(id);
+    });
+    assert_eq!(rig.reconcile(kind).await, sync::Reconciled { deleted: 0, held: None });
+    let id = created.lock().unwrap().clone().expect("the hook ran during the listing");
+    assert!(rig.store.read(|r| sync::record(r, &rig.sync, kind, &id)).unwrap().is_some(), "kept");
+    rig.assert_equal();
+}
+
+#[tokio::test]
+async fn a_disconnect_fences_the_pages_of_a_pass_in_flight() {
+    let rig = rig(2_000).await;
+    let kind = Kind::Activity;
+    // The firm disconnects once Clio has answered the first page, before docket stores it.
+    let (store, scope) = (rig.store.clone(), rig.scope.clone());
+    rig.fake.after_call(rig.fake.api_calls() + 1, move || {
+        store.write(|w| sync::bump_generation(w, &scope)).unwrap();
+    });
+    let fenced = sync::sync_kind(&rig.store, &rig.sync, &rig.client, kind).await;
+    assert!(matches!(fenced, Err(sync::SyncError::Fenced)), "{fenced:?}");
+    assert!(rig.stored(kind).is_empty(), "no page landed after the disconnect");
+    let cp = rig.checkpoint(kind);
+    assert_eq!((cp.pages, cp.last_error), (0, None), "nothing at all was written");
+    let reconcile = sync::reconcile(&rig.store, &rig.sync, &rig.client, kind, 0.2).await;
+    assert!(matches!(reconcile, Err(sync::SyncError::Fenced)), "deletes are fenced too");
+    // A sync that begins after the disconnect (a reconnect) writes again.
+    let fresh = SyncScope::begin(&rig.store, &OrgTaskContext::new(OrgTask::Test), rig.scope.org()).unwrap();
+    let report = sync::sync_kind(&rig.store, &fresh, &rig.client, kind).await.unwrap();
+    assert_eq!(report.stored, rig.fake.firm().count(kind));
+}
+
+#[tokio::test]
+async fn the_fake_is_as_strict_as_clio() {
+    let clock = fixed_clock();
+    let rig = rig_on(500, clock.clone()).await;
+    let http = http_client(Duration::from_secs(10)).unwrap();
+    let tokens = rig.fake.grant(&http).await.unwrap();
+    let token = tokens.access.expose().to_string();
+    let api = |path: &str| format!("{}/api/v4/{path}", rig.fake.base_url());
+    let get = async |path: &str, headers: &[(&str, &str)]| {
+        let mut req = http.get(api(path)).bearer_auth(&token);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let resp = req.send().await.unwrap();
+        let (status, head) = (resp.status().as_u16(), resp.headers().clone());
+        (status, head, resp.json::<serde_json::Value>().await.unwrap_or_default())
+    };
+    let status = async |path: &str| get(path, &[]).await.0;
+    // Notes need a type.
+    assert_eq!(status("notes.json?fields=id").await, 400);
+    assert_eq!(status("notes.json?fields=id&type=Other").await, 400);
+    assert_eq!(status("notes?fields=id&type=Contact").await, 200, "with or without .json");
+    // fields.
+    let (s, _, body) = get("matters.json?fields=id,bogus", &[]).await;
+    assert_eq!((s, body["error"]["type"].as_str()), (400, Some("InvalidFields")));
+    assert_eq!(status("matters.json?fields=id,description{id}").await, 400, "braces on a plain field");
+    assert_eq!(status("matters.json?fields=id,client{id,company{id}}").await, 400, "two levels");
+    assert_eq!(status("matters.json?fields=id,matter_stage{id}").await, 200, "an association the firm leaves empty");
+    let (_, _, body) = get("matters.json?limit=1", &[]).await;
+    assert_eq!(body["data"][0].as_object().unwrap().len(), 2, "id and etag only without fields: {body}");
+    // Paging and filters.
+    assert_eq!(status("matters.json?limit=201").await, 400);
+    assert_eq!(status("users.json?limit=2000").await, 200);
+    assert_eq!(status("matters.json?order=display_number(asc)").await, 400, "other orders need offset");
+    let (s, _, body) = get("activities.json?offset=9900&limit=200", &[]).await;
+    assert_eq!((s, body["error"]["type"].as_str()), (422, Some("ArgumentError")));
+    assert_eq!(status("matters.json?offset=0&page_token=x").await, 400);
+    let (_, _, first) = get("matters.json?fields=id&limit=3&offset=3", &[]).await;
+    let (_, _, cursor) = get("matters.json?fields=id&limit=6", &[]).await;
+    assert_eq!(first["data"].as_array().unwrap()[..], cursor["data"].as_array().unwrap()[3..], "offset paging");
+    assert_eq!(status("matters.json?updated_since=2024-01-01").await, 400, "a date is not a date-time");
+    assert_eq!(status("matters.json?updated_since=2024-01-01T00:00:00-05:00").await, 200);
+    let (_, _, created) = get("matters.json?created_since=2100-01-01T00:00:00Z", &[]).await;
+    assert_eq!((created["data"].as_array().unwrap().len(), &created["meta"]["records"]), (0, &serde_json::json!(0)));
+    // Versions.
+    assert_eq!(get("matters.json", &[("x-api-version", "3.9.0")]).await.0, 410);
+    let (s, head, _) = get("matters.json", &[("x-api-version", "4.0.13")]).await;
+    assert_eq!((s, head.get("x-api-version").and_then(|v| v.to_str().ok())), (200, Some("4.0.13")));
+    // A single record: ETag, Last-Modified, 304.
+    let id = rig.fake.firm().id(Kind::Matter, 0);
+    let (s, head, _) = get(&format!("matters/{id}.json?fields=id,etag"), &[]).await;
+    let etag = head.get("etag").and_then(|v| v.to_str().ok()).unwrap().to_string();
+    assert!(s == 200 && etag.starts_with('"') && head.contains_key("last-modified"), "{head:?}");
+    assert_eq!(get(&format!("matters/{id}.json"), &[("if-none-match", &etag)]).await.0, 304);
+    assert_eq!(http.get(api("matters.json")).send().await.unwrap().status(), 401, "a token is required");
+    // OAuth: form-encoded, codes single-use and short-lived.
+    let token_url = format!("{}/oauth/token", rig.fake.base_url());
+    let (id_, secret) = (rig.fake.client_id.clone(), rig.fake.client_secret.clone());
+    let redirect = "https://docket.test/cb";
+    let code = rig.fake.approve(redirect);
+    let form = |code: &str| {
+        [
+            ("client_id", id_.clone()),
+            ("client_secret", secret.clone()),
+            ("grant_type", "authorization_code".into()),
+            ("code", code.into()),
+            ("redirect_uri", redirect.into()),
+        ]
+    };
+    let as_json = http.post(&token_url).json(&serde_json::json!({"client_id": id_})).send().await.unwrap();
+    assert_eq!(as_json.status(), 400, "the token endpoint takes a form");
+    assert_eq!(http.post(&token_url).form(&form(&code)).send().await.unwrap().status(), 200);
+    assert_eq!(http.post(&token_url).form(&form(&code)).send().await.unwrap().status(), 400, "a code is used once");
+    let late = rig.fake.approve(redirect);
+    clock.advance(Duration::from_secs(11 * 60));
+    assert_eq!(http.post(&token_url).form(&form(&late)).send().await.unwrap().status(), 400, "codes last 10 minutes");
+    // Webhooks.
+    let hook = |d: serde_json::Value| {
+        http.post(api("webhooks.json")).bearer_auth(&token).json(&serde_json::json!({"data": d}))
+    };
+    let ok = serde_json::json!({"url": "https://docket.test/hooks/x", "model": "matter", "events": ["created"], "fields": "id,etag"});
+    for (change, why) in [
+        (serde_json::json!({"url": "http://docket.test/hooks/x"}), "https only"),
+        (serde_json::json!({"model": "note"}), "Clio has no note webhooks"),
+        (serde_json::json!({"fields": null}), "fields are required"),
+        (serde_json::json!({"events": ["opened"]}), "known events only"),
+        (serde_json::json!({"expires_at": "2026-03-01T00:00:00Z"}), "31 days at most"),
+    ] {
+        let mut d = ok.clone();
+        for (k, v) in change.as_object().unwrap() {
+            d[k] = v.clone();
+        }
+        assert_eq!(hook(d).send().await.unwrap().status(), 422, "{why}");
+    }
+    let made = hook(serde_json::json!({"model": 1, "url": ok["url"], "events": ok["events"], "fields": ok["fields"]}));
+    let made: serde_json::Value = made.send().await.unwrap().json().await.unwrap();
+    assert_eq!(made["data"]["status"], "pending", "{made}");
+    // Deauthorize: a live token, named in the form too.
+    let deauth = format!("{}/oauth/deauthorize", rig.fake.base_url());
+    assert_eq!(http.post(&deauth).bearer_auth(&token).send().await.unwrap().status(), 401);
+    let done = http.post(&deauth).bearer_auth(&token).form(&[("token", token.as_str())]).send().await.unwrap();
+    assert_eq!(done.status(), 200);
+    assert_eq!(status("matters.json").await, 401, "the token is revoked");
+}
+
+#[test]
+fn only_the_viewer_and_the_sync_read_the_records_table() {
+    // Records are read through `data::Viewer` (walls apply) or `clio::sync::SyncScope`; no other code names the table.
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let allowed = ["data.rs", "clio/sync.rs"];
+    let mut stack = vec![root.clone()];
+    let mut offenders = vec![];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+                continue;
+            }
+            let rel = path.strip_prefix(&root).unwrap().to_string_lossy().replace('\\', "/");
+            let text = std::fs::read_to_string(&path).unwrap_or_default();
+            if text.contains("RECORDS") && !allowed.contains(&rel.as_str()) && !rel.starts_with("store/") {
+                offenders.push(rel);
+            }
+        }
+    }
+    assert!(offenders.is_empty(), "these files reach the records table directly: {offenders:?}");
 }
