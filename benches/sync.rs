@@ -15,7 +15,7 @@ use docket::clio::sync;
 use docket::clock::Clock;
 use docket::records::{Kind, Record};
 use docket::secrets::Secret;
-use docket::store::{OrgTask, OrgTaskContext, Store};
+use docket::store::{OrgTask, OrgTaskContext, RawRow, Section, Store, SystemContext, Task};
 use docket::telemetry::Metrics;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -26,6 +26,36 @@ fn peak_rss_mib() -> f64 {
         .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM:")).map(str::to_owned))
         .and_then(|l| l.split_whitespace().nth(1).and_then(|kb| kb.parse::<f64>().ok()))
         .map_or(0.0, |kb| kb / 1024.0)
+}
+
+/// What the store costs once its journal is shipped: prunes every entry, then
+/// copies the rows (journal pruned) into a fresh file, as a restore would, so
+/// pages redb keeps free are not counted. Returns (bytes before, bytes after).
+fn shipped_and_pruned(store: &Store, copy_path: &std::path::Path) -> (u64, u64) {
+    let before = std::fs::metadata(store.path()).map(|m| m.len()).unwrap_or(0);
+    let ctx = SystemContext::new(Task::Backup);
+    let head = store.journal_head().expect("head");
+    store.prune_journal_before(&ctx, head + 1).expect("prune");
+    let copy = Store::open(copy_path, Clock::system()).expect("copy");
+    let restore = copy.restore(&SystemContext::new(Task::Restore)).expect("restore");
+    let mut batch: Vec<(Section, Vec<u8>, Vec<u8>)> = Vec::with_capacity(4096);
+    let flush = |batch: &mut Vec<(Section, Vec<u8>, Vec<u8>)>| {
+        let rows = batch.iter().map(|(section, key, value)| RawRow { section: *section, key, value });
+        restore.import(rows).expect("import");
+        batch.clear();
+    };
+    store
+        .export(&ctx, |row| {
+            batch.push((row.section, row.key.to_vec(), row.value.to_vec()));
+            if batch.len() == 4096 {
+                flush(&mut batch);
+            }
+            Ok(())
+        })
+        .expect("export");
+    flush(&mut batch);
+    restore.finish().expect("finish");
+    (before, std::fs::metadata(copy_path).map(|m| m.len()).unwrap_or(0))
 }
 
 #[tokio::main]
@@ -96,6 +126,12 @@ async fn main() {
     println!("journal head: {}", store.journal_head().unwrap_or(0));
     println!("store file: {:.0} MiB", size as f64 / 1_048_576.0);
     println!("peak RSS (this process, fake Clio included): {:.0} MiB", peak_rss_mib());
+    let (with_journal, without) = shipped_and_pruned(&store, &dir.path().join("pruned.redb"));
+    println!(
+        "store bytes per record: {:.0} with the journal, {:.0} once shipped journal entries are pruned and the file compacted",
+        with_journal as f64 / stored.max(1) as f64,
+        without as f64 / stored.max(1) as f64
+    );
     let minutes = calls as f64 / 50.0;
     println!(
         "at Clio's 50 requests/minute the same first sync needs {calls} requests = {:.0} min ({:.1} h)",

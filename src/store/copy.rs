@@ -222,10 +222,12 @@ impl Restore<'_> {
     }
 
     /// Ends the restore: migrates imported rows of an older schema, checks
-    /// every journal entry reads, and returns the journal head.
+    /// every retained journal entry reads (an export of a pruned journal
+    /// starts past 1), and returns the journal head.
     pub fn finish(self) -> Result<u64, StoreError> {
         self.store.migrate(migrate::MIGRATIONS)?;
-        let mut after = 0;
+        let tail = self.store.journal_head()?;
+        let mut after = self.store.journal_start()?.map_or(tail, |start| start.saturating_sub(1));
         loop {
             let batch = self.store.journal_since(&SystemContext::new(Task::Restore), after, 1 << 20)?;
             if let Some(bad) = batch.bad {

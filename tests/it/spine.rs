@@ -365,6 +365,27 @@ fn export_restores_into_an_empty_store_and_nowhere_else() {
     assert!(e.to_string().contains("does not follow"), "{e}");
 }
 
+#[test]
+fn an_export_of_a_pruned_journal_restores() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(open(dir.path(), "live.redb"));
+    concurrent_writes(&store, 2, 10);
+    let head = store.journal_head().unwrap();
+    let middle = whole_journal(&store, usize::MAX)[head as usize / 2].seq;
+    // Half the journal shipped, then all of it: both exports are normal backups.
+    for (name, prune_before) in [("half.redb", middle), ("all.redb", head + 1)] {
+        store.prune_journal_before(&CTX, prune_before).unwrap();
+        let mut rows: Vec<(Section, Vec<u8>, Vec<u8>)> = vec![];
+        store.export(&CTX, |row| Ok(rows.push((row.section, row.key.to_vec(), row.value.to_vec())))).unwrap();
+        let copy = open(dir.path(), name);
+        let restore = copy.restore(&CTX).unwrap();
+        restore.import(rows.iter().map(|(section, key, value)| RawRow { section: *section, key, value })).unwrap();
+        assert_eq!(restore.finish().unwrap(), head, "{name}");
+        assert_eq!(copy.digest().unwrap(), store.digest().unwrap(), "{name}");
+        assert_eq!(copy.journal_start().unwrap(), store.journal_start().unwrap(), "{name}");
+    }
+}
+
 /// Issue 9: sync passes, webhook deliveries, edits, creations, deletions, a
 /// "sync now" and a disconnect all run at once against the live server; the
 /// whole journal, replayed into an empty store, must rebuild it exactly.
