@@ -376,7 +376,11 @@ fn an_export_of_a_pruned_journal_restores() {
     for (name, prune_before) in [("half.redb", middle), ("all.redb", head + 1)] {
         store.prune_journal_before(&CTX, prune_before).unwrap();
         let mut rows: Vec<(Section, Vec<u8>, Vec<u8>)> = vec![];
-        store.export(&CTX, |row| Ok(rows.push((row.section, row.key.to_vec(), row.value.to_vec())))).unwrap();
+        let keep = |row: RawRow<'_>| {
+            rows.push((row.section, row.key.to_vec(), row.value.to_vec()));
+            Ok(())
+        };
+        store.export(&CTX, keep).unwrap();
         let copy = open(dir.path(), name);
         let restore = copy.restore(&CTX).unwrap();
         restore.import(rows.iter().map(|(section, key, value)| RawRow { section: *section, key, value })).unwrap();
