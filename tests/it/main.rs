@@ -10,6 +10,7 @@ mod identity;
 mod matrix;
 mod oidc;
 mod openapi;
+mod ops;
 mod schemathesis;
 mod support;
 mod sync;
