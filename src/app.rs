@@ -329,7 +329,10 @@ mod tests {
             move |k: &str| vars.iter().find(|(n, _)| *n == k).map(|(_, v)| v.to_string())
         };
         assert_eq!(watchdog_interval(env(&[("WATCHDOG_USEC", "30000000")]), 9), Some(Duration::from_secs(15)));
-        assert_eq!(watchdog_interval(env(&[("WATCHDOG_USEC", "30000000"), ("WATCHDOG_PID", "9")]), 9).is_some(), true);
+        assert_eq!(
+            watchdog_interval(env(&[("WATCHDOG_USEC", "30000000"), ("WATCHDOG_PID", "9")]), 9),
+            Some(Duration::from_secs(15))
+        );
         assert_eq!(watchdog_interval(env(&[("WATCHDOG_USEC", "30000000"), ("WATCHDOG_PID", "8")]), 9), None);
         assert_eq!(watchdog_interval(env(&[("WATCHDOG_USEC", "0")]), 9), None);
         assert_eq!(watchdog_interval(env(&[]), 9), None);
