@@ -26,7 +26,7 @@ use tokio::sync::watch;
 #[derive(Debug, thiserror::Error)]
 pub enum HttpError {
     #[error(
-        "cannot listen on {addr}: {reason}\n  fix: free the port, choose another in server.listen / server.redirect_listen, or (for ports below 1024) run as the packaged systemd service, which grants CAP_NET_BIND_SERVICE"
+        "cannot listen on {addr}: {reason}\n  fix: free the port, choose another in server.listen / server.redirect_listen, or (for ports below 1024) run as the packaged systemd service, whose docket.socket binds them"
     )]
     Bind { addr: SocketAddr, reason: String },
     #[error("{0}")]
