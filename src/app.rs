@@ -61,6 +61,7 @@ impl Instance {
     /// Opens the store in the data dir and proves the master key opens it.
     /// A store of an older schema is copied aside before it is migrated.
     pub fn open(config: Config, clock: Clock) -> Result<Instance, AppError> {
+        notify_systemd("STATUS=opening the store (an older schema is first backed up, then migrated)");
         crate::lifecycle::upgrade::backup_before_migration(&config, &clock).map_err(AppError::Upgrade)?;
         let store = Store::open(&config.store_path(), clock)?;
         let keyring = keys::open_keyring(&config, &store)?;
@@ -111,8 +112,8 @@ pub async fn start(instance: Instance) -> Result<Running, AppError> {
     };
     state.sync.start_all();
     let watchdog = watchdog_interval(|k| std::env::var(k).ok(), std::process::id()).map(|every| {
-        let store = state.store.clone();
-        tokio::spawn(watchdog(every, move || store_answers(store.clone())))
+        let state = state.clone();
+        tokio::spawn(watchdog(every, move || sync_status(state.clone())))
     });
     tracing::info!(listen = ?main_addrs, redirect = ?redirect_addrs, tls = ?state.config.tls.mode, "docket is serving");
     Ok(Running {
@@ -217,54 +218,60 @@ pub fn watchdog_interval(get: impl Fn(&str) -> Option<String>, pid: u32) -> Opti
     Some(Duration::from_micros(usec / 2))
 }
 
-/// Whether the blocking pool runs and the store answers a read.
-async fn store_answers(store: Arc<Store>) -> bool {
-    tokio::task::spawn_blocking(move || store.journal_head().is_ok()).await.unwrap_or(false)
+/// A `STATUS=` line once the blocking pool has run a store read (`None` if
+/// the store did not answer): how many firms are syncing now.
+async fn sync_status(state: Arc<AppState>) -> Option<String> {
+    let store = state.store.clone();
+    let orgs = tokio::task::spawn_blocking(move || store.list_orgs()).await.ok()?.ok()?;
+    let syncing = orgs.iter().filter(|o| state.sync.is_running(o.id)).count();
+    Some(match syncing {
+        0 => format!("serving; {} firms, none syncing now", orgs.len()),
+        n => format!("serving; syncing {n} of {} firms", orgs.len()),
+    })
 }
 
-/// Every `every`, runs `alive` and sends `WATCHDOG=1` if it answers true
-/// within `every`. The pings come from a task on the runtime, so a stalled
-/// runtime (or a store that stops answering) stops them and systemd restarts
-/// the service.
+/// Every `every`, runs `alive` and, if it answers within `every`, sends
+/// `WATCHDOG=1` with its `STATUS=` line. The pings come from a task on the
+/// runtime, so a stalled runtime (or a store that stops answering) stops them
+/// and systemd restarts the service.
 async fn watchdog<A, F>(every: Duration, alive: A)
 where
     A: FnMut() -> F,
-    F: std::future::Future<Output = bool>,
+    F: std::future::Future<Output = Option<String>>,
 {
-    watch_liveness(
-        move || tokio::time::sleep(every),
-        every,
-        alive,
-        |ok| {
-            if ok {
-                notify_systemd("WATCHDOG=1");
-            }
-        },
-    )
-    .await;
+    let ping = |status: Option<String>| {
+        if let Some(status) = status {
+            notify_systemd(&format!("WATCHDOG=1\nSTATUS={status}"));
+        }
+    };
+    watch_liveness(move || tokio::time::sleep(every), every, alive, ping).await;
 }
 
 /// The watchdog's loop: after each `next_tick`, `alive` gets `limit` to answer;
-/// `outcome(true)` means it did and a ping is due, `outcome(false)` that it did
-/// not (logged, no ping).
-pub async fn watch_liveness<T, TF, A, F>(mut next_tick: T, limit: Duration, mut alive: A, mut outcome: impl FnMut(bool))
-where
+/// `outcome(Some(status))` means it did and a ping is due, `outcome(None)`
+/// that it did not (logged, no ping).
+pub async fn watch_liveness<T, TF, A, F, S>(
+    mut next_tick: T,
+    limit: Duration,
+    mut alive: A,
+    mut outcome: impl FnMut(Option<S>),
+) where
     T: FnMut() -> TF,
     TF: std::future::Future<Output = ()>,
     A: FnMut() -> F,
-    F: std::future::Future<Output = bool>,
+    F: std::future::Future<Output = Option<S>>,
 {
     loop {
         next_tick().await;
         let answered = match tokio::time::timeout(limit, alive()).await {
-            Ok(true) => true,
-            Ok(false) => {
+            Ok(Some(status)) => Some(status),
+            Ok(None) => {
                 tracing::error!("watchdog: the store does not answer; not pinging systemd");
-                false
+                None
             }
             Err(_) => {
                 tracing::error!("watchdog: the liveness check is stuck; not pinging systemd");
-                false
+                None
             }
         };
         outcome(answered);
@@ -361,11 +368,11 @@ mod tests {
                         if stalled.load(Ordering::SeqCst) {
                             std::future::pending::<()>().await;
                         }
-                        true
+                        Some("serving")
                     }
                 },
-                move |pinged| {
-                    let _ = out_tx.send(pinged);
+                move |pinged: Option<&str>| {
+                    let _ = out_tx.send(pinged.is_some());
                 },
             ))
         };

@@ -218,7 +218,7 @@ fn next_notification(socket: &std::os::unix::net::UnixDatagram) -> String {
 
 /// Socket-activated: the listeners come from LISTEN_FDS (the configured ports
 /// are taken by someone else, so binding them would fail), READY=1 and STATUS=
-/// reach NOTIFY_SOCKET, and WATCHDOG=1 pings follow.
+/// reach NOTIFY_SOCKET, and WATCHDOG=1 pings with the sync status follow.
 #[tokio::test]
 async fn socket_activation_takes_the_passed_listeners_and_notifies_systemd() {
     let dir = tempfile::tempdir().unwrap();
@@ -249,6 +249,8 @@ async fn socket_activation_takes_the_passed_listeners_and_notifies_systemd() {
         .env("WATCHDOG_USEC", "400000");
     let served = serve(&mut command, dir.path());
     let ready = tokio::task::spawn_blocking(move || {
+        let opening = next_notification(&notify);
+        assert!(opening.starts_with("STATUS=opening the store"), "{opening:?}");
         let first = next_notification(&notify);
         let mut later = vec![];
         for _ in 0..3 {
@@ -263,7 +265,7 @@ async fn socket_activation_takes_the_passed_listeners_and_notifies_systemd() {
     assert_eq!(redirect.status(), 308, "the socket named http is the redirect");
     let (first, later) = ready.await.unwrap();
     assert!(first.starts_with("READY=1\nSTATUS=serving on 127.0.0.1:"), "{first:?}");
-    assert!(later.iter().all(|m| m == "WATCHDOG=1"), "{later:?}");
+    assert!(later.iter().all(|m| m.starts_with("WATCHDOG=1\nSTATUS=serving; ")), "{later:?}");
     assert!(served.log().contains("listening on sockets passed by systemd"), "{}", served.log());
 }
 
