@@ -160,42 +160,33 @@ fn files(config: &Config) -> Vec<Check> {
             )];
         }
     };
-    let mut out = vec![];
-    let mode = meta.mode() & 0o777;
-    out.push(if mode & 0o077 != 0 {
-        check(
-            "data dir",
-            Status::Fail,
-            format!("{shown} has mode {mode:o}, readable by others"),
-            Some(format!("chmod 700 {shown}")),
-        )
-    } else {
-        check("data dir", Status::Ok, format!("{shown} mode {mode:o}, owner uid {}", meta.uid()), None)
-    });
+    let mut out = vec![private("data dir", dir, meta.mode(), 0o700, format!("owner uid {}", meta.uid()))];
     let store = config.store_path();
     if let Ok(m) = std::fs::metadata(&store) {
-        let (smode, shown_store) = (m.mode() & 0o777, store.display());
         out.push(if m.uid() != meta.uid() {
             check(
                 "store file",
                 Status::Fail,
-                format!("{shown_store} is owned by uid {}, the data dir by uid {}", m.uid(), meta.uid()),
+                format!("{} is owned by uid {}, the data dir by uid {}", store.display(), m.uid(), meta.uid()),
                 Some(format!(
                     "chown -R --reference={shown} {shown} (an admin command run as root may have created it)"
                 )),
             )
-        } else if smode & 0o077 != 0 {
-            check(
-                "store file",
-                Status::Fail,
-                format!("{shown_store} has mode {smode:o}"),
-                Some(format!("chmod 600 {shown_store}")),
-            )
         } else {
-            check("store file", Status::Ok, format!("{shown_store} mode {smode:o}"), None)
+            private("store file", &store, m.mode(), 0o600, String::new())
         });
     }
     out
+}
+
+/// Fails when group or others may read `path`; the fix is `chmod <want>`.
+fn private(name: &str, path: &Path, mode: u32, want: u32, more: String) -> Check {
+    let mode = mode & 0o777;
+    if mode & 0o077 != 0 {
+        let fix = format!("chmod {want:o} {}", path.display());
+        return check(name, Status::Fail, format!("{} has mode {mode:o}, open to others", path.display()), Some(fix));
+    }
+    check(name, Status::Ok, format!("{} mode {mode:o} {more}", path.display()).trim_end().to_string(), None)
 }
 
 fn key(config: &Config) -> Check {
