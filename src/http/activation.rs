@@ -56,25 +56,50 @@ pub fn role(name: Option<&str>, port: u16, redirect_ports: &BTreeSet<u16>) -> Ro
     }
 }
 
-/// Takes the sockets systemd passed (none when not socket-activated), each
+type Sockets = Vec<(Option<String>, std::net::TcpListener)>;
+
+/// The sockets [`collect`] found, until [`take`] takes them.
+static PASSED: std::sync::Mutex<Option<Result<Sockets, String>>> = std::sync::Mutex::new(None);
+
+/// Picks up the sockets systemd passed to this process. Call it first thing in
+/// `main`, before any other thread runs: reading them clears the `LISTEN_*`
+/// variables, and changing the environment is only safe single-threaded.
+pub fn collect() {
+    let found = passed(|k| std::env::var(k).ok(), std::process::id()).and_then(|p| match p {
+        None => Ok(vec![]),
+        Some(p) => {
+            let mut fds = listenfd::ListenFd::from_env();
+            (0..p.count)
+                .map(|i| {
+                    let name = p.names.get(i).cloned();
+                    let shown = name.clone().unwrap_or_else(|| "unnamed".into());
+                    let listener = fds
+                        .take_tcp_listener(i)
+                        .map_err(|e| format!("socket {} ({shown}) from systemd: {e}", i + 3))?
+                        .ok_or_else(|| format!("socket {} ({shown}) from systemd is missing", i + 3))?;
+                    Ok((name, listener))
+                })
+                .collect()
+        }
+    });
+    *PASSED.lock().unwrap_or_else(|e| e.into_inner()) = Some(found);
+}
+
+/// Takes the sockets [`collect`] found (none when not socket-activated), each
 /// with its role. Sockets that are not listening TCP sockets are an error.
 pub fn take(redirect_ports: &BTreeSet<u16>) -> Result<Vec<(Role, std::net::TcpListener)>, String> {
-    let Some(passed) = passed(|k| std::env::var(k).ok(), std::process::id())? else {
+    let Some(found) = PASSED.lock().unwrap_or_else(|e| e.into_inner()).take() else {
         return Ok(vec![]);
     };
-    let mut fds = listenfd::ListenFd::from_env();
     let mut out = vec![];
-    for i in 0..passed.count {
-        let name = passed.names.get(i).map(String::as_str);
-        let listener = fds
-            .take_tcp_listener(i)
-            .map_err(|e| format!("socket {} ({}) from systemd: {e}", i + 3, name.unwrap_or("unnamed")))?
-            .ok_or_else(|| format!("socket {} from systemd is missing", i + 3))?;
+    for (name, listener) in found? {
         listener.set_nonblocking(true).map_err(|e| e.to_string())?;
         let port = listener.local_addr().map_err(|e| e.to_string())?.port();
-        out.push((role(name, port, redirect_ports), listener));
+        out.push((role(name.as_deref(), port, redirect_ports), listener));
     }
-    tracing::info!(sockets = out.len(), "listening on sockets passed by systemd");
+    if !out.is_empty() {
+        tracing::info!(sockets = out.len(), "listening on sockets passed by systemd");
+    }
     Ok(out)
 }
 
