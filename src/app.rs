@@ -25,7 +25,9 @@ pub enum AppError {
     Http(#[from] http::HttpError),
     #[error("cannot create the control socket {path}: {reason}")]
     Control { path: String, reason: String },
-    #[error("{0}\n  fix: correct the identity provider's ca_file in auth.oidc")]
+    #[error(
+        "cannot set up the outbound HTTPS clients (identity providers, Clio): {0}\n  fix: correct the identity provider's ca_file in auth.oidc; if there is no system CA bundle (/etc/ssl/certs), install the ca-certificates package"
+    )]
     Identity(String),
     #[error("{0}")]
     Upgrade(String),
