@@ -1,5 +1,7 @@
 //! Wiring: open the instance (store + master key), build the shared state,
 //! start the listeners and the control socket, and stop them all gracefully.
+//! Under systemd: `READY=1`/`STATUS=`/`STOPPING=1` notifications, `WATCHDOG=1`
+//! pings while the runtime and the store answer, and SIGHUP reloads.
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::http::{self, Listeners, tls::TlsSetup};
@@ -8,7 +10,9 @@ use crate::secrets::SharedKeyring;
 use crate::state::AppState;
 use crate::store::{Store, StoreError};
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::sync::watch;
 
 #[derive(Debug, thiserror::Error)]
@@ -21,8 +25,12 @@ pub enum AppError {
     Http(#[from] http::HttpError),
     #[error("cannot create the control socket {path}: {reason}")]
     Control { path: String, reason: String },
-    #[error("{0}\n  fix: correct the identity provider's ca_file in auth.oidc")]
+    #[error(
+        "cannot set up the outbound HTTPS clients (identity providers, Clio): {0}\n  fix: correct the identity provider's ca_file in auth.oidc; if there is no system CA bundle (/etc/ssl/certs), install the ca-certificates package"
+    )]
     Identity(String),
+    #[error("{0}")]
+    Upgrade(String),
 }
 
 /// A failure with its exit code.
@@ -53,7 +61,10 @@ pub struct Instance {
 
 impl Instance {
     /// Opens the store in the data dir and proves the master key opens it.
+    /// A store of an older schema is copied aside before it is migrated.
     pub fn open(config: Config, clock: Clock) -> Result<Instance, AppError> {
+        notify_systemd("STATUS=opening the store (an older schema is first backed up, then migrated)");
+        crate::lifecycle::upgrade::backup_before_migration(&config, &clock).map_err(AppError::Upgrade)?;
         let store = Store::open(&config.store_path(), clock)?;
         let keyring = keys::open_keyring(&config, &store)?;
         Ok(Instance { config, store: Arc::new(store), keys: SharedKeyring::new(keyring) })
@@ -70,6 +81,9 @@ pub struct Running {
     server: tokio::task::JoinHandle<Result<(), http::HttpError>>,
     control: tokio::task::JoinHandle<()>,
     sweeper: tokio::task::JoinHandle<()>,
+    watchdog: Option<tokio::task::JoinHandle<()>>,
+    /// The config file SIGHUP re-reads (none: only certificates are reloaded).
+    pub config_file: Option<PathBuf>,
 }
 
 /// Starts serving `instance`; returns once every listener is bound.
@@ -99,15 +113,69 @@ pub async fn start(instance: Instance) -> Result<Running, AppError> {
         })
     };
     state.sync.start_all();
+    let watchdog = watchdog_interval(|k| std::env::var(k).ok(), std::process::id()).map(|every| {
+        let state = state.clone();
+        tokio::spawn(watchdog(every, move || sync_status(state.clone())))
+    });
     tracing::info!(listen = ?main_addrs, redirect = ?redirect_addrs, tls = ?state.config.tls.mode, "docket is serving");
-    Ok(Running { state, main_addrs, redirect_addrs, tls, shutdown, server, control, sweeper })
+    Ok(Running {
+        state,
+        main_addrs,
+        redirect_addrs,
+        tls,
+        shutdown,
+        server,
+        control,
+        sweeper,
+        watchdog,
+        config_file: None,
+    })
+}
+
+/// Settings a SIGHUP applies without a restart; changes to any other are logged.
+const LIVE_SETTINGS: &[&str] = &["tls.cert_file", "tls.key_file"];
+
+/// The settings that differ between `old` and `new`.
+pub fn changed_settings(old: &Config, new: &Config) -> Vec<String> {
+    let before: std::collections::BTreeMap<String, String> = old.leaves().into_iter().collect();
+    let after: std::collections::BTreeMap<String, String> = new.leaves().into_iter().collect();
+    let mut keys: Vec<String> = before.keys().chain(after.keys()).cloned().collect();
+    keys.sort();
+    keys.dedup();
+    keys.into_iter().filter(|k| before.get(k) != after.get(k)).collect()
 }
 
 impl Running {
-    /// Re-reads TLS files (SIGHUP).
+    /// SIGHUP: re-reads and validates the config file, applies what can change
+    /// live (the certificate files), names in the log what needs a restart, and
+    /// re-reads the TLS files. An invalid file changes nothing.
     pub fn reload(&self) {
+        notify_systemd("RELOADING=1\nSTATUS=reloading the configuration and certificates");
+        let config = match &self.config_file {
+            None => self.state.config.clone(),
+            Some(file) => match crate::cli::load_config(Some(file)) {
+                Ok(loaded) => loaded.config,
+                Err(e) => {
+                    tracing::error!(error = %e, "config reload refused; still running with the previous configuration");
+                    notify_systemd("READY=1\nSTATUS=serving (the last reload was refused: see the log)");
+                    return;
+                }
+            },
+        };
+        let changed = changed_settings(&self.state.config, &config);
+        let (live, restart): (Vec<String>, Vec<String>) =
+            changed.into_iter().partition(|k| LIVE_SETTINGS.contains(&k.as_str()));
+        if !live.is_empty() {
+            tracing::info!(settings = ?live, "applied the changed settings");
+        }
+        if !restart.is_empty() {
+            tracing::warn!(
+                settings = ?restart,
+                "these changed settings cannot change while running and keep their previous values; apply them with `systemctl restart docket`"
+            );
+        }
         if let Some(tls) = &self.tls {
-            match tls.reload(&self.state.config) {
+            match tls.reload(&config) {
                 Ok(true) => tracing::info!("reloaded the TLS certificate"),
                 Ok(false) => tracing::info!("SIGHUP: nothing to reload in this TLS mode"),
                 Err(e) => {
@@ -115,6 +183,7 @@ impl Running {
                 }
             }
         }
+        notify_systemd("READY=1\nSTATUS=serving");
     }
 
     /// Stops accepting, lets in-flight requests finish, then returns.
@@ -122,6 +191,9 @@ impl Running {
         let _ = self.shutdown.send(true);
         self.control.abort();
         self.sweeper.abort();
+        if let Some(watchdog) = &self.watchdog {
+            watchdog.abort();
+        }
         self.state.sync.stop_all();
         if let Some(tls) = &self.tls {
             tls.stop();
@@ -136,7 +208,80 @@ impl Running {
     }
 }
 
-/// Tells systemd we are ready (no effect outside systemd).
+/// How often systemd wants `WATCHDOG=1` (half its `WatchdogSec=`), when it
+/// asked this process for pings (`WATCHDOG_USEC`, and `WATCHDOG_PID` if set).
+pub fn watchdog_interval(get: impl Fn(&str) -> Option<String>, pid: u32) -> Option<Duration> {
+    if let Some(for_pid) = get("WATCHDOG_PID")
+        && for_pid.trim().parse::<u32>().ok() != Some(pid)
+    {
+        return None;
+    }
+    let usec = get("WATCHDOG_USEC")?.trim().parse::<u64>().ok().filter(|u| *u > 0)?;
+    Some(Duration::from_micros(usec / 2))
+}
+
+/// A `STATUS=` line once the blocking pool has run a store read (`None` if
+/// the store did not answer): how many firms are syncing now.
+async fn sync_status(state: Arc<AppState>) -> Option<String> {
+    let store = state.store.clone();
+    let orgs = tokio::task::spawn_blocking(move || store.list_orgs()).await.ok()?.ok()?;
+    let syncing = orgs.iter().filter(|o| state.sync.is_running(o.id)).count();
+    Some(match syncing {
+        0 => format!("serving; {} firms, none syncing now", orgs.len()),
+        n => format!("serving; syncing {n} of {} firms", orgs.len()),
+    })
+}
+
+/// Every `every`, runs `alive` and, if it answers within `every`, sends
+/// `WATCHDOG=1` with its `STATUS=` line. The pings come from a task on the
+/// runtime, so a stalled runtime (or a store that stops answering) stops them
+/// and systemd restarts the service.
+async fn watchdog<A, F>(every: Duration, alive: A)
+where
+    A: FnMut() -> F,
+    F: std::future::Future<Output = Option<String>>,
+{
+    let ping = |status: Option<String>| {
+        if let Some(status) = status {
+            notify_systemd(&format!("WATCHDOG=1\nSTATUS={status}"));
+        }
+    };
+    watch_liveness(move || tokio::time::sleep(every), every, alive, ping).await;
+}
+
+/// The watchdog's loop: after each `next_tick`, `alive` gets `limit` to answer;
+/// `outcome(Some(status))` means it did and a ping is due, `outcome(None)`
+/// that it did not (logged, no ping).
+pub async fn watch_liveness<T, TF, A, F, S>(
+    mut next_tick: T,
+    limit: Duration,
+    mut alive: A,
+    mut outcome: impl FnMut(Option<S>),
+) where
+    T: FnMut() -> TF,
+    TF: std::future::Future<Output = ()>,
+    A: FnMut() -> F,
+    F: std::future::Future<Output = Option<S>>,
+{
+    loop {
+        next_tick().await;
+        let answered = match tokio::time::timeout(limit, alive()).await {
+            Ok(Some(status)) => Some(status),
+            Ok(None) => {
+                tracing::error!("watchdog: the store does not answer; not pinging systemd");
+                None
+            }
+            Err(_) => {
+                tracing::error!("watchdog: the liveness check is stuck; not pinging systemd");
+                None
+            }
+        };
+        outcome(answered);
+    }
+}
+
+/// Sends `state` (e.g. `READY=1`, `STATUS=...`) to systemd's notify socket;
+/// no effect outside systemd.
 pub fn notify_systemd(state: &str) {
     let Some(path) = std::env::var_os("NOTIFY_SOCKET") else {
         return;
@@ -160,7 +305,8 @@ pub fn notify_systemd(state: &str) {
 /// Serves until SIGTERM or SIGINT; SIGHUP reloads TLS files.
 pub async fn serve_until_signal(running: Running) -> Result<(), AppError> {
     use tokio::signal::unix::{SignalKind, signal};
-    notify_systemd("READY=1");
+    let listening: Vec<String> = running.main_addrs.iter().map(ToString::to_string).collect();
+    notify_systemd(&format!("READY=1\nSTATUS=serving on {}", listening.join(", ")));
     let (mut term, mut int, mut hup) =
         match (signal(SignalKind::terminate()), signal(SignalKind::interrupt()), signal(SignalKind::hangup())) {
             (Ok(t), Ok(i), Ok(h)) => (t, i, h),
@@ -177,6 +323,81 @@ pub async fn serve_until_signal(running: Running) -> Result<(), AppError> {
         }
     }
     tracing::info!("shutting down: no new connections; finishing requests in flight");
-    notify_systemd("STOPPING=1");
+    notify_systemd("STOPPING=1\nSTATUS=stopping: finishing requests in flight");
     running.stop().await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    #[test]
+    fn watchdog_interval_is_half_of_what_systemd_asks_and_only_for_us() {
+        let env = |vars: &'static [(&'static str, &'static str)]| {
+            move |k: &str| vars.iter().find(|(n, _)| *n == k).map(|(_, v)| v.to_string())
+        };
+        assert_eq!(watchdog_interval(env(&[("WATCHDOG_USEC", "30000000")]), 9), Some(Duration::from_secs(15)));
+        assert_eq!(
+            watchdog_interval(env(&[("WATCHDOG_USEC", "30000000"), ("WATCHDOG_PID", "9")]), 9),
+            Some(Duration::from_secs(15))
+        );
+        assert_eq!(watchdog_interval(env(&[("WATCHDOG_USEC", "30000000"), ("WATCHDOG_PID", "8")]), 9), None);
+        assert_eq!(watchdog_interval(env(&[("WATCHDOG_USEC", "0")]), 9), None);
+        assert_eq!(watchdog_interval(env(&[]), 9), None);
+    }
+
+    /// A stalled liveness check (an injected stall) stops the pings; they come back when it answers.
+    #[tokio::test]
+    async fn a_stall_stops_the_watchdog_pings() {
+        let stalled = Arc::new(AtomicBool::new(false));
+        let (tick_tx, tick_rx) = tokio::sync::mpsc::channel::<()>(1);
+        let (out_tx, mut out_rx) = tokio::sync::mpsc::unbounded_channel::<bool>();
+        let tick_rx = Arc::new(tokio::sync::Mutex::new(tick_rx));
+        let task = {
+            let stalled = stalled.clone();
+            tokio::spawn(watch_liveness(
+                move || {
+                    let rx = tick_rx.clone();
+                    async move {
+                        rx.lock().await.recv().await;
+                    }
+                },
+                Duration::from_millis(200),
+                move || {
+                    let stalled = stalled.clone();
+                    async move {
+                        if stalled.load(Ordering::SeqCst) {
+                            std::future::pending::<()>().await;
+                        }
+                        Some("serving")
+                    }
+                },
+                move |pinged: Option<&str>| {
+                    let _ = out_tx.send(pinged.is_some());
+                },
+            ))
+        };
+        let mut round = async |stall: bool| {
+            stalled.store(stall, Ordering::SeqCst);
+            tick_tx.send(()).await.unwrap();
+            out_rx.recv().await.unwrap()
+        };
+        assert!(round(false).await, "pings while the runtime answers");
+        assert!(round(false).await);
+        assert!(!round(true).await, "no ping while the check is stalled");
+        assert!(!round(true).await);
+        assert!(round(false).await, "pings resume once it answers");
+        task.abort();
+    }
+
+    #[test]
+    fn a_reload_names_exactly_the_changed_settings() {
+        let old = Config::default();
+        let mut new = old.clone();
+        new.tls.cert_file = Some("/etc/docket/new.pem".into());
+        new.server.shutdown_grace_seconds += 1;
+        assert_eq!(changed_settings(&old, &new), vec!["server.shutdown_grace_seconds", "tls.cert_file"]);
+        assert!(changed_settings(&old, &old).is_empty());
+    }
 }

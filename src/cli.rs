@@ -5,10 +5,12 @@ use crate::app::{self, Failure, Instance};
 use crate::clock::Clock;
 use crate::config::{ConfigError, Layers, Loaded, LogFormat, TlsMode};
 use crate::control::{self, Command, Reply};
+use crate::lifecycle;
 use crate::secrets::{Keyring, default_key_path};
 use crate::telemetry;
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
+use std::time::Duration;
 use toml::Value;
 
 #[derive(Parser, Debug)]
@@ -70,6 +72,25 @@ pub enum Cmd {
     Audit {
         #[command(subcommand)]
         command: AuditCmd,
+    },
+    /// Check the installation and the running service; print a checklist with
+    /// a fix for each failure (exit 1 if any check fails).
+    Doctor {
+        /// Skip DNS, reachability and clock-skew checks of Clio, the identity
+        /// providers and the ACME CA.
+        #[arg(long)]
+        no_network: bool,
+        /// Timeout of each network check, in seconds.
+        #[arg(long, default_value_t = 5)]
+        timeout: u64,
+        #[command(flatten)]
+        instance: InstanceArgs,
+    },
+    /// Say what starting this docket will do to the store: its schema, the
+    /// migrations to run, and the backup taken first. Changes nothing.
+    UpgradeCheck {
+        #[command(flatten)]
+        instance: InstanceArgs,
     },
 }
 
@@ -234,7 +255,8 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
             let format = if human_logs { LogFormat::Human } else { loaded.config.log.format };
             telemetry::init_logging(format, &loaded.config.log.level);
             let instance = Instance::open(loaded.config, Clock::system())?;
-            let running = app::start(instance).await?;
+            let mut running = app::start(instance).await?;
+            running.config_file = config;
             app::serve_until_signal(running).await?;
             Ok(())
         }
@@ -275,6 +297,25 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
         }
         Cmd::Audit { command: AuditCmd::Verify { org, instance } } => {
             print!("{}", admin(&instance, Command::AuditVerify { org }).await?);
+            Ok(())
+        }
+        Cmd::Doctor { no_network, timeout, instance } => {
+            let options = lifecycle::doctor::Options { network: !no_network, timeout: Duration::from_secs(timeout) };
+            let report = lifecycle::doctor::run(load_instance_config(&instance).map(|l| l.config), &options).await;
+            print!("{}", report.render());
+            if report.failed() {
+                return Err(Failure { code: 1, message: "some checks failed; each names its fix above".into() });
+            }
+            Ok(())
+        }
+        Cmd::UpgradeCheck { instance } => {
+            let config = load_instance_config(&instance)?.config;
+            let plan = lifecycle::upgrade::plan(&config.store_path(), crate::store::SCHEMA_VERSION, &Clock::system())
+                .map_err(|message| Failure { code: 1, message })?;
+            print!("{}", plan.describe());
+            if let lifecycle::upgrade::Action::Refuse { .. } = plan.action {
+                return Err(Failure { code: 1, message: "this docket cannot open the store".into() });
+            }
             Ok(())
         }
         Cmd::Admin { command: AdminCmd::Create { email, org, instance } } => {

@@ -365,6 +365,15 @@ impl Config {
         self.data_dir.join("docket.redb")
     }
 
+    /// Every setting as `section.key` and its rendered value (secrets redacted),
+    /// in key order: what a reload compares.
+    pub fn leaves(&self) -> Vec<(String, String)> {
+        let value = Value::try_from(self).unwrap_or(Value::Table(Table::new()));
+        let mut leaves = vec![];
+        flatten("", &value, &mut leaves);
+        leaves.into_iter().map(|(k, v)| (k, v.to_string())).collect()
+    }
+
     /// The Unix socket of the running server's admin channel.
     pub fn control_socket_path(&self) -> PathBuf {
         self.data_dir.join("control.sock")

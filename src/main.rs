@@ -4,6 +4,7 @@ use clap::Parser as _;
 
 fn main() {
     let cli = docket::cli::Cli::parse();
+    docket::http::activation::collect();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {

@@ -1,6 +1,7 @@
 //! The HTTP surface: listeners (HTTPS and the plain-HTTP redirect), TLS, the
 //! edge middleware, and the routes (API, docs, ops endpoints, web app).
 pub mod acme;
+pub mod activation;
 pub mod docs;
 pub mod edge;
 pub mod hooks;
@@ -25,13 +26,17 @@ use tokio::sync::watch;
 #[derive(Debug, thiserror::Error)]
 pub enum HttpError {
     #[error(
-        "cannot listen on {addr}: {reason}\n  fix: free the port, choose another in server.listen / server.redirect_listen, or (for ports below 1024) run as the packaged systemd service, which grants CAP_NET_BIND_SERVICE"
+        "cannot listen on {addr}: {reason}\n  fix: free the port, choose another in server.listen / server.redirect_listen, or (for ports below 1024) run as the packaged systemd service, whose docket.socket binds them"
     )]
     Bind { addr: SocketAddr, reason: String },
     #[error("{0}")]
     Tls(#[from] tls::TlsError),
     #[error("server error: {0}")]
     Serve(String),
+    #[error(
+        "cannot use the sockets systemd passed: {0}\n  fix: check docket.socket (ListenStream= lines) and restart docket.socket and docket.service"
+    )]
+    Activation(String),
 }
 
 /// The whole application endpoint, wrapped in the edge.
@@ -141,8 +146,29 @@ async fn bind(addrs: &[SocketAddr]) -> Result<Vec<tokio::net::TcpListener>, Http
 }
 
 impl Listeners {
+    /// The sockets systemd passed when socket-activated, else binds the configured addresses.
     pub async fn bind(config: &Config) -> Result<Listeners, HttpError> {
+        if let Some(passed) = Self::activated(config)? {
+            return Ok(passed);
+        }
         Ok(Listeners { main: bind(&config.listen_addrs()).await?, redirect: bind(&config.redirect_addrs()).await? })
+    }
+
+    fn activated(config: &Config) -> Result<Option<Listeners>, HttpError> {
+        let redirect_ports = config.redirect_addrs().iter().map(SocketAddr::port).collect();
+        let passed = activation::take(&redirect_ports).map_err(HttpError::Activation)?;
+        if passed.is_empty() {
+            return Ok(None);
+        }
+        let mut listeners = Listeners { main: vec![], redirect: vec![] };
+        for (role, socket) in passed {
+            let socket = tokio::net::TcpListener::from_std(socket).map_err(|e| HttpError::Activation(e.to_string()))?;
+            match role {
+                activation::Role::Main => listeners.main.push(socket),
+                activation::Role::Redirect => listeners.redirect.push(socket),
+            }
+        }
+        Ok(Some(listeners))
     }
 
     pub fn main_addrs(&self) -> Vec<SocketAddr> {

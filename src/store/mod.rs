@@ -311,6 +311,22 @@ impl Store {
         &self.path
     }
 
+    /// The schema version of the store file at `path` without migrating it:
+    /// `None` when there is no file or it records no version. (redb has no
+    /// read-only open: this opens the file, reads `meta`, and closes it.)
+    pub fn peek_schema(path: &Path) -> Result<Option<u32>, StoreError> {
+        if !path.exists() {
+            return Ok(None);
+        }
+        let shown = path.display().to_string();
+        let db = redb::Database::open(path).map_err(|e| match e {
+            redb::DatabaseError::DatabaseAlreadyOpen => StoreError::Locked { path: shown.clone() },
+            other => StoreError::Open { path: shown.clone(), reason: other.to_string() },
+        })?;
+        let head = tokio::sync::watch::Sender::new(0);
+        Store { db, clock: Clock::system(), path: path.to_path_buf(), head }.schema_version()
+    }
+
     pub fn clock(&self) -> &Clock {
         &self.clock
     }

@@ -12,6 +12,7 @@ mod identity;
 mod matrix;
 mod oidc;
 mod openapi;
+mod ops;
 mod schemathesis;
 mod spine;
 mod support;
