@@ -153,7 +153,7 @@ impl Running {
         notify_systemd("RELOADING=1\nSTATUS=reloading the configuration and certificates");
         let config = match &self.config_file {
             None => self.state.config.clone(),
-            Some(file) => match crate::cli::load_config(Some(file)) {
+            Some(file) => match crate::config::load(Some(file)) {
                 Ok(loaded) => loaded.config,
                 Err(e) => {
                     tracing::error!(error = %e, "config reload refused; still running with the previous configuration");

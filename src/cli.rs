@@ -201,11 +201,7 @@ fn env_vars() -> Vec<(String, String)> {
 
 /// Loads the full configuration for `serve`.
 pub fn load_config(file: Option<&PathBuf>) -> Result<Loaded, ConfigError> {
-    let mut layers = Layers::new();
-    if let Some(f) = file {
-        layers = layers.file(f)?;
-    }
-    layers.env(env_vars())?.build()
+    crate::config::load(file.map(PathBuf::as_path))
 }
 
 /// Loads what an admin command needs: with `--data-dir` only, TLS settings are

@@ -454,6 +454,16 @@ impl Default for Layers {
     }
 }
 
+/// The full configuration of `serve` (and of a SIGHUP reload): built-in
+/// defaults, then `file`, then the `DOCKET_*` environment.
+pub fn load(file: Option<&Path>) -> Result<Loaded, ConfigError> {
+    let mut layers = Layers::new();
+    if let Some(f) = file {
+        layers = layers.file(f)?;
+    }
+    layers.env(std::env::vars())?.build()
+}
+
 impl Layers {
     pub fn new() -> Self {
         let shape = Value::try_from(Config::default()).ok().and_then(|v| v.as_table().cloned()).unwrap_or_default();

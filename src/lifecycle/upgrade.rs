@@ -235,6 +235,12 @@ mod tests {
         let same = plan(&store, SCHEMA_VERSION, &clock()).unwrap();
         assert_eq!(same.action, Action::Nothing);
         assert_eq!(same.back_up().unwrap(), None);
+        let config = Config { data_dir: dir.path().join("data"), ..Default::default() };
+        assert_eq!(
+            backup_before_migration(&config, &clock()).unwrap(),
+            None,
+            "a start at the same schema copies nothing"
+        );
         assert!(!dir.path().join("data/pre-upgrade").exists());
         let older_binary = plan(&store, SCHEMA_VERSION - 1, &clock()).unwrap();
         assert_eq!(older_binary.action, Action::Refuse { found: SCHEMA_VERSION });

@@ -93,9 +93,16 @@ async fn serve_reloads_files_on_sighup_and_stops_gracefully_on_sigterm() {
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let mut buf = [0u8; 64];
-    let n = notify.recv(&mut buf).expect("systemd readiness notification");
-    assert_eq!(&buf[..n], b"READY=1", "READY=1 is sent once listening");
+    // The next notification that starts with `prefix` (STATUS= lines come in between).
+    let next = |prefix: &str| loop {
+        let mut buf = [0u8; 512];
+        let n = notify.recv(&mut buf).expect("a systemd notification");
+        let message = String::from_utf8_lossy(&buf[..n]).into_owned();
+        if message.starts_with(prefix) {
+            break message;
+        }
+    };
+    next("READY=1");
     let url = format!("https://localhost:{https}/healthz");
     let old = client_trusting(&first.ca_pem);
     assert!(
@@ -118,8 +125,7 @@ async fn serve_reloads_files_on_sighup_and_stops_gracefully_on_sigterm() {
     assert!(kill("-TERM").success());
     let status = child.wait().unwrap();
     assert!(status.success(), "SIGTERM is a clean exit: {status:?}");
-    let n = notify.recv(&mut buf).unwrap();
-    assert_eq!(&buf[..n], b"STOPPING=1");
+    next("STOPPING=1");
     let mut logs = String::new();
     child.stdout.take().unwrap().read_to_string(&mut logs).unwrap();
     let request_line = logs.lines().find(|l| l.contains("\"message\":\"request\"")).expect("request logs");
