@@ -1,7 +1,7 @@
 //! The HTTP edge under attack (issue 8, findings 7, 8, 9, 12, 13): extreme
 //! parameter values, invented methods, slow and piled-up connections, HEAD
 //! over HTTP/2, and errors that must all be problem+json.
-use crate::support::{TestCa, TestServer, client};
+use crate::support::{TestCa, TestServer, client, tls_connector};
 use docket::auth::Role;
 use docket::config::{Config, TlsMode};
 use futures_util::StreamExt as _;
@@ -9,7 +9,6 @@ use rand::{Rng as _, SeedableRng as _};
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::time::Instant;
@@ -370,21 +369,6 @@ async fn every_operation_declares_the_edge_statuses() {
     }
     assert_problem(last.unwrap(), 429, "auth.providers over the limit").await;
     s.stop().await;
-}
-
-/// A TLS client that trusts only the test CA.
-fn tls_connector(ca_pem: &str) -> tokio_rustls::TlsConnector {
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls_pemfile::certs(&mut ca_pem.as_bytes()) {
-        roots.add(cert.unwrap()).unwrap();
-    }
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    tokio_rustls::TlsConnector::from(Arc::new(config))
 }
 
 async fn connect_from(source: IpAddr, server: SocketAddr) -> tokio::net::TcpStream {
