@@ -714,12 +714,21 @@ impl Loaded {
             if !p.scopes.iter().any(|s| s == "openid") {
                 return err("scopes", "does not include `openid`".into(), "add \"openid\" to scopes");
             }
-            for role in p.role_map.values().chain(p.default_role.iter()) {
+            let mapped = p.role_map.values().map(|r| ("role_map", r));
+            for (key, role) in mapped.chain(p.default_role.iter().map(|r| ("default_role", r))) {
                 if crate::store::orgs::validate_slug(role).is_err() {
                     return err(
-                        "role_map",
+                        key,
                         format!("`{role}` is not a role name"),
-                        "use owner, admin, manager, staff, auditor or a custom role's name",
+                        "use admin, manager, staff, auditor or a custom role's name",
+                    );
+                }
+                // The grant rule: only an owner makes an owner, never an identity provider.
+                if role == "owner" {
+                    return err(
+                        key,
+                        "gives the role `owner`, which an identity provider may never grant".into(),
+                        "map the group to `admin` (or a custom role); an owner makes owners with PATCH /api/v1/members/{id}",
                     );
                 }
             }
@@ -978,6 +987,26 @@ mod tests {
         let vars = [("DOCKET_TLS__MODE", "off"), ("DOCKET_CLIO__MAX_DELETE_SHARE", "0.5")];
         assert_eq!(Layers::new().env(env(&vars)).unwrap().build().unwrap().config.clio.max_delete_share, 0.5);
         assert_eq!(ClioConfig::default().max_delete_share, 0.2);
+    }
+
+    #[test]
+    fn an_identity_provider_may_not_be_mapped_to_owner() {
+        let dir = tempfile::tempdir().unwrap();
+        let secret = write(dir.path(), "idp.secret", "s3cret\n");
+        let provider = format!(
+            "[tls]\nmode = \"off\"\n[[auth.oidc]]\nid = \"entra\"\norg = \"smith-jones\"\nissuer = \"https://login.example/\"\nclient_id = \"c\"\nclient_secret_file = \"{}\"\n",
+            secret.display()
+        );
+        let load = |extra: &str| {
+            let file = write(dir.path(), "d.toml", &format!("{provider}{extra}"));
+            Layers::new().file(&file).unwrap().build()
+        };
+        load("role_map = { partners = \"admin\" }\n").unwrap();
+        let e = load("role_map = { partners = \"owner\" }\n").unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("auth.oidc[0].role_map"), "{e}");
+        assert!(e.problem.contains("owner") && e.fix.contains("admin"), "{e}");
+        let e = load("jit = true\ndefault_role = \"owner\"\n").unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("auth.oidc[0].default_role"), "{e}");
     }
 
     #[test]
