@@ -25,6 +25,8 @@ pub struct AppState {
     pub timeouts: Timeouts,
     pub sync: Arc<SyncManager>,
     pub clio_grants: PendingGrants,
+    /// Lockout state of emails with no local login (they answer like accounts).
+    pub sign_in_decoys: crate::auth::local::Decoys,
 }
 
 impl AppState {
@@ -47,6 +49,7 @@ impl AppState {
             timeouts,
             sync,
             clio_grants: PendingGrants::default(),
+            sign_in_decoys: Default::default(),
         }))
     }
 }

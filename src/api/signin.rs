@@ -176,9 +176,11 @@ impl SignInApi {
         let timeouts = self.state.timeouts;
         let state = self.state.clone();
         // argon2 takes tens of milliseconds: keep it off the async workers.
-        let result = tokio::task::spawn_blocking(move || local::sign_in(&state.store, &keys, &attempt, &ctx, timeouts))
-            .await
-            .map_err(|_| ApiError::new(Code::Internal, "sign-in was interrupted; try again"))?;
+        let result = tokio::task::spawn_blocking(move || {
+            local::sign_in(&state.store, &keys, &state.sign_in_decoys, &attempt, &ctx, timeouts)
+        })
+        .await
+        .map_err(|_| ApiError::new(Code::Internal, "sign-in was interrupted; try again"))?;
         match result {
             Ok((value, session)) => {
                 Ok(SignInResponse::Ok(Json(started(&session)), session_cookie_for(&self.state, value.expose())))

@@ -232,6 +232,7 @@ fn local_member(r: &impl Reader, email: &str) -> Result<Option<(OrgScope, User)>
 pub fn sign_in(
     store: &Store,
     keys: &Keyring,
+    decoys: &Decoys,
     attempt: &Attempt,
     ctx: &audit::Context,
     timeouts: Timeouts,
@@ -240,7 +241,7 @@ pub fn sign_in(
     let address = ctx.ip.clone().unwrap_or_else(|| "unknown".into());
     let now = store.clock().now_micros();
     let Some((scope, user)) = store.read(|r| local_member(r, &email))? else {
-        return Err(decoy(store, &email, &address, &attempt.password, now)?);
+        return Err(decoys.answer(store, &email, &address, &attempt.password, now)?);
     };
     let Some(verified) = user.local.clone() else { return Err(SignInError::Failed) };
     // argon2 runs outside the transaction; a locked address skips it, as for unknown emails.
@@ -291,32 +292,48 @@ pub fn sign_in(
     })?
 }
 
-/// The answer for an email with no local login: the same argon2 work, a
-/// durable commit like a real account's audited failure, and the same lockout
-/// as a real account, kept in a bounded in-memory map.
-fn decoy(store: &Store, email: &str, address: &str, password: &str, now: i64) -> Result<SignInError, StoreError> {
-    static DECOYS: Mutex<BTreeMap<Vec<u8>, (i64, Lockout)>> = Mutex::new(BTreeMap::new());
-    let key = super::secret_hash(email);
-    let locked = {
-        let all = DECOYS.lock().unwrap_or_else(|e| e.into_inner());
-        all.get(&key).and_then(|(_, l)| l.locked(address, now))
-    };
-    if locked.is_none() {
-        let _ = passwords::verify(password, dummy_hash());
+/// Lockout state of emails with no local login, so that they answer exactly
+/// like real accounts; one per server (in `AppState`), bounded: past
+/// `MAX_DECOYS` the least recently tried email is forgotten.
+#[derive(Default)]
+pub struct Decoys(Mutex<BTreeMap<Vec<u8>, (i64, Lockout)>>);
+
+impl Decoys {
+    /// The answer for an email with no local login: the same argon2 work, a
+    /// durable commit like a real account's audited failure, and the same
+    /// lockout as a real account.
+    fn answer(
+        &self,
+        store: &Store,
+        email: &str,
+        address: &str,
+        password: &str,
+        now: i64,
+    ) -> Result<SignInError, StoreError> {
+        let key = super::secret_hash(email);
+        let locked = self.with(|all| all.get(&key).and_then(|(_, l)| l.locked(address, now)));
+        if locked.is_none() {
+            let _ = passwords::verify(password, dummy_hash());
+        }
+        store.write(|_| Ok(()))?;
+        tracing::warn!("local sign-in for an email without a local login");
+        self.with(|all| {
+            if !all.contains_key(&key)
+                && all.len() >= MAX_DECOYS
+                && let Some(oldest) = all.iter().min_by_key(|(_, (at, _))| *at).map(|(k, _)| k.clone())
+            {
+                all.remove(&oldest);
+            }
+            let (at, lockout) = all.entry(key).or_default();
+            *at = now;
+            lockout.fail(address, now);
+        });
+        Ok(locked.map_or(SignInError::Failed, SignInError::Locked))
     }
-    store.write(|_| Ok(()))?;
-    tracing::warn!("local sign-in for an email without a local login");
-    let mut all = DECOYS.lock().unwrap_or_else(|e| e.into_inner());
-    if !all.contains_key(&key)
-        && all.len() >= MAX_DECOYS
-        && let Some(oldest) = all.iter().min_by_key(|(_, (at, _))| *at).map(|(k, _)| k.clone())
-    {
-        all.remove(&oldest);
+
+    fn with<R>(&self, f: impl FnOnce(&mut BTreeMap<Vec<u8>, (i64, Lockout)>) -> R) -> R {
+        f(&mut self.0.lock().unwrap_or_else(|e| e.into_inner()))
     }
-    let (at, lockout) = all.entry(key).or_default();
-    *at = now;
-    lockout.fail(address, now);
-    Ok(locked.map_or(SignInError::Failed, SignInError::Locked))
 }
 
 /// An argon2id hash of a random string, verified against for unknown
