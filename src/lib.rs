@@ -10,6 +10,7 @@ pub mod api;
 pub mod app;
 pub mod audit;
 pub mod auth;
+pub mod certfile;
 pub mod cli;
 pub mod clio;
 pub mod clock;

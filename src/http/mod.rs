@@ -100,13 +100,18 @@ pub fn redirect_app(config: &Config, https_port: u16) -> impl Endpoint<Output = 
 }
 
 /// The hosts the redirect may send a browser to when `server.public_host` is
-/// unset: the names of the certificate docket makes or orders (self-signed
-/// hosts, ACME domains) and the loopback names.
+/// unset: the names of the certificate docket makes, orders or is given
+/// (self-signed hosts, ACME domains, the DNS names of `tls.cert_file`; read
+/// at start) and the loopback names.
 pub fn redirect_hosts(config: &Config) -> Vec<String> {
     let certified = match config.tls.mode {
         TlsMode::Acme => config.tls.acme.domains.clone(),
         TlsMode::SelfSigned => config.tls.self_signed_hosts.clone(),
-        TlsMode::Files | TlsMode::Off => vec![],
+        TlsMode::Files => {
+            let file = config.tls.cert_file.as_deref().map(crate::certfile::leaf);
+            file.and_then(Result::ok).map(|leaf| leaf.dns_names).unwrap_or_default()
+        }
+        TlsMode::Off => vec![],
     };
     let loopback = ["localhost", "127.0.0.1", "[::1]"].map(String::from);
     certified.into_iter().chain(config.server.public_host.clone()).chain(loopback).collect()

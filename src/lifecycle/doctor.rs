@@ -303,13 +303,7 @@ fn certificate(config: &Config) -> Check {
 
 /// Whole days from `now` until the first certificate in `path` expires.
 pub fn cert_days_left(path: &Path, now: SystemTime) -> Result<i64, String> {
-    let pem = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    let der = rustls_pemfile::certs(&mut pem.as_slice())
-        .next()
-        .ok_or_else(|| format!("{} holds no certificate", path.display()))?
-        .map_err(|e| format!("{}: {e}", path.display()))?;
-    let (_, cert) = x509_parser::parse_x509_certificate(&der).map_err(|e| format!("{}: {e}", path.display()))?;
-    let not_after = cert.validity().not_after.timestamp();
+    let not_after = crate::certfile::leaf(path)?.not_after;
     let now = now.duration_since(SystemTime::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
     Ok((not_after - now).div_euclid(86_400))
 }

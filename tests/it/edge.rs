@@ -337,6 +337,22 @@ async fn redirect_only_to_known_hosts() {
     let location = r.headers()["location"].to_str().unwrap().to_string();
     assert!(location.starts_with("https://docket.firm.example:"), "{location}");
     s.stop().await;
+
+    // With certificate files and no public_host, the certificate's names are the known hosts.
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key, _) = TestCa::for_names("files", &["localhost", "docket.firm.example"]).write(dir.path());
+    let s = TestServer::start_with(|c| {
+        c.tls.mode = docket::config::TlsMode::Files;
+        c.tls.cert_file = Some(cert);
+        c.tls.key_file = Some(key);
+    })
+    .await;
+    let get = |host: &'static str| client().get(format!("{}/x", s.redirect_base)).header("host", host).send();
+    let r = get("docket.firm.example").await.unwrap();
+    assert_eq!(r.status(), 308, "a name the certificate is for");
+    assert!(r.headers()["location"].to_str().unwrap().starts_with("https://docket.firm.example:"));
+    assert_eq!(get("evil.example").await.unwrap().status(), 400, "a name it is not for");
+    s.stop().await;
 }
 
 /// Finding 13: the served spec declares every status the edge can answer,

@@ -23,6 +23,11 @@ pub struct TestCa {
 
 impl TestCa {
     pub fn new(common_name: &str) -> TestCa {
+        Self::for_names(common_name, &["localhost", "127.0.0.1"])
+    }
+
+    /// A CA and a leaf certificate for `names`.
+    pub fn for_names(common_name: &str, names: &[&str]) -> TestCa {
         use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
         let ca_key = KeyPair::generate().unwrap();
         let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
@@ -30,7 +35,7 @@ impl TestCa {
         ca_params.distinguished_name.push(DnType::CommonName, format!("{common_name} test CA"));
         let ca = ca_params.self_signed(&ca_key).unwrap();
         let leaf_key = KeyPair::generate().unwrap();
-        let mut leaf_params = CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()]).unwrap();
+        let mut leaf_params = CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>()).unwrap();
         leaf_params.distinguished_name.push(DnType::CommonName, common_name);
         let leaf = leaf_params.signed_by(&leaf_key, &ca, &ca_key).unwrap();
         TestCa { ca_pem: ca.pem(), leaf_pem: leaf.pem(), leaf_key_pem: leaf_key.serialize_pem() }
