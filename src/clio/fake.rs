@@ -160,6 +160,8 @@ struct State {
 #[derive(Clone)]
 pub struct FakeClio {
     state: Arc<Mutex<State>>,
+    /// Delivers webhooks to docket's own (often self-signed) listener on loopback.
+    delivery: reqwest::Client,
     pub addr: SocketAddr,
     pub client_id: String,
     pub client_secret: String,
@@ -427,8 +429,14 @@ impl FakeClio {
             .first()
             .and_then(|a| a.as_socket_addr().copied())
             .ok_or_else(|| std::io::Error::other("no local address"))?;
+        let delivery = reqwest::Client::builder()
+            .danger_accept_invalid_certs(true)
+            .timeout(Duration::from_secs(10))
+            .build()
+            .map_err(|e| std::io::Error::other(format!("the fake Clio cannot build its webhook client: {e}")))?;
         let fake = FakeClio {
             state: Arc::new(Mutex::new(State::new(Firm::new(seed, total), Faults::default(), clock))),
+            delivery,
             addr,
             client_id: "docket-fake-client".into(),
             client_secret: "docket-fake-secret".into(),
@@ -571,7 +579,8 @@ impl FakeClio {
             let signature = sign(&hook.secret, body.as_bytes());
             let (url, fake, id) = (hook.url.clone(), self.clone(), *id);
             tokio::spawn(async move {
-                let sent = delivery_client()
+                let sent = fake
+                    .delivery
                     .post(&url)
                     .header("content-type", "application/json")
                     .header("x-hook-signature", signature)
@@ -742,15 +751,6 @@ fn sign(secret: &str, body: &[u8]) -> String {
     hex::encode(mac.finalize().into_bytes())
 }
 
-/// The fake delivers to docket's own (often self-signed) HTTPS listener on loopback.
-fn delivery_client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .danger_accept_invalid_certs(true)
-        .timeout(Duration::from_secs(10))
-        .build()
-        .unwrap_or_else(|_| reqwest::Client::new())
-}
-
 /// `POST /webhooks` (subscribe, then handshake), `PATCH /webhooks/{id}`, `DELETE /webhooks/{id}`.
 #[handler]
 async fn api_write(req: &Request, body: Body) -> Response {
@@ -785,7 +785,8 @@ async fn api_write(req: &Request, body: Body) -> Response {
             let handshake_fake = fake.clone();
             tokio::spawn(async move {
                 tokio::time::sleep(Duration::from_millis(20)).await;
-                let sent = delivery_client()
+                let sent = handshake_fake
+                    .delivery
                     .post(&hook.url)
                     .header("x-hook-secret", &hook.secret)
                     .json(&json!({"data": {"webhook_id": id}}))
