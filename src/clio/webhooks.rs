@@ -543,6 +543,22 @@ mod tests {
     }
 
     #[test]
+    fn twenty_parallel_handshakes_make_one_secret() {
+        let f = std::sync::Arc::new(pending("41"));
+        let threads: Vec<_> = (0..20)
+            .map(|i| {
+                let f = f.clone();
+                std::thread::spawn(move || shake(&f, "41", &format!("secret-{i}")).map(|()| format!("secret-{i}")))
+            })
+            .collect();
+        let accepted: Vec<String> = threads.into_iter().filter_map(|t| t.join().unwrap().ok()).collect();
+        assert_eq!(accepted.len(), 1, "exactly one handshake wins: {accepted:?}");
+        assert_eq!(stored_secret(&f).unwrap(), accepted[0].as_bytes(), "and its secret is the one kept");
+        let audited = audit::query(&f.store, &f.scope, &audit::Filter { limit: 50, ..Default::default() }).unwrap();
+        assert_eq!(audited.iter().filter(|e| e.action == "clio.webhook.handshake").count(), 1);
+    }
+
+    #[test]
     fn a_late_or_misnamed_handshake_is_refused() {
         let f = pending("41");
         assert!(matches!(shake(&f, "42", "s").unwrap_err(), WebhookError::Refused(_)), "another webhook's id");
