@@ -25,7 +25,12 @@ impl Viewer {
 
     /// Whether the caller may see `record`.
     pub fn sees(&self, record: &Record) -> bool {
-        !record.matters.iter().any(|m| self.screen.hides(m))
+        self.sees_matters(&record.matters)
+    }
+
+    /// Whether the caller may see a record belonging to `matters`.
+    fn sees_matters(&self, matters: &[String]) -> bool {
+        !matters.iter().any(|m| self.screen.hides(m))
     }
 }
 
@@ -57,8 +62,7 @@ impl Date {
 
     /// The first instant of the day (its midnight, UTC).
     pub fn first_instant(self) -> Timestamp {
-        let midnight = self.0.midnight().assume_utc().unix_timestamp_nanos().div_euclid(1000);
-        Timestamp::from_micros_checked(midnight).unwrap_or(Timestamp::MIN)
+        Timestamp::from_datetime(self.0.midnight().assume_utc()).unwrap_or(Timestamp::MIN)
     }
 
     /// The last instant of the day (one microsecond before the next midnight, UTC).
@@ -203,7 +207,7 @@ pub fn count(store: &Store, viewer: &Viewer, kind: Kind) -> Result<u64, StoreErr
     store.read(|r| {
         r.visit(&viewer.scope, &RECORDS, &prefix, &prefix, |_, bytes| {
             let b: Belongs = serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt(format!("record: {e}")))?;
-            if !b.matters.iter().any(|m| viewer.screen.hides(m)) {
+            if viewer.sees_matters(&b.matters) {
                 n += 1;
             }
             Ok(true)

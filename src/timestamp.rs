@@ -29,6 +29,11 @@ impl Timestamp {
     /// Parses an RFC 3339 date-time with any offset into a UTC instant.
     pub fn parse(text: &str) -> Result<Timestamp, TimestampError> {
         let t = OffsetDateTime::parse(text.trim(), &Rfc3339).map_err(|_| TimestampError::Format)?;
+        Self::from_datetime(t)
+    }
+
+    /// The instant a date-time names, whatever its offset, if within range.
+    pub fn from_datetime(t: OffsetDateTime) -> Result<Timestamp, TimestampError> {
         // Nanoseconds as i128 never overflow, whatever the offset; the range
         // check then keeps every instant renderable in UTC.
         Self::from_micros_checked(t.unix_timestamp_nanos().div_euclid(1000))
