@@ -7,7 +7,7 @@
 use crate::auth::Principal;
 use crate::auth::walls::{self, Screen};
 use crate::records::{Kind, Record, Typed, record_key};
-use crate::store::{OrgScope, RECORDS, Store, StoreError};
+use crate::store::{OrgScope, RECORDS, ReadTx, Store, StoreError};
 use crate::timestamp::Timestamp;
 
 /// A caller's view of the records: scope plus ethical-wall screen.
@@ -196,22 +196,20 @@ struct Belongs {
     matters: Vec<String>,
 }
 
-/// How many records of `kind` the viewer may see. Without walls on the
-/// viewer the keys are counted (values not read).
-pub fn count(store: &Store, viewer: &Viewer, kind: Kind) -> Result<u64, StoreError> {
+/// How many records of `kind` the viewer may see, in the snapshot `r`.
+/// Without walls on the viewer the keys are counted (values not read).
+pub fn count(r: &ReadTx, viewer: &Viewer, kind: Kind) -> Result<u64, StoreError> {
     let prefix = [kind.code()];
     if viewer.screen.hidden().is_empty() {
-        return store.read(|r| r.count(&viewer.scope, &RECORDS, &prefix));
+        return r.count(&viewer.scope, &RECORDS, &prefix);
     }
     let mut n = 0;
-    store.read(|r| {
-        r.visit(&viewer.scope, &RECORDS, &prefix, &prefix, |_, bytes| {
-            let b: Belongs = serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt(format!("record: {e}")))?;
-            if viewer.sees_matters(&b.matters) {
-                n += 1;
-            }
-            Ok(true)
-        })
+    r.visit(&viewer.scope, &RECORDS, &prefix, &prefix, |_, bytes| {
+        let b: Belongs = serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt(format!("record: {e}")))?;
+        if viewer.sees_matters(&b.matters) {
+            n += 1;
+        }
+        Ok(true)
     })?;
     Ok(n)
 }

@@ -400,12 +400,12 @@ impl ClioApi {
         let p = auth.require(Permission::OrgRead)?.clone();
         let kinds = super::off_worker(&self.state.store, move |store| {
             let viewer = Viewer::of(store, &p)?;
-            let mut kinds = vec![];
-            for kind in Kind::ALL {
-                let progress = store.read(|r| sync::progress(r, p.scope(), kind))?;
-                kinds.push(kind_status(kind, data::count(store, &viewer, kind)?, progress));
-            }
-            Ok(kinds)
+            // One snapshot: every kind's progress and count agree with each other.
+            Ok(store.read(|r| {
+                let status =
+                    |kind| Ok(kind_status(kind, data::count(r, &viewer, kind)?, sync::progress(r, p.scope(), kind)?));
+                Kind::ALL.into_iter().map(status).collect::<Result<Vec<_>, crate::store::StoreError>>()
+            })?)
         })
         .await?;
         Ok(Json(SyncStatus { running: self.state.sync.is_running(auth.0.scope().org()), kinds }))
