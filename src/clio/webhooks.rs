@@ -157,7 +157,9 @@ pub async fn register(
     client: &ClioClient,
     public_origin: &str,
 ) -> Result<Webhooks, WebhookError> {
-    store.write(|w| retire_shared_endpoint(w, scope))?;
+    if store.read(|r| Ok(get(r, scope)?.as_ref().is_some_and(has_shared_endpoint)))? {
+        store.write(|w| retire_shared_endpoint(w, scope))?;
+    }
     for (kind, model) in MODELS {
         let state = store.read(|r| get(r, scope))?.unwrap_or_default();
         let now = store.clock().now_micros();
@@ -257,10 +259,7 @@ fn bind_clio_id(w: &mut Tx, scope: &OrgScope, endpoint: &str, id: &str) -> Resul
 /// subscriptions made under it: their deliveries now get 410, which tells Clio
 /// to stop, and [`register`] subscribes again with an endpoint each.
 fn retire_shared_endpoint(w: &mut Tx, scope: &OrgScope) -> Result<(), StoreError> {
-    let Some(mut state) = get(w, scope)? else { return Ok(()) };
-    if state.hook_id.is_empty() && state.subscriptions.iter().all(|s| !s.endpoint.is_empty()) {
-        return Ok(());
-    }
+    let Some(mut state) = get(w, scope)?.filter(has_shared_endpoint) else { return Ok(()) };
     if !state.hook_id.is_empty() {
         w.delete_index(&CTX, &HOOKS, scope.org(), std::mem::take(&mut state.hook_id).as_bytes())?;
     }
@@ -269,6 +268,11 @@ fn retire_shared_endpoint(w: &mut Tx, scope: &OrgScope) -> Result<(), StoreError
     }
     state.subscriptions.retain(|s| !s.endpoint.is_empty());
     w.put_json(scope, &CLIO, KEY, &state)
+}
+
+/// Whether `state` still has the shared endpoint or subscriptions made under it.
+fn has_shared_endpoint(state: &Webhooks) -> bool {
+    !state.hook_id.is_empty() || state.subscriptions.iter().any(|s| s.endpoint.is_empty())
 }
 
 /// Forgets the firm's webhook endpoints, subscriptions and secrets (on
