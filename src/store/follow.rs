@@ -9,6 +9,27 @@ use redb::ReadableTable as _;
 
 type JournalTable = redb::ReadOnlyTable<u64, &'static [u8]>;
 
+/// The journal's followers that pruning waits for: a follower's entries are
+/// kept until it has durably applied them (or it rebuilds from the store).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Follower {
+    /// The search indexer (its applied seq lives in its own index commit).
+    Search,
+    /// Journal shipping (its shipped seq lives in the segment files).
+    Shipping,
+}
+
+/// The applied seq of each registered follower (in memory: followers register
+/// at start and announce what they recovered from their own durable state).
+#[derive(Debug, Default)]
+pub(super) struct Followers(std::sync::Mutex<std::collections::BTreeMap<Follower, u64>>);
+
+impl Followers {
+    fn with<T>(&self, f: impl FnOnce(&mut std::collections::BTreeMap<Follower, u64>) -> T) -> T {
+        f(&mut self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner))
+    }
+}
+
 /// Whole transactions read from the journal, with the head of the same snapshot.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Batch {
@@ -123,6 +144,30 @@ impl Store {
         })
     }
 
+    /// Registers `follower` as one pruning must wait for, at seq 0 until it
+    /// announces more with [`Store::mark_applied`]. Register before anything
+    /// may prune (at start), so a follower still opening is not overtaken.
+    pub fn register_follower(&self, follower: Follower) {
+        self.followers.with(|f| {
+            f.entry(follower).or_insert(0);
+        });
+    }
+
+    /// Records that `follower` has durably applied every entry up to `seq`
+    /// (it only moves up; registers the follower if it was not).
+    pub fn mark_applied(&self, follower: Follower, seq: u64) {
+        self.followers.with(|f| {
+            let at = f.entry(follower).or_insert(0);
+            *at = (*at).max(seq);
+        });
+    }
+
+    /// The seq every registered follower has applied (entries up to it may be
+    /// pruned as far as followers are concerned); `None` when none registered.
+    pub fn applied_floor(&self) -> Option<u64> {
+        self.followers.with(|f| f.values().copied().min())
+    }
+
     /// The oldest retained journal seq, if any entry is retained.
     pub fn journal_start(&self) -> Result<Option<u64>, StoreError> {
         self.read(|r| {
@@ -189,6 +234,21 @@ mod tests {
     use super::*;
     use crate::clock::Clock;
     use crate::store::{OrgId, OrgTask, OrgTaskContext, SECRETS, Task};
+
+    #[test]
+    fn the_applied_floor_is_the_slowest_registered_follower() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.redb"), Clock::system()).unwrap();
+        assert_eq!(store.applied_floor(), None);
+        store.register_follower(Follower::Search);
+        store.mark_applied(Follower::Shipping, 9);
+        assert_eq!(store.applied_floor(), Some(0), "search registered but announced nothing yet");
+        store.mark_applied(Follower::Search, 5);
+        store.mark_applied(Follower::Search, 3);
+        assert_eq!(store.applied_floor(), Some(5), "applied seqs only move up");
+        store.register_follower(Follower::Shipping);
+        assert_eq!(store.applied_floor(), Some(5), "registering again keeps what was announced");
+    }
 
     #[test]
     fn a_bad_entry_is_reported_by_seq_after_the_whole_transactions_before_it() {

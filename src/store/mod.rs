@@ -54,7 +54,7 @@ use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 
 pub use copy::{RawRow, Restore, Section};
-pub use follow::Batch;
+pub use follow::{Batch, Follower};
 pub use journal::{BadEntry, Entry as JournalEntry, Op};
 pub use scope::{Actor, OrgId, OrgScope, OrgTask, OrgTaskContext, SystemContext, Task};
 
@@ -272,6 +272,8 @@ pub struct Store {
     path: PathBuf,
     /// The journal head, sent after each commit that journaled something.
     head: tokio::sync::watch::Sender<u64>,
+    /// What each registered journal follower has durably applied.
+    followers: follow::Followers,
 }
 
 impl std::fmt::Debug for Store {
@@ -301,7 +303,7 @@ impl Store {
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
             .map_err(|e| StoreError::Open { path: shown.clone(), reason: e.to_string() })?;
         let (head, _) = tokio::sync::watch::channel(0);
-        let store = Store { db, clock, path: path.to_path_buf(), head };
+        let store = Store { db, clock, path: path.to_path_buf(), head, followers: Default::default() };
         store.migrate(migrations)?;
         store.head.send_replace(store.journal_head()?);
         Ok(store)
@@ -324,7 +326,8 @@ impl Store {
             other => StoreError::Open { path: shown.clone(), reason: other.to_string() },
         })?;
         let head = tokio::sync::watch::Sender::new(0);
-        Store { db, clock: Clock::system(), path: path.to_path_buf(), head }.schema_version()
+        Store { db, clock: Clock::system(), path: path.to_path_buf(), head, followers: Default::default() }
+            .schema_version()
     }
 
     pub fn clock(&self) -> &Clock {
