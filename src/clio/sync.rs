@@ -25,6 +25,7 @@
 //!   same ids gone) or an admin confirms ([`confirm_held`]). An empty listing
 //!   never agrees: only an admin can confirm deleting every record of a kind.
 use super::client::{ClioClient, ClioError};
+use crate::data;
 use crate::records::{Kind, Record, record_key};
 use crate::store::{OrgId, OrgScope, OrgTaskContext, RECORDS, Reader, SYNC_STATE, Store, StoreError, Tx};
 use crate::timestamp::Timestamp;
@@ -285,7 +286,7 @@ fn upsert(w: &mut Tx, scope: &OrgScope, mut record: Record) -> Result<bool, Stor
         }
     }
     record.stored_at = Some(Timestamp::from_micros(w.time()));
-    w.put_json(scope, &RECORDS, &key, &record)?;
+    data::put_record(w, scope, &record)?;
     Ok(true)
 }
 
@@ -304,7 +305,7 @@ pub fn apply_pushed(w: &mut Tx, sync: &SyncScope, change: Pushed) -> Result<Opti
     }
     match change {
         Pushed::Upsert(record) => upsert(w, &sync.scope, record).map(Some),
-        Pushed::Delete(kind, id) => w.delete(&sync.scope, &RECORDS, &record_key(kind, &id)).map(Some),
+        Pushed::Delete(kind, id) => data::delete_record(w, &sync.scope, kind, &id).map(Some),
     }
 }
 
@@ -607,7 +608,7 @@ pub async fn reconcile(
             if stamp(&bytes)?.stored_at.is_some_and(|t| t >= listed_at) {
                 continue;
             }
-            if w.delete(scope, &RECORDS, &key)? {
+            if data::delete_record(w, scope, kind, &String::from_utf8_lossy(id))? {
                 deleted += 1;
             }
         }

@@ -7,16 +7,26 @@
 //! the layout of every row it applies.
 //!
 //! Schema 1 → 2 re-encodes the journal from format v1 to v2 (see
-//! [`v1_to_v2`]); rows are unchanged.
+//! [`v1_to_v2`]); rows are unchanged. Schema 2 → 3 builds the record index
+//! (see [`v2_to_v3`]).
 use super::journal::{self, Entry, Op, V1};
-use super::{JOURNAL, META, OrgId, SCHEMA_VERSION, Store, StoreError, TAIL, Tail, Tx, io};
-use redb::ReadableTable as _;
+use super::{JOURNAL, META, OrgId, RECORDS, SCHEMA_VERSION, Store, StoreError, TAIL, Tail, Tx, io};
+use redb::{ReadableDatabase as _, ReadableTable as _};
 use std::collections::HashMap;
 
-pub(super) type Migration = fn(&redb::WriteTransaction) -> Result<(), StoreError>;
+/// One forward migration.
+#[derive(Clone, Copy)]
+pub(super) enum Migration {
+    /// Rewrites what lies under the journal, in the fence's own transaction.
+    Raw(fn(&redb::WriteTransaction) -> Result<(), StoreError>),
+    /// Journaled row changes, in write transactions committed before the
+    /// fence, each idempotent: a migration cut short is run again whole on
+    /// the next open (the schema is still the old one).
+    Rows(fn(&Store) -> Result<(), StoreError>),
+}
 
 /// Forward migrations: entry `i` takes a store from schema `i + 1` to `i + 2`.
-pub(super) const MIGRATIONS: &[Migration] = &[v1_to_v2];
+pub(super) const MIGRATIONS: &[Migration] = &[Migration::Raw(v1_to_v2), Migration::Rows(v2_to_v3)];
 
 /// The oldest schema whose rows have today's layout: replay applies entries
 /// written under it or later verbatim, and refuses older ones.
@@ -38,8 +48,13 @@ impl Store {
             Some(found) => {
                 for (step, migration) in migrations.iter().enumerate().skip(found as usize - 1) {
                     let to = step as u32 + 2;
+                    if let Migration::Rows(rows) = migration {
+                        rows(self)?;
+                    }
                     let tx = self.db.begin_write().map_err(io)?;
-                    migration(&tx)?;
+                    if let Migration::Raw(raw) = migration {
+                        raw(&tx)?;
+                    }
                     let mut w = Tx::begin(tx, self.clock.now_micros(), to)?;
                     w.put_meta("schema_version", &to.to_le_bytes())?;
                     w.put_meta("writer", crate::VERSION.as_bytes())?;
@@ -149,6 +164,41 @@ fn owner_in_v1_row(table: &str, key: &[u8], value: &[u8]) -> Option<OrgId> {
     }
 }
 
+/// Schema 2 → 3: builds the record index (`data::index`) of every org that
+/// has records, one journaled write transaction per org, so a replay of the
+/// journal reproduces the index rows like any others.
+fn v2_to_v3(store: &Store) -> Result<(), StoreError> {
+    let ctx = super::OrgTaskContext::new(super::OrgTask::Migrate);
+    for org in orgs_with_records(store)? {
+        let read = store.write(|w| crate::data::rebuild_index(w, &ctx.org_scope(org)))?;
+        tracing::info!(%org, records = read, "record index built");
+    }
+    Ok(())
+}
+
+/// The orgs that have rows in `records`: one seek per org, not a scan.
+fn orgs_with_records(store: &Store) -> Result<Vec<OrgId>, StoreError> {
+    let tx = store.db.begin_read().map_err(io)?;
+    let table = match tx.open_table(RECORDS.0.def()) {
+        Ok(t) => t,
+        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(vec![]),
+        Err(e) => return Err(io(e)),
+    };
+    let mut orgs = vec![];
+    let mut from = Some(0u64);
+    while let Some(start) = from {
+        let first = table.range::<&[u8]>(start.to_be_bytes().as_slice()..).map_err(io)?.next();
+        let Some(row) = first else { break };
+        let (key, _) = row.map_err(io)?;
+        let Some(org) = key.value().get(..8).and_then(|p| p.try_into().ok()).map(u64::from_be_bytes) else {
+            break;
+        };
+        orgs.push(OrgId(org));
+        from = org.checked_add(1);
+    }
+    Ok(orgs)
+}
+
 /// Whether entries written under `schema` can be replayed into this binary's store.
 pub(super) fn replayable(schema: u32) -> bool {
     (ROWS_SINCE..=SCHEMA_VERSION).contains(&schema)
@@ -160,7 +210,7 @@ mod tests {
     use super::*;
     use crate::clock::Clock;
     use crate::store::{SystemContext, Task};
-    use redb::{ReadableDatabase as _, TableDefinition};
+    use redb::TableDefinition;
 
     /// Writes a schema-1 file by hand: meta and the given v1 journal rows.
     fn v1_file(path: &std::path::Path, rows: &[Vec<u8>]) {
@@ -207,7 +257,11 @@ mod tests {
             ]
         );
         let fence: Vec<_> = got[5..].iter().map(|e| (e.0, e.1, e.2, e.5)).collect();
-        assert_eq!(fence, vec![(6, 4, false, 2), (7, 4, true, 2)], "the migration journals its schema");
+        assert_eq!(
+            fence,
+            vec![(6, 4, false, 2), (7, 4, true, 2), (8, 5, false, 3), (9, 5, true, 3)],
+            "each migration journals its schema"
+        );
         assert_eq!(batch.entries[5].table, "meta");
         assert_eq!(batch.entries[5].op, Op::Put(2u32.to_le_bytes().to_vec()));
     }
@@ -243,18 +297,68 @@ mod tests {
         let path = dir.path().join("docket.redb");
         drop(Store::open(&path, Clock::system()).unwrap());
         fn add_table(tx: &redb::WriteTransaction) -> Result<(), StoreError> {
-            tx.open_table(TableDefinition::<&[u8], &[u8]>::new("added_in_v3")).map_err(io)?;
+            tx.open_table(TableDefinition::<&[u8], &[u8]>::new("added_in_v4")).map_err(io)?;
             Ok(())
         }
-        let store = Store::open_with(&path, Clock::system(), &[v1_to_v2, add_table]).unwrap();
-        assert_eq!(store.schema_version().unwrap(), Some(3));
+        let store =
+            Store::open_with(&path, Clock::system(), &[MIGRATIONS[0], MIGRATIONS[1], Migration::Raw(add_table)])
+                .unwrap();
+        assert_eq!(store.schema_version().unwrap(), Some(4));
         let fence = store.journal_since(&SystemContext::new(Task::Test), 0, usize::MAX).unwrap().entries;
-        assert_eq!(fence.iter().map(|e| (e.table.as_str(), e.schema)).collect::<Vec<_>>(), [("meta", 3), ("meta", 3)]);
+        assert_eq!(fence.iter().map(|e| (e.table.as_str(), e.schema)).collect::<Vec<_>>(), [("meta", 4), ("meta", 4)]);
         let read = store.db.begin_read().unwrap();
-        assert!(read.open_table(TableDefinition::<&[u8], &[u8]>::new("added_in_v3")).is_ok());
+        assert!(read.open_table(TableDefinition::<&[u8], &[u8]>::new("added_in_v4")).is_ok());
         drop((read, store));
         let e = Store::open(&path, Clock::system()).unwrap_err();
-        assert!(matches!(e, StoreError::TooNew { found: 3, .. }), "{e}");
+        assert!(matches!(e, StoreError::TooNew { found: 4, .. }), "{e}");
         assert!(e.to_string().contains("newer docket"), "{e}");
+    }
+
+    #[test]
+    fn schema_3_builds_the_record_index_of_every_org() {
+        use crate::records::{Kind, Record};
+        use crate::store::{OrgTask, OrgTaskContext, RECORD_INDEX};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("docket.redb");
+        let ctx = OrgTaskContext::new(OrgTask::Test);
+        let firm = crate::clio::generator::Firm::new(5, 400);
+        let mut want = std::collections::BTreeMap::new();
+        {
+            // A schema 2 store, its records written as schema 2 wrote them: no index rows.
+            let v2 = Store::open_with(&path, Clock::system(), &MIGRATIONS[..1]).unwrap();
+            assert_eq!(v2.schema_version().unwrap(), Some(2));
+            for org in [OrgId(3), OrgId(9)] {
+                let scope = ctx.org_scope(org);
+                v2.write(|w| {
+                    for kind in Kind::ALL {
+                        for i in 0..firm.count(kind).min(20) {
+                            let record = Record::from_clio(kind, firm.record(kind, i)).unwrap();
+                            let key = crate::records::record_key(kind, &record.id);
+                            w.put_json(&scope, &RECORDS, &key, &record)?;
+                            want.entry(org)
+                                .or_insert_with(std::collections::BTreeSet::new)
+                                .extend(crate::data::index::entries(&record));
+                        }
+                    }
+                    Ok(())
+                })
+                .unwrap();
+            }
+        }
+        let store = Store::open(&path, Clock::system()).unwrap();
+        assert_eq!(store.schema_version().unwrap(), Some(3));
+        for (org, rows) in want {
+            let got: std::collections::BTreeSet<Vec<u8>> = store
+                .read(|r| r.scan(&ctx.org_scope(org), &RECORD_INDEX, b""))
+                .unwrap()
+                .into_iter()
+                .map(|(k, _)| k)
+                .collect();
+            assert!(rows.len() > 300, "the firm fills the index: {}", rows.len());
+            assert_eq!(got, rows, "org {org}: exactly its records' index rows");
+        }
+        let journal = store.journal_since(&SystemContext::new(Task::Test), 0, usize::MAX).unwrap().entries;
+        assert!(journal.iter().any(|e| e.table == "record_index" && e.schema == 3), "index rows are journaled");
+        assert_eq!(journal.last().map(|e| (e.table.as_str(), e.schema)), Some(("meta", 3)), "the fence comes last");
     }
 }

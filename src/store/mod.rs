@@ -69,7 +69,8 @@ const CACHE_BYTES: usize = 64 * 1024 * 1024;
 /// The schema this binary writes. Bump it with a new entry in `migrate::MIGRATIONS`.
 /// Schema 2: journal format v2 (versioned entries, transaction ids and commit
 /// markers, monotonic time, the org of every org-owned row, journaled meta).
-pub const SCHEMA_VERSION: u32 = 2;
+/// Schema 3: the `record_index` table, built for stored records.
+pub const SCHEMA_VERSION: u32 = 3;
 
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 const JOURNAL: TableDefinition<u64, &[u8]> = TableDefinition::new("journal");
@@ -198,6 +199,9 @@ pub const CLIO: TenantTable = tenant("clio");
 pub const HOOKS: IndexTable = index("webhook_hooks");
 /// Sync checkpoints, keyed by kind (tenant).
 pub const SYNC_STATE: TenantTable = tenant("sync_state");
+/// The records' secondary index: `kind | field | value | record id`, empty
+/// values (tenant; see `data::index`). Written with its record, journaled.
+pub const RECORD_INDEX: TenantTable = tenant("record_index");
 
 /// Every byte-keyed table: backups, digests and integrity checks walk this list.
 pub const TABLES: &[Table] = &[
@@ -217,6 +221,7 @@ pub const TABLES: &[Table] = &[
     SYNC_STATE.0,
     CLIO.0,
     HOOKS.0,
+    RECORD_INDEX.0,
 ];
 /// The tables whose values are sealed, re-sealed by key rotation.
 const SEALED_TABLES: &[Table] = &[SECRETS.0, SYSTEM_SECRETS.0];
@@ -586,6 +591,31 @@ impl Tx {
     /// Every row of a system table or index whose key starts with `prefix`.
     pub fn scan_system(&self, table: &impl SystemKeyed, prefix: &[u8]) -> Result<Rows, StoreError> {
         self.scan_raw(table.table(), prefix)
+    }
+
+    /// Up to `max` rows of one org's table whose keys start with `prefix`,
+    /// from key `start` (inclusive) on; keys without the org prefix. For work
+    /// on many rows in one transaction, a chunk at a time.
+    pub fn scan_chunk(
+        &self,
+        scope: &OrgScope,
+        table: &TenantTable,
+        prefix: &[u8],
+        start: &[u8],
+        max: usize,
+    ) -> Result<Rows, StoreError> {
+        let t = self.tx.open_table(table.0.def()).map_err(io)?;
+        let full_prefix = tenant_key(scope, prefix);
+        let from = tenant_key(scope, start).max(full_prefix.clone());
+        let mut out = vec![];
+        for row in t.range::<&[u8]>(from.as_slice()..).map_err(io)?.take(max) {
+            let (k, v) = row.map_err(io)?;
+            if !k.value().starts_with(&full_prefix) {
+                break;
+            }
+            out.push((k.value()[8..].to_vec(), v.value().to_vec()));
+        }
+        Ok(out)
     }
 
     /// Stores `value` under `key` in an appliance table.

@@ -165,6 +165,8 @@ tasks! {
         SignOut => "sign-out",
         /// The search indexer: follows the journal, rebuilds an org's index.
         SearchIndex => "search-index",
+        /// A store migration that rebuilds an org's rows (schema 3: the record index).
+        Migrate => "migrate",
         /// Tests and benchmarks (a source scan keeps it out of production code).
         Test => "test",
     }
