@@ -5,8 +5,27 @@ use crate::clio::connect_and_sync;
 use crate::support::TestServer;
 use docket::clio::fake::FakeClio;
 use docket::records::Kind;
+use docket::store::{OrgScope, RECORD_INDEX, RECORDS, Store};
 use serde_json::{Value, json};
 use std::collections::BTreeSet;
+
+/// Asserts the invariant of the record index: every records row of the org has
+/// exactly its index rows (`data::index::entries`), and there are no others.
+pub fn assert_index_matches(store: &Store, scope: &OrgScope) {
+    let (records, index) =
+        store.read(|r| Ok((r.scan(scope, &RECORDS, b"")?, r.scan(scope, &RECORD_INDEX, b"")?))).unwrap();
+    let want: BTreeSet<Vec<u8>> =
+        records.iter().flat_map(|(_, v)| docket::data::index::entries(&serde_json::from_slice(v).unwrap())).collect();
+    let got: BTreeSet<Vec<u8>> = index.into_iter().map(|(k, _)| k).collect();
+    assert!(!records.is_empty(), "there are records to check");
+    assert_eq!(got.difference(&want).count(), 0, "no index row without its record's field");
+    assert_eq!(want.difference(&got).count(), 0, "every record's fields are indexed");
+}
+
+/// The ids of the source's records of `kind` that `keep` accepts.
+fn source_ids(fake: &FakeClio, kind: Kind, keep: impl Fn(&Value) -> bool) -> BTreeSet<String> {
+    fake.snapshot(kind).into_iter().filter(|(_, v)| keep(v)).map(|(id, _)| id).collect()
+}
 
 const PATHS: [(Kind, &str); 8] = [
     (Kind::Matter, "matters"),
@@ -92,6 +111,32 @@ async fn every_kind_is_listed_filtered_paged_and_walled() {
     assert!(!unbilled.is_empty());
     let (status, body) = s.get_json(&s.staff_token, "/api/v1/matters?updated_since=yesterday").await;
     assert_eq!(status, 400, "{body}");
+
+    // Indexed filters, alone and together, answer as the source says.
+    let id_of = |v: &Value| v.as_u64().map(|n| n.to_string()).or_else(|| v.as_str().map(str::to_string));
+    let some_matter = fake.snapshot(Kind::Matter).into_values().nth(3).unwrap();
+    let client = id_of(&some_matter["client"]["id"]).unwrap();
+    let closed_of_client = source_ids(&fake, Kind::Matter, |m| {
+        m["status"] == "Closed" && id_of(&m["client"]["id"]).as_deref() == Some(client.as_str())
+    });
+    let listed = all_ids(&s, &s.staff_token, &format!("/api/v1/matters?status=CLOSED&client_id={client}")).await;
+    assert_eq!(listed.into_iter().collect::<BTreeSet<_>>(), closed_of_client, "two values intersected");
+    let bills_of_matter = source_ids(&fake, Kind::Bill, |b| {
+        b["matters"].as_array().is_some_and(|ms| ms.iter().any(|m| id_of(&m["id"]).as_ref() == Some(matter_id)))
+    });
+    let listed = all_ids(&s, &s.staff_token, &format!("/api/v1/bills?matter_id={matter_id}")).await;
+    assert_eq!(listed.into_iter().collect::<BTreeSet<_>>(), bills_of_matter, "a bill is under each of its matters");
+    let day = fake.snapshot(Kind::Task).into_values().find_map(|t| t["due_at"].as_str().map(|d| d[..10].to_string()));
+    if let Some(day) = day {
+        let due = source_ids(&fake, Kind::Task, |t| {
+            t["due_at"].as_str().and_then(docket::data::index::instant_of).is_some_and(|at| {
+                let on = docket::data::Date::parse(&day).unwrap();
+                at >= on.first_instant() && at <= on.last_instant()
+            })
+        });
+        let listed = all_ids(&s, &s.staff_token, &format!("/api/v1/tasks?due_from={day}&due_to={day}")).await;
+        assert_eq!(listed.into_iter().collect::<BTreeSet<_>>(), due, "a date range");
+    }
 
     // An ethical wall screens the owner member off from one matter and all under it.
     let walled = matter_id.clone();

@@ -153,6 +153,7 @@ async fn full_then_incremental_sync_equals_the_source() {
     }
     assert_eq!(deleted, Kind::ALL.len() as u64, "one deletion per kind found");
     rig.assert_equal();
+    crate::data::assert_index_matches(&rig.store, &rig.scope);
     let again = rig.sync_all().await;
     assert_eq!(again.stored, 0, "nothing new: nothing written");
     assert!(rig.checkpoint(Kind::Activity).last_success_at.is_some());
