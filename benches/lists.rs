@@ -57,9 +57,7 @@ fn load(store: &Store, ctx: &OrgTaskContext, org: docket::store::OrgId, firm: &F
         let records = (0..firm.count(kind)).filter_map(|i| Record::from_clio(kind, firm.record(kind, i)).ok());
         let mut batch = Vec::with_capacity(LOAD_BATCH);
         let mut flush = |batch: &mut Vec<Record>| {
-            store
-                .write(|w| batch.iter().try_for_each(|r| data::put_record(w, &scope, r)))
-                .expect("write a batch");
+            store.write(|w| batch.iter().try_for_each(|r| data::put_record(w, &scope, r))).expect("write a batch");
             written += batch.len() as u64;
             batch.clear();
         };
@@ -107,7 +105,11 @@ fn main() {
             Kind::Matter,
             Filters { client_id: id(&matter["client"]), status: Some("Closed".into()), ..Filters::default() },
         ),
-        ("activities of one matter", Kind::Activity, Filters { matter_id: id(&activity["matter"]), ..Filters::default() }),
+        (
+            "activities of one matter",
+            Kind::Activity,
+            Filters { matter_id: id(&activity["matter"]), ..Filters::default() },
+        ),
         ("activities on one day", Kind::Activity, Filters { from: day, to: day, ..Filters::default() }),
         (
             "activities updated in the last 50 steps",
