@@ -130,7 +130,7 @@ fn main() {
         let (p50, p99, examined, found) =
             measure(runs, || data::list(&store, &viewer, *kind, filters, None, PAGE).expect("list"));
         let (s50, s99, scanned, scan_found) =
-            measure(scan_runs, || data::list_by_scan(&store, &viewer, *kind, filters, None, PAGE).expect("scan"));
+            measure(scan_runs, || data::list_by_scan(&store, &viewer, *kind, filters, PAGE).expect("scan"));
         assert_eq!(found, scan_found, "{name}: the index and the scan agree on the page");
         println!(
             "{name:<40} {p50:>9.3} {p99:>9.3} {examined:>9} | {s50:>9.3} {s99:>9.3} {scanned:>9} | {:>7.1}x",

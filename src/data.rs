@@ -524,32 +524,32 @@ pub fn list(
     after: Option<&str>,
     limit: usize,
 ) -> Result<Page, StoreError> {
-    page(store, viewer, kind, filters, after, limit, Some(MAX_EXAMINED))
+    page(store, viewer, Ask { kind, filters, after, limit }, Some(MAX_EXAMINED))
 }
 
-/// The same list by a full scan of the kind's records, without the bound:
-/// the reference the planned [`list`] is tested and benchmarked against.
+/// The first `limit` records of the list by a full scan of the kind, without
+/// the bound: the reference the planned [`list`] is tested and benchmarked against.
 pub fn list_by_scan(
     store: &Store,
     viewer: &Viewer,
     kind: Kind,
     filters: &Filters,
-    after: Option<&str>,
     limit: usize,
 ) -> Result<Page, StoreError> {
-    page(store, viewer, kind, filters, after, limit, None)
+    page(store, viewer, Ask { kind, filters, after: None, limit }, None)
+}
+
+/// What a list asks for: a kind, filters, the cursor and the page size.
+struct Ask<'a> {
+    kind: Kind,
+    filters: &'a Filters,
+    after: Option<&'a str>,
+    limit: usize,
 }
 
 /// A planned page examining at most `cap` rows, or (`None`) the unbounded scan.
-fn page(
-    store: &Store,
-    viewer: &Viewer,
-    kind: Kind,
-    filters: &Filters,
-    after: Option<&str>,
-    limit: usize,
-    cap: Option<u64>,
-) -> Result<Page, StoreError> {
+fn page(store: &Store, viewer: &Viewer, ask: Ask, cap: Option<u64>) -> Result<Page, StoreError> {
+    let Ask { kind, filters, after, limit } = ask;
     // Strictly after the cursor: its id followed by the smallest byte.
     let start = after.map(|a| [a.as_bytes(), &[0]].concat()).unwrap_or_default();
     let mut c =
@@ -733,7 +733,8 @@ mod tests {
         fn all_pages(store: &Store, viewer: &Viewer, kind: Kind, f: &Filters, limit: usize, cap: u64) -> Vec<String> {
             let (mut ids, mut after) = (vec![], None::<String>);
             for _ in 0..1000 {
-                let p = page(store, viewer, kind, f, after.as_deref(), limit, Some(cap)).unwrap();
+                let p =
+                    page(store, viewer, Ask { kind, filters: f, after: after.as_deref(), limit }, Some(cap)).unwrap();
                 assert!(p.examined <= cap + 2 * 4, "a page examines about its cap at most: {}", p.examined);
                 ids.extend(p.records.iter().map(|r| r.id.clone()));
                 match p.next {
@@ -768,7 +769,7 @@ mod tests {
                     Viewer::unwalled(&OrgTaskContext::new(OrgTask::Test), OrgId(7))
                 };
                 for kind in KINDS {
-                    let oracle = ids(list_by_scan(&store, &viewer, kind, &f, None, usize::MAX).unwrap());
+                    let oracle = ids(list_by_scan(&store, &viewer, kind, &f, usize::MAX).unwrap());
                     prop_assert_eq!(all_pages(&store, &viewer, kind, &f, limit, cap), oracle, "{} {:?}", kind, f);
                 }
             }
@@ -809,7 +810,7 @@ mod tests {
             let p = list(&store, &viewer, Kind::Matter, &one_client, None, 100).unwrap();
             assert_eq!(p.records.len(), 6);
             assert!(p.examined <= 6, "index rows are read with their records: {}", p.examined);
-            let scanned = list_by_scan(&store, &viewer, Kind::Matter, &one_client, None, 100).unwrap();
+            let scanned = list_by_scan(&store, &viewer, Kind::Matter, &one_client, 100).unwrap();
             assert_eq!(scanned.examined, 600, "the scan reads every matter");
 
             // Two values intersected: client 1 and user 0 (every 300th matter).
@@ -829,9 +830,17 @@ mod tests {
 
             // The cap: a page stops at it with a cursor, short but right.
             let closed = Filters { status: Some("closed".into()), ..Filters::default() };
-            let p = page(&store, &viewer, Kind::Matter, &closed, None, 100, Some(50)).unwrap();
+            let p =
+                page(&store, &viewer, Ask { kind: Kind::Matter, filters: &closed, after: None, limit: 100 }, Some(50))
+                    .unwrap();
             assert_eq!((p.examined, p.records.len()), (50, 50));
-            let p = page(&store, &viewer, Kind::Matter, &Filters::default(), None, 1000, Some(40)).unwrap();
+            let p = page(
+                &store,
+                &viewer,
+                Ask { kind: Kind::Matter, filters: &Filters::default(), after: None, limit: 1000 },
+                Some(40),
+            )
+            .unwrap();
             assert_eq!((p.examined, p.records.len(), p.next.as_deref()), (40, 40, Some("0039")));
         }
     }
