@@ -361,4 +361,18 @@ mod tests {
         assert!(journal.iter().any(|e| e.table == "record_index" && e.schema == 3), "index rows are journaled");
         assert_eq!(journal.last().map(|e| (e.table.as_str(), e.schema)), Some(("meta", 3)), "the fence comes last");
     }
+
+    /// Writes `tests/fixtures/store-v2.redb`: the v1 fixture migrated by this
+    /// code's schema 2 step only (see tests/fixtures/README.md). Run by hand:
+    /// `cargo test --lib store::migrate::tests::write_v2_fixture -- --ignored`.
+    #[test]
+    #[ignore]
+    fn write_v2_fixture() {
+        let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+        let path = fixtures.join("store-v2.redb");
+        std::fs::copy(fixtures.join("store-v1.redb"), &path).unwrap();
+        let at = crate::timestamp::Timestamp::parse("2026-03-02T09:00:00Z").unwrap();
+        let store = Store::open_with(&path, Clock::fixed(at.to_datetime()), &MIGRATIONS[..1]).unwrap();
+        assert_eq!(store.schema_version().unwrap(), Some(2));
+    }
 }
