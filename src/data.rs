@@ -398,8 +398,10 @@ fn plan(r: &ReadTx, scope: &OrgScope, kind: Kind, filters: &Filters, c: &mut Col
     if !values.is_empty() {
         return Ok(Plan::Values(values));
     }
+    // Two ranges share the budget, so planning never costs more than one would.
+    let most = RANGE_ROWS / ranges.len().max(1) as u64;
     for (field, from, to) in ranges {
-        if let Some(ids) = ids_in_range(r, scope, kind, field, (from, to), c)? {
+        if let Some(ids) = ids_in_range(r, scope, kind, field, (from, to), most, c)? {
             return Ok(Plan::Ids(ids));
         }
     }
@@ -407,13 +409,14 @@ fn plan(r: &ReadTx, scope: &OrgScope, kind: Kind, filters: &Filters, c: &mut Col
 }
 
 /// The ids of the records of `kind` whose `field` is within `bounds`, in id
-/// order, when there are at most [`RANGE_ROWS`] of them.
+/// order, when there are at most `most` of them.
 fn ids_in_range(
     r: &ReadTx,
     scope: &OrgScope,
     kind: Kind,
     field: Field,
     (from, to): (Timestamp, Timestamp),
+    most: u64,
     c: &mut Collector,
 ) -> Result<Option<Vec<Vec<u8>>>, StoreError> {
     let (prefix, last) = (index::field_prefix(kind, field), index::instant_bytes(to));
@@ -424,7 +427,7 @@ fn ids_in_range(
             return Ok(false);
         }
         c.examined += 1;
-        if ids.len() as u64 == RANGE_ROWS {
+        if ids.len() as u64 == most {
             narrow = false;
             return Ok(false);
         }
