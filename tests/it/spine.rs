@@ -465,6 +465,8 @@ async fn a_live_workload_replays_into_an_identical_store() {
     };
     assert!(audited("clio.webhook.deliver"), "webhook deliveries were applied during the workload");
     assert!(audited("clio.disconnect"), "and the disconnect");
+    // Pages, webhook deliveries and deletions all kept the record index exact.
+    crate::data::assert_index_matches(&store, &CTX.org_scope(OrgId(1)));
     let copy = replay_into(&store, &dir.path().join("replayed.redb"), 256 * 1024);
     assert_eq!(copy.digest().unwrap(), store.digest().unwrap(), "the journal rebuilds the live store exactly");
     assert_eq!(copy.journal_head().unwrap(), store.journal_head().unwrap());
