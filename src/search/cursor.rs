@@ -94,7 +94,13 @@ mod tests {
         assert_eq!(decode(&c, Sort::DateDesc, t), Ok(p));
         assert_eq!(decode(&c, Sort::DateAsc, t), Err(CursorError::Foreign));
         assert_eq!(decode(&c, Sort::DateDesc, tag(&["smith", "kind=contact"])), Err(CursorError::Foreign));
-        for bad in ["", "abc", "s2.d.0000000000000001.0000000000000001.00000000", "s1.d.1.2.3", "s1.x.0000000000000001.0000000000000001.00000000"] {
+        for bad in [
+            "",
+            "abc",
+            "s2.d.0000000000000001.0000000000000001.00000000",
+            "s1.d.1.2.3",
+            "s1.x.0000000000000001.0000000000000001.00000000",
+        ] {
             assert_eq!(decode(bad, Sort::DateDesc, t), Err(CursorError::Malformed), "{bad}");
         }
         assert_ne!(tag(&["ab", "c"]), tag(&["a", "bc"]), "parts are delimited");

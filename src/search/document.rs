@@ -63,10 +63,16 @@ fn parts(typed: &Typed) -> Parts<'_> {
         Typed::Matter(m) => Parts {
             title: join(&[s(&m.display_number), s(&m.description)], " · "),
             subtitle: name(&m.client).map(str::to_string),
-            names: [name(&m.client), name(&m.responsible_attorney), name(&m.originating_attorney)]
-                .into_iter()
-                .flatten()
-                .collect(),
+            // Its own number is also a name, so it ranks above records that only mention it.
+            names: [
+                s(&m.display_number),
+                name(&m.client),
+                name(&m.responsible_attorney),
+                name(&m.originating_attorney),
+            ]
+            .into_iter()
+            .flatten()
+            .collect(),
             body: [s(&m.description), m.practice_area.as_ref().and_then(|p| p.name.as_deref())]
                 .into_iter()
                 .flatten()
@@ -102,9 +108,12 @@ fn parts(typed: &Typed) -> Parts<'_> {
         Typed::Bill(b) => Parts {
             title: join(&[Some("Bill"), s(&b.number)], " "),
             subtitle: name(&b.client).map(str::to_string),
-            names: name(&b.client).into_iter().collect(),
+            names: [s(&b.number), name(&b.client)].into_iter().flatten().collect(),
             body: s(&b.subject).into_iter().collect(),
-            numbers: s(&b.number).into_iter().chain(b.matters.iter().flatten().filter_map(|m| m.display_number.as_deref())).collect(),
+            numbers: s(&b.number)
+                .into_iter()
+                .chain(b.matters.iter().flatten().filter_map(|m| m.display_number.as_deref()))
+                .collect(),
             clients: name(&b.client).into_iter().collect(),
             status: s(&b.state),
             client_id: b.client.as_ref().map(|r| r.id.as_str()),

@@ -57,6 +57,8 @@ pub struct Indexer {
     orgs: BTreeMap<OrgId, OrgWriter>,
     /// Every entry up to here is applied (or was in a rebuild) for every org.
     position: u64,
+    /// Orgs whose index must be rebuilt before following (found unusable at start).
+    pending: Vec<(OrgId, String)>,
 }
 
 /// Called with `(done, total)` as a rebuild goes.
@@ -64,7 +66,12 @@ pub type Progress<'a> = &'a mut dyn FnMut(u64, u64);
 
 /// Builds a new generation of `org`'s index from one snapshot, puts it in use
 /// atomically, and returns its writer with the snapshot's journal head.
-fn rebuild(root: &std::path::Path, store: &Store, org: OrgId, progress: Progress<'_>) -> Result<(IndexWriter, Opened), IndexError> {
+fn rebuild(
+    root: &std::path::Path,
+    store: &Store,
+    org: OrgId,
+    progress: Progress<'_>,
+) -> Result<(IndexWriter, Opened), IndexError> {
     let (generation, idx) = index::create_next(root, org)?;
     let mut writer = index::writer(&idx)?;
     let (_, fields) = super::schema::Fields::schema();
@@ -110,7 +117,12 @@ pub fn rebuild_all(data_dir: &std::path::Path, store: &Store) -> Result<Vec<(Org
 /// Rebuilds one org's index beside the one in use and swaps it in; for
 /// `docket reindex` when no server runs (the server's indexer does it
 /// otherwise). `progress` sees `(done, total)`.
-pub fn reindex_offline(data_dir: &std::path::Path, store: &Store, org: OrgId, progress: Progress<'_>) -> Result<u64, IndexError> {
+pub fn reindex_offline(
+    data_dir: &std::path::Path,
+    store: &Store,
+    org: OrgId,
+    progress: Progress<'_>,
+) -> Result<u64, IndexError> {
     let (_, opened) = rebuild(&index::root(data_dir), store, org, progress)?;
     Ok(opened.seq)
 }
@@ -118,13 +130,20 @@ pub fn reindex_offline(data_dir: &std::path::Path, store: &Store, org: OrgId, pr
 impl Indexer {
     pub fn new(engine: Arc<Engine>) -> Indexer {
         engine.store.register_follower(Follower::Search);
-        Indexer { engine, orgs: BTreeMap::new(), position: 0 }
+        Indexer { engine, orgs: BTreeMap::new(), position: 0, pending: vec![] }
     }
 
     /// Opens every org's index, rebuilding those that cannot be used.
     pub fn open_all(&mut self) -> Result<(), IndexError> {
+        self.open_existing()?;
+        self.rebuild_pending()
+    }
+
+    /// Opens every org's usable index; an unusable one of an org without
+    /// records is rebuilt at once (it is empty), the others are marked
+    /// building and left to [`Indexer::rebuild_pending`] (in the background).
+    pub fn open_existing(&mut self) -> Result<(), IndexError> {
         let orgs = self.engine.store.list_orgs()?;
-        let mut unusable = vec![];
         for org in &orgs {
             match index::open(&self.engine.root, org.id) {
                 Ok(opened) => {
@@ -138,17 +157,27 @@ impl Indexer {
                     if why != Unusable::Missing {
                         tracing::warn!(org = %org.id, problem = %why, "the search index cannot be used; rebuilding it");
                     }
-                    self.engine.building(org.id, 0, 0, &why.to_string(), false);
-                    unusable.push((org.id, why));
+                    let scope = CTX.org_scope(org.id);
+                    if self.engine.store.read(|r| data::count_records(r, &scope))? == 0 {
+                        self.rebuild_org(org.id, &why.to_string(), false)?;
+                    } else {
+                        self.engine.building(org.id, 0, 0, &why.to_string(), false);
+                        self.pending.push((org.id, why.to_string()));
+                    }
                 }
             }
         }
         self.position = self.orgs.values().map(|w| w.seq).min().unwrap_or(0);
-        for (org, why) in unusable {
-            self.rebuild_org(org, &why.to_string(), false)?;
-        }
-        self.position = self.orgs.values().map(|w| w.seq).min().unwrap_or(self.position);
         self.announce();
+        Ok(())
+    }
+
+    /// Builds the indexes [`Indexer::open_existing`] found unusable.
+    fn rebuild_pending(&mut self) -> Result<(), IndexError> {
+        while let Some((org, why)) = self.pending.first().cloned() {
+            self.rebuild_org(org, &why, false)?;
+            self.pending.remove(0);
+        }
         Ok(())
     }
 
@@ -161,8 +190,18 @@ impl Indexer {
         let mut progress = |done: u64, total: u64| {
             engine.building(org, done, total, reason, keep);
             let labels = vec![("org", org.to_string())];
-            metrics.gauge("docket_search_reindex_done", "Records written by the running rebuild.", labels.clone(), done as f64);
-            metrics.gauge("docket_search_reindex_total", "Records the running rebuild will write.", labels, total as f64);
+            metrics.gauge(
+                "docket_search_reindex_done",
+                "Records written by the running rebuild.",
+                labels.clone(),
+                done as f64,
+            );
+            metrics.gauge(
+                "docket_search_reindex_total",
+                "Records the running rebuild will write.",
+                labels,
+                total as f64,
+            );
         };
         let started = std::time::Instant::now();
         let (writer, opened) = rebuild(&engine.root, &engine.store, org, &mut progress)?;
@@ -179,7 +218,8 @@ impl Indexer {
 
     /// Runs the rebuilds `docket reindex` asked for.
     fn reindex_requested(&mut self) -> Result<(), IndexError> {
-        let wanted: Vec<OrgId> = self.engine.reindex.lock().unwrap_or_else(std::sync::PoisonError::into_inner).iter().copied().collect();
+        let wanted: Vec<OrgId> =
+            self.engine.reindex.lock().unwrap_or_else(std::sync::PoisonError::into_inner).iter().copied().collect();
         for org in wanted {
             let result = self.rebuild_org(org, "reindex", true);
             self.engine.reindex.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&org);
@@ -191,6 +231,7 @@ impl Indexer {
 
     /// Applies one batch of the journal; `true` when it reached the head.
     pub fn step(&mut self) -> Result<bool, IndexError> {
+        self.rebuild_pending()?;
         self.reindex_requested()?;
         let batch = match self.engine.store.journal_since(&CTX, self.position, BATCH_BYTES) {
             Ok(batch) => batch,
@@ -275,18 +316,34 @@ impl Indexer {
     }
 }
 
-/// Starts the indexer: opens (or rebuilds) every index, then follows the
-/// journal until `stop` turns true. Blocking work runs on the blocking pool.
-pub fn start(engine: Arc<Engine>, mut stop: tokio::sync::watch::Receiver<bool>) -> tokio::task::JoinHandle<()> {
+/// Starts the indexer: opens every org's usable index (and builds empty
+/// ones) before returning, then in the background rebuilds the unusable ones
+/// and follows the journal until `stop` turns true. Blocking work runs on
+/// the blocking pool.
+pub async fn start(engine: Arc<Engine>, mut stop: tokio::sync::watch::Receiver<bool>) -> tokio::task::JoinHandle<()> {
+    let mut heads = engine.store.subscribe();
+    let first = {
+        let engine = engine.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut indexer = Box::new(Indexer::new(engine));
+            let opened = indexer.open_existing();
+            (indexer, opened)
+        })
+        .await
+    };
+    let mut indexer = match first {
+        Ok((indexer, Ok(()))) => Some(indexer),
+        Ok((indexer, Err(e))) => {
+            tracing::error!(error = %e, "the search indexes could not all be opened; retrying in the background");
+            Some(indexer)
+        }
+        Err(_) => None,
+    };
     tokio::spawn(async move {
-        let mut heads = engine.store.subscribe();
-        let mut indexer = Some(Box::new(Indexer::new(engine.clone())));
-        let mut opened = false;
         loop {
             let Some(mut state) = indexer.take() else { return };
-            let first = !opened;
             let ran = tokio::task::spawn_blocking(move || {
-                let result = if first { state.open_all().map(|()| false) } else { state.step() };
+                let result = state.step();
                 (state, result)
             })
             .await;
@@ -296,10 +353,7 @@ pub fn start(engine: Arc<Engine>, mut stop: tokio::sync::watch::Receiver<bool>) 
             };
             indexer = Some(state);
             let caught_up = match result {
-                Ok(caught_up) => {
-                    opened |= first;
-                    caught_up
-                }
+                Ok(caught_up) => caught_up,
                 Err(e) => {
                     tracing::error!(error = %e, "the search indexer failed; retrying in 5 s");
                     tokio::select! {
@@ -312,7 +366,7 @@ pub fn start(engine: Arc<Engine>, mut stop: tokio::sync::watch::Receiver<bool>) 
             if *stop.borrow() {
                 return;
             }
-            if caught_up && opened {
+            if caught_up {
                 tokio::select! {
                     changed = heads.changed() => {
                         if changed.is_err() {
@@ -326,4 +380,36 @@ pub fn start(engine: Arc<Engine>, mut stop: tokio::sync::watch::Receiver<bool>) 
             }
         }
     })
+}
+
+/// A progress reporter for `docket reindex` run on the store: a bar on a
+/// terminal, a log line every tenth otherwise.
+pub fn progress_reporter(org: &str) -> impl FnMut(u64, u64) + use<> {
+    use std::io::IsTerminal as _;
+    let bar = std::io::stderr().is_terminal().then(|| {
+        let bar = indicatif::ProgressBar::new(0);
+        if let Ok(style) = indicatif::ProgressStyle::with_template("{prefix} [{bar:40}] {pos}/{len} records ({eta})") {
+            bar.set_style(style);
+        }
+        bar.set_prefix(org.to_string());
+        bar
+    });
+    let org = org.to_string();
+    let mut logged = 0u64;
+    move |done, total| match &bar {
+        Some(bar) => {
+            bar.set_length(total);
+            bar.set_position(done);
+            if done == total {
+                bar.finish();
+            }
+        }
+        None => {
+            let tenth = (done * 10).checked_div(total).unwrap_or(10);
+            if tenth > logged || done == total {
+                logged = tenth;
+                eprintln!("{org}: {done} of {total} records indexed");
+            }
+        }
+    }
 }

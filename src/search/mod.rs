@@ -235,6 +235,22 @@ impl Engine {
     }
 }
 
+/// Whether search is usable, for `/readyz`: `"ready"` or `"building"`, and
+/// the orgs being built with their progress.
+pub fn readiness(engine: &Engine) -> (&'static str, Vec<serde_json::Value>) {
+    let building: Vec<serde_json::Value> = engine
+        .statuses()
+        .into_iter()
+        .filter_map(|(org, status)| match status {
+            Status::Building { done, total, reason } => {
+                Some(serde_json::json!({"org": org.0, "done": done, "total": total, "reason": reason}))
+            }
+            Status::Ready { .. } => None,
+        })
+        .collect();
+    (if building.is_empty() { "ready" } else { "building" }, building)
+}
+
 fn failed(e: impl std::fmt::Display) -> SearchError {
     tracing::error!(error = %e, "search failed");
     SearchError::Failed(e.to_string())

@@ -48,8 +48,15 @@ pub enum Node {
     Or(Vec<Node>),
     Not(Box<Node>),
     /// A word, or with a trailing `*` a prefix; `field` if written `field:word`.
-    Word { field: Option<String>, text: String, prefix: bool },
-    Phrase { field: Option<String>, text: String },
+    Word {
+        field: Option<String>,
+        text: String,
+        prefix: bool,
+    },
+    Phrase {
+        field: Option<String>,
+        text: String,
+    },
     /// A run that reads as a phone number, e.g. `(555) 010-2233`.
     Phone(String),
 }
@@ -160,7 +167,9 @@ fn atom(rest: &str) -> Result<(Node, &str), BadQuery> {
         None => (word, false),
     };
     if prefix && text.is_empty() {
-        return Err(bad("`*` alone would match everything; leave `q` empty and use filters (e.g. `kind=matter`) instead"));
+        return Err(bad(
+            "`*` alone would match everything; leave `q` empty and use filters (e.g. `kind=matter`) instead",
+        ));
     }
     if text.contains(['*', '?']) {
         return Err(bad(format!(
@@ -206,7 +215,9 @@ impl Parser {
             }
         }
         match all.len() {
-            0 => Err(bad("an operator (`AND`, `OR`, `NOT`) or parenthesis has nothing to apply to; remove it or add a word")),
+            0 => Err(bad(
+                "an operator (`AND`, `OR`, `NOT`) or parenthesis has nothing to apply to; remove it or add a word",
+            )),
             1 => Ok(all.remove(0)),
             _ => Ok(Node::And(all)),
         }
@@ -301,7 +312,13 @@ impl<'a> Builder<'a> {
     pub fn new(searcher: &'a Searcher, f: Fields) -> Builder<'a> {
         let index = searcher.index();
         let analyzer = |name: &str| index.tokenizers().get(name).unwrap_or_else(schema::text_analyzer);
-        Builder { searcher, f, text: analyzer(schema::TEXT), stem: analyzer(schema::STEM), code: analyzer(schema::CODE) }
+        Builder {
+            searcher,
+            f,
+            text: analyzer(schema::TEXT),
+            stem: analyzer(schema::STEM),
+            code: analyzer(schema::CODE),
+        }
     }
 
     /// The index terms of `field` that start with `prefix` (at most [`MAX_EXPANSIONS`]).
@@ -396,9 +413,12 @@ impl<'a> Builder<'a> {
             "text" => self.analyzed(&self.text, f.body, text, prefix),
             "number" => self.code(f.number, text, prefix),
             "email" => self.code(f.email, text, prefix),
-            "phone" => Some(keyword(f.phone, &phone_digits(text).ok_or_else(|| {
-                bad(format!("`phone:{text}` is not a phone number; write 7 to 15 digits, e.g. phone:555-010-2233"))
-            })?)),
+            "phone" => Some(keyword(
+                f.phone,
+                &phone_digits(text).ok_or_else(|| {
+                    bad(format!("`phone:{text}` is not a phone number; write 7 to 15 digits, e.g. phone:555-010-2233"))
+                })?,
+            )),
             "status" => Some(keyword(f.status, &text.to_lowercase())),
             "practice_area" => Some(keyword(f.practice_area, text)),
             "attorney" => Some(keyword(f.attorney, text)),
@@ -428,9 +448,10 @@ impl<'a> Builder<'a> {
                 any(vec![boost(keyword(self.f.phone, &digits), 6.0), self.free(raw, false, true)])
             }
             Node::Or(nodes) => any(nodes.iter().map(|n| self.build(n)).collect::<Result<_, _>>()?),
-            Node::Not(inner) => {
-                Box::new(BooleanQuery::new(vec![(Occur::Must, Box::new(AllQuery)), (Occur::MustNot, self.build(inner)?)]))
-            }
+            Node::Not(inner) => Box::new(BooleanQuery::new(vec![
+                (Occur::Must, Box::new(AllQuery)),
+                (Occur::MustNot, self.build(inner)?),
+            ])),
             Node::And(nodes) => {
                 let mut clauses: Vec<(Occur, Q)> = vec![];
                 for n in nodes {
@@ -450,12 +471,10 @@ impl<'a> Builder<'a> {
 
 /// A kind by its API name.
 pub fn parse_kind(text: &str) -> Result<Kind, BadQuery> {
-    Kind::ALL.into_iter().find(|k| k.as_str() == text.trim()).ok_or_else(|| {
-        bad(format!(
-            "`{text}` is not a kind; use one of {}",
-            Kind::ALL.map(Kind::as_str).join(", ")
-        ))
-    })
+    Kind::ALL
+        .into_iter()
+        .find(|k| k.as_str() == text.trim())
+        .ok_or_else(|| bad(format!("`{text}` is not a kind; use one of {}", Kind::ALL.map(Kind::as_str).join(", "))))
 }
 
 #[cfg(test)]
@@ -479,11 +498,7 @@ mod tests {
         );
         assert_eq!(
             parse("smith NOT jones -lee").unwrap(),
-            Some(Node::And(vec![
-                word("smith"),
-                Node::Not(Box::new(word("jones"))),
-                Node::Not(Box::new(word("lee")))
-            ]))
+            Some(Node::And(vec![word("smith"), Node::Not(Box::new(word("jones"))), Node::Not(Box::new(word("lee")))]))
         );
         assert_eq!(
             parse("client:\"Jane Smith\" smi*").unwrap(),

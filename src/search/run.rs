@@ -188,11 +188,12 @@ fn clauses(o: &Opened, req: &Request, hidden: &BTreeSet<String>) -> Vec<(Occur, 
         }
     }
     if req.from.is_some() || req.to.is_some() {
-        let lower = req.from.map_or(Bound::Unbounded, |d| {
-            Bound::Included(Term::from_field_i64(f.date, d.first_instant().micros()))
-        });
-        let upper =
-            req.to.map_or(Bound::Unbounded, |d| Bound::Included(Term::from_field_i64(f.date, d.last_instant().micros())));
+        let lower = req
+            .from
+            .map_or(Bound::Unbounded, |d| Bound::Included(Term::from_field_i64(f.date, d.first_instant().micros())));
+        let upper = req
+            .to
+            .map_or(Bound::Unbounded, |d| Bound::Included(Term::from_field_i64(f.date, d.last_instant().micros())));
         out.push(filter(Box::new(RangeQuery::new(lower, upper))));
     }
     for matter in hidden {
@@ -214,7 +215,10 @@ pub fn run(o: &Opened, org: u64, req: &Request, hidden: &BTreeSet<String>) -> Re
     if let (Some(from), Some(to)) = (req.from, req.to)
         && from > to
     {
-        return Err(RunError::Bad { param: "from", detail: format!("`from` ({from}) is after `to` ({to}); swap them") });
+        return Err(RunError::Bad {
+            param: "from",
+            detail: format!("`from` ({from}) is after `to` ({to}); swap them"),
+        });
     }
     let tag = req.tag(org);
     let after: Option<Position> = req.cursor.as_deref().map(|c| cursor::decode(c, req.sort, tag)).transpose()?;

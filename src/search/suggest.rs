@@ -48,10 +48,8 @@ pub fn suggest(o: &Opened, q: &str, limit: usize, hidden: &BTreeSet<String>) -> 
     }
     let Some((last, init)) = words.split_last() else { return Ok(vec![]) };
     let f = o.fields;
-    let mut clauses: Vec<(Occur, Box<dyn Query>)> = vec![(
-        Occur::Must,
-        Box::new(TermQuery::new(Term::from_field_u64(f.suggest, 1), IndexRecordOption::Basic)),
-    )];
+    let mut clauses: Vec<(Occur, Box<dyn Query>)> =
+        vec![(Occur::Must, Box::new(TermQuery::new(Term::from_field_u64(f.suggest, 1), IndexRecordOption::Basic)))];
     for (word, prefix) in init.iter().map(|w| (*w, false)).chain([(*last, true)]) {
         let tokens = b.words(word);
         let mut any: Vec<(Occur, Box<dyn Query>)> = vec![];

@@ -68,20 +68,38 @@ fn catch_up(i: &mut Indexer) {
 }
 
 fn sample(f: &Firm) {
-    f.put(Kind::Matter, json!({"id": 1, "display_number": "00042-Smith", "description": "Smith v. Jones, breach of contract",
+    f.put(
+        Kind::Matter,
+        json!({"id": 1, "display_number": "00042-Smith", "description": "Smith v. Jones, breach of contract",
         "status": "Open", "open_date": "2024-01-10", "client": {"id": 10, "name": "Jane Smith"},
-        "practice_area": {"id": 1, "name": "Litigation"}, "responsible_attorney": {"id": 100, "name": "Ann Lawyer"}}));
-    f.put(Kind::Matter, json!({"id": 2, "display_number": "00043-Müller", "description": "Estate of Renée Müller",
+        "practice_area": {"id": 1, "name": "Litigation"}, "responsible_attorney": {"id": 100, "name": "Ann Lawyer"}}),
+    );
+    f.put(
+        Kind::Matter,
+        json!({"id": 2, "display_number": "00043-Müller", "description": "Estate of Renée Müller",
         "status": "Closed", "open_date": "2023-05-01", "client": {"id": 11, "name": "Renée Müller"},
-        "practice_area": {"id": 2, "name": "Estates"}, "responsible_attorney": {"id": 101, "name": "Bob Counsel"}}));
-    f.put(Kind::Contact, json!({"id": 10, "name": "Jane Smith", "primary_email_address": "Jane.Smith@Example.com",
-        "primary_phone_number": "(555) 010-2233"}));
-    f.put(Kind::Activity, json!({"id": 500, "note": "Running late on the deposition summary", "date": "2024-02-01",
-        "billed": false, "matter": {"id": 1, "display_number": "00042-Smith"}}));
-    f.put(Kind::Activity, json!({"id": 501, "note": "She runs the filing", "date": "2024-02-02", "billed": true,
-        "matter": {"id": 2, "display_number": "00043-Müller"}}));
-    f.put(Kind::Note, json!({"id": 700, "subject": "Call", "detail": "<script>alert(1)</script> contract review for Smith",
-        "date": "2024-03-01", "matter": {"id": 1}}));
+        "practice_area": {"id": 2, "name": "Estates"}, "responsible_attorney": {"id": 101, "name": "Bob Counsel"}}),
+    );
+    f.put(
+        Kind::Contact,
+        json!({"id": 10, "name": "Jane Smith", "primary_email_address": "Jane.Smith@Example.com",
+        "primary_phone_number": "(555) 010-2233"}),
+    );
+    f.put(
+        Kind::Activity,
+        json!({"id": 500, "note": "Running late on the deposition summary", "date": "2024-02-01",
+        "billed": false, "matter": {"id": 1, "display_number": "00042-Smith"}}),
+    );
+    f.put(
+        Kind::Activity,
+        json!({"id": 501, "note": "She runs the filing", "date": "2024-02-02", "billed": true,
+        "matter": {"id": 2, "display_number": "00043-Müller"}}),
+    );
+    f.put(
+        Kind::Note,
+        json!({"id": 700, "subject": "Call", "detail": "<script>alert(1)</script> contract review for Smith",
+        "date": "2024-03-01", "matter": {"id": 1}}),
+    );
 }
 
 #[test]
@@ -119,7 +137,10 @@ fn snippets_are_escaped_and_marked() {
     let f = firm();
     sample(&f);
     let _i = f.indexer();
-    let r = f.search_as(&[], Request { q: "contract review".into(), kinds: vec![Kind::Note], limit: 5, ..Request::default() });
+    let r = f.search_as(
+        &[],
+        Request { q: "contract review".into(), kinds: vec![Kind::Note], limit: 5, ..Request::default() },
+    );
     let snippet = r.hits[0].snippet.clone().unwrap();
     assert!(snippet.contains("&lt;script&gt;"), "{snippet}");
     assert!(snippet.contains("<mark>contract</mark>") && snippet.contains("<mark>review</mark>"), "{snippet}");
@@ -132,12 +153,21 @@ fn walls_are_inside_totals_facets_and_suggestions() {
     sample(&f);
     let _i = f.indexer();
     let facets = vec![Facet::Kind, Facet::Status, Facet::Billed, Facet::PracticeArea, Facet::ResponsibleAttorney];
-    let req = || Request { kinds: vec![Kind::Matter, Kind::Activity, Kind::Note], facets: facets.clone(), limit: 1, ..Request::default() };
+    let req = || Request {
+        kinds: vec![Kind::Matter, Kind::Activity, Kind::Note],
+        facets: facets.clone(),
+        limit: 1,
+        ..Request::default()
+    };
     let admin = f.search_as(&[], req());
     let walled = f.search_as(&["1"], req());
     assert_eq!((admin.total, walled.total), (5, 2), "matter 1, its activity and its note are gone");
     let count = |r: &Results, facet: Facet, value: &str| {
-        r.facets.iter().find(|(f, _)| *f == facet).and_then(|(_, v)| v.iter().find(|(x, _)| x == value)).map(|(_, n)| *n)
+        r.facets
+            .iter()
+            .find(|(f, _)| *f == facet)
+            .and_then(|(_, v)| v.iter().find(|(x, _)| x == value))
+            .map(|(_, n)| *n)
     };
     assert_eq!(count(&admin, Facet::Kind, "activity"), Some(2));
     assert_eq!(count(&walled, Facet::Kind, "activity"), Some(1));
@@ -159,7 +189,9 @@ fn filters_and_dates_narrow() {
     let f = firm();
     sample(&f);
     let _i = f.indexer();
-    let ids = |req: Request| f.search_as(&[], Request { limit: 50, ..req }).hits.into_iter().map(|h| h.id).collect::<Vec<_>>();
+    let ids = |req: Request| {
+        f.search_as(&[], Request { limit: 50, ..req }).hits.into_iter().map(|h| h.id).collect::<Vec<_>>()
+    };
     assert_eq!(ids(Request { status: Some("OPEN".into()), ..Request::default() }), ["1"]);
     assert_eq!(ids(Request { billed: Some(true), ..Request::default() }), ["501"]);
     assert_eq!(ids(Request { client_id: Some("11".into()), ..Request::default() }), ["2"]);
