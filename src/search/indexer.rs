@@ -86,7 +86,7 @@ fn rebuild(
                 writer.add_document(doc).map_err(|e| StoreError::Io(format!("search index: {e}")))?;
             }
             done += 1;
-            if done % PROGRESS_EVERY == 0 {
+            if done.is_multiple_of(PROGRESS_EVERY) {
                 progress(done, total);
             }
             Ok(true)
