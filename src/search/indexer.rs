@@ -147,6 +147,7 @@ impl Indexer {
         for org in &orgs {
             match index::open(&self.engine.root, org.id) {
                 Ok(opened) => {
+                    index::remove_leftovers(&index::org_dir(&self.engine.root, org.id), &opened.generation);
                     let writer = index::writer(&opened.index)?;
                     let seq = opened.seq;
                     let opened = Arc::new(opened);
