@@ -34,6 +34,7 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Instant;
 
 pub use cursor::Sort;
+pub use indexer::{rebuild_all, reindex_offline};
 pub use run::{Facet, Hit, Request, Results};
 pub use suggest::Suggestion;
 

@@ -150,7 +150,7 @@ async fn search_and_suggest_over_https_with_walls_tenancy_and_bad_input() {
         "docket_search_lag_entries 0",
         &format!("docket_search_reindex_total{{org=\"{org}\"}}"),
     ] {
-        assert!(metrics.contains(series.as_ref() as &str), "{series} missing:\n{metrics}");
+        assert!(metrics.contains(series), "{series} missing:\n{metrics}");
     }
     assert!(!metrics.contains("smith-jones") && !metrics.contains(number), "no slugs or query text in labels");
     s.stop().await;
