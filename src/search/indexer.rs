@@ -57,23 +57,29 @@ pub struct Indexer {
     orgs: BTreeMap<OrgId, OrgWriter>,
     /// Every entry up to here is applied (or was in a rebuild) for every org.
     position: u64,
-    /// Orgs whose index must be rebuilt before following (found unusable at start).
+    /// Orgs whose index must be rebuilt (found unusable at start, or a failed rebuild).
     pending: Vec<(OrgId, String)>,
+    /// Rebuilds running on their own threads.
+    building: BTreeMap<OrgId, Building>,
 }
 
 /// Called with `(done, total)` as a rebuild goes.
 pub type Progress<'a> = &'a mut dyn FnMut(u64, u64);
 
-/// Builds a new generation of `org`'s index from one snapshot, puts it in use
-/// atomically, and returns its writer with the snapshot's journal head.
-fn rebuild(
-    root: &std::path::Path,
-    store: &Store,
-    org: OrgId,
-    progress: Progress<'_>,
-) -> Result<(IndexWriter, Opened), IndexError> {
-    let (generation, idx) = index::create_next(root, org)?;
-    let mut writer = index::writer(&idx)?;
+/// A new generation of an org's index, built from one snapshot, not yet in use.
+struct Built {
+    generation: String,
+    index: tantivy::Index,
+    writer: IndexWriter,
+    /// The journal head of the snapshot it was built from.
+    head: u64,
+}
+
+/// Builds a new generation of `org`'s index beside the one in use from one
+/// read snapshot, committed with that snapshot's journal head.
+fn build(root: &std::path::Path, store: &Store, org: OrgId, progress: Progress<'_>) -> Result<Built, IndexError> {
+    let (generation, index) = index::create_next(root, org)?;
+    let mut writer = index::writer(&index)?;
     let (_, fields) = super::schema::Fields::schema();
     let scope = CTX.org_scope(org);
     let head = store.read(|r| {
@@ -95,21 +101,25 @@ fn rebuild(
         Ok(head)
     })?;
     index::commit(&mut writer, head)?;
-    index::swap(root, org, &generation)?;
-    let opened = index::opened(idx, generation, head)?;
-    opened.reader.reload()?;
-    Ok((writer, opened))
+    Ok(Built { generation, index, writer, head })
+}
+
+/// Builds `org`'s index and puts it in use at once (no server follows the journal).
+fn rebuild_now(root: &std::path::Path, store: &Store, org: OrgId, progress: Progress<'_>) -> Result<u64, IndexError> {
+    let built = build(root, store, org, progress)?;
+    drop(built.writer);
+    index::swap(root, org, &built.generation)?;
+    Ok(built.head)
 }
 
 /// Rebuilds every org's index under `data_dir` from `store` (restore calls
-/// this after replacing a store: the indexes must match the restored data).
-/// Returns the orgs rebuilt and their journal heads.
+/// this after replacing a store, with no server running: the indexes must
+/// match the restored data). Returns the orgs rebuilt and their journal heads.
 pub fn rebuild_all(data_dir: &std::path::Path, store: &Store) -> Result<Vec<(OrgId, u64)>, IndexError> {
     let root = index::root(data_dir);
     let mut out = vec![];
     for org in store.list_orgs()? {
-        let (_, opened) = rebuild(&root, store, org.id, &mut |_, _| {})?;
-        out.push((org.id, opened.seq));
+        out.push((org.id, rebuild_now(&root, store, org.id, &mut |_, _| {})?));
     }
     Ok(out)
 }
@@ -123,25 +133,62 @@ pub fn reindex_offline(
     org: OrgId,
     progress: Progress<'_>,
 ) -> Result<u64, IndexError> {
-    let (_, opened) = rebuild(&index::root(data_dir), store, org, progress)?;
-    Ok(opened.seq)
+    rebuild_now(&index::root(data_dir), store, org, progress)
+}
+
+/// A rebuild running on a thread of its own while the indexer follows the journal for the others.
+struct Building {
+    /// Whether the old index serves (and is followed) until the new one is in use.
+    keep: bool,
+    reason: String,
+    /// The follower's position when it began: its snapshot holds at least this (the pruning floor).
+    from: u64,
+    result: Arc<std::sync::Mutex<Option<Result<Built, IndexError>>>>,
+}
+
+/// Reports a rebuild's progress: the org's status, metrics, a log line per tenth.
+fn reporter(engine: &Arc<Engine>, org: OrgId, reason: &str, keep: bool) -> impl FnMut(u64, u64) + use<> {
+    let (engine, reason) = (engine.clone(), reason.to_string());
+    let mut logged = 0u64;
+    move |done: u64, total: u64| {
+        engine.building(org, done, total, &reason, keep);
+        let tenth = (done * 10).checked_div(total).unwrap_or(10);
+        if tenth > logged {
+            logged = tenth;
+            tracing::info!(org = %org, done, total, reason, "building the search index");
+        }
+        let labels = vec![("org", org.to_string())];
+        let m = &engine.metrics;
+        m.gauge("docket_search_reindex_done", "Records written by the running rebuild.", labels.clone(), done as f64);
+        m.gauge("docket_search_reindex_total", "Records the running rebuild will write.", labels, total as f64);
+    }
 }
 
 impl Indexer {
     pub fn new(engine: Arc<Engine>) -> Indexer {
         engine.store.register_follower(Follower::Search);
-        Indexer { engine, orgs: BTreeMap::new(), position: 0, pending: vec![] }
+        Indexer { engine, orgs: BTreeMap::new(), position: 0, pending: vec![], building: BTreeMap::new() }
     }
 
-    /// Opens every org's index, rebuilding those that cannot be used.
+    /// Opens every org's index, rebuilding those that cannot be used, and
+    /// returns once they are all in use (tests; the server uses [`start`]).
     pub fn open_all(&mut self) -> Result<(), IndexError> {
         self.open_existing()?;
-        self.rebuild_pending()
+        while !self.step()? || self.is_building() {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Ok(())
+    }
+
+    /// Whether a rebuild is waiting or running (reindex requests included).
+    pub fn is_building(&self) -> bool {
+        let requested = !self.engine.reindex.lock().unwrap_or_else(std::sync::PoisonError::into_inner).is_empty();
+        requested || !self.building.is_empty() || !self.pending.is_empty()
     }
 
     /// Opens every org's usable index; an unusable one of an org without
     /// records is rebuilt at once (it is empty), the others are marked
-    /// building and left to [`Indexer::rebuild_pending`] (in the background).
+    /// building and rebuilt in the background.
     pub fn open_existing(&mut self) -> Result<(), IndexError> {
         let orgs = self.engine.store.list_orgs()?;
         for org in &orgs {
@@ -160,7 +207,9 @@ impl Indexer {
                     }
                     let scope = CTX.org_scope(org.id);
                     if self.engine.store.read(|r| data::count_records(r, &scope))? == 0 {
-                        self.rebuild_org(org.id, &why.to_string(), false)?;
+                        let mut progress = reporter(&self.engine, org.id, &why.to_string(), false);
+                        let built = build(&self.engine.root, &self.engine.store, org.id, &mut progress)?;
+                        self.install(org.id, built)?;
                     } else {
                         self.engine.building(org.id, 0, 0, &why.to_string(), false);
                         self.pending.push((org.id, why.to_string()));
@@ -173,82 +222,108 @@ impl Indexer {
         Ok(())
     }
 
-    /// Builds the indexes [`Indexer::open_existing`] found unusable.
-    fn rebuild_pending(&mut self) -> Result<(), IndexError> {
-        while let Some((org, why)) = self.pending.first().cloned() {
-            self.rebuild_org(org, &why, false)?;
-            self.pending.remove(0);
+    /// Starts rebuilding `org` on a thread of its own (unless it already is).
+    fn start_rebuild(&mut self, org: OrgId, reason: &str, keep: bool) {
+        if self.building.contains_key(&org) {
+            return;
         }
-        Ok(())
+        self.engine.building(org, 0, 0, reason, keep);
+        let result = Arc::new(std::sync::Mutex::new(None));
+        let (engine, slot) = (self.engine.clone(), result.clone());
+        let mut progress = reporter(&self.engine, org, reason, keep);
+        let spawned = std::thread::Builder::new().name(format!("search-rebuild-{org}")).spawn(move || {
+            let built = build(&engine.root, &engine.store, org, &mut progress);
+            *slot.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(built);
+            engine.wake.notify_one();
+        });
+        if let Err(e) = spawned {
+            *result.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Err(IndexError::Io(e)));
+        }
+        let from = self.position;
+        self.building.insert(org, Building { keep, reason: reason.to_string(), from, result });
     }
 
-    /// Rebuilds `org` (beside the old index when `keep`: it serves meanwhile).
-    fn rebuild_org(&mut self, org: OrgId, reason: &str, keep: bool) -> Result<(), IndexError> {
-        let engine = self.engine.clone();
-        engine.building(org, 0, 0, reason, keep);
-        // The old writer holds the old generation's lock; it is not needed once the new one is built.
-        let metrics = engine.metrics.clone();
-        let mut logged = 0u64;
-        let mut progress = |done: u64, total: u64| {
-            engine.building(org, done, total, reason, keep);
-            let tenth = (done * 10).checked_div(total).unwrap_or(10);
-            if tenth > logged {
-                logged = tenth;
-                tracing::info!(org = %org, done, total, reason, "building the search index");
+    /// Puts a finished rebuild in use: applies what the journal holds after its
+    /// snapshot up to the follower's position, commits, swaps it in atomically.
+    fn install(&mut self, org: OrgId, mut built: Built) -> Result<(), IndexError> {
+        let (_, fields) = super::schema::Fields::schema();
+        let mut at = built.head;
+        while at < self.position {
+            let batch = self.engine.store.journal_since(&CTX, at, BATCH_BYTES)?;
+            for entry in batch.entries.iter().filter(|e| e.org == Some(org) && e.seq <= self.position) {
+                if let Some(change) = data::record_change(entry) {
+                    apply(&mut built.writer, &fields, change?)?;
+                }
             }
-            let labels = vec![("org", org.to_string())];
-            metrics.gauge(
-                "docket_search_reindex_done",
-                "Records written by the running rebuild.",
-                labels.clone(),
-                done as f64,
-            );
-            metrics.gauge(
-                "docket_search_reindex_total",
-                "Records the running rebuild will write.",
-                labels,
-                total as f64,
-            );
-        };
-        let started = std::time::Instant::now();
-        let (writer, opened) = rebuild(&engine.root, &engine.store, org, &mut progress)?;
-        let seq = opened.seq;
-        tracing::info!(org = %org, seq, seconds = started.elapsed().as_secs_f64(), reason, "search index built");
-        let opened = Arc::new(opened);
-        // Drop the old writer before the old generation's files go (they were removed by the swap).
+            let next = batch.next_after(at);
+            if next == at {
+                break;
+            }
+            at = next;
+        }
+        let seq = built.head.max(self.position);
+        index::commit(&mut built.writer, seq)?;
+        // The old writer goes before its generation's files do.
         self.orgs.remove(&org);
-        engine.set(org, Some(opened.clone()), Status::Ready { seq });
-        self.orgs.insert(org, OrgWriter { writer, opened, seq });
-        self.engine.rebuilt.send_modify(|n| *n += 1);
+        index::swap(&self.engine.root, org, &built.generation)?;
+        let opened = Arc::new(index::opened(built.index, built.generation, seq)?);
+        opened.reader.reload()?;
+        self.engine.set(org, Some(opened.clone()), Status::Ready { seq });
+        self.orgs.insert(org, OrgWriter { writer: built.writer, opened, seq });
+        tracing::info!(org = %org, seq, "search index in use");
         Ok(())
     }
 
-    /// Runs the rebuilds `docket reindex` asked for.
-    fn reindex_requested(&mut self) -> Result<(), IndexError> {
+    /// Starts the rebuilds asked for (unusable at start, `docket reindex`) and
+    /// puts the finished ones in use.
+    fn tend_rebuilds(&mut self) -> Result<(), IndexError> {
+        for (org, why) in std::mem::take(&mut self.pending) {
+            self.start_rebuild(org, &why, false);
+        }
         let wanted: Vec<OrgId> =
             self.engine.reindex.lock().unwrap_or_else(std::sync::PoisonError::into_inner).iter().copied().collect();
         for org in wanted {
-            let result = self.rebuild_org(org, "reindex", true);
+            self.start_rebuild(org, "reindex", true);
+        }
+        let finished: Vec<OrgId> = self
+            .building
+            .iter()
+            .filter(|(_, b)| b.result.lock().unwrap_or_else(std::sync::PoisonError::into_inner).is_some())
+            .map(|(org, _)| *org)
+            .collect();
+        for org in finished {
+            let Some(b) = self.building.remove(&org) else { continue };
+            let result = b.result.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
+            let outcome = match result {
+                Some(Ok(built)) => self.install(org, built),
+                Some(Err(e)) => Err(e),
+                None => Ok(()),
+            };
             self.engine.reindex.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&org);
             self.engine.rebuilt.send_modify(|n| *n += 1);
-            result?;
+            if let Err(e) = outcome {
+                tracing::error!(org = %org, error = %e, reason = b.reason, "the search index rebuild failed");
+                if !b.keep {
+                    self.pending.push((org, b.reason));
+                }
+                return Err(e);
+            }
         }
         Ok(())
     }
 
     /// Applies one batch of the journal; `true` when it reached the head.
     pub fn step(&mut self) -> Result<bool, IndexError> {
-        self.rebuild_pending()?;
-        self.reindex_requested()?;
+        self.tend_rebuilds()?;
         let batch = match self.engine.store.journal_since(&CTX, self.position, BATCH_BYTES) {
             Ok(batch) => batch,
             Err(StoreError::Refused { problem }) => {
                 tracing::warn!(%problem, "the journal was pruned past the search index; rebuilding every index");
                 for org in self.engine.store.list_orgs()? {
-                    self.rebuild_org(org.id, "the journal was pruned past it", true)?;
+                    self.start_rebuild(org.id, "the journal was pruned past it", true);
                 }
-                // Each rebuild holds the journal through its own snapshot's head.
-                self.position = self.orgs.values().map(|w| w.seq).min().unwrap_or(self.position);
+                // The old indexes serve (stale) until their rebuilds, which hold the journal through their snapshots.
+                self.position = self.engine.store.journal_head()?;
                 return Ok(false);
             }
             Err(e) => return Err(e.into()),
@@ -260,9 +335,9 @@ impl Indexer {
         let mut touched = std::collections::BTreeSet::new();
         for entry in &batch.entries {
             let Some(org) = entry.org else { continue };
-            if !self.orgs.contains_key(&org) {
+            if !self.orgs.contains_key(&org) && !self.building.contains_key(&org) {
                 // A new org: its index starts from a snapshot that holds this entry.
-                self.rebuild_org(org, "new firm", false)?;
+                self.start_rebuild(org, "new firm", false);
             }
             let Some(w) = self.orgs.get_mut(&org) else { continue };
             if entry.seq <= w.seq {
@@ -270,17 +345,7 @@ impl Indexer {
             }
             let Some(change) = data::record_change(entry) else { continue };
             let f = w.opened.fields;
-            match change? {
-                RecordChange::Put(record) => {
-                    w.writer.delete_term(Term::from_field_text(f.key, &document::key(record.kind, &record.id)));
-                    if let Some(doc) = document(&f, &record) {
-                        w.writer.add_document(doc)?;
-                    }
-                }
-                RecordChange::Delete(kind, id) => {
-                    w.writer.delete_term(Term::from_field_text(f.key, &document::key(kind, &id)));
-                }
-            }
+            apply(&mut w.writer, &f, change?)?;
             touched.insert(org);
         }
         for (org, w) in &mut self.orgs {
@@ -300,10 +365,11 @@ impl Indexer {
         Ok(batch.bad.is_some() || end >= batch.head)
     }
 
-    /// Tells the store the slowest org's durable seq (pruning waits for it).
+    /// Tells the store the slowest durable seq (pruning waits for it),
+    /// counting running rebuilds at the position they began from.
     fn announce(&self) {
-        let floor = self.orgs.values().map(|w| w.seq).min().unwrap_or(self.position);
-        self.engine.store.mark_applied(Follower::Search, floor);
+        let floor = self.orgs.values().map(|w| w.seq).chain(self.building.values().map(|b| b.from)).min();
+        self.engine.store.mark_applied(Follower::Search, floor.unwrap_or(self.position));
     }
 
     fn report(&self, head: u64) {
@@ -322,6 +388,22 @@ impl Indexer {
             m.gauge("docket_search_index_bytes", "Bytes on disk of an org's search index.", labels, bytes as f64);
         }
     }
+}
+
+/// Applies one record change: delete the document by key, add the new one.
+fn apply(writer: &mut IndexWriter, f: &super::schema::Fields, change: RecordChange) -> Result<(), IndexError> {
+    match change {
+        RecordChange::Put(record) => {
+            writer.delete_term(Term::from_field_text(f.key, &document::key(record.kind, &record.id)));
+            if let Some(doc) = document(f, &record) {
+                writer.add_document(doc)?;
+            }
+        }
+        RecordChange::Delete(kind, id) => {
+            writer.delete_term(Term::from_field_text(f.key, &document::key(kind, &id)));
+        }
+    }
+    Ok(())
 }
 
 /// Starts the indexer: opens every org's usable index (and builds empty

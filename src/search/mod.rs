@@ -318,10 +318,11 @@ mod tests {
     }
 
     fn catch_up(i: &mut Indexer) {
-        for _ in 0..100 {
-            if i.step().unwrap() {
+        for _ in 0..1000 {
+            if i.step().unwrap() && !i.is_building() {
                 return;
             }
+            std::thread::sleep(std::time::Duration::from_millis(5));
         }
         panic!("the indexer did not catch up");
     }
