@@ -31,7 +31,8 @@ impl Budget {
 
     fn check(&self, seen: &mut u32) -> bool {
         *seen = seen.wrapping_add(1);
-        if seen.is_multiple_of(CLOCK_EVERY) && Instant::now() > self.deadline {
+        // At the first document and every CLOCK_EVERY after it.
+        if *seen % CLOCK_EVERY == 1 && Instant::now() > self.deadline {
             self.exceeded.store(true, Ordering::Relaxed);
         }
         self.exceeded()
@@ -235,6 +236,34 @@ impl SegmentCollector for FacetsSegment {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::search::schema::Fields;
+    use std::time::Duration;
+    use tantivy::query::AllQuery;
+
+    #[test]
+    fn a_query_past_its_budget_stops_collecting() {
+        let (schema, f) = Fields::schema();
+        let index = tantivy::Index::create_in_ram(schema);
+        crate::search::schema::register(&index);
+        let mut w = index.writer_with_num_threads(1, 15_000_000).unwrap();
+        for n in 0..10u64 {
+            let mut doc = tantivy::TantivyDocument::default();
+            doc.add_u64(f.uid, n);
+            doc.add_text(f.kind, "matter");
+            w.add_document(doc).unwrap();
+        }
+        w.commit().unwrap();
+        let searcher = index.reader().unwrap().searcher();
+        let run = |budget: Budget| {
+            let page = Page { sort: Sort::Relevance, after: None, limit: 5, budget: budget.clone() };
+            let facets = Facets { fields: vec!["kind"], budget: budget.clone() };
+            let (hits, counts) = searcher.search(&AllQuery, &(page, facets)).unwrap();
+            (hits.len(), counts[0].get("matter").copied(), budget.exceeded())
+        };
+        assert_eq!(run(Budget::until(Instant::now() + Duration::from_secs(3600))), (6, Some(10), false));
+        let spent = Budget::until(Instant::now().checked_sub(Duration::from_secs(1)).unwrap());
+        assert_eq!(run(spent), (0, None, true), "nothing collected past the deadline");
+    }
 
     #[test]
     fn ranks_order_scores_down_and_dates_both_ways() {
