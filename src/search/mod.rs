@@ -575,6 +575,24 @@ mod tests {
     }
 
     #[test]
+    fn a_firm_created_later_gets_its_own_index_and_sees_only_its_records() {
+        let f = firm();
+        sample(&f);
+        let mut i = f.indexer();
+        let other = crate::control::create_org(&f.store, &CTX, "later", "Later LLP").unwrap().id;
+        let sync = SyncScope::begin(&f.store, &CTX, other).unwrap();
+        let record = Record::from_clio(Kind::Contact, json!({"id": 10, "name": "Jane Smith of Later"})).unwrap();
+        store_one(&f.store, &sync, record).unwrap();
+        catch_up(&mut i);
+        let req = || Request { q: "smith".into(), limit: 50, ..Request::default() };
+        let theirs = f.engine.search_in(other, &BTreeSet::new(), &req()).unwrap();
+        assert_eq!(theirs.hits.iter().map(|h| h.id.as_str()).collect::<Vec<_>>(), ["10"]);
+        assert_eq!(theirs.total, 1, "none of the first firm's records");
+        assert!(f.search_as(&[], req()).hits.iter().all(|h| h.title != "Jane Smith of Later"));
+        assert!(index::org_dir(f.engine.root(), other).join("CURRENT").exists());
+    }
+
+    #[test]
     fn a_pruned_journal_means_a_rebuild() {
         let f = firm();
         sample(&f);
