@@ -204,6 +204,7 @@ async fn bench() -> anyhow::Result<()> {
     }
     let ops: Vec<&Op> = work.mix.iter().chain(work.typeahead.iter()).collect();
     report::print_hits(&ops, &all);
+    report::print_agreement(&all);
     report::print(&settings, &all, store.as_ref(), &skipped);
     anyhow::ensure!(!failed, "an engine failed (see above)");
     Ok(())

@@ -110,6 +110,32 @@ pub fn print_hits(ops: &[&Op], all: &[Figures]) {
     }
 }
 
+/// For each pair of engines: on how many operations their hit counts agree,
+/// and which differ (typo tolerance, stemming and tokenising differ by design;
+/// a long list points at a translation to check).
+pub fn print_agreement(all: &[Figures]) {
+    for (i, a) in all.iter().enumerate() {
+        for b in &all[i + 1..] {
+            let differ: Vec<String> = a
+                .totals
+                .iter()
+                .zip(&b.totals)
+                .enumerate()
+                .filter(|(_, (x, y))| x != y)
+                .map(|(k, _)| format!("#{}", k + 1))
+                .collect();
+            let same = a.totals.len().min(b.totals.len()) - differ.len();
+            println!(
+                "\n{} and {} report the same hits on {same} of {} operations{}",
+                a.engine,
+                b.engine,
+                a.totals.len().min(b.totals.len()),
+                if differ.is_empty() { String::new() } else { format!("; they differ on {}", differ.join(", ")) }
+            );
+        }
+    }
+}
+
 fn errors(run: &Run) -> String {
     match &run.first_error {
         Some(e) => format!("{} errors, first: {e}", run.errors),
