@@ -212,7 +212,13 @@ async fn bench() -> anyhow::Result<()> {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    match bench().await {
+    // On Ctrl-C the bench's future is dropped, and with it the PostgreSQL
+    // cluster (stopped) and the temporary directories (removed).
+    let outcome = tokio::select! {
+        outcome = bench() => outcome,
+        _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted; the PostgreSQL cluster was stopped and temp dirs removed")),
+    };
+    match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("search bench: {e:#}");

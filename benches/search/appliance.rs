@@ -92,18 +92,33 @@ fn metric(metrics: &str, words: &[&str]) -> Option<f64> {
 /// benchmark takes "search answers" as "indexed".
 const NO_LAG_METRIC_GRACE: Duration = Duration::from_secs(10);
 
-/// Starts serving and waits until search answers and the lag is 0.
+/// Starts serving and waits until search answers and the lag is 0; stops
+/// the appliance again if it never gets there.
 pub async fn serve(loaded: Loaded) -> anyhow::Result<Serving> {
     let Loaded { instance, token, .. } = loaded;
     let started = Instant::now();
     let running = app::start(instance).await.context("starting the appliance")?;
-    let port = running.main_addrs.first().context("the appliance has no listener")?.port();
+    let port = running.main_addrs.first().map(|a| a.port()).unwrap_or_default();
     let base = format!("https://localhost:{port}");
+    match indexed(&base, &token, started).await {
+        Ok((indexing, documents)) => Ok(Serving { running, base, token, indexing, documents }),
+        Err(e) => {
+            if let Err(stop) = running.stop().await {
+                eprintln!("docket: could not stop the appliance: {stop}");
+            }
+            Err(e)
+        }
+    }
+}
+
+/// Polls until search answers and `/metrics` shows no lag: the time from
+/// `started` and the documents the index then holds.
+async fn indexed(base: &str, token: &str, started: Instant) -> anyhow::Result<(Duration, Option<f64>)> {
     let client = http()?;
     let mut answering_since = None;
-    let documents = loop {
+    loop {
         anyhow::ensure!(started.elapsed() < INDEX_TIMEOUT, "the index did not catch up within {INDEX_TIMEOUT:?}");
-        let search = client.get(format!("{base}/api/v1/search?q=bench&limit=1")).bearer_auth(&token).send().await?;
+        let search = client.get(format!("{base}/api/v1/search?q=bench&limit=1")).bearer_auth(token).send().await?;
         let status = search.status();
         anyhow::ensure!(
             status.is_success() || status == reqwest::StatusCode::SERVICE_UNAVAILABLE,
@@ -111,22 +126,22 @@ pub async fn serve(loaded: Loaded) -> anyhow::Result<Serving> {
             search.text().await.unwrap_or_default()
         );
         if status.is_success() {
+            let now = Instant::now();
             let metrics = client.get(format!("{base}/metrics")).send().await?.text().await?;
             let documents = metric(&metrics, &["search", "documents"]);
-            let since = *answering_since.get_or_insert_with(Instant::now);
+            let since = *answering_since.get_or_insert(now);
             match metric(&metrics, &["search", "lag"]) {
-                Some(lag) if lag <= 0.0 => break documents,
+                Some(lag) if lag <= 0.0 => return Ok((now - started, documents)),
                 Some(_) => {}
                 None if since.elapsed() > NO_LAG_METRIC_GRACE => {
                     eprintln!("docket: /metrics has no search lag metric; indexing time is until search answered");
-                    break documents;
+                    return Ok((since - started, documents));
                 }
                 None => {}
             }
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
-    };
-    Ok(Serving { running, base, token, indexing: started.elapsed(), documents })
+    }
 }
 
 /// Bytes under `dir`, recursively.
