@@ -222,7 +222,10 @@ pub fn queries(firm: &Firm) -> anyhow::Result<Vec<Query>> {
     }
     for note in p.notes.iter().take(5) {
         let words: Vec<&str> = note.split_whitespace().collect();
-        let phrase = words[words.len().saturating_sub(3)..].join(" ").to_lowercase();
+        // The note's last three words, less a leading "with" or "and".
+        let tail = &words[words.len().saturating_sub(3)..];
+        let skip = usize::from(tail.len() == 3 && ["with", "and"].contains(&tail[0]));
+        let phrase = tail[skip..].join(" ").to_lowercase();
         mix.push(Query { fts: format!("\"{phrase}\""), ..plain("note phrase", &format!("\"{phrase}\"")) });
     }
     for (i, number) in p.numbers.iter().enumerate() {
