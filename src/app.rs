@@ -81,6 +81,7 @@ pub struct Running {
     server: tokio::task::JoinHandle<Result<(), http::HttpError>>,
     control: tokio::task::JoinHandle<()>,
     sweeper: tokio::task::JoinHandle<()>,
+    indexer: tokio::task::JoinHandle<()>,
     watchdog: Option<tokio::task::JoinHandle<()>>,
     /// The config file SIGHUP re-reads (none: only certificates are reloaded).
     pub config_file: Option<PathBuf>,
@@ -94,10 +95,11 @@ pub async fn start(instance: Instance) -> Result<Running, AppError> {
     let listeners = Listeners::bind(&config).await?;
     let (main_addrs, redirect_addrs) = (listeners.main_addrs(), listeners.redirect_addrs());
     let socket = config.control_socket_path();
-    let control = crate::control::listen(&socket, store.clone(), keys.clone())
-        .map_err(|e| AppError::Control { path: socket.display().to_string(), reason: e.to_string() })?;
     let state = AppState::new(config, store, keys, clock).map_err(AppError::Identity)?;
+    let control = crate::control::listen(&socket, state.store.clone(), state.keys.clone(), state.search.clone())
+        .map_err(|e| AppError::Control { path: socket.display().to_string(), reason: e.to_string() })?;
     let (shutdown, rx) = watch::channel(false);
+    let indexer = crate::search::indexer::start(state.search.clone(), rx.clone()).await;
     let server = tokio::spawn(http::run(state.clone(), listeners, tls.clone(), rx));
     let sweeper = {
         let state = state.clone();
@@ -127,6 +129,7 @@ pub async fn start(instance: Instance) -> Result<Running, AppError> {
         server,
         control,
         sweeper,
+        indexer,
         watchdog,
         config_file: None,
     })
@@ -191,6 +194,8 @@ impl Running {
         let _ = self.shutdown.send(true);
         self.control.abort();
         self.sweeper.abort();
+        // The indexer stops at its next wake (shutdown was sent); its writers commit nothing half-done.
+        let _ = tokio::time::timeout(Duration::from_secs(10), self.indexer).await;
         if let Some(watchdog) = &self.watchdog {
             watchdog.abort();
         }

@@ -86,6 +86,16 @@ pub enum Cmd {
         #[command(flatten)]
         instance: InstanceArgs,
     },
+    /// Rebuild the search index of one org (or of every org) beside the one
+    /// in use, then swap it in atomically; searches go on meanwhile. Runs in
+    /// the service when it is running, else on the store directly.
+    Reindex {
+        /// Only this org (slug).
+        #[arg(long)]
+        org: Option<String>,
+        #[command(flatten)]
+        instance: InstanceArgs,
+    },
     /// Say what starting this docket will do to the store: its schema, the
     /// migrations to run, and the backup taken first. Changes nothing.
     UpgradeCheck {
@@ -243,6 +253,30 @@ async fn admin(args: &InstanceArgs, command: Command) -> Result<String, Failure>
     }
 }
 
+/// `docket reindex`: through the running server (which logs progress), or
+/// on the store directly with a progress bar (log lines when not on a terminal).
+async fn reindex(args: &InstanceArgs, org: Option<String>) -> Result<String, Failure> {
+    let config = load_instance_config(args)?.config;
+    let failure = |message: String| Failure { code: 1, message };
+    match control::send(&config.control_socket_path(), &Command::Reindex { org: org.clone() }).await {
+        Ok(Some(Reply::Ok(text))) => return Ok(text),
+        Ok(Some(Reply::Err(text))) => return Err(failure(text)),
+        Ok(None) => {}
+        Err(e) => return Err(failure(format!("cannot reach the running server's control socket: {e}"))),
+    }
+    let data_dir = config.data_dir.clone();
+    let instance = Instance::open(config, Clock::system())?;
+    let orgs = control::orgs_named(&instance.store, org.as_deref()).map_err(failure)?;
+    let mut report = String::new();
+    for o in orgs {
+        let mut progress = crate::search::indexer::progress_reporter(&o.slug);
+        let seq = crate::search::indexer::reindex_offline(&data_dir, &instance.store, o.id, &mut progress)
+            .map_err(|e| failure(format!("{}: {e}", o.slug)))?;
+        report.push_str(&format!("{}: search index rebuilt and swapped in (journal seq {seq})\n", o.slug));
+    }
+    Ok(report)
+}
+
 /// Runs the parsed command line.
 pub async fn run(cli: Cli) -> Result<(), Failure> {
     match cli.command {
@@ -312,6 +346,10 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
             if let lifecycle::upgrade::Action::Refuse { .. } = plan.action {
                 return Err(Failure { code: 1, message: "this docket cannot open the store".into() });
             }
+            Ok(())
+        }
+        Cmd::Reindex { org, instance } => {
+            print!("{}", reindex(&instance, org).await?);
             Ok(())
         }
         Cmd::Admin { command: AdminCmd::Create { email, org, instance } } => {

@@ -46,6 +46,11 @@ pub enum Command {
     AuditVerify {
         org: Option<String>,
     },
+    /// Rebuild the search index of one org (by slug), or of every org, beside
+    /// the one in use, then swap (the running server's indexer does it).
+    Reindex {
+        org: Option<String>,
+    },
 }
 
 /// The outcome of a command: text for the operator, or an error message.
@@ -84,11 +89,56 @@ pub fn execute(command: &Command, store: &Store, keys: &SharedKeyring) -> Reply 
         Command::KeyRotate => keys::rotate(store, keys).map_err(|e| e.to_string()),
         Command::KeyConfirm => keys::confirm(keys).map_err(|e| e.to_string()),
         Command::AuditVerify { org } => verify_audit(store, org.as_deref()),
+        Command::Reindex { .. } => Err("a reindex needs the search engine: run `docket reindex`".into()),
     };
     match result {
         Ok(text) => Reply::Ok(text),
         Err(text) => Reply::Err(text),
     }
+}
+
+/// The orgs `slug` names: that one, or every org when `None`.
+pub fn orgs_named(store: &Store, slug: Option<&str>) -> Result<Vec<Org>, String> {
+    let orgs = store.list_orgs().map_err(|e| e.to_string())?;
+    let chosen: Vec<Org> = orgs.into_iter().filter(|o| slug.is_none_or(|s| s == o.slug)).collect();
+    if chosen.is_empty() {
+        return Err(match slug {
+            Some(s) => format!("no org has the slug `{s}`\n  fix: list orgs with `docket org list`"),
+            None => "there is no org yet\n  fix: create one with `docket org create --slug … --name …`".into(),
+        });
+    }
+    Ok(chosen)
+}
+
+/// `docket reindex` inside the running server: asks the indexer to rebuild
+/// each org's index beside the one in use (which keeps serving), logs the
+/// progress, and answers once every swap is done.
+async fn reindex(engine: Arc<crate::search::Engine>, slug: Option<String>) -> Reply {
+    let store = engine.store().clone();
+    let orgs = match tokio::task::spawn_blocking(move || orgs_named(&store, slug.as_deref())).await {
+        Ok(Ok(orgs)) => orgs,
+        Ok(Err(e)) => return Reply::Err(e),
+        Err(_) => return Reply::Err("the command failed inside the server".into()),
+    };
+    let mut done = engine.rebuilds();
+    engine.request_reindex(orgs.iter().map(|o| o.id));
+    while orgs.iter().any(|o| engine.reindex_pending(o.id)) {
+        if done.changed().await.is_err() {
+            return Reply::Err("the server is stopping; the old indexes stay in use".into());
+        }
+    }
+    let mut report = String::new();
+    for org in &orgs {
+        match engine.status(org.id) {
+            Some(crate::search::Status::Ready { seq }) => {
+                report.push_str(&format!("{}: search index rebuilt and swapped in (journal seq {seq})\n", org.slug));
+            }
+            other => {
+                return Reply::Err(format!("{}: the rebuild did not finish ({other:?}); see the service log", org.slug));
+            }
+        }
+    }
+    Reply::Ok(report)
 }
 
 /// The org named by `slug`, or the only org when `slug` is `None`.
@@ -181,7 +231,12 @@ fn verify_audit(store: &Store, slug: Option<&str>) -> Result<String, String> {
 }
 
 /// Listens on the control socket until the returned task is aborted.
-pub fn listen(path: &Path, store: Arc<Store>, keys: SharedKeyring) -> std::io::Result<tokio::task::JoinHandle<()>> {
+pub fn listen(
+    path: &Path,
+    store: Arc<Store>,
+    keys: SharedKeyring,
+    search: Arc<crate::search::Engine>,
+) -> std::io::Result<tokio::task::JoinHandle<()>> {
     let _ = std::fs::remove_file(path);
     let listener = UnixListener::bind(path)?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
@@ -190,9 +245,9 @@ pub fn listen(path: &Path, store: Arc<Store>, keys: SharedKeyring) -> std::io::R
             let Ok((stream, _)) = listener.accept().await else {
                 continue;
             };
-            let (store, keys) = (store.clone(), keys.clone());
+            let (store, keys, search) = (store.clone(), keys.clone(), search.clone());
             tokio::spawn(async move {
-                if let Err(e) = handle(stream, store, keys).await {
+                if let Err(e) = handle(stream, store, keys, search).await {
                     tracing::warn!(error = %e, "control connection failed");
                 }
             });
@@ -200,10 +255,19 @@ pub fn listen(path: &Path, store: Arc<Store>, keys: SharedKeyring) -> std::io::R
     }))
 }
 
-async fn handle(stream: UnixStream, store: Arc<Store>, keys: SharedKeyring) -> std::io::Result<()> {
+async fn handle(
+    stream: UnixStream,
+    store: Arc<Store>,
+    keys: SharedKeyring,
+    search: Arc<crate::search::Engine>,
+) -> std::io::Result<()> {
     let (read, mut write) = stream.into_split();
     let line = read_line(read).await?;
     let reply = match serde_json::from_str::<Command>(&line) {
+        Ok(Command::Reindex { org }) => {
+            tracing::info!(command = "reindex", "admin command over the control socket");
+            reindex(search, org).await
+        }
         Ok(command) => {
             tracing::info!(command = ?command_name(&command), "admin command over the control socket");
             tokio::task::spawn_blocking(move || execute(&command, &store, &keys))
@@ -226,6 +290,7 @@ fn command_name(c: &Command) -> &'static str {
         Command::KeyRotate => "key-rotate",
         Command::KeyConfirm => "key-confirm",
         Command::AuditVerify { .. } => "audit-verify",
+        Command::Reindex { .. } => "reindex",
     }
 }
 

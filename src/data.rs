@@ -252,6 +252,58 @@ pub fn list(
     Ok(Page { records, next })
 }
 
+/// The org and the matters hidden from the viewer: what search turns into
+/// clauses inside its query (another org's index is never opened; hidden
+/// matters become must-not clauses), so totals and facets stay true.
+impl Viewer {
+    pub fn org(&self) -> crate::store::OrgId {
+        self.scope.org()
+    }
+
+    pub fn hidden_matters(&self) -> &std::collections::BTreeSet<String> {
+        self.screen.hidden()
+    }
+}
+
+/// Visits every record of one org in the snapshot `r` (the search indexer's
+/// rebuild, with the snapshot's journal head); stops when `visit` returns false.
+pub fn visit_records(
+    r: &ReadTx,
+    scope: &OrgScope,
+    mut visit: impl FnMut(Record) -> Result<bool, StoreError>,
+) -> Result<(), StoreError> {
+    r.visit(scope, &RECORDS, &[], &[], |_, bytes| visit(decode(bytes)?))
+}
+
+/// How many records of every kind one org has in the snapshot `r` (keys only).
+pub fn count_records(r: &ReadTx, scope: &OrgScope) -> Result<u64, StoreError> {
+    r.count(scope, &RECORDS, &[])
+}
+
+/// A journaled change to a record: what the search indexer applies.
+#[derive(Debug)]
+pub enum RecordChange {
+    /// The record as stored now.
+    Put(Box<Record>),
+    /// The record of this kind and id is gone (deleted or purged).
+    Delete(Kind, String),
+}
+
+/// The record change a journal entry carries, if it is one: `None` for rows
+/// of other tables; an entry whose row cannot be read is an error.
+pub fn record_change(entry: &crate::store::journal::Entry) -> Option<Result<RecordChange, StoreError>> {
+    if entry.table != RECORDS.name() {
+        return None;
+    }
+    let body = entry.key.get(8..)?;
+    let (&code, id) = body.split_first()?;
+    let kind = Kind::ALL.into_iter().find(|k| k.code() == code)?;
+    Some(match &entry.op {
+        crate::store::journal::Op::Put(bytes) => decode(bytes).map(|r| RecordChange::Put(Box::new(r))),
+        crate::store::journal::Op::Delete => Ok(RecordChange::Delete(kind, String::from_utf8_lossy(id).into_owned())),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

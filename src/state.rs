@@ -27,6 +27,8 @@ pub struct AppState {
     pub clio_grants: PendingGrants,
     /// Lockout state of emails with no local login (they answer like accounts).
     pub sign_in_decoys: crate::auth::local::Decoys,
+    /// Full-text search (fed by the indexer `app` starts).
+    pub search: Arc<crate::search::Engine>,
 }
 
 impl AppState {
@@ -36,6 +38,7 @@ impl AppState {
         let oidc = Oidc::new(&config.auth.oidc)?;
         let timeouts = Timeouts::from_config(&config.auth);
         let metrics = Arc::new(Metrics::default());
+        let search = crate::search::Engine::new(&config.data_dir, store.clone(), metrics.clone());
         let sync = Arc::new(SyncManager::new(store.clone(), keys.clone(), metrics.clone(), config.clio.clone())?);
         Ok(Arc::new(AppState {
             config,
@@ -50,6 +53,7 @@ impl AppState {
             sync,
             clio_grants: PendingGrants::default(),
             sign_in_decoys: Default::default(),
+            search,
         }))
     }
 }

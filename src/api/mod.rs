@@ -14,6 +14,7 @@ pub mod org;
 pub mod params;
 pub mod problem;
 pub mod roles;
+pub mod search;
 pub mod signin;
 pub mod system;
 pub mod tokens;
@@ -95,6 +96,7 @@ pub type Apis = (
     clio::ClioApi,
     data::DataApi,
     audit::AuditApi,
+    search::SearchApi,
 );
 
 /// The API service with its spec.
@@ -110,7 +112,8 @@ pub fn service(state: Arc<AppState>) -> OpenApiService<Apis, ()> {
         walls::WallsApi { state: state.clone() },
         clio::ClioApi { state: state.clone() },
         data::DataApi { state: state.clone() },
-        audit::AuditApi { state },
+        audit::AuditApi { state: state.clone() },
+        search::SearchApi { state },
     );
     OpenApiService::new(apis, "docket", crate::VERSION)
         .description(

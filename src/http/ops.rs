@@ -16,11 +16,20 @@ pub fn healthz(_req: Request) -> Response {
     Json(serde_json::json!({"status": "ok"})).into_response()
 }
 
-/// Ready: the store answers a read.
+/// Ready: the store answers a read. Also says whether search is usable:
+/// `search` is `ready`, or `building` with each firm's progress (its searches
+/// answer 503 meanwhile; the rest of the appliance serves).
 pub fn readyz(req: Request) -> poem::Result<Response> {
     let state = state(&req)?;
     match state.store.journal_head() {
-        Ok(seq) => Ok(Json(serde_json::json!({"status": "ready", "store": "ok", "journal_seq": seq})).into_response()),
+        Ok(seq) => {
+            let (search, building) = crate::search::readiness(&state.search);
+            Ok(Json(serde_json::json!({
+                "status": "ready", "store": "ok", "journal_seq": seq,
+                "search": search, "search_building": building,
+            }))
+            .into_response())
+        }
         Err(e) => {
             tracing::error!(error = %e, "readiness check failed");
             Err(ApiError::new(Code::StorageUnavailable, "the store is not answering; see the service log").into())

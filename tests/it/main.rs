@@ -14,6 +14,7 @@ mod oidc;
 mod openapi;
 mod ops;
 mod schemathesis;
+mod search;
 mod spine;
 mod support;
 mod sync;

@@ -68,6 +68,8 @@ fn table() -> BTreeMap<&'static str, (Need, Option<Value>)> {
         ("clio.sync_status", (Perm(OrgRead), None)),
         ("clio.confirm_deletions", (Perm(ClioManage), None)),
         ("matters.list", (Perm(DataRead), None)),
+        ("search.query", (Perm(DataRead), None)),
+        ("search.suggest", (Perm(DataRead), None)),
         ("matters.get", (Perm(DataRead), None)),
         ("contacts.list", (Perm(DataRead), None)),
         ("contacts.get", (Perm(DataRead), None)),
