@@ -134,7 +134,10 @@ async fn reindex(engine: Arc<crate::search::Engine>, slug: Option<String>) -> Re
                 report.push_str(&format!("{}: search index rebuilt and swapped in (journal seq {seq})\n", org.slug));
             }
             other => {
-                return Reply::Err(format!("{}: the rebuild did not finish ({other:?}); see the service log", org.slug));
+                return Reply::Err(format!(
+                    "{}: the rebuild did not finish ({other:?}); see the service log",
+                    org.slug
+                ));
             }
         }
     }

@@ -31,7 +31,7 @@ impl Budget {
 
     fn check(&self, seen: &mut u32) -> bool {
         *seen = seen.wrapping_add(1);
-        if *seen % CLOCK_EVERY == 0 && Instant::now() > self.deadline {
+        if seen.is_multiple_of(CLOCK_EVERY) && Instant::now() > self.deadline {
             self.exceeded.store(true, Ordering::Relaxed);
         }
         self.exceeded()

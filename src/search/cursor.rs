@@ -51,10 +51,9 @@ pub enum CursorError {
 
 /// A 32-bit tag of everything that defines a search (not its page).
 pub fn tag(parts: &[&str]) -> u32 {
-    let hash = parts.iter().fold(0x811c_9dc5u32, |h, part| {
+    parts.iter().fold(0x811c_9dc5u32, |h, part| {
         part.bytes().chain([0xff]).fold(h, |h, b| (h ^ u32::from(b)).wrapping_mul(0x0100_0193))
-    });
-    hash
+    })
 }
 
 pub fn encode(sort: Sort, position: Position, tag: u32) -> String {

@@ -73,7 +73,8 @@ fn reader(index: &Index) -> tantivy::Result<IndexReader> {
     index.reader_builder().reload_policy(ReloadPolicy::Manual).try_into()
 }
 
-/// Opens the org's index in use, checking its format and payload.
+/// Opens the org's index in use, checking its format and payload (read-only:
+/// `docket doctor` uses it while the service runs).
 pub fn open(root: &Path, org: OrgId) -> Result<Opened, Unusable> {
     let dir = org_dir(root, org);
     let generation = current(&dir).ok_or(Unusable::Missing)?;
@@ -95,7 +96,6 @@ pub fn open(root: &Path, org: OrgId) -> Result<Opened, Unusable> {
         segment.get_store_reader(1).map_err(corrupt)?;
         segment.inverted_index(fields.key).map_err(corrupt)?;
     }
-    remove_leftovers(&dir, &generation);
     Ok(Opened { index, reader, fields, seq: payload.seq, generation })
 }
 
@@ -104,10 +104,11 @@ pub fn remove_leftovers(dir: &Path, keep: &str) {
     let Ok(entries) = std::fs::read_dir(dir) else { return };
     for entry in entries.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
-        if name.starts_with("gen-") && name != keep {
-            if let Err(e) = std::fs::remove_dir_all(entry.path()) {
-                tracing::warn!(dir = %entry.path().display(), error = %e, "could not remove an unused search index");
-            }
+        if name.starts_with("gen-")
+            && name != keep
+            && let Err(e) = std::fs::remove_dir_all(entry.path())
+        {
+            tracing::warn!(dir = %entry.path().display(), error = %e, "could not remove an unused search index");
         }
     }
 }
@@ -173,6 +174,18 @@ pub fn bytes_on_disk(root: &Path, org: OrgId, generation: &str) -> u64 {
     entries.flatten().filter_map(|e| e.metadata().ok()).map(|m| m.len()).sum()
 }
 
+/// Every org index under `root` and whether it can be used: `(org id, seq or why not)`.
+pub fn inspect(root: &Path) -> Vec<(u64, Result<u64, Unusable>)> {
+    let Ok(entries) = std::fs::read_dir(root) else { return vec![] };
+    let mut out: Vec<(u64, Result<u64, Unusable>)> = entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_string_lossy().parse::<u64>().ok())
+        .map(|org| (org, open(root, OrgId(org)).map(|o| o.seq)))
+        .collect();
+    out.sort_by_key(|(org, _)| *org);
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -195,7 +208,8 @@ mod tests {
         // A crash before the swap: the old generation stays in use, the new one is a leftover.
         let opened = open(root, org).unwrap();
         assert_eq!(opened.generation, g1);
-        assert!(!org_dir(root, org).join(&g2).exists(), "leftovers are removed at open");
+        remove_leftovers(&org_dir(root, org), &opened.generation);
+        assert!(!org_dir(root, org).join(&g2).exists(), "leftovers are removed");
     }
 
     #[test]
@@ -216,5 +230,9 @@ mod tests {
         assert_eq!(open(dir.path(), org).err(), Some(Unusable::OldFormat { found: 0 }));
         std::fs::write(org_dir(dir.path(), org).join(&g).join("meta.json"), b"{not json").unwrap();
         assert!(matches!(open(dir.path(), org).err(), Some(Unusable::Corrupt(_))));
+        let found = inspect(dir.path());
+        assert_eq!(found.len(), 1);
+        assert!(matches!(found[0], (1, Err(Unusable::Corrupt(_)))), "{found:?}");
+        assert!(inspect(&dir.path().join("none")).is_empty());
     }
 }

@@ -86,7 +86,7 @@ fn rebuild(
                 writer.add_document(doc).map_err(|e| StoreError::Io(format!("search index: {e}")))?;
             }
             done += 1;
-            if done % PROGRESS_EVERY == 0 {
+            if done.is_multiple_of(PROGRESS_EVERY) {
                 progress(done, total);
             }
             Ok(true)
@@ -147,6 +147,7 @@ impl Indexer {
         for org in &orgs {
             match index::open(&self.engine.root, org.id) {
                 Ok(opened) => {
+                    index::remove_leftovers(&index::org_dir(&self.engine.root, org.id), &opened.generation);
                     let writer = index::writer(&opened.index)?;
                     let seq = opened.seq;
                     let opened = Arc::new(opened);
@@ -187,8 +188,14 @@ impl Indexer {
         engine.building(org, 0, 0, reason, keep);
         // The old writer holds the old generation's lock; it is not needed once the new one is built.
         let metrics = engine.metrics.clone();
+        let mut logged = 0u64;
         let mut progress = |done: u64, total: u64| {
             engine.building(org, done, total, reason, keep);
+            let tenth = (done * 10).checked_div(total).unwrap_or(10);
+            if tenth > logged {
+                logged = tenth;
+                tracing::info!(org = %org, done, total, reason, "building the search index");
+            }
             let labels = vec![("org", org.to_string())];
             metrics.gauge(
                 "docket_search_reindex_done",
@@ -240,7 +247,8 @@ impl Indexer {
                 for org in self.engine.store.list_orgs()? {
                     self.rebuild_org(org.id, "the journal was pruned past it", true)?;
                 }
-                self.position = self.engine.store.journal_head()?;
+                // Each rebuild holds the journal through its own snapshot's head.
+                self.position = self.orgs.values().map(|w| w.seq).min().unwrap_or(self.position);
                 return Ok(false);
             }
             Err(e) => return Err(e.into()),

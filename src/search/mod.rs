@@ -23,8 +23,6 @@ pub mod query;
 pub mod run;
 pub mod schema;
 pub mod suggest;
-#[cfg(test)]
-mod tests;
 
 use crate::data::Viewer;
 use crate::store::{OrgId, Store};
@@ -36,6 +34,7 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Instant;
 
 pub use cursor::Sort;
+pub use indexer::{rebuild_all, reindex_offline};
 pub use run::{Facet, Hit, Request, Results};
 pub use suggest::Suggestion;
 
@@ -254,4 +253,338 @@ pub fn readiness(engine: &Engine) -> (&'static str, Vec<serde_json::Value>) {
 fn failed(e: impl std::fmt::Display) -> SearchError {
     tracing::error!(error = %e, "search failed");
     SearchError::Failed(e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    // The engine end to end on a real store: analysis as users meet it, walls
+    // inside totals and facets, cursors, following the journal, crash
+    // consistency, corrupt indexes and reindex.
+    use super::indexer::Indexer;
+    use super::*;
+    use crate::clio::sync::{Pushed, SyncScope, apply_pushed, store_one};
+    use crate::clock::Clock;
+    use crate::records::{Kind, Record};
+    use crate::store::{OrgTask, OrgTaskContext};
+    use serde_json::{Value, json};
+
+    struct Firm {
+        _dir: tempfile::TempDir,
+        data: PathBuf,
+        store: Arc<Store>,
+        engine: Arc<Engine>,
+        org: OrgId,
+        sync: SyncScope,
+    }
+
+    const CTX: OrgTaskContext = OrgTaskContext::new(OrgTask::Test);
+
+    fn firm() -> Firm {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().to_path_buf();
+        let store = Arc::new(Store::open(&data.join("s.redb"), Clock::system()).unwrap());
+        let org = crate::control::create_org(&store, &CTX, "firm", "Firm").unwrap().id;
+        let sync = SyncScope::begin(&store, &CTX, org).unwrap();
+        let engine = Engine::new(&data, store.clone(), Arc::new(Metrics::default()));
+        Firm { _dir: dir, data, store, engine, org, sync }
+    }
+
+    impl Firm {
+        fn put(&self, kind: Kind, raw: Value) {
+            store_one(&self.store, &self.sync, Record::from_clio(kind, raw).unwrap()).unwrap();
+        }
+
+        fn delete(&self, kind: Kind, id: &str) {
+            self.store.write(|w| apply_pushed(w, &self.sync, Pushed::Delete(kind, id.into()))).unwrap();
+        }
+
+        /// A fresh indexer (as at a start), opened and caught up.
+        fn indexer(&self) -> Indexer {
+            let mut i = Indexer::new(self.engine.clone());
+            i.open_all().unwrap();
+            catch_up(&mut i);
+            i
+        }
+
+        fn search_as(&self, hidden: &[&str], req: Request) -> Results {
+            let hidden = hidden.iter().map(|s| s.to_string()).collect();
+            self.engine.search_in(self.org, &hidden, &Request { limit: req.limit.max(1), ..req }).unwrap()
+        }
+
+        fn q(&self, q: &str) -> Vec<String> {
+            let r = self.search_as(&[], Request { q: q.into(), limit: 50, ..Request::default() });
+            r.hits.into_iter().map(|h| format!("{}:{}", h.kind, h.id)).collect()
+        }
+    }
+
+    fn catch_up(i: &mut Indexer) {
+        for _ in 0..100 {
+            if i.step().unwrap() {
+                return;
+            }
+        }
+        panic!("the indexer did not catch up");
+    }
+
+    fn sample(f: &Firm) {
+        f.put(
+            Kind::Matter,
+            json!({"id": 1, "display_number": "00042-Smith", "description": "Smith v. Jones, breach of contract",
+            "status": "Open", "open_date": "2024-01-10", "client": {"id": 10, "name": "Jane Smith"},
+            "practice_area": {"id": 1, "name": "Litigation"}, "responsible_attorney": {"id": 100, "name": "Ann Lawyer"}}),
+        );
+        f.put(
+            Kind::Matter,
+            json!({"id": 2, "display_number": "00043-Müller", "description": "Estate of Renée Müller",
+            "status": "Closed", "open_date": "2023-05-01", "client": {"id": 11, "name": "Renée Müller"},
+            "practice_area": {"id": 2, "name": "Estates"}, "responsible_attorney": {"id": 101, "name": "Bob Counsel"}}),
+        );
+        f.put(
+            Kind::Contact,
+            json!({"id": 10, "name": "Jane Smith", "primary_email_address": "Jane.Smith@Example.com",
+            "primary_phone_number": "(555) 010-2233"}),
+        );
+        f.put(
+            Kind::Activity,
+            json!({"id": 500, "note": "Running late on the deposition summary", "date": "2024-02-01",
+            "billed": false, "matter": {"id": 1, "display_number": "00042-Smith"}}),
+        );
+        f.put(
+            Kind::Activity,
+            json!({"id": 501, "note": "She runs the filing", "date": "2024-02-02", "billed": true,
+            "matter": {"id": 2, "display_number": "00043-Müller"}}),
+        );
+        f.put(
+            Kind::Note,
+            json!({"id": 700, "subject": "Call", "detail": "<script>alert(1)</script> contract review for Smith",
+            "date": "2024-03-01", "matter": {"id": 1}}),
+        );
+    }
+
+    #[test]
+    fn legal_analysis_finds_what_people_type() {
+        let f = firm();
+        sample(&f);
+        let _i = f.indexer();
+        for q in ["00042-Smith", "00042", "42", "00042-sm*", "000*", "number:00042-smith"] {
+            assert!(f.q(q).contains(&"matter:1".to_string()), "{q}: {:?}", f.q(q));
+        }
+        for q in ["(555) 010-2233", "555.010.2233", "+15550102233", "phone:5550102233"] {
+            assert_eq!(f.q(q), ["contact:10"], "{q}");
+        }
+        assert_eq!(f.q("email:jane.smith@example.com"), ["contact:10"]);
+        assert!(f.q("jane.smith@example.com").contains(&"contact:10".to_string()));
+        assert!(f.q("renee muller").contains(&"matter:2".to_string()), "accents and case fold");
+        assert!(f.q("RENÉE").contains(&"matter:2".to_string()));
+        assert!(f.q("smitth").contains(&"contact:10".to_string()), "one typo in a word of 6");
+        assert!(f.q("smi*").contains(&"contact:10".to_string()), "prefix");
+        assert!(f.q("\"breach of contract\"").contains(&"matter:1".to_string()), "phrase");
+        assert!(!f.q("\"contract of breach\"").contains(&"matter:1".to_string()), "a phrase keeps its order");
+        assert_eq!(f.q("client:\"jane smith\" status:open"), ["matter:1"]);
+        assert!(!f.q("smith NOT jones").contains(&"matter:1".to_string()));
+        assert!(f.q("jones OR müller").contains(&"matter:2".to_string()));
+        // Stemming matches both, the exact form ranks first.
+        assert_eq!(f.q("running"), ["activity:500", "activity:501"]);
+        assert_eq!(f.q("runs"), ["activity:501", "activity:500"]);
+        // Names outrank free text: "Smith" is a name on the contact and matter, text on the note.
+        let smith = f.q("smith");
+        assert!(smith.iter().position(|h| h == "contact:10") < smith.iter().position(|h| h == "note:700"), "{smith:?}");
+    }
+
+    #[test]
+    fn snippets_are_escaped_and_marked() {
+        let f = firm();
+        sample(&f);
+        let _i = f.indexer();
+        let r = f.search_as(
+            &[],
+            Request { q: "contract review".into(), kinds: vec![Kind::Note], limit: 5, ..Request::default() },
+        );
+        let snippet = r.hits[0].snippet.clone().unwrap();
+        assert!(snippet.contains("&lt;script&gt;"), "{snippet}");
+        assert!(snippet.contains("<mark>contract</mark>") && snippet.contains("<mark>review</mark>"), "{snippet}");
+        assert!(!snippet.contains("<script>"));
+    }
+
+    #[test]
+    fn walls_are_inside_totals_facets_and_suggestions() {
+        let f = firm();
+        sample(&f);
+        let _i = f.indexer();
+        let facets = vec![Facet::Kind, Facet::Status, Facet::Billed, Facet::PracticeArea, Facet::ResponsibleAttorney];
+        let req = || Request {
+            kinds: vec![Kind::Matter, Kind::Activity, Kind::Note],
+            facets: facets.clone(),
+            limit: 1,
+            ..Request::default()
+        };
+        let admin = f.search_as(&[], req());
+        let walled = f.search_as(&["1"], req());
+        assert_eq!((admin.total, walled.total), (5, 2), "matter 1, its activity and its note are gone");
+        let count = |r: &Results, facet: Facet, value: &str| {
+            r.facets
+                .iter()
+                .find(|(f, _)| *f == facet)
+                .and_then(|(_, v)| v.iter().find(|(x, _)| x == value))
+                .map(|(_, n)| *n)
+        };
+        assert_eq!(count(&admin, Facet::Kind, "activity"), Some(2));
+        assert_eq!(count(&walled, Facet::Kind, "activity"), Some(1));
+        assert_eq!(count(&walled, Facet::Status, "open"), None, "the walled open matter is not counted");
+        assert_eq!(count(&admin, Facet::Status, "open"), Some(1));
+        assert_eq!(count(&walled, Facet::Billed, "false"), None);
+        assert_eq!(count(&walled, Facet::PracticeArea, "Litigation"), None);
+        assert_eq!(count(&walled, Facet::ResponsibleAttorney, "101"), Some(1));
+        assert_eq!(walled.hits.len(), 1, "pages stay full");
+        let suggested = |hidden: &BTreeSet<String>| {
+            f.engine.suggest_in(f.org, hidden, "0004", 8).unwrap().into_iter().map(|s| s.id).collect::<Vec<_>>()
+        };
+        assert_eq!(suggested(&BTreeSet::new()).len(), 2);
+        assert_eq!(suggested(&["1".to_string()].into()), ["2"]);
+    }
+
+    #[test]
+    fn filters_and_dates_narrow() {
+        let f = firm();
+        sample(&f);
+        let _i = f.indexer();
+        let ids = |req: Request| {
+            f.search_as(&[], Request { limit: 50, ..req }).hits.into_iter().map(|h| h.id).collect::<Vec<_>>()
+        };
+        assert_eq!(ids(Request { status: Some("OPEN".into()), ..Request::default() }), ["1"]);
+        assert_eq!(ids(Request { billed: Some(true), ..Request::default() }), ["501"]);
+        assert_eq!(ids(Request { client_id: Some("11".into()), ..Request::default() }), ["2"]);
+        assert_eq!(ids(Request { responsible_attorney_id: Some("100".into()), ..Request::default() }), ["1"]);
+        let mut under = ids(Request { matter_id: Some("1".into()), ..Request::default() });
+        under.sort();
+        assert_eq!(under, ["1", "500", "700"]);
+        let day = |s| Some(crate::data::Date::parse(s).unwrap());
+        let feb = ids(Request { from: day("2024-02-01"), to: day("2024-02-01"), ..Request::default() });
+        assert_eq!(feb, ["500"], "inclusive day bounds");
+        let by_date =
+            ids(Request { kinds: vec![Kind::Activity, Kind::Note], sort: Sort::DateDesc, ..Request::default() });
+        assert_eq!(by_date, ["700", "501", "500"]);
+        let e = f.engine.search_in(f.org, &BTreeSet::new(), &Request { limit: 5, ..Request::default() }).unwrap_err();
+        assert!(matches!(e, SearchError::Bad { param: "q", .. }), "{e}");
+    }
+
+    #[test]
+    fn cursors_page_through_everything_once() {
+        let f = firm();
+        for id in 0..57 {
+            f.put(Kind::Contact, json!({"id": id, "name": format!("Client {id}"), "title": if id % 3 == 0 { "vip client" } else { "client" }}));
+        }
+        let _i = f.indexer();
+        for sort in [Sort::Relevance, Sort::DateAsc] {
+            let mut seen = vec![];
+            let mut cursor = None;
+            loop {
+                let req = Request { q: "client".into(), sort, limit: 10, cursor: cursor.clone(), ..Request::default() };
+                let r = f.search_as(&[], req);
+                assert_eq!(r.total, 57);
+                seen.extend(r.hits.iter().map(|h| h.id.clone()));
+                match r.next_cursor {
+                    Some(c) => cursor = Some(c),
+                    None => break,
+                }
+            }
+            let unique: BTreeSet<_> = seen.iter().collect();
+            assert_eq!((seen.len(), unique.len()), (57, 57), "{sort:?}: every hit once");
+        }
+        let first = f.search_as(&[], Request { q: "client".into(), limit: 10, ..Request::default() });
+        let foreign = Request { q: "vip".into(), limit: 10, cursor: first.next_cursor.clone(), ..Request::default() };
+        let e = f.engine.search_in(f.org, &BTreeSet::new(), &foreign).unwrap_err();
+        assert!(matches!(e, SearchError::Bad { param: "cursor", .. }), "{e}");
+    }
+
+    #[test]
+    fn the_index_follows_changes_deletes_and_restarts_without_loss_or_doubles() {
+        let f = firm();
+        sample(&f);
+        let mut i = f.indexer();
+        f.put(Kind::Contact, json!({"id": 20, "name": "Zed Newcomer"}));
+        f.put(Kind::Contact, json!({"id": 10, "name": "Jane Smith-Doe"}));
+        f.delete(Kind::Note, "700");
+        catch_up(&mut i);
+        assert_eq!(f.q("newcomer"), ["contact:20"]);
+        assert_eq!(f.q("doe"), ["contact:10"]);
+        assert_eq!(f.q("kind:contact").len(), 2, "an update replaces, never doubles");
+        assert!(f.q("review").is_empty(), "a delete removes");
+        let applied = f.engine.applied_seq(f.org).unwrap();
+        assert_eq!(applied, f.store.journal_head().unwrap());
+        assert_eq!(f.store.applied_floor(), Some(applied));
+        // A crash after the store commits, before the index does: changes the index never saw.
+        drop(i);
+        f.put(Kind::Contact, json!({"id": 21, "name": "Yara Latecomer"}));
+        f.put(Kind::Contact, json!({"id": 20, "name": "Zed Renamed"}));
+        let _i = f.indexer();
+        assert_eq!(f.q("latecomer"), ["contact:21"], "caught up at start");
+        assert_eq!(f.q("kind:contact").len(), 3, "nothing applied twice");
+        assert!(f.q("newcomer").is_empty());
+    }
+
+    #[test]
+    fn a_corrupt_or_old_index_is_rebuilt_and_meanwhile_unavailable() {
+        let f = firm();
+        sample(&f);
+        let i = f.indexer();
+        let generation = match f.status() {
+            Status::Ready { .. } => index::open(f.engine.root(), f.org).unwrap().generation,
+            other => panic!("{other:?}"),
+        };
+        drop(i);
+        let dir = index::org_dir(f.engine.root(), f.org).join(&generation);
+        std::fs::write(dir.join("meta.json"), b"{garbage").unwrap();
+        let engine = Engine::new(&f.data, f.store.clone(), Arc::new(Metrics::default()));
+        engine.building(f.org, 0, 0, "test", false);
+        let e =
+            engine.search_in(f.org, &BTreeSet::new(), &Request { q: "smith".into(), limit: 5, ..Request::default() });
+        assert!(matches!(e, Err(SearchError::Unavailable(_))), "503 while building, never partial results");
+        let mut i = Indexer::new(engine.clone());
+        i.open_all().unwrap();
+        let r =
+            engine.search_in(f.org, &BTreeSet::new(), &Request { q: "smith".into(), limit: 5, ..Request::default() });
+        assert!(r.unwrap().total >= 2, "rebuilt from the store");
+    }
+
+    impl Firm {
+        fn status(&self) -> Status {
+            self.engine.status(self.org).unwrap()
+        }
+    }
+
+    #[test]
+    fn reindex_swaps_while_the_old_index_serves() {
+        let f = firm();
+        sample(&f);
+        let mut i = f.indexer();
+        let before = index::open(f.engine.root(), f.org).unwrap().generation;
+        f.engine.request_reindex([f.org]);
+        assert!(f.engine.reindex_pending(f.org));
+        assert!(!f.q("smith").is_empty(), "the old index serves until the swap");
+        catch_up(&mut i);
+        assert!(!f.engine.reindex_pending(f.org));
+        let after = index::open(f.engine.root(), f.org).unwrap().generation;
+        assert_ne!(before, after);
+        assert!(!index::org_dir(f.engine.root(), f.org).join(&before).exists(), "the old generation is gone");
+        assert_eq!(f.q("kind:matter").len(), 2);
+        f.put(Kind::Matter, json!({"id": 3, "display_number": "00099-New"}));
+        catch_up(&mut i);
+        assert_eq!(f.q("kind:matter").len(), 3, "the new index follows the journal");
+    }
+
+    #[test]
+    fn a_pruned_journal_means_a_rebuild() {
+        let f = firm();
+        sample(&f);
+        let i = f.indexer();
+        drop(i);
+        f.put(Kind::Contact, json!({"id": 30, "name": "Pruned Person"}));
+        let head = f.store.journal_head().unwrap();
+        f.store.prune_journal_before(&crate::store::SystemContext::new(crate::store::Task::Test), head + 1).unwrap();
+        f.put(Kind::Contact, json!({"id": 31, "name": "After Prune"}));
+        let _i = f.indexer();
+        assert_eq!(f.q("pruned")[0], "contact:30", "the exact form first, then the stem");
+        assert_eq!(f.q("after prune"), ["contact:31"]);
+    }
 }

@@ -540,10 +540,10 @@ mod tests {
         for (q, says) in cases {
             let e = parse(q).and_then(|n| {
                 // `kind:` values are checked when the query is built.
-                if let Some(Node::Word { field: Some(f), text, .. }) = &n {
-                    if f == "kind" {
-                        parse_kind(text)?;
-                    }
+                if let Some(Node::Word { field: Some(f), text, .. }) = &n
+                    && f == "kind"
+                {
+                    parse_kind(text)?;
                 }
                 Ok(n)
             });

@@ -380,7 +380,7 @@ async fn doctor_passes_a_healthy_instance_and_names_fixes_for_a_broken_one() {
             "[ ok ] service /healthz",
             "[ ok ] store schema: in use",
             "[info] backups: not configured",
-            "[info] search index: no search index yet",
+            "[info] search index: none yet",
             "[info] network: skipped",
         ] {
             assert!(out.contains(line), "{line} missing:\n{out}");

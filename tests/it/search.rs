@@ -139,6 +139,20 @@ async fn search_and_suggest_over_https_with_walls_tenancy_and_bad_input() {
     })
     .await;
     assert!(gone, "the deleted contact left the index");
+
+    // Metrics: latency, documents and bytes per index, lag; labels are org ids, never slugs or text.
+    let metrics = client().get(s.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    for series in [
+        "docket_search_query_duration_seconds_bucket{operation=\"search\"",
+        "docket_search_query_duration_seconds_count{operation=\"suggest\"}",
+        &format!("docket_search_documents{{org=\"{org}\"}} {}", total - 1),
+        &format!("docket_search_index_bytes{{org=\"{org}\"}}"),
+        "docket_search_lag_entries 0",
+        &format!("docket_search_reindex_total{{org=\"{org}\"}}"),
+    ] {
+        assert!(metrics.contains(series), "{series} missing:\n{metrics}");
+    }
+    assert!(!metrics.contains("smith-jones") && !metrics.contains(number), "no slugs or query text in labels");
     s.stop().await;
 }
 
