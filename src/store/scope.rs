@@ -139,6 +139,8 @@ tasks! {
         Backup => "backup",
         /// Restoring a backup or replaying a journal into an empty store.
         Restore => "restore",
+        /// The scheduler: history of the appliance's jobs (`lifecycle::jobs`).
+        Scheduler => "scheduler",
         /// Tests and benchmarks (a source scan keeps it out of production code).
         Test => "test",
     }
@@ -165,6 +167,10 @@ tasks! {
         SignOut => "sign-out",
         /// The search indexer: follows the journal, rebuilds an org's index.
         SearchIndex => "search-index",
+        /// The scheduler: history of an org's jobs (`lifecycle::jobs`).
+        OrgJobs => "org-jobs",
+        /// Purging a disconnected firm's cached Clio data (`clio::purge`).
+        ClioPurge => "clio-purge",
         /// Tests and benchmarks (a source scan keeps it out of production code).
         Test => "test",
     }

@@ -1,0 +1,703 @@
+//! The one in-process scheduler: every background job of the appliance (the
+//! Clio sync and reconcile of each connected firm, the session sweep, the
+//! purge of disconnected firms' data; later backups, verification, journal
+//! segment retention) is a [`Job`] registered here.
+//!
+//! - **Schedules** are cron expressions from the config ([`Schedule`]),
+//!   evaluated in UTC against the scheduler's [`Clock`].
+//! - **Due.** A job is due at the first scheduled instant after its last run
+//!   *ended* (read back from the store's history at start). So a run never
+//!   overlaps itself (a slot that passes while it runs is skipped, counted as
+//!   `skipped`), and runs missed while the service was down run once at
+//!   start, not once per missed slot. A job that never ran is due at once
+//!   (or at its next slot, [`Job::first_run_at_next_slot`]).
+//! - **Exclusion groups** ([`Job::exclusive`]): jobs of one group never run
+//!   together (backup and restore). Appliance-wide runs of a group also hold
+//!   the lock file `<data_dir>/locks/<group>.lock` ([`ExclusionLock`]), which
+//!   an offline CLI command takes too, so a `docket restore` and the
+//!   service's backup exclude each other across processes.
+//! - **History** of each run goes to the store (`lifecycle::jobs`), and to
+//!   `/metrics`: `docket_job_runs_total{job,outcome}`,
+//!   `docket_job_last_duration_seconds{job}`,
+//!   `docket_job_last_success_timestamp_seconds{job}` (plus `org` for an
+//!   org's jobs; job names are fixed strings, so labels stay bounded).
+//! - **Time is an input.** [`Scheduler::tick`] starts what is due at the
+//!   clock's now; tests drive a fixed clock and tick. [`Scheduler::spawn`]
+//!   is the production loop: it sleeps until the next due instant and wakes
+//!   early on [`Scheduler::wake`] (a run ended, an org connected, a reload).
+pub use super::jobs::{Outcome, Run, Target};
+use crate::clock::Clock;
+use crate::config::Schedule;
+use crate::store::{OrgId, OrgScope, Store, StoreError};
+use crate::telemetry::Metrics;
+use crate::timestamp::Timestamp;
+use std::collections::{HashMap, HashSet};
+use std::fs::File;
+use std::future::Future;
+use std::io::{Read as _, Seek as _, Write as _};
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::Notify;
+
+/// The longest the loop sleeps without looking again (a wall clock that
+/// jumps, a schedule whose next instant is years away).
+const MAX_SLEEP: Duration = Duration::from_secs(300);
+/// How soon a run kept waiting by another process's lock tries again.
+const LOCK_RETRY: Duration = Duration::from_secs(30);
+
+/// What a successful run reports.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Done {
+    pub bytes: Option<u64>,
+    pub items: Option<u64>,
+}
+
+impl Done {
+    pub fn items(items: u64) -> Done {
+        Done { bytes: None, items: Some(items) }
+    }
+
+    pub fn bytes(bytes: u64) -> Done {
+        Done { bytes: Some(bytes), items: None }
+    }
+}
+
+/// A run's result: what it did, or an error message for the operator.
+pub type JobResult = Result<Done, String>;
+type RunFuture = Pin<Box<dyn Future<Output = JobResult> + Send>>;
+type RunFn = Arc<dyn Fn(Target) -> RunFuture + Send + Sync>;
+type OrgsFn = Arc<dyn Fn() -> Vec<OrgId> + Send + Sync>;
+
+/// When a job that never ran first runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum FirstRun {
+    AtOnce,
+    AtNextSlot,
+}
+
+/// A job: a fixed name, a schedule, an optional exclusion group, whom it runs
+/// for, and its run function.
+#[derive(Clone)]
+pub struct Job {
+    name: &'static str,
+    schedule: Schedule,
+    group: Option<&'static str>,
+    orgs: Option<OrgsFn>,
+    first_run: FirstRun,
+    run: RunFn,
+}
+
+impl Job {
+    /// An appliance-wide job named `name` (a fixed string: it is a metrics
+    /// label) running `run` on `schedule`.
+    pub fn new<F, Fut>(name: &'static str, schedule: Schedule, run: F) -> Job
+    where
+        F: Fn(Target) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = JobResult> + Send + 'static,
+    {
+        let run: RunFn = Arc::new(move |target| Box::pin(run(target)));
+        Job { name, schedule, group: None, orgs: None, first_run: FirstRun::AtOnce, run }
+    }
+
+    /// Never runs while another job of `group` runs (in this process, or,
+    /// for appliance-wide runs, in any process holding the group's lock file).
+    pub fn exclusive(mut self, group: &'static str) -> Job {
+        self.group = Some(group);
+        self
+    }
+
+    /// Runs once per org that `orgs` lists (asked at every look), each with
+    /// its own history; the run function gets `Target::Org`.
+    pub fn per_org(mut self, orgs: impl Fn() -> Vec<OrgId> + Send + Sync + 'static) -> Job {
+        self.orgs = Some(Arc::new(orgs));
+        self
+    }
+
+    /// A job that never ran waits for its next slot instead of running at once.
+    pub fn first_run_at_next_slot(mut self) -> Job {
+        self.first_run = FirstRun::AtNextSlot;
+        self
+    }
+
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+
+    fn targets(&self) -> Vec<Target> {
+        match &self.orgs {
+            None => vec![Target::Appliance],
+            Some(orgs) => orgs().into_iter().map(Target::Org).collect(),
+        }
+    }
+}
+
+/// What the scheduler knows of one (job, target).
+struct Instance {
+    /// When the last run ended (from the store's history at first sight).
+    last_end: Option<i64>,
+    /// When the scheduler first saw it (a never-run job counts from here).
+    first_seen: i64,
+    /// The run in flight: its abort handle and start.
+    running: Option<(tokio::task::AbortHandle, i64)>,
+    /// A slot passed while it ran (counted once as `skipped`).
+    skipped: bool,
+}
+
+#[derive(Default)]
+struct Inner {
+    jobs: Vec<Job>,
+    instances: HashMap<(&'static str, Target), Instance>,
+    busy_groups: HashSet<&'static str>,
+}
+
+/// A run the scheduler started; await it with [`Started::finished`].
+pub struct Started {
+    pub job: &'static str,
+    pub target: Target,
+    handle: tokio::task::JoinHandle<()>,
+}
+
+impl Started {
+    /// Waits until the run ended and its history was recorded.
+    pub async fn finished(self) {
+        let _ = self.handle.await;
+    }
+}
+
+/// What one look at the schedule did.
+pub struct Tick {
+    pub started: Vec<Started>,
+    /// The earliest instant a job that is not running becomes due.
+    pub next: Option<i64>,
+    /// A due run waits for another process's exclusion lock.
+    pub waiting_for_lock: bool,
+}
+
+/// Why [`Scheduler::run_now`] did not start a run.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum NotStarted {
+    #[error("no job is named `{0}`")]
+    Unknown(String),
+    #[error("`{0}` is running already; it was not started twice")]
+    Running(&'static str),
+    #[error("`{job}` waits: another job of its exclusion group `{group}` is running")]
+    Busy { job: &'static str, group: &'static str },
+    #[error("`{job}` waits: {holder}")]
+    Locked { job: &'static str, holder: String },
+}
+
+/// One (job, target) as the API and `docket jobs` show it.
+#[derive(Clone, Debug)]
+pub struct JobView {
+    pub job: String,
+    pub target: Target,
+    pub schedule: String,
+    pub group: Option<&'static str>,
+    pub running: bool,
+    pub next_run: Option<Timestamp>,
+    /// Newest first.
+    pub runs: Vec<Run>,
+}
+
+/// The scheduler of one appliance.
+pub struct Scheduler {
+    store: Arc<Store>,
+    clock: Clock,
+    metrics: Arc<Metrics>,
+    /// Where the exclusion lock files live (the data dir).
+    lock_dir: PathBuf,
+    keep: usize,
+    inner: Mutex<Inner>,
+    wake: Notify,
+}
+
+impl Scheduler {
+    /// A scheduler with no jobs; `data_dir` holds the exclusion lock files.
+    pub fn new(store: Arc<Store>, clock: Clock, metrics: Arc<Metrics>, data_dir: &Path) -> Scheduler {
+        Scheduler {
+            store,
+            clock,
+            metrics,
+            lock_dir: data_dir.to_path_buf(),
+            keep: super::jobs::KEEP,
+            inner: Mutex::new(Inner::default()),
+            wake: Notify::new(),
+        }
+    }
+
+    /// Keeps `keep` runs per job instead of [`super::jobs::KEEP`].
+    pub fn keeping(mut self, keep: usize) -> Scheduler {
+        self.keep = keep.max(1);
+        self
+    }
+
+    fn inner(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Adds `job` (replacing a job of the same name) and wakes the loop.
+    pub fn register(&self, job: Job) {
+        let mut inner = self.inner();
+        inner.jobs.retain(|j| j.name != job.name);
+        inner.jobs.push(job);
+        drop(inner);
+        self.wake();
+    }
+
+    /// Gives job `name` a new schedule (a config reload); false if there is no such job.
+    pub fn reschedule(&self, name: &str, schedule: Schedule) -> bool {
+        let mut inner = self.inner();
+        let Some(job) = inner.jobs.iter_mut().find(|j| j.name == name) else { return false };
+        job.schedule = schedule;
+        drop(inner);
+        self.wake();
+        true
+    }
+
+    /// Makes the loop look at the schedule now (an org connected, a run ended).
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+
+    /// The registered job names.
+    pub fn job_names(&self) -> Vec<&'static str> {
+        self.inner().jobs.iter().map(|j| j.name).collect()
+    }
+
+    /// Starts every run that is due at the clock's now and may start.
+    pub fn tick(self: &Arc<Self>) -> Tick {
+        let now = self.clock.now_micros();
+        let jobs = self.inner().jobs.clone();
+        let mut tick = Tick { started: vec![], next: None, waiting_for_lock: false };
+        for job in &jobs {
+            for target in job.targets() {
+                let due = self.due_at(job, target, now);
+                let mut inner = self.inner();
+                let Some(instance) = inner.instances.get_mut(&(job.name, target)) else { continue };
+                if let Some((_, started)) = instance.running {
+                    if job.schedule.next_after(started).is_some_and(|t| t <= now) && !instance.skipped {
+                        instance.skipped = true;
+                        self.count(job.name, target, "skipped");
+                        tracing::info!(job = job.name, target = %target, "a scheduled run was skipped: the previous run is still going");
+                    }
+                    continue;
+                }
+                match due {
+                    Some(t) if t <= now => {}
+                    Some(t) => {
+                        tick.next = Some(tick.next.map_or(t, |n: i64| n.min(t)));
+                        continue;
+                    }
+                    None => continue,
+                }
+                drop(inner);
+                match self.start(job, target) {
+                    Ok(started) => tick.started.push(started),
+                    Err(NotStarted::Locked { .. }) => tick.waiting_for_lock = true,
+                    Err(_) => {}
+                }
+            }
+        }
+        tick
+    }
+
+    /// Ticks, then waits for the runs it started (tests step the scheduler with this).
+    pub async fn run_due(self: &Arc<Self>) -> Vec<(&'static str, Target)> {
+        let tick = self.tick();
+        let mut ran = vec![];
+        for started in tick.started {
+            ran.push((started.job, started.target));
+            started.finished().await;
+        }
+        ran
+    }
+
+    /// Starts a run of `job` for `target` now, whatever its schedule
+    /// ("backup now"); never a second run of one already running.
+    pub fn run_now(self: &Arc<Self>, job: &str, target: Target) -> Result<Started, NotStarted> {
+        let found = self.inner().jobs.iter().find(|j| j.name == job).cloned();
+        let job = found.ok_or_else(|| NotStarted::Unknown(job.to_string()))?;
+        let now = self.clock.now_micros();
+        let _ = self.due_at(&job, target, now);
+        self.start(&job, target)
+    }
+
+    /// When `job` is next due for `target`, loading its last run from the
+    /// store the first time this (job, target) is seen.
+    fn due_at(&self, job: &Job, target: Target, now: i64) -> Option<i64> {
+        let known = self.inner().instances.contains_key(&(job.name, target));
+        if !known {
+            let last = self.load_last(job.name, target);
+            self.inner().instances.entry((job.name, target)).or_insert(Instance {
+                last_end: last,
+                first_seen: now,
+                running: None,
+                skipped: false,
+            });
+        }
+        let inner = self.inner();
+        let instance = inner.instances.get(&(job.name, target))?;
+        match (instance.last_end, job.first_run) {
+            (Some(end), _) => job.schedule.next_after(end),
+            (None, FirstRun::AtOnce) => Some(instance.first_seen),
+            (None, FirstRun::AtNextSlot) => job.schedule.next_after(instance.first_seen),
+        }
+    }
+
+    /// The end of the last recorded run; publishes its last success to `/metrics`.
+    fn load_last(&self, job: &'static str, target: Target) -> Option<i64> {
+        let runs = match self.store.read(|r| super::jobs::runs(r, job, target, self.keep)) {
+            Ok(runs) => runs,
+            Err(e) => {
+                tracing::warn!(job, target = %target, error = %e, "cannot read the job's history; treating it as never run");
+                return None;
+            }
+        };
+        if let Some(ok) = runs.iter().find(|r| r.outcome == Outcome::Ok) {
+            self.gauge_success(job, target, ok.ended);
+        }
+        runs.first().map(|r| r.ended.micros().max(r.started.micros()))
+    }
+
+    /// Starts one run unless it runs already or its group is busy.
+    fn start(self: &Arc<Self>, job: &Job, target: Target) -> Result<Started, NotStarted> {
+        let mut inner = self.inner();
+        let instance = inner.instances.get(&(job.name, target));
+        if instance.is_some_and(|i| i.running.is_some()) {
+            return Err(NotStarted::Running(job.name));
+        }
+        let mut file_lock = None;
+        if let Some(group) = job.group {
+            if inner.busy_groups.contains(group) {
+                return Err(NotStarted::Busy { job: job.name, group });
+            }
+            if target == Target::Appliance {
+                match ExclusionLock::try_take(&self.lock_dir, group) {
+                    Ok(Some(lock)) => file_lock = Some(lock),
+                    Ok(None) => {
+                        let holder = ExclusionLock::holder(&self.lock_dir, group);
+                        tracing::info!(job = job.name, group, holder = %holder, "a due run waits for the exclusion lock");
+                        return Err(NotStarted::Locked { job: job.name, holder });
+                    }
+                    Err(e) => {
+                        tracing::warn!(job = job.name, group, error = %e, "cannot take the exclusion lock; the run waits");
+                        return Err(NotStarted::Locked { job: job.name, holder: format!("the lock file: {e}") });
+                    }
+                }
+            }
+            inner.busy_groups.insert(group);
+        }
+        let run = tokio::spawn((job.run)(target));
+        let abort = run.abort_handle();
+        let now = self.clock.now_micros();
+        let instance = inner.instances.entry((job.name, target)).or_insert(Instance {
+            last_end: None,
+            first_seen: now,
+            running: None,
+            skipped: false,
+        });
+        instance.running = Some((abort, now));
+        instance.skipped = false;
+        drop(inner);
+        let me = self.clone();
+        let (name, group) = (job.name, job.group);
+        let handle = tokio::spawn(async move {
+            let started = Timestamp::from_micros(now);
+            let result = match run.await {
+                Ok(result) => result,
+                Err(e) if e.is_cancelled() => Err("the run was cancelled (the service stopped)".to_string()),
+                Err(_) => Err("the run failed unexpectedly (a bug: see the service log)".to_string()),
+            };
+            drop(file_lock);
+            me.finish(name, group, target, started, result).await;
+        });
+        tracing::info!(job = name, target = %target, "job started");
+        Ok(Started { job: name, target, handle })
+    }
+
+    /// Records a run's history and metrics, frees its instance and group, and wakes the loop.
+    async fn finish(&self, job: &'static str, group: Option<&'static str>, target: Target, started: Timestamp, result: JobResult) {
+        let ended = Timestamp::from_micros(self.clock.now_micros().max(started.micros()));
+        let (outcome, done, error) = match result {
+            Ok(done) => (Outcome::Ok, done, None),
+            Err(e) => (Outcome::Error, Done::default(), Some(e)),
+        };
+        let run = Run { started, ended, outcome, bytes: done.bytes, items: done.items, error };
+        match &run.error {
+            None => tracing::info!(job, target = %target, items = ?run.items, bytes = ?run.bytes, "job finished"),
+            Some(e) => tracing::warn!(job, target = %target, error = %e, "job failed; it runs again at its next slot"),
+        }
+        let (store, keep, stored) = (self.store.clone(), self.keep, run.clone());
+        let recorded =
+            tokio::task::spawn_blocking(move || store.write(|w| super::jobs::record(w, job, target, &stored, keep)))
+                .await;
+        if !matches!(recorded, Ok(Ok(()))) {
+            tracing::warn!(job, target = %target, "could not record the job's run in the store");
+        }
+        self.count(job, target, outcome.as_str());
+        let seconds = (ended.micros() - started.micros()) as f64 / 1e6;
+        self.metrics.gauge(
+            "docket_job_last_duration_seconds",
+            "How long the job's last run took.",
+            labels(job, target),
+            seconds,
+        );
+        if outcome == Outcome::Ok {
+            self.gauge_success(job, target, ended);
+        }
+        let mut inner = self.inner();
+        if let Some(instance) = inner.instances.get_mut(&(job, target)) {
+            instance.running = None;
+            instance.last_end = Some(ended.micros());
+        }
+        if let Some(group) = group {
+            inner.busy_groups.remove(group);
+        }
+        drop(inner);
+        self.wake();
+    }
+
+    fn count(&self, job: &'static str, target: Target, outcome: &'static str) {
+        let mut labels = labels(job, target);
+        labels.push(("outcome", outcome.to_string()));
+        self.metrics.count("docket_job_runs_total", "Runs of each scheduled job, by outcome.", labels, 1);
+    }
+
+    fn gauge_success(&self, job: &'static str, target: Target, at: Timestamp) {
+        self.metrics.gauge(
+            "docket_job_last_success_timestamp_seconds",
+            "When the job's last successful run ended (Unix seconds).",
+            labels(job, target),
+            at.micros() as f64 / 1e6,
+        );
+    }
+
+    /// The production loop: ticks, then sleeps until the next due instant
+    /// (at most [`MAX_SLEEP`]) or until woken. Abort the handle to stop it;
+    /// [`Scheduler::stop`] cancels the runs in flight.
+    pub fn spawn(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
+        let me = self.clone();
+        tokio::spawn(async move {
+            loop {
+                let tick = me.tick();
+                let now = me.clock.now_micros();
+                let mut wait = tick
+                    .next
+                    .map(|t| Duration::from_micros(u64::try_from(t.saturating_sub(now)).unwrap_or(0)))
+                    .unwrap_or(MAX_SLEEP)
+                    .min(MAX_SLEEP);
+                if tick.waiting_for_lock {
+                    wait = wait.min(LOCK_RETRY);
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => {}
+                    _ = me.wake.notified() => {}
+                }
+            }
+        })
+    }
+
+    /// Cancels every run in flight (at shutdown; each is recorded as cancelled
+    /// if its history can still be written).
+    pub fn stop(&self) {
+        for instance in self.inner().instances.values() {
+            if let Some((run, _)) = &instance.running {
+                run.abort();
+            }
+        }
+    }
+
+    /// Every (job, target) that `show` admits, with its schedule, next run and
+    /// newest `history` runs (read through `read_runs`, so a firm's own runs
+    /// are read with its own scope).
+    pub fn overview(
+        &self,
+        show: impl Fn(Target) -> bool,
+        read_runs: impl Fn(&'static str, Target) -> Result<Vec<Run>, StoreError>,
+    ) -> Result<Vec<JobView>, StoreError> {
+        let now = self.clock.now_micros();
+        let jobs = self.inner().jobs.clone();
+        let mut views = vec![];
+        for job in &jobs {
+            let mut targets = job.targets();
+            targets.extend(self.inner().instances.keys().filter(|(n, _)| *n == job.name).map(|(_, t)| *t));
+            targets.sort();
+            targets.dedup();
+            for target in targets.into_iter().filter(|t| show(*t)) {
+                let next = self.due_at(job, target, now).map(|t| Timestamp::from_micros(t.max(now)));
+                let running = self.inner().instances.get(&(job.name, target)).is_some_and(|i| i.running.is_some());
+                views.push(JobView {
+                    job: job.name.to_string(),
+                    target,
+                    schedule: job.schedule.expr().to_string(),
+                    group: job.group,
+                    running,
+                    next_run: if running { None } else { next },
+                    runs: read_runs(job.name, target)?,
+                });
+            }
+        }
+        Ok(views)
+    }
+}
+
+impl Scheduler {
+    /// Every job of the appliance and of every firm, for the sysadmin (`docket jobs`).
+    pub fn overview_all(&self, history: usize) -> Result<Vec<JobView>, StoreError> {
+        self.overview(|_| true, |job, target| self.store.read(|r| super::jobs::runs(r, job, target, history)))
+    }
+
+    /// What a firm's admin sees: the firm's own jobs, read with its own
+    /// scope, and the appliance-wide jobs' times and outcomes. While the
+    /// appliance serves more than one firm, nothing of an appliance-wide run
+    /// that could describe another firm's data is shown: no bytes, no items,
+    /// no error text.
+    pub fn firm_overview(&self, scope: &OrgScope, history: usize) -> Result<Vec<JobView>, StoreError> {
+        let shared = self.store.list_orgs()?.len() > 1;
+        self.overview(
+            |target| target == Target::Appliance || target == Target::Org(scope.org()),
+            |job, target| {
+                self.store.read(|r| match target {
+                    Target::Org(_) => super::jobs::org_runs(r, scope, job, history),
+                    Target::Appliance => {
+                        let runs = super::jobs::runs(r, job, target, history)?;
+                        Ok(if shared { runs.into_iter().map(redact).collect() } else { runs })
+                    }
+                })
+            },
+        )
+    }
+}
+
+/// An appliance-wide run as a firm sees it on a shared appliance.
+fn redact(run: Run) -> Run {
+    let error = run.error.map(|_| REDACTED_ERROR.to_string());
+    Run { bytes: None, items: None, error, ..run }
+}
+
+/// What a firm on a shared appliance reads instead of an appliance-wide job's error.
+pub const REDACTED_ERROR: &str = "failed; the appliance's operator sees why with `docket jobs`";
+
+/// The recorded runs when no service runs (`docket jobs` on a stopped service).
+pub fn recorded(store: &Store, orgs: &[OrgId], history: usize) -> Result<Vec<JobView>, StoreError> {
+    Ok(super::jobs::everything(store, orgs, history)?
+        .into_iter()
+        .map(|((job, target), runs)| JobView {
+            job,
+            target,
+            schedule: "-".into(),
+            group: None,
+            running: false,
+            next_run: None,
+            runs,
+        })
+        .collect())
+}
+
+/// The listing `docket jobs` prints: a line per job and target, then its last runs.
+pub fn describe(views: &[JobView]) -> String {
+    let time = |t: Option<Timestamp>| t.map_or("-".to_string(), |t| t.to_rfc3339());
+    let mut out = String::new();
+    for v in views {
+        let state = if v.running { "running now".to_string() } else { format!("next {}", time(v.next_run)) };
+        let group = v.group.map(|g| format!(", excludes `{g}`")).unwrap_or_default();
+        out.push_str(&format!("{} ({}): schedule \"{}\", {state}{group}\n", v.job, v.target, v.schedule));
+        if v.runs.is_empty() {
+            out.push_str("    no run recorded\n");
+        }
+        for run in &v.runs {
+            let mut line = format!("    {} {} to {}", run.outcome.as_str(), run.started, run.ended);
+            if let Some(b) = run.bytes {
+                line.push_str(&format!(", {b} bytes"));
+            }
+            if let Some(n) = run.items {
+                line.push_str(&format!(", {n} items"));
+            }
+            if let Some(e) = &run.error {
+                line.push_str(&format!(": {e}"));
+            }
+            out.push_str(&line);
+            out.push('\n');
+        }
+    }
+    out
+}
+
+fn labels(job: &'static str, target: Target) -> Vec<(&'static str, String)> {
+    match target {
+        Target::Appliance => vec![("job", job.to_string())],
+        Target::Org(org) => vec![("job", job.to_string()), ("org", org.to_string())],
+    }
+}
+
+/// An exclusion group's lock file, held while one of its runs goes on: the
+/// service's scheduler and offline CLI commands (`docket restore`) take the
+/// same file, so they exclude each other across processes. Released on drop
+/// (and by the kernel if the process dies).
+#[derive(Debug)]
+pub struct ExclusionLock {
+    file: File,
+    path: PathBuf,
+}
+
+impl ExclusionLock {
+    fn path(data_dir: &Path, group: &str) -> PathBuf {
+        data_dir.join("locks").join(format!("{group}.lock"))
+    }
+
+    /// Takes the lock of `group` if no one holds it; `Ok(None)` if someone does.
+    pub fn try_take(data_dir: &Path, group: &str) -> std::io::Result<Option<ExclusionLock>> {
+        let path = Self::path(data_dir, group);
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let mut file = std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path)?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => return Ok(None),
+            Err(std::fs::TryLockError::Error(e)) => return Err(e),
+        }
+        file.set_len(0)?;
+        file.rewind()?;
+        write!(file, "{}", std::process::id())?;
+        Ok(Some(ExclusionLock { file, path }))
+    }
+
+    /// Takes the lock of `group` for a CLI command, or says who holds it and what to do.
+    pub fn take(data_dir: &Path, group: &str, command: &str) -> Result<ExclusionLock, String> {
+        match Self::try_take(data_dir, group) {
+            Ok(Some(lock)) => Ok(lock),
+            Ok(None) => Err(format!(
+                "`{command}` cannot run now: {} (lock {})\n  fix: wait for it to finish (`docket jobs` lists what runs), then try again",
+                Self::holder(data_dir, group),
+                Self::path(data_dir, group).display()
+            )),
+            Err(e) => Err(format!(
+                "`{command}` cannot take its lock {}: {e}\n  fix: make the data dir writable by the user running docket",
+                Self::path(data_dir, group).display()
+            )),
+        }
+    }
+
+    /// Who holds the lock of `group`, as well as the file tells.
+    pub fn holder(data_dir: &Path, group: &str) -> String {
+        let mut pid = String::new();
+        let _ = File::open(Self::path(data_dir, group)).and_then(|mut f| f.read_to_string(&mut pid));
+        match pid.trim() {
+            "" => format!("another process holds the exclusion lock `{group}`"),
+            pid => format!("process {pid} holds the exclusion lock `{group}`"),
+        }
+    }
+
+    pub fn path_held(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for ExclusionLock {
+    fn drop(&mut self) {
+        let _ = self.file.unlock();
+    }
+}
