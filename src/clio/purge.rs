@@ -73,3 +73,58 @@ pub fn purge(store: &Store, org: OrgId, now: i64) -> Result<u64, StoreError> {
     tracing::info!(org = %org, records = deleted, "purged a disconnected firm's cached Clio data");
     Ok(deleted)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::Clock;
+    use crate::records::{Kind, Record};
+    use crate::secrets::{Keyring, Secret, SharedKeyring};
+    use crate::store::{AUDIT, OrgTask};
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    const DAY: Duration = Duration::from_secs(86_400);
+
+    #[tokio::test]
+    async fn a_disconnected_firms_records_are_purged_once_due_and_audited() {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = Clock::fixed(time::macros::datetime!(2026-11-30 10:00 UTC));
+        let store = Arc::new(Store::open(&dir.path().join("s.redb"), clock.clone()).unwrap());
+        let keys = SharedKeyring::new(Keyring::generate(&dir.path().join("master.key")).unwrap());
+        let test = OrgTaskContext::new(OrgTask::Test);
+        let org = |slug: &str| store.write(|w| crate::store::orgs::create(w, &test, slug, slug)).unwrap().id;
+        let (gone, staying) = (org("gone"), org("staying"));
+        let metrics = Arc::new(crate::telemetry::Metrics::default());
+        let http = super::super::client::http_client(Duration::from_secs(1)).unwrap();
+        for id in [gone, staying] {
+            let scope = test.org_scope(id);
+            let secret = Secret::new("secret".to_string());
+            store.write(|w| connection::configure(w, &scope, &keys, "us", None, "client", &secret, None)).unwrap();
+            let sync = SyncScope::begin(&store, &test, id).unwrap();
+            for n in 1..=3 {
+                let raw = serde_json::json!({"id": n, "updated_at": "2026-11-01T00:00:00Z"});
+                sync::store_one(&store, &sync, Record::from_clio(Kind::Matter, raw).unwrap()).unwrap();
+            }
+        }
+        let scope = test.org_scope(gone);
+        connection::disconnect(&store, &keys, &scope, http, metrics, 30).await.unwrap();
+        let count = |id| {
+            let sync = SyncScope::begin(&store, &test, id).unwrap();
+            store.read(|r| sync::records(r, &sync, Kind::Matter)).unwrap().len()
+        };
+
+        clock.advance(29 * DAY);
+        assert_eq!(purge_due(&store), Ok(0), "not due before purge_after_days");
+        assert_eq!(count(gone), 3);
+        clock.advance(DAY);
+        assert_eq!(purge_due(&store), Ok(3));
+        assert_eq!((count(gone), count(staying)), (0, 3), "only the disconnected firm's data goes");
+        let c = store.read(|r| connection::get(r, &scope)).unwrap().unwrap();
+        assert_eq!((c.state, c.purge_due_at), (State::Disconnected, None), "nothing is due any more");
+        let audit: Vec<crate::audit::Event> = store.read(|r| r.scan_json(&scope, &AUDIT, b"")).unwrap();
+        let purged = audit.iter().find(|e| e.action == "clio.purge").expect("the purge is audited");
+        assert_eq!(purged.details["records"], 3);
+        assert_eq!(purge_due(&store), Ok(0), "purged once");
+    }
+}

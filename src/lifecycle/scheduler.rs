@@ -701,3 +701,261 @@ impl Drop for ExclusionLock {
         let _ = self.file.unlock();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{OrgTask, OrgTaskContext};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    fn at(t: &str) -> i64 {
+        Timestamp::parse(t).unwrap().micros()
+    }
+
+    struct Fixture {
+        dir: tempfile::TempDir,
+        clock: Clock,
+        store: Arc<Store>,
+        metrics: Arc<Metrics>,
+    }
+
+    impl Fixture {
+        /// A store and a fixed clock at `start`.
+        fn new(start: &str) -> Fixture {
+            let dir = tempfile::tempdir().unwrap();
+            let clock = Clock::fixed(Timestamp::parse(start).unwrap().to_datetime());
+            let store = Arc::new(Store::open(&dir.path().join("s.redb"), clock.clone()).unwrap());
+            Fixture { dir, clock, store, metrics: Arc::new(Metrics::default()) }
+        }
+
+        /// A fresh scheduler on the same store (a service start).
+        fn scheduler(&self) -> Arc<Scheduler> {
+            Arc::new(Scheduler::new(self.store.clone(), self.clock.clone(), self.metrics.clone(), self.dir.path()))
+        }
+
+        /// Moves the clock to `t` (forward only).
+        fn set(&self, t: &str) {
+            let by = at(t) - self.clock.now_micros();
+            self.clock.advance(Duration::from_micros(u64::try_from(by).unwrap()));
+        }
+
+        fn history(&self, job: &str) -> Vec<Run> {
+            self.store.read(|r| super::super::jobs::runs(r, job, Target::Appliance, 1000)).unwrap()
+        }
+    }
+
+    fn every(expr: &str) -> Schedule {
+        Schedule::parse(expr).unwrap()
+    }
+
+    /// A job that counts its runs.
+    fn counting(name: &'static str, schedule: &str, runs: &Arc<AtomicUsize>) -> Job {
+        let runs = runs.clone();
+        Job::new(name, every(schedule), move |_| {
+            let runs = runs.clone();
+            async move {
+                runs.fetch_add(1, Ordering::SeqCst);
+                Ok(Done::items(7))
+            }
+        })
+    }
+
+    /// A job that runs until `gate` is notified once per run.
+    fn gated(name: &'static str, schedule: &str, gate: &Arc<Notify>, runs: &Arc<AtomicUsize>) -> Job {
+        let (gate, runs) = (gate.clone(), runs.clone());
+        Job::new(name, every(schedule), move |_| {
+            let (gate, runs) = (gate.clone(), runs.clone());
+            async move {
+                runs.fetch_add(1, Ordering::SeqCst);
+                gate.notified().await;
+                Ok(Done::bytes(1))
+            }
+        })
+    }
+
+    fn names(ran: &[(&'static str, Target)]) -> Vec<&'static str> {
+        ran.iter().map(|(n, _)| *n).collect()
+    }
+
+    #[tokio::test]
+    async fn a_job_is_due_at_its_slots_and_a_new_one_at_once_or_at_its_next_slot() {
+        let f = Fixture::new("2026-11-30T10:03:00Z");
+        let s = f.scheduler();
+        let runs = Arc::new(AtomicUsize::new(0));
+        s.register(counting("sweep", "0 */15 * * * *", &runs));
+        s.register(counting("reconcile", "0 30 2 * * *", &runs).first_run_at_next_slot());
+        assert_eq!(names(&s.run_due().await), ["sweep"], "a job that never ran runs at once");
+        assert!(s.run_due().await.is_empty(), "not again before its next slot");
+        let tick = s.tick();
+        assert_eq!(tick.next, Some(at("2026-11-30T10:15:00Z")), "the loop sleeps until the next slot");
+        f.set("2026-11-30T10:14:59Z");
+        assert!(s.run_due().await.is_empty());
+        f.set("2026-11-30T10:15:00Z");
+        assert_eq!(names(&s.run_due().await), ["sweep"]);
+        f.set("2026-12-01T02:29:59Z");
+        assert_eq!(names(&s.run_due().await), ["sweep"], "many missed slots: one run");
+        f.set("2026-12-01T02:30:00Z");
+        assert_eq!(names(&s.run_due().await), ["sweep", "reconcile"], "the new job waited for its slot");
+        assert_eq!(runs.load(Ordering::SeqCst), 5);
+        let history = f.history("sweep");
+        assert_eq!(history.len(), 4);
+        assert_eq!(history[0].started, Timestamp::from_micros(at("2026-12-01T02:30:00Z")), "newest first");
+        assert_eq!((history[0].outcome, history[0].items), (Outcome::Ok, Some(7)));
+    }
+
+    #[tokio::test]
+    async fn a_run_missed_while_down_runs_once_at_start() {
+        let f = Fixture::new("2026-11-30T10:00:00Z");
+        let runs = Arc::new(AtomicUsize::new(0));
+        let first = f.scheduler();
+        first.register(counting("sync", "0 */15 * * * *", &runs));
+        assert_eq!(first.run_due().await.len(), 1);
+        drop(first);
+
+        // Restarted before the next slot: nothing is due yet (the history says when it last ran).
+        f.set("2026-11-30T10:10:00Z");
+        let second = f.scheduler();
+        second.register(counting("sync", "0 */15 * * * *", &runs));
+        assert!(second.run_due().await.is_empty(), "it ran at 10:00; the next slot is 10:15");
+        drop(second);
+
+        // Down through eleven slots: one run at start, not eleven.
+        f.set("2026-11-30T12:50:00Z");
+        let third = f.scheduler();
+        third.register(counting("sync", "0 */15 * * * *", &runs));
+        assert_eq!(third.run_due().await.len(), 1);
+        assert!(third.run_due().await.is_empty());
+        assert_eq!(runs.load(Ordering::SeqCst), 2);
+        assert_eq!(f.history("sync").len(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_slow_job_is_skipped_not_doubled_when_due_again() {
+        let f = Fixture::new("2026-11-30T10:00:00Z");
+        let s = f.scheduler();
+        let (gate, runs) = (Arc::new(Notify::new()), Arc::new(AtomicUsize::new(0)));
+        s.register(gated("backup", "0 */15 * * * *", &gate, &runs));
+        let mut tick = s.tick();
+        assert_eq!(tick.started.len(), 1);
+        let slow = tick.started.remove(0);
+        f.set("2026-11-30T10:15:30Z");
+        assert!(s.tick().started.is_empty(), "due again while running: not started twice");
+        assert!(s.tick().started.is_empty());
+        assert_eq!(s.run_now("backup", Target::Appliance).err(), Some(NotStarted::Running("backup")));
+        assert!(f.metrics.render().contains("docket_job_runs_total{job=\"backup\",outcome=\"skipped\"} 1"));
+        f.set("2026-11-30T10:20:00Z");
+        gate.notify_one();
+        slow.finished().await;
+        assert!(s.run_due().await.is_empty(), "the 10:15 slot passed during the run: skipped");
+        f.set("2026-11-30T10:30:00Z");
+        let mut tick = s.tick();
+        assert_eq!(tick.started.len(), 1);
+        gate.notify_one();
+        tick.started.remove(0).finished().await;
+        assert_eq!(runs.load(Ordering::SeqCst), 2);
+        let history = f.history("backup");
+        assert_eq!(history[1].ended, Timestamp::from_micros(at("2026-11-30T10:20:00Z")));
+        assert_eq!(history[0].bytes, Some(1));
+    }
+
+    #[tokio::test]
+    async fn jobs_of_one_group_exclude_each_other_and_offline_commands() {
+        let f = Fixture::new("2026-11-30T10:00:00Z");
+        let s = f.scheduler();
+        let (gate, backups, restores) =
+            (Arc::new(Notify::new()), Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        s.register(gated("backup", "0 0 * * * *", &gate, &backups).exclusive("store"));
+        s.register(counting("restore-drill", "0 0 * * * *", &restores).exclusive("store"));
+        let mut tick = s.tick();
+        assert_eq!(tick.started.iter().map(|r| r.job).collect::<Vec<_>>(), ["backup"], "one of the group at a time");
+        // An offline command meets the running backup's lock, and is told who holds it.
+        let refused = ExclusionLock::take(f.dir.path(), "store", "docket restore").unwrap_err();
+        assert!(refused.contains(&format!("process {}", std::process::id())), "{refused}");
+        assert!(refused.contains("fix:"), "{refused}");
+        gate.notify_one();
+        tick.started.remove(0).finished().await;
+        assert_eq!(names(&s.run_due().await), ["restore-drill"], "it runs once the backup ended");
+
+        // An offline command holding the lock keeps the group's due runs waiting.
+        f.set("2026-11-30T11:00:00Z");
+        let held = ExclusionLock::take(f.dir.path(), "store", "docket restore").unwrap();
+        let tick = s.tick();
+        assert!(tick.started.is_empty() && tick.waiting_for_lock, "the lock file is honoured");
+        assert!(matches!(s.run_now("restore-drill", Target::Appliance), Err(NotStarted::Locked { .. })));
+        drop(held);
+        let mut tick = s.tick();
+        assert_eq!(tick.started.len(), 1);
+        gate.notify_one();
+        tick.started.remove(0).finished().await;
+        assert_eq!(names(&s.run_due().await), ["restore-drill"]);
+        assert_eq!((backups.load(Ordering::SeqCst), restores.load(Ordering::SeqCst)), (2, 2));
+    }
+
+    #[tokio::test]
+    async fn history_is_bounded_survives_a_restart_and_feeds_the_metrics() {
+        let f = Fixture::new("2026-11-30T10:00:00Z");
+        let s = Arc::new(Scheduler::new(f.store.clone(), f.clock.clone(), f.metrics.clone(), f.dir.path()).keeping(3));
+        let fail = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let failing = fail.clone();
+        s.register(Job::new("verify", every("0 * * * * *"), move |_| {
+            let fail = failing.load(Ordering::SeqCst);
+            async move { if fail { Err("the newest backup does not decrypt".to_string()) } else { Ok(Done::default()) } }
+        }));
+        for minute in 0..5 {
+            f.set(&format!("2026-11-30T10:0{minute}:00Z"));
+            assert_eq!(s.run_due().await.len(), 1);
+        }
+        let history = f.history("verify");
+        assert_eq!(history.len(), 3, "only the newest runs are kept");
+        assert_eq!(history[2].started, Timestamp::from_micros(at("2026-11-30T10:02:00Z")));
+        fail.store(true, Ordering::SeqCst);
+        f.set("2026-11-30T10:05:00Z");
+        s.run_due().await;
+        let last = f.history("verify").remove(0);
+        assert_eq!((last.outcome, last.error.as_deref()), (Outcome::Error, Some("the newest backup does not decrypt")));
+        let metrics = f.metrics.render();
+        assert!(metrics.contains("docket_job_runs_total{job=\"verify\",outcome=\"ok\"} 5"), "{metrics}");
+        assert!(metrics.contains("docket_job_runs_total{job=\"verify\",outcome=\"error\"} 1"), "{metrics}");
+        let success = at("2026-11-30T10:04:00Z") as f64 / 1e6;
+        assert!(metrics.contains(&format!("docket_job_last_success_timestamp_seconds{{job=\"verify\"}} {success}")));
+        assert!(metrics.contains("docket_job_last_duration_seconds{job=\"verify\"} 0"), "{metrics}");
+
+        // A restart reads the history: the last success is published before any run, and the listing has it.
+        let metrics = Arc::new(Metrics::default());
+        let again = Arc::new(Scheduler::new(f.store.clone(), f.clock.clone(), metrics.clone(), f.dir.path()));
+        again.register(Job::new("verify", every("0 * * * * *"), |_| async { Ok(Done::default()) }));
+        let views = again.overview_all(10).unwrap();
+        assert_eq!(views[0].runs.len(), 3);
+        assert_eq!(views[0].next_run, Some(Timestamp::from_micros(at("2026-11-30T10:06:00Z"))));
+        assert!(metrics.render().contains(&format!("docket_job_last_success_timestamp_seconds{{job=\"verify\"}} {success}")));
+        assert!(describe(&views).contains("error 2026-11-30T10:05:00Z to 2026-11-30T10:05:00Z: the newest backup does not decrypt"));
+    }
+
+    #[tokio::test]
+    async fn a_firm_sees_its_own_jobs_and_only_the_outcomes_of_shared_ones() {
+        let f = Fixture::new("2026-11-30T10:00:00Z");
+        let ctx = OrgTaskContext::new(OrgTask::Test);
+        let org = |slug: &str| f.store.write(|w| crate::store::orgs::create(w, &ctx, slug, slug)).unwrap().id;
+        let (a, b) = (org("alpha"), org("beta"));
+        let s = f.scheduler();
+        let per_org = Job::new("clio-sync", every("0 */15 * * * *"), |target| async move {
+            match target {
+                Target::Org(OrgId(n)) => Ok(Done::items(n * 100)),
+                Target::Appliance => Err("per firm".into()),
+            }
+        });
+        s.register(per_org.per_org(move || vec![a, b]));
+        s.register(Job::new("clio-purge", every("0 0 * * * *"), |_| async { Err(format!("org 2: disk full")) }));
+        assert_eq!(s.run_due().await.len(), 3);
+        let view = |scope: &OrgScope| s.firm_overview(scope, 10).unwrap();
+        let alpha = view(&ctx.org_scope(a));
+        let shown: Vec<(String, Target)> = alpha.iter().map(|v| (v.job.clone(), v.target)).collect();
+        assert_eq!(shown, [("clio-sync".to_string(), Target::Org(a)), ("clio-purge".to_string(), Target::Appliance)]);
+        assert_eq!(alpha[0].runs[0].items, Some(a.0 * 100), "its own figures");
+        let purge = &alpha[1].runs[0];
+        assert_eq!((purge.outcome, purge.error.as_deref()), (Outcome::Error, Some(REDACTED_ERROR)), "no other firm's detail");
+        let all = s.overview_all(10).unwrap();
+        assert_eq!(all.len(), 3, "the sysadmin sees every firm's");
+        assert_eq!(all[2].runs[0].error.as_deref(), Some("org 2: disk full"));
+    }
+}
