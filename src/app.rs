@@ -4,9 +4,9 @@
 //! pings while the runtime and the store answer, and SIGHUP reloads.
 use crate::clock::Clock;
 use crate::config::{Config, Schedule};
-use crate::lifecycle::scheduler::{Done, Job, JobResult, Target};
 use crate::http::{self, Listeners, tls::TlsSetup};
 use crate::lifecycle::keys::{self, KeyError};
+use crate::lifecycle::scheduler::{Done, Job, JobResult, Target};
 use crate::secrets::SharedKeyring;
 use crate::state::AppState;
 use crate::store::{Store, StoreError};
@@ -96,8 +96,9 @@ pub async fn start(instance: Instance) -> Result<Running, AppError> {
     let (main_addrs, redirect_addrs) = (listeners.main_addrs(), listeners.redirect_addrs());
     let socket = config.control_socket_path();
     let state = AppState::new(config, store, keys, clock).map_err(AppError::Identity)?;
-    let control = crate::control::listen(&socket, state.store.clone(), state.keys.clone(), Some(state.scheduler.clone()))
-        .map_err(|e| AppError::Control { path: socket.display().to_string(), reason: e.to_string() })?;
+    let control =
+        crate::control::listen(&socket, state.store.clone(), state.keys.clone(), Some(state.scheduler.clone()))
+            .map_err(|e| AppError::Control { path: socket.display().to_string(), reason: e.to_string() })?;
     register_jobs(&state);
     let (shutdown, rx) = watch::channel(false);
     let server = tokio::spawn(http::run(state.clone(), listeners, tls.clone(), rx));
@@ -166,7 +167,9 @@ fn register_jobs(state: &Arc<AppState>) {
     let connected = |manager: Arc<crate::clio::runner::SyncManager>| move || manager.connected_orgs();
     scheduler.register(Job::new(CLIO_SYNC, sync, syncs(false)).per_org(connected(state.sync.clone())));
     scheduler.register(
-        Job::new(CLIO_RECONCILE, reconcile, syncs(true)).per_org(connected(state.sync.clone())).first_run_at_next_slot(),
+        Job::new(CLIO_RECONCILE, reconcile, syncs(true))
+            .per_org(connected(state.sync.clone()))
+            .first_run_at_next_slot(),
     );
     let weak = Arc::downgrade(scheduler);
     state.sync.on_connect(move |org| {

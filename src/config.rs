@@ -88,8 +88,7 @@ impl Default for MaintenanceConfig {
 
 /// What a bad schedule's error says is wrong, and what to do.
 const SCHEDULE_PROBLEM: &str = "is not a cron expression";
-const SCHEDULE_FIX: &str =
-    "write 6 or 7 fields, seconds first, in UTC: \"0 */15 * * * *\" is every 15 minutes, \"0 30 2 * * *\" daily at 02:30";
+const SCHEDULE_FIX: &str = "write 6 or 7 fields, seconds first, in UTC: \"0 */15 * * * *\" is every 15 minutes, \"0 30 2 * * *\" daily at 02:30";
 
 /// A cron schedule from the config (the `cron` crate: 6 or 7 fields, seconds
 /// first, UTC), validated when the config loads: a bad expression is an error
@@ -1142,7 +1141,8 @@ mod tests {
     #[test]
     fn schedules_load_seven_fields_and_the_defaults_parse() {
         let dir = tempfile::tempdir().unwrap();
-        let file = write(dir.path(), "d.toml", "[tls]\nmode = \"off\"\n[clio]\nsync_schedule = \" 0 0 3 * * * 2030 \"\n");
+        let file =
+            write(dir.path(), "d.toml", "[tls]\nmode = \"off\"\n[clio]\nsync_schedule = \" 0 0 3 * * * 2030 \"\n");
         let loaded = Layers::new().file(&file).unwrap().build().unwrap();
         let schedule = &loaded.config.clio.sync_schedule;
         assert_eq!(schedule.expr(), "0 0 3 * * * 2030");
@@ -1150,8 +1150,12 @@ mod tests {
         assert_eq!(schedule.next_after(at("2026-11-30T12:00:00Z")), Some(at("2030-01-01T03:00:00Z")));
         assert_eq!(schedule.next_after(at("2030-12-31T03:00:00Z")), None, "no instant after its last year");
         let c = Config::default();
-        for s in [&c.clio.sync_schedule, &c.clio.reconcile_schedule, &c.maintenance.sweep_schedule, &c.maintenance.purge_schedule]
-        {
+        for s in [
+            &c.clio.sync_schedule,
+            &c.clio.reconcile_schedule,
+            &c.maintenance.sweep_schedule,
+            &c.maintenance.purge_schedule,
+        ] {
             assert!(s.next_after(0).is_some(), "the built-in default `{s}` parses");
             assert_eq!(Schedule::parse(s.expr()).as_ref(), Ok(s));
         }

@@ -188,7 +188,10 @@ fn verify_audit(store: &Store, slug: Option<&str>) -> Result<String, String> {
 fn recorded_jobs(store: &Store) -> Result<String, String> {
     let orgs: Vec<_> = store.list_orgs().map_err(|e| e.to_string())?.iter().map(|o| o.id).collect();
     let views = scheduler::recorded(store, &orgs, JOB_RUNS_SHOWN).map_err(|e| e.to_string())?;
-    Ok(format!("the service is not running: no job is scheduled now; the runs recorded:\n{}", scheduler::describe(&views)))
+    Ok(format!(
+        "the service is not running: no job is scheduled now; the runs recorded:\n{}",
+        scheduler::describe(&views)
+    ))
 }
 
 /// Runs per job that `docket jobs` shows.
@@ -238,8 +241,8 @@ async fn handle(
                 },
                 _ => execute(&command, &store, &keys),
             })
-                .await
-                .unwrap_or_else(|_| Reply::Err("the command failed inside the server".into()))
+            .await
+            .unwrap_or_else(|_| Reply::Err("the command failed inside the server".into()))
         }
         Err(e) => Reply::Err(format!("malformed control request: {e}")),
     };

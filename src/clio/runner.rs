@@ -169,7 +169,12 @@ impl SyncManager {
 
     /// Runs the org's requests one at a time; requests that queued up during
     /// a run share the next one. Ends when the org is no longer connected.
-    async fn run_org(self: Arc<Self>, org: OrgId, mut requests: mpsc::UnboundedReceiver<Request>, running: Arc<AtomicBool>) {
+    async fn run_org(
+        self: Arc<Self>,
+        org: OrgId,
+        mut requests: mpsc::UnboundedReceiver<Request>,
+        running: Arc<AtomicBool>,
+    ) {
         while let Some(first) = requests.recv().await {
             let mut batch = vec![first];
             while let Ok(more) = requests.try_recv() {

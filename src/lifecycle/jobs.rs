@@ -7,8 +7,8 @@
 //! reading them takes that org's scope. Keys are `job name ++ 0 ++ start`
 //! (microseconds, big-endian), so a job's runs read oldest first.
 use crate::store::{
-    JOB_RUNS, ORG_JOB_RUNS, OrgId, OrgScope, OrgTask, OrgTaskContext, Reader, Rows, Store, StoreError,
-    SystemContext, Task, Tx,
+    JOB_RUNS, ORG_JOB_RUNS, OrgId, OrgScope, OrgTask, OrgTaskContext, Reader, Rows, Store, StoreError, SystemContext,
+    Task, Tx,
 };
 use crate::timestamp::Timestamp;
 use serde::{Deserialize, Serialize};

@@ -418,7 +418,14 @@ impl Scheduler {
     }
 
     /// Records a run's history and metrics, frees its instance and group, and wakes the loop.
-    async fn finish(&self, job: &'static str, group: Option<&'static str>, target: Target, started: Timestamp, result: JobResult) {
+    async fn finish(
+        &self,
+        job: &'static str,
+        group: Option<&'static str>,
+        target: Target,
+        started: Timestamp,
+        result: JobResult,
+    ) {
         let ended = Timestamp::from_micros(self.clock.now_micros().max(started.micros()));
         let (outcome, done, error) = match result {
             Ok(done) => (Outcome::Ok, done, None),
@@ -927,8 +934,15 @@ mod tests {
         let views = again.overview_all(10).unwrap();
         assert_eq!(views[0].runs.len(), 3);
         assert_eq!(views[0].next_run, Some(Timestamp::from_micros(at("2026-11-30T10:06:00Z"))));
-        assert!(metrics.render().contains(&format!("docket_job_last_success_timestamp_seconds{{job=\"verify\"}} {success}")));
-        assert!(describe(&views).contains("error 2026-11-30T10:05:00Z to 2026-11-30T10:05:00Z: the newest backup does not decrypt"));
+        assert!(
+            metrics
+                .render()
+                .contains(&format!("docket_job_last_success_timestamp_seconds{{job=\"verify\"}} {success}"))
+        );
+        assert!(
+            describe(&views)
+                .contains("error 2026-11-30T10:05:00Z to 2026-11-30T10:05:00Z: the newest backup does not decrypt")
+        );
     }
 
     #[tokio::test]
@@ -945,7 +959,7 @@ mod tests {
             }
         });
         s.register(per_org.per_org(move || vec![a, b]));
-        s.register(Job::new("clio-purge", every("0 0 * * * *"), |_| async { Err(format!("org 2: disk full")) }));
+        s.register(Job::new("clio-purge", every("0 0 * * * *"), |_| async { Err("org 2: disk full".to_string()) }));
         assert_eq!(s.run_due().await.len(), 3);
         let view = |scope: &OrgScope| s.firm_overview(scope, 10).unwrap();
         let alpha = view(&ctx.org_scope(a));
@@ -953,7 +967,11 @@ mod tests {
         assert_eq!(shown, [("clio-sync".to_string(), Target::Org(a)), ("clio-purge".to_string(), Target::Appliance)]);
         assert_eq!(alpha[0].runs[0].items, Some(a.0 * 100), "its own figures");
         let purge = &alpha[1].runs[0];
-        assert_eq!((purge.outcome, purge.error.as_deref()), (Outcome::Error, Some(REDACTED_ERROR)), "no other firm's detail");
+        assert_eq!(
+            (purge.outcome, purge.error.as_deref()),
+            (Outcome::Error, Some(REDACTED_ERROR)),
+            "no other firm's detail"
+        );
         let all = s.overview_all(10).unwrap();
         assert_eq!(all.len(), 3, "the sysadmin sees every firm's");
         assert_eq!(all[2].runs[0].error.as_deref(), Some("org 2: disk full"));
