@@ -40,7 +40,7 @@ pub struct JobRunView {
     pub started: String,
     /// RFC 3339.
     pub ended: String,
-    /// `ok` or `error`.
+    /// `ok`, `error`, or `cancelled` (cut short by a stop of the service; it runs again at start).
     pub outcome: String,
     /// Bytes written, when the job reports them.
     pub bytes: Option<u64>,

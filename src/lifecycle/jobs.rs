@@ -42,6 +42,9 @@ impl std::fmt::Display for Target {
 pub enum Outcome {
     Ok,
     Error,
+    /// Cut short by a stop of the service; it does not count as a run (the
+    /// next start runs it again).
+    Cancelled,
 }
 
 impl Outcome {
@@ -49,6 +52,7 @@ impl Outcome {
         match self {
             Outcome::Ok => "ok",
             Outcome::Error => "error",
+            Outcome::Cancelled => "cancelled",
         }
     }
 }

@@ -9,8 +9,9 @@
 //!   *ended* (read back from the store's history at start). So a run never
 //!   overlaps itself (a slot that passes while it runs is skipped, counted as
 //!   `skipped`), and runs missed while the service was down run once at
-//!   start, not once per missed slot. A job that never ran is due at once
-//!   (or at its next slot, [`Job::first_run_at_next_slot`]).
+//!   start, not once per missed slot; so does a run cut short by a stop
+//!   (recorded as `cancelled`). A job that never ran is due at once (or at
+//!   its next slot, [`Job::first_run_at_next_slot`]).
 //! - **Exclusion groups** ([`Job::exclusive`]): jobs of one group never run
 //!   together (backup and restore). Appliance-wide runs of a group also hold
 //!   the lock file `<data_dir>/locks/<group>.lock` ([`ExclusionLock`]), which
@@ -358,7 +359,8 @@ impl Scheduler {
         if let Some(ok) = runs.iter().find(|r| r.outcome == Outcome::Ok) {
             self.gauge_success(job, target, ok.ended);
         }
-        runs.first().map(|r| r.ended.micros().max(r.started.micros()))
+        // A run cut short by a stop does not count: the start runs it again.
+        runs.iter().find(|r| r.outcome != Outcome::Cancelled).map(|r| r.ended.micros().max(r.started.micros()))
     }
 
     /// Starts one run unless it runs already or its group is busy.
@@ -405,13 +407,13 @@ impl Scheduler {
         let (name, group) = (job.name, job.group);
         let handle = tokio::spawn(async move {
             let started = Timestamp::from_micros(now);
-            let result = match run.await {
-                Ok(result) => result,
-                Err(e) if e.is_cancelled() => Err("the run was cancelled (the service stopped)".to_string()),
-                Err(_) => Err("the run failed unexpectedly (a bug: see the service log)".to_string()),
+            let (result, cancelled) = match run.await {
+                Ok(result) => (result, false),
+                Err(e) if e.is_cancelled() => (Err("cut short: the service stopped".to_string()), true),
+                Err(_) => (Err("the run failed unexpectedly (a bug: see the service log)".to_string()), false),
             };
             drop(file_lock);
-            me.finish(name, group, target, started, result).await;
+            me.finish(name, group, target, started, result, cancelled).await;
         });
         tracing::info!(job = name, target = %target, "job started");
         Ok(Started { job: name, target, handle })
@@ -425,10 +427,12 @@ impl Scheduler {
         target: Target,
         started: Timestamp,
         result: JobResult,
+        cancelled: bool,
     ) {
         let ended = Timestamp::from_micros(self.clock.now_micros().max(started.micros()));
         let (outcome, done, error) = match result {
             Ok(done) => (Outcome::Ok, done, None),
+            Err(e) if cancelled => (Outcome::Cancelled, Done::default(), Some(e)),
             Err(e) => (Outcome::Error, Done::default(), Some(e)),
         };
         let run = Run { started, ended, outcome, bytes: done.bytes, items: done.items, error };
@@ -457,7 +461,9 @@ impl Scheduler {
         let mut inner = self.inner();
         if let Some(instance) = inner.instances.get_mut(&(job, target)) {
             instance.running = None;
-            instance.last_end = Some(ended.micros());
+            if outcome != Outcome::Cancelled {
+                instance.last_end = Some(ended.micros());
+            }
         }
         if let Some(group) = group {
             inner.busy_groups.remove(group);
@@ -808,6 +814,12 @@ mod tests {
         assert_eq!(history.len(), 4);
         assert_eq!(history[0].started, Timestamp::from_micros(at("2026-12-01T02:30:00Z")), "newest first");
         assert_eq!((history[0].outcome, history[0].items), (Outcome::Ok, Some(7)));
+
+        // A reload's new schedule counts from the last run at once.
+        assert_eq!(s.tick().next, Some(at("2026-12-01T02:45:00Z")));
+        assert!(s.reschedule("sweep", every("0 */5 * * * *")));
+        assert!(!s.reschedule("no-such-job", every("0 */5 * * * *")));
+        assert_eq!(s.tick().next, Some(at("2026-12-01T02:35:00Z")));
     }
 
     #[tokio::test]
@@ -834,6 +846,22 @@ mod tests {
         assert!(third.run_due().await.is_empty());
         assert_eq!(runs.load(Ordering::SeqCst), 2);
         assert_eq!(f.history("sync").len(), 2);
+        drop(third);
+
+        // A run cut short by a stop runs again at the next start, before its next slot.
+        f.set("2026-11-30T13:00:00Z");
+        let (gate, cut) = (Arc::new(Notify::new()), Arc::new(AtomicUsize::new(0)));
+        let fourth = f.scheduler();
+        fourth.register(gated("sync", "0 */15 * * * *", &gate, &cut));
+        let mut tick = fourth.tick();
+        fourth.stop();
+        tick.started.remove(0).finished().await;
+        assert_eq!(f.history("sync")[0].outcome, Outcome::Cancelled);
+        f.set("2026-11-30T13:01:00Z");
+        let fifth = f.scheduler();
+        fifth.register(counting("sync", "0 */15 * * * *", &runs));
+        assert_eq!(fifth.run_due().await.len(), 1, "the cut-short run runs again at start");
+        assert!(fifth.run_due().await.is_empty());
     }
 
     #[tokio::test]

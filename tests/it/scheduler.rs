@@ -2,7 +2,7 @@
 //! appliance's, never another firm's), `docket jobs` over the control socket,
 //! and the job metrics.
 use crate::clio::connect_and_sync;
-use crate::support::{TestServer, client, eventually};
+use crate::support::{TestServer, client, eventually, run_docket};
 use docket::clio::fake::FakeClio;
 use docket::control::{Command, Reply};
 use serde_json::Value;
@@ -59,5 +59,11 @@ async fn the_jobs_api_shows_a_firms_sync_runs_and_no_other_firm_sees_them() {
     assert!(metrics.contains("docket_job_last_success_timestamp_seconds{job=\"clio-sync\",org=\""), "{metrics}");
     assert!(metrics.contains("docket_job_runs_total{job=\"session-sweep\",outcome=\"ok\"}"), "{metrics}");
     assert!(metrics.contains("docket_job_last_duration_seconds{job=\"session-sweep\"}"), "{metrics}");
-    s.stop().await;
+
+    // With the service stopped, `docket jobs` reads the history from the store.
+    let dir = s.stop().await;
+    let data = dir.path().join("data");
+    let (code, out, err) = run_docket(&["jobs", "--data-dir", data.to_str().unwrap()], &[]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("the service is not running") && out.contains("clio-sync (org "), "{out}");
 }
