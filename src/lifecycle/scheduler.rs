@@ -18,14 +18,32 @@
 //!   an offline CLI command takes too, so a `docket restore` and the
 //!   service's backup exclude each other across processes.
 //! - **History** of each run goes to the store (`lifecycle::jobs`), and to
-//!   `/metrics`: `docket_job_runs_total{job,outcome}`,
-//!   `docket_job_last_duration_seconds{job}`,
-//!   `docket_job_last_success_timestamp_seconds{job}` (plus `org` for an
-//!   org's jobs; job names are fixed strings, so labels stay bounded).
+//!   `/metrics`: `docket_job_runs_total{name,outcome}`,
+//!   `docket_job_last_duration_seconds{name}`,
+//!   `docket_job_last_success_timestamp_seconds{name}` (plus `org` for an
+//!   org's jobs; job names are fixed strings, so labels stay bounded; the
+//!   label is `name`, as Prometheus keeps `job` for the scrape job).
 //! - **Time is an input.** [`Scheduler::tick`] starts what is due at the
 //!   clock's now; tests drive a fixed clock and tick. [`Scheduler::spawn`]
 //!   is the production loop: it sleeps until the next due instant and wakes
 //!   early on [`Scheduler::wake`] (a run ended, an org connected, a reload).
+//!
+//! Registering a job, and taking its exclusion from an offline command:
+//!
+//! ```no_run
+//! # fn wire(state: std::sync::Arc<docket::state::AppState>) -> Result<(), String> {
+//! use docket::lifecycle::scheduler::{BACKUP_RESTORE, Done, ExclusionLock, Job, Target};
+//! let schedule = docket::config::Schedule::parse("0 0 3 * * *")?; // from the config in practice
+//! let backup = Job::new("backup", schedule, |_: Target| async move {
+//!     // ... write the backup ...
+//!     Ok(Done::bytes(1024))
+//! });
+//! state.scheduler.register(backup.exclusive(BACKUP_RESTORE));
+//! // `docket restore` (no service needed) waits for no backup and lets none start meanwhile:
+//! let _held = ExclusionLock::take(&state.config.data_dir, BACKUP_RESTORE, "docket restore")?;
+//! # Ok(())
+//! # }
+//! ```
 pub use super::jobs::{Outcome, Run, Target};
 use crate::clock::Clock;
 use crate::config::Schedule;
@@ -41,6 +59,10 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::Notify;
+
+/// The exclusion group of backups, their verification and restores (they
+/// must never run together, in the service or from the CLI).
+pub const BACKUP_RESTORE: &str = "backup-restore";
 
 /// The longest the loop sleeps without looking again (a wall clock that
 /// jumps, a schedule whose next instant is years away).
@@ -640,8 +662,8 @@ pub fn describe(views: &[JobView]) -> String {
 
 fn labels(job: &'static str, target: Target) -> Vec<(&'static str, String)> {
     match target {
-        Target::Appliance => vec![("job", job.to_string())],
-        Target::Org(org) => vec![("job", job.to_string()), ("org", org.to_string())],
+        Target::Appliance => vec![("name", job.to_string())],
+        Target::Org(org) => vec![("name", job.to_string()), ("org", org.to_string())],
     }
 }
 
@@ -877,7 +899,7 @@ mod tests {
         assert!(s.tick().started.is_empty(), "due again while running: not started twice");
         assert!(s.tick().started.is_empty());
         assert_eq!(s.run_now("backup", Target::Appliance).err(), Some(NotStarted::Running("backup")));
-        assert!(f.metrics.render().contains("docket_job_runs_total{job=\"backup\",outcome=\"skipped\"} 1"));
+        assert!(f.metrics.render().contains("docket_job_runs_total{name=\"backup\",outcome=\"skipped\"} 1"));
         f.set("2026-11-30T10:20:00Z");
         gate.notify_one();
         slow.finished().await;
@@ -949,11 +971,11 @@ mod tests {
         let last = f.history("verify").remove(0);
         assert_eq!((last.outcome, last.error.as_deref()), (Outcome::Error, Some("the newest backup does not decrypt")));
         let metrics = f.metrics.render();
-        assert!(metrics.contains("docket_job_runs_total{job=\"verify\",outcome=\"ok\"} 5"), "{metrics}");
-        assert!(metrics.contains("docket_job_runs_total{job=\"verify\",outcome=\"error\"} 1"), "{metrics}");
+        assert!(metrics.contains("docket_job_runs_total{name=\"verify\",outcome=\"ok\"} 5"), "{metrics}");
+        assert!(metrics.contains("docket_job_runs_total{name=\"verify\",outcome=\"error\"} 1"), "{metrics}");
         let success = at("2026-11-30T10:04:00Z") as f64 / 1e6;
-        assert!(metrics.contains(&format!("docket_job_last_success_timestamp_seconds{{job=\"verify\"}} {success}")));
-        assert!(metrics.contains("docket_job_last_duration_seconds{job=\"verify\"} 0"), "{metrics}");
+        assert!(metrics.contains(&format!("docket_job_last_success_timestamp_seconds{{name=\"verify\"}} {success}")));
+        assert!(metrics.contains("docket_job_last_duration_seconds{name=\"verify\"} 0"), "{metrics}");
 
         // A restart reads the history: the last success is published before any run, and the listing has it.
         let metrics = Arc::new(Metrics::default());
@@ -965,7 +987,7 @@ mod tests {
         assert!(
             metrics
                 .render()
-                .contains(&format!("docket_job_last_success_timestamp_seconds{{job=\"verify\"}} {success}"))
+                .contains(&format!("docket_job_last_success_timestamp_seconds{{name=\"verify\"}} {success}"))
         );
         assert!(
             describe(&views)

@@ -56,9 +56,9 @@ async fn the_jobs_api_shows_a_firms_sync_runs_and_no_other_firm_sees_them() {
     assert!(text.contains("    ok "), "{text}");
 
     let metrics = client().get(s.url("/metrics")).send().await.unwrap().text().await.unwrap();
-    assert!(metrics.contains("docket_job_last_success_timestamp_seconds{job=\"clio-sync\",org=\""), "{metrics}");
-    assert!(metrics.contains("docket_job_runs_total{job=\"session-sweep\",outcome=\"ok\"}"), "{metrics}");
-    assert!(metrics.contains("docket_job_last_duration_seconds{job=\"session-sweep\"}"), "{metrics}");
+    assert!(metrics.contains("docket_job_last_success_timestamp_seconds{name=\"clio-sync\",org=\""), "{metrics}");
+    assert!(metrics.contains("docket_job_runs_total{name=\"session-sweep\",outcome=\"ok\"}"), "{metrics}");
+    assert!(metrics.contains("docket_job_last_duration_seconds{name=\"session-sweep\"}"), "{metrics}");
 
     // With the service stopped, `docket jobs` reads the history from the store.
     let dir = s.stop().await;
