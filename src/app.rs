@@ -160,7 +160,7 @@ fn register_jobs(state: &Arc<AppState>) {
             let manager = manager.clone();
             async move {
                 let Target::Org(org) = target else { return Err("the Clio sync runs per firm".to_string()) };
-                manager.run(org, reconcile).await.map(|()| Done::default())
+                manager.run(org, reconcile).await.map(Done::items)
             }
         }
     };

@@ -25,7 +25,8 @@ const CTX: OrgTaskContext = OrgTaskContext::new(crate::store::OrgTask::ClioSync)
 /// One request to an org's sync task; `reply` gets the outcome.
 struct Request {
     reconcile: bool,
-    reply: Option<oneshot::Sender<Result<(), String>>>,
+    /// Gets the records the run stored, or its error.
+    reply: Option<oneshot::Sender<Result<u64, String>>>,
 }
 
 struct OrgTask {
@@ -110,7 +111,7 @@ impl SyncManager {
         requests
     }
 
-    fn ask(self: &Arc<Self>, org: OrgId, reconcile: bool, reply: Option<oneshot::Sender<Result<(), String>>>) {
+    fn ask(self: &Arc<Self>, org: OrgId, reconcile: bool, reply: Option<oneshot::Sender<Result<u64, String>>>) {
         // A task that just ended (its org disconnected) drops the request; the reply then says so.
         let _ = self.task(org).send(Request { reconcile, reply });
     }
@@ -136,8 +137,9 @@ impl SyncManager {
     }
 
     /// Runs a sync (with a deletion reconcile if `reconcile`) of `org` and
-    /// waits for its outcome: the scheduled jobs `clio-sync` and `clio-reconcile`.
-    pub async fn run(self: &Arc<Self>, org: OrgId, reconcile: bool) -> Result<(), String> {
+    /// waits for its outcome (the records it stored): the scheduled jobs
+    /// `clio-sync` and `clio-reconcile`.
+    pub async fn run(self: &Arc<Self>, org: OrgId, reconcile: bool) -> Result<u64, String> {
         let (reply, outcome) = oneshot::channel();
         self.ask(org, reconcile, Some(reply));
         outcome.await.unwrap_or_else(|_| Err(ConnectionError::NotConnected.to_string()))
@@ -186,7 +188,7 @@ impl SyncManager {
             running.store(true, Ordering::Relaxed);
             let result = self.run_once(org, reconcile).await;
             running.store(false, Ordering::Relaxed);
-            let outcome = result.as_ref().map(|_| ()).map_err(ToString::to_string);
+            let outcome = result.as_ref().copied().map_err(ToString::to_string);
             for request in batch {
                 if let Some(reply) = request.reply {
                     let _ = reply.send(outcome.clone());
@@ -195,13 +197,13 @@ impl SyncManager {
             match result {
                 Err(ConnectionError::NotConnected) => return,
                 Err(e) => tracing::warn!(org = %org, error = %e, "Clio sync failed; it resumes at the next run"),
-                Ok(()) => {}
+                Ok(_) => {}
             }
         }
     }
 
-    /// One sync of every kind (and a deletion reconcile when asked).
-    pub async fn run_once(&self, org: OrgId, reconcile: bool) -> Result<(), ConnectionError> {
+    /// One sync of every kind (and a deletion reconcile when asked); the records it stored.
+    pub async fn run_once(&self, org: OrgId, reconcile: bool) -> Result<u64, ConnectionError> {
         let sync = sync::SyncScope::begin(&self.store, &CTX, org)?;
         let scope = sync.scope().clone();
         let client = connection::client(
@@ -212,10 +214,10 @@ impl SyncManager {
             self.metrics.clone(),
             self.policy.clone(),
         )?;
-        let mut failed = None;
+        let (mut failed, mut stored) = (None, 0);
         for kind in Kind::ALL {
             let result = async {
-                sync::sync_kind(&self.store, &sync, &client, kind).await?;
+                stored += sync::sync_kind(&self.store, &sync, &client, kind).await?.stored;
                 if reconcile {
                     sync::reconcile(&self.store, &sync, &client, kind, self.config.max_delete_share).await?;
                 }
@@ -238,7 +240,7 @@ impl SyncManager {
             Some(sync::SyncError::Clio(e)) => Err(ConnectionError::Clio(e)),
             Some(sync::SyncError::Store(e)) => Err(ConnectionError::Store(e)),
             Some(sync::SyncError::Fenced) => Err(ConnectionError::NotConnected),
-            None => Ok(()),
+            None => Ok(stored),
         }
     }
 

@@ -29,8 +29,9 @@ async fn the_jobs_api_shows_a_firms_sync_runs_and_no_other_firm_sees_them() {
     assert!(synced, "the connect's first sync is a recorded run of the firm's `clio-sync`: {list}");
     let sync = job(&list, "clio-sync", "org").unwrap();
     assert_eq!(sync["schedule"], "0 */15 * * * *");
-    let run = &sync["runs"][0];
-    assert!(run["started"].as_str().unwrap() <= run["ended"].as_str().unwrap(), "{run}");
+    let first = sync["runs"].as_array().unwrap().last().unwrap();
+    assert!(first["started"].as_str().unwrap() <= first["ended"].as_str().unwrap(), "{first}");
+    assert_eq!(first["items"].as_u64(), Some(fake.firm().total()), "the first sync stored every record: {first}");
     let reconcile = job(&list, "clio-reconcile", "org").unwrap();
     assert!(reconcile["next_run"].is_string() && reconcile["runs"].as_array().unwrap().is_empty(), "{reconcile}");
     let sweep = job(&list, "session-sweep", "appliance").unwrap();
