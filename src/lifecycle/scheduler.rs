@@ -189,6 +189,14 @@ impl Started {
     }
 }
 
+/// Where one (job, target) stands.
+enum Look {
+    Running,
+    /// Not due yet: due at this instant, if ever.
+    Waiting(Option<i64>),
+    Due,
+}
+
 /// What one look at the schedule did.
 pub struct Tick {
     pub started: Vec<Started>,
@@ -296,34 +304,38 @@ impl Scheduler {
         let mut tick = Tick { started: vec![], next: None, waiting_for_lock: false };
         for job in &jobs {
             for target in job.targets() {
-                let due = self.due_at(job, target, now);
-                let mut inner = self.inner();
-                let Some(instance) = inner.instances.get_mut(&(job.name, target)) else { continue };
-                if let Some((_, started)) = instance.running {
-                    if job.schedule.next_after(started).is_some_and(|t| t <= now) && !instance.skipped {
-                        instance.skipped = true;
-                        self.count(job.name, target, "skipped");
-                        tracing::info!(job = job.name, target = %target, "a scheduled run was skipped: the previous run is still going");
-                    }
-                    continue;
-                }
-                match due {
-                    Some(t) if t <= now => {}
-                    Some(t) => {
-                        tick.next = Some(tick.next.map_or(t, |n: i64| n.min(t)));
-                        continue;
-                    }
-                    None => continue,
-                }
-                drop(inner);
-                match self.start(job, target) {
-                    Ok(started) => tick.started.push(started),
-                    Err(NotStarted::Locked { .. }) => tick.waiting_for_lock = true,
-                    Err(_) => {}
+                match self.look(job, target, now) {
+                    Look::Running => {}
+                    Look::Waiting(next) => tick.next = tick.next.into_iter().chain(next).min(),
+                    Look::Due => match self.start(job, target) {
+                        Ok(started) => tick.started.push(started),
+                        Err(NotStarted::Locked { .. }) => tick.waiting_for_lock = true,
+                        Err(_) => {}
+                    },
                 }
             }
         }
         tick
+    }
+
+    /// Where (job, target) stands at `now`; a slot that passed while it runs
+    /// is counted once as `skipped`.
+    fn look(&self, job: &Job, target: Target, now: i64) -> Look {
+        let due = self.due_at(job, target, now);
+        let mut inner = self.inner();
+        let Some(instance) = inner.instances.get_mut(&(job.name, target)) else { return Look::Waiting(None) };
+        if let Some((_, started)) = instance.running {
+            if !instance.skipped && job.schedule.next_after(started).is_some_and(|t| t <= now) {
+                instance.skipped = true;
+                self.count(job.name, target, "skipped");
+                tracing::info!(job = job.name, target = %target, "a scheduled run was skipped: the previous run is still going");
+            }
+            return Look::Running;
+        }
+        match due {
+            Some(t) if t <= now => Look::Due,
+            later => Look::Waiting(later),
+        }
     }
 
     /// Ticks, then waits for the runs it started (tests step the scheduler with this).
