@@ -3,9 +3,10 @@
 //! Under systemd: `READY=1`/`STATUS=`/`STOPPING=1` notifications, `WATCHDOG=1`
 //! pings while the runtime and the store answer, and SIGHUP reloads.
 use crate::clock::Clock;
-use crate::config::Config;
+use crate::config::{Config, Schedule};
 use crate::http::{self, Listeners, tls::TlsSetup};
 use crate::lifecycle::keys::{self, KeyError};
+use crate::lifecycle::scheduler::{Done, Job, JobResult, Target};
 use crate::secrets::SharedKeyring;
 use crate::state::AppState;
 use crate::store::{Store, StoreError};
@@ -80,8 +81,8 @@ pub struct Running {
     shutdown: watch::Sender<bool>,
     server: tokio::task::JoinHandle<Result<(), http::HttpError>>,
     control: tokio::task::JoinHandle<()>,
-    sweeper: tokio::task::JoinHandle<()>,
     indexer: tokio::task::JoinHandle<()>,
+    scheduler: tokio::task::JoinHandle<()>,
     watchdog: Option<tokio::task::JoinHandle<()>>,
     /// The config file SIGHUP re-reads (none: only certificates are reloaded).
     pub config_file: Option<PathBuf>,
@@ -96,25 +97,13 @@ pub async fn start(instance: Instance) -> Result<Running, AppError> {
     let (main_addrs, redirect_addrs) = (listeners.main_addrs(), listeners.redirect_addrs());
     let socket = config.control_socket_path();
     let state = AppState::new(config, store, keys, clock).map_err(AppError::Identity)?;
-    let control = crate::control::listen(&socket, state.store.clone(), state.keys.clone(), state.search.clone())
+    let control = crate::control::listen(&socket, state.clone())
         .map_err(|e| AppError::Control { path: socket.display().to_string(), reason: e.to_string() })?;
+    register_jobs(&state);
     let (shutdown, rx) = watch::channel(false);
     let indexer = crate::search::indexer::start(state.search.clone(), rx.clone()).await;
     let server = tokio::spawn(http::run(state.clone(), listeners, tls.clone(), rx));
-    let sweeper = {
-        let state = state.clone();
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
-            loop {
-                tick.tick().await;
-                state.limits.forget_idle();
-                if let Err(e) = crate::auth::sessions::sweep(&state.store, state.timeouts) {
-                    tracing::warn!(error = %e, "could not delete expired sessions");
-                }
-            }
-        })
-    };
-    state.sync.start_all();
+    let scheduler = state.scheduler.spawn();
     let watchdog = watchdog_interval(|k| std::env::var(k).ok(), std::process::id()).map(|every| {
         let state = state.clone();
         tokio::spawn(watchdog(every, move || sync_status(state.clone())))
@@ -128,15 +117,90 @@ pub async fn start(instance: Instance) -> Result<Running, AppError> {
         shutdown,
         server,
         control,
-        sweeper,
         indexer,
+        scheduler,
         watchdog,
         config_file: None,
     })
 }
 
 /// Settings a SIGHUP applies without a restart; changes to any other are logged.
-const LIVE_SETTINGS: &[&str] = &["tls.cert_file", "tls.key_file"];
+const LIVE_SETTINGS: &[&str] = &[
+    "tls.cert_file",
+    "tls.key_file",
+    "clio.sync_schedule",
+    "clio.reconcile_schedule",
+    "maintenance.sweep_schedule",
+    "maintenance.purge_schedule",
+];
+
+/// The built-in jobs (`docket jobs` and `GET /api/v1/system/jobs` list them by these names).
+pub const CLIO_SYNC: &str = "clio-sync";
+pub const CLIO_RECONCILE: &str = "clio-reconcile";
+pub const SESSION_SWEEP: &str = "session-sweep";
+pub const CLIO_PURGE: &str = "clio-purge";
+
+/// Each built-in job's schedule in `config`.
+fn schedules(config: &Config) -> [(&'static str, Schedule); 4] {
+    [
+        (CLIO_SYNC, config.clio.sync_schedule.clone()),
+        (CLIO_RECONCILE, config.clio.reconcile_schedule.clone()),
+        (SESSION_SWEEP, config.maintenance.sweep_schedule.clone()),
+        (CLIO_PURGE, config.maintenance.purge_schedule.clone()),
+    ]
+}
+
+/// Registers the built-in jobs: per connected firm, the Clio sync and the
+/// deletion reconcile (an org that connects syncs at once); for the
+/// appliance, the session sweep and the purge of disconnected firms' data.
+fn register_jobs(state: &Arc<AppState>) {
+    let [sync, reconcile, sweep, purge] = schedules(&state.config).map(|(_, s)| s);
+    let scheduler = &state.scheduler;
+    let syncs = |reconcile: bool| {
+        let manager = state.sync.clone();
+        move |target: Target| {
+            let manager = manager.clone();
+            async move {
+                let Target::Org(org) = target else { return Err("the Clio sync runs per firm".to_string()) };
+                manager.run(org, reconcile).await.map(Done::items)
+            }
+        }
+    };
+    let connected = |manager: Arc<crate::clio::runner::SyncManager>| move || manager.connected_orgs();
+    scheduler.register(Job::new(CLIO_SYNC, sync, syncs(false)).per_org(connected(state.sync.clone())));
+    scheduler.register(
+        Job::new(CLIO_RECONCILE, reconcile, syncs(true))
+            .per_org(connected(state.sync.clone()))
+            .first_run_at_next_slot(),
+    );
+    let weak = Arc::downgrade(scheduler);
+    state.sync.on_connect(move |org| {
+        if let Some(scheduler) = weak.upgrade() {
+            let _ = scheduler.run_now(CLIO_SYNC, Target::Org(org));
+        }
+    });
+    let app = Arc::downgrade(state);
+    scheduler.register(Job::new(SESSION_SWEEP, sweep, move |_| {
+        let app = app.clone();
+        blocking(move || {
+            let state = app.upgrade().ok_or("the service is stopping")?;
+            state.limits.forget_idle();
+            let swept = crate::auth::sessions::sweep(&state.store, state.timeouts)
+                .map_err(|e| format!("could not delete expired sessions: {e}"))?;
+            Ok(Done::items(swept as u64))
+        })
+    }));
+    let store = state.store.clone();
+    scheduler.register(Job::new(CLIO_PURGE, purge, move |_| {
+        let store = store.clone();
+        blocking(move || crate::clio::purge::purge_due(&store).map(Done::items))
+    }));
+}
+
+/// Runs a job's store work on the blocking pool.
+async fn blocking(work: impl FnOnce() -> JobResult + Send + 'static) -> JobResult {
+    tokio::task::spawn_blocking(work).await.unwrap_or_else(|e| Err(format!("the job stopped unexpectedly: {e}")))
+}
 
 /// The settings that differ between `old` and `new`.
 pub fn changed_settings(old: &Config, new: &Config) -> Vec<String> {
@@ -169,6 +233,9 @@ impl Running {
         let (live, restart): (Vec<String>, Vec<String>) =
             changed.into_iter().partition(|k| LIVE_SETTINGS.contains(&k.as_str()));
         if !live.is_empty() {
+            for (job, schedule) in schedules(&config) {
+                self.state.scheduler.reschedule(job, schedule);
+            }
             tracing::info!(settings = ?live, "applied the changed settings");
         }
         if !restart.is_empty() {
@@ -193,7 +260,8 @@ impl Running {
     pub async fn stop(self) -> Result<(), AppError> {
         let _ = self.shutdown.send(true);
         self.control.abort();
-        self.sweeper.abort();
+        self.scheduler.abort();
+        self.state.scheduler.stop();
         // The indexer stops at its next wake (shutdown was sent); its writers commit nothing half-done.
         let _ = tokio::time::timeout(Duration::from_secs(10), self.indexer).await;
         if let Some(watchdog) = &self.watchdog {

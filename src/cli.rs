@@ -102,6 +102,12 @@ pub enum Cmd {
         #[command(flatten)]
         instance: InstanceArgs,
     },
+    /// List the scheduled jobs of every firm and of the appliance: schedule,
+    /// next run and the last runs (start, end, outcome, bytes, items, error).
+    Jobs {
+        #[command(flatten)]
+        instance: InstanceArgs,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -323,6 +329,10 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
         }
         Cmd::Org { command: OrgCmd::List { instance } } => {
             print!("{}", admin(&instance, Command::OrgList).await?);
+            Ok(())
+        }
+        Cmd::Jobs { instance } => {
+            print!("{}", admin(&instance, Command::Jobs).await?);
             Ok(())
         }
         Cmd::Audit { command: AuditCmd::Verify { org, instance } } => {

@@ -37,6 +37,7 @@ pub struct Config {
     pub limits: LimitsConfig,
     pub auth: AuthConfig,
     pub clio: ClioConfig,
+    pub maintenance: MaintenanceConfig,
 }
 
 /// The Clio connection and its sync schedules (cron: 6 fields, seconds first, UTC).
@@ -44,9 +45,9 @@ pub struct Config {
 #[serde(deny_unknown_fields, default)]
 pub struct ClioConfig {
     /// When to fetch what changed in Clio.
-    pub sync_schedule: String,
+    pub sync_schedule: Schedule,
     /// When to look for records deleted in Clio (lists every id).
-    pub reconcile_schedule: String,
+    pub reconcile_schedule: Schedule,
     /// After disconnecting, the cached Clio data is due for purge after this many days.
     pub purge_after_days: u32,
     /// The largest share (0 to 1) of a kind's records one deletion reconcile
@@ -57,11 +58,114 @@ pub struct ClioConfig {
 impl Default for ClioConfig {
     fn default() -> Self {
         ClioConfig {
-            sync_schedule: "0 */15 * * * *".into(),
-            reconcile_schedule: "0 30 2 * * *".into(),
+            sync_schedule: Schedule::builtin("0 */15 * * * *"),
+            reconcile_schedule: Schedule::builtin("0 30 2 * * *"),
             purge_after_days: 30,
             max_delete_share: 0.2,
         }
+    }
+}
+
+/// The appliance's own upkeep jobs (cron: 6 or 7 fields, seconds first, UTC).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MaintenanceConfig {
+    /// When to delete expired browser sessions (and forget idle rate-limit state).
+    pub sweep_schedule: Schedule,
+    /// When to purge the cached Clio data of firms disconnected more than
+    /// `clio.purge_after_days` ago.
+    pub purge_schedule: Schedule,
+}
+
+impl Default for MaintenanceConfig {
+    fn default() -> Self {
+        MaintenanceConfig {
+            sweep_schedule: Schedule::builtin("0 * * * * *"),
+            purge_schedule: Schedule::builtin("0 0 * * * *"),
+        }
+    }
+}
+
+/// What a bad schedule's error says is wrong, and what to do.
+const SCHEDULE_PROBLEM: &str = "is not a cron expression";
+const SCHEDULE_FIX: &str = "write 6 or 7 fields, seconds first, in UTC: \"0 */15 * * * *\" is every 15 minutes, \"0 30 2 * * *\" daily at 02:30";
+
+/// A cron schedule from the config (the `cron` crate: 6 or 7 fields, seconds
+/// first, UTC), validated when the config loads: a bad expression is an error
+/// naming its key. Written back as the expression it was read from.
+#[derive(Clone)]
+pub struct Schedule {
+    expr: String,
+    /// Always `Some` for a parsed schedule; a built-in default is a constant
+    /// that a unit test proves parses.
+    parsed: Option<cron::Schedule>,
+}
+
+impl Schedule {
+    /// Parses a cron expression; the error says what is wrong.
+    pub fn parse(expr: &str) -> Result<Schedule, String> {
+        let expr = expr.trim();
+        match expr.parse::<cron::Schedule>() {
+            Ok(parsed) => Ok(Schedule { expr: expr.to_string(), parsed: Some(parsed) }),
+            Err(e) => Err(format!("`{expr}` {SCHEDULE_PROBLEM} ({e})")),
+        }
+    }
+
+    /// A built-in default (a constant expression: add it to the test
+    /// `schedules_load_seven_fields_and_the_defaults_parse`).
+    pub fn builtin(expr: &str) -> Schedule {
+        Schedule { expr: expr.to_string(), parsed: expr.parse().ok() }
+    }
+
+    /// The expression as written.
+    pub fn expr(&self) -> &str {
+        &self.expr
+    }
+
+    /// The first instant of the schedule strictly after `after` (microseconds
+    /// since the epoch); `None` when the schedule has no later instant.
+    pub fn next_after(&self, after: i64) -> Option<i64> {
+        let from = chrono::DateTime::from_timestamp_micros(after)?;
+        self.parsed.as_ref()?.after(&from).next().map(|t| t.timestamp_micros())
+    }
+}
+
+impl PartialEq for Schedule {
+    fn eq(&self, other: &Schedule) -> bool {
+        self.expr == other.expr
+    }
+}
+
+impl fmt::Debug for Schedule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}", self.expr)
+    }
+}
+
+impl fmt::Display for Schedule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.expr)
+    }
+}
+
+impl std::str::FromStr for Schedule {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Schedule, String> {
+        Schedule::parse(s)
+    }
+}
+
+impl Serialize for Schedule {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.expr)
+    }
+}
+
+impl<'de> Deserialize<'de> for Schedule {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Schedule, D::Error> {
+        let expr = String::deserialize(d)?;
+        Schedule::parse(&expr).map_err(serde::de::Error::custom)
     }
 }
 
@@ -285,6 +389,7 @@ impl Default for Config {
             limits: LimitsConfig::default(),
             auth: AuthConfig::default(),
             clio: ClioConfig::default(),
+            maintenance: MaintenanceConfig::default(),
         }
     }
 }
@@ -565,6 +670,8 @@ impl Layers {
             let inner = e.into_inner().to_string();
             let fix = if inner.contains("unknown field") {
                 "remove or rename the key (packaging/docket.toml lists every valid key)".to_string()
+            } else if inner.contains(SCHEDULE_PROBLEM) {
+                SCHEDULE_FIX.to_string()
             } else {
                 "give a value of the type shown (packaging/docket.toml documents each key)".to_string()
             };
@@ -784,17 +891,6 @@ impl Loaded {
                 ),
                 "set it at most limits.connections_total, e.g. 64 per address and 4096 in all",
             );
-        }
-        for (key, expr) in
-            [("clio.sync_schedule", &c.clio.sync_schedule), ("clio.reconcile_schedule", &c.clio.reconcile_schedule)]
-        {
-            if let Err(e) = expr.parse::<cron::Schedule>() {
-                return err(
-                    key,
-                    &format!("`{expr}` is not a cron expression: {e}"),
-                    "write 6 fields, seconds first, in UTC: \"0 */15 * * * *\" is every 15 minutes",
-                );
-            }
         }
         let share = c.clio.max_delete_share;
         if !(share > 0.0 && share <= 1.0) {
@@ -1016,6 +1112,54 @@ mod tests {
         let e = Layers::new().file(&file).unwrap().build().unwrap_err();
         assert_eq!(e.key.as_deref(), Some("tls.mdoe"));
         assert!(e.problem.contains("unknown field"), "{e}");
+    }
+
+    #[test]
+    fn a_bad_schedule_is_named_with_an_example() {
+        let dir = tempfile::tempdir().unwrap();
+        for (text, key) in [
+            ("[clio]\nsync_schedule = \"*/15 * * * *\"\n", "clio.sync_schedule"),
+            ("[clio]\nreconcile_schedule = \"daily\"\n", "clio.reconcile_schedule"),
+            ("[maintenance]\nsweep_schedule = \"0 61 * * * *\"\n", "maintenance.sweep_schedule"),
+            ("[maintenance]\npurge_schedule = \"\"\n", "maintenance.purge_schedule"),
+        ] {
+            let file = write(dir.path(), "d.toml", &format!("[tls]\nmode = \"off\"\n{text}"));
+            let e = Layers::new().file(&file).unwrap().build().unwrap_err();
+            assert_eq!(e.key.as_deref(), Some(key), "{e}");
+            assert!(e.problem.contains("is not a cron expression"), "{e}");
+            assert!(e.fix.contains("\"0 */15 * * * *\""), "the fix shows an example: {e}");
+            assert_eq!(e.source, Some(Source::File(file.clone())));
+        }
+        let e = Layers::new()
+            .env(env(&[("DOCKET_TLS__MODE", "off"), ("DOCKET_MAINTENANCE__SWEEP_SCHEDULE", "soon")]))
+            .unwrap()
+            .build()
+            .unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("maintenance.sweep_schedule"), "{e}");
+        assert!(e.to_string().contains("DOCKET_MAINTENANCE__SWEEP_SCHEDULE"), "{e}");
+    }
+
+    #[test]
+    fn schedules_load_seven_fields_and_the_defaults_parse() {
+        let dir = tempfile::tempdir().unwrap();
+        let file =
+            write(dir.path(), "d.toml", "[tls]\nmode = \"off\"\n[clio]\nsync_schedule = \" 0 0 3 * * * 2030 \"\n");
+        let loaded = Layers::new().file(&file).unwrap().build().unwrap();
+        let schedule = &loaded.config.clio.sync_schedule;
+        assert_eq!(schedule.expr(), "0 0 3 * * * 2030");
+        let at = |t: &str| crate::timestamp::Timestamp::parse(t).unwrap().micros();
+        assert_eq!(schedule.next_after(at("2026-11-30T12:00:00Z")), Some(at("2030-01-01T03:00:00Z")));
+        assert_eq!(schedule.next_after(at("2030-12-31T03:00:00Z")), None, "no instant after its last year");
+        let c = Config::default();
+        for s in [
+            &c.clio.sync_schedule,
+            &c.clio.reconcile_schedule,
+            &c.maintenance.sweep_schedule,
+            &c.maintenance.purge_schedule,
+        ] {
+            assert!(s.next_after(0).is_some(), "the built-in default `{s}` parses");
+            assert_eq!(Schedule::parse(s.expr()).as_ref(), Ok(s));
+        }
     }
 
     #[test]

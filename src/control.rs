@@ -9,6 +9,7 @@
 use crate::audit::{self, Outcome};
 use crate::auth::{Role, local, tokens};
 use crate::lifecycle::keys;
+use crate::lifecycle::scheduler;
 use crate::secrets::SharedKeyring;
 use crate::store::orgs::{self, Org};
 use crate::store::{OrgTask, OrgTaskContext, Store, StoreError};
@@ -51,6 +52,8 @@ pub enum Command {
     Reindex {
         org: Option<String>,
     },
+    /// List the scheduled jobs: schedules, next runs, last runs (every org's).
+    Jobs,
 }
 
 /// The outcome of a command: text for the operator, or an error message.
@@ -90,6 +93,7 @@ pub fn execute(command: &Command, store: &Store, keys: &SharedKeyring) -> Reply 
         Command::KeyConfirm => keys::confirm(keys).map_err(|e| e.to_string()),
         Command::AuditVerify { org } => verify_audit(store, org.as_deref()),
         Command::Reindex { .. } => Err("a reindex needs the search engine: run `docket reindex`".into()),
+        Command::Jobs => recorded_jobs(store),
     };
     match result {
         Ok(text) => Reply::Ok(text),
@@ -233,13 +237,22 @@ fn verify_audit(store: &Store, slug: Option<&str>) -> Result<String, String> {
     if tampered { Err(report.trim_end().to_string()) } else { Ok(report) }
 }
 
-/// Listens on the control socket until the returned task is aborted.
-pub fn listen(
-    path: &Path,
-    store: Arc<Store>,
-    keys: SharedKeyring,
-    search: Arc<crate::search::Engine>,
-) -> std::io::Result<tokio::task::JoinHandle<()>> {
+/// `docket jobs` with no service running: the history in the store.
+fn recorded_jobs(store: &Store) -> Result<String, String> {
+    let orgs: Vec<_> = store.list_orgs().map_err(|e| e.to_string())?.iter().map(|o| o.id).collect();
+    let views = scheduler::recorded(store, &orgs, JOB_RUNS_SHOWN).map_err(|e| e.to_string())?;
+    Ok(format!(
+        "the service is not running: no job is scheduled now; the runs recorded:\n{}",
+        scheduler::describe(&views)
+    ))
+}
+
+/// Runs per job that `docket jobs` shows.
+const JOB_RUNS_SHOWN: usize = 5;
+
+/// Listens on the control socket until the returned task is aborted; commands
+/// that need the running service (`docket jobs`, `docket reindex`) use `state`.
+pub fn listen(path: &Path, state: Arc<crate::state::AppState>) -> std::io::Result<tokio::task::JoinHandle<()>> {
     let _ = std::fs::remove_file(path);
     let listener = UnixListener::bind(path)?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
@@ -248,9 +261,9 @@ pub fn listen(
             let Ok((stream, _)) = listener.accept().await else {
                 continue;
             };
-            let (store, keys, search) = (store.clone(), keys.clone(), search.clone());
+            let state = state.clone();
             tokio::spawn(async move {
-                if let Err(e) = handle(stream, store, keys, search).await {
+                if let Err(e) = handle(stream, state).await {
                     tracing::warn!(error = %e, "control connection failed");
                 }
             });
@@ -258,24 +271,25 @@ pub fn listen(
     }))
 }
 
-async fn handle(
-    stream: UnixStream,
-    store: Arc<Store>,
-    keys: SharedKeyring,
-    search: Arc<crate::search::Engine>,
-) -> std::io::Result<()> {
+async fn handle(stream: UnixStream, state: Arc<crate::state::AppState>) -> std::io::Result<()> {
     let (read, mut write) = stream.into_split();
     let line = read_line(read).await?;
     let reply = match serde_json::from_str::<Command>(&line) {
         Ok(Command::Reindex { org }) => {
             tracing::info!(command = "reindex", "admin command over the control socket");
-            reindex(search, org).await
+            reindex(state.search.clone(), org).await
         }
         Ok(command) => {
             tracing::info!(command = ?command_name(&command), "admin command over the control socket");
-            tokio::task::spawn_blocking(move || execute(&command, &store, &keys))
-                .await
-                .unwrap_or_else(|_| Reply::Err("the command failed inside the server".into()))
+            tokio::task::spawn_blocking(move || match &command {
+                Command::Jobs => match state.scheduler.overview_all(JOB_RUNS_SHOWN) {
+                    Ok(views) => Reply::Ok(scheduler::describe(&views)),
+                    Err(e) => Reply::Err(e.to_string()),
+                },
+                _ => execute(&command, &state.store, &state.keys),
+            })
+            .await
+            .unwrap_or_else(|_| Reply::Err("the command failed inside the server".into()))
         }
         Err(e) => Reply::Err(format!("malformed control request: {e}")),
     };
@@ -294,6 +308,7 @@ fn command_name(c: &Command) -> &'static str {
         Command::KeyConfirm => "key-confirm",
         Command::AuditVerify { .. } => "audit-verify",
         Command::Reindex { .. } => "reindex",
+        Command::Jobs => "jobs",
     }
 }
 

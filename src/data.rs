@@ -254,12 +254,16 @@ pub fn put_record(w: &mut Tx, scope: &OrgScope, record: &Record) -> Result<(), S
 
 /// Removes a record and its index rows in `w`; whether the record existed.
 pub fn delete_record(w: &mut Tx, scope: &OrgScope, kind: Kind, id: &str) -> Result<bool, StoreError> {
-    let key = record_key(kind, id);
-    let Some(bytes) = w.get(scope, &RECORDS, &key)? else { return Ok(false) };
+    delete_record_at(w, scope, &record_key(kind, id))
+}
+
+/// [`delete_record`] by the record's key (a purge walks keys, not ids).
+pub fn delete_record_at(w: &mut Tx, scope: &OrgScope, key: &[u8]) -> Result<bool, StoreError> {
+    let Some(bytes) = w.get(scope, &RECORDS, key)? else { return Ok(false) };
     for row in decode(&bytes).map(|r| index::entries(&r)).unwrap_or_default() {
         w.delete(scope, &RECORD_INDEX, &row)?;
     }
-    w.delete(scope, &RECORDS, &key)
+    w.delete(scope, &RECORDS, key)
 }
 
 /// Rows read per step of a rebuild (memory stays flat however large the org).

@@ -92,6 +92,8 @@ pub async fn run(data_dir: PathBuf, https_port: u16, http_port: u16, records: u6
         .await
         .map_err(|e| fail(format!("cannot connect the demo firm to the fake Clio: {e}")))?;
     let running = app::start(instance).await?;
+    // Just connected to a new fake Clio: sync at once, whatever the schedule says.
+    running.state.sync.ensure(org.id);
     let port = running.main_addrs.first().map_or(https_port, |a| a.port());
     let login: String =
         crate::control::describe_admin(&admin, DEMO_SLUG).lines().map(|l| format!("    {l}\n")).collect();

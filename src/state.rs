@@ -6,6 +6,7 @@ use crate::clio::connection::PendingGrants;
 use crate::clio::runner::SyncManager;
 use crate::clock::Clock;
 use crate::config::Config;
+use crate::lifecycle::scheduler::Scheduler;
 use crate::secrets::SharedKeyring;
 use crate::store::Store;
 use crate::telemetry::Metrics;
@@ -24,6 +25,8 @@ pub struct AppState {
     pub oidc: Oidc,
     pub timeouts: Timeouts,
     pub sync: Arc<SyncManager>,
+    /// Every background job (`app::register_jobs` adds the built-in ones).
+    pub scheduler: Arc<Scheduler>,
     pub clio_grants: PendingGrants,
     /// Lockout state of emails with no local login (they answer like accounts).
     pub sign_in_decoys: crate::auth::local::Decoys,
@@ -40,6 +43,7 @@ impl AppState {
         let metrics = Arc::new(Metrics::default());
         let search = crate::search::Engine::new(&config.data_dir, store.clone(), metrics.clone());
         let sync = Arc::new(SyncManager::new(store.clone(), keys.clone(), metrics.clone(), config.clio.clone())?);
+        let scheduler = Arc::new(Scheduler::new(store.clone(), clock.clone(), metrics.clone(), &config.data_dir));
         Ok(Arc::new(AppState {
             config,
             store,
@@ -51,6 +55,7 @@ impl AppState {
             oidc,
             timeouts,
             sync,
+            scheduler,
             clio_grants: PendingGrants::default(),
             sign_in_decoys: Default::default(),
             search,

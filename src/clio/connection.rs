@@ -250,6 +250,16 @@ pub async fn disconnect(
     Ok((connection, warning))
 }
 
+/// Records that a disconnected firm's cached data was purged (`clio::purge`):
+/// nothing is due for purge any more.
+pub fn mark_purged(w: &mut Tx, scope: &OrgScope) -> Result<(), StoreError> {
+    if let Some(mut c) = get(w, scope)? {
+        c.purge_due_at = None;
+        w.put_json(scope, &CLIO, KEY, &c)?;
+    }
+    Ok(())
+}
+
 /// Connections started in a browser and not yet completed, by OAuth `state`.
 #[derive(Default)]
 pub struct PendingGrants(

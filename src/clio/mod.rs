@@ -5,6 +5,7 @@ pub mod client;
 pub mod connection;
 pub mod fake;
 pub mod generator;
+pub mod purge;
 pub mod runner;
 pub mod sync;
 pub mod webhooks;

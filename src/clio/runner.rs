@@ -1,9 +1,11 @@
-//! Runs each connected org's sync in the background: at once when the org
-//! connects (or the appliance starts, resuming any pass a stop interrupted),
-//! then on `clio.sync_schedule`, with a deletion reconcile on
-//! `clio.reconcile_schedule` (or at once when an admin confirmed held
-//! deletions), and whenever someone asks ("sync now"). Sync works page by page
-//! in short store transactions, so it never blocks API requests.
+//! Runs each connected org's sync: one task per org runs the requests it
+//! gets one at a time, so an org's syncs and reconciles never overlap. The
+//! scheduler (`lifecycle::scheduler`) asks on `clio.sync_schedule` (job
+//! `clio-sync`) and `clio.reconcile_schedule` (job `clio-reconcile`, a sync
+//! with a deletion reconcile) and awaits the outcome; "sync now" and
+//! "reconcile now" (an admin confirmed held deletions) ask at once. Sync
+//! works page by page in short store transactions, so it never blocks API
+//! requests.
 use super::client::RetryPolicy;
 use super::connection::{self, ConnectionError, State};
 use super::sync;
@@ -14,21 +16,29 @@ use crate::secrets::SharedKeyring;
 use crate::store::{OrgId, OrgTaskContext, Store};
 use crate::telemetry::Metrics;
 use std::collections::HashMap;
-use std::str::FromStr as _;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use tokio::sync::Notify;
+use std::sync::{Arc, Mutex, OnceLock};
+use tokio::sync::{mpsc, oneshot};
 
 const CTX: OrgTaskContext = OrgTaskContext::new(crate::store::OrgTask::ClioSync);
 
+/// One request to an org's sync task; `reply` gets the outcome.
+struct Request {
+    reconcile: bool,
+    /// Gets the records the run stored, or its error.
+    reply: Option<oneshot::Sender<Result<u64, String>>>,
+}
+
 struct OrgTask {
-    now: Arc<Notify>,
-    reconcile: Arc<AtomicBool>,
+    requests: mpsc::UnboundedSender<Request>,
     running: Arc<AtomicBool>,
     handle: tokio::task::JoinHandle<()>,
 }
 
-/// The background syncs of every connected org.
+/// Called when an org connects (the scheduler starts its first sync).
+type OnConnect = Box<dyn Fn(OrgId) + Send + Sync>;
+
+/// The syncs of every connected org.
 pub struct SyncManager {
     store: Arc<Store>,
     keys: SharedKeyring,
@@ -37,14 +47,7 @@ pub struct SyncManager {
     http: reqwest::Client,
     policy: RetryPolicy,
     tasks: Mutex<HashMap<OrgId, OrgTask>>,
-}
-
-fn next_after(expr: &str) -> std::time::Duration {
-    cron::Schedule::from_str(expr)
-        .ok()
-        .and_then(|s| s.upcoming(chrono::Utc).next())
-        .and_then(|t| (t - chrono::Utc::now()).to_std().ok())
-        .unwrap_or(std::time::Duration::from_secs(900))
+    on_connect: OnceLock<OnConnect>,
 }
 
 impl SyncManager {
@@ -56,61 +59,90 @@ impl SyncManager {
     ) -> Result<SyncManager, String> {
         let policy = RetryPolicy::default();
         let http = super::client::http_client(policy.timeout)?;
-        Ok(SyncManager { store, keys, metrics, config, http, policy, tasks: Mutex::new(HashMap::new()) })
+        Ok(SyncManager {
+            store,
+            keys,
+            metrics,
+            config,
+            http,
+            policy,
+            tasks: Mutex::new(HashMap::new()),
+            on_connect: OnceLock::new(),
+        })
     }
 
     pub fn http(&self) -> &reqwest::Client {
         &self.http
     }
 
-    /// Starts the sync of every connected org (at appliance start).
-    pub fn start_all(self: &Arc<Self>) {
+    /// What [`SyncManager::ensure`] does instead of syncing at once (the
+    /// scheduler runs the org's `clio-sync` job now, so it is in the history).
+    pub fn on_connect(&self, hook: impl Fn(OrgId) + Send + Sync + 'static) {
+        let _ = self.on_connect.set(Box::new(hook));
+    }
+
+    /// The orgs connected to Clio now (whom the scheduled sync jobs run for).
+    pub fn connected_orgs(&self) -> Vec<OrgId> {
         let orgs = self.store.list_orgs().unwrap_or_default();
-        for org in orgs {
-            let connected = self
-                .store
-                .read(|r| connection::get(r, &CTX.org_scope(org.id)))
-                .ok()
-                .flatten()
-                .is_some_and(|c| c.state == State::Connected);
-            if connected {
-                self.ensure(org.id);
-            }
-        }
+        orgs.into_iter()
+            .filter(|org| {
+                self.store
+                    .read(|r| connection::get(r, &CTX.org_scope(org.id)))
+                    .ok()
+                    .flatten()
+                    .is_some_and(|c| c.state == State::Connected)
+            })
+            .map(|org| org.id)
+            .collect()
     }
 
-    /// Starts the org's sync loop if it is not running; its first run begins at once.
-    pub fn ensure(self: &Arc<Self>, org: OrgId) {
+    /// The org's sync task, started if it is not running.
+    fn task(self: &Arc<Self>, org: OrgId) -> mpsc::UnboundedSender<Request> {
         let mut tasks = self.tasks.lock().unwrap_or_else(|e| e.into_inner());
-        if tasks.get(&org).is_some_and(|t| !t.handle.is_finished()) {
-            return;
+        if let Some(t) = tasks.get(&org).filter(|t| !t.handle.is_finished()) {
+            return t.requests.clone();
         }
-        let (now, running) = (Arc::new(Notify::new()), Arc::new(AtomicBool::new(false)));
-        let reconcile = Arc::new(AtomicBool::new(false));
+        let (requests, rx) = mpsc::unbounded_channel();
+        let running = Arc::new(AtomicBool::new(false));
         let me = self.clone();
-        let (n, r, c) = (now.clone(), running.clone(), reconcile.clone());
-        let handle = tokio::spawn(async move { me.run_org(org, n, r, c).await });
-        tasks.insert(org, OrgTask { now, reconcile, running, handle });
+        let r = running.clone();
+        let handle = tokio::spawn(async move { me.run_org(org, rx, r).await });
+        tasks.insert(org, OrgTask { requests: requests.clone(), running, handle });
+        requests
     }
 
-    /// Asks for a sync of `org` now; false if the org is not connected.
+    fn ask(self: &Arc<Self>, org: OrgId, reconcile: bool, reply: Option<oneshot::Sender<Result<u64, String>>>) {
+        // A task that just ended (its org disconnected) drops the request; the reply then says so.
+        let _ = self.task(org).send(Request { reconcile, reply });
+    }
+
+    /// The org just connected: its first sync starts at once.
+    pub fn ensure(self: &Arc<Self>, org: OrgId) {
+        match self.on_connect.get() {
+            Some(hook) => hook(org),
+            None => self.ask(org, false, None),
+        }
+    }
+
+    /// Asks for a sync of `org` now, after any run in progress.
     pub fn sync_now(self: &Arc<Self>, org: OrgId) -> bool {
-        self.ensure(org);
-        let tasks = self.tasks.lock().unwrap_or_else(|e| e.into_inner());
-        tasks.get(&org).map(|t| t.now.notify_one()).is_some()
+        self.ask(org, false, None);
+        true
     }
 
     /// Asks for a sync with a deletion reconcile now (an admin confirmed held deletions).
     pub fn reconcile_now(self: &Arc<Self>, org: OrgId) -> bool {
-        self.ensure(org);
-        let tasks = self.tasks.lock().unwrap_or_else(|e| e.into_inner());
-        tasks
-            .get(&org)
-            .map(|t| {
-                t.reconcile.store(true, Ordering::Relaxed);
-                t.now.notify_one();
-            })
-            .is_some()
+        self.ask(org, true, None);
+        true
+    }
+
+    /// Runs a sync (with a deletion reconcile if `reconcile`) of `org` and
+    /// waits for its outcome (the records it stored): the scheduled jobs
+    /// `clio-sync` and `clio-reconcile`.
+    pub async fn run(self: &Arc<Self>, org: OrgId, reconcile: bool) -> Result<u64, String> {
+        let (reply, outcome) = oneshot::channel();
+        self.ask(org, reconcile, Some(reply));
+        outcome.await.unwrap_or_else(|_| Err(ConnectionError::NotConnected.to_string()))
     }
 
     pub fn is_running(&self, org: OrgId) -> bool {
@@ -137,36 +169,41 @@ impl SyncManager {
         }
     }
 
-    async fn run_org(self: Arc<Self>, org: OrgId, now: Arc<Notify>, running: Arc<AtomicBool>, asked: Arc<AtomicBool>) {
-        let mut reconcile_at = tokio::time::Instant::now() + next_after(&self.config.reconcile_schedule);
-        loop {
-            let due = tokio::time::Instant::now() >= reconcile_at;
-            // A confirmation survives a restart: it is in the store, not only in `asked`.
+    /// Runs the org's requests one at a time; requests that queued up during
+    /// a run share the next one. Ends when the org is no longer connected.
+    async fn run_org(
+        self: Arc<Self>,
+        org: OrgId,
+        mut requests: mpsc::UnboundedReceiver<Request>,
+        running: Arc<AtomicBool>,
+    ) {
+        while let Some(first) = requests.recv().await {
+            let mut batch = vec![first];
+            while let Ok(more) = requests.try_recv() {
+                batch.push(more);
+            }
+            // A confirmation survives a restart: it is in the store, not only in a request.
             let confirmed = self.store.read(|r| sync::confirmation_pending(r, &CTX.org_scope(org))).unwrap_or(false);
-            let reconcile = asked.swap(false, Ordering::Relaxed) || due || confirmed;
+            let reconcile = confirmed || batch.iter().any(|r| r.reconcile);
             running.store(true, Ordering::Relaxed);
-            match self.run_once(org, reconcile).await {
-                Err(ConnectionError::NotConnected) => {
-                    running.store(false, Ordering::Relaxed);
-                    return;
-                }
-                Err(e) => tracing::warn!(org = %org, error = %e, "Clio sync failed; it resumes at the next run"),
-                Ok(()) => {}
-            }
+            let result = self.run_once(org, reconcile).await;
             running.store(false, Ordering::Relaxed);
-            if due {
-                reconcile_at = tokio::time::Instant::now() + next_after(&self.config.reconcile_schedule);
+            let outcome = result.as_ref().copied().map_err(ToString::to_string);
+            for request in batch {
+                if let Some(reply) = request.reply {
+                    let _ = reply.send(outcome.clone());
+                }
             }
-            let wait = next_after(&self.config.sync_schedule);
-            tokio::select! {
-                _ = tokio::time::sleep(wait) => {}
-                _ = now.notified() => {}
+            match result {
+                Err(ConnectionError::NotConnected) => return,
+                Err(e) => tracing::warn!(org = %org, error = %e, "Clio sync failed; it resumes at the next run"),
+                Ok(_) => {}
             }
         }
     }
 
-    /// One sync of every kind (and a deletion reconcile when asked).
-    pub async fn run_once(&self, org: OrgId, reconcile: bool) -> Result<(), ConnectionError> {
+    /// One sync of every kind (and a deletion reconcile when asked); the records it stored.
+    pub async fn run_once(&self, org: OrgId, reconcile: bool) -> Result<u64, ConnectionError> {
         let sync = sync::SyncScope::begin(&self.store, &CTX, org)?;
         let scope = sync.scope().clone();
         let client = connection::client(
@@ -177,10 +214,10 @@ impl SyncManager {
             self.metrics.clone(),
             self.policy.clone(),
         )?;
-        let mut failed = None;
+        let (mut failed, mut stored) = (None, 0);
         for kind in Kind::ALL {
             let result = async {
-                sync::sync_kind(&self.store, &sync, &client, kind).await?;
+                stored += sync::sync_kind(&self.store, &sync, &client, kind).await?.stored;
                 if reconcile {
                     sync::reconcile(&self.store, &sync, &client, kind, self.config.max_delete_share).await?;
                 }
@@ -203,7 +240,7 @@ impl SyncManager {
             Some(sync::SyncError::Clio(e)) => Err(ConnectionError::Clio(e)),
             Some(sync::SyncError::Store(e)) => Err(ConnectionError::Store(e)),
             Some(sync::SyncError::Fenced) => Err(ConnectionError::NotConnected),
-            None => Ok(()),
+            None => Ok(stored),
         }
     }
 

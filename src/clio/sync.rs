@@ -646,6 +646,45 @@ pub fn confirmation_pending(r: &impl Reader, scope: &OrgScope) -> Result<bool, S
     Ok(false)
 }
 
+/// Deletes up to `max` of the org's records in one transaction, fenced like
+/// every sync write and only while `still` holds inside it (the purge checks
+/// the firm is still disconnected and due); when none are left, forgets the
+/// sync's progress too (checkpoints, held deletions; the generation stays),
+/// so a reconnect starts with a full pass. `Some(deleted)`, or `None` when
+/// fenced or `still` failed: nothing was written.
+pub fn purge_page(
+    store: &Store,
+    sync: &SyncScope,
+    max: usize,
+    still: impl Fn(&Tx) -> Result<bool, StoreError>,
+) -> Result<Option<u64>, StoreError> {
+    let keys = store.read(|r| {
+        let mut keys = vec![];
+        r.visit(&sync.scope, &RECORDS, b"", b"", |key, _| {
+            keys.push(key.to_vec());
+            Ok(keys.len() < max)
+        })?;
+        Ok(keys)
+    })?;
+    store.write(|w| {
+        if !sync.live(w)? || !still(w)? {
+            return Ok(None);
+        }
+        let mut deleted = 0;
+        for key in &keys {
+            deleted += u64::from(data::delete_record_at(w, &sync.scope, key)?);
+        }
+        if keys.is_empty() {
+            for (key, _) in w.scan(&sync.scope, &SYNC_STATE, b"")? {
+                if key != GENERATION {
+                    w.delete(&sync.scope, &SYNC_STATE, &key)?;
+                }
+            }
+        }
+        Ok(Some(deleted))
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

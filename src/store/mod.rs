@@ -202,6 +202,11 @@ pub const SYNC_STATE: TenantTable = tenant("sync_state");
 /// The records' secondary index: `kind | field | value | record id`, empty
 /// values (tenant; see `data::index`). Written with its record, journaled.
 pub const RECORD_INDEX: TenantTable = tenant("record_index");
+/// Runs of the appliance's scheduled jobs, keyed `job name ++ 0 ++ start`
+/// (system; see `lifecycle::jobs`).
+pub const JOB_RUNS: SystemTable = system("job_runs");
+/// Runs of an org's own scheduled jobs (its Clio sync), keyed like `job_runs` (tenant).
+pub const ORG_JOB_RUNS: TenantTable = tenant("org_job_runs");
 
 /// Every byte-keyed table: backups, digests and integrity checks walk this list.
 pub const TABLES: &[Table] = &[
@@ -222,6 +227,8 @@ pub const TABLES: &[Table] = &[
     CLIO.0,
     HOOKS.0,
     RECORD_INDEX.0,
+    JOB_RUNS.0,
+    ORG_JOB_RUNS.0,
 ];
 /// The tables whose values are sealed, re-sealed by key rotation.
 const SEALED_TABLES: &[Table] = &[SECRETS.0, SYSTEM_SECRETS.0];

@@ -139,6 +139,8 @@ tasks! {
         Backup => "backup",
         /// Restoring a backup or replaying a journal into an empty store.
         Restore => "restore",
+        /// The scheduler: history of the appliance's jobs (`lifecycle::jobs`).
+        Scheduler => "scheduler",
         /// Tests and benchmarks (a source scan keeps it out of production code).
         Test => "test",
     }
@@ -167,6 +169,10 @@ tasks! {
         SearchIndex => "search-index",
         /// A store migration that rebuilds an org's rows (schema 3: the record index).
         Migrate => "migrate",
+        /// The scheduler: history of an org's jobs (`lifecycle::jobs`).
+        OrgJobs => "org-jobs",
+        /// Purging a disconnected firm's cached Clio data (`clio::purge`).
+        ClioPurge => "clio-purge",
         /// Tests and benchmarks (a source scan keeps it out of production code).
         Test => "test",
     }

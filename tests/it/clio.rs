@@ -223,8 +223,8 @@ async fn webhooks_apply_changes_within_seconds_and_refuse_forgeries() {
 async fn a_listing_that_would_empty_the_firm_is_held_until_an_admin_confirms() {
     let fake = FakeClio::start(17, 1_000).await.unwrap();
     let s = TestServer::start_with(|c| {
-        c.clio.sync_schedule = "* * * * * *".into();
-        c.clio.reconcile_schedule = "* * * * * *".into();
+        c.clio.sync_schedule = "* * * * * *".parse().unwrap();
+        c.clio.reconcile_schedule = "* * * * * *".parse().unwrap();
     })
     .await;
     connect_and_sync(&s, &fake).await;

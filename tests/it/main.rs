@@ -13,6 +13,7 @@ mod matrix;
 mod oidc;
 mod openapi;
 mod ops;
+mod scheduler;
 mod schemathesis;
 mod search;
 mod spine;

@@ -32,6 +32,7 @@ fn table() -> BTreeMap<&'static str, (Need, Option<Value>)> {
     let signin = json!({"email": "EMAIL", "password": "x", "code": "000000"});
     BTreeMap::from([
         ("system.status", (Perm(OrgRead), None)),
+        ("system.jobs", (Perm(OrgWrite), None)),
         ("auth.providers", (Public, None)),
         ("auth.local_sign_in", (Public, Some(signin))),
         ("auth.oidc_sign_in", (Public, None)),

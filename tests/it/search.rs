@@ -156,18 +156,6 @@ async fn search_and_suggest_over_https_with_walls_tenancy_and_bad_input() {
     s.stop().await;
 }
 
-/// Waits until the stopped server's store is free (its aborted tasks are
-/// dropped once the runtime gets to them).
-async fn released(data: &std::path::Path) {
-    for _ in 0..200 {
-        match docket::store::Store::open(&data.join("docket.redb"), docket::clock::Clock::system()) {
-            Ok(store) => return drop(store),
-            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
-        }
-    }
-    panic!("the stopped server never released its store");
-}
-
 /// The first org's current index generation directory.
 fn index_dir(data: &std::path::Path) -> std::path::PathBuf {
     let root = data.join("search");
@@ -193,7 +181,6 @@ async fn restarts_catch_up_corrupt_indexes_are_rebuilt_and_reindex_swaps_while_s
 
     // A change the store committed but the index never saw (the process died in between).
     let _dir = s.stop().await;
-    released(&data).await;
     {
         let instance =
             docket::app::Instance::open(crate::support::test_config(&data), docket::clock::Clock::system()).unwrap();
@@ -204,7 +191,6 @@ async fn restarts_catch_up_corrupt_indexes_are_rebuilt_and_reindex_swaps_while_s
                 .unwrap();
         docket::clio::sync::store_one(&instance.store, &sync, record).unwrap();
     }
-    released(&data).await;
     let s = TestServer::start_with(|c| c.data_dir = data.clone()).await;
     let (status, body) = s.get_json(&s.staff_token, "/api/v1/search?q=latecomer").await;
     assert_eq!(status, 200, "{body}");
@@ -235,7 +221,6 @@ async fn restarts_catch_up_corrupt_indexes_are_rebuilt_and_reindex_swaps_while_s
     // A corrupt index is detected at start and rebuilt; meanwhile 503 with Retry-After, never partial results.
     let _dir = s.stop().await;
     std::fs::write(index_dir(&data).join("meta.json"), b"{ not json").unwrap();
-    released(&data).await;
     let s = TestServer::start_with(|c| c.data_dir = data.clone()).await;
     let rebuilt = eventually(Duration::from_secs(60), async || {
         let r = client()
@@ -266,7 +251,6 @@ async fn restarts_catch_up_corrupt_indexes_are_rebuilt_and_reindex_swaps_while_s
     let _dir = s.stop().await;
 
     // `docket reindex` with no server running: on the store directly.
-    released(&data).await;
     let (code, out, err) = run_docket(&["reindex", "--data-dir", data.to_str().unwrap()], &[]);
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("smith-jones: search index rebuilt"), "{out}");

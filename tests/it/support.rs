@@ -193,10 +193,13 @@ impl TestServer {
         store.write(|w| tokens::create(w, &scope, &new, &Grantor::operator())).unwrap().0.expose().to_string()
     }
 
-    /// Stops the server gracefully; returns its directory, still on disk.
+    /// Stops the server gracefully; returns its directory, still on disk, once
+    /// the store is free (aborted tasks let go of it when the runtime drops them).
     pub async fn stop(mut self) -> tempfile::TempDir {
         if let Some(r) = self.running.take() {
+            let store = r.state.config.store_path();
             r.stop().await.unwrap();
+            released(&store).await;
         }
         self.dir
     }
@@ -272,4 +275,15 @@ pub fn tls_connector(ca_pem: &str) -> tokio_rustls::TlsConnector {
         .with_root_certificates(roots)
         .with_no_client_auth();
     tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+}
+
+/// Waits until no task of a stopped server holds the store at `path`.
+async fn released(path: &std::path::Path) {
+    for _ in 0..200 {
+        match docket::store::Store::open(path, docket::clock::Clock::system()) {
+            Ok(store) => return drop(store),
+            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+    panic!("the stopped server never released its store {}", path.display());
 }
