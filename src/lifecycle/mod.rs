@@ -4,4 +4,5 @@
 pub mod backup;
 pub mod doctor;
 pub mod keys;
+pub mod restore;
 pub mod upgrade;
