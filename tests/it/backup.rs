@@ -425,3 +425,10 @@ async fn dry_run_writes_nothing_and_replace_refuses_a_running_service_then_swaps
 fn s_parent(p: &Path) -> &Path {
     p.parent().unwrap()
 }
+
+#[test]
+fn the_demo_keeps_its_backups_under_its_data_dir() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = docket::demo::config(dir.path(), 8443, 8080).unwrap();
+    assert_eq!(config.backup.dir, Some(dir.path().join("backups")));
+}
