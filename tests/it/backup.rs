@@ -432,3 +432,25 @@ fn the_demo_keeps_its_backups_under_its_data_dir() {
     let config = docket::demo::config(dir.path(), 8443, 8080).unwrap();
     assert_eq!(config.backup.dir, Some(dir.path().join("backups")));
 }
+
+#[test]
+fn backup_settings_are_validated_at_load_naming_the_key() {
+    use docket::config::Layers;
+    for (var, value, key) in [
+        ("DOCKET_BACKUP__SCHEDULE", "every night", "backup.schedule"),
+        ("DOCKET_BACKUP__VERIFY_SCHEDULE", "0 0 25 * * *", "backup.verify_schedule"),
+        ("DOCKET_BACKUP__RECIPIENTS", "AGE-SECRET-KEY-1XYZ", "backup.recipients"),
+        ("DOCKET_BACKUP__KEEP_DAILY", "0", "backup.keep_daily"),
+    ] {
+        let env = vec![("DOCKET_TLS__MODE".to_string(), "off".to_string()), (var.to_string(), value.to_string())];
+        let e =
+            Layers::new().env(env).and_then(|l| l.build()).err().unwrap_or_else(|| panic!("{var}={value} accepted"));
+        assert_eq!(e.key.as_deref(), Some(key), "{e}");
+    }
+    let offline = age::x25519::Identity::generate().to_public().to_string();
+    let env = vec![
+        ("DOCKET_TLS__MODE".to_string(), "off".to_string()),
+        ("DOCKET_BACKUP__RECIPIENTS".to_string(), offline.clone()),
+    ];
+    assert_eq!(Layers::new().env(env).unwrap().build().unwrap().config.backup.recipients, vec![offline]);
+}
