@@ -179,18 +179,14 @@ pub fn backup(
     config: &Config,
     progress: &dyn backup::Progress,
 ) -> Result<String, String> {
-    let settings = backup::Settings::from_config(config).map_err(|e| e.to_string())?;
     let keyring = keys.current();
     if !matches!(command, Command::BackupVerify) {
-        let info = backup::run(store, &settings, &keyring, store.clock(), progress).map_err(|e| e.to_string())?;
+        let info = backup::job_backup(store, &keyring, config, None, progress).map_err(|e| e.to_string())?;
         let m = &info.manifest;
         let size = crate::lifecycle::upgrade::human_bytes(m.bytes);
         return Ok(format!("wrote {} ({size}, {} rows, journal seq {})\n", info.path.display(), m.rows, m.head_seq));
     }
-    let keys = backup::appliance_keys(&keyring);
-    let outcome = backup::verify(store, &settings.dir, &keys, &config.data_dir, store.clock(), progress);
-    backup::verify::record(&settings.dir, None, store.clock(), &outcome);
-    let v = outcome.map_err(|e| e.to_string())?;
+    let v = backup::job_verify(store, &keyring, config, None, progress).map_err(|e| e.to_string())?;
     let against = if v.against_live { "the live store" } else { "the digests recorded at backup time" };
     Ok(format!(
         "{} restores: {} rows; {} parts (org × table) match {against} at seq {}\n",

@@ -493,7 +493,8 @@ pub fn backups(config: &Config, now: crate::timestamp::Timestamp) -> Vec<Check> 
         )];
     };
     let hours = |t: crate::timestamp::Timestamp| (now.micros() - t.micros()) / 3_600_000_000;
-    let mut out = vec![match backup::list(dir) {
+    let listed = if dir.exists() { backup::list(dir) } else { Ok(vec![]) };
+    let mut out = vec![match listed {
         Err(e) => failed("backups", &e.to_string()),
         Ok(list) => match list.last() {
             None => check(

@@ -454,3 +454,26 @@ fn backup_settings_are_validated_at_load_naming_the_key() {
     ];
     assert_eq!(Layers::new().env(env).unwrap().build().unwrap().config.backup.recipients, vec![offline]);
 }
+
+#[test]
+fn the_scheduled_jobs_count_their_outcomes() {
+    let root = tempfile::tempdir().unwrap();
+    let inst = instance(root.path());
+    let metrics = docket::telemetry::Metrics::default();
+    let mut unset = inst.config.clone();
+    unset.backup.dir = None;
+    let e = backup::job_backup(&inst.store, &inst.keys.current(), &unset, Some(&metrics), &Quiet).unwrap_err();
+    assert!(e.to_string().contains("set backup.dir"), "{e}");
+    let info = backup::job_backup(&inst.store, &inst.keys.current(), &inst.config, Some(&metrics), &Quiet).unwrap();
+    backup::job_verify(&inst.store, &inst.keys.current(), &inst.config, Some(&metrics), &Quiet).unwrap();
+    let text = metrics.render();
+    for line in [
+        "docket_backups_total{result=\"failed\"} 1",
+        "docket_backups_total{result=\"ok\"} 1",
+        "docket_backup_verifications_total{result=\"ok\"} 1",
+        &format!("docket_backup_last_bytes {}", info.manifest.bytes),
+    ] {
+        assert!(text.contains(line), "{line} missing:\n{text}");
+    }
+    assert!(backup::verify::last(&inst.config.backup.dir.clone().unwrap()).unwrap().ok);
+}
