@@ -311,13 +311,16 @@ fn keys_frame(keys: &[age::x25519::Identity]) -> Vec<u8> {
 /// Writes the clear manifest atomically (temp, fsync, rename, fsync dir).
 fn write_manifest(path: &Path, manifest: &Manifest) -> Result<(), BackupError> {
     use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let temp = path.with_file_name(format!(".{name}.{}.tmp", std::process::id()));
     let text = serde_json::to_vec_pretty(manifest).map_err(|e| BackupError::Io(e.to_string()))?;
-    let written = std::fs::File::create(&temp).and_then(|mut f| {
-        f.write_all(&text)?;
-        f.sync_all()
-    });
+    let written = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&temp).and_then(
+        |mut f| {
+            f.write_all(&text)?;
+            f.sync_all()
+        },
+    );
     if let Err(e) = written.and_then(|()| std::fs::rename(&temp, path)) {
         let _ = std::fs::remove_file(&temp);
         return Err(BackupError::dir(path, &e));
