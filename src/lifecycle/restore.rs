@@ -102,10 +102,24 @@ fn is_vacant(dir: &Path) -> Result<bool, RestoreError> {
     }
 }
 
+const STAGING: &str = ".restoring-";
+
+fn dir_name(into: &Path) -> String {
+    into.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "data".into())
+}
+
 /// `.NAME.restoring-PID` beside `into`.
 fn staging_for(into: &Path) -> PathBuf {
-    let name = into.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "data".into());
-    into.with_file_name(format!(".{name}.restoring-{}", std::process::id()))
+    into.with_file_name(format!(".{}{STAGING}{}", dir_name(into), std::process::id()))
+}
+
+/// Removes staging dirs beside `into` left by restores that were killed.
+fn sweep_staging(into: &Path) {
+    let Some(parent) = into.parent().filter(|p| !p.as_os_str().is_empty()) else { return };
+    let prefix = format!(".{}{STAGING}", dir_name(into));
+    if let Err(e) = backup::sealed::sweep_dead(parent, |n| n.strip_prefix(&prefix).and_then(|p| p.parse().ok())) {
+        tracing::warn!(error = %e, "cannot sweep the staging dirs of interrupted restores");
+    }
 }
 
 /// Restores `backup` into the new data dir `into`; `replay` runs between the
@@ -121,6 +135,7 @@ pub fn restore(
     if !is_vacant(into)? {
         return Err(RestoreError::NotEmpty { path: into.display().to_string() });
     }
+    sweep_staging(into);
     let staging = staging_for(into);
     if staging.exists() {
         std::fs::remove_dir_all(&staging).map_err(io("remove", &staging))?;

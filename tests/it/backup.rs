@@ -532,3 +532,22 @@ fn a_backup_of_an_older_schema_restores_migrated() {
     let copy = Store::open(&restored.into.join("docket.redb"), Clock::system()).unwrap();
     assert_eq!(copy.digest().unwrap(), migrated.digest().unwrap());
 }
+
+#[test]
+fn what_killed_restores_and_verifications_left_is_swept() {
+    let root = tempfile::tempdir().unwrap();
+    let inst = instance(root.path());
+    let s = settings(&inst.config);
+    let info = backup::run(&inst.store, &s, &inst.keys.current(), &Clock::system(), &Quiet).unwrap();
+    let stale_restore = root.path().join(".r.restoring-999999999");
+    let stale_verify = root.path().join(".verify-999999999");
+    for dir in [&stale_restore, &stale_verify] {
+        std::fs::create_dir_all(dir.join("keys")).unwrap();
+        std::fs::write(dir.join("docket.redb"), b"half").unwrap();
+    }
+    restore_into(&info, &[inst.keys.current().identity().clone()], &root.path().join("r")).unwrap();
+    assert!(!stale_restore.exists(), "a killed restore's staging dir is removed");
+    let me = backup::appliance_keys(&inst.keys.current());
+    backup::verify(&inst.store, &s.dir, &me, root.path(), &Clock::system(), &Quiet).unwrap();
+    assert!(!stale_verify.exists(), "a killed verification's scratch dir is removed");
+}
