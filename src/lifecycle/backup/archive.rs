@@ -224,10 +224,11 @@ pub fn write(store: &Store, options: &WriteOptions<'_>) -> Result<BackupInfo, Ba
     write_rows(options, total, |visit| store.export(&ctx, visit))
 }
 
-/// Visits the rows of one consistent snapshot and returns its journal head.
+/// What an export hands each row to (as `Store::export` does).
 pub type Visit<'v> = dyn FnMut(RawRow<'_>) -> Result<(), StoreError> + 'v;
 
-/// Writes a backup of the rows `export` visits (about `total` bytes); [`write`]
+/// Writes a backup of the rows `export` visits (one consistent snapshot, about
+/// `total` bytes; it returns the snapshot's journal head); [`write`]
 /// passes `Store::export`. Tests pass rows of a store written by an older docket.
 #[doc(hidden)]
 pub fn write_rows(
