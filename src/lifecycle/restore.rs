@@ -203,8 +203,8 @@ fn build(
     })
 }
 
-/// The restored store reads at this docket's schema and every org's audit
-/// chain is intact; returns (orgs, events).
+/// The restored store reads at this docket's schema, holds the backup's rows
+/// and every org's audit chain is intact; returns (orgs, events).
 fn check(store: &Store, backup: &BackupInfo) -> Result<(usize, u64), RestoreError> {
     let schema = store.schema_version()?;
     if schema != Some(SCHEMA_VERSION) {
@@ -215,6 +215,17 @@ fn check(store: &Store, backup: &BackupInfo) -> Result<(usize, u64), RestoreErro
     if store.journal_head()? < backup.manifest.head_seq {
         return Err(RestoreError::Verify {
             problem: format!("its journal ends before seq {}, the backup's head", backup.manifest.head_seq),
+        });
+    }
+    // Nothing replayed or migrated: the store must hold exactly the rows the
+    // backup recorded (read back from disk, not as imported).
+    let (head, parts) = store.digests()?;
+    if head == backup.manifest.head_seq
+        && schema == Some(backup.manifest.schema_version)
+        && parts != backup.manifest.parts
+    {
+        return Err(RestoreError::Verify {
+            problem: "its rows differ from the backup's per-org-and-table digests".into(),
         });
     }
     let ctx = OrgTaskContext::new(OrgTask::AuditVerify);
