@@ -96,6 +96,7 @@ pub async fn start(instance: Instance) -> Result<Running, AppError> {
     let listeners = Listeners::bind(&config).await?;
     let (main_addrs, redirect_addrs) = (listeners.main_addrs(), listeners.redirect_addrs());
     let socket = config.control_socket_path();
+    crate::lifecycle::backup::warn_if_same_filesystem(&config);
     let state = AppState::new(config, store, keys, clock).map_err(AppError::Identity)?;
     let control = crate::control::listen(&socket, state.clone())
         .map_err(|e| AppError::Control { path: socket.display().to_string(), reason: e.to_string() })?;
@@ -299,10 +300,11 @@ async fn sync_status(state: Arc<AppState>) -> Option<String> {
     let store = state.store.clone();
     let orgs = tokio::task::spawn_blocking(move || store.list_orgs()).await.ok()?.ok()?;
     let syncing = orgs.iter().filter(|o| state.sync.is_running(o.id)).count();
-    Some(match syncing {
+    let status = match syncing {
         0 => format!("serving; {} firms, none syncing now", orgs.len()),
         n => format!("serving; syncing {n} of {} firms", orgs.len()),
-    })
+    };
+    Some(status + crate::lifecycle::backup::status_note(&state.config).unwrap_or_default())
 }
 
 /// Every `every`, runs `alive` and, if it answers within `every`, sends

@@ -38,6 +38,40 @@ pub struct Config {
     pub auth: AuthConfig,
     pub clio: ClioConfig,
     pub maintenance: MaintenanceConfig,
+    pub backup: BackupConfig,
+}
+
+/// Encrypted full backups (see `lifecycle::backup`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BackupConfig {
+    /// Where backups are written: a directory on another disk or a mounted
+    /// share. Unset: no scheduled backups (`docket demo` uses `<data_dir>/backups`).
+    pub dir: Option<PathBuf>,
+    /// Offline age public keys (`age1…`) every backup is also sealed to, so a
+    /// backup restores on a new machine with only one of their identities.
+    pub recipients: Vec<String>,
+    /// When to take a backup (cron: 6 fields, seconds first, UTC).
+    pub schedule: Schedule,
+    /// When to prove the newest backup restores.
+    pub verify_schedule: Schedule,
+    /// Newest backup of each of the last N days kept.
+    pub keep_daily: u32,
+    /// Newest backup of each of the last N ISO weeks kept.
+    pub keep_weekly: u32,
+}
+
+impl Default for BackupConfig {
+    fn default() -> Self {
+        BackupConfig {
+            dir: None,
+            recipients: vec![],
+            schedule: Schedule::builtin("0 0 2 * * *"),
+            verify_schedule: Schedule::builtin("0 0 4 * * *"),
+            keep_daily: 7,
+            keep_weekly: 4,
+        }
+    }
 }
 
 /// The Clio connection and its sync schedules (cron: 6 fields, seconds first, UTC).
@@ -390,6 +424,7 @@ impl Default for Config {
             auth: AuthConfig::default(),
             clio: ClioConfig::default(),
             maintenance: MaintenanceConfig::default(),
+            backup: BackupConfig::default(),
         }
     }
 }
@@ -860,6 +895,7 @@ impl Loaded {
             ("auth.session_idle_minutes", c.auth.session_idle_minutes),
             ("auth.session_absolute_hours", c.auth.session_absolute_hours),
             ("clio.purge_after_days", c.clio.purge_after_days),
+            ("backup.keep_daily", c.backup.keep_daily),
         ] {
             if value == 0 {
                 return err(
@@ -891,6 +927,15 @@ impl Loaded {
                 ),
                 "set it at most limits.connections_total, e.g. 64 per address and 4096 in all",
             );
+        }
+        for recipient in &c.backup.recipients {
+            if recipient.parse::<age::x25519::Recipient>().is_err() {
+                return err(
+                    "backup.recipients",
+                    &format!("`{recipient}` is not an age public key"),
+                    "list public keys as `age-keygen` prints them (age1…), never the AGE-SECRET-KEY line",
+                );
+            }
         }
         let share = c.clio.max_delete_share;
         if !(share > 0.0 && share <= 1.0) {
@@ -1156,6 +1201,8 @@ mod tests {
             &c.clio.reconcile_schedule,
             &c.maintenance.sweep_schedule,
             &c.maintenance.purge_schedule,
+            &c.backup.schedule,
+            &c.backup.verify_schedule,
         ] {
             assert!(s.next_after(0).is_some(), "the built-in default `{s}` parses");
             assert_eq!(Schedule::parse(s.expr()).as_ref(), Ok(s));

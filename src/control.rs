@@ -8,8 +8,8 @@
 //! The protocol is one JSON request line and one JSON response line.
 use crate::audit::{self, Outcome};
 use crate::auth::{Role, local, tokens};
-use crate::lifecycle::keys;
-use crate::lifecycle::scheduler;
+use crate::config::Config;
+use crate::lifecycle::{backup, keys, scheduler};
 use crate::secrets::SharedKeyring;
 use crate::store::orgs::{self, Org};
 use crate::store::{OrgTask, OrgTaskContext, Store, StoreError};
@@ -54,6 +54,10 @@ pub enum Command {
     },
     /// List the scheduled jobs: schedules, next runs, last runs (every org's).
     Jobs,
+    /// Take a backup now (`docket backup now`).
+    BackupNow,
+    /// Prove the newest backup restores (`docket backup verify`).
+    BackupVerify,
 }
 
 /// The outcome of a command: text for the operator, or an error message.
@@ -64,7 +68,7 @@ pub enum Reply {
 }
 
 /// Runs `command` against an open store.
-pub fn execute(command: &Command, store: &Store, keys: &SharedKeyring) -> Reply {
+pub fn execute(command: &Command, store: &Store, keys: &SharedKeyring, config: &Config) -> Reply {
     let ctx = OrgTaskContext::new(OrgTask::AdminCli);
     let result: Result<String, String> = match command {
         Command::OrgCreate { slug, name } => create_org(store, &ctx, slug, name)
@@ -89,11 +93,17 @@ pub fn execute(command: &Command, store: &Store, keys: &SharedKeyring) -> Reply 
             Err(e) => Err(e.to_string()),
         },
         Command::AdminCreate { email, org } => admin_create(store, keys, &ctx, email, org.as_deref()),
-        Command::KeyRotate => keys::rotate(store, keys).map_err(|e| e.to_string()),
+        Command::KeyRotate => keys::rotate(store, keys).map_err(|e| e.to_string()).map(|text| {
+            match backup::after_rotation(config, &keys.current()) {
+                Ok(()) => text,
+                Err(e) => format!("{text}\nwarning: the backup keyring was not resealed to the new key: {e}"),
+            }
+        }),
         Command::KeyConfirm => keys::confirm(keys).map_err(|e| e.to_string()),
         Command::AuditVerify { org } => verify_audit(store, org.as_deref()),
         Command::Reindex { .. } => Err("a reindex needs the search engine: run `docket reindex`".into()),
         Command::Jobs => recorded_jobs(store),
+        Command::BackupNow | Command::BackupVerify => backup(command, store, keys, config, &backup::Quiet),
     };
     match result {
         Ok(text) => Reply::Ok(text),
@@ -216,6 +226,33 @@ pub fn create_org(store: &Store, ctx: &OrgTaskContext, slug: &str, name: &str) -
     })
 }
 
+/// `docket backup now` (one backup of `store`) or `docket backup verify`
+/// (the newest backup restored into a scratch dir and compared with `store`).
+pub fn backup(
+    command: &Command,
+    store: &Store,
+    keys: &SharedKeyring,
+    config: &Config,
+    progress: &dyn backup::Progress,
+) -> Result<String, String> {
+    let keyring = keys.current();
+    if !matches!(command, Command::BackupVerify) {
+        let info = backup::job_backup(store, &keyring, config, None, progress).map_err(|e| e.to_string())?;
+        let m = &info.manifest;
+        let size = crate::lifecycle::upgrade::human_bytes(m.bytes);
+        return Ok(format!("wrote {} ({size}, {} rows, journal seq {})\n", info.path.display(), m.rows, m.head_seq));
+    }
+    let v = backup::job_verify(store, &keyring, config, None, progress).map_err(|e| e.to_string())?;
+    let against = if v.against_live { "the live store" } else { "the digests recorded at backup time" };
+    Ok(format!(
+        "{} restores: {} rows; {} parts (org × table) match {against} at seq {}\n",
+        v.backup.display(),
+        v.rows,
+        v.parts,
+        v.compared_seq
+    ))
+}
+
 /// Verifies audit chains; any tampering makes the whole command fail.
 fn verify_audit(store: &Store, slug: Option<&str>) -> Result<String, String> {
     let orgs = store.list_orgs().map_err(|e| e.to_string())?;
@@ -286,7 +323,7 @@ async fn handle(stream: UnixStream, state: Arc<crate::state::AppState>) -> std::
                     Ok(views) => Reply::Ok(scheduler::describe(&views)),
                     Err(e) => Reply::Err(e.to_string()),
                 },
-                _ => execute(&command, &state.store, &state.keys),
+                _ => execute(&command, &state.store, &state.keys, &state.config),
             })
             .await
             .unwrap_or_else(|_| Reply::Err("the command failed inside the server".into()))
@@ -309,6 +346,8 @@ fn command_name(c: &Command) -> &'static str {
         Command::AuditVerify { .. } => "audit-verify",
         Command::Reindex { .. } => "reindex",
         Command::Jobs => "jobs",
+        Command::BackupNow => "backup-now",
+        Command::BackupVerify => "backup-verify",
     }
 }
 
