@@ -5,8 +5,9 @@
 use crate::clock::Clock;
 use crate::config::{Config, Schedule};
 use crate::http::{self, Listeners, tls::TlsSetup};
+use crate::lifecycle::backup::Quiet;
 use crate::lifecycle::keys::{self, KeyError};
-use crate::lifecycle::scheduler::{Done, Job, JobResult, Target};
+use crate::lifecycle::scheduler::{BACKUP_RESTORE, Done, Job, JobResult, Target};
 use crate::secrets::SharedKeyring;
 use crate::state::AppState;
 use crate::store::{Store, StoreError};
@@ -140,22 +141,27 @@ pub const CLIO_SYNC: &str = "clio-sync";
 pub const CLIO_RECONCILE: &str = "clio-reconcile";
 pub const SESSION_SWEEP: &str = "session-sweep";
 pub const CLIO_PURGE: &str = "clio-purge";
+pub const BACKUP: &str = "backup";
+pub const BACKUP_VERIFY: &str = "backup-verify";
 
 /// Each built-in job's schedule in `config`.
-fn schedules(config: &Config) -> [(&'static str, Schedule); 4] {
+fn schedules(config: &Config) -> [(&'static str, Schedule); 6] {
     [
         (CLIO_SYNC, config.clio.sync_schedule.clone()),
         (CLIO_RECONCILE, config.clio.reconcile_schedule.clone()),
         (SESSION_SWEEP, config.maintenance.sweep_schedule.clone()),
         (CLIO_PURGE, config.maintenance.purge_schedule.clone()),
+        (BACKUP, config.backup.schedule.clone()),
+        (BACKUP_VERIFY, config.backup.verify_schedule.clone()),
     ]
 }
 
 /// Registers the built-in jobs: per connected firm, the Clio sync and the
 /// deletion reconcile (an org that connects syncs at once); for the
-/// appliance, the session sweep and the purge of disconnected firms' data.
+/// appliance, the session sweep, the purge of disconnected firms' data, and
+/// the backup and its verification (one exclusion group with restores).
 fn register_jobs(state: &Arc<AppState>) {
-    let [sync, reconcile, sweep, purge] = schedules(&state.config).map(|(_, s)| s);
+    let [sync, reconcile, sweep, purge, backup, verify] = schedules(&state.config).map(|(_, s)| s);
     let scheduler = &state.scheduler;
     let syncs = |reconcile: bool| {
         let manager = state.sync.clone();
@@ -196,6 +202,47 @@ fn register_jobs(state: &Arc<AppState>) {
         let store = store.clone();
         blocking(move || crate::clio::purge::purge_due(&store).map(Done::items))
     }));
+    let app = Arc::downgrade(state);
+    scheduler.register(
+        Job::new(BACKUP, backup, move |_| {
+            let app = app.clone();
+            blocking(move || {
+                let state = app.upgrade().ok_or("the service is stopping")?;
+                let keyring = state.keys.current();
+                crate::lifecycle::backup::job_backup(
+                    &state.store,
+                    &keyring,
+                    &state.config,
+                    Some(&state.metrics),
+                    &Quiet,
+                )
+                .map(|info| Done::bytes(info.manifest.bytes))
+                .map_err(|e| e.to_string())
+            })
+        })
+        .exclusive(BACKUP_RESTORE),
+    );
+    let app = Arc::downgrade(state);
+    scheduler.register(
+        Job::new(BACKUP_VERIFY, verify, move |_| {
+            let app = app.clone();
+            blocking(move || {
+                let state = app.upgrade().ok_or("the service is stopping")?;
+                let keyring = state.keys.current();
+                crate::lifecycle::backup::job_verify(
+                    &state.store,
+                    &keyring,
+                    &state.config,
+                    Some(&state.metrics),
+                    &Quiet,
+                )
+                .map(|v| Done::items(v.rows))
+                .map_err(|e| e.to_string())
+            })
+        })
+        .exclusive(BACKUP_RESTORE)
+        .first_run_at_next_slot(),
+    );
 }
 
 /// Runs a job's store work on the blocking pool.

@@ -352,8 +352,12 @@ async fn backup_command(command: BackupCmd) -> Result<String, Failure> {
         Ok(None) => {}
         Err(e) => return Err(failure(format!("cannot reach the running server's control socket: {e}"))),
     }
+    let name = if matches!(command, Command::BackupNow) { "docket backup now" } else { "docket backup verify" };
+    let lock = lifecycle::scheduler::ExclusionLock::take(&config.data_dir, lifecycle::scheduler::BACKUP_RESTORE, name)
+        .map_err(failure)?;
     let instance = Instance::open(config, Clock::system())?;
     tokio::task::spawn_blocking(move || {
+        let _lock = lock;
         let progress = lifecycle::backup::progress::Cli::detect();
         control::backup(&command, &instance.store, &instance.keys, &instance.config, &progress)
     })

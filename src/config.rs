@@ -46,7 +46,7 @@ pub struct Config {
 #[serde(deny_unknown_fields, default)]
 pub struct BackupConfig {
     /// Where backups are written: a directory on another disk or a mounted
-    /// share. Unset: no scheduled backups (`docket demo` uses `<data_dir>/backups`).
+    /// share. Unset: `<data_dir>/backups`, with a warning (see `Config::backup_dir`).
     pub dir: Option<PathBuf>,
     /// Offline age public keys (`age1…`) every backup is also sealed to, so a
     /// backup restores on a new machine with only one of their identities.
@@ -498,6 +498,14 @@ impl Config {
                 _ => self.tls.self_signed_hosts.first().cloned(),
             })
             .unwrap_or_else(|| "localhost".into())
+    }
+
+    /// Where backups and shipped journal segments go: `backup.dir`, or
+    /// `<data_dir>/backups` when unset (backups from the first day; the
+    /// service, its status and `docket doctor` warn that they share the
+    /// store's disk until `backup.dir` names another).
+    pub fn backup_dir(&self) -> PathBuf {
+        self.backup.dir.clone().unwrap_or_else(|| self.data_dir.join("backups"))
     }
 
     /// The store file inside the data dir.

@@ -238,9 +238,7 @@ pub fn backup(
     let keyring = keys.current();
     if !matches!(command, Command::BackupVerify) {
         let info = backup::job_backup(store, &keyring, config, None, progress).map_err(|e| e.to_string())?;
-        let m = &info.manifest;
-        let size = crate::lifecycle::upgrade::human_bytes(m.bytes);
-        return Ok(format!("wrote {} ({size}, {} rows, journal seq {})\n", info.path.display(), m.rows, m.head_seq));
+        return Ok(describe_backup(&info));
     }
     let v = backup::job_verify(store, &keyring, config, None, progress).map_err(|e| e.to_string())?;
     let against = if v.against_live { "the live store" } else { "the digests recorded at backup time" };
@@ -251,6 +249,53 @@ pub fn backup(
         v.parts,
         v.compared_seq
     ))
+}
+
+/// Runs `job` at once on the running service's scheduler (so it is excluded
+/// from restores and other backups, and recorded in the job history), waits
+/// for it and reports how it went.
+async fn scheduled(state: Arc<crate::state::AppState>, job: &'static str) -> Reply {
+    // A run of the job or of its exclusion group in flight is waited for:
+    // "backup now" then takes a fresh backup after it.
+    let started = loop {
+        match state.scheduler.run_now(job, scheduler::Target::Appliance) {
+            Ok(started) => break started,
+            Err(scheduler::NotStarted::Unknown(name)) => return Reply::Err(format!("no job is named `{name}`")),
+            Err(waiting) => {
+                tracing::info!(job, reason = %waiting, "waiting to run a job asked for over the control socket");
+                tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+            }
+        }
+    };
+    started.finished().await;
+    let outcome = tokio::task::spawn_blocking(move || {
+        let run = crate::lifecycle::jobs::last(&state.store, job, scheduler::Target::Appliance)
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| format!("`{job}` left no record of its run; see the service log"))?;
+        if run.outcome != crate::lifecycle::jobs::Outcome::Ok {
+            return Err(run.error.unwrap_or_else(|| format!("`{job}` did not finish; see the service log")));
+        }
+        let dir = state.config.backup_dir();
+        if job == crate::app::BACKUP {
+            let newest = backup::list(&dir).map_err(|e| e.to_string())?;
+            newest.last().map(describe_backup).ok_or_else(|| format!("no backup is in {}", dir.display()))
+        } else {
+            Ok(backup::verify::last(&dir).map(|s| format!("{}: {}\n", s.backup, s.detail)).unwrap_or_default())
+        }
+    })
+    .await
+    .unwrap_or_else(|_| Err("the command failed inside the server".into()));
+    match outcome {
+        Ok(text) => Reply::Ok(text),
+        Err(e) => Reply::Err(e),
+    }
+}
+
+/// One line about a backup just written.
+fn describe_backup(info: &backup::BackupInfo) -> String {
+    let m = &info.manifest;
+    let size = crate::lifecycle::upgrade::human_bytes(m.bytes);
+    format!("wrote {} ({size}, {} rows, journal seq {})\n", info.path.display(), m.rows, m.head_seq)
 }
 
 /// Verifies audit chains; any tampering makes the whole command fail.
@@ -315,6 +360,12 @@ async fn handle(stream: UnixStream, state: Arc<crate::state::AppState>) -> std::
         Ok(Command::Reindex { org }) => {
             tracing::info!(command = "reindex", "admin command over the control socket");
             reindex(state.search.clone(), org).await
+        }
+        Ok(command @ (Command::BackupNow | Command::BackupVerify)) => {
+            tracing::info!(command = ?command_name(&command), "admin command over the control socket");
+            let job =
+                if matches!(command, Command::BackupNow) { crate::app::BACKUP } else { crate::app::BACKUP_VERIFY };
+            scheduled(state, job).await
         }
         Ok(command) => {
             tracing::info!(command = ?command_name(&command), "admin command over the control socket");

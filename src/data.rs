@@ -588,7 +588,19 @@ pub fn visit_records(
     scope: &OrgScope,
     mut visit: impl FnMut(Record) -> Result<bool, StoreError>,
 ) -> Result<(), StoreError> {
-    r.visit(scope, &RECORDS, &[], &[], |_, bytes| visit(decode(bytes)?))
+    r.visit(scope, &RECORDS, &[], &[], |key, bytes| match decode(bytes) {
+        Ok(record) => visit(record),
+        Err(e) => {
+            unreadable(key, &e);
+            Ok(true)
+        }
+    })
+}
+
+/// A record row that does not decode is left out of what follows the
+/// records (search): logged, never the reason everything else stops.
+fn unreadable(key: &[u8], e: &StoreError) {
+    tracing::warn!(key = %String::from_utf8_lossy(key), error = %e, "a stored record cannot be read; it is left out of search");
 }
 
 /// How many records of every kind one org has in the snapshot `r` (keys only).
@@ -606,17 +618,25 @@ pub enum RecordChange {
 }
 
 /// The record change a journal entry carries, if it is one: `None` for rows
-/// of other tables; an entry whose row cannot be read is an error.
-pub fn record_change(entry: &crate::store::journal::Entry) -> Option<Result<RecordChange, StoreError>> {
+/// of other tables. A put whose row cannot be read is logged and taken as a
+/// delete, so no stale document outlives it and indexing goes on.
+pub fn record_change(entry: &crate::store::journal::Entry) -> Option<RecordChange> {
     if entry.table != RECORDS.name() {
         return None;
     }
     let body = entry.key.get(8..)?;
     let (&code, id) = body.split_first()?;
     let kind = Kind::ALL.into_iter().find(|k| k.code() == code)?;
+    let gone = || RecordChange::Delete(kind, String::from_utf8_lossy(id).into_owned());
     Some(match &entry.op {
-        crate::store::journal::Op::Put(bytes) => decode(bytes).map(|r| RecordChange::Put(Box::new(r))),
-        crate::store::journal::Op::Delete => Ok(RecordChange::Delete(kind, String::from_utf8_lossy(id).into_owned())),
+        crate::store::journal::Op::Put(bytes) => match decode(bytes) {
+            Ok(record) => RecordChange::Put(Box::new(record)),
+            Err(e) => {
+                unreadable(body, &e);
+                gone()
+            }
+        },
+        crate::store::journal::Op::Delete => gone(),
     })
 }
 

@@ -507,17 +507,7 @@ const BACKUP_STALE_HOURS: i64 = 36;
 /// the store's filesystem.
 pub fn backups(config: &Config, now: crate::timestamp::Timestamp) -> Vec<Check> {
     use crate::lifecycle::backup;
-    let Some(dir) = config.backup.dir.as_deref() else {
-        return vec![check(
-            "backups",
-            Status::Info,
-            "not configured: no scheduled backups",
-            Some(
-                "set backup.dir to a directory on another disk or a share, and list offline keys in backup.recipients"
-                    .into(),
-            ),
-        )];
-    };
+    let dir = &config.backup_dir();
     let hours = |t: crate::timestamp::Timestamp| (now.micros() - t.micros()) / 3_600_000_000;
     let listed = if dir.exists() { backup::list(dir) } else { Ok(vec![]) };
     let mut out = vec![match listed {
@@ -576,7 +566,9 @@ mod tests {
         let mut config = Config { data_dir: dir.path().join("data"), ..Default::default() };
         std::fs::create_dir(&config.data_dir).unwrap();
         let now = crate::timestamp::Timestamp::parse("2026-11-30T12:00:00Z").unwrap();
-        assert_eq!(backups(&config, now)[0].status, Status::Info);
+        let unset = backups(&config, now);
+        assert!(unset[0].detail.contains("data/backups"), "unset: under the data dir: {:?}", unset[0]);
+        assert!(unset.iter().any(|c| c.name == "backup disk" && c.status == Status::Warn), "{unset:?}");
         config.backup.dir = Some(dir.path().join("backups"));
         std::fs::create_dir(dir.path().join("backups")).unwrap();
         let checks = backups(&config, now);

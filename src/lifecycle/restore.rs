@@ -68,6 +68,8 @@ pub struct Restored {
     /// Orgs whose audit chains were verified, and their events.
     pub orgs: usize,
     pub audit_events: u64,
+    /// Orgs whose search index was rebuilt from the restored store (none on a dry run).
+    pub indexed: u64,
     /// The master key written into the new data dir, if the backup carries one.
     pub key: Option<PathBuf>,
     pub dry_run: bool,
@@ -82,13 +84,14 @@ impl Restored {
             .map(|k| format!("\nthe master key the store is sealed to is at {}", k.display()))
             .unwrap_or_default();
         format!(
-            "{verb} {}: {} rows, journal at seq {}, schema {}, {} org audit chains intact ({} events){key}\n",
+            "{verb} {}: {} rows, journal at seq {}, schema {}, {} org audit chains intact ({} events), {} search indexes rebuilt{key}\n",
             self.into.display(),
             self.rows,
             self.head_seq,
             self.schema_version,
             self.orgs,
-            self.audit_events
+            self.audit_events,
+            self.indexed
         )
     }
 }
@@ -156,7 +159,6 @@ pub fn restore(
         backup::sealed::sync_dir(into).map_err(BackupError::from)?;
         restored.into = into.to_path_buf();
         restored.key = restored.key.map(|_| default_key_path(into));
-        rebuild_search_index(into);
         Ok(restored)
     });
     if outcome.is_err() {
@@ -179,6 +181,7 @@ fn build(
     replay(&restore)?;
     let head_seq = restore.finish()?;
     let (orgs, audit_events) = check(&store, backup)?;
+    let indexed = if options.dry_run { 0 } else { rebuild_search_index(dir, &store)? };
     let key = match imported.keys.first() {
         Some(identity) => {
             let path = default_key_path(dir);
@@ -198,6 +201,7 @@ fn build(
         schema_version: store.schema_version()?.unwrap_or(SCHEMA_VERSION),
         orgs,
         audit_events,
+        indexed,
         key,
         dry_run: options.dry_run,
     })
@@ -244,10 +248,16 @@ fn check(store: &Store, backup: &BackupInfo) -> Result<(usize, u64), RestoreErro
     Ok((orgs.len(), events))
 }
 
-/// Where the search index of a restored data dir is rebuilt. The search
-/// engine (issue 10) wires its rebuild here; until then the index is rebuilt
-/// from the store when the service starts.
-fn rebuild_search_index(_data_dir: &Path) {}
+/// Builds the search indexes of a restored data dir from its store, so the
+/// restored appliance answers searches at once; returns how many orgs' indexes.
+fn rebuild_search_index(dir: &Path, store: &Store) -> Result<u64, RestoreError> {
+    let built = crate::search::rebuild_all(dir, store).map_err(|e| RestoreError::Io {
+        action: "build the search index in",
+        path: dir.display().to_string(),
+        reason: e.to_string(),
+    })?;
+    Ok(built.len() as u64)
+}
 
 /// `--replace`: with the service stopped, moves the configured data dir
 /// aside (`<data_dir>.before-restore-<time>`, kept) and the restored one into

@@ -252,7 +252,7 @@ impl Indexer {
             let batch = self.engine.store.journal_since(&CTX, at, BATCH_BYTES)?;
             for entry in batch.entries.iter().filter(|e| e.org == Some(org) && e.seq <= self.position) {
                 if let Some(change) = data::record_change(entry) {
-                    apply(&mut built.writer, &fields, change?)?;
+                    apply(&mut built.writer, &fields, change)?;
                 }
             }
             let next = batch.next_after(at);
@@ -345,7 +345,7 @@ impl Indexer {
             }
             let Some(change) = data::record_change(entry) else { continue };
             let f = w.opened.fields;
-            apply(&mut w.writer, &f, change?)?;
+            apply(&mut w.writer, &f, change)?;
             touched.insert(org);
         }
         for (org, w) in &mut self.orgs {

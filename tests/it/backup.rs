@@ -471,10 +471,12 @@ fn the_scheduled_jobs_count_their_outcomes() {
     let root = tempfile::tempdir().unwrap();
     let inst = instance(root.path());
     let metrics = docket::telemetry::Metrics::default();
-    let mut unset = inst.config.clone();
-    unset.backup.dir = None;
-    let e = backup::job_backup(&inst.store, &inst.keys.current(), &unset, Some(&metrics), &Quiet).unwrap_err();
-    assert!(e.to_string().contains("set backup.dir"), "{e}");
+    let mut unreachable = inst.config.clone();
+    let not_a_dir = root.path().join("not-a-dir");
+    std::fs::write(&not_a_dir, b"").unwrap();
+    unreachable.backup.dir = Some(not_a_dir);
+    let e = backup::job_backup(&inst.store, &inst.keys.current(), &unreachable, Some(&metrics), &Quiet).unwrap_err();
+    assert!(e.to_string().contains("not-a-dir") && e.to_string().contains("fix:"), "{e}");
     let info = backup::job_backup(&inst.store, &inst.keys.current(), &inst.config, Some(&metrics), &Quiet).unwrap();
     backup::job_verify(&inst.store, &inst.keys.current(), &inst.config, Some(&metrics), &Quiet).unwrap();
     let text = metrics.render();

@@ -379,7 +379,7 @@ async fn doctor_passes_a_healthy_instance_and_names_fixes_for_a_broken_one() {
             "[ ok ] master key",
             "[ ok ] service /healthz",
             "[ ok ] store schema: in use",
-            "[info] backups: not configured",
+            "[warn] backup disk:",
             "[info] search index: none yet",
             "[info] network: skipped",
         ] {

@@ -53,10 +53,6 @@ pub enum BackupError {
         "the backup {path} was written by a newer docket: {problem}\n  fix: restore it with that docket version or newer"
     )]
     Newer { path: String, problem: String },
-    #[error(
-        "backups are not configured\n  fix: set backup.dir to a directory on another disk or a mounted share (and list offline keys in backup.recipients)"
-    )]
-    NotConfigured,
     #[error("there is no backup in {dir}\n  fix: take one with `docket backup now`")]
     NoBackup { dir: String },
     #[error("backup failed: {0}")]
@@ -82,9 +78,9 @@ pub struct Settings {
 }
 
 impl Settings {
-    /// The settings of `config`; an error when `backup.dir` is unset.
+    /// The settings of `config`.
     pub fn from_config(config: &Config) -> Result<Settings, BackupError> {
-        let dir = config.backup.dir.clone().ok_or(BackupError::NotConfigured)?;
+        let dir = config.backup_dir();
         let offline = config
             .backup
             .recipients
@@ -248,7 +244,7 @@ pub fn describe(backups: &[BackupInfo]) -> String {
 /// filesystem of the data dir: a lost disk would then take both.
 pub fn same_filesystem(config: &Config) -> Option<bool> {
     use std::os::unix::fs::MetadataExt as _;
-    let dir = config.backup.dir.as_deref()?;
+    let dir = config.backup_dir();
     let existing = dir.ancestors().find(|p| p.exists())?;
     let (a, b) = (std::fs::metadata(existing).ok()?, std::fs::metadata(&config.data_dir).ok()?);
     Some(a.dev() == b.dev())
@@ -263,7 +259,7 @@ pub fn status_note(config: &Config) -> Option<&'static str> {
 pub fn warn_if_same_filesystem(config: &Config) {
     if same_filesystem(config) == Some(true) {
         tracing::warn!(
-            backup_dir = ?config.backup.dir,
+            backup_dir = %config.backup_dir().display(),
             data_dir = %config.data_dir.display(),
             "backups are on the same filesystem as the store: a lost disk loses both; point backup.dir at another disk or a share"
         );
@@ -324,7 +320,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut config = Config { data_dir: dir.path().join("data"), ..Default::default() };
         std::fs::create_dir(&config.data_dir).unwrap();
-        assert_eq!(status_note(&config), None, "no backup.dir, nothing to compare");
+        assert!(status_note(&config).is_some_and(|n| n.contains("backup.dir")), "unset: under the data dir");
         config.backup.dir = Some(dir.path().join("backups"));
         assert!(status_note(&config).is_some_and(|n| n.contains("backup.dir")));
         config.backup.dir = Some("/proc/docket-backups".into()); // another filesystem
