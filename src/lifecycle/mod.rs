@@ -1,6 +1,9 @@
 //! Jobs that act on the whole appliance: key rotation, upgrades (the
 //! pre-migration backup and `docket upgrade-check`) and `docket doctor`;
-//! backups, point-in-time recovery, purges and export in later issues.
+//! journal shipping and point-in-time restore; backups, purges and export in
+//! later issues.
 pub mod doctor;
 pub mod keys;
+pub mod pitr;
+pub mod shipping;
 pub mod upgrade;
