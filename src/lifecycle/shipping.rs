@@ -620,6 +620,35 @@ pub(crate) mod tests {
         assert!(err.to_string().contains("does not match its name"), "{err}");
     }
 
+    #[tokio::test]
+    async fn the_running_shipper_wakes_on_commits_and_ships_what_is_left_at_stop() {
+        let (tmp, store) = store(Clock::system());
+        let segs = tmp.path().join("segs");
+        let start = |interval: Duration| {
+            let shipper = Shipper::open(store.clone(), &segs, Arc::new(PlainSeal::default()), Roll::default(), None);
+            let (stop, stopped) = tokio::sync::watch::channel(false);
+            (stop, tokio::spawn(run(shipper.unwrap(), interval, stopped)))
+        };
+        let (stop, task) = start(Duration::from_millis(20));
+        commit(&store, 0, 2);
+        let mut waited = 0;
+        while list(&segs).unwrap().chain.is_empty() && waited < 1000 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            waited += 1;
+        }
+        assert_eq!(names(&segs), [(1, 2)], "a commit wakes the shipper");
+        stop.send(true).unwrap();
+        task.await.unwrap();
+        // An hour's interval: only the stop can ship this commit in time.
+        let (stop, task) = start(Duration::from_secs(3600));
+        tokio::time::sleep(Duration::from_millis(50)).await; // past its first round
+        commit(&store, 1, 1);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        stop.send(true).unwrap();
+        task.await.unwrap();
+        assert_eq!(names(&segs), [(1, 2), (3, 3)], "stopping ships what was committed");
+    }
+
     #[test]
     fn retention_removes_segments_a_backup_covers() {
         let (tmp, store) = store(Clock::system());
