@@ -1,7 +1,8 @@
 //! Jobs that act on the whole appliance: key rotation, upgrades (the
 //! pre-migration backup and `docket upgrade-check`) and `docket doctor`;
-//! journal shipping and point-in-time restore; backups, purges and export in
+//! backups, journal shipping and point-in-time restore; purges and export in
 //! later issues.
+pub mod backup;
 pub mod doctor;
 pub mod keys;
 pub mod pitr;

@@ -4,11 +4,13 @@
 //! digest that proves two stores hold the same rows.
 use super::journal::{self, Entry, Op};
 use super::{
-    JOURNAL, META, ReadTx, SCHEMA_VERSION, Store, StoreError, SystemContext, TABLES, TAIL, Table, Tail, Task, io,
+    JOURNAL, Kind, META, ReadTx, SCHEMA_VERSION, Store, StoreError, SystemContext, TABLES, TAIL, Table, Tail, Task, io,
     migrate, table_named,
 };
 use redb::{ReadableTable as _, TableDefinition};
+use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
+use std::collections::BTreeMap;
 
 /// Where an exported row lives.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -46,6 +48,55 @@ pub struct RawRow<'a> {
     pub section: Section,
     pub key: &'a [u8],
     pub value: &'a [u8],
+}
+
+impl RawRow<'_> {
+    /// The journal tail (`seq`, commit time in microseconds) if this is the
+    /// meta row that records it (a backup's manifest names both).
+    pub fn journal_tail(&self) -> Result<Option<(u64, i64)>, StoreError> {
+        if self.section != Section::Meta || self.key != TAIL.as_bytes() {
+            return Ok(None);
+        }
+        let tail = Tail::decode(self.value)?;
+        Ok(Some((tail.seq, tail.time)))
+    }
+}
+
+/// Rows and content hash of one part of the store: a tenant table's rows of
+/// one org (`records/org 7`), or a whole appliance or index table (`tokens`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartDigest {
+    pub rows: u64,
+    /// SHA-256 (hex) over each row's key and value, length-prefixed, in key order.
+    pub sha256: String,
+}
+
+/// Per-part digests, fed rows in key order (as an export or a scan visits them).
+#[derive(Default)]
+pub struct Digester {
+    parts: BTreeMap<String, (u64, Sha256)>,
+}
+
+impl Digester {
+    pub fn add(&mut self, table: &Table, key: &[u8], value: &[u8]) {
+        let part = match (table.kind, key.first_chunk::<8>()) {
+            (Kind::Tenant, Some(org)) => format!("{}/org {}", table.name, u64::from_be_bytes(*org)),
+            _ => table.name.to_string(),
+        };
+        let (rows, hash) = self.parts.entry(part).or_insert_with(|| (0, Sha256::new()));
+        *rows += 1;
+        for bytes in [key, value] {
+            hash.update((bytes.len() as u64).to_le_bytes());
+            hash.update(bytes);
+        }
+    }
+
+    pub fn finish(self) -> BTreeMap<String, PartDigest> {
+        self.parts
+            .into_iter()
+            .map(|(part, (rows, hash))| (part, PartDigest { rows, sha256: hex::encode(hash.finalize()) }))
+            .collect()
+    }
 }
 
 /// A meta key that marks a restore in progress (so it can resume).
@@ -97,6 +148,21 @@ impl Store {
                 hash.update([0xff]);
             }
             Ok(hex::encode(hash.finalize()))
+        })
+    }
+
+    /// Per-part digests ([`Digester`]) of every table in [`TABLES`] and the
+    /// journal head, from one snapshot: the store's content at that seq.
+    pub fn digests(&self) -> Result<(u64, BTreeMap<String, PartDigest>), StoreError> {
+        self.read(|r| {
+            let mut digester = Digester::default();
+            for table in TABLES {
+                visit_table(r, table, |key, value| {
+                    digester.add(table, key, value);
+                    Ok(())
+                })?;
+            }
+            Ok((r.journal_head()?, digester.finish()))
         })
     }
 

@@ -53,7 +53,7 @@ use serde::de::DeserializeOwned;
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
 
-pub use copy::{RawRow, Restore, Section};
+pub use copy::{Digester, PartDigest, RawRow, Restore, Section};
 pub use follow::{Batch, Follower};
 pub use journal::{BadEntry, Entry as JournalEntry, Op};
 pub use scope::{Actor, OrgId, OrgScope, OrgTask, OrgTaskContext, SystemContext, Task};

@@ -1,0 +1,480 @@
+//! The backup archive: one sealed file of every row of the store, and its
+//! manifest beside it.
+//!
+//! `backup-<created>-<id>.sealed` holds, in [`sealed`] frames: the rows of one
+//! consistent export, batched (`section_len:u8 | section | key_len:u32 | key |
+//! value_len:u32 | value`, repeated), then the manifest as JSON (so it is
+//! authenticated with the rows). `backup-<created>-<id>.manifest.json`
+//! is the same manifest in clear plus the sealed file's size and SHA-256, so
+//! `docket backup list` needs no key. The sealed file is renamed into place
+//! before its manifest is written: a manifest names only a complete file.
+use super::BackupError;
+use super::sealed::{self, SealedReader, SealedWriter};
+use crate::store::{Digester, PartDigest, RawRow, Restore, Section, Store, SystemContext, Task};
+use crate::timestamp::Timestamp;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// The archive format this docket writes and reads.
+pub const FORMAT: &str = "docket-backup/1";
+const SEALED_SUFFIX: &str = ".sealed";
+const MANIFEST_SUFFIX: &str = ".manifest.json";
+/// Rows are batched into frames of about this size (and imported per frame).
+const FRAME_BYTES: usize = 8 * 1024 * 1024;
+
+/// What a backup holds; stored in clear beside it and sealed inside it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Manifest {
+    /// [`FORMAT`].
+    pub format: String,
+    /// The docket version that wrote it.
+    pub docket_version: String,
+    /// The store's schema version at the export.
+    pub schema_version: u32,
+    pub created: Timestamp,
+    /// The journal head of the exported snapshot: the backup is the store as of this seq.
+    pub head_seq: u64,
+    /// When that seq was committed (none for a store that never wrote).
+    pub head_time: Option<Timestamp>,
+    /// The first journal entry the backup holds (the live journal may be pruned).
+    pub first_seq: Option<u64>,
+    /// Rows exported (meta, tables and journal).
+    pub rows: u64,
+    /// Row counts and content hashes per org and table: what a restore must reproduce.
+    pub parts: BTreeMap<String, PartDigest>,
+    /// The public keys (`age1…`) the file is sealed to.
+    pub recipients: Vec<String>,
+    /// The sealed file's name, size and SHA-256 (empty inside the sealed copy).
+    #[serde(default)]
+    pub file: String,
+    #[serde(default)]
+    pub bytes: u64,
+    #[serde(default)]
+    pub sha256: String,
+}
+
+impl Manifest {
+    /// The part the sealed file carries: everything but the file's own figures.
+    fn sealed_part(&self) -> Manifest {
+        Manifest { file: String::new(), bytes: 0, sha256: String::new(), ..self.clone() }
+    }
+}
+
+/// A backup found in a directory.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BackupInfo {
+    /// The sealed file.
+    pub path: PathBuf,
+    pub manifest: Manifest,
+}
+
+impl BackupInfo {
+    /// The manifest file beside the sealed one.
+    pub fn manifest_path(&self) -> PathBuf {
+        manifest_path_for(&self.path)
+    }
+}
+
+fn manifest_path_for(sealed: &Path) -> PathBuf {
+    let name = sealed.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    sealed.with_file_name(format!("{}{MANIFEST_SUFFIX}", name.trim_end_matches(SEALED_SUFFIX)))
+}
+
+/// Lists the backups in `dir`, oldest first. Temp files and sealed files
+/// without a manifest (a run that died between the two renames) are not backups.
+pub fn list(dir: &Path) -> Result<Vec<BackupInfo>, BackupError> {
+    let entries = std::fs::read_dir(dir).map_err(|e| BackupError::dir(dir, &e))?;
+    let mut out = vec![];
+    for entry in entries {
+        let entry = entry.map_err(|e| BackupError::dir(dir, &e))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if sealed::is_temp(&name) || !name.ends_with(MANIFEST_SUFFIX) {
+            continue;
+        }
+        match read_manifest(&entry.path()) {
+            Ok(manifest) => out.push(BackupInfo { path: dir.join(&manifest.file), manifest }),
+            Err(e) => tracing::warn!(error = %e, "skipping an unreadable backup manifest"),
+        }
+    }
+    out.sort_by_key(|b| (b.manifest.created, b.manifest.head_seq));
+    Ok(out)
+}
+
+fn read_manifest(path: &Path) -> Result<Manifest, BackupError> {
+    let bad = |reason: String| BackupError::Manifest { path: path.display().to_string(), reason };
+    let text = std::fs::read(path).map_err(|e| bad(e.to_string()))?;
+    let manifest: Manifest = serde_json::from_slice(&text).map_err(|e| bad(e.to_string()))?;
+    if manifest.format != FORMAT {
+        return Err(bad(format!("its format is `{}`; this docket reads `{FORMAT}`", manifest.format)));
+    }
+    if manifest.file.contains('/') || !manifest.file.ends_with(SEALED_SUFFIX) {
+        return Err(bad(format!("it names `{}`, not a sealed file beside it", manifest.file)));
+    }
+    Ok(manifest)
+}
+
+/// The backup at `path`: a sealed file or its manifest.
+pub fn open(path: &Path) -> Result<BackupInfo, BackupError> {
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let sealed = if name.ends_with(MANIFEST_SUFFIX) {
+        path.with_file_name(format!("{}{SEALED_SUFFIX}", name.trim_end_matches(MANIFEST_SUFFIX)))
+    } else {
+        path.to_path_buf()
+    };
+    let manifest = read_manifest(&manifest_path_for(&sealed))?;
+    Ok(BackupInfo { path: sealed, manifest })
+}
+
+/// Encodes rows into a frame.
+#[derive(Default)]
+struct Batch {
+    bytes: Vec<u8>,
+}
+
+impl Batch {
+    fn push(&mut self, row: &RawRow<'_>) {
+        let name = row.section.name();
+        self.bytes.push(name.len() as u8);
+        self.bytes.extend_from_slice(name.as_bytes());
+        for part in [row.key, row.value] {
+            self.bytes.extend_from_slice(&(part.len() as u32).to_le_bytes());
+            self.bytes.extend_from_slice(part);
+        }
+    }
+}
+
+/// Decodes the rows of one frame.
+fn decode_rows<'a>(path: &Path, mut frame: &'a [u8]) -> Result<Vec<RawRow<'a>>, BackupError> {
+    let corrupt = |problem: &str| BackupError::Mismatch { path: path.display().to_string(), problem: problem.into() };
+    let mut rows = vec![];
+    while let Some((&len, rest)) = frame.split_first() {
+        let (name, rest) = rest.split_at_checked(len as usize).ok_or_else(|| corrupt("a row is cut short"))?;
+        let name = std::str::from_utf8(name).map_err(|_| corrupt("a section name is not UTF-8"))?;
+        let section = Section::named(name).ok_or_else(|| BackupError::Newer {
+            path: path.display().to_string(),
+            problem: format!("it holds a table `{name}` this docket does not know"),
+        })?;
+        let (key, rest) = take_sized(rest).ok_or_else(|| corrupt("a row key is cut short"))?;
+        let (value, rest) = take_sized(rest).ok_or_else(|| corrupt("a row value is cut short"))?;
+        rows.push(RawRow { section, key, value });
+        frame = rest;
+    }
+    Ok(rows)
+}
+
+fn take_sized(bytes: &[u8]) -> Option<(&[u8], &[u8])> {
+    let (len, rest) = bytes.split_first_chunk::<4>()?;
+    rest.split_at_checked(u32::from_le_bytes(*len) as usize)
+}
+
+/// Reports how far a long job is; the CLI shows a bar, the service logs.
+pub trait Progress {
+    /// `total` bytes are expected (an estimate may be exceeded).
+    fn start(&self, what: &str, total: u64);
+    fn advance(&self, bytes: u64);
+    fn finish(&self);
+}
+
+/// Progress nobody watches.
+pub struct Quiet;
+
+impl Progress for Quiet {
+    fn start(&self, _: &str, _: u64) {}
+    fn advance(&self, _: u64) {}
+    fn finish(&self) {}
+}
+
+/// How a backup is written: where, to whom, and (tests) a failing disk.
+pub struct WriteOptions<'a> {
+    pub dir: &'a Path,
+    pub recipients: &'a [age::x25519::Recipient],
+    pub created: Timestamp,
+    pub progress: &'a dyn Progress,
+    /// Fail like a full disk after this many bytes (failure-injection tests).
+    pub fail_after: Option<u64>,
+}
+
+/// Exports `store` (one read transaction) into a new sealed backup in `dir`.
+pub fn write(store: &Store, options: &WriteOptions<'_>) -> Result<BackupInfo, BackupError> {
+    let ctx = SystemContext::new(Task::Backup);
+    let stamp = options.created.to_rfc3339().replace(['-', ':'], "");
+    let stamp = stamp.split(['.', 'Z']).next().unwrap_or_default().to_string();
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    let name = format!("backup-{stamp}Z-{}{SEALED_SUFFIX}", &id[..8]);
+    let path = options.dir.join(&name);
+    let mut writer = match options.fail_after {
+        Some(n) => SealedWriter::create_failing_after(&path, options.recipients, n)?,
+        None => SealedWriter::create(&path, options.recipients)?,
+    };
+    let total = std::fs::metadata(store.path()).map(|m| m.len()).unwrap_or(0);
+    options.progress.start("backup", total);
+    let mut state = ExportState::default();
+    let mut failure = None;
+    let head_seq = store.export(&ctx, |row| {
+        state.add(&row)?;
+        if state.batch.bytes.len() >= FRAME_BYTES {
+            let frame = std::mem::take(&mut state.batch.bytes);
+            options.progress.advance(frame.len() as u64);
+            if let Err(e) = writer.frame(&frame) {
+                failure = Some(e);
+                return Err(crate::store::StoreError::Io("the backup write failed".into()));
+            }
+        }
+        Ok(())
+    });
+    if let Some(e) = failure {
+        return Err(e.into());
+    }
+    let head_seq = head_seq?;
+    let frame = std::mem::take(&mut state.batch.bytes);
+    if !frame.is_empty() {
+        options.progress.advance(frame.len() as u64);
+        writer.frame(&frame)?;
+    }
+    let mut manifest = Manifest {
+        format: FORMAT.into(),
+        docket_version: env!("CARGO_PKG_VERSION").into(),
+        schema_version: state.schema.unwrap_or(crate::store::SCHEMA_VERSION),
+        created: options.created,
+        head_seq,
+        head_time: state.head_time.map(Timestamp::from_micros),
+        first_seq: state.first_seq,
+        rows: state.rows,
+        parts: state.digester.finish(),
+        recipients: options.recipients.iter().map(ToString::to_string).collect(),
+        file: name,
+        bytes: 0,
+        sha256: String::new(),
+    };
+    // Its figures are known only now, so the sealed copy is the last frame;
+    // `import` checks it against the clear copy.
+    let sealed_manifest = serde_json::to_vec(&manifest.sealed_part()).map_err(|e| BackupError::Io(e.to_string()))?;
+    writer.frame(&sealed_manifest)?;
+    let file = writer.finish()?;
+    manifest.bytes = file.bytes;
+    manifest.sha256 = file.sha256;
+    let manifest_path = manifest_path_for(&file.path);
+    write_manifest(&manifest_path, &manifest)?;
+    options.progress.finish();
+    Ok(BackupInfo { path: file.path, manifest })
+}
+
+/// Writes the clear manifest atomically (temp, fsync, rename, fsync dir).
+fn write_manifest(path: &Path, manifest: &Manifest) -> Result<(), BackupError> {
+    use std::io::Write as _;
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let temp = path.with_file_name(format!(".{name}.{}.tmp", std::process::id()));
+    let text = serde_json::to_vec_pretty(manifest).map_err(|e| BackupError::Io(e.to_string()))?;
+    let written = std::fs::File::create(&temp).and_then(|mut f| {
+        f.write_all(&text)?;
+        f.sync_all()
+    });
+    if let Err(e) = written.and_then(|()| std::fs::rename(&temp, path)) {
+        let _ = std::fs::remove_file(&temp);
+        return Err(BackupError::dir(path, &e));
+    }
+    sealed::sync_dir(path)?;
+    Ok(())
+}
+
+/// What the export saw, for the manifest.
+#[derive(Default)]
+struct ExportState {
+    batch: Batch,
+    rows: u64,
+    digester: Digester,
+    schema: Option<u32>,
+    head_time: Option<i64>,
+    first_seq: Option<u64>,
+}
+
+impl ExportState {
+    fn add(&mut self, row: &RawRow<'_>) -> Result<(), crate::store::StoreError> {
+        match row.section {
+            Section::Table(table) => self.digester.add(&table, row.key, row.value),
+            Section::Journal if self.first_seq.is_none() => {
+                self.first_seq = row.key.first_chunk::<8>().map(|k| u64::from_be_bytes(*k));
+            }
+            Section::Meta if row.key == b"schema_version" => {
+                self.schema = row.value.first_chunk::<4>().map(|v| u32::from_le_bytes(*v));
+            }
+            _ => {}
+        }
+        if let Some((_, time)) = row.journal_tail()? {
+            self.head_time = Some(time).filter(|t| *t != i64::MIN);
+        }
+        self.rows += 1;
+        self.batch.push(row);
+        Ok(())
+    }
+}
+
+/// Checks the sealed file against its manifest's size and SHA-256.
+pub fn check_file(info: &BackupInfo) -> Result<(), BackupError> {
+    let shown = info.path.display().to_string();
+    let len = std::fs::metadata(&info.path).map_err(|e| BackupError::dir(&info.path, &e))?.len();
+    if len != info.manifest.bytes {
+        return Err(BackupError::Mismatch {
+            path: shown,
+            problem: format!("it has {len} bytes, its manifest says {} (truncated or replaced)", info.manifest.bytes),
+        });
+    }
+    if sealed::file_sha256(&info.path)? != info.manifest.sha256 {
+        return Err(BackupError::Mismatch { path: shown, problem: "its SHA-256 differs from its manifest's".into() });
+    }
+    Ok(())
+}
+
+/// Imports every row of the backup into `restore` (a new, empty store):
+/// checks the file's checksum, decrypts with the first of `identities` it is
+/// sealed to, and checks the sealed manifest equals the clear one and the
+/// rows their counts and digests. Returns the rows imported. On an error the
+/// target store is partial: the caller discards it.
+pub fn import(
+    info: &BackupInfo,
+    identities: &[age::x25519::Identity],
+    restore: &Restore<'_>,
+) -> Result<u64, BackupError> {
+    import_with(info, identities, restore, &Quiet)
+}
+
+/// [`import`], reporting progress.
+pub fn import_with(
+    info: &BackupInfo,
+    identities: &[age::x25519::Identity],
+    restore: &Restore<'_>,
+    progress: &dyn Progress,
+) -> Result<u64, BackupError> {
+    check_file(info)?;
+    let path = &info.path;
+    if info.manifest.schema_version > crate::store::SCHEMA_VERSION {
+        return Err(BackupError::Newer {
+            path: path.display().to_string(),
+            problem: format!(
+                "it is of schema {}; this docket reads schema {} at most",
+                info.manifest.schema_version,
+                crate::store::SCHEMA_VERSION
+            ),
+        });
+    }
+    let mut reader = SealedReader::open(path, identities)?;
+    progress.start("restore", info.manifest.bytes);
+    let (mut rows, mut digester, mut last) = (0u64, Digester::default(), None::<Vec<u8>>);
+    while let Some(frame) = reader.next_frame()? {
+        if let Some(previous) = last.replace(frame) {
+            let decoded = decode_rows(path, &previous)?;
+            for row in &decoded {
+                if let Section::Table(table) = row.section {
+                    digester.add(&table, row.key, row.value);
+                }
+            }
+            rows += restore.import(decoded)?;
+            progress.advance(previous.len() as u64);
+        }
+    }
+    let sealed: Manifest = last.as_deref().and_then(|m| serde_json::from_slice(m).ok()).ok_or_else(|| {
+        BackupError::Mismatch { path: path.display().to_string(), problem: "it ends without its manifest".into() }
+    })?;
+    if sealed != info.manifest.sealed_part() {
+        return Err(BackupError::Mismatch {
+            path: path.display().to_string(),
+            problem: "the manifest beside it differs from the one sealed inside it (edited or swapped)".into(),
+        });
+    }
+    if rows != sealed.rows || digester.finish() != sealed.parts {
+        return Err(BackupError::Mismatch {
+            path: path.display().to_string(),
+            problem: format!("its rows ({rows}) do not match the counts and digests of its manifest"),
+        });
+    }
+    progress.finish();
+    Ok(rows)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::Clock;
+    use crate::store::{OrgId, OrgTask, OrgTaskContext, RECORDS, SECRETS};
+
+    fn store_with_rows(path: &Path) -> Store {
+        let store = Store::open(path, Clock::system()).unwrap();
+        let ctx = OrgTaskContext::new(OrgTask::Test);
+        for org in 1..=2u64 {
+            let scope = ctx.org_scope(OrgId(org));
+            for n in 0..50u32 {
+                store
+                    .write(|w| w.put(&scope, &RECORDS, &n.to_be_bytes(), format!("record {org}/{n}").as_bytes()))
+                    .unwrap();
+            }
+            store.write(|w| w.put(&scope, &SECRETS, b"s", b"sealed")).unwrap();
+        }
+        store
+    }
+
+    fn backup(store: &Store, dir: &Path, to: &[age::x25519::Recipient]) -> BackupInfo {
+        let options = WriteOptions {
+            dir,
+            recipients: to,
+            created: Timestamp::from_micros(1_700_000_000_000_000),
+            progress: &Quiet,
+            fail_after: None,
+        };
+        write(store, &options).unwrap()
+    }
+
+    #[test]
+    fn a_backup_imports_into_an_equal_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store_with_rows(&dir.path().join("live.redb"));
+        let key = age::x25519::Identity::generate();
+        let info = backup(&store, dir.path(), &[key.to_public()]);
+        let (head, parts) = store.digests().unwrap();
+        assert_eq!((info.manifest.head_seq, &info.manifest.parts), (head, &parts));
+        assert_eq!(info.manifest.parts["records/org 2"].rows, 50);
+        assert_eq!(info.manifest.first_seq, Some(1));
+        assert_eq!(list(dir.path()).unwrap(), vec![info.clone()]);
+
+        let copy = Store::open(&dir.path().join("copy.redb"), Clock::system()).unwrap();
+        let restore = copy.restore(&SystemContext::new(Task::Test)).unwrap();
+        assert_eq!(import(&info, &[key], &restore).unwrap(), info.manifest.rows);
+        assert_eq!(restore.finish().unwrap(), head);
+        assert_eq!(copy.digest().unwrap(), store.digest().unwrap());
+    }
+
+    #[test]
+    fn an_edited_manifest_or_file_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store_with_rows(&dir.path().join("live.redb"));
+        let key = age::x25519::Identity::generate();
+        let mut info = backup(&store, dir.path(), &[key.to_public()]);
+        let target = |name: &str| Store::open(&dir.path().join(name), Clock::system()).unwrap();
+
+        info.manifest.head_seq += 1;
+        let t = target("a.redb");
+        let e = import(&info, std::slice::from_ref(&key), &t.restore(&SystemContext::new(Task::Test)).unwrap())
+            .unwrap_err();
+        assert!(e.to_string().contains("differs from the one sealed inside"), "{e}");
+
+        info.manifest.head_seq -= 1;
+        let bytes = std::fs::read(&info.path).unwrap();
+        std::fs::write(&info.path, &bytes[..bytes.len() - 10]).unwrap();
+        let t = target("b.redb");
+        let e = import(&info, &[key], &t.restore(&SystemContext::new(Task::Test)).unwrap()).unwrap_err();
+        assert!(e.to_string().contains("truncated or replaced") && e.to_string().contains("fix:"), "{e}");
+    }
+
+    #[test]
+    fn list_skips_temp_files_and_sealed_files_without_a_manifest() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store_with_rows(&dir.path().join("live.redb"));
+        let key = age::x25519::Identity::generate();
+        let info = backup(&store, dir.path(), &[key.to_public()]);
+        std::fs::write(dir.path().join(".backup-x.manifest.json.1.tmp"), b"{").unwrap();
+        std::fs::write(dir.path().join("backup-y.sealed"), b"orphan").unwrap();
+        assert_eq!(list(dir.path()).unwrap(), vec![info]);
+        let e = list(&dir.path().join("missing")).unwrap_err();
+        assert!(e.to_string().contains("fix:") && e.to_string().contains("missing"), "{e}");
+    }
+}
