@@ -10,9 +10,12 @@
 //! `T` outside the window or a chain with a gap or an overlap; [`replay`]
 //! reads the chosen segments into a [`Restore`] between the base's import and
 //! its finish.
-use super::shipping::{self, Segment, SegmentSeal, ShipError};
-use crate::store::{JournalEntry, Restore, StoreError};
+use super::backup::{self, BackupError};
+use super::shipping::{self, SealedSegments, Segment, SegmentSource, ShipError};
+use crate::clock::Clock;
+use crate::store::{JournalEntry, Restore, Store, StoreError, SystemContext, Task};
 use crate::timestamp::Timestamp;
+use std::path::{Path, PathBuf};
 
 /// Why a point-in-time restore cannot be done; each names the fix.
 #[derive(Debug, thiserror::Error)]
@@ -33,6 +36,12 @@ pub enum PitrError {
     Segment(#[from] ShipError),
     #[error("{0}")]
     Store(#[from] StoreError),
+    #[error("{0}")]
+    Backup(#[from] BackupError),
+    #[error(
+        "cannot restore into {path}: {reason}\n  fix: name a new directory (or an empty one) that docket can write with --into"
+    )]
+    Into { path: String, reason: String },
 }
 
 /// A base a restore can start from: a full backup's journal head, and the
@@ -164,7 +173,7 @@ pub struct Replayed {
 /// Replays the plan's segments into `restore`: the whole transactions after
 /// the base's head committed at or before the plan's instant, one segment per
 /// write transaction.
-pub fn replay(restore: &Restore<'_>, seal: &dyn SegmentSeal, plan: &Plan) -> Result<Replayed, PitrError> {
+pub fn replay(restore: &Restore<'_>, seal: &dyn SegmentSource, plan: &Plan) -> Result<Replayed, PitrError> {
     let t = plan.at.micros();
     let mut done = Replayed { head: plan.after, entries: 0 };
     for segment in &plan.segments {
@@ -186,14 +195,104 @@ pub fn replay(restore: &Restore<'_>, seal: &dyn SegmentSeal, plan: &Plan) -> Res
     Ok(done)
 }
 
+/// How `docket restore --at` runs.
+pub struct AtOptions<'a> {
+    /// `backup.dir`: the full backups, and the segments in its `segments/`.
+    pub backup_dir: &'a Path,
+    /// Keys that open backups and segments (the master key, the key before a
+    /// rotation, offline keys): each file opens with the one it was sealed to.
+    pub identities: &'a [age::x25519::Identity],
+    pub at: Timestamp,
+    /// The new data dir: missing or empty.
+    pub into: &'a Path,
+    /// Restore into a scratch dir beside `into` and remove it: checks everything, writes nothing.
+    pub dry_run: bool,
+}
+
+/// What a point-in-time restore did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RestoredAt {
+    /// The full backup it started from (none: an empty store).
+    pub base: Option<PathBuf>,
+    /// The journal head of the restored store: the last transaction at or before the instant.
+    pub head: u64,
+    /// Shipped entries replayed over the base.
+    pub entries: u64,
+    /// [`crate::store::Store::digest`] of the restored store.
+    pub digest: String,
+}
+
+/// Rebuilds the store as of `options.at` from the newest full backup in
+/// `backup_dir` before it and the shipped segments, into a new data dir
+/// (removed again on any failure, and after a dry run).
+pub fn restore_at(options: &AtOptions<'_>) -> Result<RestoredAt, PitrError> {
+    let backups = backup::list(options.backup_dir)?;
+    let bases: Vec<Base> = backups
+        .iter()
+        .map(|b| Base { head: b.manifest.head_seq, time: b.manifest.head_time.map(Timestamp::micros) })
+        .collect();
+    let chain = shipping::list(&options.backup_dir.join(shipping::SEGMENTS_DIR))?.chain;
+    let plan = plan(&bases, &chain, options.at)?;
+    let base = match plan.start {
+        Start::Backup(i) => backups.get(i),
+        Start::Empty => None,
+    };
+    let seal = SealedSegments { recipients: vec![], identities: options.identities.to_vec() };
+    let into = if options.dry_run { scratch_beside(options.into) } else { options.into.to_path_buf() };
+    let done = into_new_dir(&into, |store| {
+        let restore = store.restore(&SystemContext::new(Task::Restore))?;
+        if let Some(base) = base {
+            backup::import(base, options.identities, &restore)?;
+        }
+        let replayed = replay(&restore, &seal, &plan)?;
+        restore.finish()?;
+        Ok(replayed)
+    });
+    if options.dry_run {
+        let _ = std::fs::remove_dir_all(&into);
+    }
+    let (replayed, digest) = done?;
+    Ok(RestoredAt { base: base.map(|b| b.path.clone()), head: replayed.head, entries: replayed.entries, digest })
+}
+
+/// Creates the data dir `into` (missing or empty), builds a store there with
+/// `fill`, and returns what it returned and the store's digest; on any
+/// failure removes what it created.
+fn into_new_dir<T>(
+    into: &Path,
+    fill: impl FnOnce(&Store) -> Result<T, PitrError>,
+) -> Result<(T, String), PitrError> {
+    let refuse = |reason: String| PitrError::Into { path: into.display().to_string(), reason };
+    let existed = into.exists();
+    if existed && std::fs::read_dir(into).map_err(|e| refuse(e.to_string()))?.next().is_some() {
+        return Err(refuse("it is not empty (a restore never writes over data)".into()));
+    }
+    crate::secrets::create_private_dir(into).map_err(|e| refuse(e.to_string()))?;
+    let built = Store::open(&into.join(STORE_FILE), Clock::system())
+        .map_err(PitrError::from)
+        .and_then(|store| Ok((fill(&store)?, store.digest()?)));
+    if built.is_err() {
+        let _ = if existed { std::fs::remove_file(into.join(STORE_FILE)) } else { std::fs::remove_dir_all(into) };
+    }
+    built
+}
+
+/// The store file in a data dir (as `Config::store_path` names it).
+const STORE_FILE: &str = "docket.redb";
+
+/// A dry run's scratch data dir, beside the one it stands for.
+fn scratch_beside(into: &Path) -> PathBuf {
+    let name = into.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    into.with_file_name(format!(".{name}.dry-run.{}", std::process::id()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::clock::Clock;
     use crate::lifecycle::shipping::tests::{PlainSeal, commit, store};
     use crate::lifecycle::shipping::{Roll, SegmentName, Shipper, list};
-    use crate::store::{Store, SystemContext, Task};
-    use std::path::PathBuf;
+    use crate::store::{SystemContext, Task};
     use std::sync::Arc;
     use std::time::Duration;
 

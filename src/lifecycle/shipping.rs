@@ -21,8 +21,10 @@
 //! writing a longer segment and removing the shorter one leaves both; listing
 //! keeps the longest of those that start at the same seq, and the next start
 //! removes the others.
+use super::backup::{SealError, SealedReader, SealedWriter};
 use crate::store::journal::{self, Entry};
 use crate::store::{Follower, Store, StoreError, SystemContext, Task};
+use crate::secrets::SharedKeyring;
 use crate::telemetry::Metrics;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -40,6 +42,8 @@ const MAGIC: &[u8; 8] = b"DKTSEG01";
 pub enum ShipError {
     #[error("{0}")]
     Store(#[from] StoreError),
+    #[error("{0}")]
+    Seal(#[from] SealError),
     #[error("cannot use the segment directory {path}: {reason}\n  fix: make sure `backup.dir` is mounted and writable by docket")]
     Dir { path: String, reason: String },
     #[error("cannot write the segment {path}: {reason}\n  fix: free space in `backup.dir` or check the share; nothing was lost, the entries stay in the journal until shipped")]
@@ -56,16 +60,68 @@ pub enum ShipError {
     Ahead { dir: String, shipped: u64, head: u64 },
 }
 
-/// Writes and reads segment files as a list of frames. Production segments
-/// are backup's sealed files (compressed, encrypted to the appliance key and
+/// Writes segment files as a list of frames. Production segments are
+/// backup's sealed files (compressed, encrypted to the appliance key and
 /// every offline recipient, checksummed, atomic); the seam lets tests inject
 /// a failing writer.
-pub trait SegmentSeal: Send + Sync {
+pub trait SegmentSink: Send + Sync {
     /// Writes `frames` to `path` atomically: a file with the final name is
     /// always complete. Returns the bytes written.
     fn write(&self, path: &Path, frames: &[Vec<u8>]) -> Result<u64, ShipError>;
-    /// Reads every frame of the file at `path`, checking its integrity.
+}
+
+/// Reads the frames of segment files, checking their integrity.
+pub trait SegmentSource {
     fn read(&self, path: &Path) -> Result<Vec<Vec<u8>>, ShipError>;
+}
+
+/// Segments as backup's sealed files: written to `recipients` (the appliance
+/// key and every offline key), read with `identities`.
+#[derive(Clone)]
+pub struct SealedSegments {
+    pub recipients: Vec<age::x25519::Recipient>,
+    pub identities: Vec<age::x25519::Identity>,
+}
+
+impl SegmentSink for SealedSegments {
+    fn write(&self, path: &Path, frames: &[Vec<u8>]) -> Result<u64, ShipError> {
+        let mut writer = SealedWriter::create(path, &self.recipients)?;
+        for frame in frames {
+            writer.frame(frame)?;
+        }
+        Ok(writer.finish()?.bytes)
+    }
+}
+
+impl SegmentSource for SealedSegments {
+    fn read(&self, path: &Path) -> Result<Vec<Vec<u8>>, ShipError> {
+        let mut reader = SealedReader::open(path, &self.identities)?;
+        let mut frames = Vec::new();
+        while let Some(frame) = reader.next_frame()? {
+            frames.push(frame);
+        }
+        Ok(frames)
+    }
+}
+
+/// The running appliance's segments: sealed to the master key in force at
+/// each write (so a rotation takes effect at the next segment) and to every
+/// offline recipient.
+pub struct ApplianceSeal {
+    pub keys: SharedKeyring,
+    pub offline: Vec<age::x25519::Recipient>,
+}
+
+impl SegmentSink for ApplianceSeal {
+    fn write(&self, path: &Path, frames: &[Vec<u8>]) -> Result<u64, ShipError> {
+        let current = self.keys.current().recipient();
+        let master = current.parse::<age::x25519::Recipient>().map_err(|e| ShipError::Write {
+            path: path.display().to_string(),
+            reason: format!("the master key's recipient {current} does not parse: {e}"),
+        })?;
+        let recipients = std::iter::once(master).chain(self.offline.iter().cloned()).collect();
+        SealedSegments { recipients, identities: vec![] }.write(path, frames)
+    }
 }
 
 /// What a segment's name says: its seq range and the commit times at both ends.
@@ -174,7 +230,7 @@ pub fn encode(name: &SegmentName, entries: &[Entry]) -> Vec<Vec<u8>> {
 /// Reads a segment's entries, checking that its contents are what its name
 /// says: consecutive seqs from `first` to `last`, whole transactions, times
 /// within the named range and never decreasing.
-pub fn read(seal: &dyn SegmentSeal, segment: &Segment) -> Result<Vec<Entry>, ShipError> {
+pub fn read(seal: &dyn SegmentSource, segment: &Segment) -> Result<Vec<Entry>, ShipError> {
     let frames = seal.read(&segment.path)?;
     decode(segment, &frames)
 }
@@ -258,7 +314,7 @@ impl Open {
 pub struct Shipper {
     store: Arc<Store>,
     dir: PathBuf,
-    seal: Arc<dyn SegmentSeal>,
+    seal: Arc<dyn SegmentSink>,
     roll: Roll,
     metrics: Option<Arc<Metrics>>,
     ctx: SystemContext,
@@ -268,18 +324,19 @@ pub struct Shipper {
 }
 
 impl Shipper {
-    /// Opens the segment directory (creating it), removes segments a rolled
-    /// one superseded, and takes the shipped seq from the newest segment (or,
+    /// Opens the segment directory (creating it), removes the temp files of a
+    /// killed process and the segments a rolled one superseded, and takes the shipped seq from the newest segment (or,
     /// with none, from where the journal starts). Registers as a journal
     /// follower, so nothing unshipped is pruned.
     pub fn open(
         store: Arc<Store>,
         dir: &Path,
-        seal: Arc<dyn SegmentSeal>,
+        seal: Arc<dyn SegmentSink>,
         roll: Roll,
         metrics: Option<Arc<Metrics>>,
     ) -> Result<Shipper, ShipError> {
         crate::secrets::create_private_dir(dir).map_err(|e| dir_error(dir, e))?;
+        super::backup::sealed::sweep_temp(dir)?;
         let listing = list(dir)?;
         for old in &listing.superseded {
             remove(&old.path)?;
@@ -450,7 +507,7 @@ pub(crate) mod tests {
         pub fail: std::sync::atomic::AtomicBool,
     }
 
-    impl SegmentSeal for PlainSeal {
+    impl SegmentSink for PlainSeal {
         fn write(&self, path: &Path, frames: &[Vec<u8>]) -> Result<u64, ShipError> {
             if self.fail.load(std::sync::atomic::Ordering::SeqCst) {
                 return Err(ShipError::Write { path: path.display().to_string(), reason: "disk full".into() });
@@ -465,7 +522,9 @@ pub(crate) mod tests {
             std::fs::rename(&tmp, path).unwrap();
             Ok(out.len() as u64)
         }
+    }
 
+    impl SegmentSource for PlainSeal {
         fn read(&self, path: &Path) -> Result<Vec<Vec<u8>>, ShipError> {
             let bytes = std::fs::read(path)
                 .map_err(|e| ShipError::Read { path: path.display().to_string(), reason: e.to_string() })?;

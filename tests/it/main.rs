@@ -19,3 +19,4 @@ mod support;
 mod sync;
 mod tls;
 mod web;
+mod pitr;
