@@ -137,6 +137,9 @@ pub fn plan(bases: &[Base], chain: &[Segment], at: Timestamp) -> Result<Plan, Pi
         if segment.name.first > need {
             return Err(gap(need, Some(segment.name.first - 1), segments.last(), Some(segment)));
         }
+        if segment.name.first_time > t {
+            return Ok(Plan { start, after, segments, at });
+        }
         need = segment.name.last + 1;
         segments.push(segment.clone());
         if segment.name.last_time > t {
@@ -314,6 +317,9 @@ mod tests {
         let p = plan(&bases, &chain, at(25)).unwrap();
         assert_eq!((p.start, p.after), (Start::Backup(0), 4));
         assert_eq!(p.segments, [chain[1].clone()], "stops at the first segment ending after T");
+        let same_time = [seg(1, 4, 10, 20), seg(5, 6, 20, 20), seg(7, 8, 30, 40)];
+        let p = plan(&[], &same_time, at(20)).unwrap();
+        assert_eq!(p.segments, same_time[..2], "a segment starting at T is read; one starting after it is not");
         let p = plan(&[], &chain, at(15)).unwrap();
         assert_eq!((p.start, p.after, p.segments.len()), (Start::Empty, 0, 1), "an empty start: the chain begins at seq 1");
     }

@@ -201,13 +201,15 @@ fn restoring_to_any_instant_reproduces_the_store_then() {
     }
 }
 
-/// A store with a few shipped segments (one transaction each), for the failure cases.
+/// A store with a few shipped segments (one transaction each, a second
+/// apart), for the failure cases.
 fn shipped(dir: &Path, seal: &SealedSegments) -> (Workload, Vec<shipping::Segment>) {
     let mut w = Workload::new(dir);
     let mut shipper = w.shipper(seal, Roll { bytes: 1, age: Duration::from_secs(3600) });
-    for _ in 0..5 {
+    for n in 0..5 {
         w.clock.advance(Duration::from_secs(1));
-        w.step();
+        let page = (n * 10..n * 10 + 10).map(|i| w.record(i)).collect();
+        w.upsert(page);
         shipper.ship().unwrap();
     }
     let chain = shipping::list(&w.backups.join(shipping::SEGMENTS_DIR)).unwrap().chain;
