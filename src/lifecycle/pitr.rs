@@ -313,7 +313,7 @@ mod tests {
         let chain = [seg(1, 4, 10, 20), seg(5, 9, 20, 30), seg(10, 12, 40, 50)];
         let bases = [Base { head: 4, time: Some(20) }, Base { head: 9, time: Some(30) }];
         let p = plan(&bases, &chain, at(35)).unwrap();
-        assert_eq!((p.start, p.after, p.segments.len()), (Start::Backup(1), 9, 1));
+        assert_eq!((p.start, p.after, p.segments.len()), (Start::Backup(1), 9, 0));
         let p = plan(&bases, &chain, at(25)).unwrap();
         assert_eq!((p.start, p.after), (Start::Backup(0), 4));
         assert_eq!(p.segments, [chain[1].clone()], "stops at the first segment ending after T");
