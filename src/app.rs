@@ -94,7 +94,8 @@ pub async fn start(instance: Instance) -> Result<Running, AppError> {
     let listeners = Listeners::bind(&config).await?;
     let (main_addrs, redirect_addrs) = (listeners.main_addrs(), listeners.redirect_addrs());
     let socket = config.control_socket_path();
-    let control = crate::control::listen(&socket, store.clone(), keys.clone())
+    crate::lifecycle::backup::warn_if_same_filesystem(&config);
+    let control = crate::control::listen(&socket, store.clone(), keys.clone(), Arc::new(config.clone()))
         .map_err(|e| AppError::Control { path: socket.display().to_string(), reason: e.to_string() })?;
     let state = AppState::new(config, store, keys, clock).map_err(AppError::Identity)?;
     let (shutdown, rx) = watch::channel(false);

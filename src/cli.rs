@@ -92,6 +92,52 @@ pub enum Cmd {
         #[command(flatten)]
         instance: InstanceArgs,
     },
+    /// Encrypted backups: take one now, list them, prove the newest restores.
+    Backup {
+        #[command(subcommand)]
+        command: BackupCmd,
+    },
+    /// Restore a backup into a new data dir (or, with --replace, in place of the configured one).
+    Restore {
+        /// The backup's sealed file (or its manifest).
+        #[arg(long)]
+        backup: PathBuf,
+        /// The new data dir to write; it must not exist or be empty.
+        #[arg(long, required_unless_present = "replace")]
+        into: Option<PathBuf>,
+        /// Check everything (decrypt, import, verify), then remove what was built.
+        #[arg(long)]
+        dry_run: bool,
+        /// With the service stopped: swap the restored dir in for the configured data dir, keeping the old one.
+        #[arg(long, conflicts_with = "into")]
+        replace: bool,
+        /// An offline age identity file that opens the backup (repeatable).
+        #[arg(long = "key")]
+        keys: Vec<PathBuf>,
+        #[arg(long, env = "DOCKET_CONFIG", conflicts_with = "data_dir")]
+        config: Option<PathBuf>,
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum BackupCmd {
+    /// Take a backup now (through the running service when it runs).
+    Now {
+        #[command(flatten)]
+        instance: InstanceArgs,
+    },
+    /// List the backups in backup.dir, oldest first.
+    List {
+        #[command(flatten)]
+        instance: InstanceArgs,
+    },
+    /// Restore the newest backup into a scratch dir and compare it with the live store.
+    Verify {
+        #[command(flatten)]
+        instance: InstanceArgs,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -237,13 +283,49 @@ async fn admin(args: &InstanceArgs, command: Command) -> Result<String, Failure>
         }
     }
     let instance = Instance::open(config, Clock::system())?;
-    match control::execute(&command, &instance.store, &instance.keys) {
+    match control::execute(&command, &instance.store, &instance.keys, &instance.config) {
         Reply::Ok(text) => Ok(text),
         Reply::Err(text) => Err(failure(text)),
     }
 }
 
 /// Runs the parsed command line.
+/// `docket backup now|list|verify`: through the running service when its
+/// control socket answers, else against the store directly (with progress).
+async fn backup_command(command: BackupCmd) -> Result<String, Failure> {
+    let (instance, command) = match command {
+        BackupCmd::List { instance } => {
+            let config = load_instance_config(&instance)?.config;
+            let failure = |e: lifecycle::backup::BackupError| Failure { code: 1, message: e.to_string() };
+            let settings = lifecycle::backup::Settings::from_config(&config).map_err(failure)?;
+            let backups = lifecycle::backup::list(&settings.dir).map_err(failure)?;
+            return Ok(lifecycle::backup::describe(&backups));
+        }
+        BackupCmd::Now { instance } => (instance, Command::BackupNow),
+        BackupCmd::Verify { instance } => (instance, Command::BackupVerify),
+    };
+    let config = load_instance_config(&instance)?.config;
+    let failure = |message: String| Failure { code: 1, message };
+    match control::send(&config.control_socket_path(), &command).await {
+        Ok(Some(Reply::Ok(text))) => return Ok(text),
+        Ok(Some(Reply::Err(text))) => return Err(failure(text)),
+        Ok(None) => {}
+        Err(e) => return Err(failure(format!("cannot reach the running server's control socket: {e}"))),
+    }
+    let instance = Instance::open(config, Clock::system())?;
+    tokio::task::spawn_blocking(move || {
+        let progress = lifecycle::backup::progress::Cli::detect();
+        let (store, keys, config) = (&instance.store, &instance.keys, &instance.config);
+        match command {
+            Command::BackupVerify => control::backup_verify(store, keys, config, &progress),
+            _ => control::backup_now(store, keys, config, &progress),
+        }
+    })
+    .await
+    .map_err(|e| failure(format!("the backup stopped: {e}")))?
+    .map_err(failure)
+}
+
 pub async fn run(cli: Cli) -> Result<(), Failure> {
     match cli.command {
         Cmd::Serve { config, human_logs } => {
@@ -312,6 +394,25 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
             if let lifecycle::upgrade::Action::Refuse { .. } = plan.action {
                 return Err(Failure { code: 1, message: "this docket cannot open the store".into() });
             }
+            Ok(())
+        }
+        Cmd::Backup { command } => {
+            print!("{}", backup_command(command).await?);
+            Ok(())
+        }
+        Cmd::Restore { backup, into, dry_run, replace, keys, config, data_dir } => {
+            let instance = InstanceArgs { config, data_dir };
+            let config = if instance.config.is_some() || instance.data_dir.is_some() {
+                Some(load_instance_config(&instance)?.config)
+            } else {
+                None
+            };
+            let request = lifecycle::restore::Request { backup, into, dry_run, replace, keys, config };
+            let progress = lifecycle::backup::progress::Cli::detect();
+            let report = tokio::task::spawn_blocking(move || lifecycle::restore::command(&request, &progress))
+                .await
+                .map_err(|e| Failure { code: 1, message: format!("the restore stopped: {e}") })?;
+            print!("{}", report.map_err(|message| Failure { code: 1, message })?);
             Ok(())
         }
         Cmd::Admin { command: AdminCmd::Create { email, org, instance } } => {

@@ -37,6 +37,40 @@ pub struct Config {
     pub limits: LimitsConfig,
     pub auth: AuthConfig,
     pub clio: ClioConfig,
+    pub backup: BackupConfig,
+}
+
+/// Encrypted full backups (see `lifecycle::backup`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BackupConfig {
+    /// Where backups are written: a directory on another disk or a mounted
+    /// share. Unset: no scheduled backups (`docket demo` uses `<data_dir>/backups`).
+    pub dir: Option<PathBuf>,
+    /// Offline age public keys (`age1…`) every backup is also sealed to, so a
+    /// backup restores on a new machine with only one of their identities.
+    pub recipients: Vec<String>,
+    /// When to take a backup (cron: 6 fields, seconds first, UTC).
+    pub schedule: String,
+    /// When to prove the newest backup restores.
+    pub verify_schedule: String,
+    /// Newest backup of each of the last N days kept.
+    pub keep_daily: u32,
+    /// Newest backup of each of the last N ISO weeks kept.
+    pub keep_weekly: u32,
+}
+
+impl Default for BackupConfig {
+    fn default() -> Self {
+        BackupConfig {
+            dir: None,
+            recipients: vec![],
+            schedule: "0 0 2 * * *".into(),
+            verify_schedule: "0 0 4 * * *".into(),
+            keep_daily: 7,
+            keep_weekly: 4,
+        }
+    }
 }
 
 /// The Clio connection and its sync schedules (cron: 6 fields, seconds first, UTC).
@@ -285,6 +319,7 @@ impl Default for Config {
             limits: LimitsConfig::default(),
             auth: AuthConfig::default(),
             clio: ClioConfig::default(),
+            backup: BackupConfig::default(),
         }
     }
 }
@@ -753,6 +788,7 @@ impl Loaded {
             ("auth.session_idle_minutes", c.auth.session_idle_minutes),
             ("auth.session_absolute_hours", c.auth.session_absolute_hours),
             ("clio.purge_after_days", c.clio.purge_after_days),
+            ("backup.keep_daily", c.backup.keep_daily),
         ] {
             if value == 0 {
                 return err(
@@ -785,14 +821,26 @@ impl Loaded {
                 "set it at most limits.connections_total, e.g. 64 per address and 4096 in all",
             );
         }
-        for (key, expr) in
-            [("clio.sync_schedule", &c.clio.sync_schedule), ("clio.reconcile_schedule", &c.clio.reconcile_schedule)]
-        {
+        for (key, expr) in [
+            ("clio.sync_schedule", &c.clio.sync_schedule),
+            ("clio.reconcile_schedule", &c.clio.reconcile_schedule),
+            ("backup.schedule", &c.backup.schedule),
+            ("backup.verify_schedule", &c.backup.verify_schedule),
+        ] {
             if let Err(e) = expr.parse::<cron::Schedule>() {
                 return err(
                     key,
                     &format!("`{expr}` is not a cron expression: {e}"),
                     "write 6 fields, seconds first, in UTC: \"0 */15 * * * *\" is every 15 minutes",
+                );
+            }
+        }
+        for recipient in &c.backup.recipients {
+            if recipient.parse::<age::x25519::Recipient>().is_err() {
+                return err(
+                    "backup.recipients",
+                    &format!("`{recipient}` is not an age public key"),
+                    "list public keys as `age-keygen` prints them (age1…), never the AGE-SECRET-KEY line",
                 );
             }
         }

@@ -8,7 +8,8 @@
 //! The protocol is one JSON request line and one JSON response line.
 use crate::audit::{self, Outcome};
 use crate::auth::{Role, local, tokens};
-use crate::lifecycle::keys;
+use crate::config::Config;
+use crate::lifecycle::{backup, keys};
 use crate::secrets::SharedKeyring;
 use crate::store::orgs::{self, Org};
 use crate::store::{OrgTask, OrgTaskContext, Store, StoreError};
@@ -46,6 +47,10 @@ pub enum Command {
     AuditVerify {
         org: Option<String>,
     },
+    /// Take a backup now (`docket backup now`).
+    BackupNow,
+    /// Prove the newest backup restores (`docket backup verify`).
+    BackupVerify,
 }
 
 /// The outcome of a command: text for the operator, or an error message.
@@ -56,7 +61,7 @@ pub enum Reply {
 }
 
 /// Runs `command` against an open store.
-pub fn execute(command: &Command, store: &Store, keys: &SharedKeyring) -> Reply {
+pub fn execute(command: &Command, store: &Store, keys: &SharedKeyring, config: &Config) -> Reply {
     let ctx = OrgTaskContext::new(OrgTask::AdminCli);
     let result: Result<String, String> = match command {
         Command::OrgCreate { slug, name } => create_org(store, &ctx, slug, name)
@@ -81,9 +86,16 @@ pub fn execute(command: &Command, store: &Store, keys: &SharedKeyring) -> Reply 
             Err(e) => Err(e.to_string()),
         },
         Command::AdminCreate { email, org } => admin_create(store, keys, &ctx, email, org.as_deref()),
-        Command::KeyRotate => keys::rotate(store, keys).map_err(|e| e.to_string()),
+        Command::KeyRotate => keys::rotate(store, keys).map_err(|e| e.to_string()).map(|text| {
+            match backup::after_rotation(config, &keys.current()) {
+                Ok(()) => text,
+                Err(e) => format!("{text}\nwarning: the backup keyring was not resealed to the new key: {e}"),
+            }
+        }),
         Command::KeyConfirm => keys::confirm(keys).map_err(|e| e.to_string()),
         Command::AuditVerify { org } => verify_audit(store, org.as_deref()),
+        Command::BackupNow => backup_now(store, keys, config, &backup::Quiet),
+        Command::BackupVerify => backup_verify(store, keys, config, &backup::Quiet),
     };
     match result {
         Ok(text) => Reply::Ok(text),
@@ -159,6 +171,52 @@ pub fn create_org(store: &Store, ctx: &OrgTaskContext, slug: &str, name: &str) -
     })
 }
 
+/// Takes one backup of `store` now.
+pub fn backup_now(
+    store: &Store,
+    keys: &SharedKeyring,
+    config: &Config,
+    progress: &dyn backup::Progress,
+) -> Result<String, String> {
+    let settings = backup::Settings::from_config(config).map_err(|e| e.to_string())?;
+    let info = backup::run(store, &settings, &keys.current(), store.clock(), progress).map_err(|e| e.to_string())?;
+    Ok(format!(
+        "wrote {} ({}, {} rows, journal seq {})\n",
+        info.path.display(),
+        crate::lifecycle::upgrade::human_bytes(info.manifest.bytes),
+        info.manifest.rows,
+        info.manifest.head_seq
+    ))
+}
+
+/// Restores the newest backup into a scratch dir and compares it with `store`.
+pub fn backup_verify(
+    store: &Store,
+    keys: &SharedKeyring,
+    config: &Config,
+    progress: &dyn backup::Progress,
+) -> Result<String, String> {
+    let settings = backup::Settings::from_config(config).map_err(|e| e.to_string())?;
+    let outcome = backup::verify(
+        store,
+        &settings.dir,
+        &backup::appliance_keys(&keys.current()),
+        &config.data_dir,
+        store.clock(),
+        progress,
+    );
+    backup::verify::record(&settings.dir, None, store.clock(), &outcome);
+    let v = outcome.map_err(|e| e.to_string())?;
+    let against = if v.against_live { "the live store" } else { "the digests recorded at backup time" };
+    Ok(format!(
+        "{} restores: {} rows; {} parts (org × table) match {against} at seq {}\n",
+        v.backup.display(),
+        v.rows,
+        v.parts,
+        v.compared_seq
+    ))
+}
+
 /// Verifies audit chains; any tampering makes the whole command fail.
 fn verify_audit(store: &Store, slug: Option<&str>) -> Result<String, String> {
     let orgs = store.list_orgs().map_err(|e| e.to_string())?;
@@ -181,7 +239,12 @@ fn verify_audit(store: &Store, slug: Option<&str>) -> Result<String, String> {
 }
 
 /// Listens on the control socket until the returned task is aborted.
-pub fn listen(path: &Path, store: Arc<Store>, keys: SharedKeyring) -> std::io::Result<tokio::task::JoinHandle<()>> {
+pub fn listen(
+    path: &Path,
+    store: Arc<Store>,
+    keys: SharedKeyring,
+    config: Arc<Config>,
+) -> std::io::Result<tokio::task::JoinHandle<()>> {
     let _ = std::fs::remove_file(path);
     let listener = UnixListener::bind(path)?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
@@ -190,9 +253,9 @@ pub fn listen(path: &Path, store: Arc<Store>, keys: SharedKeyring) -> std::io::R
             let Ok((stream, _)) = listener.accept().await else {
                 continue;
             };
-            let (store, keys) = (store.clone(), keys.clone());
+            let (store, keys, config) = (store.clone(), keys.clone(), config.clone());
             tokio::spawn(async move {
-                if let Err(e) = handle(stream, store, keys).await {
+                if let Err(e) = handle(stream, store, keys, config).await {
                     tracing::warn!(error = %e, "control connection failed");
                 }
             });
@@ -200,13 +263,18 @@ pub fn listen(path: &Path, store: Arc<Store>, keys: SharedKeyring) -> std::io::R
     }))
 }
 
-async fn handle(stream: UnixStream, store: Arc<Store>, keys: SharedKeyring) -> std::io::Result<()> {
+async fn handle(
+    stream: UnixStream,
+    store: Arc<Store>,
+    keys: SharedKeyring,
+    config: Arc<Config>,
+) -> std::io::Result<()> {
     let (read, mut write) = stream.into_split();
     let line = read_line(read).await?;
     let reply = match serde_json::from_str::<Command>(&line) {
         Ok(command) => {
             tracing::info!(command = ?command_name(&command), "admin command over the control socket");
-            tokio::task::spawn_blocking(move || execute(&command, &store, &keys))
+            tokio::task::spawn_blocking(move || execute(&command, &store, &keys, &config))
                 .await
                 .unwrap_or_else(|_| Reply::Err("the command failed inside the server".into()))
         }
@@ -226,6 +294,8 @@ fn command_name(c: &Command) -> &'static str {
         Command::KeyRotate => "key-rotate",
         Command::KeyConfirm => "key-confirm",
         Command::AuditVerify { .. } => "audit-verify",
+        Command::BackupNow => "backup-now",
+        Command::BackupVerify => "backup-verify",
     }
 }
 

@@ -203,6 +203,16 @@ impl Keyring {
         &self.source
     }
 
+    /// The private identity, for opening backups sealed to this key.
+    pub fn identity(&self) -> &age::x25519::Identity {
+        &self.identity
+    }
+
+    /// The public key new backups are sealed to.
+    pub fn age_recipient(&self) -> &age::x25519::Recipient {
+        &self.recipient
+    }
+
     /// Encrypts `plaintext` to the master recipient.
     pub fn seal(&self, plaintext: &[u8]) -> Result<Vec<u8>, SecretsError> {
         age::encrypt(&self.recipient, plaintext).map_err(|e| SecretsError::Seal(e.to_string()))
@@ -243,7 +253,8 @@ fn parse_identity(text: &str) -> Option<age::x25519::Identity> {
     text.lines().map(str::trim).find(|l| l.starts_with("AGE-SECRET-KEY-1")).and_then(|l| l.parse().ok())
 }
 
-fn write_identity(path: &Path, identity: &age::x25519::Identity) -> Result<(), SecretsError> {
+/// Writes `identity` as a new key file (0600; a new directory 0700); refuses to overwrite.
+pub fn write_identity(path: &Path, identity: &age::x25519::Identity) -> Result<(), SecretsError> {
     let err = |e: std::io::Error| SecretsError::Write { path: path.display().to_string(), reason: e.to_string() };
     // A new directory is made private; an existing one (e.g. /etc/docket, which
     // also holds the config the service must read) keeps its mode.

@@ -6,5 +6,6 @@ pub mod backup;
 pub mod doctor;
 pub mod keys;
 pub mod pitr;
+pub mod restore;
 pub mod shipping;
 pub mod upgrade;

@@ -1,10 +1,13 @@
 //! The backup archive: one sealed file of every row of the store, and its
 //! manifest beside it.
 //!
-//! `backup-<created>-<id>.sealed` holds, in [`sealed`] frames: the rows of one
-//! consistent export, batched (`section_len:u8 | section | key_len:u32 | key |
-//! value_len:u32 | value`, repeated), then the manifest as JSON (so it is
-//! authenticated with the rows). `backup-<created>-<id>.manifest.json`
+//! `backup-<created>-<id>.sealed` holds, in [`sealed`] frames, each starting
+//! with a kind byte: `K` the appliance's master key(s) at the export (newest
+//! first: the restored data dir needs the key its sealed secrets open with),
+//! `R` rows of one consistent export, batched (`section_len:u8 | section |
+//! key_len:u32 | key | value_len:u32 | value`, repeated), and last `M` the
+//! manifest as JSON (so it is authenticated with the rows).
+//! `backup-<created>-<id>.manifest.json`
 //! is the same manifest in clear plus the sealed file's size and SHA-256, so
 //! `docket backup list` needs no key. The sealed file is renamed into place
 //! before its manifest is written: a manifest names only a complete file.
@@ -22,6 +25,9 @@ const SEALED_SUFFIX: &str = ".sealed";
 const MANIFEST_SUFFIX: &str = ".manifest.json";
 /// Rows are batched into frames of about this size (and imported per frame).
 const FRAME_BYTES: usize = 8 * 1024 * 1024;
+const KEYS: u8 = b'K';
+const ROWS: u8 = b'R';
+const MANIFEST: u8 = b'M';
 
 /// What a backup holds; stored in clear beside it and sealed inside it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -127,12 +133,25 @@ pub fn open(path: &Path) -> Result<BackupInfo, BackupError> {
 }
 
 /// Encodes rows into a frame.
-#[derive(Default)]
 struct Batch {
     bytes: Vec<u8>,
 }
 
+impl Default for Batch {
+    fn default() -> Self {
+        Batch { bytes: vec![ROWS] }
+    }
+}
+
 impl Batch {
+    fn is_full(&self) -> bool {
+        self.bytes.len() >= FRAME_BYTES
+    }
+
+    fn take(&mut self) -> Option<Vec<u8>> {
+        (self.bytes.len() > 1).then(|| std::mem::replace(&mut self.bytes, vec![ROWS]))
+    }
+
     fn push(&mut self, row: &RawRow<'_>) {
         let name = row.section.name();
         self.bytes.push(name.len() as u8);
@@ -189,6 +208,9 @@ impl Progress for Quiet {
 pub struct WriteOptions<'a> {
     pub dir: &'a Path,
     pub recipients: &'a [age::x25519::Recipient],
+    /// The appliance's master key (and a previous one), carried inside so a
+    /// restore on a new machine gets the key the store's secrets are sealed to.
+    pub keys: &'a [age::x25519::Identity],
     pub created: Timestamp,
     pub progress: &'a dyn Progress,
     /// Fail like a full disk after this many bytes (failure-injection tests).
@@ -207,14 +229,16 @@ pub fn write(store: &Store, options: &WriteOptions<'_>) -> Result<BackupInfo, Ba
         Some(n) => SealedWriter::create_failing_after(&path, options.recipients, n)?,
         None => SealedWriter::create(&path, options.recipients)?,
     };
+    writer.frame(&keys_frame(options.keys))?;
     let total = std::fs::metadata(store.path()).map(|m| m.len()).unwrap_or(0);
     options.progress.start("backup", total);
     let mut state = ExportState::default();
     let mut failure = None;
     let head_seq = store.export(&ctx, |row| {
         state.add(&row)?;
-        if state.batch.bytes.len() >= FRAME_BYTES {
-            let frame = std::mem::take(&mut state.batch.bytes);
+        if state.batch.is_full()
+            && let Some(frame) = state.batch.take()
+        {
             options.progress.advance(frame.len() as u64);
             if let Err(e) = writer.frame(&frame) {
                 failure = Some(e);
@@ -227,8 +251,7 @@ pub fn write(store: &Store, options: &WriteOptions<'_>) -> Result<BackupInfo, Ba
         return Err(e.into());
     }
     let head_seq = head_seq?;
-    let frame = std::mem::take(&mut state.batch.bytes);
-    if !frame.is_empty() {
+    if let Some(frame) = state.batch.take() {
         options.progress.advance(frame.len() as u64);
         writer.frame(&frame)?;
     }
@@ -249,7 +272,8 @@ pub fn write(store: &Store, options: &WriteOptions<'_>) -> Result<BackupInfo, Ba
     };
     // Its figures are known only now, so the sealed copy is the last frame;
     // `import` checks it against the clear copy.
-    let sealed_manifest = serde_json::to_vec(&manifest.sealed_part()).map_err(|e| BackupError::Io(e.to_string()))?;
+    let mut sealed_manifest = vec![MANIFEST];
+    serde_json::to_writer(&mut sealed_manifest, &manifest.sealed_part()).map_err(|e| BackupError::Io(e.to_string()))?;
     writer.frame(&sealed_manifest)?;
     let file = writer.finish()?;
     manifest.bytes = file.bytes;
@@ -258,6 +282,16 @@ pub fn write(store: &Store, options: &WriteOptions<'_>) -> Result<BackupInfo, Ba
     write_manifest(&manifest_path, &manifest)?;
     options.progress.finish();
     Ok(BackupInfo { path: file.path, manifest })
+}
+
+fn keys_frame(keys: &[age::x25519::Identity]) -> Vec<u8> {
+    use age::secrecy::ExposeSecret as _;
+    let mut frame = vec![KEYS];
+    for key in keys {
+        frame.extend_from_slice(key.to_string().expose_secret().as_bytes());
+        frame.push(b'\n');
+    }
+    frame
 }
 
 /// Writes the clear manifest atomically (temp, fsync, rename, fsync dir).
@@ -326,6 +360,13 @@ pub fn check_file(info: &BackupInfo) -> Result<(), BackupError> {
     Ok(())
 }
 
+/// What [`import_with`] brought in.
+pub struct Imported {
+    pub rows: u64,
+    /// The master key(s) the backup carries, newest first.
+    pub keys: Vec<age::x25519::Identity>,
+}
+
 /// Imports every row of the backup into `restore` (a new, empty store):
 /// checks the file's checksum, decrypts with the first of `identities` it is
 /// sealed to, and checks the sealed manifest equals the clear one and the
@@ -336,18 +377,19 @@ pub fn import(
     identities: &[age::x25519::Identity],
     restore: &Restore<'_>,
 ) -> Result<u64, BackupError> {
-    import_with(info, identities, restore, &Quiet)
+    import_with(info, identities, restore, &Quiet).map(|i| i.rows)
 }
 
-/// [`import`], reporting progress.
+/// [`import`], reporting progress and returning the carried keys.
 pub fn import_with(
     info: &BackupInfo,
     identities: &[age::x25519::Identity],
     restore: &Restore<'_>,
     progress: &dyn Progress,
-) -> Result<u64, BackupError> {
+) -> Result<Imported, BackupError> {
     check_file(info)?;
     let path = &info.path;
+    let mismatch = |problem: &str| BackupError::Mismatch { path: path.display().to_string(), problem: problem.into() };
     if info.manifest.schema_version > crate::store::SCHEMA_VERSION {
         return Err(BackupError::Newer {
             path: path.display().to_string(),
@@ -360,36 +402,47 @@ pub fn import_with(
     }
     let mut reader = SealedReader::open(path, identities)?;
     progress.start("restore", info.manifest.bytes);
-    let (mut rows, mut digester, mut last) = (0u64, Digester::default(), None::<Vec<u8>>);
+    let (mut rows, mut digester, mut keys, mut sealed) = (0u64, Digester::default(), vec![], None);
     while let Some(frame) = reader.next_frame()? {
-        if let Some(previous) = last.replace(frame) {
-            let decoded = decode_rows(path, &previous)?;
-            for row in &decoded {
-                if let Section::Table(table) = row.section {
-                    digester.add(&table, row.key, row.value);
+        let Some((&kind, body)) = frame.split_first() else { return Err(mismatch("it holds an empty frame")) };
+        if sealed.is_some() {
+            return Err(mismatch("it has frames after its manifest"));
+        }
+        match kind {
+            KEYS => keys = parse_keys(body).ok_or_else(|| mismatch("its key frame does not read"))?,
+            ROWS => {
+                let decoded = decode_rows(path, body)?;
+                for row in &decoded {
+                    if let Section::Table(table) = row.section {
+                        digester.add(&table, row.key, row.value);
+                    }
                 }
+                rows += restore.import(decoded)?;
+                progress.advance(frame.len() as u64);
             }
-            rows += restore.import(decoded)?;
-            progress.advance(previous.len() as u64);
+            MANIFEST => {
+                sealed = Some(
+                    serde_json::from_slice::<Manifest>(body)
+                        .map_err(|e| mismatch(&format!("its sealed manifest does not read: {e}")))?,
+                );
+            }
+            other => return Err(mismatch(&format!("it holds a frame of unknown kind {other}"))),
         }
     }
-    let sealed: Manifest = last.as_deref().and_then(|m| serde_json::from_slice(m).ok()).ok_or_else(|| {
-        BackupError::Mismatch { path: path.display().to_string(), problem: "it ends without its manifest".into() }
-    })?;
+    let sealed = sealed.ok_or_else(|| mismatch("it ends without its manifest"))?;
     if sealed != info.manifest.sealed_part() {
-        return Err(BackupError::Mismatch {
-            path: path.display().to_string(),
-            problem: "the manifest beside it differs from the one sealed inside it (edited or swapped)".into(),
-        });
+        return Err(mismatch("the manifest beside it differs from the one sealed inside it (edited or swapped)"));
     }
     if rows != sealed.rows || digester.finish() != sealed.parts {
-        return Err(BackupError::Mismatch {
-            path: path.display().to_string(),
-            problem: format!("its rows ({rows}) do not match the counts and digests of its manifest"),
-        });
+        return Err(mismatch(&format!("its rows ({rows}) do not match the counts and digests of its manifest")));
     }
     progress.finish();
-    Ok(rows)
+    Ok(Imported { rows, keys })
+}
+
+fn parse_keys(body: &[u8]) -> Option<Vec<age::x25519::Identity>> {
+    let text = std::str::from_utf8(body).ok()?;
+    text.lines().filter(|l| !l.is_empty()).map(|l| l.parse().ok()).collect()
 }
 
 #[cfg(test)]
@@ -414,9 +467,11 @@ mod tests {
     }
 
     fn backup(store: &Store, dir: &Path, to: &[age::x25519::Recipient]) -> BackupInfo {
+        let carried = age::x25519::Identity::generate();
         let options = WriteOptions {
             dir,
             recipients: to,
+            keys: std::slice::from_ref(&carried),
             created: Timestamp::from_micros(1_700_000_000_000_000),
             progress: &Quiet,
             fail_after: None,
@@ -438,7 +493,9 @@ mod tests {
 
         let copy = Store::open(&dir.path().join("copy.redb"), Clock::system()).unwrap();
         let restore = copy.restore(&SystemContext::new(Task::Test)).unwrap();
-        assert_eq!(import(&info, &[key], &restore).unwrap(), info.manifest.rows);
+        let imported = import_with(&info, &[key], &restore, &Quiet).unwrap();
+        assert_eq!(imported.rows, info.manifest.rows);
+        assert_eq!(imported.keys.len(), 1, "the master key travels inside");
         assert_eq!(restore.finish().unwrap(), head);
         assert_eq!(copy.digest().unwrap(), store.digest().unwrap());
     }

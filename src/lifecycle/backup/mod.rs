@@ -6,14 +6,32 @@
 //! the API and the sync keep writing) in a sealed file ([`sealed`]: zstd, age
 //! to the appliance key and every offline recipient, checksummed, written
 //! atomically) with a manifest beside it ([`archive`]).
+//!
+//! Key rotation: each backup carries the master key its store was sealed
+//! under, and `keyring.sealed` in the backup directory keeps every retired
+//! master key a retained backup is sealed to, itself sealed to the current key
+//! and the offline recipients (refreshed by every backup run and by `docket key
+//! rotate`). So a backup sealed before a rotation still opens with the current
+//! key; nothing is re-encrypted.
 pub mod archive;
+pub mod progress;
+pub mod retention;
 pub mod sealed;
+pub mod verify;
 
-pub use archive::{BackupInfo, Manifest, Progress, Quiet, import, import_with, list};
+pub use archive::{BackupInfo, Imported, Manifest, Progress, Quiet, import, import_with, list};
 pub use sealed::{SealError, SealedFile, SealedReader, SealedWriter};
+pub use verify::{Verified, verify};
 
-use crate::store::StoreError;
-use std::path::Path;
+use crate::clock::Clock;
+use crate::config::Config;
+use crate::secrets::{KeySource, Keyring, with_suffix};
+use crate::store::{Store, StoreError};
+use crate::timestamp::Timestamp;
+use std::path::{Path, PathBuf};
+
+/// The file in the backup directory holding retired master keys.
+pub const KEYRING_FILE: &str = "keyring.sealed";
 
 #[derive(Debug, thiserror::Error)]
 pub enum BackupError {
@@ -35,6 +53,12 @@ pub enum BackupError {
         "the backup {path} was written by a newer docket: {problem}\n  fix: restore it with that docket version or newer"
     )]
     Newer { path: String, problem: String },
+    #[error(
+        "backups are not configured\n  fix: set backup.dir to a directory on another disk or a mounted share (and list offline keys in backup.recipients)"
+    )]
+    NotConfigured,
+    #[error("there is no backup in {dir}\n  fix: take one with `docket backup now`")]
+    NoBackup { dir: String },
     #[error("backup failed: {0}")]
     Io(String),
 }
@@ -45,5 +69,198 @@ impl BackupError {
             return SealError::NoSpace { path: path.display().to_string() }.into();
         }
         BackupError::Dir { path: path.display().to_string(), reason: e.to_string() }
+    }
+}
+
+/// Where backups go and whom they are sealed to, from `[backup]`.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub dir: PathBuf,
+    /// Offline recipients (`backup.recipients`), besides the appliance key.
+    pub offline: Vec<age::x25519::Recipient>,
+    pub keep: retention::Keep,
+}
+
+impl Settings {
+    /// The settings of `config`; an error when `backup.dir` is unset.
+    pub fn from_config(config: &Config) -> Result<Settings, BackupError> {
+        let dir = config.backup.dir.clone().ok_or(BackupError::NotConfigured)?;
+        let offline = config
+            .backup
+            .recipients
+            .iter()
+            .map(|r| r.parse().map_err(|e| BackupError::Io(format!("backup.recipients: `{r}`: {e}"))))
+            .collect::<Result<_, _>>()?;
+        let keep = retention::Keep { daily: config.backup.keep_daily, weekly: config.backup.keep_weekly };
+        Ok(Settings { dir, offline, keep })
+    }
+
+    /// The appliance key first, then each offline recipient.
+    fn recipients(&self, keyring: &Keyring) -> Vec<age::x25519::Recipient> {
+        std::iter::once(keyring.age_recipient().clone()).chain(self.offline.iter().cloned()).collect()
+    }
+}
+
+/// The master key and, after a rotation not yet confirmed, the previous one.
+pub fn appliance_keys(keyring: &Keyring) -> Vec<age::x25519::Identity> {
+    let mut keys = vec![keyring.identity().clone()];
+    if let KeySource::File(path) = keyring.source()
+        && let Ok(previous) = Keyring::load(&[KeySource::File(with_suffix(path, "previous"))])
+    {
+        keys.push(previous.identity().clone());
+    }
+    keys
+}
+
+/// Takes one backup now: sweeps temp files of killed runs, exports the store
+/// into a new sealed backup, applies retention and refreshes the keyring.
+pub fn run(
+    store: &Store,
+    settings: &Settings,
+    keyring: &Keyring,
+    clock: &Clock,
+    progress: &dyn Progress,
+) -> Result<BackupInfo, BackupError> {
+    run_with(store, settings, keyring, clock, progress, None)
+}
+
+/// [`run`], failing like a full disk after `fail_after` bytes (tests).
+#[doc(hidden)]
+pub fn run_with(
+    store: &Store,
+    settings: &Settings,
+    keyring: &Keyring,
+    clock: &Clock,
+    progress: &dyn Progress,
+    fail_after: Option<u64>,
+) -> Result<BackupInfo, BackupError> {
+    let dir = &settings.dir;
+    match std::fs::create_dir(dir) {
+        Ok(()) => crate::secrets::create_private_dir(dir).map_err(|e| BackupError::dir(dir, &e))?,
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(BackupError::dir(dir, &e)),
+    }
+    sealed::sweep_temp(dir)?;
+    let keys = appliance_keys(keyring);
+    let recipients = settings.recipients(keyring);
+    let created = Timestamp::from_micros(clock.now_micros());
+    let options = archive::WriteOptions { dir, recipients: &recipients, keys: &keys, created, progress, fail_after };
+    let info = archive::write(store, &options)?;
+    tracing::info!(
+        backup = %info.path.display(),
+        bytes = info.manifest.bytes,
+        rows = info.manifest.rows,
+        seq = info.manifest.head_seq,
+        "backup written"
+    );
+    let kept = retention::apply(dir, settings.keep)?;
+    refresh_keyring(dir, &keys, &recipients, &kept)?;
+    Ok(info)
+}
+
+/// Every key that opens backups in `dir`: `given` plus the retired master
+/// keys in its keyring file, when one of `given` opens it.
+pub fn opening_keys(dir: &Path, given: &[age::x25519::Identity]) -> Vec<age::x25519::Identity> {
+    let mut keys = given.to_vec();
+    for key in read_keyring(dir, given) {
+        if !keys.iter().any(|k| k.to_public().to_string() == key.to_public().to_string()) {
+            keys.push(key);
+        }
+    }
+    keys
+}
+
+fn read_keyring(dir: &Path, given: &[age::x25519::Identity]) -> Vec<age::x25519::Identity> {
+    let path = dir.join(KEYRING_FILE);
+    if !path.exists() {
+        return vec![];
+    }
+    let read = || -> Result<Vec<age::x25519::Identity>, SealError> {
+        let mut reader = SealedReader::open(&path, given)?;
+        let mut out = vec![];
+        while let Some(frame) = reader.next_frame()? {
+            if let Some(key) = std::str::from_utf8(&frame).ok().and_then(|t| t.trim().parse().ok()) {
+                out.push(key);
+            }
+        }
+        Ok(out)
+    };
+    read().unwrap_or_else(|e| {
+        tracing::warn!(error = %e, "the backup keyring does not open with the keys at hand");
+        vec![]
+    })
+}
+
+/// Rewrites `keyring.sealed`: the keys in force now plus every retired key
+/// still needed by a kept backup, sealed to `recipients`.
+pub fn refresh_keyring(
+    dir: &Path,
+    current: &[age::x25519::Identity],
+    recipients: &[age::x25519::Recipient],
+    kept: &[BackupInfo],
+) -> Result<(), BackupError> {
+    use age::secrecy::ExposeSecret as _;
+    let needed = |key: &age::x25519::Identity| {
+        let public = key.to_public().to_string();
+        kept.iter().any(|b| b.manifest.recipients.contains(&public))
+    };
+    let keys: Vec<_> = opening_keys(dir, current)
+        .into_iter()
+        .filter(|k| needed(k) || current.iter().any(|c| c.to_public().to_string() == k.to_public().to_string()))
+        .collect();
+    let mut writer = SealedWriter::create(&dir.join(KEYRING_FILE), recipients)?;
+    for key in &keys {
+        writer.frame(key.to_string().expose_secret().as_bytes())?;
+    }
+    writer.finish()?;
+    Ok(())
+}
+
+/// After `docket key rotate`: reseals the backup keyring to the new key, so
+/// backups sealed to the old one keep opening after `--confirm`.
+pub fn after_rotation(config: &Config, keyring: &Keyring) -> Result<(), BackupError> {
+    let Ok(settings) = Settings::from_config(config) else { return Ok(()) };
+    if !settings.dir.exists() {
+        return Ok(());
+    }
+    let kept = list(&settings.dir)?;
+    refresh_keyring(&settings.dir, &appliance_keys(keyring), &settings.recipients(keyring), &kept)
+}
+
+/// `docket backup list`: one line per backup, oldest first.
+pub fn describe(backups: &[BackupInfo]) -> String {
+    backups
+        .iter()
+        .map(|b| {
+            format!(
+                "{}\t{}\tseq {}\t{} rows\t{}\n",
+                b.manifest.created,
+                b.path.display(),
+                b.manifest.head_seq,
+                b.manifest.rows,
+                crate::lifecycle::upgrade::human_bytes(b.manifest.bytes)
+            )
+        })
+        .collect()
+}
+
+/// Whether the backup directory (or its nearest existing parent) is on the
+/// filesystem of the data dir: a lost disk would then take both.
+pub fn same_filesystem(config: &Config) -> Option<bool> {
+    use std::os::unix::fs::MetadataExt as _;
+    let dir = config.backup.dir.as_deref()?;
+    let existing = dir.ancestors().find(|p| p.exists())?;
+    let (a, b) = (std::fs::metadata(existing).ok()?, std::fs::metadata(&config.data_dir).ok()?);
+    Some(a.dev() == b.dev())
+}
+
+/// Logs a warning at start when backups share the store's filesystem.
+pub fn warn_if_same_filesystem(config: &Config) {
+    if same_filesystem(config) == Some(true) {
+        tracing::warn!(
+            backup_dir = ?config.backup.dir,
+            data_dir = %config.data_dir.display(),
+            "backups are on the same filesystem as the store: a lost disk loses both; point backup.dir at another disk or a share"
+        );
     }
 }

@@ -1,0 +1,306 @@
+//! Restoring a backup into a new data dir: `docket restore --backup FILE
+//! --into DIR [--dry-run] [--replace]`, and the pipeline point-in-time
+//! recovery builds on (import, a replay hook, finish, checks).
+//!
+//! A restore never writes into an existing store: it builds the new data dir
+//! under a temp name beside `into` (`.NAME.restoring-PID`), imports the
+//! backup, lets the caller replay journal entries, finishes (migrating an
+//! older schema), verifies it (the import's checksums and per-part digests,
+//! the schema, every org's audit chain), writes the master key the backup
+//! carries, and only then renames it into place. Any failure removes the temp
+//! dir; the live data dir is never touched (`--replace` swaps directories by
+//! rename, with the service stopped, keeping the old one).
+use crate::audit;
+use crate::clock::Clock;
+use crate::lifecycle::backup::{self, BackupError, BackupInfo, Progress};
+use crate::secrets::{create_private_dir, default_key_path, write_identity};
+use crate::store::{OrgTask, OrgTaskContext, Restore, SCHEMA_VERSION, Store, StoreError, SystemContext, Task};
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum RestoreError {
+    #[error(transparent)]
+    Backup(#[from] BackupError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(
+        "{path} is not empty; a restore writes only a new data dir\n  fix: name a new or empty directory with --into, or use --replace to swap it in for the configured data dir"
+    )]
+    NotEmpty { path: String },
+    #[error(
+        "cannot {action} {path}: {reason}\n  fix: check the directory exists, the docket user can write it, and the disk has space"
+    )]
+    Io { action: &'static str, path: String, reason: String },
+    #[error(
+        "the restored store fails verification: {problem}\n  fix: the backup is damaged or incomplete; use an older backup (`docket backup list`)"
+    )]
+    Verify { problem: String },
+    #[error(
+        "the service is running (its control socket {socket} answers)\n  fix: stop it first (`systemctl stop docket`), then run the restore with --replace again"
+    )]
+    Running { socket: String },
+    /// A replay hook's own failure (point-in-time recovery).
+    #[error("{0}")]
+    Replay(String),
+}
+
+fn io<'a>(action: &'static str, path: &'a Path) -> impl Fn(std::io::Error) -> RestoreError + 'a {
+    move |e| RestoreError::Io { action, path: path.display().to_string(), reason: e.to_string() }
+}
+
+/// How to restore.
+pub struct RestoreOptions<'a> {
+    /// Check everything, then remove what was built: nothing is left behind.
+    pub dry_run: bool,
+    pub clock: Clock,
+    pub progress: &'a dyn Progress,
+}
+
+/// What a restore built and checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Restored {
+    /// The new data dir (the checked one was removed after a dry run).
+    pub into: PathBuf,
+    pub rows: u64,
+    /// The journal head of the restored store (after any replay).
+    pub head_seq: u64,
+    pub schema_version: u32,
+    /// Orgs whose audit chains were verified, and their events.
+    pub orgs: usize,
+    pub audit_events: u64,
+    /// The master key written into the new data dir, if the backup carries one.
+    pub key: Option<PathBuf>,
+    pub dry_run: bool,
+}
+
+impl Restored {
+    pub fn describe(&self) -> String {
+        let verb = if self.dry_run { "checked (dry run; nothing written)" } else { "restored into" };
+        let key = self
+            .key
+            .as_ref()
+            .map(|k| format!("\nthe master key the store is sealed to is at {}", k.display()))
+            .unwrap_or_default();
+        format!(
+            "{verb} {}: {} rows, journal at seq {}, schema {}, {} org audit chains intact ({} events){key}\n",
+            self.into.display(),
+            self.rows,
+            self.head_seq,
+            self.schema_version,
+            self.orgs,
+            self.audit_events
+        )
+    }
+}
+
+/// Whether `dir` is absent or an empty directory.
+fn is_vacant(dir: &Path) -> Result<bool, RestoreError> {
+    match std::fs::read_dir(dir) {
+        Ok(mut entries) => Ok(entries.next().is_none()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(true),
+        Err(e) => Err(io("read", dir)(e)),
+    }
+}
+
+/// `.NAME.restoring-PID` beside `into`.
+fn staging_for(into: &Path) -> PathBuf {
+    let name = into.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "data".into());
+    into.with_file_name(format!(".{name}.restoring-{}", std::process::id()))
+}
+
+/// Restores `backup` into the new data dir `into`; `replay` runs between the
+/// import and the finish (point-in-time recovery replays shipped entries
+/// there; a whole-backup restore passes `|_| Ok(())`).
+pub fn restore(
+    backup: &BackupInfo,
+    identities: &[age::x25519::Identity],
+    into: &Path,
+    options: &RestoreOptions<'_>,
+    replay: impl FnOnce(&Restore<'_>) -> Result<(), RestoreError>,
+) -> Result<Restored, RestoreError> {
+    if !is_vacant(into)? {
+        return Err(RestoreError::NotEmpty { path: into.display().to_string() });
+    }
+    let staging = staging_for(into);
+    if staging.exists() {
+        std::fs::remove_dir_all(&staging).map_err(io("remove", &staging))?;
+    }
+    create_private_dir(&staging).map_err(io("create", &staging))?;
+    let built = build(backup, identities, &staging, options, replay);
+    let outcome = built.and_then(|mut restored| {
+        if options.dry_run {
+            std::fs::remove_dir_all(&staging).map_err(io("remove", &staging))?;
+            restored.into = into.to_path_buf();
+            restored.key = None;
+            return Ok(restored);
+        }
+        if into.exists() {
+            std::fs::remove_dir(into).map_err(io("replace the empty directory", into))?;
+        }
+        std::fs::rename(&staging, into).map_err(io("rename the restored data dir to", into))?;
+        backup::sealed::sync_dir(into).map_err(BackupError::from)?;
+        restored.into = into.to_path_buf();
+        restored.key = restored.key.map(|_| default_key_path(into));
+        rebuild_search_index(into);
+        Ok(restored)
+    });
+    if outcome.is_err() {
+        let _ = std::fs::remove_dir_all(&staging);
+    }
+    outcome
+}
+
+/// Imports, replays, finishes and verifies into `dir`.
+fn build(
+    backup: &BackupInfo,
+    identities: &[age::x25519::Identity],
+    dir: &Path,
+    options: &RestoreOptions<'_>,
+    replay: impl FnOnce(&Restore<'_>) -> Result<(), RestoreError>,
+) -> Result<Restored, RestoreError> {
+    let store = Store::open(&dir.join("docket.redb"), options.clock.clone())?;
+    let restore = store.restore(&SystemContext::new(Task::Restore))?;
+    let imported = backup::import_with(backup, identities, &restore, options.progress)?;
+    replay(&restore)?;
+    let head_seq = restore.finish()?;
+    let (orgs, audit_events) = check(&store, backup)?;
+    let key = match imported.keys.first() {
+        Some(identity) => {
+            let path = default_key_path(dir);
+            write_identity(&path, identity).map_err(|e| RestoreError::Io {
+                action: "write",
+                path: path.display().to_string(),
+                reason: e.to_string(),
+            })?;
+            Some(path)
+        }
+        None => None,
+    };
+    Ok(Restored {
+        into: dir.to_path_buf(),
+        rows: imported.rows,
+        head_seq,
+        schema_version: store.schema_version()?.unwrap_or(SCHEMA_VERSION),
+        orgs,
+        audit_events,
+        key,
+        dry_run: options.dry_run,
+    })
+}
+
+/// The restored store reads at this docket's schema and every org's audit
+/// chain is intact; returns (orgs, events).
+fn check(store: &Store, backup: &BackupInfo) -> Result<(usize, u64), RestoreError> {
+    let schema = store.schema_version()?;
+    if schema != Some(SCHEMA_VERSION) {
+        return Err(RestoreError::Verify {
+            problem: format!("its schema is {schema:?} after migration, not {SCHEMA_VERSION}"),
+        });
+    }
+    if store.journal_head()? < backup.manifest.head_seq {
+        return Err(RestoreError::Verify {
+            problem: format!("its journal ends before seq {}, the backup's head", backup.manifest.head_seq),
+        });
+    }
+    let ctx = OrgTaskContext::new(OrgTask::AuditVerify);
+    let orgs = store.list_orgs()?;
+    let mut events = 0;
+    for org in &orgs {
+        match audit::verify(store, &ctx.org_scope(org.id))? {
+            Ok(n) => events += n,
+            Err(tamper) => {
+                return Err(RestoreError::Verify {
+                    problem: format!("the audit chain of {} is broken: {tamper}", org.slug),
+                });
+            }
+        }
+    }
+    Ok((orgs.len(), events))
+}
+
+/// Where the search index of a restored data dir is rebuilt. The search
+/// engine (issue 10) wires its rebuild here; until then the index is rebuilt
+/// from the store when the service starts.
+fn rebuild_search_index(_data_dir: &Path) {}
+
+/// `--replace`: with the service stopped, moves the configured data dir
+/// aside (`<data_dir>.before-restore-<time>`, kept) and the restored one into
+/// its place; returns where the old one went.
+pub fn replace(data_dir: &Path, restored: &Path, clock: &Clock) -> Result<PathBuf, RestoreError> {
+    let stamp = crate::timestamp::Timestamp::from_micros(clock.now_micros()).to_rfc3339().replace(':', "");
+    let kept = crate::secrets::with_suffix(data_dir, &format!("before-restore-{stamp}"));
+    if data_dir.exists() {
+        std::fs::rename(data_dir, &kept).map_err(io("move aside", data_dir))?;
+    }
+    if let Err(e) = std::fs::rename(restored, data_dir) {
+        let _ = std::fs::rename(&kept, data_dir);
+        return Err(io("move into place", data_dir)(e));
+    }
+    backup::sealed::sync_dir(data_dir).map_err(BackupError::from)?;
+    Ok(kept)
+}
+
+/// `docket restore` as the operator types it.
+pub struct Request {
+    pub backup: PathBuf,
+    /// The new data dir; with `replace`, a temp dir beside the configured one.
+    pub into: Option<PathBuf>,
+    pub dry_run: bool,
+    pub replace: bool,
+    /// Offline identity files (`--key FILE`).
+    pub keys: Vec<PathBuf>,
+    /// The instance's config, when given: its master key (and `.previous`)
+    /// open backups too, and `--replace` swaps its data dir.
+    pub config: Option<crate::config::Config>,
+}
+
+/// The identities a restore may open backups with: every `--key` file, the
+/// configured master key and its `.previous`, then the retired keys of the
+/// backup directory's keyring.
+pub fn identities(request: &Request, backup_dir: &Path) -> Result<Vec<age::x25519::Identity>, String> {
+    use crate::secrets::{KeySource, Keyring, key_candidates};
+    let mut given = vec![];
+    for path in &request.keys {
+        given.push(Keyring::load(&[KeySource::File(path.clone())]).map_err(|e| e.to_string())?.identity().clone());
+    }
+    if let Some(config) = &request.config
+        && let Ok(keyring) = Keyring::load(&key_candidates(&config.data_dir, config.keys.master_key_file.as_deref()))
+    {
+        given.extend(backup::appliance_keys(&keyring));
+    }
+    if given.is_empty() {
+        return Err("no key to open the backup with\n  fix: pass an offline key with --key FILE, or --config for the appliance's master key".into());
+    }
+    Ok(backup::opening_keys(backup_dir, &given))
+}
+
+/// Runs a `docket restore` request; returns the operator's report.
+pub fn command(request: &Request, progress: &dyn Progress) -> Result<String, String> {
+    let info = backup::archive::open(&request.backup).map_err(|e| e.to_string())?;
+    let dir = info.path.parent().map(Path::to_path_buf).unwrap_or_default();
+    let keys = identities(request, &dir)?;
+    let clock = Clock::system();
+    let options = RestoreOptions { dry_run: request.dry_run, clock: clock.clone(), progress };
+    let whole = |_: &Restore<'_>| Ok(());
+    if !request.replace {
+        let into = request.into.as_ref().ok_or("name the new data dir with --into DIR (or use --replace)")?;
+        return restore(&info, &keys, into, &options, whole).map(|r| r.describe()).map_err(|e| e.to_string());
+    }
+    let config = request.config.as_ref().ok_or("--replace needs --config (or --data-dir) naming the instance")?;
+    let socket = config.control_socket_path();
+    if std::os::unix::net::UnixStream::connect(&socket).is_ok() {
+        return Err(RestoreError::Running { socket: socket.display().to_string() }.to_string());
+    }
+    let staging = crate::secrets::with_suffix(&config.data_dir, &format!("restored-{}", std::process::id()));
+    let restored = restore(&info, &keys, &staging, &options, whole).map_err(|e| e.to_string())?;
+    if request.dry_run {
+        return Ok(restored.describe());
+    }
+    let kept = replace(&config.data_dir, &staging, &clock).map_err(|e| e.to_string())?;
+    let restored = Restored {
+        into: config.data_dir.clone(),
+        key: restored.key.map(|_| default_key_path(&config.data_dir)),
+        ..restored
+    };
+    Ok(format!("{}the previous data dir is kept at {}\n", restored.describe(), kept.display()))
+}
