@@ -106,6 +106,7 @@ fn week(dir: &Path, n: u64, ship: Option<&SealedSegments>) -> Week {
             let options = WriteOptions {
                 dir: &dir.join("backups"),
                 recipients: &seal.recipients,
+            keys: &[],
                 created: Timestamp::from_micros(clock.now_micros()),
                 progress: &Quiet,
                 fail_after: None,
@@ -207,6 +208,7 @@ fn main() {
         at,
         into: &into,
         dry_run: false,
+        progress: &Quiet,
     };
     let restored = pitr::restore_at(&options).expect("point-in-time restore");
     println!(

@@ -82,6 +82,9 @@ pub struct Running {
     control: tokio::task::JoinHandle<()>,
     sweeper: tokio::task::JoinHandle<()>,
     watchdog: Option<tokio::task::JoinHandle<()>>,
+    /// Journal shipping (when `backup.dir` is set), stopped after the server.
+    shipper: Option<tokio::task::JoinHandle<()>>,
+    stop_shipping: watch::Sender<bool>,
     /// The config file SIGHUP re-reads (none: only certificates are reloaded).
     pub config_file: Option<PathBuf>,
 }
@@ -113,6 +116,14 @@ pub async fn start(instance: Instance) -> Result<Running, AppError> {
             }
         })
     };
+    let (stop_shipping, shipping_rx) = watch::channel(false);
+    let shipper = crate::lifecycle::shipping::start(
+        &state.config,
+        state.store.clone(),
+        state.keys.clone(),
+        state.metrics.clone(),
+        shipping_rx,
+    );
     state.sync.start_all();
     let watchdog = watchdog_interval(|k| std::env::var(k).ok(), std::process::id()).map(|every| {
         let state = state.clone();
@@ -129,6 +140,8 @@ pub async fn start(instance: Instance) -> Result<Running, AppError> {
         control,
         sweeper,
         watchdog,
+        shipper,
+        stop_shipping,
         config_file: None,
     })
 }
@@ -204,6 +217,10 @@ impl Running {
             Ok(r) => r.map_err(AppError::from),
             Err(e) => Err(AppError::Http(http::HttpError::Serve(e.to_string()))),
         };
+        let _ = self.stop_shipping.send(true);
+        if let Some(shipper) = self.shipper {
+            let _ = shipper.await;
+        }
         tracing::info!("docket stopped");
         result
     }

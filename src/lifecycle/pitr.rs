@@ -11,6 +11,7 @@
 //! reads the chosen segments into a [`Restore`] between the base's import and
 //! its finish.
 use super::backup::{self, BackupError};
+use super::restore::{self, RestoreError};
 use super::shipping::{self, SealedSegments, Segment, SegmentSource, ShipError};
 use crate::clock::Clock;
 use crate::store::{JournalEntry, Restore, Store, StoreError, SystemContext, Task};
@@ -38,6 +39,8 @@ pub enum PitrError {
     Store(#[from] StoreError),
     #[error("{0}")]
     Backup(#[from] BackupError),
+    #[error("{0}")]
+    Restore(#[from] RestoreError),
     #[error(
         "cannot restore into {path}: {reason}\n  fix: name a new directory (or an empty one) that docket can write with --into"
     )]
@@ -202,14 +205,15 @@ pub fn replay(restore: &Restore<'_>, seal: &dyn SegmentSource, plan: &Plan) -> R
 pub struct AtOptions<'a> {
     /// `backup.dir`: the full backups, and the segments in its `segments/`.
     pub backup_dir: &'a Path,
-    /// Keys that open backups and segments (the master key, the key before a
-    /// rotation, offline keys): each file opens with the one it was sealed to.
+    /// Keys that open backups and segments (the master key and its previous
+    /// one, offline keys, the backup directory's keyring of retired keys).
     pub identities: &'a [age::x25519::Identity],
     pub at: Timestamp,
     /// The new data dir: missing or empty.
     pub into: &'a Path,
-    /// Restore into a scratch dir beside `into` and remove it: checks everything, writes nothing.
+    /// Check everything, write nothing.
     pub dry_run: bool,
+    pub progress: &'a dyn backup::Progress,
 }
 
 /// What a point-in-time restore did.
@@ -221,13 +225,28 @@ pub struct RestoredAt {
     pub head: u64,
     /// Shipped entries replayed over the base.
     pub entries: u64,
-    /// [`crate::store::Store::digest`] of the restored store.
-    pub digest: String,
+    pub into: PathBuf,
+    pub dry_run: bool,
+}
+
+impl RestoredAt {
+    pub fn describe(&self, at: Timestamp) -> String {
+        let verb = if self.dry_run { "checked (dry run; nothing written)" } else { "restored into" };
+        let base = self.base.as_ref().map_or("an empty store".into(), |b| format!("the backup {}", b.display()));
+        format!(
+            "{verb} {} as of {}: {base} plus {} shipped journal entries, journal at seq {}\n",
+            self.into.display(),
+            at.to_rfc3339(),
+            self.entries,
+            self.head
+        )
+    }
 }
 
 /// Rebuilds the store as of `options.at` from the newest full backup in
-/// `backup_dir` before it and the shipped segments, into a new data dir
-/// (removed again on any failure, and after a dry run).
+/// `backup_dir` before it (through backup's restore pipeline: import, the
+/// replay, finish, checks, the carried master key) and the shipped segments,
+/// into a new data dir; nothing is left behind on a failure or a dry run.
 pub fn restore_at(options: &AtOptions<'_>) -> Result<RestoredAt, PitrError> {
     let backups = backup::list(options.backup_dir)?;
     let bases: Vec<Base> = backups
@@ -236,45 +255,62 @@ pub fn restore_at(options: &AtOptions<'_>) -> Result<RestoredAt, PitrError> {
         .collect();
     let chain = shipping::list(&options.backup_dir.join(shipping::SEGMENTS_DIR))?.chain;
     let plan = plan(&bases, &chain, options.at)?;
-    let base = match plan.start {
-        Start::Backup(i) => backups.get(i),
-        Start::Empty => None,
-    };
     let seal = SealedSegments { recipients: vec![], identities: options.identities.to_vec() };
-    let into = if options.dry_run { scratch_beside(options.into) } else { options.into.to_path_buf() };
-    let done = into_new_dir(&into, |store| {
-        let restore = store.restore(&SystemContext::new(Task::Restore))?;
-        if let Some(base) = base {
-            backup::import(base, options.identities, &restore)?;
+    let mut replayed = Replayed::default();
+    let mut run_replay = |restore: &Restore<'_>| -> Result<(), PitrError> {
+        replayed = replay(restore, &seal, &plan)?;
+        Ok(())
+    };
+    let (base, into) = match plan.start {
+        Start::Backup(i) => {
+            let base = backups.get(i).ok_or_else(|| PitrError::Into {
+                path: options.backup_dir.display().to_string(),
+                reason: "the backup chosen is gone".into(),
+            })?;
+            let restore_options =
+                restore::RestoreOptions { dry_run: options.dry_run, clock: Clock::system(), progress: options.progress };
+            let mut failure = None;
+            let restored = restore::restore(base, options.identities, options.into, &restore_options, |r| {
+                run_replay(r).map_err(|e| {
+                    let text = e.to_string();
+                    failure = Some(e);
+                    RestoreError::Replay(text)
+                })
+            });
+            match (restored, failure) {
+                (Ok(r), _) => (Some(base.path.clone()), r.into),
+                (Err(_), Some(e)) => return Err(e),
+                (Err(e), None) => return Err(e.into()),
+            }
         }
-        let replayed = replay(&restore, &seal, &plan)?;
-        restore.finish()?;
-        Ok(replayed)
-    });
-    if options.dry_run {
-        let _ = std::fs::remove_dir_all(&into);
-    }
-    let (replayed, digest) = done?;
-    Ok(RestoredAt { base: base.map(|b| b.path.clone()), head: replayed.head, entries: replayed.entries, digest })
+        Start::Empty => {
+            into_new_dir(options.into, options.dry_run, |store| {
+                let restore = store.restore(&SystemContext::new(Task::Restore))?;
+                run_replay(&restore)?;
+                restore.finish()?;
+                Ok(())
+            })?;
+            (None, options.into.to_path_buf())
+        }
+    };
+    Ok(RestoredAt { base, head: replayed.head, entries: replayed.entries, into, dry_run: options.dry_run })
 }
 
 /// Creates the data dir `into` (missing or empty), builds a store there with
-/// `fill`, and returns what it returned and the store's digest; on any
-/// failure removes what it created.
-fn into_new_dir<T>(
+/// `fill`; removes what it created on a failure, and after a dry run.
+fn into_new_dir(
     into: &Path,
-    fill: impl FnOnce(&Store) -> Result<T, PitrError>,
-) -> Result<(T, String), PitrError> {
+    dry_run: bool,
+    fill: impl FnOnce(&Store) -> Result<(), PitrError>,
+) -> Result<(), PitrError> {
     let refuse = |reason: String| PitrError::Into { path: into.display().to_string(), reason };
     let existed = into.exists();
     if existed && std::fs::read_dir(into).map_err(|e| refuse(e.to_string()))?.next().is_some() {
         return Err(refuse("it is not empty (a restore never writes over data)".into()));
     }
     crate::secrets::create_private_dir(into).map_err(|e| refuse(e.to_string()))?;
-    let built = Store::open(&into.join(STORE_FILE), Clock::system())
-        .map_err(PitrError::from)
-        .and_then(|store| Ok((fill(&store)?, store.digest()?)));
-    if built.is_err() {
+    let built = Store::open(&into.join(STORE_FILE), Clock::system()).map_err(PitrError::from).and_then(|store| fill(&store));
+    if built.is_err() || dry_run {
         let _ = if existed { std::fs::remove_file(into.join(STORE_FILE)) } else { std::fs::remove_dir_all(into) };
     }
     built
@@ -283,10 +319,40 @@ fn into_new_dir<T>(
 /// The store file in a data dir (as `Config::store_path` names it).
 const STORE_FILE: &str = "docket.redb";
 
-/// A dry run's scratch data dir, beside the one it stands for.
-fn scratch_beside(into: &Path) -> PathBuf {
-    let name = into.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    into.with_file_name(format!(".{name}.dry-run.{}", std::process::id()))
+/// `docket restore --at` as the operator types it.
+pub struct Request {
+    pub at: String,
+    /// The backup directory; default: `backup.dir` of the instance's config.
+    pub backup_dir: Option<PathBuf>,
+    pub into: PathBuf,
+    pub dry_run: bool,
+    /// Offline identity files (`--key FILE`).
+    pub keys: Vec<PathBuf>,
+    pub config: Option<crate::config::Config>,
+}
+
+/// Runs a `docket restore --at` request; returns the operator's report.
+pub fn command(request: &Request, progress: &dyn backup::Progress) -> Result<String, String> {
+    let at = Timestamp::parse(&request.at).map_err(|e| {
+        format!("--at `{}` {e}\n  fix: give the instant to restore to, e.g. --at 2026-01-31T09:30:00Z", request.at)
+    })?;
+    let dir = match (&request.backup_dir, &request.config) {
+        (Some(dir), _) => dir.clone(),
+        (None, Some(config)) => config.backup.dir.clone().ok_or_else(|| BackupError::NotConfigured.to_string())?,
+        (None, None) => return Err("name the backup directory with --backup-dir DIR or --config FILE (its backup.dir)".into()),
+    };
+    let whole = restore::Request {
+        backup: dir.clone(),
+        into: Some(request.into.clone()),
+        dry_run: request.dry_run,
+        replace: false,
+        keys: request.keys.clone(),
+        config: request.config.clone(),
+    };
+    let identities = restore::identities(&whole, &dir)?;
+    let options =
+        AtOptions { backup_dir: &dir, identities: &identities, at, into: &request.into, dry_run: request.dry_run, progress };
+    restore_at(&options).map(|r| r.describe(at)).map_err(|e| e.to_string())
 }
 
 #[cfg(test)]

@@ -114,11 +114,7 @@ pub struct ApplianceSeal {
 
 impl SegmentSink for ApplianceSeal {
     fn write(&self, path: &Path, frames: &[Vec<u8>]) -> Result<u64, ShipError> {
-        let current = self.keys.current().recipient();
-        let master = current.parse::<age::x25519::Recipient>().map_err(|e| ShipError::Write {
-            path: path.display().to_string(),
-            reason: format!("the master key's recipient {current} does not parse: {e}"),
-        })?;
+        let master = self.keys.current().age_recipient().clone();
         let recipients = std::iter::once(master).chain(self.offline.iter().cloned()).collect();
         SealedSegments { recipients, identities: vec![] }.write(path, frames)
     }
@@ -465,6 +461,32 @@ pub async fn run(mut shipper: Shipper, interval: Duration, mut shutdown: tokio::
         tokio::select! {
             _ = tokio::time::sleep(interval / 2) => {}
             _ = shutdown.changed() => {}
+        }
+    }
+}
+
+/// Starts shipping for the running appliance when `backup.dir` is set
+/// (`None` when it is not, or when the shipper cannot open: logged, and the
+/// journal is then kept whole). Stop it by sending `true` on `shutdown` and
+/// awaiting the handle: it ships once more first.
+pub fn start(
+    config: &crate::config::Config,
+    store: Arc<Store>,
+    keys: SharedKeyring,
+    metrics: Arc<Metrics>,
+    shutdown: tokio::sync::watch::Receiver<bool>,
+) -> Option<tokio::task::JoinHandle<()>> {
+    let settings = super::backup::Settings::from_config(config).ok()?;
+    let seal = Arc::new(ApplianceSeal { keys, offline: settings.offline });
+    let dir = settings.dir.join(SEGMENTS_DIR);
+    match Shipper::open(store, &dir, seal, Roll::default(), Some(metrics)) {
+        Ok(shipper) => {
+            let interval = Duration::from_secs(config.backup.ship_interval);
+            Some(tokio::spawn(run(shipper, interval, shutdown)))
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "journal shipping is off: point-in-time recovery has no new segments");
+            None
         }
     }
 }

@@ -135,6 +135,7 @@ impl Workload {
         let options = WriteOptions {
             dir: &self.backups,
             recipients: &seal.recipients,
+            keys: &[],
             created: self.now(),
             progress: &Quiet,
             fail_after: None,
@@ -152,11 +153,14 @@ impl Workload {
     }
 }
 
+/// Restores to `at` into a new data dir; the restored store's digest.
 fn restore_at(backups: &Path, identities: &[age::x25519::Identity], at: Timestamp) -> Result<String, PitrError> {
     let into = tempfile::tempdir().unwrap();
     let target = into.path().join("data");
-    let options = AtOptions { backup_dir: backups, identities, at, into: &target, dry_run: false };
-    pitr::restore_at(&options).map(|r| r.digest)
+    let options = AtOptions { backup_dir: backups, identities, at, into: &target, dry_run: false, progress: &Quiet };
+    let restored = pitr::restore_at(&options)?;
+    let store = Store::open(&restored.into.join("docket.redb"), Clock::system()).unwrap();
+    Ok(store.digest().unwrap())
 }
 
 #[test]
@@ -223,7 +227,8 @@ fn a_missing_segment_is_named_and_nothing_is_left_behind() {
     let (w, chain) = shipped(dir.path(), &seal);
     std::fs::remove_file(&chain[2].path).unwrap();
     let into = dir.path().join("restored");
-    let options = AtOptions { backup_dir: &w.backups, identities: &[id], at: w.now(), into: &into, dry_run: false };
+    let options =
+        AtOptions { backup_dir: &w.backups, identities: &[id], at: w.now(), into: &into, dry_run: false, progress: &Quiet };
     let err = pitr::restore_at(&options).unwrap_err();
     let text = err.to_string();
     assert!(matches!(err, PitrError::Gap { .. }), "{text}");
