@@ -306,3 +306,115 @@ fn segments_sealed_before_a_key_rotation_still_restore() {
     assert!(err.contains("none of the keys"), "without the previous key the old segments are named: {err}");
     let _ = old_seal;
 }
+
+/// Reads every segment with a final name (each must open and match its name)
+/// and checks the chain: consecutive seqs from 1, no seq twice.
+fn check_chain(segments: &Path, key: &age::x25519::Identity) -> shipping::Segment {
+    let listing = shipping::list(segments).unwrap();
+    assert!(listing.superseded.is_empty(), "a start removes superseded segments: {:?}", listing.superseded);
+    let seal = SealedSegments { recipients: vec![], identities: vec![key.clone()] };
+    let mut next = 1;
+    for segment in &listing.chain {
+        assert_eq!(segment.name.first, next, "no seq missing or shipped twice before {}", segment.path.display());
+        let entries = shipping::read(&seal, segment).unwrap();
+        assert_eq!(entries.len() as u64, segment.name.last - segment.name.first + 1);
+        next = segment.name.last + 1;
+    }
+    listing.chain.last().cloned().unwrap()
+}
+
+#[tokio::test]
+async fn a_service_killed_while_shipping_converges_at_the_next_start() {
+    use crate::support::{eventually, free_port, run_docket};
+    let dir = tempfile::tempdir().unwrap();
+    let (data, backups) = (dir.path().join("data"), dir.path().join("backups"));
+    let port = free_port();
+    let config = dir.path().join("docket.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "data_dir = \"{}\"\n[tls]\nmode = \"off\"\n[server]\nlisten = [\"127.0.0.1:{port}\"]\n[backup]\ndir = \"{}\"\nship_interval = 1\n",
+            data.display(),
+            backups.display()
+        ),
+    )
+    .unwrap();
+    let cfg = config.to_str().unwrap().to_string();
+    let cli = |args: &[&str]| {
+        let mut all = args.to_vec();
+        all.extend(["--config", &cfg]);
+        run_docket(&all, &[])
+    };
+    assert_eq!(cli(&["key", "generate"]).0, 0);
+    assert_eq!(cli(&["org", "create", "--slug", "acme", "--name", "Acme"]).0, 0);
+    let (code, out, err) = cli(&["token", "create", "--org", "acme", "--role", "admin", "--name", "t"]);
+    assert_eq!(code, 0, "{err}");
+    let token = out.lines().next().unwrap().trim().to_string();
+    let base = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::new();
+    let ready = async || http.get(format!("{base}/readyz")).send().await.is_ok_and(|r| r.status() == 200);
+    // Writers that keep committing (token creations) until the test ends.
+    let writers = |count: usize| {
+        (0..count)
+            .map(|w| {
+                let (http, base, token) = (http.clone(), base.clone(), token.clone());
+                tokio::spawn(async move {
+                    for n in 0.. {
+                        let body = serde_json::json!({"name": format!("w{w}-{n}"), "role": "staff"});
+                        let _ = http.post(format!("{base}/api/v1/tokens/service")).bearer_auth(&token).json(&body).send().await;
+                    }
+                })
+            })
+            .collect::<Vec<_>>()
+    };
+    let segments = backups.join(shipping::SEGMENTS_DIR);
+    let first = crate::crash::serve(&cfg);
+    assert!(eventually(Duration::from_secs(20), ready).await, "docket serve starts");
+    let load = writers(4);
+    let shipped_twice = eventually(Duration::from_secs(30), async || {
+        shipping::list(&segments).is_ok_and(|l| l.chain.last().is_some_and(|s| s.name.last > 40))
+    })
+    .await;
+    assert!(shipped_twice, "segments are shipped under load");
+    drop(first); // SIGKILL, mid-load: a round may be writing
+    load.iter().for_each(|t| t.abort());
+    let key = docket::secrets::Keyring::load(&[docket::secrets::KeySource::File(docket::secrets::default_key_path(&data))]).unwrap();
+    let before = check_chain(&segments, key.identity());
+
+    let second = crate::crash::serve(&cfg);
+    assert!(eventually(Duration::from_secs(20), ready).await, "docket serve starts again");
+    let load = writers(2);
+    let more = eventually(Duration::from_secs(30), async || {
+        shipping::list(&segments).is_ok_and(|l| l.chain.last().is_some_and(|s| s.name.last > before.name.last + 20))
+    })
+    .await;
+    assert!(more, "shipping resumes after the kill");
+    load.iter().for_each(|t| t.abort());
+    let pid = second.0.id().to_string();
+    assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    let mut second = second;
+    second.0.wait().unwrap();
+    let last = check_chain(&segments, key.identity());
+    let store = Store::open(&data.join("docket.redb"), Clock::system()).unwrap();
+    assert_eq!(last.name.last, store.journal_head().unwrap(), "a clean stop ships everything");
+    let at = Timestamp::from_micros(last.name.last_time).to_rfc3339();
+    let into = dir.path().join("restored");
+    let key_file = docket::secrets::default_key_path(&data);
+    let (code, out, err) = run_docket(
+        &[
+            "restore",
+            "--at",
+            &at,
+            "--backup-dir",
+            backups.to_str().unwrap(),
+            "--into",
+            into.to_str().unwrap(),
+            "--key",
+            key_file.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    let restored = Store::open(&into.join("docket.redb"), Clock::system()).unwrap();
+    assert_eq!(restored.digest().unwrap(), store.digest().unwrap(), "the restore equals the store at its stop");
+}
