@@ -516,6 +516,18 @@ pub fn remove_before(dir: &Path, keep_after: u64) -> Result<Vec<PathBuf>, ShipEr
     Ok(removed)
 }
 
+/// The segment retention job: removes the segments of `backup_dir` that end
+/// at or before the journal head of its oldest backup (retention already
+/// removed older backups). With no backup nothing goes: the segments are
+/// then the only way back.
+pub fn apply_retention(backup_dir: &Path) -> Result<Vec<PathBuf>, ShipError> {
+    let backups = super::backup::list(backup_dir).map_err(|e| dir_error(backup_dir, e))?;
+    match backups.iter().map(|b| b.manifest.head_seq).min() {
+        Some(oldest) => remove_before(&backup_dir.join(SEGMENTS_DIR), oldest),
+        None => Ok(vec![]),
+    }
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;

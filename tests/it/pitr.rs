@@ -418,3 +418,19 @@ async fn a_service_killed_while_shipping_converges_at_the_next_start() {
     let restored = Store::open(&into.join("docket.redb"), Clock::system()).unwrap();
     assert_eq!(restored.digest().unwrap(), store.digest().unwrap(), "the restore equals the store at its stop");
 }
+
+#[test]
+fn retention_keeps_the_segments_after_the_oldest_backup() {
+    let dir = tempfile::tempdir().unwrap();
+    let (id, seal) = key();
+    let (mut w, chain) = shipped(dir.path(), &seal);
+    assert!(shipping::apply_retention(&w.backups).unwrap().is_empty(), "no backup: the segments are the only way back");
+    w.backup(&seal);
+    let page = (0..5).map(|i| w.record(i)).collect();
+    w.clock.advance(Duration::from_secs(1));
+    w.upsert(page);
+    w.shipper(&seal, Roll::default()).ship().unwrap();
+    let removed = shipping::apply_retention(&w.backups).unwrap();
+    assert_eq!(removed, chain.iter().map(|s| s.path.clone()).collect::<Vec<_>>(), "the backup covers every earlier segment");
+    assert_eq!(restore_at(&w.backups, std::slice::from_ref(&id), w.now()).unwrap(), w.store.digest().unwrap());
+}
