@@ -15,8 +15,8 @@
 use docket::clio::generator::Firm;
 use docket::clio::sync::{self, Pushed, SyncScope};
 use docket::clock::Clock;
-use docket::lifecycle::backup::archive::{self, WriteOptions};
 use docket::lifecycle::backup::Quiet;
+use docket::lifecycle::backup::archive::{self, WriteOptions};
 use docket::lifecycle::pitr;
 use docket::lifecycle::shipping::{self, Roll, SealedSegments, Shipper};
 use docket::records::{Kind, Record};
@@ -106,7 +106,7 @@ fn week(dir: &Path, n: u64, ship: Option<&SealedSegments>) -> Week {
             let options = WriteOptions {
                 dir: &dir.join("backups"),
                 recipients: &seal.recipients,
-            keys: &[],
+                keys: &[],
                 created: Timestamp::from_micros(clock.now_micros()),
                 progress: &Quiet,
                 fail_after: None,
@@ -137,7 +137,8 @@ fn rpo(dir: &Path, seal: &SealedSegments) -> (Duration, u64) {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
     let (store, sync, firm) = loaded(&dir.join("docket.redb"), Clock::system(), 1000);
     let segments = dir.join("segments");
-    let shipper = Shipper::open(store.clone(), &segments, Arc::new(seal.clone()), Roll::default(), None).expect("shipper");
+    let shipper =
+        Shipper::open(store.clone(), &segments, Arc::new(seal.clone()), Roll::default(), None).expect("shipper");
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let task = runtime.spawn(shipping::run(shipper, Duration::from_secs(1), stopped));
     let writer = {

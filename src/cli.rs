@@ -428,7 +428,7 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
                 }
             })
             .await
-                .map_err(|e| Failure { code: 1, message: format!("the restore stopped: {e}") })?;
+            .map_err(|e| Failure { code: 1, message: format!("the restore stopped: {e}") })?;
             print!("{}", report.map_err(|message| Failure { code: 1, message })?);
             Ok(())
         }

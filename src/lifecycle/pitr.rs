@@ -112,7 +112,8 @@ pub fn plan(bases: &[Base], chain: &[Segment], at: Timestamp) -> Result<Plan, Pi
     let t = at.micros();
     let outside = || PitrError::Outside {
         at: at.to_rfc3339(),
-        window: window(bases, chain).map_or("nothing (no backup and no segment from the journal's start)".into(), |w| w.to_string()),
+        window: window(bases, chain)
+            .map_or("nothing (no backup and no segment from the journal's start)".into(), |w| w.to_string()),
     };
     if window(bases, chain).is_none_or(|w| t < w.from.micros() || t > w.to.micros()) {
         return Err(outside());
@@ -267,8 +268,11 @@ pub fn restore_at(options: &AtOptions<'_>) -> Result<RestoredAt, PitrError> {
                 path: options.backup_dir.display().to_string(),
                 reason: "the backup chosen is gone".into(),
             })?;
-            let restore_options =
-                restore::RestoreOptions { dry_run: options.dry_run, clock: Clock::system(), progress: options.progress };
+            let restore_options = restore::RestoreOptions {
+                dry_run: options.dry_run,
+                clock: Clock::system(),
+                progress: options.progress,
+            };
             let mut failure = None;
             let restored = restore::restore(base, options.identities, options.into, &restore_options, |r| {
                 run_replay(r).map_err(|e| {
@@ -309,7 +313,8 @@ fn into_new_dir(
         return Err(refuse("it is not empty (a restore never writes over data)".into()));
     }
     crate::secrets::create_private_dir(into).map_err(|e| refuse(e.to_string()))?;
-    let built = Store::open(&into.join(STORE_FILE), Clock::system()).map_err(PitrError::from).and_then(|store| fill(&store));
+    let built =
+        Store::open(&into.join(STORE_FILE), Clock::system()).map_err(PitrError::from).and_then(|store| fill(&store));
     if built.is_err() || dry_run {
         let _ = if existed { std::fs::remove_file(into.join(STORE_FILE)) } else { std::fs::remove_dir_all(into) };
     }
@@ -339,7 +344,9 @@ pub fn command(request: &Request, progress: &dyn backup::Progress) -> Result<Str
     let dir = match (&request.backup_dir, &request.config) {
         (Some(dir), _) => dir.clone(),
         (None, Some(config)) => config.backup.dir.clone().ok_or_else(|| BackupError::NotConfigured.to_string())?,
-        (None, None) => return Err("name the backup directory with --backup-dir DIR or --config FILE (its backup.dir)".into()),
+        (None, None) => {
+            return Err("name the backup directory with --backup-dir DIR or --config FILE (its backup.dir)".into());
+        }
     };
     let whole = restore::Request {
         backup: dir.clone(),
@@ -350,8 +357,14 @@ pub fn command(request: &Request, progress: &dyn backup::Progress) -> Result<Str
         config: request.config.clone(),
     };
     let identities = restore::identities(&whole, &dir)?;
-    let options =
-        AtOptions { backup_dir: &dir, identities: &identities, at, into: &request.into, dry_run: request.dry_run, progress };
+    let options = AtOptions {
+        backup_dir: &dir,
+        identities: &identities,
+        at,
+        into: &request.into,
+        dry_run: request.dry_run,
+        progress,
+    };
     restore_at(&options).map(|r| r.describe(at)).map_err(|e| e.to_string())
 }
 
@@ -387,7 +400,11 @@ mod tests {
         let p = plan(&[], &same_time, at(20)).unwrap();
         assert_eq!(p.segments, same_time[..2], "a segment starting at T is read; one starting after it is not");
         let p = plan(&[], &chain, at(15)).unwrap();
-        assert_eq!((p.start, p.after, p.segments.len()), (Start::Empty, 0, 1), "an empty start: the chain begins at seq 1");
+        assert_eq!(
+            (p.start, p.after, p.segments.len()),
+            (Start::Empty, 0, 1),
+            "an empty start: the chain begins at seq 1"
+        );
     }
 
     #[test]
@@ -397,7 +414,10 @@ mod tests {
         for t in [19, 31] {
             let err = plan(&bases, &chain, at(t)).unwrap_err();
             assert!(matches!(err, PitrError::Outside { .. }), "{err}");
-            assert!(err.to_string().contains(&format!("from {} to {}", at(20).to_rfc3339(), at(30).to_rfc3339())), "{err}");
+            assert!(
+                err.to_string().contains(&format!("from {} to {}", at(20).to_rfc3339(), at(30).to_rfc3339())),
+                "{err}"
+            );
         }
         assert!(plan(&[], &chain, at(25)).is_err(), "no backup and a chain not from seq 1");
     }

@@ -22,9 +22,9 @@
 //! keeps the longest of those that start at the same seq, and the next start
 //! removes the others.
 use super::backup::{SealError, SealedReader, SealedWriter};
+use crate::secrets::SharedKeyring;
 use crate::store::journal::{self, Entry};
 use crate::store::{Follower, Store, StoreError, SystemContext, Task};
-use crate::secrets::SharedKeyring;
 use crate::telemetry::Metrics;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -44,11 +44,17 @@ pub enum ShipError {
     Store(#[from] StoreError),
     #[error("{0}")]
     Seal(#[from] SealError),
-    #[error("cannot use the segment directory {path}: {reason}\n  fix: make sure `backup.dir` is mounted and writable by docket")]
+    #[error(
+        "cannot use the segment directory {path}: {reason}\n  fix: make sure `backup.dir` is mounted and writable by docket"
+    )]
     Dir { path: String, reason: String },
-    #[error("cannot write the segment {path}: {reason}\n  fix: free space in `backup.dir` or check the share; nothing was lost, the entries stay in the journal until shipped")]
+    #[error(
+        "cannot write the segment {path}: {reason}\n  fix: free space in `backup.dir` or check the share; nothing was lost, the entries stay in the journal until shipped"
+    )]
     Write { path: String, reason: String },
-    #[error("cannot read the segment {path}: {reason}\n  fix: restore that file from a copy of `backup.dir`, or restore to a time before the segment's first commit")]
+    #[error(
+        "cannot read the segment {path}: {reason}\n  fix: restore that file from a copy of `backup.dir`, or restore to a time before the segment's first commit"
+    )]
     Read { path: String, reason: String },
     #[error(
         "the segment {path} is corrupt: {problem}\n  fix: restore that file from a copy of `backup.dir`, or restore to a time before the segment's first commit"
@@ -245,7 +251,8 @@ fn decode(segment: &Segment, frames: &[Vec<u8>]) -> Result<Vec<Entry>, ShipError
     }
     let mut entries: Vec<Entry> = Vec::with_capacity(rest.len());
     for (frame, expected) in rest.iter().zip(name.first..) {
-        let (seq, bytes) = frame.split_at_checked(8).ok_or_else(|| corrupt(format!("entry {expected} is truncated")))?;
+        let (seq, bytes) =
+            frame.split_at_checked(8).ok_or_else(|| corrupt(format!("entry {expected} is truncated")))?;
         let seq = u64::from_le_bytes(seq.try_into().unwrap_or_default());
         if seq != expected {
             return Err(corrupt(format!("entry {seq} is out of order (expected seq {expected})")));
@@ -417,7 +424,12 @@ impl Shipper {
             m.gauge("docket_ship_shipped_seq", "The last journal seq in a shipped segment.", vec![], name.last as f64);
             m.count("docket_ship_segment_bytes_total", "Bytes of segment files written.", vec![], bytes);
             let lag = self.store.clock().now_micros().saturating_sub(name.last_time) as f64 / 1e6;
-            m.gauge("docket_ship_lag_seconds", "Seconds from the last shipped commit to its segment being final.", vec![], lag);
+            m.gauge(
+                "docket_ship_lag_seconds",
+                "Seconds from the last shipped commit to its segment being final.",
+                vec![],
+                lag,
+            );
         }
         Ok(bytes)
     }
@@ -592,11 +604,13 @@ pub(crate) mod tests {
 
     #[test]
     fn a_name_round_trips_and_other_names_are_not_segments() {
-        let name = SegmentName { first: 3, last: 9, first_time: 1_700_000_000_000_000, last_time: 1_700_000_000_000_001 };
+        let name =
+            SegmentName { first: 3, last: 9, first_time: 1_700_000_000_000_000, last_time: 1_700_000_000_000_001 };
         assert_eq!(SegmentName::parse(&name.file_name()), Some(name));
         let before_epoch = SegmentName { first_time: -5, last_time: -1, ..name };
         assert_eq!(SegmentName::parse(&before_epoch.file_name()), Some(before_epoch));
-        for other in ["seg_1_2_3_4.dseg.tmp", ".seg_1_2_3_4.dseg", "seg_5_2_3_4.dseg", "seg_0_2_3_4.dseg", "seg_1_2_3.dseg"]
+        for other in
+            ["seg_1_2_3_4.dseg.tmp", ".seg_1_2_3_4.dseg", "seg_5_2_3_4.dseg", "seg_0_2_3_4.dseg", "seg_1_2_3.dseg"]
         {
             assert_eq!(SegmentName::parse(other), None, "{other}");
         }
@@ -667,7 +681,8 @@ pub(crate) mod tests {
         let seal = Arc::new(PlainSeal::default());
         store.register_follower(Follower::Search);
         store.mark_applied(Follower::Search, 2);
-        let mut shipper = Shipper::open(store.clone(), &tmp.path().join("segs"), seal.clone(), Roll::default(), None).unwrap();
+        let mut shipper =
+            Shipper::open(store.clone(), &tmp.path().join("segs"), seal.clone(), Roll::default(), None).unwrap();
         for tag in 0..3 {
             commit(&store, tag, 2);
         }
@@ -689,7 +704,8 @@ pub(crate) mod tests {
     fn a_shipper_refuses_segments_from_a_later_timeline() {
         let (tmp, store) = store(Clock::system());
         let segs = tmp.path().join("segs");
-        let mut shipper = Shipper::open(store.clone(), &segs, Arc::new(PlainSeal::default()), Roll::default(), None).unwrap();
+        let mut shipper =
+            Shipper::open(store.clone(), &segs, Arc::new(PlainSeal::default()), Roll::default(), None).unwrap();
         commit(&store, 0, 2);
         shipper.ship().unwrap();
         let (_tmp2, earlier) = self::store(Clock::system());

@@ -57,7 +57,16 @@ impl Workload {
         let sync = SyncScope::begin(&store, &ctx, org.id).unwrap();
         let backups = dir.join("backups");
         std::fs::create_dir_all(&backups).unwrap();
-        Workload { clock, store, sync, org: org.id, firm: Firm::new(3, 400), backups, dice: Dice(0x9e37_79b9), version: 0 }
+        Workload {
+            clock,
+            store,
+            sync,
+            org: org.id,
+            firm: Firm::new(3, 400),
+            backups,
+            dice: Dice(0x9e37_79b9),
+            version: 0,
+        }
     }
 
     fn record(&mut self, i: u64) -> Record {
@@ -227,8 +236,14 @@ fn a_missing_segment_is_named_and_nothing_is_left_behind() {
     let (w, chain) = shipped(dir.path(), &seal);
     std::fs::remove_file(&chain[2].path).unwrap();
     let into = dir.path().join("restored");
-    let options =
-        AtOptions { backup_dir: &w.backups, identities: &[id], at: w.now(), into: &into, dry_run: false, progress: &Quiet };
+    let options = AtOptions {
+        backup_dir: &w.backups,
+        identities: &[id],
+        at: w.now(),
+        into: &into,
+        dry_run: false,
+        progress: &Quiet,
+    };
     let err = pitr::restore_at(&options).unwrap_err();
     let text = err.to_string();
     assert!(matches!(err, PitrError::Gap { .. }), "{text}");
@@ -300,8 +315,16 @@ fn segments_sealed_before_a_key_rotation_still_restore() {
         shipper.ship().unwrap();
     }
     let expected = w.store.digest().unwrap();
-    assert_eq!(restore_at(&w.backups, &[new.clone(), old.clone()], w.now()).unwrap(), expected, "current and previous key");
-    assert_eq!(restore_at(&w.backups, std::slice::from_ref(&offline), w.now()).unwrap(), expected, "the offline key alone");
+    assert_eq!(
+        restore_at(&w.backups, &[new.clone(), old.clone()], w.now()).unwrap(),
+        expected,
+        "current and previous key"
+    );
+    assert_eq!(
+        restore_at(&w.backups, std::slice::from_ref(&offline), w.now()).unwrap(),
+        expected,
+        "the offline key alone"
+    );
     let err = restore_at(&w.backups, &[new], w.now()).unwrap_err().to_string();
     assert!(err.contains("none of the keys"), "without the previous key the old segments are named: {err}");
     let _ = old_seal;
@@ -361,7 +384,12 @@ async fn a_service_killed_while_shipping_converges_at_the_next_start() {
                 tokio::spawn(async move {
                     for n in 0.. {
                         let body = serde_json::json!({"name": format!("w{w}-{n}"), "role": "staff"});
-                        let _ = http.post(format!("{base}/api/v1/tokens/service")).bearer_auth(&token).json(&body).send().await;
+                        let _ = http
+                            .post(format!("{base}/api/v1/tokens/service"))
+                            .bearer_auth(&token)
+                            .json(&body)
+                            .send()
+                            .await;
                     }
                 })
             })
@@ -378,7 +406,9 @@ async fn a_service_killed_while_shipping_converges_at_the_next_start() {
     assert!(shipped_twice, "segments are shipped under load");
     drop(first); // SIGKILL, mid-load: a round may be writing
     load.iter().for_each(|t| t.abort());
-    let key = docket::secrets::Keyring::load(&[docket::secrets::KeySource::File(docket::secrets::default_key_path(&data))]).unwrap();
+    let key =
+        docket::secrets::Keyring::load(&[docket::secrets::KeySource::File(docket::secrets::default_key_path(&data))])
+            .unwrap();
     let before = check_chain(&segments, key.identity());
 
     let second = crate::crash::serve(&cfg);
@@ -431,6 +461,10 @@ fn retention_keeps_the_segments_after_the_oldest_backup() {
     w.upsert(page);
     w.shipper(&seal, Roll::default()).ship().unwrap();
     let removed = shipping::apply_retention(&w.backups).unwrap();
-    assert_eq!(removed, chain.iter().map(|s| s.path.clone()).collect::<Vec<_>>(), "the backup covers every earlier segment");
+    assert_eq!(
+        removed,
+        chain.iter().map(|s| s.path.clone()).collect::<Vec<_>>(),
+        "the backup covers every earlier segment"
+    );
     assert_eq!(restore_at(&w.backups, std::slice::from_ref(&id), w.now()).unwrap(), w.store.digest().unwrap());
 }
