@@ -16,8 +16,9 @@
 //! the whole segment again under its new name at each interval (atomically,
 //! then removes the shorter one it supersedes), until it reaches
 //! [`Roll::bytes`] or [`Roll::age`]; then the next interval starts a new one.
-//! So there is at most one file per ten minutes of steady writes, and at every
-//! instant every shipped entry is in a file with a final name. A crash between
+//! So steady writes make about one file a minute (a day back is some 1,440
+//! small files), no round rewrites more than 1 MiB, and at every instant every
+//! shipped entry is in a file with a final name. A crash between
 //! writing a longer segment and removing the shorter one leaves both; listing
 //! keeps the longest of those that start at the same seq, and the next start
 //! removes the others.
@@ -28,7 +29,7 @@ use crate::store::{Follower, Store, StoreError, SystemContext, Task};
 use crate::telemetry::Metrics;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// The directory under `backup.dir` that holds the segments.
 pub const SEGMENTS_DIR: &str = "segments";
@@ -276,13 +277,13 @@ fn decode(segment: &Segment, frames: &[Vec<u8>]) -> Result<Vec<Entry>, ShipError
 pub struct Roll {
     /// Encoded entry bytes a segment grows to before the next one begins.
     pub bytes: usize,
-    /// How long a segment stays open (wall time).
+    /// How long a segment stays open (the store's clock).
     pub age: Duration,
 }
 
 impl Default for Roll {
     fn default() -> Self {
-        Roll { bytes: 4 << 20, age: Duration::from_secs(600) }
+        Roll { bytes: 1 << 20, age: Duration::from_secs(60) }
     }
 }
 
@@ -304,12 +305,13 @@ struct Open {
     entries: Vec<Entry>,
     bytes: usize,
     path: Option<PathBuf>,
-    since: Instant,
+    /// When it was begun (the store's clock, microseconds).
+    opened: i64,
 }
 
 impl Open {
-    fn new() -> Open {
-        Open { entries: Vec::new(), bytes: 0, path: None, since: Instant::now() }
+    fn new(opened: i64) -> Open {
+        Open { entries: Vec::new(), bytes: 0, path: None, opened }
     }
 }
 
@@ -354,6 +356,7 @@ impl Shipper {
         }
         store.register_follower(Follower::Shipping);
         store.mark_applied(Follower::Shipping, shipped);
+        let store_now = store.clock().now_micros();
         tracing::info!(dir = %dir.display(), shipped, "journal shipping resumes");
         Ok(Shipper {
             store,
@@ -364,7 +367,7 @@ impl Shipper {
             ctx: SystemContext::new(Task::Backup),
             shipped,
             pruned: 0,
-            open: Open::new(),
+            open: Open::new(store_now),
         })
     }
 
@@ -389,8 +392,10 @@ impl Shipper {
     fn ship_pending(&mut self) -> Result<Shipped, ShipError> {
         let mut done = Shipped { seq: self.shipped, ..Shipped::default() };
         loop {
-            if self.open.bytes >= self.roll.bytes || self.open.since.elapsed() >= self.roll.age {
-                self.open = Open::new();
+            let now = self.store.clock().now_micros();
+            let age = Duration::from_micros(now.saturating_sub(self.open.opened).max(0) as u64);
+            if self.open.bytes >= self.roll.bytes || age >= self.roll.age {
+                self.open = Open::new(now);
             }
             let room = self.roll.bytes.saturating_sub(self.open.bytes).max(1);
             let batch = self.store.journal_since(&self.ctx, self.shipped, room)?;
@@ -650,6 +655,20 @@ pub(crate) mod tests {
             assert_eq!(pair[1].0, pair[0].1 + 1, "consecutive: {got:?}");
         }
         assert!(got.iter().all(|(first, last)| (first - 1) % 3 == 0 && last % 3 == 0), "whole transactions: {got:?}");
+    }
+
+    #[test]
+    fn segments_roll_by_age_on_the_store_clock() {
+        let clock = Clock::fixed(time::macros::datetime!(2026-01-05 09:00 UTC));
+        let (tmp, store) = store(clock.clone());
+        let segs = tmp.path().join("segments");
+        let mut shipper = Shipper::open(store.clone(), &segs, Arc::new(PlainSeal::default()), Roll::default(), None).unwrap();
+        for tag in 0..3 {
+            commit(&store, tag, 1);
+            shipper.ship().unwrap();
+            clock.advance(Duration::from_secs(30));
+        }
+        assert_eq!(names(&segs), [(1, 2), (3, 3)], "the second minute begins a new segment");
     }
 
     #[test]
