@@ -322,11 +322,7 @@ async fn backup_command(command: BackupCmd) -> Result<String, Failure> {
     let instance = Instance::open(config, Clock::system())?;
     tokio::task::spawn_blocking(move || {
         let progress = lifecycle::backup::progress::Cli::detect();
-        let (store, keys, config) = (&instance.store, &instance.keys, &instance.config);
-        match command {
-            Command::BackupVerify => control::backup_verify(store, keys, config, &progress),
-            _ => control::backup_now(store, keys, config, &progress),
-        }
+        control::backup(&command, &instance.store, &instance.keys, &instance.config, &progress)
     })
     .await
     .map_err(|e| failure(format!("the backup stopped: {e}")))?

@@ -94,8 +94,7 @@ pub fn execute(command: &Command, store: &Store, keys: &SharedKeyring, config: &
         }),
         Command::KeyConfirm => keys::confirm(keys).map_err(|e| e.to_string()),
         Command::AuditVerify { org } => verify_audit(store, org.as_deref()),
-        Command::BackupNow => backup_now(store, keys, config, &backup::Quiet),
-        Command::BackupVerify => backup_verify(store, keys, config, &backup::Quiet),
+        Command::BackupNow | Command::BackupVerify => backup(command, store, keys, config, &backup::Quiet),
     };
     match result {
         Ok(text) => Reply::Ok(text),
@@ -171,42 +170,23 @@ pub fn create_org(store: &Store, ctx: &OrgTaskContext, slug: &str, name: &str) -
     })
 }
 
-/// Takes one backup of `store` now.
-pub fn backup_now(
+/// `docket backup now` (one backup of `store`) or `docket backup verify`
+/// (the newest backup restored into a scratch dir and compared with `store`).
+pub fn backup(
+    command: &Command,
     store: &Store,
     keys: &SharedKeyring,
     config: &Config,
     progress: &dyn backup::Progress,
 ) -> Result<String, String> {
-    let settings = backup::Settings::from_config(config).map_err(|e| e.to_string())?;
-    let info = backup::run(store, &settings, &keys.current(), store.clock(), progress).map_err(|e| e.to_string())?;
-    Ok(format!(
-        "wrote {} ({}, {} rows, journal seq {})\n",
-        info.path.display(),
-        crate::lifecycle::upgrade::human_bytes(info.manifest.bytes),
-        info.manifest.rows,
-        info.manifest.head_seq
-    ))
-}
-
-/// Restores the newest backup into a scratch dir and compares it with `store`.
-pub fn backup_verify(
-    store: &Store,
-    keys: &SharedKeyring,
-    config: &Config,
-    progress: &dyn backup::Progress,
-) -> Result<String, String> {
-    let settings = backup::Settings::from_config(config).map_err(|e| e.to_string())?;
-    let outcome = backup::verify(
-        store,
-        &settings.dir,
-        &backup::appliance_keys(&keys.current()),
-        &config.data_dir,
-        store.clock(),
-        progress,
-    );
-    backup::verify::record(&settings.dir, None, store.clock(), &outcome);
-    let v = outcome.map_err(|e| e.to_string())?;
+    let keyring = keys.current();
+    if !matches!(command, Command::BackupVerify) {
+        let info = backup::job_backup(store, &keyring, config, None, progress).map_err(|e| e.to_string())?;
+        let m = &info.manifest;
+        let size = crate::lifecycle::upgrade::human_bytes(m.bytes);
+        return Ok(format!("wrote {} ({size}, {} rows, journal seq {})\n", info.path.display(), m.rows, m.head_seq));
+    }
+    let v = backup::job_verify(store, &keyring, config, None, progress).map_err(|e| e.to_string())?;
     let against = if v.against_live { "the live store" } else { "the digests recorded at backup time" };
     Ok(format!(
         "{} restores: {} rows; {} parts (org × table) match {against} at seq {}\n",

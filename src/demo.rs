@@ -1,5 +1,6 @@
 //! `docket demo`: a zero-configuration instance on localhost with a
 //! self-signed certificate, a demo firm, and an API token printed for curl.
+//! Its backups go under its data dir (`<data_dir>/backups`).
 use crate::app::{self, Failure, Instance};
 use crate::auth::tokens::TokenError;
 use crate::auth::{Role, local, tokens};
@@ -42,6 +43,7 @@ pub fn config(data_dir: &std::path::Path, https_port: u16, http_port: u16) -> Re
         .flag("log.format", Value::String("human".into()), "demo")
         .flag("server.listen", listen(https_port), "https-port")
         .flag("server.redirect_listen", listen(http_port), "http-port")
+        .flag("backup.dir", Value::String(data_dir.join("backups").display().to_string()), "demo")
         .build()?;
     Ok(loaded.config)
 }

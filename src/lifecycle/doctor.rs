@@ -121,12 +121,8 @@ pub async fn run(config: Result<Config, ConfigError>, options: &Options) -> Repo
         }
     };
     report.checks.extend(service(&config, &client).await);
-    report.checks.push(check(
-        "backups",
-        Status::Info,
-        "not configured (scheduled backups and their verification come in a later release)",
-        None,
-    ));
+    let now = crate::timestamp::Timestamp::from_micros(crate::clock::Clock::system().now_micros());
+    report.checks.extend(backups(&config, now));
     report.checks.push(check("search index", Status::Info, "no search index yet, so no index lag", None));
     if options.network {
         for (name, url) in outside_services(&config) {
@@ -478,9 +474,104 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     out
 }
 
+/// A backup older than this is stale (the default schedule is daily).
+const BACKUP_STALE_HOURS: i64 = 36;
+
+/// The newest backup's age, the last verification, and whether backups share
+/// the store's filesystem.
+pub fn backups(config: &Config, now: crate::timestamp::Timestamp) -> Vec<Check> {
+    use crate::lifecycle::backup;
+    let Some(dir) = config.backup.dir.as_deref() else {
+        return vec![check(
+            "backups",
+            Status::Info,
+            "not configured: no scheduled backups",
+            Some(
+                "set backup.dir to a directory on another disk or a share, and list offline keys in backup.recipients"
+                    .into(),
+            ),
+        )];
+    };
+    let hours = |t: crate::timestamp::Timestamp| (now.micros() - t.micros()) / 3_600_000_000;
+    let listed = if dir.exists() { backup::list(dir) } else { Ok(vec![]) };
+    let mut out = vec![match listed {
+        Err(e) => failed("backups", &e.to_string()),
+        Ok(list) => match list.last() {
+            None => check(
+                "backups",
+                Status::Warn,
+                format!("none yet in {}", dir.display()),
+                Some("take one with `docket backup now`".into()),
+            ),
+            Some(b) if hours(b.manifest.created) > BACKUP_STALE_HOURS => check(
+                "backups",
+                Status::Warn,
+                format!("the newest ({}) is {} hours old", b.path.display(), hours(b.manifest.created)),
+                Some("check the service log for failed backup jobs, then run `docket backup now`".into()),
+            ),
+            Some(b) => check(
+                "backups",
+                Status::Ok,
+                format!(
+                    "{} kept; the newest is {} hours old ({})",
+                    list.len(),
+                    hours(b.manifest.created),
+                    human_bytes(b.manifest.bytes)
+                ),
+                None,
+            ),
+        },
+    }];
+    out.push(match backup::verify::last(dir) {
+        None => check("backup verification", Status::Warn, "never run", Some("run `docket backup verify`".into())),
+        Some(s) if !s.ok => failed("backup verification", &format!("failed at {}: {}", s.at, s.detail)),
+        Some(s) => {
+            check("backup verification", Status::Ok, format!("passed {} hours ago: {}", hours(s.at), s.detail), None)
+        }
+    });
+    if backup::same_filesystem(config) == Some(true) {
+        out.push(check(
+            "backup disk",
+            Status::Warn,
+            format!("{} is on the store's filesystem: a lost disk loses both", dir.display()),
+            Some("point backup.dir at another disk or a mounted share".into()),
+        ));
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn backup_checks_name_age_verification_and_a_shared_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = Config { data_dir: dir.path().join("data"), ..Default::default() };
+        std::fs::create_dir(&config.data_dir).unwrap();
+        let now = crate::timestamp::Timestamp::parse("2026-11-30T12:00:00Z").unwrap();
+        assert_eq!(backups(&config, now)[0].status, Status::Info);
+        config.backup.dir = Some(dir.path().join("backups"));
+        std::fs::create_dir(dir.path().join("backups")).unwrap();
+        let checks = backups(&config, now);
+        assert_eq!(
+            checks.iter().map(|c| (c.name.as_str(), c.status)).collect::<Vec<_>>(),
+            [("backups", Status::Warn), ("backup verification", Status::Warn), ("backup disk", Status::Warn),]
+        );
+        let ok = crate::lifecycle::backup::verify::Status {
+            at: now,
+            backup: "b".into(),
+            ok: false,
+            detail: "x differs".into(),
+        };
+        std::fs::write(
+            dir.path().join("backups").join(crate::lifecycle::backup::verify::STATUS_FILE),
+            serde_json::to_vec(&ok).unwrap(),
+        )
+        .unwrap();
+        let c = &backups(&config, now)[1];
+        assert!(c.status == Status::Fail && c.detail.contains("x differs"), "{c:?}");
+    }
 
     #[test]
     fn failing_syncs_are_named() {

@@ -1,7 +1,7 @@
 //! Jobs that act on the whole appliance: key rotation, upgrades (the
-//! pre-migration backup and `docket upgrade-check`) and `docket doctor`;
-//! backups, journal shipping and point-in-time restore; purges and export in
-//! later issues.
+//! pre-migration backup and `docket upgrade-check`), `docket doctor`,
+//! encrypted backups and restores, journal shipping and point-in-time
+//! recovery; purges and export in later issues.
 pub mod backup;
 pub mod doctor;
 pub mod keys;

@@ -2,6 +2,7 @@
 mod acme;
 mod api;
 mod audit;
+mod backup;
 mod cli;
 mod clio;
 mod crash;

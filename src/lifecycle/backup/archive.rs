@@ -13,7 +13,7 @@
 //! before its manifest is written: a manifest names only a complete file.
 use super::BackupError;
 use super::sealed::{self, SealedReader, SealedWriter};
-use crate::store::{Digester, PartDigest, RawRow, Restore, Section, Store, SystemContext, Task};
+use crate::store::{Digester, PartDigest, RawRow, Restore, Section, Store, StoreError, SystemContext, Task};
 use crate::timestamp::Timestamp;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -220,6 +220,21 @@ pub struct WriteOptions<'a> {
 /// Exports `store` (one read transaction) into a new sealed backup in `dir`.
 pub fn write(store: &Store, options: &WriteOptions<'_>) -> Result<BackupInfo, BackupError> {
     let ctx = SystemContext::new(Task::Backup);
+    let total = std::fs::metadata(store.path()).map(|m| m.len()).unwrap_or(0);
+    write_rows(options, total, |visit| store.export(&ctx, visit))
+}
+
+/// Visits the rows of one consistent snapshot and returns its journal head.
+pub type Visit<'v> = dyn FnMut(RawRow<'_>) -> Result<(), StoreError> + 'v;
+
+/// Writes a backup of the rows `export` visits (about `total` bytes); [`write`]
+/// passes `Store::export`. Tests pass rows of a store written by an older docket.
+#[doc(hidden)]
+pub fn write_rows(
+    options: &WriteOptions<'_>,
+    total: u64,
+    export: impl FnOnce(&mut Visit<'_>) -> Result<u64, StoreError>,
+) -> Result<BackupInfo, BackupError> {
     let stamp = options.created.to_rfc3339().replace(['-', ':'], "");
     let stamp = stamp.split(['.', 'Z']).next().unwrap_or_default().to_string();
     let id = uuid::Uuid::new_v4().simple().to_string();
@@ -230,11 +245,10 @@ pub fn write(store: &Store, options: &WriteOptions<'_>) -> Result<BackupInfo, Ba
         None => SealedWriter::create(&path, options.recipients)?,
     };
     writer.frame(&keys_frame(options.keys))?;
-    let total = std::fs::metadata(store.path()).map(|m| m.len()).unwrap_or(0);
     options.progress.start("backup", total);
     let mut state = ExportState::default();
     let mut failure = None;
-    let head_seq = store.export(&ctx, |row| {
+    let head_seq = export(&mut |row| {
         state.add(&row)?;
         if state.batch.is_full()
             && let Some(frame) = state.batch.take()
@@ -242,7 +256,7 @@ pub fn write(store: &Store, options: &WriteOptions<'_>) -> Result<BackupInfo, Ba
             options.progress.advance(frame.len() as u64);
             if let Err(e) = writer.frame(&frame) {
                 failure = Some(e);
-                return Err(crate::store::StoreError::Io("the backup write failed".into()));
+                return Err(StoreError::Io("the backup write failed".into()));
             }
         }
         Ok(())
@@ -297,13 +311,16 @@ fn keys_frame(keys: &[age::x25519::Identity]) -> Vec<u8> {
 /// Writes the clear manifest atomically (temp, fsync, rename, fsync dir).
 fn write_manifest(path: &Path, manifest: &Manifest) -> Result<(), BackupError> {
     use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let temp = path.with_file_name(format!(".{name}.{}.tmp", std::process::id()));
     let text = serde_json::to_vec_pretty(manifest).map_err(|e| BackupError::Io(e.to_string()))?;
-    let written = std::fs::File::create(&temp).and_then(|mut f| {
-        f.write_all(&text)?;
-        f.sync_all()
-    });
+    let written = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&temp).and_then(
+        |mut f| {
+            f.write_all(&text)?;
+            f.sync_all()
+        },
+    );
     if let Err(e) = written.and_then(|()| std::fs::rename(&temp, path)) {
         let _ = std::fs::remove_file(&temp);
         return Err(BackupError::dir(path, &e));
@@ -324,7 +341,7 @@ struct ExportState {
 }
 
 impl ExportState {
-    fn add(&mut self, row: &RawRow<'_>) -> Result<(), crate::store::StoreError> {
+    fn add(&mut self, row: &RawRow<'_>) -> Result<(), StoreError> {
         match row.section {
             Section::Table(table) => self.digester.add(&table, row.key, row.value),
             Section::Journal if self.first_seq.is_none() => {

@@ -264,3 +264,48 @@ pub fn warn_if_same_filesystem(config: &Config) {
         );
     }
 }
+
+/// The scheduled backup job (and `docket backup now`): one backup with the
+/// appliance's key and `[backup]`; the outcome is logged and, with `metrics`,
+/// counted (`docket_backups_total{result}`, `docket_backup_last_success_timestamp_seconds`,
+/// `docket_backup_last_bytes`).
+pub fn job_backup(
+    store: &Store,
+    keyring: &Keyring,
+    config: &Config,
+    metrics: Option<&crate::telemetry::Metrics>,
+    progress: &dyn Progress,
+) -> Result<BackupInfo, BackupError> {
+    let outcome = Settings::from_config(config).and_then(|s| run(store, &s, keyring, store.clock(), progress));
+    if let Err(e) = &outcome {
+        tracing::error!(error = %e, "backup FAILED");
+    }
+    if let Some(m) = metrics {
+        let result = if outcome.is_ok() { "ok" } else { "failed" };
+        m.count("docket_backups_total", "Backups by result.", vec![("result", result.into())], 1);
+        if let Ok(info) = &outcome {
+            let now = store.clock().now_micros() as f64 / 1e6;
+            m.gauge("docket_backup_last_success_timestamp_seconds", "When a backup last succeeded.", vec![], now);
+            m.gauge("docket_backup_last_bytes", "Size of the newest backup.", vec![], info.manifest.bytes as f64);
+        }
+    }
+    outcome
+}
+
+/// The scheduled verification job (and `docket backup verify`): the newest
+/// backup restored into a scratch dir under the data dir and compared with
+/// `store`; the outcome is logged, written to `last-verify.json` and, with
+/// `metrics`, counted.
+pub fn job_verify(
+    store: &Store,
+    keyring: &Keyring,
+    config: &Config,
+    metrics: Option<&crate::telemetry::Metrics>,
+    progress: &dyn Progress,
+) -> Result<Verified, crate::lifecycle::restore::RestoreError> {
+    let settings = Settings::from_config(config)?;
+    let keys = appliance_keys(keyring);
+    let outcome = verify(store, &settings.dir, &keys, &config.data_dir, store.clock(), progress);
+    verify::record(&settings.dir, metrics, store.clock(), &outcome);
+    outcome
+}

@@ -19,6 +19,7 @@
 use sha2::{Digest as _, Sha256};
 use std::fs::File;
 use std::io::{self, BufReader, BufWriter, Read, Write};
+use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
 
 const MAGIC: &[u8; 8] = b"DKSEAL1\n";
@@ -171,6 +172,7 @@ impl SealedWriter {
             .write(true)
             .create(true)
             .truncate(true)
+            .mode(0o600)
             .open(&temp_path)
             .map_err(|e| SealError::io("create", &temp_path, &e))?;
         let mut writer = SealedWriter {
@@ -443,6 +445,8 @@ mod tests {
         let big = vec![7u8; 300_000];
         let sealed = write(&path, &[a.to_public(), b.to_public()], &[b"one", b"", &big]);
         assert_eq!(sealed.sha256, file_sha256(&path).unwrap());
+        use std::os::unix::fs::PermissionsExt as _;
+        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
         assert_eq!(sealed.bytes, std::fs::metadata(&path).unwrap().len());
         for id in [a, b] {
             assert_eq!(read_all(&path, &[id]).unwrap(), vec![b"one".to_vec(), vec![], big.clone()]);
