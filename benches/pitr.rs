@@ -6,9 +6,10 @@
 //!    editing N/6000 records, under a fixed clock), without shipping and with
 //!    the shipper shipping and pruning after every transaction and a full
 //!    backup at the start of each day.
-//! 2. RTO: a point-in-time restore one day before the end of that week (the
-//!    newest daily backup before it plus a day of segments) into a new data
-//!    dir, until the restored store is finished and its digest computed.
+//! 2. RTO: a point-in-time restore one day back from the end of that week, a
+//!    minute before a day ends (the newest daily backup before it plus a day
+//!    of segments, the worst case), into a new data dir, until the restored
+//!    store is finished and verified (backup's restore pipeline).
 //! 3. RPO: the largest observed gap between a commit and a segment holding it
 //!    having its final name, under a steady write load (a transaction every
 //!    2 ms for 10 s) with the real shipper task (`backup.ship_interval` 1 s).
@@ -200,7 +201,10 @@ fn main() {
     let count = shipping::list(&segments).expect("list").chain.len();
     println!("segments: {count} files, {:.1} MiB", mib(dir_size(&segments)));
 
-    let at = with.end.plus_micros(-24 * 3600 * 1_000_000);
+    // One day back, the worst case for daily backups: a minute before a day
+    // ends, so the newest backup before it is a day older and a day of
+    // segments is replayed over it.
+    let at = with.end.plus_micros(-(24 * 3600 + 60) * 1_000_000);
     let into = shipped.path().join("restored");
     let started = Instant::now();
     let options = pitr::AtOptions {

@@ -662,7 +662,8 @@ pub(crate) mod tests {
         let clock = Clock::fixed(time::macros::datetime!(2026-01-05 09:00 UTC));
         let (tmp, store) = store(clock.clone());
         let segs = tmp.path().join("segments");
-        let mut shipper = Shipper::open(store.clone(), &segs, Arc::new(PlainSeal::default()), Roll::default(), None).unwrap();
+        let mut shipper =
+            Shipper::open(store.clone(), &segs, Arc::new(PlainSeal::default()), Roll::default(), None).unwrap();
         for tag in 0..3 {
             commit(&store, tag, 1);
             shipper.ship().unwrap();
