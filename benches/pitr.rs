@@ -7,7 +7,7 @@
 //!    the shipper shipping and pruning after every transaction and a full
 //!    backup at the start of each day.
 //! 2. RTO: a point-in-time restore one day back from the end of that week, a
-//!    minute before a day ends (the newest daily backup before it plus a day
+//!    moment before a day's last commit (the newest daily backup before it plus a day
 //!    of segments, the worst case), into a new data dir, until the restored
 //!    store is finished and verified (backup's restore pipeline).
 //! 3. RPO: the largest observed gap between a commit and a segment holding it
@@ -201,10 +201,10 @@ fn main() {
     let count = shipping::list(&segments).expect("list").chain.len();
     println!("segments: {count} files, {:.1} MiB", mib(dir_size(&segments)));
 
-    // One day back, the worst case for daily backups: a minute before a day
-    // ends, so the newest backup before it is a day older and a day of
-    // segments is replayed over it.
-    let at = with.end.plus_micros(-(24 * 3600 + 60) * 1_000_000);
+    // One day back, the worst case for daily backups: just before the last
+    // commit of a day (the next day's backup holds it), so the newest backup
+    // before it is a day older and a day of segments is replayed over it.
+    let at = with.end.plus_micros(-(24 * 3600 + 90) * 1_000_000);
     let into = shipped.path().join("restored");
     let started = Instant::now();
     let options = pitr::AtOptions {
