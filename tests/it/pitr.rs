@@ -468,3 +468,26 @@ fn retention_keeps_the_segments_after_the_oldest_backup() {
     );
     assert_eq!(restore_at(&w.backups, std::slice::from_ref(&id), w.now()).unwrap(), w.store.digest().unwrap());
 }
+
+#[test]
+fn a_dry_run_checks_everything_and_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (id, seal) = key();
+    let (w, chain) = shipped(dir.path(), &seal);
+    let into = dir.path().join("restored");
+    let at = Timestamp::from_micros(chain[2].name.last_time);
+    let options = |dry_run| AtOptions {
+        backup_dir: &w.backups,
+        identities: std::slice::from_ref(&id),
+        at,
+        into: &into,
+        dry_run,
+        progress: &Quiet,
+    };
+    let checked = pitr::restore_at(&options(true)).unwrap();
+    assert!(checked.dry_run && !into.exists(), "nothing written");
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 2, "no scratch dir left beside it");
+    std::fs::remove_file(&chain[1].path).unwrap();
+    let err = pitr::restore_at(&options(true)).unwrap_err().to_string();
+    assert!(err.contains("missing"), "a dry run finds what the real one would: {err}");
+}
