@@ -244,10 +244,11 @@ async fn sync_status(state: Arc<AppState>) -> Option<String> {
     let store = state.store.clone();
     let orgs = tokio::task::spawn_blocking(move || store.list_orgs()).await.ok()?.ok()?;
     let syncing = orgs.iter().filter(|o| state.sync.is_running(o.id)).count();
-    Some(match syncing {
+    let status = match syncing {
         0 => format!("serving; {} firms, none syncing now", orgs.len()),
         n => format!("serving; syncing {n} of {} firms", orgs.len()),
-    })
+    };
+    Some(status + crate::lifecycle::backup::status_note(&state.config).unwrap_or_default())
 }
 
 /// Every `every`, runs `alive` and, if it answers within `every`, sends

@@ -102,10 +102,24 @@ fn is_vacant(dir: &Path) -> Result<bool, RestoreError> {
     }
 }
 
+const STAGING: &str = ".restoring-";
+
+fn dir_name(into: &Path) -> String {
+    into.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "data".into())
+}
+
 /// `.NAME.restoring-PID` beside `into`.
 fn staging_for(into: &Path) -> PathBuf {
-    let name = into.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "data".into());
-    into.with_file_name(format!(".{name}.restoring-{}", std::process::id()))
+    into.with_file_name(format!(".{}{STAGING}{}", dir_name(into), std::process::id()))
+}
+
+/// Removes staging dirs beside `into` left by restores that were killed.
+fn sweep_staging(into: &Path) {
+    let Some(parent) = into.parent().filter(|p| !p.as_os_str().is_empty()) else { return };
+    let prefix = format!(".{}{STAGING}", dir_name(into));
+    if let Err(e) = backup::sealed::sweep_dead(parent, |n| n.strip_prefix(&prefix).and_then(|p| p.parse().ok())) {
+        tracing::warn!(error = %e, "cannot sweep the staging dirs of interrupted restores");
+    }
 }
 
 /// Restores `backup` into the new data dir `into`; `replay` runs between the
@@ -121,6 +135,7 @@ pub fn restore(
     if !is_vacant(into)? {
         return Err(RestoreError::NotEmpty { path: into.display().to_string() });
     }
+    sweep_staging(into);
     let staging = staging_for(into);
     if staging.exists() {
         std::fs::remove_dir_all(&staging).map_err(io("remove", &staging))?;
@@ -188,8 +203,8 @@ fn build(
     })
 }
 
-/// The restored store reads at this docket's schema and every org's audit
-/// chain is intact; returns (orgs, events).
+/// The restored store reads at this docket's schema, holds the backup's rows
+/// and every org's audit chain is intact; returns (orgs, events).
 fn check(store: &Store, backup: &BackupInfo) -> Result<(usize, u64), RestoreError> {
     let schema = store.schema_version()?;
     if schema != Some(SCHEMA_VERSION) {
@@ -200,6 +215,17 @@ fn check(store: &Store, backup: &BackupInfo) -> Result<(usize, u64), RestoreErro
     if store.journal_head()? < backup.manifest.head_seq {
         return Err(RestoreError::Verify {
             problem: format!("its journal ends before seq {}, the backup's head", backup.manifest.head_seq),
+        });
+    }
+    // Nothing replayed or migrated: the store must hold exactly the rows the
+    // backup recorded (read back from disk, not as imported).
+    let (head, parts) = store.digests()?;
+    if head == backup.manifest.head_seq
+        && schema == Some(backup.manifest.schema_version)
+        && parts != backup.manifest.parts
+    {
+        return Err(RestoreError::Verify {
+            problem: "its rows differ from the backup's per-org-and-table digests".into(),
         });
     }
     let ctx = OrgTaskContext::new(OrgTask::AuditVerify);

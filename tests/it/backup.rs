@@ -44,6 +44,11 @@ fn put_records(store: &Store, from: u32, count: u32) {
         .unwrap();
 }
 
+/// A sealed file being written (not the manifest's temp file).
+fn is_sealed_temp(name: &str) -> bool {
+    name.starts_with(".backup-") && name.contains(".sealed.") && name.ends_with(".tmp")
+}
+
 fn settings(config: &Config) -> Settings {
     Settings::from_config(config).unwrap()
 }
@@ -204,6 +209,7 @@ fn a_backup_killed_mid_write_leaves_no_final_file_and_the_next_run_completes() {
         ),
     )
     .unwrap();
+    let data_dir = inst.config.data_dir.clone();
     drop(inst);
     let mut child = std::process::Command::new(docket_bin())
         .args(["backup", "now", "--config", config_file.to_str().unwrap()])
@@ -213,7 +219,7 @@ fn a_backup_killed_mid_write_leaves_no_final_file_and_the_next_run_completes() {
         .unwrap();
     let temp_seen = (0..20_000).any(|_| {
         let seen = std::fs::read_dir(&dir)
-            .is_ok_and(|mut d| d.any(|e| e.is_ok_and(|e| e.file_name().to_string_lossy().ends_with(".tmp"))));
+            .is_ok_and(|mut d| d.any(|e| e.is_ok_and(|e| is_sealed_temp(&e.file_name().to_string_lossy()))));
         if !seen {
             std::thread::sleep(std::time::Duration::from_millis(1));
         }
@@ -223,12 +229,17 @@ fn a_backup_killed_mid_write_leaves_no_final_file_and_the_next_run_completes() {
     child.wait().unwrap();
     assert!(temp_seen, "the backup was caught mid-write");
     assert!(backup::list(&dir).unwrap().is_empty(), "no backup carries a final name");
-    let finals: Vec<_> = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .filter(|n| !n.starts_with('.'))
-        .collect();
-    assert!(finals.iter().all(|n| !n.starts_with("backup-")), "{finals:?}");
+    // Killed between its two renames, a run leaves a complete sealed file and
+    // no manifest: unlisted, but every file with a final name reads whole.
+    let me = Keyring::load(&[docket::secrets::KeySource::File(default_key_path(&data_dir))]).unwrap();
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        if name.starts_with("backup-") && name.ends_with(".sealed") {
+            let mut r = backup::SealedReader::open(&path, &[me.identity().clone()]).unwrap();
+            while r.next_frame().unwrap().is_some() {}
+        }
+    }
 
     let (code, out, err) = run_docket(&["backup", "now", "--config", config_file.to_str().unwrap()], &[]);
     assert_eq!(code, 0, "{out}{err}");
@@ -531,4 +542,23 @@ fn a_backup_of_an_older_schema_restores_migrated() {
     let migrated = Store::open(&old, Clock::system()).unwrap(); // the same file migrated in place
     let copy = Store::open(&restored.into.join("docket.redb"), Clock::system()).unwrap();
     assert_eq!(copy.digest().unwrap(), migrated.digest().unwrap());
+}
+
+#[test]
+fn what_killed_restores_and_verifications_left_is_swept() {
+    let root = tempfile::tempdir().unwrap();
+    let inst = instance(root.path());
+    let s = settings(&inst.config);
+    let info = backup::run(&inst.store, &s, &inst.keys.current(), &Clock::system(), &Quiet).unwrap();
+    let stale_restore = root.path().join(".r.restoring-999999999");
+    let stale_verify = root.path().join(".verify-999999999");
+    for dir in [&stale_restore, &stale_verify] {
+        std::fs::create_dir_all(dir.join("keys")).unwrap();
+        std::fs::write(dir.join("docket.redb"), b"half").unwrap();
+    }
+    restore_into(&info, &[inst.keys.current().identity().clone()], &root.path().join("r")).unwrap();
+    assert!(!stale_restore.exists(), "a killed restore's staging dir is removed");
+    let me = backup::appliance_keys(&inst.keys.current());
+    backup::verify(&inst.store, &s.dir, &me, root.path(), &Clock::system(), &Quiet).unwrap();
+    assert!(!stale_verify.exists(), "a killed verification's scratch dir is removed");
 }

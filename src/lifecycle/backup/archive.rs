@@ -224,10 +224,11 @@ pub fn write(store: &Store, options: &WriteOptions<'_>) -> Result<BackupInfo, Ba
     write_rows(options, total, |visit| store.export(&ctx, visit))
 }
 
-/// Visits the rows of one consistent snapshot and returns its journal head.
+/// What an export hands each row to (as `Store::export` does).
 pub type Visit<'v> = dyn FnMut(RawRow<'_>) -> Result<(), StoreError> + 'v;
 
-/// Writes a backup of the rows `export` visits (about `total` bytes); [`write`]
+/// Writes a backup of the rows `export` visits (one consistent snapshot, about
+/// `total` bytes; it returns the snapshot's journal head); [`write`]
 /// passes `Store::export`. Tests pass rows of a store written by an older docket.
 #[doc(hidden)]
 pub fn write_rows(
@@ -466,7 +467,7 @@ fn parse_keys(body: &[u8]) -> Option<Vec<age::x25519::Identity>> {
 mod tests {
     use super::*;
     use crate::clock::Clock;
-    use crate::store::{OrgId, OrgTask, OrgTaskContext, RECORDS, SECRETS};
+    use crate::store::{OrgId, OrgTask, OrgTaskContext, SECRETS, WALLS};
 
     fn store_with_rows(path: &Path) -> Store {
         let store = Store::open(path, Clock::system()).unwrap();
@@ -474,9 +475,7 @@ mod tests {
         for org in 1..=2u64 {
             let scope = ctx.org_scope(OrgId(org));
             for n in 0..50u32 {
-                store
-                    .write(|w| w.put(&scope, &RECORDS, &n.to_be_bytes(), format!("record {org}/{n}").as_bytes()))
-                    .unwrap();
+                store.write(|w| w.put(&scope, &WALLS, &n.to_be_bytes(), format!("wall {org}/{n}").as_bytes())).unwrap();
             }
             store.write(|w| w.put(&scope, &SECRETS, b"s", b"sealed")).unwrap();
         }
@@ -504,7 +503,7 @@ mod tests {
         let info = backup(&store, dir.path(), &[key.to_public()]);
         let (head, parts) = store.digests().unwrap();
         assert_eq!((info.manifest.head_seq, &info.manifest.parts), (head, &parts));
-        assert_eq!(info.manifest.parts["records/org 2"].rows, 50);
+        assert_eq!(info.manifest.parts["walls/org 2"].rows, 50);
         assert_eq!(info.manifest.first_seq, Some(1));
         assert_eq!(list(dir.path()).unwrap(), vec![info.clone()]);
 

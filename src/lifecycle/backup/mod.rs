@@ -254,6 +254,11 @@ pub fn same_filesystem(config: &Config) -> Option<bool> {
     Some(a.dev() == b.dev())
 }
 
+/// What the service's status line adds about backups (systemd `STATUS=`).
+pub fn status_note(config: &Config) -> Option<&'static str> {
+    (same_filesystem(config) == Some(true)).then_some("; WARNING: backups share the store's disk (set backup.dir)")
+}
+
 /// Logs a warning at start when backups share the store's filesystem.
 pub fn warn_if_same_filesystem(config: &Config) {
     if same_filesystem(config) == Some(true) {
@@ -308,4 +313,21 @@ pub fn job_verify(
     let outcome = verify(store, &settings.dir, &keys, &config.data_dir, store.clock(), progress);
     verify::record(&settings.dir, metrics, store.clock(), &outcome);
     outcome
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_status_warns_when_backups_share_the_stores_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = Config { data_dir: dir.path().join("data"), ..Default::default() };
+        std::fs::create_dir(&config.data_dir).unwrap();
+        assert_eq!(status_note(&config), None, "no backup.dir, nothing to compare");
+        config.backup.dir = Some(dir.path().join("backups"));
+        assert!(status_note(&config).is_some_and(|n| n.contains("backup.dir")));
+        config.backup.dir = Some("/proc/docket-backups".into()); // another filesystem
+        assert_eq!(status_note(&config), None);
+    }
 }

@@ -267,6 +267,17 @@ pub fn sync_dir(path: &Path) -> Result<(), SealError> {
 /// Removes temp files in `dir` left by processes that no longer run (a
 /// killed backup); returns how many. Temp files of live processes are kept.
 pub fn sweep_temp(dir: &Path) -> Result<usize, SealError> {
+    sweep_dead(dir, |name| {
+        is_temp(name)
+            .then(|| name.trim_end_matches(TEMP_SUFFIX).rsplit('.').next())
+            .flatten()
+            .and_then(|p| p.parse().ok())
+    })
+}
+
+/// Removes the entries of `dir` (files or directories) that `owner` names as
+/// left by a process id that no longer runs; returns how many.
+pub fn sweep_dead(dir: &Path, owner: impl Fn(&str) -> Option<u32>) -> Result<usize, SealError> {
     let entries = match std::fs::read_dir(dir) {
         Ok(e) => e,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
@@ -274,14 +285,14 @@ pub fn sweep_temp(dir: &Path) -> Result<usize, SealError> {
     };
     let mut removed = 0;
     for entry in entries.flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if !is_temp(&name) {
+        let Some(pid) = owner(&entry.file_name().to_string_lossy()) else { continue };
+        if Path::new(&format!("/proc/{pid}")).exists() {
             continue;
         }
-        let pid = name.trim_end_matches(TEMP_SUFFIX).rsplit('.').next().and_then(|p| p.parse::<u32>().ok());
-        let alive = pid.is_some_and(|p| Path::new(&format!("/proc/{p}")).exists());
-        if !alive && std::fs::remove_file(entry.path()).is_ok() {
-            tracing::warn!(file = %entry.path().display(), "removed an unfinished file left by an interrupted run");
+        let path = entry.path();
+        let gone = if path.is_dir() { std::fs::remove_dir_all(&path) } else { std::fs::remove_file(&path) };
+        if gone.is_ok() {
+            tracing::warn!(path = %path.display(), "removed what an interrupted run left behind");
             removed += 1;
         }
     }

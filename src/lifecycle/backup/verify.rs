@@ -14,6 +14,9 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+/// Scratch copies are `<data_dir>/.verify-PID` (a killed run's is swept).
+const SCRATCH: &str = ".verify-";
+
 /// The file in the backup directory recording the last verification.
 pub const STATUS_FILE: &str = "last-verify.json";
 
@@ -56,7 +59,9 @@ pub fn verify(
     let (live_head, live_parts) = live.digests()?;
     let against_live = live_head == newest.manifest.head_seq
         || live.journal_start()?.is_some_and(|s| s <= newest.manifest.head_seq + 1);
-    let scratch = scratch_parent.join(format!(".verify-{}", std::process::id()));
+    let scratch = scratch_parent.join(format!("{SCRATCH}{}", std::process::id()));
+    super::sealed::sweep_dead(scratch_parent, |n| n.strip_prefix(SCRATCH).and_then(|p| p.parse().ok()))
+        .map_err(BackupError::from)?;
     let options = RestoreOptions { dry_run: false, clock: clock.clone(), progress };
     let result = restore::restore(&newest, &keys, &scratch, &options, |r| {
         if against_live { replay_live(live, r, newest.manifest.head_seq, live_head) } else { Ok(()) }
