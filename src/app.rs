@@ -85,6 +85,9 @@ pub struct Running {
     indexer: tokio::task::JoinHandle<()>,
     scheduler: tokio::task::JoinHandle<()>,
     watchdog: Option<tokio::task::JoinHandle<()>>,
+    /// Journal shipping (when `backup.dir` is set), stopped after the server.
+    shipper: Option<tokio::task::JoinHandle<()>>,
+    stop_shipping: watch::Sender<bool>,
     /// The config file SIGHUP re-reads (none: only certificates are reloaded).
     pub config_file: Option<PathBuf>,
 }
@@ -106,6 +109,14 @@ pub async fn start(instance: Instance) -> Result<Running, AppError> {
     let indexer = crate::search::indexer::start(state.search.clone(), rx.clone()).await;
     let server = tokio::spawn(http::run(state.clone(), listeners, tls.clone(), rx));
     let scheduler = state.scheduler.spawn();
+    let (stop_shipping, shipping_rx) = watch::channel(false);
+    let shipper = crate::lifecycle::shipping::start(
+        &state.config,
+        state.store.clone(),
+        state.keys.clone(),
+        state.metrics.clone(),
+        shipping_rx,
+    );
     let watchdog = watchdog_interval(|k| std::env::var(k).ok(), std::process::id()).map(|every| {
         let state = state.clone();
         tokio::spawn(watchdog(every, move || sync_status(state.clone())))
@@ -122,6 +133,8 @@ pub async fn start(instance: Instance) -> Result<Running, AppError> {
         indexer,
         scheduler,
         watchdog,
+        shipper,
+        stop_shipping,
         config_file: None,
     })
 }
@@ -324,6 +337,10 @@ impl Running {
             Ok(r) => r.map_err(AppError::from),
             Err(e) => Err(AppError::Http(http::HttpError::Serve(e.to_string()))),
         };
+        let _ = self.stop_shipping.send(true);
+        if let Some(shipper) = self.shipper {
+            let _ = shipper.await;
+        }
         tracing::info!("docket stopped");
         result
     }

@@ -116,8 +116,15 @@ pub enum Cmd {
     /// Restore a backup into a new data dir (or, with --replace, in place of the configured one).
     Restore {
         /// The backup's sealed file (or its manifest).
-        #[arg(long)]
-        backup: PathBuf,
+        #[arg(long, required_unless_present = "at", conflicts_with = "at")]
+        backup: Option<PathBuf>,
+        /// Point-in-time recovery: the state as of this instant (RFC 3339), from
+        /// the newest backup before it and the shipped journal segments.
+        #[arg(long, conflicts_with = "replace", requires = "into")]
+        at: Option<String>,
+        /// With --at: the backup directory (default: backup.dir of --config).
+        #[arg(long, requires = "at")]
+        backup_dir: Option<PathBuf>,
         /// The new data dir to write; it must not exist or be empty.
         #[arg(long, required_unless_present = "replace")]
         into: Option<PathBuf>,
@@ -448,18 +455,28 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
             print!("{}", backup_command(command).await?);
             Ok(())
         }
-        Cmd::Restore { backup, into, dry_run, replace, keys, config, data_dir } => {
+        Cmd::Restore { backup, at, backup_dir, into, dry_run, replace, keys, config, data_dir } => {
             let instance = InstanceArgs { config, data_dir };
             let config = if instance.config.is_some() || instance.data_dir.is_some() {
                 Some(load_instance_config(&instance)?.config)
             } else {
                 None
             };
-            let request = lifecycle::restore::Request { backup, into, dry_run, replace, keys, config };
             let progress = lifecycle::backup::progress::Cli::detect();
-            let report = tokio::task::spawn_blocking(move || lifecycle::restore::command(&request, &progress))
-                .await
-                .map_err(|e| Failure { code: 1, message: format!("the restore stopped: {e}") })?;
+            let report = tokio::task::spawn_blocking(move || match (at, backup) {
+                (Some(at), _) => {
+                    let into = into.unwrap_or_default();
+                    let request = lifecycle::pitr::Request { at, backup_dir, into, dry_run, keys, config };
+                    lifecycle::pitr::command(&request, &progress)
+                }
+                (None, backup) => {
+                    let backup = backup.unwrap_or_default();
+                    let request = lifecycle::restore::Request { backup, into, dry_run, replace, keys, config };
+                    lifecycle::restore::command(&request, &progress)
+                }
+            })
+            .await
+            .map_err(|e| Failure { code: 1, message: format!("the restore stopped: {e}") })?;
             print!("{}", report.map_err(|message| Failure { code: 1, message })?);
             Ok(())
         }

@@ -59,6 +59,9 @@ pub struct BackupConfig {
     pub keep_daily: u32,
     /// Newest backup of each of the last N ISO weeks kept.
     pub keep_weekly: u32,
+    /// Seconds within which a commit is shipped into a journal segment
+    /// beside the backups (the recovery point objective).
+    pub ship_interval: u64,
 }
 
 impl Default for BackupConfig {
@@ -70,6 +73,7 @@ impl Default for BackupConfig {
             verify_schedule: Schedule::builtin("0 0 4 * * *"),
             keep_daily: 7,
             keep_weekly: 4,
+            ship_interval: 1,
         }
     }
 }
@@ -917,6 +921,7 @@ impl Loaded {
             ("limits.tls_handshake_seconds", c.limits.tls_handshake_seconds),
             ("limits.header_read_seconds", c.limits.header_read_seconds),
             ("limits.idle_seconds", c.limits.idle_seconds),
+            ("backup.ship_interval", c.backup.ship_interval),
         ] {
             if !(1..=3600).contains(&seconds) {
                 return err(

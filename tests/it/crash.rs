@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-struct Serve(Child);
+pub(crate) struct Serve(pub(crate) Child);
 
 impl Drop for Serve {
     fn drop(&mut self) {
@@ -17,7 +17,7 @@ impl Drop for Serve {
     }
 }
 
-fn serve(config: &str) -> Serve {
+pub(crate) fn serve(config: &str) -> Serve {
     Serve(
         Command::new(docket_bin())
             .args(["serve", "--config", config])

@@ -14,6 +14,7 @@ mod matrix;
 mod oidc;
 mod openapi;
 mod ops;
+mod pitr;
 mod scheduler;
 mod schemathesis;
 mod search;

@@ -57,14 +57,27 @@ pub fn verify(
     let newest = list(dir)?.pop().ok_or_else(|| BackupError::NoBackup { dir: dir.display().to_string() })?;
     let keys = opening_keys(dir, identities);
     let (live_head, live_parts) = live.digests()?;
-    let against_live = live_head == newest.manifest.head_seq
-        || live.journal_start()?.is_some_and(|s| s <= newest.manifest.head_seq + 1);
+    let backup_seq = newest.manifest.head_seq;
+    let live_from = live.journal_start()?.map_or(live_head.saturating_add(1), |s| s);
+    let segments = crate::lifecycle::shipping::list(&dir.join(crate::lifecycle::shipping::SEGMENTS_DIR))
+        .map_err(|e| RestoreError::Replay(e.to_string()))?
+        .chain;
+    let shipped_from = segments.first().map(|s| s.name.first);
+    // The live journal continues the backup directly, or shipped segments
+    // bridge what pruning removed since the backup (the usual case).
+    let against_live = live_head == backup_seq
+        || live_from <= backup_seq + 1
+        || shipped_from.is_some_and(|first| first <= backup_seq + 1);
     let scratch = scratch_parent.join(format!("{SCRATCH}{}", std::process::id()));
     super::sealed::sweep_dead(scratch_parent, |n| n.strip_prefix(SCRATCH).and_then(|p| p.parse().ok()))
         .map_err(BackupError::from)?;
     let options = RestoreOptions { dry_run: false, clock: clock.clone(), progress };
     let result = restore::restore(&newest, &keys, &scratch, &options, |r| {
-        if against_live { replay_live(live, r, newest.manifest.head_seq, live_head) } else { Ok(()) }
+        if !against_live {
+            return Ok(());
+        }
+        let shipped = replay_segments(r, &segments, &keys, backup_seq, live_from.saturating_sub(1), live_head)?;
+        replay_live(live, r, shipped, live_head)
     })
     .and_then(|restored| {
         let store = Store::open(&scratch.join("docket.redb"), clock.clone())?;
@@ -83,6 +96,47 @@ pub fn verify(
     });
     let _ = std::fs::remove_dir_all(&scratch);
     result
+}
+
+/// Replays shipped segments from `from` while the live journal no longer
+/// holds the next entry (`pruned_to`: the last pruned seq), up to `to`;
+/// returns the last seq replayed. A gap in the segments is a verification
+/// failure naming it.
+fn replay_segments(
+    restore: &crate::store::Restore<'_>,
+    segments: &[crate::lifecycle::shipping::Segment],
+    identities: &[age::x25519::Identity],
+    from: u64,
+    pruned_to: u64,
+    to: u64,
+) -> Result<u64, RestoreError> {
+    let source = crate::lifecycle::shipping::SealedSegments { recipients: vec![], identities: identities.to_vec() };
+    let mut after = from;
+    for segment in segments.iter().filter(|s| s.name.last > from) {
+        if after >= pruned_to || after >= to {
+            break;
+        }
+        let entries =
+            crate::lifecycle::shipping::read(&source, segment).map_err(|e| RestoreError::Replay(e.to_string()))?;
+        let kept: Vec<_> = entries.into_iter().filter(|e| e.seq > after && e.seq <= to).collect();
+        match kept.first() {
+            Some(first) if first.seq != after + 1 => {
+                return Err(RestoreError::Verify {
+                    problem: format!(
+                        "the shipped segments miss journal entries {} to {} (before {}); the backup cannot be brought to the live store",
+                        after + 1,
+                        first.seq - 1,
+                        segment.path.display()
+                    ),
+                });
+            }
+            Some(_) => {}
+            None => continue,
+        }
+        restore.replay(&kept)?;
+        after = kept.last().map_or(after, |e| e.seq);
+    }
+    Ok(after)
 }
 
 /// Replays the live journal `(from, to]` into the restore.

@@ -1,0 +1,795 @@
+//! Journal shipping: committed journal entries go, within `backup.ship_interval`
+//! of their commit, into sealed segment files in `<backup.dir>/segments/`, and
+//! the live journal is pruned once they are there (never past what another
+//! follower, the search indexer, has applied).
+//!
+//! A segment holds whole transactions with consecutive seqs. Its file name
+//! carries its first and last seq and the commit times of both
+//! (`seg_<first>_<last>_<first time>_<last time>.dseg`, seqs zero-padded to 20
+//! digits, times in microseconds since the epoch), so a restore orders the
+//! segments, finds the ones it needs and detects a gap without opening any.
+//! Inside (frames of a sealed file): a header frame repeating the name's
+//! figures and the entry count, then one frame per entry (`seq:u64 LE` and the
+//! journal entry as stored).
+//!
+//! Rolling: the shipper keeps the open segment's entries in memory and writes
+//! the whole segment again under its new name at each interval (atomically,
+//! then removes the shorter one it supersedes), until it reaches
+//! [`Roll::bytes`] or [`Roll::age`]; then the next interval starts a new one.
+//! So steady writes make about one file a minute (a day back is some 1,440
+//! small files), no round rewrites more than 1 MiB, and at every instant every
+//! shipped entry is in a file with a final name. A crash between
+//! writing a longer segment and removing the shorter one leaves both; listing
+//! keeps the longest of those that start at the same seq, and the next start
+//! removes the others.
+use super::backup::{SealError, SealedReader, SealedWriter};
+use crate::secrets::SharedKeyring;
+use crate::store::journal::{self, Entry};
+use crate::store::{Follower, Store, StoreError, SystemContext, Task};
+use crate::telemetry::Metrics;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The directory under `backup.dir` that holds the segments.
+pub const SEGMENTS_DIR: &str = "segments";
+const PREFIX: &str = "seg_";
+const SUFFIX: &str = ".dseg";
+const MAGIC: &[u8; 8] = b"DKTSEG01";
+
+/// Why shipping, or reading what it shipped, failed; each names the file or
+/// range and the fix.
+#[derive(Debug, thiserror::Error)]
+pub enum ShipError {
+    #[error("{0}")]
+    Store(#[from] StoreError),
+    #[error("{0}")]
+    Seal(#[from] SealError),
+    #[error(
+        "cannot use the segment directory {path}: {reason}\n  fix: make sure `backup.dir` is mounted and writable by docket"
+    )]
+    Dir { path: String, reason: String },
+    #[error(
+        "cannot write the segment {path}: {reason}\n  fix: free space in `backup.dir` or check the share; nothing was lost, the entries stay in the journal until shipped"
+    )]
+    Write { path: String, reason: String },
+    #[error(
+        "cannot read the segment {path}: {reason}\n  fix: restore that file from a copy of `backup.dir`, or restore to a time before the segment's first commit"
+    )]
+    Read { path: String, reason: String },
+    #[error(
+        "the segment {path} is corrupt: {problem}\n  fix: restore that file from a copy of `backup.dir`, or restore to a time before the segment's first commit"
+    )]
+    Corrupt { path: String, problem: String },
+    #[error(
+        "the segments in {dir} go up to seq {shipped}, past this store's journal (seq {head}): the store was restored to an earlier point\n  fix: move {dir} aside (it belongs to the timeline before the restore) and take a full backup; then restart docket"
+    )]
+    Ahead { dir: String, shipped: u64, head: u64 },
+}
+
+/// Writes segment files as a list of frames. Production segments are
+/// backup's sealed files (compressed, encrypted to the appliance key and
+/// every offline recipient, checksummed, atomic); the seam lets tests inject
+/// a failing writer.
+pub trait SegmentSink: Send + Sync {
+    /// Writes `frames` to `path` atomically: a file with the final name is
+    /// always complete. Returns the bytes written.
+    fn write(&self, path: &Path, frames: &[Vec<u8>]) -> Result<u64, ShipError>;
+}
+
+/// Reads the frames of segment files, checking their integrity.
+pub trait SegmentSource {
+    fn read(&self, path: &Path) -> Result<Vec<Vec<u8>>, ShipError>;
+}
+
+/// Segments as backup's sealed files: written to `recipients` (the appliance
+/// key and every offline key), read with `identities`.
+#[derive(Clone)]
+pub struct SealedSegments {
+    pub recipients: Vec<age::x25519::Recipient>,
+    pub identities: Vec<age::x25519::Identity>,
+}
+
+impl SegmentSink for SealedSegments {
+    fn write(&self, path: &Path, frames: &[Vec<u8>]) -> Result<u64, ShipError> {
+        let mut writer = SealedWriter::create(path, &self.recipients)?;
+        for frame in frames {
+            writer.frame(frame)?;
+        }
+        Ok(writer.finish()?.bytes)
+    }
+}
+
+impl SegmentSource for SealedSegments {
+    fn read(&self, path: &Path) -> Result<Vec<Vec<u8>>, ShipError> {
+        let mut reader = SealedReader::open(path, &self.identities)?;
+        let mut frames = Vec::new();
+        while let Some(frame) = reader.next_frame()? {
+            frames.push(frame);
+        }
+        Ok(frames)
+    }
+}
+
+/// The running appliance's segments: sealed to the master key in force at
+/// each write (so a rotation takes effect at the next segment) and to every
+/// offline recipient.
+pub struct ApplianceSeal {
+    pub keys: SharedKeyring,
+    pub offline: Vec<age::x25519::Recipient>,
+}
+
+impl SegmentSink for ApplianceSeal {
+    fn write(&self, path: &Path, frames: &[Vec<u8>]) -> Result<u64, ShipError> {
+        let master = self.keys.current().age_recipient().clone();
+        let recipients = std::iter::once(master).chain(self.offline.iter().cloned()).collect();
+        SealedSegments { recipients, identities: vec![] }.write(path, frames)
+    }
+}
+
+/// What a segment's name says: its seq range and the commit times at both ends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SegmentName {
+    pub first: u64,
+    pub last: u64,
+    /// Commit time of `first`, microseconds since the epoch.
+    pub first_time: i64,
+    /// Commit time of `last`.
+    pub last_time: i64,
+}
+
+impl SegmentName {
+    /// The name of the segment holding `entries` (none if empty).
+    pub fn of(entries: &[Entry]) -> Option<SegmentName> {
+        let (first, last) = (entries.first()?, entries.last()?);
+        Some(SegmentName { first: first.seq, last: last.seq, first_time: first.time, last_time: last.time })
+    }
+
+    pub fn file_name(&self) -> String {
+        format!("{PREFIX}{:020}_{:020}_{}_{}{SUFFIX}", self.first, self.last, self.first_time, self.last_time)
+    }
+
+    /// The figures of a segment file name; `None` for any other name (temp files included).
+    pub fn parse(file_name: &str) -> Option<SegmentName> {
+        let body = file_name.strip_prefix(PREFIX)?.strip_suffix(SUFFIX)?;
+        let mut parts = body.split('_');
+        let name = SegmentName {
+            first: parts.next()?.parse().ok()?,
+            last: parts.next()?.parse().ok()?,
+            first_time: parts.next()?.parse().ok()?,
+            last_time: parts.next()?.parse().ok()?,
+        };
+        let sane = parts.next().is_none() && name.first >= 1 && name.first <= name.last;
+        sane.then_some(name)
+    }
+
+    fn header(&self, count: u64) -> Vec<u8> {
+        let mut out = MAGIC.to_vec();
+        for n in [self.first, self.last, self.first_time as u64, self.last_time as u64, count] {
+            out.extend_from_slice(&n.to_le_bytes());
+        }
+        out
+    }
+}
+
+/// A segment file found in the segment directory.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Segment {
+    pub path: PathBuf,
+    pub name: SegmentName,
+}
+
+/// The segments of a directory: the chain a restore reads (ordered by first
+/// seq, at most one per first seq: the longest) and the shorter ones a rolled
+/// segment superseded (left by a crash; safe to remove).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Listing {
+    pub chain: Vec<Segment>,
+    pub superseded: Vec<Segment>,
+}
+
+/// Lists the segments in `dir` (a missing directory has none); other files,
+/// temp files included, are ignored.
+pub fn list(dir: &Path) -> Result<Listing, ShipError> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Listing::default()),
+        Err(e) => return Err(dir_error(dir, e)),
+    };
+    let mut found = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|e| dir_error(dir, e))?;
+        if let Some(name) = entry.file_name().to_str().and_then(SegmentName::parse) {
+            found.push(Segment { path: entry.path(), name });
+        }
+    }
+    found.sort_by_key(|s| (s.name.first, std::cmp::Reverse(s.name.last)));
+    let mut listing = Listing::default();
+    for segment in found {
+        match listing.chain.last() {
+            Some(kept) if kept.name.first == segment.name.first => listing.superseded.push(segment),
+            _ => listing.chain.push(segment),
+        }
+    }
+    Ok(listing)
+}
+
+fn dir_error(dir: &Path, e: impl std::fmt::Display) -> ShipError {
+    ShipError::Dir { path: dir.display().to_string(), reason: e.to_string() }
+}
+
+/// The frames of a segment holding `entries` (whole transactions).
+pub fn encode(name: &SegmentName, entries: &[Entry]) -> Vec<Vec<u8>> {
+    let mut frames = Vec::with_capacity(entries.len() + 1);
+    frames.push(name.header(entries.len() as u64));
+    for entry in entries {
+        let mut frame = entry.seq.to_le_bytes().to_vec();
+        frame.extend_from_slice(&entry.encode());
+        frames.push(frame);
+    }
+    frames
+}
+
+/// Reads a segment's entries, checking that its contents are what its name
+/// says: consecutive seqs from `first` to `last`, whole transactions, times
+/// within the named range and never decreasing.
+pub fn read(seal: &dyn SegmentSource, segment: &Segment) -> Result<Vec<Entry>, ShipError> {
+    let frames = seal.read(&segment.path)?;
+    decode(segment, &frames)
+}
+
+fn decode(segment: &Segment, frames: &[Vec<u8>]) -> Result<Vec<Entry>, ShipError> {
+    let corrupt = |problem: String| ShipError::Corrupt { path: segment.path.display().to_string(), problem };
+    let name = segment.name;
+    let (header, rest) = frames.split_first().ok_or_else(|| corrupt("it holds no header".into()))?;
+    if *header != name.header(rest.len() as u64) {
+        return Err(corrupt(format!(
+            "its header does not match its name (seq {} to {}, {} entries expected); the file was renamed or mixed up",
+            name.first,
+            name.last,
+            name.last - name.first + 1
+        )));
+    }
+    let mut entries: Vec<Entry> = Vec::with_capacity(rest.len());
+    for (frame, expected) in rest.iter().zip(name.first..) {
+        let (seq, bytes) =
+            frame.split_at_checked(8).ok_or_else(|| corrupt(format!("entry {expected} is truncated")))?;
+        let seq = u64::from_le_bytes(seq.try_into().unwrap_or_default());
+        if seq != expected {
+            return Err(corrupt(format!("entry {seq} is out of order (expected seq {expected})")));
+        }
+        let entry = journal::decode(seq, bytes).map_err(|bad| corrupt(bad.to_string()))?;
+        let before = entries.last().map_or(name.first_time, |e| e.time);
+        if entry.time < before || entry.time > name.last_time {
+            return Err(corrupt(format!("entry {seq} has a time outside the segment's range")));
+        }
+        entries.push(entry);
+    }
+    let whole = entries.last().is_some_and(|e| e.seq == name.last && e.last && e.time == name.last_time);
+    if !whole {
+        return Err(corrupt("it does not end with the commit of its last transaction".into()));
+    }
+    Ok(entries)
+}
+
+/// When the open segment is closed and a new one begun.
+#[derive(Clone, Copy, Debug)]
+pub struct Roll {
+    /// Encoded entry bytes a segment grows to before the next one begins.
+    pub bytes: usize,
+    /// How long a segment stays open (the store's clock).
+    pub age: Duration,
+}
+
+impl Default for Roll {
+    fn default() -> Self {
+        Roll { bytes: 1 << 20, age: Duration::from_secs(60) }
+    }
+}
+
+/// What one shipping round did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Shipped {
+    /// Entries newly shipped.
+    pub entries: u64,
+    /// The commit time of the oldest entry shipped this round (its lag is the RPO).
+    pub oldest_time: Option<i64>,
+    /// The last shipped seq after the round.
+    pub seq: u64,
+    /// Segment bytes written this round.
+    pub bytes: u64,
+}
+
+/// The open segment: entries shipped into a file that will be rewritten longer.
+struct Open {
+    entries: Vec<Entry>,
+    bytes: usize,
+    path: Option<PathBuf>,
+    /// When it was begun (the store's clock, microseconds).
+    opened: i64,
+}
+
+impl Open {
+    fn new(opened: i64) -> Open {
+        Open { entries: Vec::new(), bytes: 0, path: None, opened }
+    }
+}
+
+/// Ships the journal of one store into one segment directory.
+pub struct Shipper {
+    store: Arc<Store>,
+    dir: PathBuf,
+    seal: Arc<dyn SegmentSink>,
+    roll: Roll,
+    metrics: Option<Arc<Metrics>>,
+    ctx: SystemContext,
+    shipped: u64,
+    pruned: u64,
+    open: Open,
+}
+
+impl Shipper {
+    /// Opens the segment directory (creating it), removes the temp files of a
+    /// killed process and the segments a rolled one superseded, and takes the shipped seq from the newest segment (or,
+    /// with none, from where the journal starts). Registers as a journal
+    /// follower, so nothing unshipped is pruned.
+    pub fn open(
+        store: Arc<Store>,
+        dir: &Path,
+        seal: Arc<dyn SegmentSink>,
+        roll: Roll,
+        metrics: Option<Arc<Metrics>>,
+    ) -> Result<Shipper, ShipError> {
+        crate::secrets::create_private_dir(dir).map_err(|e| dir_error(dir, e))?;
+        super::backup::sealed::sweep_temp(dir)?;
+        let listing = list(dir)?;
+        for old in &listing.superseded {
+            remove(&old.path)?;
+        }
+        let head = store.journal_head()?;
+        let shipped = match listing.chain.last() {
+            Some(newest) => newest.name.last,
+            None => store.journal_start()?.map_or(head, |start| start.saturating_sub(1)),
+        };
+        if shipped > head {
+            return Err(ShipError::Ahead { dir: dir.display().to_string(), shipped, head });
+        }
+        store.register_follower(Follower::Shipping);
+        store.mark_applied(Follower::Shipping, shipped);
+        let store_now = store.clock().now_micros();
+        tracing::info!(dir = %dir.display(), shipped, "journal shipping resumes");
+        Ok(Shipper {
+            store,
+            dir: dir.to_path_buf(),
+            seal,
+            roll,
+            metrics,
+            ctx: SystemContext::new(Task::Backup),
+            shipped,
+            pruned: 0,
+            open: Open::new(store_now),
+        })
+    }
+
+    /// The last seq that is in a segment with a final name.
+    pub fn shipped(&self) -> u64 {
+        self.shipped
+    }
+
+    /// Ships every whole transaction committed so far, then prunes the
+    /// journal up to what every follower has (shipping included) applied.
+    pub fn ship(&mut self) -> Result<Shipped, ShipError> {
+        let result = self.ship_pending();
+        if let (Some(m), Err(e)) = (&self.metrics, &result) {
+            m.count("docket_ship_failures_total", "Journal shipping rounds that failed.", vec![], 1);
+            tracing::warn!(error = %e, "journal shipping failed; retrying at the next commit");
+        }
+        let done = result?;
+        self.prune()?;
+        Ok(done)
+    }
+
+    fn ship_pending(&mut self) -> Result<Shipped, ShipError> {
+        let mut done = Shipped { seq: self.shipped, ..Shipped::default() };
+        loop {
+            let now = self.store.clock().now_micros();
+            let age = Duration::from_micros(now.saturating_sub(self.open.opened).max(0) as u64);
+            if self.open.bytes >= self.roll.bytes || age >= self.roll.age {
+                self.open = Open::new(now);
+            }
+            let room = self.roll.bytes.saturating_sub(self.open.bytes).max(1);
+            let batch = self.store.journal_since(&self.ctx, self.shipped, room)?;
+            if batch.entries.is_empty() {
+                if let Some(bad) = batch.bad {
+                    return Err(StoreError::Journal(bad).into());
+                }
+                return Ok(done);
+            }
+            done.entries += batch.entries.len() as u64;
+            done.oldest_time = done.oldest_time.or(batch.entries.first().map(|e| e.time));
+            self.open.bytes += batch.entries.iter().map(|e| e.encode().len() + 8).sum::<usize>();
+            self.open.entries.extend(batch.entries);
+            done.bytes += self.write_open()?;
+            done.seq = self.shipped;
+        }
+    }
+
+    /// Writes the open segment under its current name and removes the shorter
+    /// file it supersedes.
+    fn write_open(&mut self) -> Result<u64, ShipError> {
+        let Some(name) = SegmentName::of(&self.open.entries) else { return Ok(0) };
+        let path = self.dir.join(name.file_name());
+        let bytes = self.seal.write(&path, &encode(&name, &self.open.entries))?;
+        if let Some(old) = self.open.path.replace(path) {
+            remove(&old)?;
+        }
+        self.shipped = name.last;
+        self.store.mark_applied(Follower::Shipping, name.last);
+        if let Some(m) = &self.metrics {
+            m.gauge("docket_ship_shipped_seq", "The last journal seq in a shipped segment.", vec![], name.last as f64);
+            m.count("docket_ship_segment_bytes_total", "Bytes of segment files written.", vec![], bytes);
+            let lag = self.store.clock().now_micros().saturating_sub(name.last_time) as f64 / 1e6;
+            m.gauge(
+                "docket_ship_lag_seconds",
+                "Seconds from the last shipped commit to its segment being final.",
+                vec![],
+                lag,
+            );
+        }
+        Ok(bytes)
+    }
+
+    /// Prunes the live journal before what every follower has applied.
+    fn prune(&mut self) -> Result<(), ShipError> {
+        let floor = self.store.applied_floor().unwrap_or(self.shipped).min(self.shipped);
+        if floor > self.pruned {
+            self.store.prune_journal_before(&self.ctx, floor + 1)?;
+            self.pruned = floor;
+        }
+        Ok(())
+    }
+}
+
+fn remove(path: &Path) -> Result<(), ShipError> {
+    match std::fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(ShipError::Write { path: path.display().to_string(), reason: e.to_string() }),
+    }
+}
+
+/// Runs `shipper` until `shutdown` turns true: it wakes at each commit, waits
+/// half of `interval` so the commits of that moment share one write, ships,
+/// and ships once more before it returns (a clean stop leaves nothing behind).
+pub async fn run(mut shipper: Shipper, interval: Duration, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+    let mut heads = shipper.store.subscribe();
+    loop {
+        shipper = match ship_blocking(shipper).await {
+            Some(s) => s,
+            None => return,
+        };
+        if *shutdown.borrow() {
+            return;
+        }
+        tokio::select! {
+            changed = heads.changed() => if changed.is_err() { return },
+            _ = shutdown.changed() => continue,
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(interval / 2) => {}
+            _ = shutdown.changed() => {}
+        }
+    }
+}
+
+/// Starts shipping for the running appliance when `backup.dir` is set
+/// (`None` when it is not, or when the shipper cannot open: logged, and the
+/// journal is then kept whole). Stop it by sending `true` on `shutdown` and
+/// awaiting the handle: it ships once more first.
+pub fn start(
+    config: &crate::config::Config,
+    store: Arc<Store>,
+    keys: SharedKeyring,
+    metrics: Arc<Metrics>,
+    shutdown: tokio::sync::watch::Receiver<bool>,
+) -> Option<tokio::task::JoinHandle<()>> {
+    let settings = super::backup::Settings::from_config(config).ok()?;
+    let seal = Arc::new(ApplianceSeal { keys, offline: settings.offline });
+    let dir = settings.dir.join(SEGMENTS_DIR);
+    match Shipper::open(store, &dir, seal, Roll::default(), Some(metrics)) {
+        Ok(shipper) => {
+            let interval = Duration::from_secs(config.backup.ship_interval);
+            Some(tokio::spawn(run(shipper, interval, shutdown)))
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "journal shipping is off: point-in-time recovery has no new segments");
+            None
+        }
+    }
+}
+
+/// One shipping round on the blocking pool (it reads the store and writes files).
+async fn ship_blocking(mut shipper: Shipper) -> Option<Shipper> {
+    let joined = tokio::task::spawn_blocking(move || {
+        let _ = shipper.ship();
+        shipper
+    })
+    .await;
+    joined.map_err(|e| tracing::error!(error = %e, "the journal shipper stopped")).ok()
+}
+
+/// Removes the segments that end at or before `keep_after` (the journal head
+/// of the oldest retained backup): no restore can use them. Returns the files
+/// removed. The open segment of a running shipper is never among them.
+pub fn remove_before(dir: &Path, keep_after: u64) -> Result<Vec<PathBuf>, ShipError> {
+    let listing = list(dir)?;
+    let mut removed = Vec::new();
+    for segment in listing.chain.iter().chain(&listing.superseded) {
+        if segment.name.last <= keep_after {
+            remove(&segment.path)?;
+            removed.push(segment.path.clone());
+        }
+    }
+    Ok(removed)
+}
+
+/// The segment retention job: removes the segments of `backup_dir` that end
+/// at or before the journal head of its oldest backup (retention already
+/// removed older backups). With no backup nothing goes: the segments are
+/// then the only way back.
+pub fn apply_retention(backup_dir: &Path) -> Result<Vec<PathBuf>, ShipError> {
+    let backups = super::backup::list(backup_dir).map_err(|e| dir_error(backup_dir, e))?;
+    match backups.iter().map(|b| b.manifest.head_seq).min() {
+        Some(oldest) => remove_before(&backup_dir.join(SEGMENTS_DIR), oldest),
+        None => Ok(vec![]),
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::clock::Clock;
+    use crate::store::{OrgId, OrgTask, OrgTaskContext, SECRETS};
+
+    /// Frames as plain length-prefixed bytes, renamed into place: the seam's
+    /// contract without encryption, for unit tests.
+    #[derive(Default)]
+    pub(crate) struct PlainSeal {
+        pub fail: std::sync::atomic::AtomicBool,
+    }
+
+    impl SegmentSink for PlainSeal {
+        fn write(&self, path: &Path, frames: &[Vec<u8>]) -> Result<u64, ShipError> {
+            if self.fail.load(std::sync::atomic::Ordering::SeqCst) {
+                return Err(ShipError::Write { path: path.display().to_string(), reason: "disk full".into() });
+            }
+            let mut out = Vec::new();
+            for f in frames {
+                out.extend_from_slice(&(f.len() as u64).to_le_bytes());
+                out.extend_from_slice(f);
+            }
+            let tmp = path.with_extension("tmp");
+            std::fs::write(&tmp, &out).unwrap();
+            std::fs::rename(&tmp, path).unwrap();
+            Ok(out.len() as u64)
+        }
+    }
+
+    impl SegmentSource for PlainSeal {
+        fn read(&self, path: &Path) -> Result<Vec<Vec<u8>>, ShipError> {
+            let bytes = std::fs::read(path)
+                .map_err(|e| ShipError::Read { path: path.display().to_string(), reason: e.to_string() })?;
+            let (mut frames, mut at) = (Vec::new(), 0);
+            while at < bytes.len() {
+                let len = u64::from_le_bytes(bytes[at..at + 8].try_into().unwrap()) as usize;
+                frames.push(bytes[at + 8..at + 8 + len].to_vec());
+                at += 8 + len;
+            }
+            Ok(frames)
+        }
+    }
+
+    pub(crate) fn store(clock: Clock) -> (tempfile::TempDir, Arc<Store>) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.redb"), clock).unwrap();
+        (dir, Arc::new(store))
+    }
+
+    /// One transaction of `n` puts.
+    pub(crate) fn commit(store: &Store, tag: u32, n: u8) {
+        let scope = OrgTaskContext::new(OrgTask::Test).org_scope(OrgId(1));
+        store
+            .write(|w| (0..n).try_for_each(|k| w.put(&scope, &SECRETS, &[&tag.to_be_bytes()[..], &[k]].concat(), b"v")))
+            .unwrap();
+    }
+
+    fn names(dir: &Path) -> Vec<(u64, u64)> {
+        list(dir).unwrap().chain.iter().map(|s| (s.name.first, s.name.last)).collect()
+    }
+
+    #[test]
+    fn a_name_round_trips_and_other_names_are_not_segments() {
+        let name =
+            SegmentName { first: 3, last: 9, first_time: 1_700_000_000_000_000, last_time: 1_700_000_000_000_001 };
+        assert_eq!(SegmentName::parse(&name.file_name()), Some(name));
+        let before_epoch = SegmentName { first_time: -5, last_time: -1, ..name };
+        assert_eq!(SegmentName::parse(&before_epoch.file_name()), Some(before_epoch));
+        for other in
+            ["seg_1_2_3_4.dseg.tmp", ".seg_1_2_3_4.dseg", "seg_5_2_3_4.dseg", "seg_0_2_3_4.dseg", "seg_1_2_3.dseg"]
+        {
+            assert_eq!(SegmentName::parse(other), None, "{other}");
+        }
+    }
+
+    #[test]
+    fn commits_of_one_round_share_a_segment_and_the_roll_grows_in_place() {
+        let (tmp, store) = store(Clock::system());
+        let seal = Arc::new(PlainSeal::default());
+        let segs = tmp.path().join("segments");
+        let mut shipper = Shipper::open(store.clone(), &segs, seal.clone(), Roll::default(), None).unwrap();
+        for tag in 0..3 {
+            commit(&store, tag, 2);
+        }
+        let done = shipper.ship().unwrap();
+        assert_eq!((done.entries, done.seq), (6, 6));
+        commit(&store, 3, 1);
+        shipper.ship().unwrap();
+        assert_eq!(names(&segs), [(1, 7)], "the open segment is rewritten longer, the shorter one removed");
+        let entries = read(seal.as_ref(), &list(&segs).unwrap().chain[0]).unwrap();
+        assert_eq!(entries.iter().map(|e| e.seq).collect::<Vec<_>>(), (1..=7).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn segments_roll_by_size_whole_transactions_only() {
+        let (tmp, store) = store(Clock::system());
+        let segs = tmp.path().join("segments");
+        let roll = Roll { bytes: 150, age: Duration::from_secs(3600) };
+        let mut shipper = Shipper::open(store.clone(), &segs, Arc::new(PlainSeal::default()), roll, None).unwrap();
+        for tag in 0..4 {
+            commit(&store, tag, 3);
+            shipper.ship().unwrap();
+        }
+        let got = names(&segs);
+        assert!(got.len() > 1, "rolled: {got:?}");
+        for pair in got.windows(2) {
+            assert_eq!(pair[1].0, pair[0].1 + 1, "consecutive: {got:?}");
+        }
+        assert!(got.iter().all(|(first, last)| (first - 1) % 3 == 0 && last % 3 == 0), "whole transactions: {got:?}");
+    }
+
+    #[test]
+    fn segments_roll_by_age_on_the_store_clock() {
+        let clock = Clock::fixed(time::macros::datetime!(2026-01-05 09:00 UTC));
+        let (tmp, store) = store(clock.clone());
+        let segs = tmp.path().join("segments");
+        let mut shipper =
+            Shipper::open(store.clone(), &segs, Arc::new(PlainSeal::default()), Roll::default(), None).unwrap();
+        for tag in 0..3 {
+            commit(&store, tag, 1);
+            shipper.ship().unwrap();
+            clock.advance(Duration::from_secs(30));
+        }
+        assert_eq!(names(&segs), [(1, 2), (3, 3)], "the second minute begins a new segment");
+    }
+
+    #[test]
+    fn the_shipped_seq_survives_a_restart_and_superseded_segments_go() {
+        let (tmp, store) = store(Clock::system());
+        let seal = Arc::new(PlainSeal::default());
+        let segs = tmp.path().join("segments");
+        let mut shipper = Shipper::open(store.clone(), &segs, seal.clone(), Roll::default(), None).unwrap();
+        commit(&store, 0, 2);
+        shipper.ship().unwrap();
+        let short = list(&segs).unwrap().chain[0].path.clone();
+        let kept = std::fs::read(&short).unwrap();
+        commit(&store, 1, 2);
+        shipper.ship().unwrap();
+        drop(shipper);
+        std::fs::write(&short, kept).unwrap(); // as if the process died before removing it
+        assert_eq!(list(&segs).unwrap().superseded.len(), 1);
+        commit(&store, 2, 1);
+        let mut again = Shipper::open(store.clone(), &segs, seal, Roll::default(), None).unwrap();
+        assert_eq!(again.shipped(), 4);
+        assert!(!short.exists());
+        again.ship().unwrap();
+        assert_eq!(names(&segs), [(1, 4), (5, 5)], "no seq shipped twice, none missing");
+    }
+
+    #[test]
+    fn pruning_follows_shipping_and_never_overtakes_another_follower() {
+        let (tmp, store) = store(Clock::system());
+        let seal = Arc::new(PlainSeal::default());
+        store.register_follower(Follower::Search);
+        store.mark_applied(Follower::Search, 2);
+        let mut shipper =
+            Shipper::open(store.clone(), &tmp.path().join("segs"), seal.clone(), Roll::default(), None).unwrap();
+        for tag in 0..3 {
+            commit(&store, tag, 2);
+        }
+        shipper.ship().unwrap();
+        assert_eq!(store.journal_start().unwrap(), Some(3), "pruned up to what search applied");
+        store.mark_applied(Follower::Search, 6);
+        shipper.ship().unwrap();
+        assert_eq!(store.journal_start().unwrap(), None, "all shipped and applied: pruned");
+        commit(&store, 9, 1);
+        seal.fail.store(true, std::sync::atomic::Ordering::SeqCst);
+        store.mark_applied(Follower::Search, 7);
+        assert!(matches!(shipper.ship(), Err(ShipError::Write { .. })));
+        assert_eq!(store.journal_start().unwrap(), Some(7), "an unshipped entry stays");
+        seal.fail.store(false, std::sync::atomic::Ordering::SeqCst);
+        assert_eq!(shipper.ship().unwrap().seq, 7);
+    }
+
+    #[test]
+    fn a_shipper_refuses_segments_from_a_later_timeline() {
+        let (tmp, store) = store(Clock::system());
+        let segs = tmp.path().join("segs");
+        let mut shipper =
+            Shipper::open(store.clone(), &segs, Arc::new(PlainSeal::default()), Roll::default(), None).unwrap();
+        commit(&store, 0, 2);
+        shipper.ship().unwrap();
+        let (_tmp2, earlier) = self::store(Clock::system());
+        let err = Shipper::open(earlier, &segs, Arc::new(PlainSeal::default()), Roll::default(), None).err().unwrap();
+        assert!(err.to_string().contains("move"), "{err}");
+    }
+
+    #[test]
+    fn a_renamed_segment_is_refused() {
+        let (tmp, store) = store(Clock::system());
+        let seal = Arc::new(PlainSeal::default());
+        let segs = tmp.path().join("segs");
+        let mut shipper = Shipper::open(store.clone(), &segs, seal.clone(), Roll::default(), None).unwrap();
+        commit(&store, 0, 2);
+        shipper.ship().unwrap();
+        let seg = list(&segs).unwrap().chain.remove(0);
+        let name = SegmentName { last: 1, ..seg.name };
+        let moved = segs.join(name.file_name());
+        std::fs::rename(&seg.path, &moved).unwrap();
+        let err = read(seal.as_ref(), &Segment { path: moved, name }).unwrap_err();
+        assert!(err.to_string().contains("does not match its name"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn the_running_shipper_wakes_on_commits_and_ships_what_is_left_at_stop() {
+        let (tmp, store) = store(Clock::system());
+        let segs = tmp.path().join("segs");
+        let start = |interval: Duration| {
+            let shipper = Shipper::open(store.clone(), &segs, Arc::new(PlainSeal::default()), Roll::default(), None);
+            let (stop, stopped) = tokio::sync::watch::channel(false);
+            (stop, tokio::spawn(run(shipper.unwrap(), interval, stopped)))
+        };
+        let (stop, task) = start(Duration::from_millis(20));
+        commit(&store, 0, 2);
+        let mut waited = 0;
+        while list(&segs).unwrap().chain.is_empty() && waited < 1000 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            waited += 1;
+        }
+        assert_eq!(names(&segs), [(1, 2)], "a commit wakes the shipper");
+        stop.send(true).unwrap();
+        task.await.unwrap();
+        // An hour's interval: only the stop can ship this commit in time.
+        let (stop, task) = start(Duration::from_secs(3600));
+        tokio::time::sleep(Duration::from_millis(50)).await; // past its first round
+        commit(&store, 1, 1);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        stop.send(true).unwrap();
+        task.await.unwrap();
+        assert_eq!(names(&segs), [(1, 2), (3, 3)], "stopping ships what was committed");
+    }
+
+    #[test]
+    fn retention_removes_segments_a_backup_covers() {
+        let (tmp, store) = store(Clock::system());
+        let segs = tmp.path().join("segs");
+        let roll = Roll { bytes: 1, age: Duration::from_secs(3600) };
+        let mut shipper = Shipper::open(store.clone(), &segs, Arc::new(PlainSeal::default()), roll, None).unwrap();
+        for tag in 0..3 {
+            commit(&store, tag, 2);
+            shipper.ship().unwrap();
+        }
+        assert_eq!(names(&segs), [(1, 2), (3, 4), (5, 6)]);
+        assert_eq!(remove_before(&segs, 3).unwrap().len(), 1, "seq 3 and 4 are needed after a backup at 3");
+        assert_eq!(names(&segs), [(3, 4), (5, 6)]);
+    }
+}
