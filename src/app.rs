@@ -172,7 +172,8 @@ fn schedules(config: &Config) -> [(&'static str, Schedule); 6] {
 /// Registers the built-in jobs: per connected firm, the Clio sync and the
 /// deletion reconcile (an org that connects syncs at once); for the
 /// appliance, the session sweep, the purge of disconnected firms' data, and
-/// the backup and its verification (one exclusion group with restores).
+/// the backup (with the retention of backups and shipped segments) and its
+/// verification (one exclusion group with restores).
 fn register_jobs(state: &Arc<AppState>) {
     let [sync, reconcile, sweep, purge, backup, verify] = schedules(&state.config).map(|(_, s)| s);
     let scheduler = &state.scheduler;
@@ -222,15 +223,17 @@ fn register_jobs(state: &Arc<AppState>) {
             blocking(move || {
                 let state = app.upgrade().ok_or("the service is stopping")?;
                 let keyring = state.keys.current();
-                crate::lifecycle::backup::job_backup(
+                let info = crate::lifecycle::backup::job_backup(
                     &state.store,
                     &keyring,
                     &state.config,
                     Some(&state.metrics),
                     &Quiet,
                 )
-                .map(|info| Done::bytes(info.manifest.bytes))
-                .map_err(|e| e.to_string())
+                .map_err(|e| e.to_string())?;
+                // Shipped segments older than the oldest kept backup restore nothing any more.
+                crate::lifecycle::shipping::apply_retention(&state.config.backup_dir()).map_err(|e| e.to_string())?;
+                Ok(Done::bytes(info.manifest.bytes))
             })
         })
         .exclusive(BACKUP_RESTORE),
