@@ -370,9 +370,11 @@ mod tests {
         for q in ["00042-Smith", "00042", "42", "00042-sm*", "000*", "number:00042-smith"] {
             assert!(f.q(q).contains(&"matter:1".to_string()), "{q}: {:?}", f.q(q));
         }
-        for q in ["(555) 010-2233", "555.010.2233", "+15550102233", "phone:5550102233"] {
+        for q in ["(555) 010-2233", "555.010.2233", "+15550102233", "phone:5550102233", "010-2233"] {
             assert_eq!(f.q(q), ["contact:10"], "{q}");
         }
+        assert!(!f.q("00043").contains(&"matter:1".to_string()), "a number is not a typo of its neighbour");
+        assert!(f.q("00043").contains(&"matter:2".to_string()));
         assert_eq!(f.q("email:jane.smith@example.com"), ["contact:10"]);
         assert!(f.q("jane.smith@example.com").contains(&"contact:10".to_string()));
         assert!(f.q("renee muller").contains(&"matter:2".to_string()), "accents and case fold");

@@ -89,7 +89,10 @@ fn phone_run(rest: &str) -> Option<usize> {
     let digits = run.chars().filter(char::is_ascii_digit).count();
     let spaces = run.matches(' ').count();
     let punctuated = run.contains(['(', ')', '+', '-', '.']);
-    let plausible = (10..=15).contains(&digits) && spaces <= 2 && (punctuated || spaces == 0);
+    // A local number (`555-0102`, 7 digits) must be punctuated like one;
+    // bare digit runs of that length stay words (years, matter numbers).
+    let local = digits == 7 && spaces == 0 && run.contains(['-', '.']);
+    let plausible = local || ((10..=15).contains(&digits) && spaces <= 2 && (punctuated || spaces == 0));
     (plausible && phone_digits(run).is_some()).then_some(run.len())
 }
 
@@ -368,6 +371,10 @@ impl<'a> Builder<'a> {
 
     fn fuzzy(&self, field: Field, tokens: &[String]) -> Option<Q> {
         let [word] = tokens else { return None };
+        // Numbers match exactly or by prefix: `00041` is not a typo of `00042`.
+        if word.chars().any(|c| c.is_ascii_digit()) {
+            return None;
+        }
         let chars = word.chars().count();
         let distance = match chars {
             n if n >= FUZZY_TWO => 2,
@@ -514,9 +521,10 @@ mod tests {
 
     #[test]
     fn phone_numbers_are_one_atom_however_written() {
-        for q in ["(555) 010-2233", "555.010.2233", "+15550102233", "555-010-2233"] {
+        for q in ["(555) 010-2233", "555.010.2233", "+15550102233", "555-010-2233", "555-5559", "010.2233"] {
             assert_eq!(parse(q).unwrap(), Some(Node::Phone(q.into())), "{q}");
         }
+        assert_eq!(parse("1234567").unwrap(), Some(word("1234567")), "bare 7 digits stay a word");
         assert_eq!(parse("2019 2020").unwrap(), Some(Node::And(vec![word("2019"), word("2020")])));
     }
 

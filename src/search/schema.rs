@@ -16,7 +16,8 @@ use tantivy::tokenizer::{
 };
 
 /// The index format this binary writes; an index of another format is rebuilt.
-pub const FORMAT: u32 = 1;
+/// 2: phone numbers of 10+ digits are also indexed by their 7-digit local number.
+pub const FORMAT: u32 = 2;
 
 pub const TEXT: &str = "docket_text";
 pub const STEM: &str = "docket_stem";
@@ -224,7 +225,9 @@ impl Tokenizer for CodeTokenizer {
     }
 }
 
-/// Phone numbers: one token, the normalised digits ([`phone_digits`]).
+/// Phone numbers: the normalised digits ([`phone_digits`]) and, for a number
+/// of 10 digits or more, its last 7 too, so a caller who types only the
+/// local number (`010-2233`) finds `(555) 010-2233`.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct PhoneTokenizer;
 
@@ -235,6 +238,10 @@ impl Tokenizer for PhoneTokenizer {
         let tokens = text
             .split([',', ';', '/'])
             .filter_map(phone_digits)
+            .flat_map(|d| {
+                let local = (d.len() >= 10).then(|| d[d.len() - 7..].to_string());
+                std::iter::once(d).chain(local)
+            })
             .enumerate()
             .map(|(i, d)| token(&d, 0, text.len(), i))
             .collect();
@@ -267,8 +274,9 @@ mod tests {
     fn phones_of_every_spelling_are_one_term() {
         let mut phone = TextAnalyzer::builder(PhoneTokenizer).build();
         for spelling in ["(555) 010-2233", "555.010.2233", "+15550102233", "1-555-010-2233", "555 010 2233"] {
-            assert_eq!(terms(&mut phone, spelling), ["5550102233"], "{spelling}");
+            assert_eq!(terms(&mut phone, spelling), ["5550102233", "0102233"], "{spelling}");
         }
+        assert_eq!(terms(&mut phone, "555-5559"), ["5555559"], "a local number is one term");
         assert_eq!(terms(&mut phone, "call me"), Vec::<String>::new());
         assert_eq!(phone_digits("+44 20 7946 0958").as_deref(), Some("442079460958"));
     }
