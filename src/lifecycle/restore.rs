@@ -323,6 +323,11 @@ pub fn command(request: &Request, progress: &dyn Progress) -> Result<String, Str
         return restore(&info, &keys, into, &options, whole).map(|r| r.describe()).map_err(|e| e.to_string());
     }
     let config = request.config.as_ref().ok_or("--replace needs --config (or --data-dir) naming the instance")?;
+    let _lock = crate::lifecycle::scheduler::ExclusionLock::take(
+        &config.data_dir,
+        crate::lifecycle::scheduler::BACKUP_RESTORE,
+        "docket restore --replace",
+    )?;
     let socket = config.control_socket_path();
     if std::os::unix::net::UnixStream::connect(&socket).is_ok() {
         return Err(RestoreError::Running { socket: socket.display().to_string() }.to_string());
