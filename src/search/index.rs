@@ -136,14 +136,6 @@ pub fn writer(index: &Index) -> tantivy::Result<IndexWriter> {
     index.writer_with_num_threads(1, WRITER_HEAP)
 }
 
-/// The writer of a rebuild: one indexing thread per core (at most 4), each
-/// with the usual heap, so a whole org is indexed on every core while the
-/// store is read on the calling thread.
-pub fn bulk_writer(index: &Index) -> tantivy::Result<IndexWriter> {
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
-    index.writer_with_num_threads(threads, WRITER_HEAP * threads)
-}
-
 /// Commits `writer` with the seq it now holds in the payload.
 pub fn commit(writer: &mut IndexWriter, seq: u64) -> tantivy::Result<()> {
     let mut prepared = writer.prepare_commit()?;

@@ -79,7 +79,7 @@ struct Built {
 /// read snapshot, committed with that snapshot's journal head.
 fn build(root: &std::path::Path, store: &Store, org: OrgId, progress: Progress<'_>) -> Result<Built, IndexError> {
     let (generation, index) = index::create_next(root, org)?;
-    let mut writer = index::bulk_writer(&index)?;
+    let mut writer = index::writer(&index)?;
     let (_, fields) = super::schema::Fields::schema();
     let scope = CTX.org_scope(org);
     let head = store.read(|r| {
