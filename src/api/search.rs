@@ -199,11 +199,14 @@ impl SearchApi {
     async fn query(
         &self,
         auth: Caller,
-        /// What to search for (may be empty when a filter is given).
-        #[oai(validator(max_length = 4096))]
+        /// What to search for (may be empty when a filter is given); no control characters.
+        #[oai(validator(max_length = 512, pattern = r"^[^\x00-\x1F\x7F-\x9F]*$"))]
         q: Query<Option<String>>,
         /// Comma list of kinds: matter, contact, activity, bill, user, task, calendar_entry, note.
-        #[oai(validator(max_length = 256))]
+        #[oai(validator(
+            max_length = 256,
+            pattern = r"^(matter|contact|activity|bill|user|task|calendar_entry|note)(,(matter|contact|activity|bill|user|task|calendar_entry|note))*$"
+        ))]
         kind: Query<Option<String>>,
         /// Matter or task status, or bill state (any case).
         #[oai(validator(max_length = 64))]
@@ -226,7 +229,10 @@ impl SearchApi {
         /// `relevance` (default), `date_desc` or `date_asc`.
         sort: Query<Option<SearchSort>>,
         /// Comma list of facets to count: kind, status, practice_area, responsible_attorney, billed.
-        #[oai(validator(max_length = 256))]
+        #[oai(validator(
+            max_length = 256,
+            pattern = r"^(kind|status|practice_area|responsible_attorney|billed)(,(kind|status|practice_area|responsible_attorney|billed))*$"
+        ))]
         facets: Query<Option<String>>,
         /// Hits per page, 1 to 100 (default 20).
         limit: Query<Option<Limit<100>>>,
@@ -277,8 +283,8 @@ impl SearchApi {
     async fn suggest(
         &self,
         auth: Caller,
-        /// What the user has typed so far.
-        #[oai(validator(max_length = 1024))]
+        /// What the user has typed so far; no control characters.
+        #[oai(validator(max_length = 128, pattern = r"^[^\x00-\x1F\x7F-\x9F]*$"))]
         q: Query<Option<String>>,
         /// Suggestions, 1 to 10 (default 8).
         limit: Query<Option<Limit<10>>>,

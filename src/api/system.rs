@@ -35,6 +35,7 @@ pub struct SystemStatus {
 
 /// One run of a scheduled job.
 #[derive(Object)]
+#[oai(skip_serializing_if_is_none)]
 pub struct JobRunView {
     /// RFC 3339.
     pub started: String,
@@ -52,6 +53,7 @@ pub struct JobRunView {
 
 /// A scheduled job, for the appliance or for the caller's firm.
 #[derive(Object)]
+#[oai(skip_serializing_if_is_none)]
 pub struct JobView {
     /// The job's fixed name, e.g. `clio-sync`, `session-sweep`.
     pub name: String,

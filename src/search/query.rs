@@ -13,8 +13,8 @@ use tantivy::schema::{Field, IndexRecordOption};
 use tantivy::tokenizer::TextAnalyzer;
 use tantivy::{Searcher, Term};
 
-/// The longest query accepted, in bytes.
-pub const MAX_QUERY_BYTES: usize = 512;
+/// The longest query accepted, in characters (the API declares it as `q`'s maxLength).
+pub const MAX_QUERY_CHARS: usize = 512;
 /// The most words, phrases and field clauses in one query.
 pub const MAX_TERMS: usize = 24;
 /// The deepest nesting of parentheses and `NOT`.
@@ -262,8 +262,9 @@ impl Parser {
 
 /// Parses a query; `None` for an empty (or blank) one.
 pub fn parse(q: &str) -> Result<Option<Node>, BadQuery> {
-    if q.len() > MAX_QUERY_BYTES {
-        return Err(bad(format!("`q` is {} bytes; at most {MAX_QUERY_BYTES} are searched, shorten it", q.len())));
+    let chars = q.chars().count();
+    if chars > MAX_QUERY_CHARS {
+        return Err(bad(format!("`q` is {chars} characters; at most {MAX_QUERY_CHARS} are searched, shorten it")));
     }
     if q.chars().any(char::is_control) {
         return Err(bad("`q` contains control characters; remove them"));
@@ -562,7 +563,11 @@ mod tests {
 
     #[test]
     fn size_terms_and_depth_are_capped() {
-        assert!(parse(&"a".repeat(MAX_QUERY_BYTES + 1)).unwrap_err().0.contains("bytes"));
+        assert!(parse(&"a".repeat(MAX_QUERY_CHARS + 1)).unwrap_err().0.contains("characters"));
+        assert!(
+            parse(&"é".repeat(MAX_QUERY_CHARS)).is_ok(),
+            "the limit counts characters, as the spec's maxLength does"
+        );
         let many = (0..MAX_TERMS + 1).map(|i| format!("w{i}")).collect::<Vec<_>>().join(" ");
         assert!(parse(&many).unwrap_err().0.contains("more than"));
         let thousands = "x ".repeat(250);

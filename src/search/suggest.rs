@@ -13,8 +13,8 @@ use tantivy::schema::IndexRecordOption;
 use tantivy::schema::document::Value as _;
 use tantivy::{TantivyDocument, Term};
 
-/// The longest type-ahead text, in bytes, and the most words it may have.
-pub const MAX_BYTES: usize = 128;
+/// The longest type-ahead text, in characters (the API's maxLength), and the most words it may have.
+pub const MAX_CHARS: usize = 128;
 pub const MAX_WORDS: usize = 6;
 
 /// One suggestion.
@@ -37,8 +37,9 @@ pub enum SuggestError {
 
 /// Up to `limit` suggestions for `q` as a caller from whom `hidden` matters are screened.
 pub fn suggest(o: &Opened, q: &str, limit: usize, hidden: &BTreeSet<String>) -> Result<Vec<Suggestion>, SuggestError> {
-    if q.len() > MAX_BYTES {
-        return Err(SuggestError::Bad(format!("`q` is {} bytes; type-ahead takes at most {MAX_BYTES}", q.len())));
+    let chars = q.chars().count();
+    if chars > MAX_CHARS {
+        return Err(SuggestError::Bad(format!("`q` is {chars} characters; type-ahead takes at most {MAX_CHARS}")));
     }
     let searcher = o.reader.searcher();
     let b = Builder::new(&searcher, o.fields);
