@@ -362,17 +362,31 @@ mod tests {
         assert_eq!(journal.last().map(|e| (e.table.as_str(), e.schema)), Some(("meta", 3)), "the fence comes last");
     }
 
-    /// Writes `tests/fixtures/store-v2.redb`: the v1 fixture migrated by this
-    /// code's schema 2 step only (see tests/fixtures/README.md). Run by hand:
-    /// `cargo test --lib store::migrate::tests::write_v2_fixture -- --ignored`.
+    /// `tests/fixtures/store-v2.redb` is the v1 fixture migrated by the schema
+    /// 2 step only (see tests/fixtures/README.md): the step run again here gives
+    /// the same rows and the same journal. `DOCKET_WRITE_FIXTURES=1` rewrites
+    /// the committed file from it instead.
     #[test]
-    #[ignore]
-    fn write_v2_fixture() {
+    fn the_v2_fixture_is_the_v1_fixture_after_the_schema_2_step() {
         let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
-        let path = fixtures.join("store-v2.redb");
-        std::fs::copy(fixtures.join("store-v1.redb"), &path).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let (made, committed) = (dir.path().join("made.redb"), dir.path().join("committed.redb"));
         let at = crate::timestamp::Timestamp::parse("2026-03-02T09:00:00Z").unwrap();
-        let store = Store::open_with(&path, Clock::fixed(at.to_datetime()), &MIGRATIONS[..1]).unwrap();
-        assert_eq!(store.schema_version().unwrap(), Some(2));
+        let open =
+            |path: &std::path::Path| Store::open_with(path, Clock::fixed(at.to_datetime()), &MIGRATIONS[..1]).unwrap();
+        std::fs::copy(fixtures.join("store-v1.redb"), &made).unwrap();
+        let made_store = open(&made);
+        assert_eq!(made_store.schema_version().unwrap(), Some(2));
+        if std::env::var_os("DOCKET_WRITE_FIXTURES").is_some() {
+            drop(made_store);
+            std::fs::copy(&made, fixtures.join("store-v2.redb")).unwrap();
+            return;
+        }
+        std::fs::copy(fixtures.join("store-v2.redb"), &committed).unwrap();
+        let committed_store = open(&committed);
+        assert_eq!(committed_store.schema_version().unwrap(), Some(2));
+        let journal = |s: &Store| s.journal_since(&SystemContext::new(Task::Test), 0, usize::MAX).unwrap().entries;
+        assert_eq!(made_store.digest().unwrap(), committed_store.digest().unwrap(), "the same rows");
+        assert_eq!(journal(&made_store), journal(&committed_store), "the same v2 journal");
     }
 }

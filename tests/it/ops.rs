@@ -400,8 +400,8 @@ async fn doctor_passes_a_healthy_instance_and_names_fixes_for_a_broken_one() {
     assert!(out.contains("[FAIL] config") && out.contains("fix:"), "{out}");
 }
 
-/// `docket upgrade-check` on a current store; and, once a store of the previous
-/// schema is kept in tests/fixtures, a real upgrade of it by the binary.
+/// `docket upgrade-check` on a current store, and a real upgrade by the binary
+/// of the previous schema's store kept in tests/fixtures.
 #[test]
 fn upgrade_check_and_upgrade_from_the_previous_schema() {
     let dir = tempfile::tempdir().unwrap();
@@ -420,10 +420,11 @@ fn upgrade_check_and_upgrade_from_the_previous_schema() {
     assert!(!data.join("pre-upgrade").exists(), "no backup without a migration");
 
     let fixture = Path::new(REPO).join(format!("tests/fixtures/store-v{}.redb", docket::store::SCHEMA_VERSION - 1));
-    if docket::store::SCHEMA_VERSION < 2 || !fixture.exists() {
-        eprintln!("no store of an older schema to upgrade from yet ({} absent)", fixture.display());
-        return;
-    }
+    assert!(
+        fixture.exists(),
+        "the previous schema's store is kept as {} (tests/fixtures/README.md)",
+        fixture.display()
+    );
     let old = dir.path().join("old");
     std::fs::create_dir_all(&old).unwrap();
     std::fs::set_permissions(&old, std::fs::Permissions::from_mode(0o700)).unwrap();
