@@ -271,6 +271,14 @@ pub struct OidcProviderConfig {
     /// Extra CA certificates (PEM) trusted when talking to this provider.
     #[serde(default)]
     pub ca_file: Option<PathBuf>,
+    /// How far the provider's clock may be off docket's: ID tokens issued
+    /// later than now plus this, or expired earlier than now less this, are refused.
+    #[serde(default = "default_clock_skew_seconds")]
+    pub clock_skew_seconds: u64,
+}
+
+fn default_clock_skew_seconds() -> u64 {
+    120
 }
 
 fn default_oidc_scopes() -> Vec<String> {
@@ -857,6 +865,13 @@ impl Loaded {
             }
             if p.client_id.trim().is_empty() {
                 return err("client_id", "is empty".into(), "copy the client (application) id from the provider");
+            }
+            if p.clock_skew_seconds > 600 {
+                return err(
+                    "clock_skew_seconds",
+                    format!("{} is more than 600 (ten minutes)", p.clock_skew_seconds),
+                    "keep the appliance and the provider on NTP and use the default (120)",
+                );
             }
             if p.client_secret.is_none() {
                 return err(
