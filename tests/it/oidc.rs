@@ -299,8 +299,6 @@ async fn emails_match_only_in_their_one_normal_form() {
         "accounts",
         json!({
             "kelvin": {"email": "\u{212A}ate@smith-jones.com"},
-            "padded": {"email": " kate@smith-jones.com"},
-            "trailing": {"email": "kate@smith-jones.com\t"},
             "shouting": {"email": "KATE@Smith-Jones.COM", "name": "Kate"},
             "kate-2": {"email": "kate@smith-jones.com"},
         }),
@@ -311,11 +309,6 @@ async fn emails_match_only_in_their_one_normal_form() {
     let (status, detail) = refused(sign_in_as(&s, &idp, "kelvin").await).await;
     assert_eq!(status, 400, "{detail}");
     assert!(detail.contains("`email` claim") && detail.contains("ASCII"), "{detail}");
-    // Padded addresses are refused, not trimmed into kate's.
-    for login in ["padded", "trailing"] {
-        let (status, detail) = refused(sign_in_as(&s, &idp, login).await).await;
-        assert_eq!((status, detail.contains("spaces")), (400, true), "{login}: {detail}");
-    }
     assert!(member(&s, "kate@smith-jones.com").await["identities"].as_array().unwrap().is_empty(), "kate unlinked");
 
     // ASCII case is not a difference: kate's own provider account links to her.
@@ -328,7 +321,35 @@ async fn emails_match_only_in_their_one_normal_form() {
 
     let events = s.audit_events("auth.sign_in").await;
     let reasons: Vec<&str> = events.iter().filter_map(|e| e["details"]["reason"].as_str()).collect();
-    assert!(reasons.iter().filter(|r| r.contains("`email` claim")).count() >= 3, "{reasons:?}");
+    assert!(reasons.iter().any(|r| r.contains("`email` claim")), "{reasons:?}");
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn padded_emails_are_refused_not_trimmed() {
+    let Some((s, idp)) = start().await else { return };
+    add_member(&s, "kate@smith-jones.com").await;
+    idp.control(
+        "accounts",
+        json!({"padded": {"email": " kate@smith-jones.com"}, "trailing": {"email": "kate@smith-jones.com\t"}}),
+    )
+    .await;
+    for login in ["padded", "trailing"] {
+        let (status, detail) = refused(sign_in_as(&s, &idp, login).await).await;
+        assert_eq!((status, detail.contains("spaces")), (400, true), "{login}: {detail}");
+    }
+    assert!(member(&s, "kate@smith-jones.com").await["identities"].as_array().unwrap().is_empty(), "kate unlinked");
+    // Members are stored in the same normal form: a look-alike is refused there too.
+    let r = client()
+        .post(s.url("/api/v1/members"))
+        .bearer_auth(&s.admin_token)
+        .json(&json!({"email": "\u{212A}ate@smith-jones.com", "role": "staff"}))
+        .send()
+        .await
+        .unwrap();
+    let (status, detail) = problem(r).await;
+    assert_eq!(status, 422, "{detail}");
+    assert!(detail.contains("ASCII"), "{detail}");
     s.stop().await;
 }
 
@@ -340,7 +361,6 @@ async fn identities_match_by_subject_and_email_never_borrows_a_linked_account() 
         json!({
             "dave-1": {"email": "dave@smith-jones.com", "name": "Dave"},
             "dave-2": {"email": "dave@smith-jones.com", "name": "Not Dave"},
-            "breakglass": {"email": "breakglass@smith-jones.com"},
         }),
     )
     .await;
@@ -363,8 +383,13 @@ async fn identities_match_by_subject_and_email_never_borrows_a_linked_account() 
     let again = sign_in_as(&s, &idp, "dave-1").await;
     assert_eq!(again.status(), 303, "{:?}", problem(again).await);
     assert_eq!(whoami(&s, &cookie_named(&again, "__Host-docket_session")).await.0, "dave@smith-jones.com");
+    s.stop().await;
+}
 
-    // The break-glass admin is never linked through an identity provider.
+#[tokio::test]
+async fn the_break_glass_admin_is_never_linked_to_a_provider_account() {
+    let Some((s, idp)) = start().await else { return };
+    idp.control("accounts", json!({"breakglass": {"email": "breakglass@smith-jones.com"}})).await;
     crate::identity::create_admin(&s, "breakglass@smith-jones.com").await;
     let (status, detail) = refused(sign_in_as(&s, &idp, "breakglass").await).await;
     assert_eq!(status, 403, "{detail}");
@@ -448,8 +473,8 @@ async fn oversized_id_tokens_and_claims_are_refused_saying_so() {
 }
 
 #[tokio::test]
-async fn the_callback_url_comes_from_public_host_and_state_survives_a_stranger() {
-    let Some((s, idp)) = start().await else { return };
+async fn the_callback_url_comes_from_public_host_not_the_host_header() {
+    let Some((s, _idp)) = start().await else { return };
     let port = s.base.rsplit(':').next().unwrap().to_string();
     // HTTP/1.1, so the forged `Host` header is what the server sees.
     let http1 = reqwest::Client::builder()
@@ -468,8 +493,12 @@ async fn the_callback_url_comes_from_public_host_and_state_survives_a_stranger()
     let to_idp = r.headers()["location"].to_str().unwrap().to_string();
     let expected = format!("redirect_uri=https%3A%2F%2Flocalhost%3A{port}%2Fapi%2Fv1%2Fauth%2Foidc%2Ftest%2Fcallback");
     assert!(to_idp.contains(&expected), "{to_idp}");
+    s.stop().await;
+}
 
-    // Someone who learned the state but lacks the flow cookie cannot spoil the sign-in.
+#[tokio::test]
+async fn a_stranger_holding_the_state_cannot_spoil_the_sign_in() {
+    let Some((s, idp)) = start().await else { return };
     let (callback, flow) = begin(&s, &idp).await;
     let (status, detail) = refused(finish(&callback, "__Host-docket_oidc_flow=stolen-state-only").await).await;
     assert_eq!((status, detail.contains("another browser")), (400, true), "{detail}");
