@@ -174,15 +174,15 @@ async fn whoami(s: &TestServer, session: &str) -> (String, String) {
     (me["email"].as_str().unwrap_or_default().into(), me["role"].as_str().unwrap_or_default().into())
 }
 
+/// Asks the API to add member `email` as staff.
+async fn post_member(s: &TestServer, email: &str) -> reqwest::Response {
+    let body = json!({"email": email, "role": "staff"});
+    client().post(s.url("/api/v1/members")).bearer_auth(&s.admin_token).json(&body).send().await.unwrap()
+}
+
 /// Adds member `email` (no identity yet) through the API.
 async fn add_member(s: &TestServer, email: &str) -> Value {
-    let r = client()
-        .post(s.url("/api/v1/members"))
-        .bearer_auth(&s.admin_token)
-        .json(&json!({"email": email, "role": "staff"}))
-        .send()
-        .await
-        .unwrap();
+    let r = post_member(s, email).await;
     assert_eq!(r.status(), 201, "adding {email}");
     r.json().await.unwrap()
 }
@@ -291,6 +291,15 @@ async fn refused(resp: reqwest::Response) -> (u16, String) {
     problem(resp).await
 }
 
+/// Alice's sign-in with the provider tampering as `mode`: refused with a 400,
+/// no session; returns the detail.
+async fn tampered(s: &TestServer, idp: &Provider, mode: &str) -> String {
+    idp.control("tamper", json!({ "mode": mode })).await;
+    let (status, detail) = refused(sign_in_as(s, idp, "alice").await).await;
+    assert_eq!(status, 400, "{mode}: {detail}");
+    detail
+}
+
 #[tokio::test]
 async fn emails_match_only_in_their_one_normal_form() {
     let Some((s, idp)) = start().await else { return };
@@ -340,14 +349,7 @@ async fn padded_emails_are_refused_not_trimmed() {
     }
     assert!(member(&s, "kate@smith-jones.com").await["identities"].as_array().unwrap().is_empty(), "kate unlinked");
     // Members are stored in the same normal form: a look-alike is refused there too.
-    let r = client()
-        .post(s.url("/api/v1/members"))
-        .bearer_auth(&s.admin_token)
-        .json(&json!({"email": "\u{212A}ate@smith-jones.com", "role": "staff"}))
-        .send()
-        .await
-        .unwrap();
-    let (status, detail) = problem(r).await;
+    let (status, detail) = problem(post_member(&s, "\u{212A}ate@smith-jones.com").await).await;
     assert_eq!(status, 422, "{detail}");
     assert!(detail.contains("ASCII"), "{detail}");
     s.stop().await;
@@ -401,9 +403,7 @@ async fn the_break_glass_admin_is_never_linked_to_a_provider_account() {
 #[tokio::test]
 async fn id_tokens_issued_in_the_future_are_refused_beyond_the_clock_skew() {
     let Some((s, idp)) = start().await else { return };
-    idp.control("tamper", json!({"mode": "future-iat"})).await;
-    let (status, detail) = refused(sign_in_as(&s, &idp, "alice").await).await;
-    assert_eq!(status, 400, "{detail}");
+    let detail = tampered(&s, &idp, "future-iat").await;
     assert!(detail.contains("ID token is invalid") && detail.contains("clock skew"), "{detail}");
     // A minute ahead is within the default skew of two minutes.
     idp.control("tamper", json!({"mode": "iat-ahead-60s"})).await;
@@ -439,13 +439,9 @@ async fn a_missing_iss_is_refused_when_the_provider_advertises_it() {
 #[tokio::test]
 async fn oversized_id_tokens_and_claims_are_refused_saying_so() {
     let Some((s, idp)) = start().await else { return };
-    idp.control("tamper", json!({"mode": "pad-1m"})).await;
-    let (status, detail) = refused(sign_in_as(&s, &idp, "alice").await).await;
-    assert_eq!(status, 400, "{detail}");
+    let detail = tampered(&s, &idp, "pad-1m").await;
     assert!(detail.contains("token response is larger than 262144 bytes"), "{detail}");
-    idp.control("tamper", json!({"mode": "pad-100k"})).await;
-    let (status, detail) = refused(sign_in_as(&s, &idp, "alice").await).await;
-    assert_eq!(status, 400, "{detail}");
+    let detail = tampered(&s, &idp, "pad-100k").await;
     assert!(detail.contains("ID token is larger than 65536 bytes"), "{detail}");
     idp.control("tamper", json!({"mode": null})).await;
 
@@ -528,10 +524,8 @@ async fn a_key_rotation_at_the_provider_refetches_the_key_set_once() {
     assert_eq!(jwks_fetches(&idp).await, before + 1, "one refetch");
 
     // A key nobody lists: refused, and the key set is not fetched again at once.
-    idp.control("tamper", json!({"mode": "unknown-kid"})).await;
-    let (status, detail) = refused(sign_in_as(&s, &idp, "alice").await).await;
-    assert_eq!(status, 400, "{detail}");
-    assert!(detail.contains("key"), "{detail}");
+    let detail = tampered(&s, &idp, "unknown-kid").await;
+    assert!(detail.contains("key set does not list"), "{detail}");
     assert_eq!(jwks_fetches(&idp).await, before + 1, "refetches are rate-limited");
     s.stop().await;
 }
