@@ -320,30 +320,27 @@ impl Oidc {
         Ok(m)
     }
 
-    /// Fetches the provider's key set again after an ID token named a key id
-    /// the cached set lacks (a key rotation), at most once a minute. Returns
-    /// the refreshed metadata, or `None` when a refetch ran too recently.
-    async fn refetch_keys(&self, p: &Provider) -> Result<Option<Metadata>, OidcError> {
+    /// The provider's key set after an ID token named a key id the cached set
+    /// lacks (a key rotation): fetched again, at most once a minute; within
+    /// that minute the cached set, which a concurrent sign-in may just have
+    /// refreshed.
+    async fn refetch_keys(&self, p: &Provider) -> Result<CoreJsonWebKeySet, OidcError> {
         let mut last = p.jwks_refetched.lock().await;
+        let m = self.metadata(p).await?;
         if last.is_some_and(|at| at.elapsed() < JWKS_REFETCH_EVERY) {
-            return Ok(None);
+            return Ok(m.jwks().clone());
         }
         *last = Some(Instant::now());
-        let mut m = self.metadata(p).await?;
         let https = m.issuer().url().scheme() == "https";
         let http = |req| fetch(p.http.clone(), req, JWKS, https);
         let keys = CoreJsonWebKeySet::fetch_async(m.jwks_uri(), &http).await.map_err(|e| {
-            OidcError::Unavailable(format!(
-                "the key set at {} could not be fetched: {}",
-                m.jwks_uri().url(),
-                error_chain(&e)
-            ))
+            let at = m.jwks_uri().url();
+            OidcError::Unavailable(format!("the key set at {at} could not be fetched: {}", error_chain(&e)))
         })?;
-        m = m.set_jwks(keys);
         let mut cached = p.metadata.lock().await;
         let fetched = cached.as_ref().map_or_else(Instant::now, |(_, at)| *at);
-        *cached = Some((m.clone(), fetched));
-        Ok(Some(m))
+        *cached = Some((m.set_jwks(keys.clone()), fetched));
+        Ok(keys)
     }
 
     fn client(
@@ -478,19 +475,23 @@ impl Oidc {
     /// nonce) and returns its subject. A key id the cached key set lacks
     /// fetches the key set again once and retries.
     async fn verify(&self, p: &Provider, keys: Keys, token: &CoreIdToken, nonce: &Nonce) -> Result<String, OidcError> {
-        let invalid = |e: ClaimsVerificationError| OidcError::Rejected(format!("the ID token is invalid: {e}"));
         let algs = keys.algs.clone();
-        match self.check_token(&p.config, keys, token, nonce) {
-            Err(ClaimsVerificationError::SignatureVerification(SignatureVerificationError::NoMatchingKey)) => {
-                let Some(m) = self.refetch_keys(p).await? else {
-                    return Err(OidcError::Rejected(
-                        "the ID token is invalid: it is signed with a key the provider's key set does not list".into(),
-                    ));
-                };
-                self.check_token(&p.config, Keys { keys: m.jwks().clone(), algs }, token, nonce).map_err(invalid)
+        let checked = match self.check_token(&p.config, keys, token, nonce) {
+            Err(e) if no_matching_key(&e) => {
+                let keys = self.refetch_keys(p).await?;
+                self.check_token(&p.config, Keys { keys, algs }, token, nonce)
             }
-            other => other.map_err(invalid),
-        }
+            other => other,
+        };
+        checked.map_err(|e| {
+            if no_matching_key(&e) {
+                OidcError::Rejected(
+                    "the ID token is invalid: it is signed with a key the provider's key set does not list".into(),
+                )
+            } else {
+                OidcError::Rejected(format!("the ID token is invalid: {e}"))
+            }
+        })
     }
 
     /// One verification of `token` against `keys`, on docket's clock within
@@ -563,6 +564,10 @@ fn payload(jwt: &str) -> Result<serde_json::Value, OidcError> {
         .decode(part.trim_end_matches('='))
         .map_err(|_| OidcError::Rejected("malformed ID token".into()))?;
     serde_json::from_slice(&bytes).map_err(|_| OidcError::Rejected("malformed ID token".into()))
+}
+
+fn no_matching_key(e: &ClaimsVerificationError) -> bool {
+    matches!(e, ClaimsVerificationError::SignatureVerification(SignatureVerificationError::NoMatchingKey))
 }
 
 /// RFC 9207: the `iss` of the authorization response must be the issuer's,
