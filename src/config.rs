@@ -1176,6 +1176,9 @@ mod tests {
         assert!(e.problem.contains("owner") && e.fix.contains("admin"), "{e}");
         let e = load("jit = true\ndefault_role = \"owner\"\n").unwrap_err();
         assert_eq!(e.key.as_deref(), Some("auth.oidc[0].default_role"), "{e}");
+        let e = load("clock_skew_seconds = 601\n").unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("auth.oidc[0].clock_skew_seconds"), "{e}");
+        assert_eq!(load("").unwrap().config.auth.oidc[0].clock_skew_seconds, 120);
     }
 
     #[test]

@@ -1,8 +1,10 @@
 //! Members of an org (firm): who may sign in, with which role.
 //!
 //! A member signs in through the firm's identity provider (matched by a
-//! linked OIDC subject, else by email) or, for the break-glass admin, with a
-//! local password and TOTP ([`super::local`]). An email address is unique
+//! linked OIDC subject; linked by email only while they have no identity at
+//! that provider, see [`super::oidc::admit`]) or, for the break-glass admin,
+//! with a local password and TOTP ([`super::local`]). Emails are stored and
+//! looked up in the one normal form of [`super::email`]. An email address is unique
 //! within a firm, but several firms on one appliance may each have a member
 //! with the same email: adding a member never tells one firm about another's.
 //! Sign-in picks the firm by the identity provider (each belongs to one firm)
