@@ -271,6 +271,14 @@ pub struct OidcProviderConfig {
     /// Extra CA certificates (PEM) trusted when talking to this provider.
     #[serde(default)]
     pub ca_file: Option<PathBuf>,
+    /// How far the provider's clock may be off docket's: ID tokens issued
+    /// later than now plus this, or expired earlier than now less this, are refused.
+    #[serde(default = "default_clock_skew_seconds")]
+    pub clock_skew_seconds: u64,
+}
+
+fn default_clock_skew_seconds() -> u64 {
+    120
 }
 
 fn default_oidc_scopes() -> Vec<String> {
@@ -858,6 +866,13 @@ impl Loaded {
             if p.client_id.trim().is_empty() {
                 return err("client_id", "is empty".into(), "copy the client (application) id from the provider");
             }
+            if p.clock_skew_seconds > 600 {
+                return err(
+                    "clock_skew_seconds",
+                    format!("{} is more than 600 (ten minutes)", p.clock_skew_seconds),
+                    "keep the appliance and the provider on NTP and use the default (120)",
+                );
+            }
             if p.client_secret.is_none() {
                 return err(
                     "client_secret_file",
@@ -1161,6 +1176,9 @@ mod tests {
         assert!(e.problem.contains("owner") && e.fix.contains("admin"), "{e}");
         let e = load("jit = true\ndefault_role = \"owner\"\n").unwrap_err();
         assert_eq!(e.key.as_deref(), Some("auth.oidc[0].default_role"), "{e}");
+        let e = load("clock_skew_seconds = 601\n").unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("auth.oidc[0].clock_skew_seconds"), "{e}");
+        assert_eq!(load("").unwrap().config.auth.oidc[0].clock_skew_seconds, 120);
     }
 
     #[test]

@@ -38,7 +38,7 @@ impl AppState {
     /// Fails only when an identity provider's `ca_file` cannot be used or no HTTP client can be built.
     pub fn new(config: Config, store: Arc<Store>, keys: SharedKeyring, clock: Clock) -> Result<Arc<AppState>, String> {
         let limits = Limits::new(&config.limits);
-        let oidc = Oidc::new(&config.auth.oidc)?;
+        let oidc = Oidc::new(&config.auth.oidc, clock.clone())?;
         let timeouts = Timeouts::from_config(&config.auth);
         let metrics = Arc::new(Metrics::default());
         let search = crate::search::Engine::new(&config.data_dir, store.clone(), metrics.clone());

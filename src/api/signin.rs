@@ -134,6 +134,27 @@ fn callback_path(provider: &str) -> String {
     format!("{}/auth/oidc/{provider}/callback", super::BASE)
 }
 
+/// The origin people reach docket at, for URLs given to identity providers:
+/// `server.public_host`, never the request's `Host` header. The port is the
+/// listener's when the browser reached docket directly on a port other than
+/// the scheme's default; behind a trusted proxy the proxy's default port.
+fn public_origin(state: &AppState, req: &Request) -> String {
+    let https = super::site_origin(req).starts_with("https:");
+    let scheme = if https { "https" } else { "http" };
+    let host = state.config.public_host();
+    let via_proxy =
+        req.remote_addr().as_socket_addr().is_some_and(|a| state.config.server.trusted_proxies.contains(&a.ip()));
+    let port = req
+        .local_addr()
+        .as_socket_addr()
+        .map(|a| a.port())
+        .filter(|p| !via_proxy && *p != if https { 443 } else { 80 });
+    match port {
+        Some(port) => format!("{scheme}://{host}:{port}"),
+        None => format!("{scheme}://{host}"),
+    }
+}
+
 #[OpenApi(prefix_path = "/auth", tag = "Tag::Auth")]
 impl SignInApi {
     /// How to sign in
@@ -208,7 +229,7 @@ impl SignInApi {
         /// A path of this site to return to after signing in.
         return_to: Query<Option<String>>,
     ) -> ApiResult<RedirectResponse> {
-        let redirect_uri = format!("{}{}", super::site_origin(req), callback_path(&provider.0));
+        let redirect_uri = format!("{}{}", public_origin(&self.state, req), callback_path(&provider.0));
         let back = oidc::safe_return_to(return_to.0.as_deref());
         let started = self.state.oidc.start(&provider.0, &redirect_uri, &back).await?;
         let flow = cookie(oidc::FLOW_COOKIE, started.flow_cookie.expose(), oidc::FLOW_TTL.as_secs() as i64);
@@ -280,7 +301,7 @@ impl SignInApi {
                 |_| Ok(()),
             )?;
             if let Some(provider) = session.method.strip_prefix("oidc:") {
-                let back = format!("{}/", super::site_origin(req));
+                let back = format!("{}/", public_origin(&self.state, req));
                 logout_url = self.state.oidc.logout_url(provider, &back).await;
             }
         }

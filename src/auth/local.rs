@@ -237,7 +237,8 @@ pub fn sign_in(
     ctx: &audit::Context,
     timeouts: Timeouts,
 ) -> Result<(Secret, Session), SignInError> {
-    let email = users::normalize_email(&attempt.email).unwrap_or_else(|_| attempt.email.trim().to_lowercase());
+    // An address that is not in normal form matches no member (it is never trimmed or folded).
+    let email = users::normalize_email(&attempt.email).unwrap_or_else(|_| attempt.email.clone());
     let address = ctx.ip.clone().unwrap_or_else(|| "unknown".into());
     let now = store.clock().now_micros();
     let Some((scope, user)) = store.read(|r| local_member(r, &email))? else {

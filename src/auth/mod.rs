@@ -4,6 +4,7 @@
 //! cookie, OIDC sign-in, break-glass password) into an [`OrgScope`] via
 //! `OrgScope::authenticated`. Roles map to a fixed list of [`Permission`]s;
 //! custom roles ([`roles`]) pick from the same list.
+pub mod email;
 pub mod grant;
 pub mod limits;
 pub mod local;

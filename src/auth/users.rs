@@ -1,8 +1,10 @@
 //! Members of an org (firm): who may sign in, with which role.
 //!
 //! A member signs in through the firm's identity provider (matched by a
-//! linked OIDC subject, else by email) or, for the break-glass admin, with a
-//! local password and TOTP ([`super::local`]). An email address is unique
+//! linked OIDC subject; linked by email only while they have no identity at
+//! that provider, see [`super::oidc::admit`]) or, for the break-glass admin,
+//! with a local password and TOTP ([`super::local`]). Emails are stored and
+//! looked up in the one normal form of [`super::email`]. An email address is unique
 //! within a firm, but several firms on one appliance may each have a member
 //! with the same email: adding a member never tells one firm about another's.
 //! Sign-in picks the firm by the identity provider (each belongs to one firm)
@@ -19,7 +21,7 @@ const CTX: SystemContext = SystemContext::new(Task::Members);
 pub struct User {
     /// Public id, e.g. `usr_1a2b3c4d5e6f`.
     pub id: String,
-    /// Lower-case email address; unique within the firm.
+    /// Email address in the normal form of [`super::email`]; unique within the firm.
     pub email: String,
     pub name: String,
     /// A built-in or custom role name.
@@ -87,8 +89,10 @@ pub struct MemberChanges {
     pub disabled: Option<bool>,
 }
 
-/// The index key of an email sign-in name in `org`. Emails hold no
-/// whitespace, so the space ends the email and a prefix scan finds every firm's.
+/// The index key of an email sign-in name in `org`; `email` is in the
+/// normal form of [`super::email`] (or the form a member was stored with).
+/// Emails hold no whitespace, so the space ends the email and a prefix scan
+/// finds every firm's.
 pub fn email_login(org: OrgId, email: &str) -> Vec<u8> {
     let mut key = email_prefix(email);
     key.extend_from_slice(&org.prefix());
@@ -96,12 +100,18 @@ pub fn email_login(org: OrgId, email: &str) -> Vec<u8> {
 }
 
 fn email_prefix(email: &str) -> Vec<u8> {
-    format!("email:{} ", email.trim().to_lowercase()).into_bytes()
+    format!("email:{email} ").into_bytes()
 }
 
 /// The key stores written before emails were per firm used (one org per email).
 fn legacy_email_login(email: &str) -> Vec<u8> {
-    format!("email:{}", email.trim().to_lowercase()).into_bytes()
+    format!("email:{email}").into_bytes()
+}
+
+/// The spellings `email` (a normal form) may be stored under: itself, and
+/// the Unicode-domain form stores written before punycode domains used.
+fn stored_forms(email: &str) -> impl Iterator<Item = String> {
+    std::iter::once(email.to_string()).chain(super::email::legacy_form(email))
 }
 
 /// The index key of an identity-provider account.
@@ -109,20 +119,9 @@ pub fn oidc_login(provider: &str, subject: &str) -> Vec<u8> {
     format!("oidc:{provider}:{subject}").into_bytes()
 }
 
-/// Checks and normalizes an email address (lower case, trimmed).
+/// Checks an email address and returns its normal form ([`super::email`]).
 pub fn normalize_email(email: &str) -> Result<String, StoreError> {
-    let e = email.trim().to_lowercase();
-    let valid = e.chars().count() <= 254
-        && e.split_once('@').is_some_and(|(local, domain)| {
-            !local.is_empty() && domain.contains('.') && !domain.starts_with('.') && !domain.ends_with('.')
-        })
-        && e.matches('@').count() == 1
-        && !e.chars().any(|c| c.is_whitespace() || c.is_control());
-    if valid {
-        Ok(e)
-    } else {
-        Err(StoreError::Invalid { field: "email", problem: format!("`{}` is not an email address", email.trim()) })
-    }
+    super::email::normalize(email).map_err(|problem| StoreError::Invalid { field: "email", problem })
 }
 
 pub fn get(r: &impl Reader, scope: &OrgScope, id: &str) -> Result<Option<User>, StoreError> {
@@ -144,24 +143,28 @@ pub fn find_login(r: &impl Reader, key: &[u8]) -> Result<Option<LoginRef>, Store
     r.get_system_record(&LOGINS, key)
 }
 
-/// Every member, in any firm, signing in with `email`.
+/// Every member, in any firm, signing in with `email` (a normal form).
 pub fn logins_for_email(r: &impl Reader, email: &str) -> Result<Vec<LoginRef>, StoreError> {
     let mut found = vec![];
-    for (_, value) in r.scan_system(&LOGINS, &email_prefix(email))? {
-        found.push(serde_json::from_slice(&value).map_err(|e| StoreError::Corrupt(format!("login: {e}")))?);
+    for form in stored_forms(email) {
+        for (_, value) in r.scan_system(&LOGINS, &email_prefix(&form))? {
+            found.push(serde_json::from_slice(&value).map_err(|e| StoreError::Corrupt(format!("login: {e}")))?);
+        }
+        found.extend(find_login(r, &legacy_email_login(&form))?);
     }
-    found.extend(find_login(r, &legacy_email_login(email))?);
     Ok(found)
 }
 
-/// The member of the scope's firm whose email is `email`, if any.
+/// The member of the scope's firm whose email is `email` (a normal form), if any.
 pub fn find_by_email(r: &impl Reader, scope: &OrgScope, email: &str) -> Result<Option<User>, StoreError> {
-    let key = find_login(r, &email_login(scope.org(), email))?;
-    let legacy = find_login(r, &legacy_email_login(email))?.filter(|l| l.org == scope.org());
-    match key.or(legacy) {
-        Some(login) => get(r, scope, &login.user),
-        None => Ok(None),
+    for form in stored_forms(email) {
+        let key = find_login(r, &email_login(scope.org(), &form))?;
+        let legacy = find_login(r, &legacy_email_login(&form))?.filter(|l| l.org == scope.org());
+        if let Some(login) = key.or(legacy) {
+            return get(r, scope, &login.user);
+        }
     }
+    Ok(None)
 }
 
 /// Writes a member record back (sign-in bookkeeping, credential changes).
@@ -289,4 +292,48 @@ pub fn link_identity(
         &oidc_login(provider, subject),
         &LoginRef { org: scope.org(), user: user.id.clone() },
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn members_stored_before_punycode_domains_are_still_found() {
+        let (_dir, store, ctx, org) = crate::auth::test_org(crate::clock::Clock::system());
+        let scope = ctx.org_scope(org.id);
+        let legacy = "bob@bücher.test";
+        store
+            .write(|w| {
+                let user = User {
+                    id: "usr_legacy".into(),
+                    email: legacy.into(),
+                    name: "Bob".into(),
+                    role: "staff".into(),
+                    disabled: false,
+                    created_at: 0,
+                    created_by: "test".into(),
+                    last_sign_in_at: None,
+                    identities: vec![],
+                    groups: vec![],
+                    local: None,
+                };
+                save(w, &scope, &user)?;
+                let login = LoginRef { org: org.id, user: user.id.clone() };
+                w.put_index_json(&CTX, &LOGINS, org.id, &email_login(org.id, legacy), &login)
+            })
+            .unwrap();
+        let normal = normalize_email("bob@bücher.test").unwrap();
+        assert_eq!(normal, "bob@xn--bcher-kva.test");
+        store
+            .read(|r| {
+                assert_eq!(find_by_email(r, &scope, &normal)?.map(|u| u.id).as_deref(), Some("usr_legacy"));
+                assert_eq!(logins_for_email(r, &normal)?.len(), 1);
+                Ok(())
+            })
+            .unwrap();
+        let new = NewMember { email: "Bob@XN--BCHER-KVA.test".into(), name: String::new(), role: "staff".into() };
+        let again = store.write(|w| create(w, &scope, &new, &Grantor::operator()));
+        assert!(matches!(again, Err(StoreError::Conflict { .. })), "the same address is not added twice: {again:?}");
+    }
 }

@@ -56,9 +56,13 @@
 //   POST /__test/next-login  { "login": "alice" }   who the following
 //        interactions log in as; sticky until changed; default "alice".
 //   POST /__test/tamper      { "mode": null | "bad-signature" | "expired"
-//        | "wrong-audience" | "wrong-nonce" | "wrong-issuer" }
+//        | "wrong-audience" | "wrong-nonce" | "wrong-issuer" | "future-iat"
+//        | "iat-ahead-60s" | "pad-100k" | "pad-1m" | "unknown-kid" }
 //        sticky until changed; rewrites id_token in every successful
 //        authorization_code token response (see tamperIdToken below).
+//   POST /__test/rotate-key  {}  a new signing key with a new kid: /jwks
+//        lists only the new key from now on and ID tokens are signed with it.
+//   GET  /__test/counts      -> 200 { "jwks": <requests to /jwks so far> }
 //
 // Clients are confidential; client_secret_basic and client_secret_post both
 // work. PKCE S256 is optional but verified when a code_challenge was sent.
@@ -120,7 +124,13 @@ const privateJwk = { ...(await jose.exportJWK(privateKey)), kid: KID, alg: 'RS25
 const accounts = new Map();
 let nextLogin = 'alice';
 let tamperMode = null;
-const TAMPER_MODES = new Set(['bad-signature', 'expired', 'wrong-audience', 'wrong-nonce', 'wrong-issuer']);
+const TAMPER_MODES = new Set([
+  'bad-signature', 'expired', 'wrong-audience', 'wrong-nonce', 'wrong-issuer',
+  'future-iat', 'iat-ahead-60s', 'pad-100k', 'pad-1m', 'unknown-kid',
+]);
+// After /__test/rotate-key: { privateKey, publicJwk } signing from then on.
+let rotated = null;
+let jwksRequests = 0;
 
 function accountFor(login) {
   const def = accounts.get(login) ?? {};
@@ -247,6 +257,12 @@ provider.use(async (ctx, next) => {
     return undefined;
   }
 
+  if (ctx.method === 'GET' && ctx.path === '/__test/counts') {
+    ctx.type = 'json';
+    ctx.body = { jwks: jwksRequests };
+    return undefined;
+  }
+
   if (ctx.method !== 'POST') {
     ctx.status = 405;
     return undefined;
@@ -283,6 +299,13 @@ provider.use(async (ctx, next) => {
       }
       tamperMode = body.mode ?? null;
       break;
+    case '/__test/rotate-key': {
+      const pair = await jose.generateKeyPair('RS256', { extractable: true, modulusLength: 2048 });
+      const kid = `docket-test-rotated-${Date.now()}`;
+      const publicJwk = { ...(await jose.exportJWK(pair.publicKey)), kid, alg: 'RS256', use: 'sig' };
+      rotated = { privateKey: pair.privateKey, publicJwk };
+      break;
+    }
     default:
       ctx.status = 404;
       return undefined;
@@ -363,6 +386,13 @@ function b64json(segment) {
 
 async function tamperIdToken(idToken, mode) {
   const [h, p, s] = idToken.split('.');
+  if (mode === null) {
+    // Key rotation only: the same claims, signed with the rotated key.
+    const header = { ...b64json(h), kid: rotated.publicJwk.kid };
+    return new jose.CompactSign(Buffer.from(JSON.stringify(b64json(p))))
+      .setProtectedHeader(header)
+      .sign(rotated.privateKey);
+  }
   if (mode === 'bad-signature') {
     const sig = Buffer.from(s, 'base64url');
     for (let i = 0; i < sig.length; i += 1) sig[i] ^= 0x5a;
@@ -386,19 +416,50 @@ async function tamperIdToken(idToken, mode) {
     case 'wrong-issuer':
       payload.iss = 'http://127.0.0.1:1/evil';
       break;
+    case 'future-iat':
+      payload.iat = now + 10 * 365 * 86400;
+      payload.exp = payload.iat + 3600;
+      break;
+    case 'iat-ahead-60s':
+      payload.iat = now + 60;
+      break;
+    case 'pad-100k':
+      payload.padding = 'x'.repeat(100 * 1024);
+      break;
+    case 'pad-1m':
+      payload.padding = 'x'.repeat(1024 * 1024);
+      break;
+    case 'unknown-kid': {
+      const stranger = await jose.generateKeyPair('RS256', { modulusLength: 2048 });
+      return new jose.CompactSign(Buffer.from(JSON.stringify(payload)))
+        .setProtectedHeader({ ...header, kid: 'nobody-knows-this-kid' })
+        .sign(stranger.privateKey);
+    }
     default:
       throw new Error(`unknown tamper mode ${mode}`);
   }
   // Same protected header (alg RS256, kid), same key: only the claims differ.
+  const key = rotated ? rotated.privateKey : privateKey;
+  if (rotated) header.kid = rotated.publicJwk.kid;
   return new jose.CompactSign(Buffer.from(JSON.stringify(payload)))
     .setProtectedHeader(header)
-    .sign(privateKey);
+    .sign(key);
 }
+
+// The key set: counted, and after a rotation only the rotated key.
+provider.use(async (ctx, next) => {
+  if (ctx.method !== 'GET' || ctx.path !== '/jwks') return next();
+  jwksRequests += 1;
+  if (!rotated) return next();
+  ctx.type = 'application/jwk-set+json';
+  ctx.body = { keys: [{ kty: rotated.publicJwk.kty, n: rotated.publicJwk.n, e: rotated.publicJwk.e, kid: rotated.publicJwk.kid, alg: 'RS256', use: 'sig' }] };
+  return undefined;
+});
 
 provider.use(async (ctx, next) => {
   await next();
   if (
-    tamperMode
+    (tamperMode || rotated)
     && ctx.method === 'POST'
     && ctx.path === '/token'
     && ctx.status === 200
