@@ -753,7 +753,9 @@ impl FakeClio {
                         s.hooks.remove(&id);
                     }
                     Ok(st) if st.is_success() || st.is_redirection() => {
-                        s.hooks.get_mut(&id).map(|h| h.failures = 0);
+                        if let Some(h) = s.hooks.get_mut(&id) {
+                            h.failures = 0;
+                        }
                     }
                     _ => {
                         if let Some(h) = s.hooks.get_mut(&id) {
