@@ -114,6 +114,8 @@ pub struct Faults {
     pub page_token_ttl: Option<Duration>,
     /// What a dead page token answers: Clio has been seen answering 400 and 410.
     pub dead_token_status: u16,
+    /// Subscriptions to these models are refused with 403 (the app lacks the model's permission).
+    pub refuse_webhooks: Vec<Kind>,
 }
 
 impl Default for Faults {
@@ -130,6 +132,7 @@ impl Default for Faults {
             empty_lists: false,
             page_token_ttl: None,
             dead_token_status: 400,
+            refuse_webhooks: vec![],
         }
     }
 }
@@ -952,6 +955,9 @@ async fn write(fake: &FakeClio, req: &Request, body: Body) -> Response {
                 Ok(s) => s,
                 Err(refusal) => return refusal.into(),
             };
+            if fake.with(|s| s.faults.refuse_webhooks.contains(&kind)) {
+                return clio_error(StatusCode::FORBIDDEN, "ForbiddenError", "the app lacks this model's permission");
+            }
             let hook = Hook {
                 url: url.clone(),
                 kind,

@@ -294,8 +294,23 @@ async fn webhook(s: &TestServer, model: &str) -> Value {
 #[tokio::test]
 async fn suspended_expired_and_forgotten_webhooks_are_replaced_and_their_health_shown() {
     let fake = FakeClio::start(17, 1_000).await.unwrap();
+    // Clio refuses bills' subscription (the app lacks the permission): the models after it are still subscribed.
+    fake.set_faults(|f| f.refuse_webhooks = vec![Kind::Bill]);
     let s = TestServer::start().await;
     connect(&s, &fake, true).await;
+    assert!(eventually(Duration::from_secs(60), async || fake.webhooks_active() == 5).await, "five subscriptions");
+    let refused = eventually(Duration::from_secs(30), async || {
+        let (bill, task) = (webhook(&s, "bill").await, webhook(&s, "task").await);
+        bill["active"] == false
+            && bill["last_error"].as_str().is_some_and(|e| e.contains("403"))
+            && task["active"] == true
+            && webhook(&s, "calendar_entry").await["active"] == true
+    })
+    .await;
+    assert!(refused, "one model's failure is shown and the rest go on: {}", webhook(&s, "bill").await);
+    fake.set_faults(|f| f.refuse_webhooks.clear());
+    let (status, _) = s.post_json(&s.admin_token, "/api/v1/clio/sync", Value::Null).await;
+    assert_eq!(status, 202);
     assert!(eventually(Duration::from_secs(60), async || fake.webhooks_active() == 6).await, "six subscriptions");
     let all_active = eventually(Duration::from_secs(60), async || {
         let (_, st) = s.get_json(&s.auditor_token, "/api/v1/clio/sync").await;
@@ -398,5 +413,34 @@ async fn decomposed_and_renamed_names_are_found_by_search() {
     let (status, _) = s.post_json(&s.admin_token, "/api/v1/clio/sync", Value::Null).await;
     assert_eq!(status, 202);
     assert!(found("quixote&kind=matter", matter).await, "the matter is found by its client's new name");
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn numbers_text_and_null_versus_missing_reach_the_api_exactly_as_clio_sent_them() {
+    let fake = FakeClio::start(29, 400).await.unwrap();
+    let firm = fake.firm();
+    let id = firm.id(Kind::Activity, 5);
+    let text = "Rene\u{301}e Mu\u{308}ller · 山田 🧾 \"q\" \\ \u{0}";
+    assert!(fake.edit_with(Kind::Activity, id, |v, _| {
+        v["total"] = json!(11556.236853404187);
+        v["price"] = json!(0.1 + 0.2);
+        v["note"] = json!(text);
+        v["bill"] = Value::Null;
+        v.as_object_mut().unwrap().remove("rounded_quantity");
+    }));
+    let s = TestServer::start().await;
+    connect_and_sync(&s, &fake).await;
+    let resp = client().get(s.url(&format!("/api/v1/activities/{id}"))).bearer_auth(&s.staff_token).send().await;
+    let body = resp.unwrap().text().await.unwrap();
+    for number in ["11556.236853404187", "0.30000000000000004"] {
+        assert!(body.contains(&format!(":{number}")), "{number} digit for digit in {body}");
+    }
+    let got: Value = serde_json::from_str(&body).unwrap();
+    let data = &got["data"];
+    assert_eq!(data["note"], text, "text code point for code point (decomposed accents kept as sent)");
+    assert!(data.as_object().unwrap().contains_key("bill") && data["bill"].is_null(), "null stays null: {data}");
+    assert!(!data.as_object().unwrap().contains_key("rounded_quantity"), "missing stays missing: {data}");
+    assert_eq!(data, &fake.snapshot(Kind::Activity)[&id.to_string()], "the whole record as Clio sent it");
     s.stop().await;
 }
