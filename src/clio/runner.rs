@@ -352,6 +352,12 @@ impl SyncManager {
             );
         }
         self.metrics.gauge(
+            "docket_sync_listing_restarts_total",
+            "Listings restarted from their watermark because Clio refused a saved page link.",
+            labels(),
+            cp.restarts as f64,
+        );
+        self.metrics.gauge(
             "docket_sync_failing",
             "1 while the last run of this kind failed.",
             labels(),

@@ -39,7 +39,7 @@ use crate::records::{Kind, Record, record_key};
 use crate::store::{OrgId, OrgScope, OrgTaskContext, RECORD_INDEX, RECORDS, Reader, SYNC_STATE, Store, StoreError, Tx};
 use crate::timestamp::Timestamp;
 use serde::{Deserialize, Deserializer, Serialize};
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 /// Records updated this long before the last pass started are fetched again.
@@ -313,6 +313,8 @@ struct NameOnly {
 
 /// Contacts renamed since their dependants were last refreshed (see [`refresh_dependants`]).
 const RENAMED: &[u8] = b"renamed.contact";
+/// The queue under [`RENAMED`]: contact id → when it was queued (the write's time, micros).
+type Renamed = std::collections::BTreeMap<String, i64>;
 
 /// The records that carry a copy of a contact's name: matters and bills whose client it is.
 const DEPENDANTS: [Kind; 2] = [Kind::Matter, Kind::Bill];
@@ -352,8 +354,9 @@ fn write_if(w: &mut Tx, scope: &OrgScope, mut record: Record, differs: Differs) 
         }
         let old_name = stamp(&bytes)?.raw.and_then(|r| r.name);
         if record.kind == Kind::Contact && old_name.as_deref() != record.raw["name"].as_str() {
-            let mut renamed: BTreeSet<String> = w.get_json(scope, &SYNC_STATE, RENAMED)?.unwrap_or_default();
-            renamed.insert(record.id.clone());
+            // Keyed to this write's time: a refresh that began before it does not take it off the queue.
+            let mut renamed: Renamed = w.get_json(scope, &SYNC_STATE, RENAMED)?.unwrap_or_default();
+            renamed.insert(record.id.clone(), w.time());
             w.put_json(scope, &SYNC_STATE, RENAMED, &renamed)?;
         }
     }
@@ -385,7 +388,7 @@ fn clients_of(
 /// anything in them differs. The queue is emptied only once they are stored,
 /// so a crash refreshes them at the next run. How many records changed.
 pub async fn refresh_dependants(store: &Store, sync: &SyncScope, client: &ClioClient) -> Result<u64, SyncError> {
-    let queued: BTreeSet<String> = store.read(|r| r.get_json(&sync.scope, &SYNC_STATE, RENAMED))?.unwrap_or_default();
+    let queued: Renamed = store.read(|r| r.get_json(&sync.scope, &SYNC_STATE, RENAMED))?.unwrap_or_default();
     if queued.is_empty() {
         return Ok(0);
     }
@@ -393,7 +396,7 @@ pub async fn refresh_dependants(store: &Store, sync: &SyncScope, client: &ClioCl
     for kind in DEPENDANTS {
         let mut ids = store.read(|r| {
             let mut ids = vec![];
-            for contact in &queued {
+            for contact in queued.keys() {
                 ids.extend(clients_of(r, &sync.scope, kind, contact)?);
             }
             Ok(ids)
@@ -407,10 +410,9 @@ pub async fn refresh_dependants(store: &Store, sync: &SyncScope, client: &ClioCl
         if !sync.live(w)? {
             return Ok(None);
         }
-        let mut left: BTreeSet<String> = w.get_json(&sync.scope, &SYNC_STATE, RENAMED)?.unwrap_or_default();
-        for id in &queued {
-            left.remove(id);
-        }
+        let mut left: Renamed = w.get_json(&sync.scope, &SYNC_STATE, RENAMED)?.unwrap_or_default();
+        // A contact renamed again meanwhile stays queued for the next run.
+        left.retain(|id, at| queued.get(id) != Some(at));
         w.put_json(&sync.scope, &SYNC_STATE, RENAMED, &left)?;
         Ok(Some(()))
     })?;

@@ -432,6 +432,21 @@ async fn the_fake_is_as_strict_as_clio() {
     assert_eq!(status("matters.json?updated_since=2024-01-01T00:00:00-05:00").await, 200);
     let (_, _, created) = get("matters.json?created_since=2100-01-01T00:00:00Z", &[]).await;
     assert_eq!((created["data"].as_array().unwrap().len(), &created["meta"]["records"]), (0, &serde_json::json!(0)));
+    // ids[] selects records (at most 200); page tokens die after their lifetime.
+    let (first_id, second_id) = (rig.fake.firm().id(Kind::Matter, 1), rig.fake.firm().id(Kind::Matter, 4));
+    let (s, _, picked) = get(&format!("matters.json?fields=id&ids%5B%5D={first_id}&ids%5B%5D={second_id}"), &[]).await;
+    assert_eq!((s, picked["data"].as_array().unwrap().len()), (200, 2), "{picked}");
+    let many: String = (0..201).map(|i| format!("&ids%5B%5D={i}")).collect();
+    assert_eq!(status(&format!("matters.json?fields=id{many}")).await, 400);
+    assert_eq!(status("matters.json?fields=id&ids%5B%5D=x").await, 400);
+    rig.fake.set_faults(|f| f.page_token_ttl = Some(Duration::from_secs(60)));
+    let (_, _, page) = get("matters.json?fields=id&limit=2", &[]).await;
+    let next = page["meta"]["paging"]["next"].as_str().unwrap().trim_start_matches(&api("")).to_string();
+    assert_eq!(status(&next).await, 200, "a fresh page token works");
+    clock.advance(Duration::from_secs(61));
+    let (s, _, dead) = get(&next, &[]).await;
+    assert_eq!((s, dead["error"]["type"].as_str()), (400, Some("InvalidPageToken")), "a stale one does not");
+    rig.fake.set_faults(|f| f.page_token_ttl = None);
     // Versions.
     assert_eq!(get("matters.json", &[("x-api-version", "3.9.0")]).await.0, 410);
     let (s, head, _) = get("matters.json", &[("x-api-version", "4.0.13")]).await;
@@ -485,6 +500,15 @@ async fn the_fake_is_as_strict_as_clio() {
     let made = hook(serde_json::json!({"model": 1, "url": ok["url"], "events": ok["events"], "fields": ok["fields"]}));
     let made: serde_json::Value = made.send().await.unwrap().json().await.unwrap();
     assert_eq!(made["data"]["status"], "pending", "{made}");
+    let hook_id = made["data"]["id"].as_u64().unwrap();
+    let (s, _, seen) = get(&format!("webhooks/{hook_id}.json?fields=id,status,expires_at"), &[]).await;
+    assert_eq!((s, &seen["data"]["status"]), (200, &serde_json::json!("pending")), "{seen}");
+    assert_eq!(status("webhooks.json?fields=id,bogus").await, 400);
+    clock.advance(Duration::from_secs(4 * 86_400));
+    assert_eq!(status(&format!("webhooks/{hook_id}.json")).await, 404, "expired (3 days by default): gone");
+    let renew = http.patch(api(&format!("webhooks/{hook_id}.json"))).bearer_auth(&token);
+    let renew = renew.json(&serde_json::json!({"data": {"expires_at": "2026-01-20T00:00:00Z"}})).send().await.unwrap();
+    assert_eq!(renew.status(), 404, "renewing an expired subscription is a 404");
     // Deauthorize: a live token, named in the form too.
     let deauth = format!("{}/oauth/deauthorize", rig.fake.base_url());
     assert_eq!(http.post(&deauth).bearer_auth(&token).send().await.unwrap().status(), 401);
@@ -683,5 +707,20 @@ async fn a_renamed_contact_reaches_the_matters_and_bills_that_name_it() {
         assert_eq!(m.raw["client"]["name"], "Ada Lovelace-Byron", "matter {id}");
     }
     assert_eq!(sync::refresh_dependants(&rig.store, &rig.sync, &rig.client).await.unwrap(), 0, "the queue is empty");
+
+    // Renamed again (a webhook stores it) while a refresh is fetching: that rename stays queued.
+    assert!(rig.fake.edit_with(Kind::Contact, contact, |v, _| v["name"] = serde_json::json!("Second Name")));
+    rig.sync_all().await;
+    let (fake, store, sync) = (rig.fake.clone(), rig.store.clone(), rig.sync.clone());
+    rig.fake.after_call(rig.fake.api_calls() + 1, move || {
+        assert!(fake.edit_with(Kind::Contact, contact, |v, _| v["name"] = serde_json::json!("Third Name")));
+        let raw = fake.snapshot(Kind::Contact)[&contact.to_string()].clone();
+        let record = docket::records::Record::from_clio(Kind::Contact, raw).unwrap();
+        assert!(sync::store_one(&store, &sync, record).unwrap());
+    });
+    sync::refresh_dependants(&rig.store, &rig.sync, &rig.client).await.unwrap();
+    sync::refresh_dependants(&rig.store, &rig.sync, &rig.client).await.unwrap();
+    let m = rig.store.read(|r| sync::record(r, &rig.sync, Kind::Matter, named[0])).unwrap().unwrap();
+    assert_eq!(m.raw["client"]["name"], "Third Name", "the later rename was not lost");
     crate::data::assert_index_matches(&rig.store, &rig.scope);
 }
