@@ -724,3 +724,70 @@ async fn a_renamed_contact_reaches_the_matters_and_bills_that_name_it() {
     assert_eq!(m.raw["client"]["name"], "Third Name", "the later rename was not lost");
     crate::data::assert_index_matches(&rig.store, &rig.scope);
 }
+
+#[tokio::test]
+async fn a_process_killed_mid_first_sync_converges_though_its_saved_page_link_died() {
+    use crate::support::{eventually, free_port, run_docket};
+    let fake = FakeClio::start(31, 6_000).await.unwrap();
+    fake.set_faults(|f| {
+        f.delay = Duration::from_millis(15);
+        f.dead_token_status = 410;
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let config = dir.path().join("docket.toml");
+    let data = dir.path().join("data");
+    let toml = format!(
+        "data_dir = \"{}\"\n[tls]\nmode = \"off\"\n[server]\nlisten = [\"127.0.0.1:{port}\"]\n",
+        data.display()
+    );
+    std::fs::write(&config, toml).unwrap();
+    let cfg = config.to_str().unwrap().to_string();
+    let run = |args: &[&str]| {
+        let mut all: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        all.extend(["--config".to_string(), cfg.clone()]);
+        run_docket(&all.iter().map(String::as_str).collect::<Vec<_>>(), &[])
+    };
+    assert_eq!(run(&["key", "generate"]).0, 0);
+    assert_eq!(run(&["org", "create", "--slug", "acme", "--name", "Acme"]).0, 0);
+    let (code, out, err) = run(&["token", "create", "--org", "acme", "--role", "admin", "--name", "t"]);
+    assert_eq!(code, 0, "{err}");
+    let token = out.lines().next().unwrap().trim().to_string();
+    let base = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let ready = async || http.get(format!("{base}/readyz")).send().await.is_ok_and(|r| r.status() == 200);
+    let activities = async || -> Option<serde_json::Value> {
+        let st: serde_json::Value =
+            http.get(format!("{base}/api/v1/clio/sync")).bearer_auth(&token).send().await.ok()?.json().await.ok()?;
+        st["kinds"].as_array()?.iter().find(|k| k["kind"] == "activity").cloned()
+    };
+    let first = crate::crash::serve(&cfg);
+    assert!(eventually(Duration::from_secs(20), ready).await, "docket serve starts");
+    let settings = serde_json::json!({"location": fake.base_url(), "client_id": fake.client_id, "client_secret": fake.client_secret});
+    let put = http.put(format!("{base}/api/v1/clio/connection")).bearer_auth(&token).json(&settings).send().await;
+    assert_eq!(put.unwrap().status(), 200);
+    let to_clio = http.get(format!("{base}/api/v1/clio/connect")).bearer_auth(&token).send().await.unwrap();
+    let back = http.get(to_clio.headers()["location"].to_str().unwrap()).send().await.unwrap();
+    let callback = back.headers()["location"].to_str().unwrap().to_string();
+    assert_eq!(http.get(&callback).bearer_auth(&token).send().await.unwrap().status(), 303);
+    let mid = eventually(Duration::from_secs(60), async || {
+        activities().await.is_some_and(|a| a["in_progress"] == true && a["pages_fetched"].as_u64() >= Some(5))
+    })
+    .await;
+    assert!(mid, "the first sync reached the middle of the activities");
+    drop(first); // SIGKILL
+    // While docket was down, Clio's page tokens expired: the saved link answers 410.
+    fake.expire_page_tokens();
+    let _second = crate::crash::serve(&cfg);
+    assert!(eventually(Duration::from_secs(20), ready).await, "docket serve starts again");
+    let count = fake.firm().count(Kind::Activity);
+    let converged = eventually(Duration::from_secs(120), async || {
+        activities().await.is_some_and(|a| a["records"].as_u64() == Some(count) && a["full_sync_done"] == true)
+    })
+    .await;
+    let a = activities().await.unwrap_or_default();
+    assert!(converged, "every activity stored after the restart: {a}");
+    assert_eq!(a["listing_restarts"], 1, "{a}");
+    assert!(a["last_restart_reason"].as_str().is_some_and(|r| r.contains("410")), "{a}");
+    assert!(a.get("last_error").is_none(), "{a}");
+}
