@@ -836,6 +836,73 @@ mod tests {
         assert_eq!(audited.iter().filter(|e| e.action == "clio.webhook.deliver").count(), 1);
     }
 
+    /// A store and a fake Clio on one fixed clock, and a client of the fake.
+    async fn with_fake() -> (Fixture, super::super::fake::FakeClio, ClioClient) {
+        let f = pending("");
+        let fake = super::super::fake::FakeClio::start_with_clock(3, 200, f.clock.clone()).await.unwrap();
+        let http = super::super::client::http_client(std::time::Duration::from_secs(5)).unwrap();
+        let tokens = fake.grant(&http).await.unwrap();
+        let client = ClioClient::new(
+            http,
+            super::super::client::Endpoints::at(&fake.base_url()),
+            fake.client_id.clone(),
+            crate::secrets::Secret::new(fake.client_secret.clone()),
+            tokens,
+            std::sync::Arc::new(|_: &super::super::client::Tokens| Ok(())),
+            std::sync::Arc::new(crate::telemetry::Metrics::default()),
+            super::super::client::RetryPolicy::default(),
+        );
+        (f, fake, client)
+    }
+
+    /// Marks the model's subscription active (as if its handshake had come) with Clio's `id`.
+    fn activate(f: &Fixture, kind: Kind, id: &str, expires_at: i64) {
+        f.store
+            .write(|w| {
+                let mut state = get(w, &f.scope)?.unwrap_or_default();
+                let sub = state.subscriptions.iter_mut().find(|s| s.kind == kind).unwrap();
+                (sub.id, sub.active, sub.expires_at) = (id.to_string(), true, expires_at);
+                w.put_json(&f.scope, &CLIO, KEY, &state)
+            })
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn upkeep_renews_replaces_what_clio_expired_and_goes_on_past_a_refusal() {
+        // Loopback, port 1: the fake's handshakes go nowhere, so subscriptions stay pending until marked.
+        let origin = "https://127.0.0.1:1";
+        let (f, fake, client) = with_fake().await;
+        f.store.write(|w| forget(w, &f.scope)).unwrap();
+        fake.set_faults(|x| x.refuse_webhooks = vec![Kind::Bill]);
+        let first = upkeep(&f.store, &f.scope, &client, origin).await.unwrap();
+        assert_eq!(first.subscribed.len(), 5, "every model but the refused one: {first:?}");
+        assert_eq!(first.failed.len(), 1);
+        assert_eq!(first.failed[0].0, Kind::Bill);
+        let health = f.store.read(|r| get(r, &f.scope)).unwrap().unwrap().health(Kind::Bill);
+        assert!(health.last_error.unwrap_or_default().contains("403"));
+
+        // Matters' subscription is live and expires in two days: renewed to 30.
+        let matter_id =
+            f.store.read(|r| get(r, &f.scope)).unwrap().unwrap().subscription(Kind::Matter).unwrap().id.clone();
+        let now = f.clock.now_micros() / 1_000_000;
+        activate(&f, Kind::Matter, &matter_id, now + 2 * 86_400);
+        let soon = json!({"data": {"expires_at": rfc3339(now + 2 * 86_400)}});
+        client.send(reqwest::Method::PATCH, &format!("/webhooks/{matter_id}.json"), &soon, Kind::Matter).await.unwrap();
+        let second = upkeep(&f.store, &f.scope, &client, origin).await.unwrap();
+        assert_eq!(second.renewed, [Kind::Matter]);
+        let renewed = f.store.read(|r| get(r, &f.scope)).unwrap().unwrap();
+        assert_eq!(renewed.subscription(Kind::Matter).unwrap().expires_at, now + LIFETIME_DAYS * 86_400);
+
+        // Clio lets it expire: the upkeep finds it gone (404) and subscribes again.
+        fake.expire_webhooks(Kind::Matter);
+        let third = upkeep(&f.store, &f.scope, &client, origin).await.unwrap();
+        assert_eq!(third.replaced, [Kind::Matter]);
+        assert!(third.subscribed.contains(&Kind::Matter), "{third:?}");
+        let health = f.store.read(|r| get(r, &f.scope)).unwrap().unwrap().health(Kind::Matter);
+        assert_eq!(health.replaced, 1);
+        assert!(health.last_error.unwrap_or_default().contains("no longer has it"));
+    }
+
     #[test]
     fn secrets_are_bounded_visible_ascii() {
         assert!(acceptable_secret("abc123"));
