@@ -104,6 +104,36 @@ pub struct KindStatus {
     pub held_since: Option<String>,
     /// Whether an admin confirmed the held deletions (the next listing applies them).
     pub held_confirmed: Option<bool>,
+    /// Times Clio refused a saved page link (its page token expired) and the
+    /// listing started again from its watermark; the latest time and why.
+    pub listing_restarts: u64,
+    pub last_restart_at: Option<String>,
+    pub last_restart_reason: Option<String>,
+    /// Records the reconcile fetched because Clio lists them and the store
+    /// lacked them (restored in Clio) or held another etag (an edit stamped
+    /// behind the watermark).
+    pub records_refetched: u64,
+}
+
+/// One model's webhook subscription and how it fares.
+#[derive(Object)]
+#[oai(skip_serializing_if_is_none)]
+pub struct WebhookStatus {
+    pub model: String,
+    /// Whether deliveries are applied now (handshake done, not suspended or expired).
+    pub active: bool,
+    /// Clio's status at the last check: `pending`, `enabled` or `suspended`.
+    pub clio_status: Option<String>,
+    /// RFC 3339: when the subscription expires (renewed three days before).
+    pub expires_at: Option<String>,
+    /// RFC 3339: when the last delivery was applied.
+    pub last_delivery_at: Option<String>,
+    /// The last problem of this model's webhook (a failed renewal, a
+    /// replacement because Clio suspended or forgot it); cleared when a check succeeds.
+    pub last_error: Option<String>,
+    pub last_error_at: Option<String>,
+    /// Subscriptions replaced because Clio suspended, expired or forgot them.
+    pub replaced: u64,
 }
 
 /// Held deletions an admin confirmed, per kind.
@@ -124,6 +154,8 @@ pub struct DeletionsConfirmed {
 pub struct SyncStatus {
     pub running: bool,
     pub kinds: Vec<KindStatus>,
+    /// Per webhook model, when the firm's connection uses webhooks (else empty).
+    pub webhooks: Vec<WebhookStatus>,
 }
 
 /// A sync was asked for.
@@ -355,7 +387,7 @@ impl ClioApi {
     #[oai(path = "/connection", method = "delete", operation_id = "clio.disconnect")]
     async fn disconnect(&self, req: &Request, auth: Caller) -> ApiResult<Json<ConnectionView>> {
         let p = auth.require(Permission::ClioManage)?;
-        self.state.sync.stop(p.scope().org());
+        self.state.sync.stop(p.scope().org()).await;
         let http = self.state.sync.http().clone();
         let days = self.state.config.clio.purge_after_days;
         let (c, warning) = connection::disconnect(
@@ -404,11 +436,13 @@ impl ClioApi {
             Ok(store.read(|r| {
                 let status =
                     |kind| Ok(kind_status(kind, data::count(r, &viewer, kind)?, sync::progress(r, p.scope(), kind)?));
-                Kind::ALL.into_iter().map(status).collect::<Result<Vec<_>, crate::store::StoreError>>()
+                let kinds = Kind::ALL.into_iter().map(status).collect::<Result<Vec<_>, crate::store::StoreError>>()?;
+                Ok((kinds, webhook_statuses(webhooks::get(r, p.scope())?)))
             })?)
         })
         .await?;
-        Ok(Json(SyncStatus { running: self.state.sync.is_running(auth.0.scope().org()), kinds }))
+        let (kinds, webhooks) = kinds;
+        Ok(Json(SyncStatus { running: self.state.sync.is_running(auth.0.scope().org()), kinds, webhooks }))
     }
 
     /// Confirm held deletions
@@ -458,5 +492,28 @@ fn kind_status(kind: Kind, records: u64, p: sync::Progress) -> KindStatus {
         held_deletions: p.held.as_ref().map(|h| h.count),
         held_since: p.held.as_ref().map(|h| h.listed_at.to_rfc3339()),
         held_confirmed: p.held.as_ref().map(|h| h.confirmed_by.is_some()),
+        listing_restarts: p.restarts,
+        last_restart_at: p.last_restart_at.map(time),
+        last_restart_reason: p.last_restart_reason,
+        records_refetched: p.refetched,
     }
+}
+
+fn webhook_statuses(state: Option<webhooks::Webhooks>) -> Vec<WebhookStatus> {
+    let Some(state) = state else { return vec![] };
+    let status = |(kind, model): (Kind, &str)| {
+        let sub = state.subscription(kind);
+        let health = state.health(kind);
+        WebhookStatus {
+            model: model.into(),
+            active: sub.is_some_and(|s| s.active),
+            clio_status: health.clio_status,
+            expires_at: sub.map(|s| time(s.expires_at.saturating_mul(1_000_000))),
+            last_delivery_at: health.last_delivery_at.map(time),
+            last_error: health.last_error,
+            last_error_at: health.last_error_at.map(time),
+            replaced: health.replaced,
+        }
+    };
+    webhooks::MODELS.into_iter().map(status).collect()
 }

@@ -99,6 +99,31 @@ pub enum ClioError {
     Refused { status: u16, message: String },
     #[error("could not save the refreshed Clio token: {0}")]
     TokenStore(String),
+    #[error("the sync was stopped (the firm disconnected); no more requests are sent to Clio")]
+    Stopped,
+}
+
+/// Lets requests go to Clio until closed. Each request holds it open while it
+/// is sent and answered, so [`Gate::close`] returns only once no request is in
+/// flight, and none starts after: a disconnect's fence.
+#[derive(Debug)]
+pub struct Gate(tokio::sync::RwLock<bool>);
+
+impl Default for Gate {
+    fn default() -> Self {
+        Gate(tokio::sync::RwLock::new(true))
+    }
+}
+
+impl Gate {
+    /// Closes the gate, waiting for the requests in flight to be answered.
+    pub async fn close(&self) {
+        *self.0.write().await = false;
+    }
+
+    pub async fn is_open(&self) -> bool {
+        *self.0.read().await
+    }
 }
 
 /// A page of a collection.
@@ -123,6 +148,8 @@ pub struct ClioClient {
     policy: RetryPolicy,
     /// The earliest moment the next request may go (rate-limit pacing).
     not_before: std::sync::Mutex<Option<Instant>>,
+    /// Requests go only while it is open (the sync's client; see [`Gate`]).
+    gate: Arc<Gate>,
 }
 
 enum Attempt {
@@ -209,7 +236,14 @@ impl ClioClient {
             metrics,
             policy,
             not_before: std::sync::Mutex::new(None),
+            gate: Arc::new(Gate::default()),
         }
+    }
+
+    /// The same client, sending requests only while `gate` is open.
+    pub fn gated(mut self, gate: Arc<Gate>) -> ClioClient {
+        self.gate = gate;
+        self
     }
 
     pub fn endpoints(&self) -> &Endpoints {
@@ -252,6 +286,10 @@ impl ClioClient {
     async fn access_token(&self, force_refresh: bool) -> Result<Secret, ClioError> {
         let mut tokens = self.tokens.lock().await;
         if force_refresh || tokens.expires_at - REFRESH_MARGIN <= now_unix() {
+            let open = self.gate.0.read().await;
+            if !*open {
+                return Err(ClioError::Stopped);
+            }
             let refresh = tokens.refresh.clone();
             let grant = [("grant_type", "refresh_token"), ("refresh_token", refresh.expose())];
             let fresh = token_request(
@@ -303,6 +341,11 @@ impl ClioClient {
 
     async fn attempt(&self, method: &reqwest::Method, url: &str, body: Option<&Value>, token: &Secret) -> Attempt {
         self.pace().await;
+        // Held until the answer is read: closing the gate waits for it.
+        let open = self.gate.0.read().await;
+        if !*open {
+            return Attempt::Fail(ClioError::Stopped);
+        }
         let started = Instant::now();
         let mut request = self.http.request(method.clone(), url);
         if let Some(body) = body {

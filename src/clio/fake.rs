@@ -30,7 +30,13 @@
 //!   mix; `meta.paging.next` is a full URL carrying every parameter, `"paging":{}`
 //!   on the last page, `meta.records` counts every match. `updated_since` and
 //!   `created_since` must be RFC 3339 date-times (else 400) and select records
-//!   changed (created) strictly after them.
+//!   changed (created) strictly after them; `ids[]` (repeated, at most 200)
+//!   selects records by id. Page tokens die ([`FakeClio::expire_page_tokens`],
+//!   or [`Faults::page_token_ttl`] after they were issued): a dead one answers
+//!   [`Faults::dead_token_status`] (400 or 410, as Clio has been seen to).
+//! - Associations are resolved when answering: a matter's or bill's
+//!   `client{name}` is the contact's name now, so renaming a contact changes
+//!   them without a new etag or `updated_at`.
 //! - Rate limits (6): per access token, `X-RateLimit-*` on every answer (a limit
 //!   too large to meet unless [`Faults::rate_limit_per_minute`] sets one), and
 //!   429 with `Retry-After` over the limit.
@@ -39,16 +45,23 @@
 //!   1000 characters, `events` from `created`/`updated`/`deleted` (and matters'
 //!   own), `expires_at` an RFC 3339 time at most 31 days ahead (3 days when
 //!   absent); else 422. The `X-Hook-Secret` handshake, hex HMAC-SHA256
-//!   `X-Hook-Signature`, `{data, meta:{event, webhook_id}}` payloads; an
-//!   expired subscription delivers nothing, and a 410 from the receiver disables it.
+//!   `X-Hook-Signature`, `{data, meta:{event, webhook_id}}` payloads; a 410
+//!   from the receiver disables it. `status` is `pending`, `enabled` or
+//!   `suspended` (after three failed deliveries in a row, or
+//!   [`FakeClio::suspend_webhooks`]); a suspended subscription delivers
+//!   nothing. An expired one is gone: `GET /webhooks` leaves it out, and GET,
+//!   PATCH (renewal) and DELETE of it answer 404.
 //! - Errors (8): `{"error":{type,message}}` bodies; 404 for unknown records and
 //!   resources; writes other than webhooks answer 405; DELETE answers 204.
 //!
 //! Faults on demand: bursts of 5xx, slow responses, truncated or mistyped
 //! bodies, records without an id, and hooks that run after the n-th API call
-//! (edit a record or move the clock while a pass is under way). Edits,
-//! creations and deletions on demand, so incremental sync and deletion
-//! detection can be checked against the source.
+//! (edit a record or move the clock while a pass is under way). Edits (any
+//! change: long decimals, decomposed text, null or missing fields), edits
+//! stamped in the past, creations, deletions and restores on demand, so
+//! incremental sync and reconciliation can be checked against the source.
+//! [`FakeClio::requests`] counts requests arrived and answered, so a test can
+//! see one in flight.
 use super::generator::{self, Firm};
 use crate::clock::Clock;
 use crate::records::Kind;
@@ -97,6 +110,12 @@ pub struct Faults {
     pub token_ttl: Duration,
     /// Lists answer no records and no next page (a bad answer a deletion reconcile must survive).
     pub empty_lists: bool,
+    /// Page tokens stop working this long after they were issued (the fake's clock); `None`: never.
+    pub page_token_ttl: Option<Duration>,
+    /// What a dead page token answers: Clio has been seen answering 400 and 410.
+    pub dead_token_status: u16,
+    /// Subscriptions to these models are refused with 403 (the app lacks the model's permission).
+    pub refuse_webhooks: Vec<Kind>,
 }
 
 impl Default for Faults {
@@ -111,6 +130,9 @@ impl Default for Faults {
             corrupt_next: vec![],
             token_ttl: Duration::from_secs(30 * 86_400),
             empty_lists: false,
+            page_token_ttl: None,
+            dead_token_status: 400,
+            refuse_webhooks: vec![],
         }
     }
 }
@@ -123,8 +145,30 @@ struct Hook {
     fields: Vec<Field>,
     secret: String,
     active: bool,
+    /// Suspended by Clio after failed deliveries: delivers nothing until replaced.
+    suspended: bool,
+    /// Deliveries failed in a row; [`SUSPEND_AFTER`] suspends the subscription.
+    failures: u32,
     expires_at: String,
 }
+
+impl Hook {
+    /// Clio's `status`: `pending` until the handshake, `suspended` after failed deliveries, else `enabled`.
+    fn status(&self) -> &'static str {
+        match (self.active, self.suspended) {
+            (_, true) => "suspended",
+            (false, _) => "pending",
+            (true, false) => "enabled",
+        }
+    }
+
+    fn expired(&self, now: i64) -> bool {
+        Timestamp::parse(&self.expires_at).is_ok_and(|t| t.micros() <= now)
+    }
+}
+
+/// Failed deliveries in a row after which Clio suspends a subscription.
+const SUSPEND_AFTER: u32 = 3;
 
 struct Window {
     start: Instant,
@@ -154,6 +198,11 @@ struct State {
     next_hook: u64,
     /// Run once the n-th API call has been answered (see [`FakeClio::after_call`]).
     after_calls: Vec<(u64, Box<dyn FnOnce() + Send>)>,
+    /// Page tokens issued under an earlier epoch are dead ([`FakeClio::expire_page_tokens`]).
+    token_epoch: u64,
+    /// API requests that arrived (counted before any delay), and those answered.
+    received: u64,
+    answered: u64,
 }
 
 /// A running fake Clio.
@@ -199,17 +248,20 @@ struct Select {
     note_type: Option<String>,
     /// Created strictly after this (micros).
     created_since: Option<i64>,
+    /// `ids[]`: only these records.
+    ids: Option<BTreeSet<u64>>,
 }
 
 impl Select {
     fn is_all(&self) -> bool {
-        self.note_type.is_none() && self.created_since.is_none()
+        self.note_type.is_none() && self.created_since.is_none() && self.ids.is_none()
     }
 
     /// Whether base record `index` of `kind` is selected (computed without building it).
     fn base(&self, firm: &Firm, kind: Kind, index: u64) -> bool {
         self.note_type.as_deref().is_none_or(|t| kind != Kind::Note || firm.note_type(index) == t)
             && self.created_since.is_none_or(|c| firm.created_at(kind, index).saturating_mul(1_000_000) > c)
+            && self.ids.as_ref().is_none_or(|ids| ids.contains(&firm.id(kind, index)))
     }
 
     /// Whether an edited or created record is selected.
@@ -217,7 +269,24 @@ impl Select {
         let created = || v["created_at"].as_str().and_then(|t| Timestamp::parse(t).ok());
         self.note_type.as_deref().is_none_or(|t| v["type"].as_str() == Some(t))
             && self.created_since.is_none_or(|c| created().is_some_and(|t| t.micros() > c))
+            && self.ids.as_ref().is_none_or(|ids| id_of(v).is_some_and(|id| ids.contains(&id)))
     }
+}
+
+/// The most `ids[]` one request may name (the fake's bound; a URL stays short).
+const MAX_IDS: usize = 200;
+
+/// `ids[]` (repeated): the records a listing is limited to; 400 for one that is not an id.
+fn id_filter(pairs: &[(String, String)]) -> Result<Option<BTreeSet<u64>>, Refusal> {
+    let given: Vec<&str> = pairs.iter().filter(|(k, _)| k == "ids[]").map(|(_, v)| v.as_str()).collect();
+    if given.is_empty() {
+        return Ok(None);
+    }
+    if given.len() > MAX_IDS {
+        return Err(bad("ArgumentError", &format!("ids[] names at most {MAX_IDS} records")));
+    }
+    let ids = given.iter().map(|v| v.parse::<u64>().map_err(|_| bad("ArgumentError", "ids[] takes record ids")));
+    ids.collect::<Result<BTreeSet<_>, _>>().map(Some)
 }
 
 /// One requested field and, for a nested resource, the fields asked of it.
@@ -277,15 +346,20 @@ fn project(record: &Value, fields: &[Field]) -> Value {
     Value::Object(out)
 }
 
-fn encode_cursor(id: u64) -> String {
+/// An opaque page token: the last id served, the token epoch and when it was issued (micros).
+fn encode_cursor(id: u64, epoch: u64, issued: i64) -> String {
     use base64::Engine as _;
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("after:{id}"))
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("after:{id}:{epoch}:{issued}"))
 }
 
-fn decode_cursor(token: &str) -> Option<u64> {
+/// A page token's `(after, epoch, issued)`; `None` if it is not one the fake issued.
+fn decode_cursor(token: &str) -> Option<(u64, u64, i64)> {
     use base64::Engine as _;
     let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(token).ok()?;
-    String::from_utf8(raw).ok()?.strip_prefix("after:")?.parse().ok()
+    let text = String::from_utf8(raw).ok()?;
+    let mut parts = text.strip_prefix("after:")?.split(':');
+    let (id, epoch, issued) = (parts.next()?, parts.next()?, parts.next()?);
+    Some((id.parse().ok()?, epoch.parse().ok()?, issued.parse().ok()?))
 }
 
 impl State {
@@ -308,7 +382,22 @@ impl State {
             hooks: BTreeMap::new(),
             next_hook: 1,
             after_calls: vec![],
+            token_epoch: 0,
+            received: 0,
+            answered: 0,
         }
+    }
+
+    /// Whether a page token issued under `epoch` at `issued` still works.
+    fn token_alive(&self, epoch: u64, issued: i64) -> bool {
+        let ttl = self.faults.page_token_ttl.map(|t| i64::try_from(t.as_micros()).unwrap_or(i64::MAX));
+        epoch == self.token_epoch && ttl.is_none_or(|ttl| self.clock.now_micros().saturating_sub(issued) <= ttl)
+    }
+
+    /// Subscriptions past their `expires_at` are gone, as at Clio.
+    fn drop_expired_hooks(&mut self) {
+        let now = self.clock.now_micros();
+        self.hooks.retain(|_, h| !h.expired(now));
     }
 
     /// Whether `token` is a live access token now.
@@ -325,11 +414,24 @@ impl State {
         if self.deleted.contains(&(kind, id)) {
             return None;
         }
-        if let Some(v) = self.overlay.get(&(kind, id)) {
-            return Some(v.clone());
+        if let Some((v, at)) = self.overlay.get(&(kind, id)) {
+            return Some((self.linked(kind, v.clone()), *at));
         }
         let index = self.firm.index_of(kind, id).filter(|i| *i < self.base_count(kind))?;
-        Some((self.firm.record(kind, index), self.firm.updated_at(index)))
+        Some((self.linked(kind, self.firm.record(kind, index)), self.firm.updated_at(index)))
+    }
+
+    /// `v` with its nested `client{name}` read from the contact as it is now,
+    /// as Clio resolves associations when it answers: renaming a contact
+    /// changes what its matters and bills show, not their etag or `updated_at`.
+    fn linked(&self, kind: Kind, mut v: Value) -> Value {
+        if matches!(kind, Kind::Matter | Kind::Bill)
+            && let Some(client) = v["client"]["id"].as_u64()
+            && let Some((contact, _)) = self.overlay.get(&(Kind::Contact, client))
+        {
+            v["client"]["name"] = contact["name"].clone();
+        }
+        v
     }
 
     /// One page of `kind` in id order: records updated after `since` (unix
@@ -376,10 +478,10 @@ impl State {
             }
             if take_base {
                 let index = self.firm.index_of(kind, base_id).unwrap_or(0);
-                out.push(self.firm.record(kind, index));
+                out.push(self.linked(kind, self.firm.record(kind, index)));
                 base_id += 1;
             } else if let Some((_, v)) = overlay.next() {
-                out.push(v.clone());
+                out.push(self.linked(kind, v.clone()));
             }
         }
     }
@@ -498,26 +600,87 @@ impl FakeClio {
 
     /// Edits record `id` of `kind` (a new etag and `updated_at`); false if it does not exist.
     pub fn edit(&self, kind: Kind, id: u64) -> bool {
-        self.with(|s| {
-            let Some((mut v, _)) = s.get(kind, id) else { return false };
-            let now = s.tick();
-            let version = s.versions.entry((kind, id)).or_insert(0);
-            *version += 1;
-            let field = match kind {
-                Kind::Matter | Kind::Task | Kind::CalendarEntry => "description",
-                Kind::Activity => "note",
-                Kind::Note => "detail",
-                Kind::Bill => "subject",
-                Kind::Contact | Kind::User => "name",
-            };
+        let field = match kind {
+            Kind::Matter | Kind::Task | Kind::CalendarEntry => "description",
+            Kind::Activity => "note",
+            Kind::Note => "detail",
+            Kind::Bill => "subject",
+            Kind::Contact | Kind::User => "name",
+        };
+        self.edit_with(kind, id, |v, version| {
             let old = v.get(field).and_then(Value::as_str).unwrap_or("").to_string();
             v[field] = json!(format!("{old} (revised {version})"));
-            v["etag"] = json!(format!("\"{id:x}v{version}\""));
-            v["updated_at"] = json!(generator::datetime(now));
-            s.overlay.insert((kind, id), (v.clone(), now));
-            self.notify(s, kind, "updated", &v);
-            true
         })
+    }
+
+    /// Changes record `id` of `kind` with `change` (given the record and its new
+    /// version): a new etag and `updated_at` now; false if it does not exist.
+    pub fn edit_with(&self, kind: Kind, id: u64, change: impl FnOnce(&mut Value, u64)) -> bool {
+        self.with(|s| {
+            let now = s.tick();
+            self.change(s, kind, id, now, change)
+        })
+    }
+
+    /// An edit stamped `updated_at` (unix seconds) in the past, as an import or
+    /// a skewed clock does: `updated_since` listings after that instant miss it.
+    pub fn edit_backdated(&self, kind: Kind, id: u64, updated_at: i64) -> bool {
+        self.with(|s| {
+            self.change(s, kind, id, updated_at, |v, version| {
+                v["etag"] = json!(format!("\"{id:x}b{version}\""));
+            })
+        })
+    }
+
+    fn change(&self, s: &mut State, kind: Kind, id: u64, at: i64, change: impl FnOnce(&mut Value, u64)) -> bool {
+        let Some((mut v, _)) = s.get(kind, id) else { return false };
+        let version = s.versions.entry((kind, id)).or_insert(0);
+        *version += 1;
+        let version = *version;
+        v["etag"] = json!(format!("\"{id:x}v{version}\""));
+        v["updated_at"] = json!(generator::datetime(at));
+        change(&mut v, version);
+        s.overlay.insert((kind, id), (v.clone(), at));
+        self.notify(s, kind, "updated", &v);
+        true
+    }
+
+    /// Brings back a deleted record as it was (Clio's restore from the trash):
+    /// its `updated_at` stays behind every watermark. False if it was not deleted.
+    pub fn restore(&self, kind: Kind, id: u64) -> bool {
+        self.with(|s| s.deleted.remove(&(kind, id)))
+    }
+
+    /// Kills every page token issued so far (as Clio's expire): a saved `next` link then answers
+    /// [`Faults::dead_token_status`].
+    pub fn expire_page_tokens(&self) {
+        self.with(|s| s.token_epoch += 1);
+    }
+
+    /// Suspends the subscriptions to `kind` (as Clio does after failed deliveries).
+    pub fn suspend_webhooks(&self, kind: Kind) {
+        self.with(|s| s.hooks.values_mut().filter(|h| h.kind == kind).for_each(|h| h.suspended = true));
+    }
+
+    /// Lets the subscriptions to `kind` run out now: Clio forgets them (GET and PATCH answer 404).
+    pub fn expire_webhooks(&self, kind: Kind) {
+        self.with(|s| {
+            let past = Timestamp::from_micros(s.clock.now_micros() - 1).to_rfc3339();
+            s.hooks.values_mut().filter(|h| h.kind == kind).for_each(|h| h.expires_at = past.clone());
+        })
+    }
+
+    /// The `status` of each subscription to `kind`, in id order.
+    pub fn webhook_statuses(&self, kind: Kind) -> Vec<&'static str> {
+        self.with(|s| {
+            s.drop_expired_hooks();
+            s.hooks.values().filter(|h| h.kind == kind).map(Hook::status).collect()
+        })
+    }
+
+    /// API requests that arrived so far, and how many of them were answered.
+    pub fn requests(&self) -> (u64, u64) {
+        self.with(|s| (s.received, s.answered))
     }
 
     /// Creates a record of `kind`; returns its id.
@@ -572,8 +735,7 @@ impl FakeClio {
     /// An expired subscription delivers nothing; a receiver answering 410 disables it.
     fn notify(&self, s: &State, kind: Kind, event: &str, record: &Value) {
         let now = s.clock.now_micros();
-        let live = |h: &Hook| Timestamp::parse(&h.expires_at).is_ok_and(|t| t.micros() > now);
-        for (id, hook) in s.hooks.iter().filter(|(_, h)| h.kind == kind && h.active && live(h)) {
+        for (id, hook) in s.hooks.iter().filter(|(_, h)| h.kind == kind && h.status() == "enabled" && !h.expired(now)) {
             let data = if event == "deleted" { record.clone() } else { project(record, &hook.fields) };
             let body = json!({"data": data, "meta": {"event": event, "webhook_id": id}}).to_string();
             let signature = sign(&hook.secret, body.as_bytes());
@@ -587,13 +749,24 @@ impl FakeClio {
                     .body(body)
                     .send()
                     .await;
-                match sent {
-                    Ok(r) if r.status() == reqwest::StatusCode::GONE => {
-                        fake.with(|s| s.hooks.remove(&id));
+                // Clio's success: any 2xx or 3xx, or 410 (which also disables the subscription).
+                let status = sent.as_ref().map(reqwest::Response::status);
+                fake.with(|s| match status {
+                    Ok(reqwest::StatusCode::GONE) => {
+                        s.hooks.remove(&id);
                     }
-                    Ok(_) => {}
-                    Err(e) => tracing::warn!(error = %e, "the fake Clio could not deliver a webhook"),
-                }
+                    Ok(st) if st.is_success() || st.is_redirection() => {
+                        if let Some(h) = s.hooks.get_mut(&id) {
+                            h.failures = 0;
+                        }
+                    }
+                    _ => {
+                        if let Some(h) = s.hooks.get_mut(&id) {
+                            h.failures += 1;
+                            h.suspended |= h.failures >= SUSPEND_AFTER;
+                        }
+                    }
+                });
             });
         }
     }
@@ -755,6 +928,14 @@ fn sign(secret: &str, body: &[u8]) -> String {
 #[handler]
 async fn api_write(req: &Request, body: Body) -> Response {
     let Some(fake) = req.data::<FakeClio>().cloned() else { return StatusCode::INTERNAL_SERVER_ERROR.into_response() };
+    fake.with(|s| s.received += 1);
+    let resp = write(&fake, req, body).await;
+    fake.with(|s| s.answered += 1);
+    resp
+}
+
+async fn write(fake: &FakeClio, req: &Request, body: Body) -> Response {
+    let fake = fake.clone();
     let path = req.uri().path().trim_start_matches("/api/v4/").trim_end_matches(".json").to_string();
     let body: Value = serde_json::from_str(&body.into_string().await.unwrap_or_default()).unwrap_or(Value::Null);
     let method = req.method().clone();
@@ -774,7 +955,19 @@ async fn api_write(req: &Request, body: Body) -> Response {
                 Ok(s) => s,
                 Err(refusal) => return refusal.into(),
             };
-            let hook = Hook { url: url.clone(), kind, fields, secret: token(), active: false, expires_at };
+            if fake.with(|s| s.faults.refuse_webhooks.contains(&kind)) {
+                return clio_error(StatusCode::FORBIDDEN, "ForbiddenError", "the app lacks this model's permission");
+            }
+            let hook = Hook {
+                url: url.clone(),
+                kind,
+                fields,
+                secret: token(),
+                active: false,
+                suspended: false,
+                failures: 0,
+                expires_at,
+            };
             let id = fake.with(|s| {
                 let id = s.next_hook;
                 s.next_hook += 1;
@@ -810,22 +1003,29 @@ async fn api_write(req: &Request, body: Body) -> Response {
                 Ok(e) => e,
                 Err(refusal) => return refusal.into(),
             };
-            fake.with(|s| match id.parse().ok().and_then(|id: u64| s.hooks.get_mut(&id)) {
-                Some(h) => {
-                    if let Some(e) = expires_at {
-                        h.expires_at = e;
+            fake.with(|s| {
+                s.drop_expired_hooks();
+                match id.parse().ok().and_then(|id: u64| s.hooks.get_mut(&id)) {
+                    Some(h) => {
+                        if let Some(e) = expires_at {
+                            h.expires_at = e;
+                        }
+                        json_response(
+                            StatusCode::OK,
+                            &json!({"data": {"id": id, "status": h.status(), "expires_at": h.expires_at}}),
+                        )
                     }
-                    json_response(StatusCode::OK, &json!({"data": {"id": id, "expires_at": h.expires_at}}))
+                    None => clio_error(StatusCode::NOT_FOUND, "RecordNotFound", "no such webhook"),
                 }
-                None => clio_error(StatusCode::NOT_FOUND, "RecordNotFound", "no such webhook"),
             })
         }
-        ("DELETE", Some(("webhooks", id))) => {
-            fake.with(|s| match id.parse().ok().and_then(|id: u64| s.hooks.remove(&id)) {
+        ("DELETE", Some(("webhooks", id))) => fake.with(|s| {
+            s.drop_expired_hooks();
+            match id.parse().ok().and_then(|id: u64| s.hooks.remove(&id)) {
                 Some(_) => StatusCode::NO_CONTENT.into_response(),
                 None => clio_error(StatusCode::NOT_FOUND, "RecordNotFound", "no such webhook"),
-            })
-        }
+            }
+        }),
         _ => clio_error(
             StatusCode::METHOD_NOT_ALLOWED,
             "MethodNotAllowed",
@@ -949,7 +1149,12 @@ fn rate_limit(s: &mut State, token: &str) -> (Option<Response>, Vec<(&'static st
 async fn api(req: &Request, Query(q): Query<HashMap<String, String>>) -> Response {
     let Some(fake) = req.data::<FakeClio>().cloned() else { return StatusCode::INTERNAL_SERVER_ERROR.into_response() };
     let path = req.uri().path().trim_start_matches("/api/v4/").trim_end_matches(".json").to_string();
-    let delay = fake.with(|s| s.faults.delay);
+    let pairs: Vec<(String, String)> =
+        url::form_urlencoded::parse(req.uri().query().unwrap_or_default().as_bytes()).into_owned().collect();
+    let delay = fake.with(|s| {
+        s.received += 1;
+        s.faults.delay
+    });
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;
     }
@@ -969,7 +1174,7 @@ async fn api(req: &Request, Query(q): Query<HashMap<String, String>>) -> Respons
             let status = StatusCode::from_u16(s.faults.fail_status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
             return (clio_error(status, "ServiceUnavailable", "try again later"), headers);
         }
-        (serve(s, &fake.base_url(), &path, &q, if_none_match.as_deref()), headers)
+        (serve(s, &fake.base_url(), &path, (&q, &pairs), if_none_match.as_deref()), headers)
     });
     for run in fake.due_hooks() {
         run();
@@ -982,6 +1187,7 @@ async fn api(req: &Request, Query(q): Query<HashMap<String, String>>) -> Respons
     if resp.status().is_success() || resp.status() == StatusCode::NOT_MODIFIED {
         resp.headers_mut().insert("x-api-version", HeaderValue::from_static(API_VERSION));
     }
+    fake.with(|s| s.answered += 1);
     resp
 }
 
@@ -1090,7 +1296,14 @@ fn since_param(q: &HashMap<String, String>, name: &str) -> Result<Option<i64>, R
 /// The most records offset paging reaches (CLIO.md 5).
 const OFFSET_CAP: usize = 10_000;
 
-fn serve(s: &mut State, base: &str, path: &str, q: &HashMap<String, String>, if_none_match: Option<&str>) -> Response {
+/// One GET under `/api/v4`: `q` has each parameter's last value, `pairs` every one in order (`ids[]` repeats).
+fn serve(
+    s: &mut State,
+    base: &str,
+    path: &str,
+    (q, pairs): (&HashMap<String, String>, &[(String, String)]),
+    if_none_match: Option<&str>,
+) -> Response {
     let (collection, id) = match path.split_once('/') {
         Some((c, id)) => (c, Some(id)),
         None => (path, None),
@@ -1104,6 +1317,9 @@ fn serve(s: &mut State, base: &str, path: &str, q: &HashMap<String, String>, if_
         let mut v = project(&v, &fields);
         v["account"] = json!({"id": 1, "name": "Smith & Jones LLP"});
         return json_response(StatusCode::OK, &json!({"data": v}));
+    }
+    if collection == "webhooks" {
+        return webhooks(s, id, q.get("fields"));
     }
     let Some(kind) = Kind::from_collection(collection) else {
         return clio_error(StatusCode::NOT_FOUND, "RecordNotFound", "no such resource");
@@ -1123,7 +1339,11 @@ fn serve(s: &mut State, base: &str, path: &str, q: &HashMap<String, String>, if_
     if kind == Kind::Note && !matches!(note_type.as_deref(), Some("Matter" | "Contact")) {
         return bad("ArgumentError", "type must be Matter or Contact").into();
     }
-    let select = Select { note_type: note_type.filter(|_| kind == Kind::Note), created_since };
+    let ids = match id_filter(pairs) {
+        Ok(ids) => ids,
+        Err(refusal) => return refusal.into(),
+    };
+    let select = Select { note_type: note_type.filter(|_| kind == Kind::Note), created_since, ids };
     let limit = match q.get("limit").map(|l| l.parse::<u32>()) {
         None => kind.page_limit(),
         Some(Ok(l)) if (1..=kind.page_limit()).contains(&l) => l,
@@ -1142,7 +1362,11 @@ fn serve(s: &mut State, base: &str, path: &str, q: &HashMap<String, String>, if_
     let after = match (q.get("page_token"), offset) {
         (Some(_), Some(_)) => return bad("ArgumentError", "page_token and offset do not mix").into(),
         (Some(t), None) => match decode_cursor(t) {
-            Some(a) => Some(a),
+            Some((after, epoch, issued)) if s.token_alive(epoch, issued) => Some(after),
+            Some(_) => {
+                let status = StatusCode::from_u16(s.faults.dead_token_status).unwrap_or(StatusCode::BAD_REQUEST);
+                return clio_error(status, "InvalidPageToken", "page_token has expired; start the listing again");
+            }
             None => return bad("ArgumentError", "invalid page_token").into(),
         },
         (None, Some(o)) if o + limit > OFFSET_CAP => {
@@ -1171,19 +1395,52 @@ fn serve(s: &mut State, base: &str, path: &str, q: &HashMap<String, String>, if_
             return clio_error(StatusCode::INTERNAL_SERVER_ERROR, "InternalServerError", "bad base URL");
         };
         {
-            let mut pairs = next.query_pairs_mut();
-            for (k, v) in q.iter().filter(|(k, _)| !matches!(k.as_str(), "page_token" | "offset")) {
-                pairs.append_pair(k, v);
+            let mut out = next.query_pairs_mut();
+            for (k, v) in pairs.iter().filter(|(k, _)| !matches!(k.as_str(), "page_token" | "offset")) {
+                out.append_pair(k, v);
             }
             match offset {
-                Some(o) => pairs.append_pair("offset", &(o + limit).to_string()),
-                None => pairs.append_pair("page_token", &encode_cursor(last)),
+                Some(o) => out.append_pair("offset", &(o + limit).to_string()),
+                None => out.append_pair("page_token", &encode_cursor(last, s.token_epoch, s.clock.now_micros())),
             };
         }
         paging.insert("next".into(), json!(next.to_string()));
     }
     let data = page.iter().map(|v| project(v, &fields)).collect();
     list_response(s, kind, since, &select, data, paging)
+}
+
+/// `GET /webhooks` and `/webhooks/{id}`: subscriptions as Clio shows them (expired ones are gone).
+fn webhooks(s: &mut State, id: Option<&str>, fields: Option<&String>) -> Response {
+    s.drop_expired_hooks();
+    let fields = match fields.map(|f| parse_fields(f)).transpose() {
+        Ok(f) => f.unwrap_or_else(|| vec![("id".into(), None), ("etag".into(), None)]),
+        Err(p) => return bad("InvalidFields", &p).into(),
+    };
+    const KNOWN: [&str; 8] = ["id", "etag", "url", "model", "status", "events", "expires_at", "fields"];
+    if let Some((name, _)) = fields.iter().find(|(name, nested)| !KNOWN.contains(&name.as_str()) || nested.is_some()) {
+        return bad("InvalidFields", &format!("{name} is not a valid field")).into();
+    }
+    let show = |id: u64, h: &Hook| {
+        let model = WEBHOOK_MODELS.iter().find(|m| m.2 == Some(h.kind)).map_or("", |m| m.0);
+        let full = json!({
+            "id": id, "etag": format!("\"wh{id}-{}\"", h.status()), "url": h.url, "model": model,
+            "status": h.status(), "events": ["created", "updated", "deleted"], "expires_at": h.expires_at,
+            "fields": h.fields.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>().join(","),
+        });
+        project(&full, &fields)
+    };
+    match id {
+        Some(id) => match id.parse().ok().and_then(|id: u64| s.hooks.get(&id).map(|h| show(id, h))) {
+            Some(v) => json_response(StatusCode::OK, &json!({"data": v})),
+            None => clio_error(StatusCode::NOT_FOUND, "RecordNotFound", "no such webhook"),
+        },
+        None => {
+            let data: Vec<Value> = s.hooks.iter().map(|(id, h)| show(*id, h)).collect();
+            let records = data.len();
+            json_response(StatusCode::OK, &json!({"data": data, "meta": {"paging": {}, "records": records}}))
+        }
+    }
 }
 
 fn id_of(v: &Value) -> Option<u64> {

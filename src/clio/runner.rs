@@ -6,7 +6,7 @@
 //! "reconcile now" (an admin confirmed held deletions) ask at once. Sync
 //! works page by page in short store transactions, so it never blocks API
 //! requests.
-use super::client::RetryPolicy;
+use super::client::{Gate, RetryPolicy};
 use super::connection::{self, ConnectionError, State};
 use super::sync;
 use super::webhooks;
@@ -47,6 +47,8 @@ pub struct SyncManager {
     http: reqwest::Client,
     policy: RetryPolicy,
     tasks: Mutex<HashMap<OrgId, OrgTask>>,
+    /// Each org's fence: its sync's requests go to Clio only while it is open.
+    gates: Mutex<HashMap<OrgId, Arc<Gate>>>,
     on_connect: OnceLock<OnConnect>,
 }
 
@@ -67,6 +69,7 @@ impl SyncManager {
             http,
             policy,
             tasks: Mutex::new(HashMap::new()),
+            gates: Mutex::new(HashMap::new()),
             on_connect: OnceLock::new(),
         })
     }
@@ -116,8 +119,15 @@ impl SyncManager {
         let _ = self.task(org).send(Request { reconcile, reply });
     }
 
+    /// The org's gate (open unless its sync was stopped since it last connected).
+    fn gate(&self, org: OrgId) -> Arc<Gate> {
+        self.gates.lock().unwrap_or_else(|e| e.into_inner()).entry(org).or_default().clone()
+    }
+
     /// The org just connected: its first sync starts at once.
     pub fn ensure(self: &Arc<Self>, org: OrgId) {
+        // A fresh gate: one closed by an earlier disconnect stays closed for that sync's client.
+        self.gates.lock().unwrap_or_else(|e| e.into_inner()).insert(org, Arc::default());
         match self.on_connect.get() {
             Some(hook) => hook(org),
             None => self.ask(org, false, None),
@@ -150,12 +160,18 @@ impl SyncManager {
         tasks.get(&org).is_some_and(|t| t.running.load(Ordering::Relaxed))
     }
 
-    /// Stops the org's sync (on disconnect). Aborting the task does not stop
+    /// Stops the org's sync (on disconnect). First its gate closes, which
+    /// waits for the request in flight (if any) to be answered and lets no
+    /// other start, so Clio sees no request of this sync after `stop`
+    /// returns; then the task is aborted and awaited. Aborting does not stop
     /// a page already being stored on the blocking pool, so the org's sync
     /// generation is bumped too: that page's transaction then writes nothing.
-    pub fn stop(&self, org: OrgId) {
-        if let Some(t) = self.tasks.lock().unwrap_or_else(|e| e.into_inner()).remove(&org) {
+    pub async fn stop(&self, org: OrgId) {
+        self.gate(org).close().await;
+        let task = self.tasks.lock().unwrap_or_else(|e| e.into_inner()).remove(&org);
+        if let Some(t) = task {
             t.handle.abort();
+            let _ = t.handle.await;
         }
         if let Err(e) = self.store.write(|w| sync::bump_generation(w, &CTX.org_scope(org))) {
             tracing::warn!(org = %org, error = %e, "could not fence the stopped sync; disconnect fences it");
@@ -204,6 +220,10 @@ impl SyncManager {
 
     /// One sync of every kind (and a deletion reconcile when asked); the records it stored.
     pub async fn run_once(&self, org: OrgId, reconcile: bool) -> Result<u64, ConnectionError> {
+        let gate = self.gate(org);
+        if !gate.is_open().await {
+            return Err(ConnectionError::NotConnected);
+        }
         let sync = sync::SyncScope::begin(&self.store, &CTX, org)?;
         let scope = sync.scope().clone();
         let client = connection::client(
@@ -213,7 +233,8 @@ impl SyncManager {
             self.http.clone(),
             self.metrics.clone(),
             self.policy.clone(),
-        )?;
+        )?
+        .gated(gate);
         let (mut failed, mut stored) = (None, 0);
         for kind in Kind::ALL {
             let result = async {
@@ -235,8 +256,17 @@ impl SyncManager {
             }
             self.report(org, kind);
         }
+        match sync::refresh_dependants(&self.store, &sync, &client).await {
+            Err(sync::SyncError::Fenced) => return Err(ConnectionError::NotConnected),
+            Err(e) => {
+                tracing::warn!(org = %org, error = %e, "records naming a renamed contact could not be refreshed; the next run tries again");
+                failed = failed.or(Some(e));
+            }
+            Ok(_) => {}
+        }
         self.keep_webhooks(&scope, &client).await;
         match failed {
+            Some(sync::SyncError::Clio(super::client::ClioError::Stopped)) => Err(ConnectionError::NotConnected),
             Some(sync::SyncError::Clio(e)) => Err(ConnectionError::Clio(e)),
             Some(sync::SyncError::Store(e)) => Err(ConnectionError::Store(e)),
             Some(sync::SyncError::Fenced) => Err(ConnectionError::NotConnected),
@@ -244,18 +274,61 @@ impl SyncManager {
         }
     }
 
-    /// With webhooks on: subscribes what is missing and renews what expires soon.
-    /// A failure is logged; the scheduled sync goes on either way.
+    /// With webhooks on: follows each subscription's lifecycle at Clio
+    /// (`webhooks::upkeep`) and reports their health as metrics. A failure is
+    /// logged; the scheduled sync goes on either way.
     async fn keep_webhooks(&self, scope: &crate::store::OrgScope, client: &super::client::ClioClient) {
         let origin = self.store.read(|r| connection::get(r, scope)).ok().flatten().and_then(|c| c.webhook_origin);
         let Some(origin) = origin else { return };
-        let result = async {
-            webhooks::register(&self.store, scope, client, &origin).await?;
-            webhooks::renew(&self.store, scope, client).await
+        match webhooks::upkeep(&self.store, scope, client, &origin).await {
+            Ok(done) => {
+                for (kind, error) in &done.failed {
+                    tracing::warn!(org = %scope.org(), kind = kind.as_str(), %error, "Clio webhook upkeep failed for one model; polling covers it");
+                }
+            }
+            Err(e) => {
+                tracing::warn!(org = %scope.org(), error = %e, "Clio webhooks could not be set up; polling continues")
+            }
         }
-        .await;
-        if let Err(e) = result {
-            tracing::warn!(org = %scope.org(), error = %e, "Clio webhooks could not be set up; polling continues");
+        self.report_webhooks(scope);
+    }
+
+    /// Webhook health per model as gauges (`docket_clio_webhook_*`).
+    fn report_webhooks(&self, scope: &crate::store::OrgScope) {
+        let Ok(Some(state)) = self.store.read(|r| webhooks::get(r, scope)) else { return };
+        for (kind, model) in webhooks::MODELS {
+            let labels = || vec![("org", scope.org().to_string()), ("model", model.to_string())];
+            let sub = state.subscription(kind);
+            let health = state.health(kind);
+            let active = sub.is_some_and(|s| s.active);
+            self.metrics.gauge(
+                "docket_clio_webhook_active",
+                "1 while the model's Clio webhook subscription is live (handshake done, not suspended).",
+                labels(),
+                f64::from(u8::from(active)),
+            );
+            if let Some(s) = sub.filter(|s| s.active) {
+                self.metrics.gauge(
+                    "docket_clio_webhook_expires_seconds",
+                    "When the model's Clio webhook subscription expires (renewed 3 days before).",
+                    labels(),
+                    s.expires_at as f64,
+                );
+            }
+            if let Some(t) = health.last_delivery_at {
+                self.metrics.gauge(
+                    "docket_clio_webhook_last_delivery_seconds",
+                    "When the last Clio webhook delivery of the model was applied.",
+                    labels(),
+                    t as f64 / 1e6,
+                );
+            }
+            self.metrics.gauge(
+                "docket_clio_webhook_failing",
+                "1 while the last webhook upkeep of the model failed.",
+                labels(),
+                f64::from(u8::from(health.last_error.is_some() && !active)),
+            );
         }
     }
 
@@ -278,6 +351,12 @@ impl SyncManager {
                 t as f64 / 1e6,
             );
         }
+        self.metrics.gauge(
+            "docket_sync_listing_restarts_total",
+            "Listings restarted from their watermark because Clio refused a saved page link.",
+            labels(),
+            cp.restarts as f64,
+        );
         self.metrics.gauge(
             "docket_sync_failing",
             "1 while the last run of this kind failed.",

@@ -16,8 +16,17 @@
 //! - **Fencing.** A [`SyncScope`] carries the org's sync generation from when
 //!   it began; a disconnect or purge bumps it ([`bump_generation`]), and every
 //!   later write of that sync is refused inside its own transaction.
-//! - **Deletions** are found by listing every id (`fields=id`) and comparing it
-//!   with the store's keys (values are not read). Every delete is decided
+//! - **Dead cursors.** A saved `next` link Clio refuses with a 4xx (its page
+//!   token expired: 400 or 410) restarts that listing from its last safe
+//!   watermark (`synced_through` less the overlap; the beginning before a pass
+//!   ever completed), at most [`MAX_RESTARTS`] times a run; the checkpoint
+//!   counts restarts and keeps the last reason for the sync status.
+//! - **Reconcile both ways.** The reconcile lists every id with its etag
+//!   (`fields=id,etag`): ids the store lacks (a record restored in Clio) and
+//!   etags that differ (an edit stamped behind the watermark) are fetched whole
+//!   (`ids[]`, [`REFETCH_BATCH`] a request) and stored.
+//! - **Deletions** are found by the same listing, compared with the store's
+//!   keys (and etags: nothing else of a value is read). Every delete is decided
 //!   inside one write transaction against the row as it stands then: a record
 //!   written after the listing began (by a webhook, say) is kept. A listing
 //!   that would delete more than `clio.max_delete_share` of a kind is *held*
@@ -27,14 +36,16 @@
 use super::client::{ClioClient, ClioError};
 use crate::data;
 use crate::records::{Kind, Record, record_key};
-use crate::store::{OrgId, OrgScope, OrgTaskContext, RECORDS, Reader, SYNC_STATE, Store, StoreError, Tx};
+use crate::store::{OrgId, OrgScope, OrgTaskContext, RECORD_INDEX, RECORDS, Reader, SYNC_STATE, Store, StoreError, Tx};
 use crate::timestamp::Timestamp;
 use serde::{Deserialize, Deserializer, Serialize};
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::sync::Arc;
 
 /// Records updated this long before the last pass started are fetched again.
 pub const OVERLAP_SECONDS: i64 = 300;
+/// Times one run restarts a listing whose saved page link Clio refused.
+const MAX_RESTARTS: u32 = 3;
 /// A deletion reconcile may always delete this many records of a kind, whatever the share.
 pub const ALWAYS_DELETABLE: u64 = 1;
 const GENERATION: &[u8] = b"generation";
@@ -140,6 +151,11 @@ pub struct Checkpoint {
     pub last_success_at: Option<i64>,
     pub last_error: Option<String>,
     pub last_error_at: Option<i64>,
+    /// Times Clio refused a saved page link (an expired page token) and the
+    /// listing started again from its watermark; the last time and why.
+    pub restarts: u64,
+    pub last_restart_at: Option<i64>,
+    pub last_restart_reason: Option<String>,
 }
 
 /// Deletions a listing found but the guard held back.
@@ -163,6 +179,9 @@ pub struct Deletions {
     pub deleted: u64,
     pub last_listed_at: Option<Timestamp>,
     pub held: Option<Held>,
+    /// Records fetched again because Clio lists them and the store lacks them
+    /// or holds another etag (restored records, backdated edits).
+    pub refetched: u64,
 }
 
 /// What one run of [`sync_kind`] did.
@@ -189,6 +208,8 @@ pub struct Reconciled {
     pub deleted: u64,
     /// Deletions held back by the guard.
     pub held: Option<u64>,
+    /// Records fetched and stored because the store lacked them or held another etag.
+    pub refetched: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -236,12 +257,19 @@ pub struct Progress {
     pub last_error: Option<String>,
     pub last_error_at: Option<i64>,
     pub held: Option<Held>,
+    /// Listings restarted after Clio refused a saved page link, the latest and why.
+    pub restarts: u64,
+    pub last_restart_at: Option<i64>,
+    pub last_restart_reason: Option<String>,
+    /// Records the reconcile fetched because the store lacked them or held another etag.
+    pub refetched: u64,
 }
 
 /// The sync state of `kind` (checkpoints and deletions; no records are read).
 pub fn progress(r: &impl Reader, scope: &OrgScope, kind: Kind) -> Result<Progress, StoreError> {
     let d = deletions(r, scope, kind)?;
-    let mut p = Progress { deleted: d.deleted, held: d.held, full_done: true, ..Progress::default() };
+    let mut p =
+        Progress { deleted: d.deleted, held: d.held, refetched: d.refetched, full_done: true, ..Progress::default() };
     let mut first = true;
     for listing in Listing::of(kind) {
         let cp = checkpoint(r, scope, listing)?;
@@ -257,19 +285,39 @@ pub fn progress(r: &impl Reader, scope: &OrgScope, kind: Kind) -> Result<Progres
         if p.last_error.is_none() {
             (p.last_error, p.last_error_at) = (cp.last_error, cp.last_error_at);
         }
+        p.restarts += cp.restarts;
+        if cp.last_restart_at > p.last_restart_at {
+            (p.last_restart_at, p.last_restart_reason) = (cp.last_restart_at, cp.last_restart_reason);
+        }
         first = false;
     }
     Ok(p)
 }
 
-/// The stored copy's etag and write time, read without the record's body.
+/// The stored copy's etag and write time (and a contact's name), read without the rest of the record.
 #[derive(Deserialize)]
 struct Stamp {
     #[serde(default)]
     etag: Option<String>,
     #[serde(default)]
     stored_at: Option<Timestamp>,
+    #[serde(default)]
+    raw: Option<NameOnly>,
 }
+
+#[derive(Deserialize)]
+struct NameOnly {
+    #[serde(default)]
+    name: Option<String>,
+}
+
+/// Contacts renamed since their dependants were last refreshed (see [`refresh_dependants`]).
+const RENAMED: &[u8] = b"renamed.contact";
+/// The queue under [`RENAMED`]: contact id → when it was queued (the write's time, micros).
+type Renamed = std::collections::BTreeMap<String, i64>;
+
+/// The records that carry a copy of a contact's name: matters and bills whose client it is.
+const DEPENDANTS: [Kind; 2] = [Kind::Matter, Kind::Bill];
 
 fn stamp(bytes: &[u8]) -> Result<Stamp, StoreError> {
     serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt(format!("records: {e}")))
@@ -277,17 +325,99 @@ fn stamp(bytes: &[u8]) -> Result<Stamp, StoreError> {
 
 /// Writes `record` (stamped with the transaction's time) unless the stored
 /// copy has the same etag; whether it wrote.
-fn upsert(w: &mut Tx, scope: &OrgScope, mut record: Record) -> Result<bool, StoreError> {
+fn upsert(w: &mut Tx, scope: &OrgScope, record: Record) -> Result<bool, StoreError> {
+    write_if(w, scope, record, etag_differs)
+}
+
+/// Whether `new` is another version than the stored `old` (by etag; no etag: always).
+fn etag_differs(old: &[u8], new: &Record) -> Result<bool, StoreError> {
+    let old = stamp(old)?;
+    Ok(old.etag.is_none() || old.etag != new.etag)
+}
+
+/// Whether anything Clio sent differs from the stored `old` (a nested name can change under the same etag).
+fn raw_differs(old: &[u8], new: &Record) -> Result<bool, StoreError> {
+    let old: Record = serde_json::from_slice(old).map_err(|e| StoreError::Corrupt(format!("records: {e}")))?;
+    Ok(old.etag != new.etag || old.raw != new.raw)
+}
+
+/// Decides whether a fetched record is written over the stored one.
+type Differs = fn(&[u8], &Record) -> Result<bool, StoreError>;
+
+/// Writes `record` if there is no stored copy or `differs(stored, record)`;
+/// a contact whose name changed is queued for [`refresh_dependants`] in the same transaction.
+fn write_if(w: &mut Tx, scope: &OrgScope, mut record: Record, differs: Differs) -> Result<bool, StoreError> {
     let key = record_key(record.kind, &record.id);
-    if let Some(old) = w.get(scope, &RECORDS, &key)? {
-        let old = stamp(&old)?;
-        if old.etag.is_some() && old.etag == record.etag {
+    if let Some(bytes) = w.get(scope, &RECORDS, &key)? {
+        if !differs(&bytes, &record)? {
             return Ok(false);
+        }
+        let old_name = stamp(&bytes)?.raw.and_then(|r| r.name);
+        if record.kind == Kind::Contact && old_name.as_deref() != record.raw["name"].as_str() {
+            // Keyed to this write's time: a refresh that began before it does not take it off the queue.
+            let mut renamed: Renamed = w.get_json(scope, &SYNC_STATE, RENAMED)?.unwrap_or_default();
+            renamed.insert(record.id.clone(), w.time());
+            w.put_json(scope, &SYNC_STATE, RENAMED, &renamed)?;
         }
     }
     record.stored_at = Some(Timestamp::from_micros(w.time()));
     data::put_record(w, scope, &record)?;
     Ok(true)
+}
+
+/// The ids of `kind`'s records whose client is `contact` (through the record index).
+fn clients_of(
+    r: &crate::store::ReadTx,
+    scope: &OrgScope,
+    kind: Kind,
+    contact: &str,
+) -> Result<Vec<Vec<u8>>, StoreError> {
+    let prefix = data::index::value_prefix(kind, data::index::Field::Client, contact.as_bytes());
+    let mut ids = vec![];
+    r.visit(scope, &RECORD_INDEX, &prefix, &prefix, |key, _| {
+        ids.push(key[prefix.len()..].to_vec());
+        Ok(true)
+    })?;
+    Ok(ids)
+}
+
+/// Names copied into other records go stale when a contact is renamed (Clio
+/// need not bump a matter whose client was renamed), so the matters and bills
+/// whose client a queued contact is are fetched again, as Clio serves them now
+/// (its nested `client{name}` is the contact's current name), and stored when
+/// anything in them differs. The queue is emptied only once they are stored,
+/// so a crash refreshes them at the next run. How many records changed.
+pub async fn refresh_dependants(store: &Store, sync: &SyncScope, client: &ClioClient) -> Result<u64, SyncError> {
+    let queued: Renamed = store.read(|r| r.get_json(&sync.scope, &SYNC_STATE, RENAMED))?.unwrap_or_default();
+    if queued.is_empty() {
+        return Ok(0);
+    }
+    let mut written = 0;
+    for kind in DEPENDANTS {
+        let mut ids = store.read(|r| {
+            let mut ids = vec![];
+            for contact in queued.keys() {
+                ids.extend(clients_of(r, &sync.scope, kind, contact)?);
+            }
+            Ok(ids)
+        })?;
+        ids.sort();
+        ids.dedup();
+        let listing = Listing { kind, note_type: None };
+        written += fetch_ids(store, sync, client, listing, &ids, raw_differs).await?;
+    }
+    let done = store.write(|w| {
+        if !sync.live(w)? {
+            return Ok(None);
+        }
+        let mut left: Renamed = w.get_json(&sync.scope, &SYNC_STATE, RENAMED)?.unwrap_or_default();
+        // A contact renamed again meanwhile stays queued for the next run.
+        left.retain(|id, at| queued.get(id) != Some(at));
+        w.put_json(&sync.scope, &SYNC_STATE, RENAMED, &left)?;
+        Ok(Some(()))
+    })?;
+    done.ok_or(SyncError::Fenced)?;
+    Ok(written)
 }
 
 /// A change Clio pushed (a webhook delivery).
@@ -457,6 +587,56 @@ fn minus_overlap(t: Timestamp) -> Timestamp {
     Timestamp::from_micros(back - back.rem_euclid(1_000_000))
 }
 
+/// Begins a pass: from the watermark less the overlap (a full pass before the first completes).
+fn start_pass(store: &Store, client: &ClioClient, listing: Listing, cp: &mut Checkpoint) -> String {
+    cp.pass_started_at = Some(Timestamp::from_micros(store.clock().now_micros()));
+    cp.pass_since = cp.synced_through.map(minus_overlap);
+    client.first_page_url(listing.kind, listing.kind.fields(), cp.pass_since, listing.filter())
+}
+
+/// Whether Clio refused a page link for good: a 4xx other than 401 and 429
+/// (those are retried inside the client), as an expired page token answers.
+fn dead_cursor(e: &ClioError) -> bool {
+    matches!(e, ClioError::Refused { status, .. } if (400..500).contains(status))
+}
+
+/// Clio refused the saved page link: the listing starts again from its last
+/// safe watermark (`synced_through`, or a full listing before the first pass
+/// completed), keeping the interrupted pass's start, which is earlier and so
+/// safe as the next watermark. Recorded in the checkpoint for the sync status.
+fn restart_pass(
+    store: &Store,
+    sync: &SyncScope,
+    client: &ClioClient,
+    listing: Listing,
+    cp: &mut Checkpoint,
+    why: &ClioError,
+) -> Result<String, SyncError> {
+    let started = cp.pass_started_at;
+    let url = start_pass(store, client, listing, cp);
+    cp.pass_started_at = started.or(cp.pass_started_at);
+    let from = cp.pass_since.map_or("the beginning (no pass has completed yet)".to_string(), |t| t.to_rfc3339());
+    let reason = format!("Clio refused the saved page link ({why}); the listing restarted from {from}");
+    tracing::warn!(org = %sync.scope.org(), listing = %listing.key(), %reason, "a Clio listing restarted");
+    let now = store.clock().now_micros();
+    let saved = store.write(|w| {
+        if !sync.live(w)? {
+            return Ok(None);
+        }
+        let mut stored = checkpoint(w, &sync.scope, listing)?;
+        stored.next_url = None;
+        stored.pass_started_at = cp.pass_started_at;
+        stored.pass_since = cp.pass_since;
+        stored.restarts += 1;
+        stored.last_restart_at = Some(now);
+        stored.last_restart_reason = Some(reason.clone());
+        save_checkpoint(w, &sync.scope, listing, &stored)?;
+        Ok(Some(stored))
+    })?;
+    *cp = saved.ok_or(SyncError::Fenced)?;
+    Ok(url)
+}
+
 /// Fetches page n+1 while page n is parsed and stored on the blocking pool,
 /// so network and disk overlap; pages still commit one after another, in order.
 async fn run_pass(
@@ -469,20 +649,27 @@ async fn run_pass(
     let mut cp = store.read(|r| checkpoint(r, &sync.scope, listing))?;
     let mut report = Report::default();
     let base = &client.endpoints().api_base;
-    let mut url = match cp.next_url.clone() {
+    let (mut url, mut on_cursor) = match cp.next_url.clone() {
         // A cursor saved for another Clio host (the connection changed) is not followed.
-        Some(resume) if resume.starts_with(base.as_str()) => resume,
-        _ => {
-            cp.pass_started_at = Some(Timestamp::from_micros(store.clock().now_micros()));
-            cp.pass_since = cp.synced_through.map(minus_overlap);
-            client.first_page_url(kind, kind.fields(), cp.pass_since, listing.filter())
-        }
+        Some(resume) if resume.starts_with(base.as_str()) => (resume, true),
+        _ => (start_pass(store, client, listing, &mut cp), false),
     };
+    let mut restarts = 0;
     let mut applying: Option<Applying> = None;
     loop {
         let fetched = client.page(&url, kind).await;
         settle(&mut applying, &mut cp, &mut report).await?;
-        let page = fetched?;
+        let page = match fetched {
+            Ok(page) => page,
+            // A refused first page is a real error, and a run restarts a listing a bounded number of times.
+            Err(e) if on_cursor && dead_cursor(&e) && restarts < MAX_RESTARTS => {
+                (on_cursor, restarts) = (false, restarts + 1);
+                url = restart_pass(store, sync, client, listing, &mut cp, &e)?;
+                continue;
+            }
+            Err(e) => return Err(e.into()),
+        };
+        on_cursor = page.next.is_some();
         let next = follow(client, page.next.clone());
         let (store, sync, page_cp) = (store.clone(), sync.clone(), cp.clone());
         applying = Some(tokio::task::spawn_blocking(move || {
@@ -518,22 +705,106 @@ async fn run_pass(
     Ok(report)
 }
 
-/// Every id Clio lists for `kind` (`fields=id`, every listing of the kind).
-async fn list_ids(client: &ClioClient, kind: Kind) -> Result<HashSet<Vec<u8>>, SyncError> {
-    let mut live = HashSet::new();
+/// What Clio lists of a kind: each id's etag and the listing it is in.
+type Listed = HashMap<Vec<u8>, (Option<String>, Listing)>;
+
+/// Every id and etag Clio lists for `kind` (`fields=id,etag`, every listing of
+/// the kind). A page link Clio refuses (an expired page token) starts that
+/// listing again, a bounded number of times.
+async fn list_live(client: &ClioClient, kind: Kind) -> Result<Listed, SyncError> {
+    let mut live = HashMap::new();
     for listing in Listing::of(kind) {
-        let mut url = Some(client.first_page_url(kind, "id", None, listing.filter()));
+        let first = client.first_page_url(kind, "id,etag", None, listing.filter());
+        let (mut url, mut restarts) = (Some(first.clone()), 0);
         while let Some(u) = url {
-            let page = client.page(&u, kind).await?;
-            live.extend(page.data.iter().filter_map(|v| match &v["id"] {
-                serde_json::Value::Number(n) => Some(n.to_string().into_bytes()),
-                serde_json::Value::String(s) => Some(s.clone().into_bytes()),
-                _ => None,
-            }));
+            let page = match client.page(&u, kind).await {
+                Ok(page) => page,
+                Err(e) if u != first && dead_cursor(&e) && restarts < MAX_RESTARTS => {
+                    restarts += 1;
+                    tracing::warn!(%kind, error = %e, "Clio refused a page link of the id listing; listing again");
+                    url = Some(first.clone());
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+            };
+            for v in &page.data {
+                let id = match &v["id"] {
+                    serde_json::Value::Number(n) => n.to_string().into_bytes(),
+                    serde_json::Value::String(s) => s.clone().into_bytes(),
+                    _ => continue,
+                };
+                live.insert(id, (v["etag"].as_str().map(str::to_owned), listing));
+            }
             url = follow(client, page.next)?;
         }
     }
     Ok(live)
+}
+
+/// Refetches what Clio lists that the store lacks or holds with another etag
+/// (`differing`, per listing); how many records it wrote.
+async fn refetch_differing(
+    store: &Store,
+    sync: &SyncScope,
+    client: &ClioClient,
+    kind: Kind,
+    differing: Listed,
+) -> Result<u64, SyncError> {
+    let mut written = 0;
+    for listing in Listing::of(kind) {
+        let mut ids: Vec<Vec<u8>> =
+            differing.iter().filter(|(_, (_, l))| *l == listing).map(|(id, _)| id.clone()).collect();
+        if ids.is_empty() {
+            continue;
+        }
+        ids.sort();
+        tracing::info!(org = %sync.scope.org(), listing = %listing.key(), count = ids.len(), "fetching records the store lacks or holds stale");
+        written += fetch_ids(store, sync, client, listing, &ids, etag_differs).await?;
+    }
+    Ok(written)
+}
+
+/// The most ids one refetch request names (`ids[]`).
+const REFETCH_BATCH: usize = 100;
+
+/// Fetches the records `ids` (of `listing`) whole and stores those that
+/// `differs` from the stored copy, a batch per transaction; how many it wrote.
+async fn fetch_ids(
+    store: &Store,
+    sync: &SyncScope,
+    client: &ClioClient,
+    listing: Listing,
+    ids: &[Vec<u8>],
+    differs: Differs,
+) -> Result<u64, SyncError> {
+    let kind = listing.kind;
+    let mut written = 0;
+    for batch in ids.chunks(REFETCH_BATCH) {
+        let mut url = Some(client.first_page_url(kind, kind.fields(), None, listing.filter()));
+        if let Some(u) = url.as_mut() {
+            for id in batch {
+                u.push_str("&ids%5B%5D=");
+                u.push_str(&url::form_urlencoded::byte_serialize(id).collect::<String>());
+            }
+        }
+        while let Some(u) = url {
+            let page = client.page(&u, kind).await?;
+            url = follow(client, page.next)?;
+            let (records, _) = parse_page(kind, page.data);
+            let stored = store.write(|w| {
+                if !sync.live(w)? {
+                    return Ok(None);
+                }
+                let mut n = 0;
+                for record in records {
+                    n += u64::from(write_if(w, &sync.scope, record, differs)?);
+                }
+                Ok(Some(n))
+            })?;
+            written += stored.ok_or(SyncError::Fenced)?;
+        }
+    }
+    Ok(written)
 }
 
 /// How many records of a kind holding `stored` one listing may delete.
@@ -563,22 +834,28 @@ pub async fn reconcile(
     max_share: f64,
 ) -> Result<Reconciled, SyncError> {
     let listed_at = Timestamp::from_micros(store.clock().now_micros());
-    let live = list_ids(client, kind).await?;
+    let mut live = list_live(client, kind).await?;
     let listed_nothing = live.is_empty();
-    // Keys only: the ids the store holds that Clio no longer lists.
+    // The ids the store holds that Clio no longer lists; what is left of `live`
+    // afterwards is what the store lacks or holds with another etag.
     let prefix = [kind.code()];
     let (stored, gone) = store.read(|r| {
         let (mut stored, mut gone) = (0u64, vec![]);
-        r.visit(&sync.scope, &RECORDS, &prefix, &prefix, |key, _| {
+        r.visit(&sync.scope, &RECORDS, &prefix, &prefix, |key, value| {
             stored += 1;
             let id = &key[prefix.len()..];
-            if !live.contains(id) {
-                gone.push(id.to_vec());
+            match live.get(id) {
+                None => gone.push(id.to_vec()),
+                Some((etag, _)) if etag.is_some() && *etag == stamp(value)?.etag => {
+                    live.remove(id);
+                }
+                Some(_) => {}
             }
             Ok(true)
         })?;
         Ok((stored, gone))
     })?;
+    let refetched = refetch_differing(store, sync, client, kind, live).await?;
     let outcome = store.write(|w| {
         if !sync.live(w)? {
             return Ok(None);
@@ -596,8 +873,9 @@ pub async fn reconcile(
             if !agreed {
                 tracing::warn!(org = %scope.org(), %kind, count, stored, "a Clio listing would delete more than the allowed share; held");
                 state.held = Some(Held { count, of: stored, digest, listed_at, confirmed_by: None });
+                state.refetched += refetched;
                 save_deletions(w, scope, kind, &state)?;
-                return Ok(Some(Reconciled { deleted: 0, held: Some(count) }));
+                return Ok(Some(Reconciled { deleted: 0, held: Some(count), refetched }));
             }
         }
         let mut deleted = 0;
@@ -613,9 +891,10 @@ pub async fn reconcile(
             }
         }
         state.deleted += deleted;
+        state.refetched += refetched;
         state.held = None;
         save_deletions(w, scope, kind, &state)?;
-        Ok(Some(Reconciled { deleted, held: None }))
+        Ok(Some(Reconciled { deleted, held: None, refetched }))
     })?;
     outcome.ok_or(SyncError::Fenced)
 }

@@ -18,6 +18,12 @@
 //!   transaction that applies it.
 //! - At most one secret per model and firm is stored, so no request can grow
 //!   the store: a refused handshake writes nothing.
+//!
+//! Lifecycle ([`upkeep`], after every scheduled sync): each subscription's
+//! status and expiry are read from Clio; one Clio suspended (after failed
+//! deliveries, e.g. while docket was down), let expire or no longer has (404)
+//! is dropped and made again; one expiring within three days is renewed; a
+//! failure is recorded in that model's [`Health`] and the others go on.
 use super::client::{ClioClient, ClioError};
 use super::sync::{self, Pushed, SyncScope};
 use crate::audit::{self, Outcome};
@@ -82,6 +88,61 @@ pub struct Webhooks {
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub hook_id: String,
     pub subscriptions: Vec<Subscription>,
+    /// Per model, kept across replacements of its subscription.
+    #[serde(default)]
+    pub health: Vec<Health>,
+}
+
+impl Webhooks {
+    /// The health record of `kind`, made if missing.
+    fn health_mut(&mut self, kind: Kind) -> &mut Health {
+        match self.health.iter().position(|h| h.kind == kind) {
+            Some(i) => &mut self.health[i],
+            None => {
+                self.health.push(Health { kind, ..Health::default() });
+                let last = self.health.len() - 1;
+                &mut self.health[last]
+            }
+        }
+    }
+
+    /// The health of `kind` (default when nothing happened yet).
+    pub fn health(&self, kind: Kind) -> Health {
+        self.health.iter().find(|h| h.kind == kind).cloned().unwrap_or(Health { kind, ..Health::default() })
+    }
+
+    pub fn subscription(&self, kind: Kind) -> Option<&Subscription> {
+        self.subscriptions.iter().find(|s| s.kind == kind)
+    }
+}
+
+/// How one model's webhooks fare: what Clio last said, deliveries and failures.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Health {
+    pub kind: Kind,
+    /// Clio's `status` at the last upkeep: `pending`, `enabled` or `suspended`.
+    pub clio_status: Option<String>,
+    /// Unix microseconds of the last delivery applied.
+    pub last_delivery_at: Option<i64>,
+    /// The last failure of the upkeep for this model (cleared when it succeeds).
+    pub last_error: Option<String>,
+    pub last_error_at: Option<i64>,
+    /// Subscriptions replaced because Clio suspended, expired or forgot them.
+    pub replaced: u64,
+}
+
+impl Default for Health {
+    fn default() -> Self {
+        Health {
+            kind: Kind::Matter,
+            clio_status: None,
+            last_delivery_at: None,
+            last_error: None,
+            last_error_at: None,
+            replaced: 0,
+        }
+    }
 }
 
 /// What the endpoint index says about one endpoint name.
@@ -149,62 +210,88 @@ fn pending_within_window(sub: &Subscription, now_micros: i64) -> bool {
     !sub.active && now_micros.saturating_sub(sub.requested_at) <= HANDSHAKE_WINDOW_MICROS
 }
 
-/// Subscribes to every model at Clio that has no live subscription.
-/// Clio's handshakes arrive while this runs; each completes the subscription it names.
-pub async fn register(
+/// Subscribes to every model at Clio that has no live subscription: the
+/// models subscribed, and those that failed (recorded in their health; the
+/// others go on). Clio's handshakes arrive while this runs; each completes
+/// the subscription it names.
+async fn register(
     store: &Store,
     scope: &OrgScope,
     client: &ClioClient,
     public_origin: &str,
-) -> Result<Webhooks, WebhookError> {
+) -> Result<(Vec<Kind>, Vec<(Kind, String)>), WebhookError> {
     if store.read(|r| Ok(get(r, scope)?.as_ref().is_some_and(has_shared_endpoint)))? {
         store.write(|w| retire_shared_endpoint(w, scope))?;
     }
+    let (mut subscribed, mut failed) = (vec![], vec![]);
     for (kind, model) in MODELS {
-        let state = store.read(|r| get(r, scope))?.unwrap_or_default();
-        let now = store.clock().now_micros();
-        let existing = state.subscriptions.iter().find(|s| s.kind == kind);
-        if existing.is_some_and(|s| s.active || pending_within_window(s, now)) {
-            continue;
-        }
-        if let Some(stale) = existing.filter(|s| !s.id.is_empty()) {
-            // Never completed its handshake: ask Clio to drop it before asking again.
-            let path = format!("/webhooks/{}.json", stale.id);
-            if let Err(e) = client.send(reqwest::Method::DELETE, &path, &Value::Null, kind).await {
-                tracing::warn!(org = %scope.org(), kind = kind.as_str(), error = %e, "a stale Clio webhook could not be deleted");
-            }
-        }
-        let sub = Subscription {
-            kind,
-            id: String::new(),
-            endpoint: crate::auth::random_token(32),
-            expires_at: now_unix(store) + LIFETIME_DAYS * 86_400,
-            requested_at: now,
-            handshaken: false,
-            handshake_id: None,
-            active: false,
-        };
-        // Saved before the request: Clio's handshake may arrive before its answer.
-        store.write(|w| replace_subscription(w, scope, sub.clone()))?;
-        let body = json!({"data": {
-            "url": url(public_origin, &sub), "model": model, "events": ["created", "updated", "deleted"],
-            "fields": kind.fields(), "expires_at": rfc3339(sub.expires_at),
-        }});
-        let made = client.send(reqwest::Method::POST, "/webhooks.json", &body, kind).await;
-        let id = made.map(|m| m.pointer("/data/id").map(id_text).unwrap_or_default());
-        match id {
-            Ok(id) if !id.is_empty() => store.write(|w| bind_clio_id(w, scope, &sub.endpoint, &id))?,
-            Ok(_) => {
-                store.write(|w| remove_subscription(w, scope, kind))?;
-                return Err(WebhookError::Malformed("Clio's answer to the subscription has no id".into()));
-            }
+        match subscribe(store, scope, client, public_origin, kind, model).await {
+            Ok(false) => {}
+            Ok(true) => subscribed.push(kind),
+            Err(WebhookError::Store(e)) => return Err(WebhookError::Store(e)),
             Err(e) => {
-                store.write(|w| remove_subscription(w, scope, kind))?;
-                return Err(e.into());
+                tracing::warn!(org = %scope.org(), kind = kind.as_str(), error = %e, "a Clio webhook could not be subscribed");
+                note_error(store, scope, kind, &e.to_string())?;
+                failed.push((kind, e.to_string()));
             }
         }
     }
-    Ok(store.read(|r| get(r, scope))?.unwrap_or_default())
+    Ok((subscribed, failed))
+}
+
+/// Subscribes to `kind` unless it has a live (or pending) subscription; whether it asked Clio.
+async fn subscribe(
+    store: &Store,
+    scope: &OrgScope,
+    client: &ClioClient,
+    public_origin: &str,
+    kind: Kind,
+    model: &str,
+) -> Result<bool, WebhookError> {
+    let state = store.read(|r| get(r, scope))?.unwrap_or_default();
+    let now = store.clock().now_micros();
+    let existing = state.subscription(kind);
+    if existing.is_some_and(|s| s.active || pending_within_window(s, now)) {
+        return Ok(false);
+    }
+    if let Some(stale) = existing.filter(|s| !s.id.is_empty()) {
+        // Never completed its handshake: ask Clio to drop it before asking again.
+        let path = format!("/webhooks/{}.json", stale.id);
+        if let Err(e) = client.send(reqwest::Method::DELETE, &path, &Value::Null, kind).await {
+            tracing::warn!(org = %scope.org(), kind = kind.as_str(), error = %e, "a stale Clio webhook could not be deleted");
+        }
+    }
+    let sub = Subscription {
+        kind,
+        id: String::new(),
+        endpoint: crate::auth::random_token(32),
+        expires_at: now_unix(store) + LIFETIME_DAYS * 86_400,
+        requested_at: now,
+        handshaken: false,
+        handshake_id: None,
+        active: false,
+    };
+    // Saved before the request: Clio's handshake may arrive before its answer.
+    store.write(|w| replace_subscription(w, scope, sub.clone()))?;
+    let body = json!({"data": {
+        "url": url(public_origin, &sub), "model": model, "events": ["created", "updated", "deleted"],
+        "fields": kind.fields(), "expires_at": rfc3339(sub.expires_at),
+    }});
+    let made = client.send(reqwest::Method::POST, "/webhooks.json", &body, kind).await;
+    match made.map(|m| m.pointer("/data/id").map(id_text).unwrap_or_default()) {
+        Ok(id) if !id.is_empty() => {
+            store.write(|w| bind_clio_id(w, scope, &sub.endpoint, &id))?;
+            Ok(true)
+        }
+        Ok(_) => {
+            store.write(|w| remove_subscription(w, scope, kind))?;
+            Err(WebhookError::Malformed("Clio's answer to the subscription has no id".into()))
+        }
+        Err(e) => {
+            store.write(|w| remove_subscription(w, scope, kind))?;
+            Err(e.into())
+        }
+    }
 }
 
 fn id_text(v: &Value) -> String {
@@ -286,23 +373,156 @@ pub fn forget(w: &mut Tx, scope: &OrgScope) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// Extends subscriptions that expire within three days.
-pub async fn renew(store: &Store, scope: &OrgScope, client: &ClioClient) -> Result<usize, WebhookError> {
-    let Some(state) = store.read(|r| get(r, scope))? else { return Ok(0) };
-    let mut renewed = 0;
-    let due = |s: &&Subscription| s.active && s.expires_at - now_unix(store) < RENEW_WITHIN_DAYS * 86_400;
-    for sub in state.subscriptions.iter().filter(due) {
-        let expires_at = now_unix(store) + LIFETIME_DAYS * 86_400;
-        let body = json!({"data": {"expires_at": rfc3339(expires_at)}});
-        client.send(reqwest::Method::PATCH, &format!("/webhooks/{}.json", sub.id), &body, sub.kind).await?;
-        store.write(|w| {
-            let mut current = get(w, scope)?.unwrap_or_default();
-            current.subscriptions.iter_mut().filter(|s| s.id == sub.id).for_each(|s| s.expires_at = expires_at);
-            w.put_json(scope, &CLIO, KEY, &current)
-        })?;
-        renewed += 1;
+/// What one upkeep did to the firm's subscriptions.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Upkeep {
+    /// Subscriptions Clio suspended, let expire or forgot, dropped to be made again.
+    pub replaced: Vec<Kind>,
+    pub renewed: Vec<Kind>,
+    pub subscribed: Vec<Kind>,
+    /// Models whose upkeep failed, and why (the others went on).
+    pub failed: Vec<(Kind, String)>,
+}
+
+/// Follows each subscription's lifecycle at Clio and keeps one live per model:
+/// reads its status and expiry (`GET /webhooks/{id}`); drops (and deletes at
+/// Clio) what is suspended, expired or gone; renews what expires within
+/// [`RENEW_WITHIN_DAYS`] (a 404 means it expired meanwhile: dropped too);
+/// then subscribes every model without a live subscription. One model's
+/// failure is recorded in its health and the others go on.
+pub async fn upkeep(
+    store: &Store,
+    scope: &OrgScope,
+    client: &ClioClient,
+    public_origin: &str,
+) -> Result<Upkeep, WebhookError> {
+    let mut done = Upkeep::default();
+    let state = store.read(|r| get(r, scope))?.unwrap_or_default();
+    for sub in state.subscriptions.iter().filter(|s| s.active && !s.id.is_empty()) {
+        match check(store, scope, client, sub).await {
+            Ok(Checked::Live) => {}
+            Ok(Checked::Renewed) => done.renewed.push(sub.kind),
+            Ok(Checked::Dropped(why)) => {
+                tracing::warn!(org = %scope.org(), kind = sub.kind.as_str(), %why, "a Clio webhook is replaced");
+                done.replaced.push(sub.kind);
+            }
+            Err(e) => {
+                note_error(store, scope, sub.kind, &e.to_string())?;
+                done.failed.push((sub.kind, e.to_string()));
+            }
+        }
     }
-    Ok(renewed)
+    let (subscribed, failed) = register(store, scope, client, public_origin).await?;
+    done.subscribed = subscribed;
+    done.failed.extend(failed);
+    Ok(done)
+}
+
+enum Checked {
+    Live,
+    Renewed,
+    Dropped(String),
+}
+
+/// One active subscription: what Clio says of it, acted on.
+async fn check(
+    store: &Store,
+    scope: &OrgScope,
+    client: &ClioClient,
+    sub: &Subscription,
+) -> Result<Checked, WebhookError> {
+    let path = format!("/webhooks/{}.json?fields=id,status,expires_at", sub.id);
+    let url = format!("{}{path}", client.endpoints().api_base);
+    let now = now_unix(store);
+    let seen = match client.get(&url, sub.kind).await {
+        Ok(body) => body,
+        Err(ClioError::Refused { status: 404, .. }) => {
+            return Ok(drop_gone(store, scope, sub, "Clio no longer has it (expired or deleted)")?);
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let status = seen.pointer("/data/status").and_then(Value::as_str).unwrap_or("enabled").to_string();
+    let expires_at = seen
+        .pointer("/data/expires_at")
+        .and_then(Value::as_str)
+        .and_then(|t| crate::timestamp::Timestamp::parse(t).ok())
+        .map_or(sub.expires_at, |t| t.micros().div_euclid(1_000_000));
+    record_seen(store, scope, sub, &status, expires_at)?;
+    if status == "suspended" || expires_at <= now {
+        // Best effort: a suspended subscription would otherwise linger at Clio.
+        let path = format!("/webhooks/{}.json", sub.id);
+        if let Err(e) = client.send(reqwest::Method::DELETE, &path, &Value::Null, sub.kind).await {
+            tracing::warn!(org = %scope.org(), kind = sub.kind.as_str(), error = %e, "a dead Clio webhook could not be deleted");
+        }
+        let why = if status == "suspended" { "Clio suspended it (deliveries failed)" } else { "it expired" };
+        return Ok(drop_gone(store, scope, sub, why)?);
+    }
+    if expires_at - now >= RENEW_WITHIN_DAYS * 86_400 {
+        return Ok(Checked::Live);
+    }
+    let renewed_to = now + LIFETIME_DAYS * 86_400;
+    let body = json!({"data": {"expires_at": rfc3339(renewed_to)}});
+    match client.send(reqwest::Method::PATCH, &format!("/webhooks/{}.json", sub.id), &body, sub.kind).await {
+        Ok(_) => {
+            record_seen(store, scope, sub, &status, renewed_to)?;
+            Ok(Checked::Renewed)
+        }
+        Err(ClioError::Refused { status: 404, .. }) => {
+            Ok(drop_gone(store, scope, sub, "it expired before it was renewed")?)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Keeps what Clio said of `sub` (if it is still the model's subscription), and clears the model's error.
+fn record_seen(
+    store: &Store,
+    scope: &OrgScope,
+    sub: &Subscription,
+    status: &str,
+    expires_at: i64,
+) -> Result<(), StoreError> {
+    store.write(|w| {
+        let Some(mut state) = get(w, scope)? else { return Ok(()) };
+        let Some(current) = state.subscriptions.iter_mut().find(|s| s.endpoint == sub.endpoint) else { return Ok(()) };
+        current.expires_at = expires_at;
+        let health = state.health_mut(sub.kind);
+        health.clio_status = Some(status.to_string());
+        health.last_error = None;
+        w.put_json(scope, &CLIO, KEY, &state)
+    })
+}
+
+/// Drops `sub` (if it is still the model's subscription) so the upkeep subscribes again.
+fn drop_gone(store: &Store, scope: &OrgScope, sub: &Subscription, why: &str) -> Result<Checked, StoreError> {
+    let now = store.clock().now_micros();
+    store.write(|w| {
+        let Some(state) = get(w, scope)? else { return Ok(()) };
+        if !state.subscriptions.iter().any(|s| s.endpoint == sub.endpoint) {
+            return Ok(());
+        }
+        remove_subscription(w, scope, sub.kind)?;
+        let mut state = get(w, scope)?.unwrap_or_default();
+        let health = state.health_mut(sub.kind);
+        health.replaced += 1;
+        health.clio_status = None;
+        health.last_error = Some(format!("replaced: {why}"));
+        health.last_error_at = Some(now);
+        w.put_json(scope, &CLIO, KEY, &state)
+    })?;
+    Ok(Checked::Dropped(why.to_string()))
+}
+
+/// Records the upkeep's failure for `kind` in its health.
+fn note_error(store: &Store, scope: &OrgScope, kind: Kind, error: &str) -> Result<(), StoreError> {
+    let now = store.clock().now_micros();
+    store.write(|w| {
+        let mut state = get(w, scope)?.unwrap_or_default();
+        let health = state.health_mut(kind);
+        health.last_error = Some(error.to_string());
+        health.last_error_at = Some(now);
+        w.put_json(scope, &CLIO, KEY, &state)
+    })
 }
 
 /// The org and model behind an endpoint name.
@@ -460,6 +680,9 @@ pub fn deliver(
     let sync = SyncScope::begin(store, &CTX, ep.org)?;
     let result = store.write(|w| {
         let Some(changed) = sync::apply_pushed(w, &sync, change)? else { return Ok(None) };
+        let mut state = get(w, &scope)?.unwrap_or_default();
+        state.health_mut(kind).last_delivery_at = Some(w.time());
+        w.put_json(&scope, &CLIO, KEY, &state)?;
         let result = match (deleting, changed) {
             (true, _) => Applied::Deleted,
             (false, true) => Applied::Stored,
@@ -611,6 +834,73 @@ mod tests {
         assert!(matches!(e, WebhookError::Malformed(_)), "{e}");
         let audited = audit::query(&f.store, &f.scope, &audit::Filter { limit: 10, ..Default::default() }).unwrap();
         assert_eq!(audited.iter().filter(|e| e.action == "clio.webhook.deliver").count(), 1);
+    }
+
+    /// A store and a fake Clio on one fixed clock, and a client of the fake.
+    async fn with_fake() -> (Fixture, super::super::fake::FakeClio, ClioClient) {
+        let f = pending("");
+        let fake = super::super::fake::FakeClio::start_with_clock(3, 200, f.clock.clone()).await.unwrap();
+        let http = super::super::client::http_client(std::time::Duration::from_secs(5)).unwrap();
+        let tokens = fake.grant(&http).await.unwrap();
+        let client = ClioClient::new(
+            http,
+            super::super::client::Endpoints::at(&fake.base_url()),
+            fake.client_id.clone(),
+            crate::secrets::Secret::new(fake.client_secret.clone()),
+            tokens,
+            std::sync::Arc::new(|_: &super::super::client::Tokens| Ok(())),
+            std::sync::Arc::new(crate::telemetry::Metrics::default()),
+            super::super::client::RetryPolicy::default(),
+        );
+        (f, fake, client)
+    }
+
+    /// Marks the model's subscription active (as if its handshake had come) with Clio's `id`.
+    fn activate(f: &Fixture, kind: Kind, id: &str, expires_at: i64) {
+        f.store
+            .write(|w| {
+                let mut state = get(w, &f.scope)?.unwrap_or_default();
+                let sub = state.subscriptions.iter_mut().find(|s| s.kind == kind).unwrap();
+                (sub.id, sub.active, sub.expires_at) = (id.to_string(), true, expires_at);
+                w.put_json(&f.scope, &CLIO, KEY, &state)
+            })
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn upkeep_renews_replaces_what_clio_expired_and_goes_on_past_a_refusal() {
+        // Loopback, port 1: the fake's handshakes go nowhere, so subscriptions stay pending until marked.
+        let origin = "https://127.0.0.1:1";
+        let (f, fake, client) = with_fake().await;
+        f.store.write(|w| forget(w, &f.scope)).unwrap();
+        fake.set_faults(|x| x.refuse_webhooks = vec![Kind::Bill]);
+        let first = upkeep(&f.store, &f.scope, &client, origin).await.unwrap();
+        assert_eq!(first.subscribed.len(), 5, "every model but the refused one: {first:?}");
+        assert_eq!(first.failed.len(), 1);
+        assert_eq!(first.failed[0].0, Kind::Bill);
+        let health = f.store.read(|r| get(r, &f.scope)).unwrap().unwrap().health(Kind::Bill);
+        assert!(health.last_error.unwrap_or_default().contains("403"));
+
+        // Matters' subscription is live and expires in two days: renewed to 30.
+        let matter_id =
+            f.store.read(|r| get(r, &f.scope)).unwrap().unwrap().subscription(Kind::Matter).unwrap().id.clone();
+        let now = f.clock.now_micros() / 1_000_000;
+        activate(&f, Kind::Matter, &matter_id, now + 2 * 86_400);
+        let soon = json!({"data": {"expires_at": rfc3339(now + 2 * 86_400)}});
+        client.send(reqwest::Method::PATCH, &format!("/webhooks/{matter_id}.json"), &soon, Kind::Matter).await.unwrap();
+        let second = upkeep(&f.store, &f.scope, &client, origin).await.unwrap();
+        assert_eq!(second.renewed, [Kind::Matter]);
+        let renewed = f.store.read(|r| get(r, &f.scope)).unwrap().unwrap();
+        assert_eq!(renewed.subscription(Kind::Matter).unwrap().expires_at, now + LIFETIME_DAYS * 86_400);
+
+        // Clio lets it expire: the upkeep finds it gone (404) and subscribes again.
+        fake.expire_webhooks(Kind::Matter);
+        let third = upkeep(&f.store, &f.scope, &client, origin).await.unwrap();
+        assert_eq!(third.replaced, [Kind::Matter]);
+        assert!(third.subscribed.contains(&Kind::Matter), "{third:?}");
+        let health = f.store.read(|r| get(r, &f.scope)).unwrap().unwrap().health(Kind::Matter);
+        assert_eq!(health.replaced, 1);
+        assert!(health.last_error.unwrap_or_default().contains("no longer has it"));
     }
 
     #[test]

@@ -1,5 +1,8 @@
 //! The index schema and the analysis fit for legal data.
 //!
+//! Every analyzer composes text first (Unicode NFC), so a name typed with
+//! combining accents (`Mu\u{308}ller`, as macOS and some imports send it) is
+//! the same word as its precomposed form, then folds case and accents.
 //! Text is analysed twice: `names`/`body` keep words exact (case and accents
 //! folded), `names_stem`/`body_stem` also stem them (English), so a query
 //! matches both ways and the exact match scores higher. Codes (matter and bill
@@ -11,13 +14,15 @@ use tantivy::schema::{
     FAST, Field, INDEXED, IndexRecordOption, STORED, STRING, Schema, TextFieldIndexing, TextOptions,
 };
 use tantivy::tokenizer::{
-    AsciiFoldingFilter, Language, LowerCaser, RemoveLongFilter, SimpleTokenizer, Stemmer, TextAnalyzer, Token,
-    TokenStream, Tokenizer,
+    AsciiFoldingFilter, Language, LowerCaser, RemoveLongFilter, Stemmer, TextAnalyzer, Token, TokenStream, Tokenizer,
 };
+use unicode_normalization::UnicodeNormalization as _;
+use unicode_normalization::char::is_combining_mark;
 
 /// The index format this binary writes; an index of another format is rebuilt.
 /// 2: phone numbers of 10+ digits are also indexed by their 7-digit local number.
-pub const FORMAT: u32 = 2;
+/// 3: text is composed (NFC) before it is split into words and folded.
+pub const FORMAT: u32 = 3;
 
 pub const TEXT: &str = "docket_text";
 pub const STEM: &str = "docket_stem";
@@ -109,7 +114,7 @@ pub fn register(index: &tantivy::Index) {
 }
 
 pub fn text_analyzer() -> TextAnalyzer {
-    TextAnalyzer::builder(SimpleTokenizer::default())
+    TextAnalyzer::builder(WordTokenizer)
         .filter(RemoveLongFilter::limit(LONGEST_WORD))
         .filter(LowerCaser)
         .filter(AsciiFoldingFilter)
@@ -117,7 +122,7 @@ pub fn text_analyzer() -> TextAnalyzer {
 }
 
 fn stem_analyzer() -> TextAnalyzer {
-    TextAnalyzer::builder(SimpleTokenizer::default())
+    TextAnalyzer::builder(WordTokenizer)
         .filter(RemoveLongFilter::limit(LONGEST_WORD))
         .filter(LowerCaser)
         .filter(AsciiFoldingFilter)
@@ -186,6 +191,34 @@ fn token(text: &str, from: usize, to: usize, position: usize) -> Token {
     Token { offset_from: from, offset_to: to, position, text: text.to_string(), position_length: 1 }
 }
 
+/// Words: runs of letters and digits with the combining marks that follow
+/// them, each composed (NFC). Offsets stay those of the text as given, so
+/// snippets highlight the original characters.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct WordTokenizer;
+
+impl Tokenizer for WordTokenizer {
+    type TokenStream<'a> = Tokens;
+
+    fn token_stream<'a>(&'a mut self, text: &'a str) -> Tokens {
+        let mut tokens = vec![];
+        let mut start = None;
+        for (at, c) in text.char_indices().chain(std::iter::once((text.len(), ' '))) {
+            let in_word = c.is_alphanumeric() || (start.is_some() && is_combining_mark(c));
+            match (in_word, start) {
+                (true, None) => start = Some(at),
+                (false, Some(from)) => {
+                    let composed: String = text[from..at].nfc().collect();
+                    tokens.push(token(&composed, from, at, tokens.len()));
+                    start = None;
+                }
+                _ => {}
+            }
+        }
+        Tokens::new(tokens)
+    }
+}
+
 /// Codes and addresses: each whitespace-separated chunk as a whole, then each
 /// of its alphanumeric parts, and a numeric part without its leading zeros.
 #[derive(Clone, Copy, Debug, Default)]
@@ -201,12 +234,15 @@ impl Tokenizer for CodeTokenizer {
         for chunk in text.split_whitespace() {
             let start = text[at..].find(chunk).map_or(at, |i| at + i);
             at = start + chunk.len();
-            let chunk = chunk.trim_matches(|c: char| !c.is_alphanumeric());
+            let chunk = chunk.trim_start_matches(|c: char| !c.is_alphanumeric());
+            let chunk = chunk.trim_end_matches(|c: char| !c.is_alphanumeric() && !is_combining_mark(c));
             if chunk.is_empty() || chunk.len() > LONGEST_WORD {
                 continue;
             }
+            let (end, chunk) = (start + chunk.len(), chunk.nfc().collect::<String>());
+            let chunk = chunk.as_str();
             let mut push = |t: &str| {
-                tokens.push(token(t, start, start + chunk.len(), position));
+                tokens.push(token(t, start, end, position));
                 position += 1;
             };
             push(chunk);
@@ -279,6 +315,24 @@ mod tests {
         assert_eq!(terms(&mut phone, "555-5559"), ["5555559"], "a local number is one term");
         assert_eq!(terms(&mut phone, "call me"), Vec::<String>::new());
         assert_eq!(phone_digits("+44 20 7946 0958").as_deref(), Some("442079460958"));
+    }
+
+    #[test]
+    fn decomposed_text_is_composed_before_it_is_folded() {
+        let decomposed = "Rene\u{301}e Mu\u{308}ller";
+        assert_eq!(terms(&mut text_analyzer(), decomposed), ["renee", "muller"]);
+        assert_eq!(terms(&mut text_analyzer(), "Müller"), ["muller"], "the query's precomposed form: the same term");
+        assert_eq!(terms(&mut stem_analyzer(), "Mu\u{308}llers"), ["muller"]);
+        assert_eq!(code("Mu\u{308}ller-00042"), ["muller-00042", "muller", "00042", "42"]);
+        // Offsets are those of the text as given, so snippets highlight the right characters.
+        let mut analyzer = text_analyzer();
+        let mut stream = analyzer.token_stream(decomposed);
+        let mut spans = vec![];
+        while let Some(t) = stream.next() {
+            spans.push(&decomposed[t.offset_from..t.offset_to]);
+        }
+        assert_eq!(spans, ["Rene\u{301}e", "Mu\u{308}ller"]);
+        assert_eq!(terms(&mut text_analyzer(), "\u{301}x"), ["x"], "a stray mark starts no word");
     }
 
     #[test]

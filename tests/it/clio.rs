@@ -284,3 +284,163 @@ async fn disconnecting_with_an_expired_token_still_revokes_the_grant_or_says_it_
     assert!(later["warning"].as_str().unwrap().contains("Clio's settings"), "{later}");
     s.stop().await;
 }
+
+/// The sync status's entry for webhook `model`.
+async fn webhook(s: &TestServer, model: &str) -> Value {
+    let (_, st) = s.get_json(&s.auditor_token, "/api/v1/clio/sync").await;
+    st["webhooks"].as_array().and_then(|w| w.iter().find(|w| w["model"] == model).cloned()).unwrap_or_default()
+}
+
+#[tokio::test]
+async fn suspended_expired_and_forgotten_webhooks_are_replaced_and_their_health_shown() {
+    let fake = FakeClio::start(17, 1_000).await.unwrap();
+    // Clio refuses bills' subscription (the app lacks the permission): the models after it are still subscribed.
+    fake.set_faults(|f| f.refuse_webhooks = vec![Kind::Bill]);
+    let s = TestServer::start().await;
+    connect(&s, &fake, true).await;
+    assert!(eventually(Duration::from_secs(60), async || fake.webhooks_active() == 5).await, "five subscriptions");
+    let refused = eventually(Duration::from_secs(30), async || {
+        let (bill, task) = (webhook(&s, "bill").await, webhook(&s, "task").await);
+        bill["active"] == false
+            && bill["last_error"].as_str().is_some_and(|e| e.contains("403"))
+            && task["active"] == true
+            && webhook(&s, "calendar_entry").await["active"] == true
+    })
+    .await;
+    assert!(refused, "one model's failure is shown and the rest go on: {}", webhook(&s, "bill").await);
+    fake.set_faults(|f| f.refuse_webhooks.clear());
+    let (status, _) = s.post_json(&s.admin_token, "/api/v1/clio/sync", Value::Null).await;
+    assert_eq!(status, 202);
+    assert!(eventually(Duration::from_secs(60), async || fake.webhooks_active() == 6).await, "six subscriptions");
+    let all_active = eventually(Duration::from_secs(60), async || {
+        let (_, st) = s.get_json(&s.auditor_token, "/api/v1/clio/sync").await;
+        st["webhooks"].as_array().is_some_and(|w| w.len() == 6 && w.iter().all(|w| w["active"] == true))
+    })
+    .await;
+    assert!(all_active, "the status shows each model's subscription");
+    let matter = webhook(&s, "matter").await;
+    assert!(matter["expires_at"].is_string() && matter["replaced"] == 0, "{matter}");
+
+    // Clio suspends matters' subscription (deliveries failed while docket was down)
+    // and forgets contacts' (it expired): nothing is pushed for either any more.
+    fake.suspend_webhooks(Kind::Matter);
+    fake.expire_webhooks(Kind::Contact);
+    assert_eq!(fake.webhook_statuses(Kind::Matter), ["suspended"]);
+    assert!(fake.webhook_statuses(Kind::Contact).is_empty());
+    let (status, _) = s.post_json(&s.admin_token, "/api/v1/clio/sync", Value::Null).await;
+    assert_eq!(status, 202);
+    let replaced = eventually(Duration::from_secs(60), async || {
+        let (m, c) = (webhook(&s, "matter").await, webhook(&s, "contact").await);
+        m["replaced"] == 1 && c["replaced"] == 1 && m["active"] == true && c["active"] == true
+    })
+    .await;
+    assert!(replaced, "both replaced: {} {}", webhook(&s, "matter").await, webhook(&s, "contact").await);
+    let enabled = eventually(Duration::from_secs(10), async || {
+        fake.webhook_statuses(Kind::Matter) == ["enabled"] && fake.webhook_statuses(Kind::Contact) == ["enabled"]
+    })
+    .await;
+    assert!(enabled, "one live subscription each; the suspended one was deleted at Clio");
+    let m = webhook(&s, "matter").await;
+    assert!(m["last_error"].as_str().unwrap_or_default().contains("suspended"), "{m}");
+    assert!(webhook(&s, "contact").await["last_error"].as_str().unwrap_or_default().contains("no longer has it"));
+
+    // Deliveries flow again, and the status says when the last one arrived.
+    let id = fake.firm().id(Kind::Matter, 4);
+    fake.edit(Kind::Matter, id);
+    let want = fake.snapshot(Kind::Matter)[&id.to_string()]["etag"].clone();
+    let edited = eventually(Duration::from_secs(10), async || {
+        s.get_json(&s.staff_token, &format!("/api/v1/matters/{id}")).await.1["etag"] == want
+    })
+    .await;
+    assert!(edited, "the replacement delivers");
+    assert!(webhook(&s, "matter").await["last_delivery_at"].is_string());
+    let metrics = client().get(s.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    for name in ["docket_clio_webhook_active", "docket_clio_webhook_expires_seconds", "docket_clio_webhook_failing"] {
+        assert!(metrics.contains(name), "{name} in\n{metrics}");
+    }
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn a_disconnect_answers_only_once_no_clio_request_is_in_flight_and_none_follows() {
+    let fake = FakeClio::start(19, 3_000).await.unwrap();
+    let s = TestServer::start().await;
+    connect_and_sync(&s, &fake).await;
+    // Clio answers slowly now: a disconnect is sure to land while a request is in flight.
+    fake.set_faults(|f| f.delay = Duration::from_millis(400));
+    let (status, _) = s.post_json(&s.admin_token, "/api/v1/clio/sync", Value::Null).await;
+    assert_eq!(status, 202);
+    let in_flight = eventually(Duration::from_secs(10), async || {
+        let (received, answered) = fake.requests();
+        received > answered
+    })
+    .await;
+    assert!(in_flight, "a sync request is in flight");
+    let off = client().delete(s.url("/api/v1/clio/connection")).bearer_auth(&s.admin_token).send().await.unwrap();
+    assert_eq!(off.status(), 200);
+    let (received, answered) = fake.requests();
+    assert_eq!(received, answered, "the disconnect waited for the request in flight to be answered");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(fake.requests().0, received, "and no request was sent after it answered");
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn decomposed_and_renamed_names_are_found_by_search() {
+    let fake = FakeClio::start(23, 400).await.unwrap();
+    let matters = fake.snapshot(Kind::Matter);
+    let (matter, first) = matters.iter().next().unwrap();
+    let (matter, renamed): (u64, u64) = (matter.parse().unwrap(), first["client"]["id"].as_u64().unwrap());
+    let decomposed =
+        fake.snapshot(Kind::Contact).keys().map(|k| k.parse::<u64>().unwrap()).find(|c| *c != renamed).unwrap();
+    assert!(fake.edit_with(Kind::Contact, decomposed, |v, _| v["name"] = json!("Rene\u{301}e Mu\u{308}ller")));
+    let s = TestServer::start().await;
+    connect_and_sync(&s, &fake).await;
+    let found = async |q: &str, id: u64| {
+        eventually(Duration::from_secs(30), async || {
+            let (_, body) = s.get_json(&s.staff_token, &format!("/api/v1/search?q={q}&limit=100")).await;
+            body["hits"]
+                .as_array()
+                .is_some_and(|h| h.iter().any(|h| h["id"].as_str().and_then(|s| s.parse::<u64>().ok()) == Some(id)))
+        })
+        .await
+    };
+    for q in ["muller", "M%C3%BCller", "renee", "Mu%CC%88ller"] {
+        assert!(found(q, decomposed).await, "{q} finds the decomposed name");
+    }
+    // A renamed client: the matters naming it are found by the new name once the sync refreshed them.
+    assert!(fake.edit_with(Kind::Contact, renamed, |v, _| v["name"] = json!("Zebulon Quixote")));
+    let (status, _) = s.post_json(&s.admin_token, "/api/v1/clio/sync", Value::Null).await;
+    assert_eq!(status, 202);
+    assert!(found("quixote&kind=matter", matter).await, "the matter is found by its client's new name");
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn numbers_text_and_null_versus_missing_reach_the_api_exactly_as_clio_sent_them() {
+    let fake = FakeClio::start(29, 400).await.unwrap();
+    let firm = fake.firm();
+    let id = firm.id(Kind::Activity, 5);
+    let text = "Rene\u{301}e Mu\u{308}ller · 山田 🧾 \"q\" \\ \u{0}";
+    assert!(fake.edit_with(Kind::Activity, id, |v, _| {
+        v["total"] = json!(11556.236853404187);
+        v["price"] = json!(0.1 + 0.2);
+        v["note"] = json!(text);
+        v["bill"] = Value::Null;
+        v.as_object_mut().unwrap().remove("rounded_quantity");
+    }));
+    let s = TestServer::start().await;
+    connect_and_sync(&s, &fake).await;
+    let resp = client().get(s.url(&format!("/api/v1/activities/{id}"))).bearer_auth(&s.staff_token).send().await;
+    let body = resp.unwrap().text().await.unwrap();
+    for number in ["11556.236853404187", "0.30000000000000004"] {
+        assert!(body.contains(&format!(":{number}")), "{number} digit for digit in {body}");
+    }
+    let got: Value = serde_json::from_str(&body).unwrap();
+    let data = &got["data"];
+    assert_eq!(data["note"], text, "text code point for code point (decomposed accents kept as sent)");
+    assert!(data.as_object().unwrap().contains_key("bill") && data["bill"].is_null(), "null stays null: {data}");
+    assert!(!data.as_object().unwrap().contains_key("rounded_quantity"), "missing stays missing: {data}");
+    assert_eq!(data, &fake.snapshot(Kind::Activity)[&id.to_string()], "the whole record as Clio sent it");
+    s.stop().await;
+}

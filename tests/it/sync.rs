@@ -184,13 +184,16 @@ async fn storms_bursts_expiry_and_damaged_pages_are_survived() {
     let after = sync::sync_kind(&rig.store, &rig.sync, &rig.client, Kind::Matter).await.unwrap();
     assert_eq!(after.stored, 1);
     assert_eq!(*rig.refreshed.lock().unwrap(), 1, "a 401 refreshes the token once and goes on");
-    // The two damaged records come back on a full reconcile-and-resync; the store equals the source.
-    for kind in Kind::ALL {
-        rig.reconcile(kind).await;
-    }
+    // The two damaged records are missing until the reconcile, which fetches what Clio lists and the store lacks.
     let snapshot_counts: u64 = Kind::ALL.iter().map(|k| rig.fake.snapshot(*k).len() as u64).sum();
     let stored: u64 = Kind::ALL.iter().map(|k| rig.stored(*k).len() as u64).sum();
     assert_eq!(stored + 2, snapshot_counts, "exactly the two damaged records are missing");
+    let mut refetched = 0;
+    for kind in Kind::ALL {
+        refetched += rig.reconcile(kind).await.refetched;
+    }
+    assert_eq!(refetched, 2, "the reconcile brings both back");
+    rig.assert_equal();
 }
 
 #[tokio::test]
@@ -291,7 +294,7 @@ async fn notes_sync_per_type_with_a_checkpoint_each() {
     // The deletion reconcile lists both types too: a deleted note of each type is found.
     let of = |t: &str| source.iter().find(|(_, n)| n["type"] == t).map(|(id, _)| id.parse::<u64>().unwrap()).unwrap();
     assert!(rig.fake.delete(Kind::Note, of("Matter")) && rig.fake.delete(Kind::Note, of("Contact")));
-    assert_eq!(rig.reconcile(Kind::Note).await, sync::Reconciled { deleted: 2, held: None });
+    assert_eq!(rig.reconcile(Kind::Note).await, sync::Reconciled { deleted: 2, held: None, refetched: 0 });
     assert_eq!(rig.stored(Kind::Note).len(), source.len() - 2);
 }
 
@@ -306,13 +309,13 @@ async fn a_short_listing_is_held_until_a_second_listing_agrees_or_an_admin_confi
 
     // A bad answer: Clio lists nothing. Nothing is deleted; the hold is recorded.
     rig.fake.set_faults(|f| f.empty_lists = true);
-    assert_eq!(rig.reconcile(kind).await, sync::Reconciled { deleted: 0, held: Some(total) });
+    assert_eq!(rig.reconcile(kind).await, sync::Reconciled { deleted: 0, held: Some(total), refetched: 0 });
     assert_eq!(rig.stored(kind).len() as u64, total, "the firm's matters are all still there");
     assert_eq!(held(&rig).map(|h| (h.count, h.of)), Some((total, total)));
     assert_eq!(rig.reconcile(kind).await.held, Some(total), "a second empty listing does not agree: only an admin can");
     // The next listing is whole again: nothing to delete, the hold is dropped.
     rig.fake.set_faults(|f| f.empty_lists = false);
-    assert_eq!(rig.reconcile(kind).await, sync::Reconciled { deleted: 0, held: None });
+    assert_eq!(rig.reconcile(kind).await, sync::Reconciled { deleted: 0, held: None, refetched: 0 });
     assert_eq!((rig.stored(kind).len() as u64, held(&rig)), (total, None));
 
     // A real mass deletion at Clio: held once, deleted when a second listing agrees.
@@ -321,7 +324,7 @@ async fn a_short_listing_is_held_until_a_second_listing_agrees_or_an_admin_confi
     }
     assert_eq!(rig.reconcile(kind).await.held, Some(total / 2));
     assert_eq!(rig.stored(kind).len() as u64, total);
-    assert_eq!(rig.reconcile(kind).await, sync::Reconciled { deleted: total / 2, held: None });
+    assert_eq!(rig.reconcile(kind).await, sync::Reconciled { deleted: total / 2, held: None, refetched: 0 });
 
     // Held, then confirmed by an admin: the next listing deletes even though it differs a little.
     let left = total - total / 2;
@@ -333,7 +336,7 @@ async fn a_short_listing_is_held_until_a_second_listing_agrees_or_an_admin_confi
     assert_eq!(confirmed, vec![(kind, left / 2)]);
     assert!(rig.store.read(|r| sync::confirmation_pending(r, &rig.scope)).unwrap());
     rig.fake.delete(kind, firm.id(kind, total - 1));
-    assert_eq!(rig.reconcile(kind).await, sync::Reconciled { deleted: left / 2 + 1, held: None });
+    assert_eq!(rig.reconcile(kind).await, sync::Reconciled { deleted: left / 2 + 1, held: None, refetched: 0 });
     assert!(!rig.store.read(|r| sync::confirmation_pending(r, &rig.scope)).unwrap());
     let done = rig.store.read(|r| sync::deletions(r, &rig.scope, kind)).unwrap();
     assert_eq!(done.deleted, total / 2 + left / 2 + 1, "only deletes that removed a row are counted");
@@ -357,7 +360,7 @@ async fn a_record_written_after_the_listing_began_is_not_deleted_by_it() {
         assert!(sync::store_one(&store, &sync, record).unwrap());
         *seen.lock().unwrap() = Some(id);
     });
-    assert_eq!(rig.reconcile(kind).await, sync::Reconciled { deleted: 0, held: None });
+    assert_eq!(rig.reconcile(kind).await, sync::Reconciled { deleted: 0, held: None, refetched: 0 });
     let id = created.lock().unwrap().clone().expect("the hook ran during the listing");
     assert!(rig.store.read(|r| sync::record(r, &rig.sync, kind, &id)).unwrap().is_some(), "kept");
     rig.assert_equal();
@@ -429,6 +432,21 @@ async fn the_fake_is_as_strict_as_clio() {
     assert_eq!(status("matters.json?updated_since=2024-01-01T00:00:00-05:00").await, 200);
     let (_, _, created) = get("matters.json?created_since=2100-01-01T00:00:00Z", &[]).await;
     assert_eq!((created["data"].as_array().unwrap().len(), &created["meta"]["records"]), (0, &serde_json::json!(0)));
+    // ids[] selects records (at most 200); page tokens die after their lifetime.
+    let (first_id, second_id) = (rig.fake.firm().id(Kind::Matter, 1), rig.fake.firm().id(Kind::Matter, 4));
+    let (s, _, picked) = get(&format!("matters.json?fields=id&ids%5B%5D={first_id}&ids%5B%5D={second_id}"), &[]).await;
+    assert_eq!((s, picked["data"].as_array().unwrap().len()), (200, 2), "{picked}");
+    let many: String = (0..201).map(|i| format!("&ids%5B%5D={i}")).collect();
+    assert_eq!(status(&format!("matters.json?fields=id{many}")).await, 400);
+    assert_eq!(status("matters.json?fields=id&ids%5B%5D=x").await, 400);
+    rig.fake.set_faults(|f| f.page_token_ttl = Some(Duration::from_secs(60)));
+    let (_, _, page) = get("matters.json?fields=id&limit=2", &[]).await;
+    let next = page["meta"]["paging"]["next"].as_str().unwrap().trim_start_matches(&api("")).to_string();
+    assert_eq!(status(&next).await, 200, "a fresh page token works");
+    clock.advance(Duration::from_secs(61));
+    let (s, _, dead) = get(&next, &[]).await;
+    assert_eq!((s, dead["error"]["type"].as_str()), (400, Some("InvalidPageToken")), "a stale one does not");
+    rig.fake.set_faults(|f| f.page_token_ttl = None);
     // Versions.
     assert_eq!(get("matters.json", &[("x-api-version", "3.9.0")]).await.0, 410);
     let (s, head, _) = get("matters.json", &[("x-api-version", "4.0.13")]).await;
@@ -482,12 +500,165 @@ async fn the_fake_is_as_strict_as_clio() {
     let made = hook(serde_json::json!({"model": 1, "url": ok["url"], "events": ok["events"], "fields": ok["fields"]}));
     let made: serde_json::Value = made.send().await.unwrap().json().await.unwrap();
     assert_eq!(made["data"]["status"], "pending", "{made}");
+    let hook_id = made["data"]["id"].as_u64().unwrap();
+    let (s, _, seen) = get(&format!("webhooks/{hook_id}.json?fields=id,status,expires_at"), &[]).await;
+    assert_eq!((s, &seen["data"]["status"]), (200, &serde_json::json!("pending")), "{seen}");
+    assert_eq!(status("webhooks.json?fields=id,bogus").await, 400);
+    clock.advance(Duration::from_secs(4 * 86_400));
+    assert_eq!(status(&format!("webhooks/{hook_id}.json")).await, 404, "expired (3 days by default): gone");
+    let renew = http.patch(api(&format!("webhooks/{hook_id}.json"))).bearer_auth(&token);
+    let renew = renew.json(&serde_json::json!({"data": {"expires_at": "2026-01-20T00:00:00Z"}})).send().await.unwrap();
+    assert_eq!(renew.status(), 404, "renewing an expired subscription is a 404");
     // Deauthorize: a live token, named in the form too.
     let deauth = format!("{}/oauth/deauthorize", rig.fake.base_url());
     assert_eq!(http.post(&deauth).bearer_auth(&token).send().await.unwrap().status(), 401);
     let done = http.post(&deauth).bearer_auth(&token).form(&[("token", token.as_str())]).send().await.unwrap();
     assert_eq!(done.status(), 200);
     assert_eq!(status("matters.json").await, 401, "the token is revoked");
+}
+
+/// Runs a first pass of `kind` until `pages` pages are stored, then drops it
+/// mid-flight (as a SIGKILL would: every stored page committed with its checkpoint).
+async fn killed_after(rig: &Rig, kind: Kind, pages: u64) {
+    let (store, sync) = (rig.store.clone(), rig.sync.clone());
+    let pass = sync::sync_kind(&store, &sync, &rig.client, kind);
+    tokio::pin!(pass);
+    loop {
+        tokio::select! {
+            done = &mut pass => panic!("the pass ended before it was killed: {done:?}"),
+            () = tokio::time::sleep(Duration::from_millis(2)) => {
+                if rig.checkpoint(kind).pages >= pages {
+                    break;
+                }
+            }
+        }
+    }
+    // The pass is never polled again. A page already handed to the blocking pool still commits (as it would have before a kill).
+    tokio::time::sleep(Duration::from_millis(200)).await;
+}
+
+#[tokio::test]
+async fn a_dead_page_token_restarts_the_listing_and_converges_after_a_kill_mid_first_sync() {
+    for status in [400, 410] {
+        let rig = rig(3_000).await;
+        let kind = Kind::Activity;
+        rig.fake.set_faults(|f| {
+            f.dead_token_status = status;
+            f.delay = Duration::from_millis(5);
+        });
+        killed_after(&rig, kind, 3).await;
+        let cp = rig.checkpoint(kind);
+        assert!(cp.next_url.is_some() && !cp.full_done, "killed part-way: {cp:?}");
+        // While docket was down, Clio let every page token expire.
+        rig.fake.expire_page_tokens();
+        rig.fake.set_faults(|f| f.delay = Duration::ZERO);
+        let resumed = sync::sync_kind(&rig.store, &rig.sync, &rig.client, kind).await;
+        assert!(resumed.is_ok(), "{status}: the dead cursor does not wedge the kind: {resumed:?}");
+        assert_eq!(rig.stored(kind).len() as u64, rig.fake.firm().count(kind), "{status}: every record stored");
+        let cp = rig.checkpoint(kind);
+        assert!(cp.full_done && cp.next_url.is_none() && cp.last_error.is_none(), "{cp:?}");
+        assert_eq!(cp.restarts, 1);
+        let reason = cp.last_restart_reason.unwrap_or_default();
+        assert!(reason.contains(&status.to_string()) && reason.contains("from the beginning"), "{reason}");
+        let progress = rig.store.read(|r| sync::progress(r, &rig.scope, kind)).unwrap();
+        assert_eq!(progress.restarts, 1, "the sync status says so");
+
+        // Later, mid-way through an incremental pass: it restarts from the watermark, not from scratch.
+        let firm = rig.fake.firm();
+        let watermark = cp.synced_through.unwrap();
+        let edited: Vec<u64> = (0..500).step_by(2).map(|i| firm.id(kind, i)).collect();
+        for id in &edited {
+            assert!(rig.fake.edit(kind, *id));
+        }
+        let fake = rig.fake.clone();
+        rig.fake.after_call(rig.fake.api_calls() + 1, move || fake.expire_page_tokens());
+        let calls = rig.fake.api_calls();
+        let report = sync::sync_kind(&rig.store, &rig.sync, &rig.client, kind).await.unwrap();
+        let cp = rig.checkpoint(kind);
+        assert_eq!(cp.restarts, 2);
+        let from = cp.pass_since.expect("an incremental pass");
+        assert!(from < watermark, "from the watermark less the overlap");
+        assert!(cp.last_restart_reason.unwrap().contains(&from.to_rfc3339()));
+        assert!(rig.fake.api_calls() - calls <= 6, "the restart lists only what changed since the watermark");
+        assert_eq!(report.stored, edited.len() as u64, "each edit stored once");
+        let source = rig.fake.snapshot(kind);
+        let stored = rig.stored(kind);
+        assert_eq!(stored.len(), source.len());
+        assert!(stored.iter().all(|r| r.etag.as_deref() == source[&r.id]["etag"].as_str()), "equal to the source");
+        crate::data::assert_index_matches(&rig.store, &rig.scope);
+    }
+}
+
+#[tokio::test]
+async fn the_reconcile_fetches_restored_records_and_backdated_edits() {
+    let rig = rig(2_000).await;
+    rig.sync_all().await;
+    let firm = rig.fake.firm();
+    let kind = Kind::Matter;
+    let (restored, backdated, note) = (firm.id(kind, 7), firm.id(kind, 11), firm.id(Kind::Note, 3));
+    assert!(rig.fake.delete(kind, restored));
+    assert_eq!(rig.reconcile(kind).await.deleted, 1);
+    // Restored in Clio: it comes back with its old `updated_at`, behind the watermark.
+    assert!(rig.fake.restore(kind, restored));
+    // An import stamps an edit a year back.
+    assert!(rig.fake.edit_backdated(kind, backdated, docket::clio::generator::EPOCH + 60));
+    assert!(rig.fake.edit_backdated(Kind::Note, note, docket::clio::generator::EPOCH + 60));
+    let incremental = rig.sync_all().await;
+    assert_eq!(incremental.stored, 0, "an incremental pass cannot see either");
+    let found = rig.reconcile(kind).await;
+    assert_eq!(found, sync::Reconciled { deleted: 0, held: None, refetched: 2 });
+    assert_eq!(rig.reconcile(Kind::Note).await.refetched, 1, "notes are refetched by their own listing");
+    rig.assert_equal();
+    let stored = rig.store.read(|r| sync::record(r, &rig.sync, kind, &backdated.to_string())).unwrap().unwrap();
+    assert_eq!(stored.raw, rig.fake.snapshot(kind)[&backdated.to_string()], "the whole backdated edit");
+    assert_eq!(rig.reconcile(kind).await.refetched, 0, "nothing differs any more: nothing fetched");
+    let state = rig.store.read(|r| sync::progress(r, &rig.scope, kind)).unwrap();
+    assert_eq!(state.refetched, 2, "the sync status counts them");
+    crate::data::assert_index_matches(&rig.store, &rig.scope);
+}
+
+#[tokio::test]
+async fn numbers_text_and_null_versus_missing_are_kept_exactly() {
+    let rig = rig(2_000).await;
+    let kind = Kind::Activity;
+    let firm = rig.fake.firm();
+    let mut x = 0x9E37_79B9_7F4A_7C15u64;
+    let mut decimals = vec![11556.236853404187];
+    while decimals.len() < 80 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        decimals.push((x % 100_000_000) as f64 / 7919.0 + (x >> 40) as f64 * 1e-9);
+    }
+    let text = "Rene\u{301}e Mu\u{308}ller, Ümit Çelik, 山田 太郎, 🧾 \"quoted\" \\ back\u{0}slash\u{1F}";
+    for (i, d) in decimals.iter().enumerate() {
+        let d = *d;
+        assert!(rig.fake.edit_with(kind, firm.id(kind, i as u64), move |v, _| {
+            v["total"] = serde_json::json!(d);
+            v["note"] = serde_json::json!(text);
+            v["bill"] = serde_json::Value::Null;
+            v.as_object_mut().unwrap().remove("rounded_quantity");
+        }));
+    }
+    rig.sync_all().await;
+    let source = rig.fake.snapshot(kind);
+    let mut off = vec![];
+    for i in 0..80 {
+        let id = firm.id(kind, i).to_string();
+        let stored = rig.store.read(|r| sync::record(r, &rig.sync, kind, &id)).unwrap().unwrap();
+        let want = &source[&id];
+        if stored.raw["total"] != want["total"] {
+            off.push((want["total"].to_string(), stored.raw["total"].to_string()));
+        }
+        assert_eq!(stored.raw["note"], want["note"], "text code point for code point");
+        assert!(
+            stored.raw["bill"].is_null() && stored.raw.as_object().unwrap().contains_key("bill"),
+            "null stays null"
+        );
+        assert!(!stored.raw.as_object().unwrap().contains_key("rounded_quantity"), "missing stays missing");
+        assert_eq!(&stored.raw, want, "the whole record");
+    }
+    assert!(off.is_empty(), "{} of 80 decimals changed: {off:?}", off.len());
 }
 
 #[test]
@@ -512,4 +683,111 @@ fn only_the_viewer_and_the_sync_read_the_records_table() {
         }
     }
     assert!(offenders.is_empty(), "these files reach the records table directly: {offenders:?}");
+}
+
+#[tokio::test]
+async fn a_renamed_contact_reaches_the_matters_and_bills_that_name_it() {
+    let rig = rig(2_000).await;
+    rig.sync_all().await;
+    let matters = rig.fake.snapshot(Kind::Matter);
+    let (_, first) = matters.iter().next().unwrap();
+    let contact = first["client"]["id"].as_u64().unwrap();
+    let named: Vec<&String> = matters.iter().filter(|(_, m)| m["client"]["id"] == contact).map(|(id, _)| id).collect();
+    assert!(rig.fake.edit_with(Kind::Contact, contact, |v, _| v["name"] = serde_json::json!("Ada Lovelace-Byron")));
+    let renamed = rig.fake.snapshot(Kind::Matter);
+    assert_eq!(renamed[named[0]]["client"]["name"], "Ada Lovelace-Byron", "Clio shows the new name in the matter");
+    assert_eq!(renamed[named[0]]["etag"], first["etag"], "without a new etag or updated_at");
+    let report = rig.sync_all().await;
+    assert_eq!(report.stored, 1, "the pass itself brings only the contact");
+    let refreshed = sync::refresh_dependants(&rig.store, &rig.sync, &rig.client).await.unwrap();
+    let bills = rig.fake.snapshot(Kind::Bill).values().filter(|b| b["client"]["id"] == contact).count();
+    assert_eq!(refreshed, (named.len() + bills) as u64, "every matter and bill naming the contact");
+    for id in &named {
+        let m = rig.store.read(|r| sync::record(r, &rig.sync, Kind::Matter, id)).unwrap().unwrap();
+        assert_eq!(m.raw["client"]["name"], "Ada Lovelace-Byron", "matter {id}");
+    }
+    assert_eq!(sync::refresh_dependants(&rig.store, &rig.sync, &rig.client).await.unwrap(), 0, "the queue is empty");
+
+    // Renamed again (a webhook stores it) while a refresh is fetching: that rename stays queued.
+    assert!(rig.fake.edit_with(Kind::Contact, contact, |v, _| v["name"] = serde_json::json!("Second Name")));
+    rig.sync_all().await;
+    let (fake, store, sync) = (rig.fake.clone(), rig.store.clone(), rig.sync.clone());
+    rig.fake.after_call(rig.fake.api_calls() + 1, move || {
+        assert!(fake.edit_with(Kind::Contact, contact, |v, _| v["name"] = serde_json::json!("Third Name")));
+        let raw = fake.snapshot(Kind::Contact)[&contact.to_string()].clone();
+        let record = docket::records::Record::from_clio(Kind::Contact, raw).unwrap();
+        assert!(sync::store_one(&store, &sync, record).unwrap());
+    });
+    sync::refresh_dependants(&rig.store, &rig.sync, &rig.client).await.unwrap();
+    sync::refresh_dependants(&rig.store, &rig.sync, &rig.client).await.unwrap();
+    let m = rig.store.read(|r| sync::record(r, &rig.sync, Kind::Matter, named[0])).unwrap().unwrap();
+    assert_eq!(m.raw["client"]["name"], "Third Name", "the later rename was not lost");
+    crate::data::assert_index_matches(&rig.store, &rig.scope);
+}
+
+#[tokio::test]
+async fn a_process_killed_mid_first_sync_converges_though_its_saved_page_link_died() {
+    use crate::support::{eventually, free_port, run_docket};
+    let fake = FakeClio::start(31, 6_000).await.unwrap();
+    fake.set_faults(|f| {
+        f.delay = Duration::from_millis(15);
+        f.dead_token_status = 410;
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let config = dir.path().join("docket.toml");
+    let data = dir.path().join("data");
+    let toml = format!(
+        "data_dir = \"{}\"\n[tls]\nmode = \"off\"\n[server]\nlisten = [\"127.0.0.1:{port}\"]\n",
+        data.display()
+    );
+    std::fs::write(&config, toml).unwrap();
+    let cfg = config.to_str().unwrap().to_string();
+    let run = |args: &[&str]| {
+        let mut all: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        all.extend(["--config".to_string(), cfg.clone()]);
+        run_docket(&all.iter().map(String::as_str).collect::<Vec<_>>(), &[])
+    };
+    assert_eq!(run(&["key", "generate"]).0, 0);
+    assert_eq!(run(&["org", "create", "--slug", "acme", "--name", "Acme"]).0, 0);
+    let (code, out, err) = run(&["token", "create", "--org", "acme", "--role", "admin", "--name", "t"]);
+    assert_eq!(code, 0, "{err}");
+    let token = out.lines().next().unwrap().trim().to_string();
+    let base = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let ready = async || http.get(format!("{base}/readyz")).send().await.is_ok_and(|r| r.status() == 200);
+    let activities = async || -> Option<serde_json::Value> {
+        let st: serde_json::Value =
+            http.get(format!("{base}/api/v1/clio/sync")).bearer_auth(&token).send().await.ok()?.json().await.ok()?;
+        st["kinds"].as_array()?.iter().find(|k| k["kind"] == "activity").cloned()
+    };
+    let first = crate::crash::serve(&cfg);
+    assert!(eventually(Duration::from_secs(20), ready).await, "docket serve starts");
+    let settings = serde_json::json!({"location": fake.base_url(), "client_id": fake.client_id, "client_secret": fake.client_secret});
+    let put = http.put(format!("{base}/api/v1/clio/connection")).bearer_auth(&token).json(&settings).send().await;
+    assert_eq!(put.unwrap().status(), 200);
+    let to_clio = http.get(format!("{base}/api/v1/clio/connect")).bearer_auth(&token).send().await.unwrap();
+    let back = http.get(to_clio.headers()["location"].to_str().unwrap()).send().await.unwrap();
+    let callback = back.headers()["location"].to_str().unwrap().to_string();
+    assert_eq!(http.get(&callback).bearer_auth(&token).send().await.unwrap().status(), 303);
+    let mid = eventually(Duration::from_secs(60), async || {
+        activities().await.is_some_and(|a| a["in_progress"] == true && a["pages_fetched"].as_u64() >= Some(5))
+    })
+    .await;
+    assert!(mid, "the first sync reached the middle of the activities");
+    drop(first); // SIGKILL
+    // While docket was down, Clio's page tokens expired: the saved link answers 410.
+    fake.expire_page_tokens();
+    let _second = crate::crash::serve(&cfg);
+    assert!(eventually(Duration::from_secs(20), ready).await, "docket serve starts again");
+    let count = fake.firm().count(Kind::Activity);
+    let converged = eventually(Duration::from_secs(120), async || {
+        activities().await.is_some_and(|a| a["records"].as_u64() == Some(count) && a["full_sync_done"] == true)
+    })
+    .await;
+    let a = activities().await.unwrap_or_default();
+    assert!(converged, "every activity stored after the restart: {a}");
+    assert_eq!(a["listing_restarts"], 1, "{a}");
+    assert!(a["last_restart_reason"].as_str().is_some_and(|r| r.contains("410")), "{a}");
+    assert!(a.get("last_error").is_none(), "{a}");
 }
