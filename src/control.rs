@@ -94,7 +94,7 @@ pub fn execute(command: &Command, store: &Store, keys: &SharedKeyring, config: &
         },
         Command::AdminCreate { email, org } => admin_create(store, keys, &ctx, email, org.as_deref()),
         Command::KeyRotate => keys::rotate(store, keys).map_err(|e| e.to_string()).map(|text| {
-            match backup::after_rotation(config, &keys.current()) {
+            match backup::after_rotation(config, store, &keys.current()) {
                 Ok(()) => text,
                 Err(e) => format!("{text}\nwarning: the backup keyring was not resealed to the new key: {e}"),
             }

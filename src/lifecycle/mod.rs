@@ -8,6 +8,7 @@ pub mod doctor;
 pub mod jobs;
 pub mod keys;
 pub mod pitr;
+pub mod replay;
 pub mod restore;
 pub mod scheduler;
 pub mod shipping;

@@ -22,7 +22,7 @@
 //! writing a longer segment and removing the shorter one leaves both; listing
 //! keeps the longest of those that start at the same seq, and the next start
 //! removes the others.
-use super::backup::{SealError, SealedReader, SealedWriter};
+use super::backup::{SealError, SealedReader, SealedWriter, Signer, Trust};
 use crate::secrets::SharedKeyring;
 use crate::store::journal::{self, Entry};
 use crate::store::{Follower, Store, StoreError, SystemContext, Task};
@@ -33,6 +33,10 @@ use std::time::Duration;
 
 /// The directory under `backup.dir` that holds the segments.
 pub const SEGMENTS_DIR: &str = "segments";
+/// The file in `backup.dir` where the shipper records its health ([`Status`]).
+pub const STATUS_FILE: &str = "shipping.json";
+/// A running shipper confirms it is caught up at least this often, even idle.
+pub const HEARTBEAT: Duration = Duration::from_secs(30);
 const PREFIX: &str = "seg_";
 const SUFFIX: &str = ".dseg";
 const MAGIC: &[u8; 8] = b"DKTSEG01";
@@ -83,16 +87,31 @@ pub trait SegmentSource {
 }
 
 /// Segments as backup's sealed files: written to `recipients` (the appliance
-/// key and every offline key), read with `identities`.
+/// key and every offline key) and signed by `signer`, read with `identities`
+/// once their signature verifies against `trust`.
 #[derive(Clone)]
 pub struct SealedSegments {
     pub recipients: Vec<age::x25519::Recipient>,
     pub identities: Vec<age::x25519::Identity>,
+    /// Needed to write; a reader has none.
+    pub signer: Option<Signer>,
+    pub trust: Trust,
+}
+
+impl SealedSegments {
+    /// A reader of segments: opens with `identities`, believes `trust`.
+    pub fn reader(identities: Vec<age::x25519::Identity>, trust: Trust) -> SealedSegments {
+        SealedSegments { recipients: vec![], identities, signer: None, trust }
+    }
 }
 
 impl SegmentSink for SealedSegments {
     fn write(&self, path: &Path, frames: &[Vec<u8>]) -> Result<u64, ShipError> {
-        let mut writer = SealedWriter::create(path, &self.recipients)?;
+        let signer = self.signer.as_ref().ok_or_else(|| ShipError::Write {
+            path: path.display().to_string(),
+            reason: "no signing key to sign it with".into(),
+        })?;
+        let mut writer = SealedWriter::create(path, &self.recipients, signer)?;
         for frame in frames {
             writer.frame(frame)?;
         }
@@ -102,7 +121,7 @@ impl SegmentSink for SealedSegments {
 
 impl SegmentSource for SealedSegments {
     fn read(&self, path: &Path) -> Result<Vec<Vec<u8>>, ShipError> {
-        let mut reader = SealedReader::open(path, &self.identities)?;
+        let mut reader = SealedReader::open(path, &self.identities, &self.trust)?;
         let mut frames = Vec::new();
         while let Some(frame) = reader.next_frame()? {
             frames.push(frame);
@@ -113,17 +132,19 @@ impl SegmentSource for SealedSegments {
 
 /// The running appliance's segments: sealed to the master key in force at
 /// each write (so a rotation takes effect at the next segment) and to every
-/// offline recipient.
+/// offline recipient, signed by the appliance's signing key.
 pub struct ApplianceSeal {
     pub keys: SharedKeyring,
     pub offline: Vec<age::x25519::Recipient>,
+    pub signer: Signer,
 }
 
 impl SegmentSink for ApplianceSeal {
     fn write(&self, path: &Path, frames: &[Vec<u8>]) -> Result<u64, ShipError> {
         let master = self.keys.current().age_recipient().clone();
         let recipients = std::iter::once(master).chain(self.offline.iter().cloned()).collect();
-        SealedSegments { recipients, identities: vec![] }.write(path, frames)
+        let trust = Trust::signer(self.signer.public());
+        SealedSegments { recipients, identities: vec![], signer: Some(self.signer.clone()), trust }.write(path, frames)
     }
 }
 
@@ -324,6 +345,10 @@ pub struct Shipper {
     metrics: Option<Arc<Metrics>>,
     ctx: SystemContext,
     shipped: u64,
+    /// The commit time of `shipped` (none before the first segment).
+    shipped_time: Option<i64>,
+    /// The last failure and when (kept after recovery, for doctor).
+    last_error: Option<(String, i64)>,
     pruned: u64,
     open: Open,
 }
@@ -351,6 +376,7 @@ impl Shipper {
             Some(newest) => newest.name.last,
             None => store.journal_start()?.map_or(head, |start| start.saturating_sub(1)),
         };
+        let shipped_time = listing.chain.last().map(|s| s.name.last_time);
         if shipped > head {
             return Err(ShipError::Ahead { dir: dir.display().to_string(), shipped, head });
         }
@@ -366,6 +392,8 @@ impl Shipper {
             metrics,
             ctx: SystemContext::new(Task::Backup),
             shipped,
+            shipped_time,
+            last_error: None,
             pruned: 0,
             open: Open::new(store_now),
         })
@@ -379,14 +407,52 @@ impl Shipper {
     /// Ships every whole transaction committed so far, then prunes the
     /// journal up to what every follower has (shipping included) applied.
     pub fn ship(&mut self) -> Result<Shipped, ShipError> {
+        let checked_at = self.store.clock().now_micros();
+        let head = self.store.journal_head();
         let result = self.ship_pending();
         if let (Some(m), Err(e)) = (&self.metrics, &result) {
             m.count("docket_ship_failures_total", "Journal shipping rounds that failed.", vec![], 1);
             tracing::warn!(error = %e, "journal shipping failed; retrying at the next commit");
         }
+        self.record(checked_at, head.ok(), result.as_ref().err(), false);
         let done = result?;
         self.prune()?;
         Ok(done)
+    }
+
+    /// Writes [`STATUS_FILE`] beside the segment directory and the health
+    /// gauges: on, the shipped seq and time, whether everything committed by
+    /// `checked_at` (journal head `head`) is shipped, the last error.
+    fn record(&mut self, checked_at: i64, head: Option<u64>, error: Option<&ShipError>, stopped: bool) {
+        if let Some(e) = error {
+            self.last_error = Some((e.to_string(), checked_at));
+        }
+        let (last_error, last_error_at) = self.last_error.clone().unzip();
+        let status = Status {
+            on: true,
+            shipped_seq: self.shipped,
+            shipped_time: self.shipped_time,
+            caught_up: error.is_none() && head.is_some_and(|h| h <= self.shipped),
+            checked_at,
+            stopped,
+            failing: error.is_some(),
+            last_error,
+            last_error_at,
+        };
+        if let Some(m) = &self.metrics {
+            status.gauges(m);
+        }
+        if let Some(backup_dir) = self.dir.parent() {
+            status.write(backup_dir);
+        }
+    }
+
+    /// Records a clean stop: everything committed was shipped and nothing
+    /// more will be until the next start.
+    pub fn record_stop(&mut self) {
+        let checked_at = self.store.clock().now_micros();
+        let head = self.store.journal_head().ok();
+        self.record(checked_at, head, None, true);
     }
 
     fn ship_pending(&mut self) -> Result<Shipped, ShipError> {
@@ -424,6 +490,7 @@ impl Shipper {
             remove(&old)?;
         }
         self.shipped = name.last;
+        self.shipped_time = Some(name.last_time);
         self.store.mark_applied(Follower::Shipping, name.last);
         if let Some(m) = &self.metrics {
             m.gauge("docket_ship_shipped_seq", "The last journal seq in a shipped segment.", vec![], name.last as f64);
@@ -469,11 +536,14 @@ pub async fn run(mut shipper: Shipper, interval: Duration, mut shutdown: tokio::
             None => return,
         };
         if *shutdown.borrow() {
+            let _ = tokio::task::spawn_blocking(move || shipper.record_stop()).await;
             return;
         }
         tokio::select! {
             changed = heads.changed() => if changed.is_err() { return },
             _ = shutdown.changed() => continue,
+            // Idle: a round confirms nothing is left unshipped ([`Status::caught_up`]).
+            _ = tokio::time::sleep(HEARTBEAT) => continue,
         }
         tokio::select! {
             _ = tokio::time::sleep(interval / 2) => {}
@@ -494,17 +564,167 @@ pub fn start(
     shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> Option<tokio::task::JoinHandle<()>> {
     let settings = super::backup::Settings::from_config(config).ok()?;
-    let seal = Arc::new(ApplianceSeal { keys, offline: settings.offline });
+    let signer = match super::backup::signing::ensure(&store, &keys.current()) {
+        Ok(signer) => signer,
+        Err(e) => {
+            tracing::error!(error = %e, "journal shipping is off: point-in-time recovery has no new segments");
+            return None;
+        }
+    };
+    let seal = Arc::new(ApplianceSeal { keys, offline: settings.offline, signer });
     let dir = settings.dir.join(SEGMENTS_DIR);
-    match Shipper::open(store, &dir, seal, Roll::default(), Some(metrics)) {
+    super::pitr::window_gauges(&settings.dir, &metrics);
+    match Shipper::open(store.clone(), &dir, seal, Roll::default(), Some(metrics.clone())) {
         Ok(shipper) => {
             let interval = Duration::from_secs(config.backup.ship_interval);
             Some(tokio::spawn(run(shipper, interval, shutdown)))
         }
         Err(e) => {
-            tracing::error!(error = %e, "journal shipping is off: point-in-time recovery has no new segments");
+            tracing::error!(error = %e, "journal shipping is OFF: point-in-time recovery has no new segments");
+            Status::off(&settings.dir, &e.to_string(), store.clock().now_micros(), &metrics);
             None
         }
+    }
+}
+
+/// Shipping's state for `/readyz`: `on`, `failing` or `off` (no detail that
+/// could carry a path), and the seconds since the last shipped commit.
+pub fn readiness(config: &crate::config::Config, now: i64) -> serde_json::Value {
+    match Status::read(&config.backup_dir()) {
+        None => serde_json::json!({"state": "unknown"}),
+        Some(s) => {
+            let state = if !s.on { "off" } else if s.failing { "failing" } else { "on" };
+            let since = s.shipped_time.map(|t| now.saturating_sub(t) / 1_000_000);
+            serde_json::json!({"state": state, "caught_up": s.caught_up, "seconds_since_last_shipped_commit": since})
+        }
+    }
+}
+
+/// What the service's status line adds about shipping (systemd `STATUS=`).
+pub fn status_note(config: &crate::config::Config) -> Option<String> {
+    let s = Status::read(&config.backup_dir())?;
+    if !s.on {
+        return Some("; WARNING: journal shipping is OFF (point-in-time recovery stopped; see docket doctor)".into());
+    }
+    s.failing.then(|| "; WARNING: journal shipping is failing (see docket doctor)".into())
+}
+
+/// The shipper's health as it last recorded it in `<backup.dir>/shipping.json`
+/// (read by `docket doctor`, the status line and `restore --at`).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Status {
+    /// Whether the service ships at all (false: it refused its segment directory).
+    pub on: bool,
+    pub shipped_seq: u64,
+    /// The commit time of the last shipped seq (microseconds).
+    pub shipped_time: Option<i64>,
+    /// Everything committed by `checked_at` was in a final segment then.
+    pub caught_up: bool,
+    /// When the shipper last looked (microseconds; the store's clock).
+    pub checked_at: i64,
+    /// The service stopped cleanly after that look: nothing was committed since.
+    #[serde(default)]
+    pub stopped: bool,
+    /// The last round failed.
+    #[serde(default)]
+    pub failing: bool,
+    pub last_error: Option<String>,
+    pub last_error_at: Option<i64>,
+}
+
+impl Status {
+    /// The status recorded in `backup_dir`, if any.
+    pub fn read(backup_dir: &Path) -> Option<Status> {
+        std::fs::read(backup_dir.join(STATUS_FILE)).ok().and_then(|b| serde_json::from_slice(&b).ok())
+    }
+
+    fn write(&self, backup_dir: &Path) {
+        let path = backup_dir.join(STATUS_FILE);
+        let written = serde_json::to_vec_pretty(self)
+            .map_err(std::io::Error::other)
+            .and_then(|text| super::backup::sealed::write_private(&path, &text));
+        if let Err(e) = written {
+            tracing::warn!(file = %path.display(), error = %e, "cannot record the shipping status");
+        }
+    }
+
+    /// Records that shipping is off, and why.
+    fn off(backup_dir: &Path, error: &str, now: i64, metrics: &Metrics) {
+        let previous = Status::read(backup_dir);
+        let status = Status {
+            on: false,
+            shipped_seq: previous.as_ref().map_or(0, |p| p.shipped_seq),
+            shipped_time: previous.as_ref().and_then(|p| p.shipped_time),
+            caught_up: false,
+            checked_at: now,
+            stopped: false,
+            failing: true,
+            last_error: Some(error.to_string()),
+            last_error_at: Some(now),
+        };
+        status.gauges(metrics);
+        if std::fs::create_dir_all(backup_dir).is_ok() {
+            status.write(backup_dir);
+        }
+    }
+
+    /// The `docket_ship_*` health gauges.
+    fn gauges(&self, m: &Metrics) {
+        let flag = |b: bool| if b { 1.0 } else { 0.0 };
+        m.gauge("docket_ship_up", "1 while journal shipping runs (0: point-in-time recovery is off).", vec![], flag(self.on));
+        m.gauge("docket_ship_failing", "1 while the last journal shipping round failed.", vec![], flag(self.failing));
+        m.gauge("docket_ship_shipped_seq", "The last journal seq in a shipped segment.", vec![], self.shipped_seq as f64);
+        if let Some(t) = self.shipped_time {
+            m.gauge(
+                "docket_ship_last_shipped_commit_timestamp_seconds",
+                "Commit time of the newest shipped journal entry.",
+                vec![],
+                t as f64 / 1e6,
+            );
+            m.gauge(
+                "docket_pitr_window_end_timestamp_seconds",
+                "The newest instant `restore --at` can restore (the last shipped commit).",
+                vec![],
+                t as f64 / 1e6,
+            );
+        }
+        if let Some(t) = self.last_error_at {
+            m.gauge(
+                "docket_ship_last_error_timestamp_seconds",
+                "When journal shipping last failed.",
+                vec![],
+                t as f64 / 1e6,
+            );
+        }
+    }
+
+    /// Whether an instant `at` after the newest shipped commit (`newest`)
+    /// holds that commit's state: the shipper had shipped everything when it
+    /// last looked, that look is at or after `at` (or within one heartbeat
+    /// and a round of it), or the service stopped cleanly then.
+    pub fn caught_up_at(&self, at: crate::timestamp::Timestamp, newest: crate::timestamp::Timestamp) -> bool {
+        let allowance = 2 * HEARTBEAT.as_micros() as i64;
+        self.on
+            && self.caught_up
+            && self.shipped_time == Some(newest.micros())
+            && (self.stopped || at.micros() <= self.checked_at.saturating_add(allowance))
+    }
+
+    /// One line for `docket doctor` and the status line.
+    pub fn describe(&self, now: i64) -> String {
+        if !self.on {
+            return format!(
+                "OFF since {}: {}",
+                crate::timestamp::Timestamp::from_micros(self.checked_at).to_rfc3339(),
+                self.last_error.as_deref().unwrap_or("unknown")
+            );
+        }
+        let lag = if self.caught_up { 0.0 } else { now.saturating_sub(self.shipped_time.unwrap_or(now)) as f64 / 1e6 };
+        let mut text = format!("on, shipped to seq {}, lag {lag:.0} s", self.shipped_seq);
+        if self.failing {
+            text += &format!("; FAILING: {}", self.last_error.as_deref().unwrap_or("unknown"));
+        }
+        text
     }
 }
 
@@ -533,14 +753,17 @@ pub fn remove_before(dir: &Path, keep_after: u64) -> Result<Vec<PathBuf>, ShipEr
     Ok(removed)
 }
 
-/// The segment retention job: removes the segments of `backup_dir` that end
-/// at or before the journal head of its oldest backup (retention already
-/// removed older backups). With no backup nothing goes: the segments are
-/// then the only way back.
-pub fn apply_retention(backup_dir: &Path) -> Result<Vec<PathBuf>, ShipError> {
+/// The segment retention job: keeps the point-in-time window of `backup_dir`
+/// (from `window_start`): removes the segments that end at or before the
+/// journal head of the window's base, the newest backup committed at or
+/// before the start. With no backup that old nothing goes: the window then
+/// starts before every backup and the segments are the only way back.
+pub fn apply_retention(backup_dir: &Path, window_start: crate::timestamp::Timestamp) -> Result<Vec<PathBuf>, ShipError> {
+    use super::backup::retention;
     let backups = super::backup::list(backup_dir).map_err(|e| dir_error(backup_dir, e))?;
-    match backups.iter().map(|b| b.manifest.head_seq).min() {
-        Some(oldest) => remove_before(&backup_dir.join(SEGMENTS_DIR), oldest),
+    let base = backups.iter().rev().find(|b| retention::state_time(b) <= window_start);
+    match base {
+        Some(base) => remove_before(&backup_dir.join(SEGMENTS_DIR), base.manifest.head_seq),
         None => Ok(vec![]),
     }
 }

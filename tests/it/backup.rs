@@ -6,7 +6,7 @@ use docket::app::{self, Instance};
 use docket::clock::Clock;
 use docket::config::Config;
 use docket::control::{self, Command, Reply};
-use docket::lifecycle::backup::{self, BackupError, Quiet, SealError, Settings, retention::Keep};
+use docket::lifecycle::backup::{self, BackupError, BackupInfo, Quiet, SealError, Settings, Signer, Trust, retention::Keep, signing};
 use docket::lifecycle::restore::{self, RestoreError, RestoreOptions};
 use docket::secrets::{Keyring, default_key_path, write_identity};
 use docket::store::{OrgId, OrgTask, OrgTaskContext, RECORDS, Store, SystemContext, Task};
@@ -53,13 +53,27 @@ fn settings(config: &Config) -> Settings {
     Settings::from_config(config).unwrap()
 }
 
-fn restore_into(
-    info: &backup::BackupInfo,
-    keys: &[age::x25519::Identity],
-    into: &Path,
-) -> Result<restore::Restored, RestoreError> {
-    let options = RestoreOptions { dry_run: false, clock: Clock::system(), progress: &Quiet };
-    restore::restore(info, keys, into, &options, |_| Ok(()))
+/// The signer of backups written outside an instance.
+fn test_signer() -> &'static Signer {
+    static SIGNER: std::sync::OnceLock<Signer> = std::sync::OnceLock::new();
+    SIGNER.get_or_init(Signer::generate)
+}
+
+/// The instance's own signer (its `signing.pub`).
+fn trust(inst: &Instance) -> Trust {
+    Trust::signer(signing::pinned(&inst.config.data_dir).expect("Instance::open pins the signer"))
+}
+
+/// Whom a restore of `info` believes: the signer of the instance beside its
+/// backup dir (`<root>/data`, as [`instance`] lays it out), else the test signer.
+fn trust_for(info: &BackupInfo) -> Trust {
+    let root = info.path.parent().and_then(Path::parent).unwrap();
+    Trust::signer(signing::pinned(&root.join("data")).unwrap_or(test_signer().public()))
+}
+
+fn restore_into(info: &BackupInfo, keys: &[age::x25519::Identity], into: &Path) -> Result<restore::Restored, RestoreError> {
+    let options = RestoreOptions::new(Clock::system(), &Quiet, trust_for(info));
+    restore::restore(Some(info), keys, into, &options, |_| Ok::<(), RestoreError>(()))
 }
 
 /// The store as of `seq`: the live journal replayed into a new store.
@@ -236,7 +250,8 @@ fn a_backup_killed_mid_write_leaves_no_final_file_and_the_next_run_completes() {
         let path = entry.unwrap().path();
         let name = path.file_name().unwrap().to_string_lossy().into_owned();
         if name.starts_with("backup-") && name.ends_with(".sealed") {
-            let mut r = backup::SealedReader::open(&path, &[me.identity().clone()]).unwrap();
+            let pinned = Trust::signer(signing::pinned(&data_dir).unwrap());
+            let mut r = backup::SealedReader::open(&path, &[me.identity().clone()], &pinned).unwrap();
             while r.next_frame().unwrap().is_some() {}
         }
     }
@@ -265,13 +280,14 @@ fn a_backup_sealed_before_a_key_rotation_restores_with_the_new_key() {
     let new_key = inst.keys.current().identity().clone();
     assert!(!before.manifest.recipients.contains(&new_key.to_public().to_string()));
     let dir = inst.config.backup.dir.clone().unwrap();
-    let keys = backup::opening_keys(&dir, std::slice::from_ref(&new_key));
+    let keys = backup::opening_keys(&dir, std::slice::from_ref(&new_key), &trust(&inst)).unwrap();
     let restored = restore_into(&before, &keys, &root.path().join("r")).unwrap();
     assert_eq!(restored.head_seq, before.manifest.head_seq);
 
     // Without the keyring the old backup no longer opens with the new key.
     std::fs::remove_file(dir.join(backup::KEYRING_FILE)).unwrap();
-    let e = restore_into(&before, &backup::opening_keys(&dir, &[new_key]), &root.path().join("r2")).unwrap_err();
+    let keys = backup::opening_keys(&dir, &[new_key], &trust(&inst)).unwrap();
+    let e = restore_into(&before, &keys, &root.path().join("r2")).unwrap_err();
     assert!(matches!(e, RestoreError::Backup(BackupError::Seal(SealError::WrongKey { .. }))), "{e}");
     assert!(!root.path().join("r2").exists(), "a failed restore leaves nothing behind");
 }
@@ -305,7 +321,7 @@ fn verification_restores_and_compares_with_the_live_store_and_records_failure() 
     let me = backup::appliance_keys(&inst.keys.current());
     let scratch = root.path().join("scratch");
     std::fs::create_dir(&scratch).unwrap();
-    let v = backup::verify(&inst.store, &s.dir, &me, &scratch, &Clock::system(), &Quiet).unwrap();
+    let v = backup::verify(&inst.store, &s.dir, &me, &trust(&inst), &scratch, &Clock::system(), &Quiet).unwrap();
     assert!(v.against_live && v.compared_seq > info.manifest.head_seq, "{v:?}");
     assert!(v.parts >= 3, "{v:?}");
     assert_eq!(std::fs::read_dir(&scratch).unwrap().count(), 0, "the scratch copy is removed");
@@ -316,7 +332,7 @@ fn verification_restores_and_compares_with_the_live_store_and_records_failure() 
     let at = altered.len() / 2;
     altered[at] ^= 0x40;
     std::fs::write(&info.path, &altered).unwrap();
-    let outcome = backup::verify(&inst.store, &s.dir, &me, &scratch, &Clock::system(), &Quiet);
+    let outcome = backup::verify(&inst.store, &s.dir, &me, &trust(&inst), &scratch, &Clock::system(), &Quiet);
     backup::verify::record(&s.dir, Some(&metrics), &Clock::system(), &outcome);
     let e = outcome.unwrap_err();
     assert!(e.to_string().contains(&info.path.display().to_string()) && e.to_string().contains("fix:"), "{e}");
@@ -374,7 +390,8 @@ fn failures_are_named_and_leave_nothing_behind() {
     let mut manifest = info.clone();
     manifest.manifest.sha256 = docket::lifecycle::backup::sealed::file_sha256(&info.path).unwrap();
     let e = restore_into(&manifest, std::slice::from_ref(&me), &root.path().join("c")).unwrap_err();
-    assert!(e.to_string().contains("corrupt") && e.to_string().contains(&info.path.display().to_string()), "{e}");
+    let shown = info.manifest_path().display().to_string();
+    assert!(e.to_string().contains("altered") && e.to_string().contains(&shown), "an edited manifest fails its signature: {e}");
     for dir in ["w", "t", "c"] {
         assert!(!root.path().join(dir).exists(), "{dir}: no partial output");
     }
@@ -532,6 +549,7 @@ fn a_backup_of_an_older_schema_restores_migrated() {
         dir: &dir,
         recipients: &[key.to_public()],
         keys: &[],
+        signer: test_signer(),
         created: docket::timestamp::Timestamp::from_micros(1_780_000_000_000_000),
         progress: &Quiet,
         fail_after: None,
@@ -561,6 +579,6 @@ fn what_killed_restores_and_verifications_left_is_swept() {
     restore_into(&info, &[inst.keys.current().identity().clone()], &root.path().join("r")).unwrap();
     assert!(!stale_restore.exists(), "a killed restore's staging dir is removed");
     let me = backup::appliance_keys(&inst.keys.current());
-    backup::verify(&inst.store, &s.dir, &me, root.path(), &Clock::system(), &Quiet).unwrap();
+    backup::verify(&inst.store, &s.dir, &me, &trust(&inst), root.path(), &Clock::system(), &Quiet).unwrap();
     assert!(!stale_verify.exists(), "a killed verification's scratch dir is removed");
 }

@@ -8,9 +8,10 @@ use docket::auth::tokens;
 use docket::clio::generator::Firm;
 use docket::clio::sync::{self, Pushed, SyncScope};
 use docket::clock::Clock;
-use docket::lifecycle::backup::Quiet;
 use docket::lifecycle::backup::archive::{self, WriteOptions};
+use docket::lifecycle::backup::{Quiet, Signer, Trust};
 use docket::lifecycle::pitr::{self, AtOptions, PitrError};
+use docket::lifecycle::restore::RestoreOptions;
 use docket::lifecycle::shipping::{self, Roll, SealedSegments, Shipper};
 use docket::records::{Kind, Record};
 use docket::store::{OrgId, OrgTask, OrgTaskContext, Store};
@@ -19,10 +20,36 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+/// The appliance's signing key in these tests.
+pub fn signer() -> &'static Signer {
+    static SIGNER: std::sync::OnceLock<Signer> = std::sync::OnceLock::new();
+    SIGNER.get_or_init(Signer::generate)
+}
+
+pub fn trust() -> Trust {
+    Trust::signer(signer().public())
+}
+
+/// Segments sealed to `to`, opened with `with`, signed by [`signer`].
+fn sealed(to: Vec<age::x25519::Recipient>, with: Vec<age::x25519::Identity>) -> SealedSegments {
+    SealedSegments { recipients: to, identities: with, signer: Some(signer().clone()), trust: trust() }
+}
+
 fn key() -> (age::x25519::Identity, SealedSegments) {
     let id = age::x25519::Identity::generate();
-    let seal = SealedSegments { recipients: vec![id.to_public()], identities: vec![id.clone()] };
+    let seal = sealed(vec![id.to_public()], vec![id.clone()]);
     (id, seal)
+}
+
+fn at_options<'a>(
+    backup_dir: &'a Path,
+    identities: &'a [age::x25519::Identity],
+    at: Timestamp,
+    into: &'a Path,
+    dry_run: bool,
+) -> AtOptions<'a> {
+    let restore = RestoreOptions { dry_run, ..RestoreOptions::new(Clock::system(), &Quiet, trust()) };
+    AtOptions { backup_dir, identities, at, into, restore }
 }
 
 /// A small deterministic pseudo-random sequence (xorshift).
@@ -145,6 +172,7 @@ impl Workload {
             dir: &self.backups,
             recipients: &seal.recipients,
             keys: &[],
+            signer: signer(),
             created: self.now(),
             progress: &Quiet,
             fail_after: None,
@@ -166,9 +194,9 @@ impl Workload {
 fn restore_at(backups: &Path, identities: &[age::x25519::Identity], at: Timestamp) -> Result<String, PitrError> {
     let into = tempfile::tempdir().unwrap();
     let target = into.path().join("data");
-    let options = AtOptions { backup_dir: backups, identities, at, into: &target, dry_run: false, progress: &Quiet };
+    let options = at_options(backups, identities, at, &target, false);
     let restored = pitr::restore_at(&options)?;
-    let store = Store::open(&restored.into.join("docket.redb"), Clock::system()).unwrap();
+    let store = Store::open(&restored.restored.into.join("docket.redb"), Clock::system()).unwrap();
     Ok(store.digest().unwrap())
 }
 
@@ -236,14 +264,8 @@ fn a_missing_segment_is_named_and_nothing_is_left_behind() {
     let (w, chain) = shipped(dir.path(), &seal);
     std::fs::remove_file(&chain[2].path).unwrap();
     let into = dir.path().join("restored");
-    let options = AtOptions {
-        backup_dir: &w.backups,
-        identities: &[id],
-        at: w.now(),
-        into: &into,
-        dry_run: false,
-        progress: &Quiet,
-    };
+    let ids = [id];
+    let options = at_options(&w.backups, &ids, w.now(), &into, false);
     let err = pitr::restore_at(&options).unwrap_err();
     let text = err.to_string();
     assert!(matches!(err, PitrError::Gap { .. }), "{text}");
@@ -296,10 +318,7 @@ fn segments_sealed_before_a_key_rotation_still_restore() {
     let (old, old_seal) = key();
     let (offline, _) = key();
     let (new, _) = key();
-    let sealed_to = |id: &age::x25519::Identity| SealedSegments {
-        recipients: vec![id.to_public(), offline.to_public()],
-        identities: vec![id.clone()],
-    };
+    let sealed_to = |id: &age::x25519::Identity| sealed(vec![id.to_public(), offline.to_public()], vec![id.clone()]);
     let mut shipper = w.shipper(&sealed_to(&old), Roll { bytes: 1, age: Duration::from_secs(3600) });
     for _ in 0..3 {
         w.clock.advance(Duration::from_secs(1));
@@ -335,7 +354,7 @@ fn segments_sealed_before_a_key_rotation_still_restore() {
 fn check_chain(segments: &Path, key: &age::x25519::Identity) -> shipping::Segment {
     let listing = shipping::list(segments).unwrap();
     assert!(listing.superseded.is_empty(), "a start removes superseded segments: {:?}", listing.superseded);
-    let seal = SealedSegments { recipients: vec![], identities: vec![key.clone()] };
+    let seal = SealedSegments::reader(vec![key.clone()], trust());
     let mut next = 1;
     for segment in &listing.chain {
         assert_eq!(segment.name.first, next, "no seq missing or shipped twice before {}", segment.path.display());
@@ -454,19 +473,29 @@ fn retention_keeps_the_segments_after_the_oldest_backup() {
     let dir = tempfile::tempdir().unwrap();
     let (id, seal) = key();
     let (mut w, chain) = shipped(dir.path(), &seal);
-    assert!(shipping::apply_retention(&w.backups).unwrap().is_empty(), "no backup: the segments are the only way back");
+    let window_start = |w: &Workload| w.now().plus_micros(-7 * 86_400_000_000);
+    assert!(
+        shipping::apply_retention(&w.backups, window_start(&w)).unwrap().is_empty(),
+        "no backup: the segments are the only way back"
+    );
     w.backup(&seal);
     let page = (0..5).map(|i| w.record(i)).collect();
     w.clock.advance(Duration::from_secs(1));
     w.upsert(page);
     w.shipper(&seal, Roll::default()).ship().unwrap();
-    let removed = shipping::apply_retention(&w.backups).unwrap();
+    assert!(
+        shipping::apply_retention(&w.backups, window_start(&w)).unwrap().is_empty(),
+        "a backup inside the window (a manual one) does not shorten it: issue 16"
+    );
+    let last = w.now();
+    w.clock.advance(Duration::from_secs(8 * 86_400));
+    let removed = shipping::apply_retention(&w.backups, window_start(&w)).unwrap();
     assert_eq!(
         removed,
         chain.iter().map(|s| s.path.clone()).collect::<Vec<_>>(),
-        "the backup covers every earlier segment"
+        "once the backup is older than the window, it covers every earlier segment"
     );
-    assert_eq!(restore_at(&w.backups, std::slice::from_ref(&id), w.now()).unwrap(), w.store.digest().unwrap());
+    assert_eq!(restore_at(&w.backups, std::slice::from_ref(&id), last).unwrap(), w.store.digest().unwrap());
 }
 
 #[test]
@@ -476,16 +505,9 @@ fn a_dry_run_checks_everything_and_writes_nothing() {
     let (w, chain) = shipped(dir.path(), &seal);
     let into = dir.path().join("restored");
     let at = Timestamp::from_micros(chain[2].name.last_time);
-    let options = |dry_run| AtOptions {
-        backup_dir: &w.backups,
-        identities: std::slice::from_ref(&id),
-        at,
-        into: &into,
-        dry_run,
-        progress: &Quiet,
-    };
+    let options = |dry_run| at_options(&w.backups, std::slice::from_ref(&id), at, &into, dry_run);
     let checked = pitr::restore_at(&options(true)).unwrap();
-    assert!(checked.dry_run && !into.exists(), "nothing written");
+    assert!(checked.restored.dry_run && !into.exists(), "nothing written");
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 2, "no scratch dir left beside it");
     std::fs::remove_file(&chain[1].path).unwrap();
     let err = pitr::restore_at(&options(true)).unwrap_err().to_string();
