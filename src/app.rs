@@ -104,9 +104,10 @@ fn take_life_lock(config: &Config) -> Result<crate::lifecycle::scheduler::Exclus
     let lock = || config.data_dir.join("locks").join(format!("{SERVICE_LOCK}.lock")).display().to_string();
     match ExclusionLock::try_take(&config.data_dir, SERVICE_LOCK) {
         Ok(Some(held)) => Ok(held),
-        Ok(None) => {
-            Err(AppError::AlreadyServing { holder: ExclusionLock::holder(&config.data_dir, SERVICE_LOCK), lock: lock() })
-        }
+        Ok(None) => Err(AppError::AlreadyServing {
+            holder: ExclusionLock::holder(&config.data_dir, SERVICE_LOCK),
+            lock: lock(),
+        }),
         Err(e) => Err(AppError::Lock { lock: lock(), reason: e.to_string() }),
     }
 }
@@ -274,7 +275,8 @@ fn register_jobs(state: &Arc<AppState>) {
                 )
                 .map_err(|e| e.to_string())?;
                 // Segments before the point-in-time window's base restore nothing any more.
-                let settings = crate::lifecycle::backup::Settings::from_config(&state.config).map_err(|e| e.to_string())?;
+                let settings =
+                    crate::lifecycle::backup::Settings::from_config(&state.config).map_err(|e| e.to_string())?;
                 let now = crate::timestamp::Timestamp::from_micros(state.store.clock().now_micros());
                 crate::lifecycle::shipping::apply_retention(&settings.dir, settings.window_start(now))
                     .map_err(|e| e.to_string())?;

@@ -567,7 +567,10 @@ fn signer(config: &Config) -> Check {
             "backup signer",
             Status::Warn,
             "not made yet",
-            Some("start docket once: it makes the signing key and prints its fingerprint; keep it with the offline key".into()),
+            Some(
+                "start docket once: it makes the signing key and prints its fingerprint; keep it with the offline key"
+                    .into(),
+            ),
         ),
     }
 }

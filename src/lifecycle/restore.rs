@@ -177,20 +177,20 @@ pub fn restore<E: From<RestoreError>>(
 
 /// Renames the checked `staging` dir to `into` (or removes it after a dry run).
 fn place(mut restored: Restored, staging: &Path, into: &Path, dry_run: bool) -> Result<Restored, RestoreError> {
-        if dry_run {
-            std::fs::remove_dir_all(staging).map_err(io("remove", staging))?;
-            restored.into = into.to_path_buf();
-            restored.key = None;
-            return Ok(restored);
-        }
-        if into.exists() {
-            std::fs::remove_dir(into).map_err(io("replace the empty directory", into))?;
-        }
-        std::fs::rename(staging, into).map_err(io("rename the restored data dir to", into))?;
-        backup::sealed::sync_dir(into).map_err(BackupError::from)?;
+    if dry_run {
+        std::fs::remove_dir_all(staging).map_err(io("remove", staging))?;
         restored.into = into.to_path_buf();
-        restored.key = restored.key.map(|_| default_key_path(into));
-        Ok(restored)
+        restored.key = None;
+        return Ok(restored);
+    }
+    if into.exists() {
+        std::fs::remove_dir(into).map_err(io("replace the empty directory", into))?;
+    }
+    std::fs::rename(staging, into).map_err(io("rename the restored data dir to", into))?;
+    backup::sealed::sync_dir(into).map_err(BackupError::from)?;
+    restored.into = into.to_path_buf();
+    restored.key = restored.key.map(|_| default_key_path(into));
+    Ok(restored)
 }
 
 /// Imports, replays, finishes and verifies into `dir`.
@@ -223,7 +223,10 @@ fn build<E: From<RestoreError>>(
 
 /// The identity among `identities` that opens the store's sealed signing
 /// key: the master key the store's secrets are sealed to.
-fn master_key_of(store: &Store, identities: &[age::x25519::Identity]) -> Result<Option<age::x25519::Identity>, StoreError> {
+fn master_key_of(
+    store: &Store,
+    identities: &[age::x25519::Identity],
+) -> Result<Option<age::x25519::Identity>, StoreError> {
     let sealed = store.read(|r| r.get_system(&crate::store::SYSTEM_SECRETS, signing::SECRET_NAME.as_bytes()))?;
     let Some(sealed) = sealed else { return Ok(None) };
     Ok(identities.iter().find(|id| age::decrypt(*id, &sealed).is_ok()).cloned())

@@ -593,7 +593,13 @@ pub fn readiness(config: &crate::config::Config, now: i64) -> serde_json::Value 
     match Status::read(&config.backup_dir()) {
         None => serde_json::json!({"state": "unknown"}),
         Some(s) => {
-            let state = if !s.on { "off" } else if s.failing { "failing" } else { "on" };
+            let state = if !s.on {
+                "off"
+            } else if s.failing {
+                "failing"
+            } else {
+                "on"
+            };
             let since = s.shipped_time.map(|t| now.saturating_sub(t) / 1_000_000);
             serde_json::json!({"state": state, "caught_up": s.caught_up, "seconds_since_last_shipped_commit": since})
         }
@@ -671,9 +677,19 @@ impl Status {
     /// The `docket_ship_*` health gauges.
     fn gauges(&self, m: &Metrics) {
         let flag = |b: bool| if b { 1.0 } else { 0.0 };
-        m.gauge("docket_ship_up", "1 while journal shipping runs (0: point-in-time recovery is off).", vec![], flag(self.on));
+        m.gauge(
+            "docket_ship_up",
+            "1 while journal shipping runs (0: point-in-time recovery is off).",
+            vec![],
+            flag(self.on),
+        );
         m.gauge("docket_ship_failing", "1 while the last journal shipping round failed.", vec![], flag(self.failing));
-        m.gauge("docket_ship_shipped_seq", "The last journal seq in a shipped segment.", vec![], self.shipped_seq as f64);
+        m.gauge(
+            "docket_ship_shipped_seq",
+            "The last journal seq in a shipped segment.",
+            vec![],
+            self.shipped_seq as f64,
+        );
         if let Some(t) = self.shipped_time {
             m.gauge(
                 "docket_ship_last_shipped_commit_timestamp_seconds",
@@ -758,7 +774,10 @@ pub fn remove_before(dir: &Path, keep_after: u64) -> Result<Vec<PathBuf>, ShipEr
 /// journal head of the window's base, the newest backup committed at or
 /// before the start. With no backup that old nothing goes: the window then
 /// starts before every backup and the segments are the only way back.
-pub fn apply_retention(backup_dir: &Path, window_start: crate::timestamp::Timestamp) -> Result<Vec<PathBuf>, ShipError> {
+pub fn apply_retention(
+    backup_dir: &Path,
+    window_start: crate::timestamp::Timestamp,
+) -> Result<Vec<PathBuf>, ShipError> {
     use super::backup::retention;
     let backups = super::backup::list(backup_dir).map_err(|e| dir_error(backup_dir, e))?;
     let base = backups.iter().rev().find(|b| retention::state_time(b) <= window_start);

@@ -297,13 +297,40 @@ fn a_corrupt_or_swapped_segment_is_named() {
     assert!(restore_at(&w.backups, &[id], before).is_ok());
 }
 
+/// Issue 16, finding 8: `--at now` (an instant after the last commit, with
+/// shipping caught up) is that commit's state, and the report says so.
+#[test]
+fn an_instant_after_the_last_commit_with_shipping_caught_up_is_that_commits_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let (id, seal) = key();
+    let (w, _) = shipped(dir.path(), &seal);
+    let last = w.now();
+    let ids = [id];
+    for (n, at) in [last.plus_micros(1), last.plus_micros(20_000_000)].into_iter().enumerate() {
+        let into = dir.path().join(format!("now{n}"));
+        let restored = pitr::restore_at(&at_options(&w.backups, &ids, at, &into, false)).unwrap();
+        assert_eq!(restored.after_last_commit, Some(last));
+        let report = restored.describe(at);
+        assert!(report.contains("after the newest shipped commit") && report.contains(&last.to_rfc3339()), "{report}");
+        let store = Store::open(&into.join("docket.redb"), Clock::system()).unwrap();
+        assert_eq!(store.digest().unwrap(), w.store.digest().unwrap());
+    }
+    // Unknown shipping state (no status file): refused, naming the window.
+    std::fs::remove_file(w.backups.join(shipping::STATUS_FILE)).unwrap();
+    let into = dir.path().join("unknown");
+    let err = pitr::restore_at(&at_options(&w.backups, &ids, last.plus_micros(1), &into, false)).unwrap_err();
+    assert!(matches!(err, PitrError::Outside { .. }), "{err}");
+}
+
 #[test]
 fn an_instant_outside_the_window_names_the_window() {
     let dir = tempfile::tempdir().unwrap();
     let (id, seal) = key();
     let (w, chain) = shipped(dir.path(), &seal);
     let from = Timestamp::from_micros(chain[0].name.first_time);
-    for at in [from.plus_micros(-1), w.now().plus_micros(1)] {
+    // Long after the shipper last confirmed it was caught up: later commits may be unshipped.
+    let late = w.now().plus_micros(3 * shipping::HEARTBEAT.as_micros() as i64);
+    for at in [from.plus_micros(-1), late] {
         let err = restore_at(&w.backups, std::slice::from_ref(&id), at).unwrap_err();
         let text = err.to_string();
         assert!(matches!(err, PitrError::Outside { .. }), "{text}");
@@ -354,7 +381,10 @@ fn segments_sealed_before_a_key_rotation_still_restore() {
 fn check_chain(segments: &Path, key: &age::x25519::Identity) -> shipping::Segment {
     let listing = shipping::list(segments).unwrap();
     assert!(listing.superseded.is_empty(), "a start removes superseded segments: {:?}", listing.superseded);
-    let seal = SealedSegments::reader(vec![key.clone()], trust());
+    // Written by a service: its own signer, pinned in `<root>/data/signing.pub`.
+    let data = segments.parent().and_then(Path::parent).unwrap().join("data");
+    let pinned = docket::lifecycle::backup::signing::pinned(&data).map_or_else(trust, Trust::signer);
+    let seal = SealedSegments::reader(vec![key.clone()], pinned);
     let mut next = 1;
     for segment in &listing.chain {
         assert_eq!(segment.name.first, next, "no seq missing or shipped twice before {}", segment.path.display());
@@ -460,6 +490,8 @@ async fn a_service_killed_while_shipping_converges_at_the_next_start() {
             into.to_str().unwrap(),
             "--key",
             key_file.to_str().unwrap(),
+            "--trust",
+            &docket::lifecycle::backup::signing::pinned(&data).unwrap().to_string(),
         ],
         &[],
     );
@@ -512,4 +544,147 @@ fn a_dry_run_checks_everything_and_writes_nothing() {
     std::fs::remove_file(&chain[1].path).unwrap();
     let err = pitr::restore_at(&options(true)).unwrap_err().to_string();
     assert!(err.contains("missing"), "a dry run finds what the real one would: {err}");
+}
+
+/// Issue 16, finding 1, the stealthy attack: one extra segment
+/// `seg_<last+1>_…`, sealed to the appliance's public recipient, holding a
+/// single planted journal entry. `restore --at` would replay it into the
+/// restored store with all the firm's real data and no audit event; the
+/// signature check refuses it, naming the file, before anything is replayed.
+#[test]
+fn a_planted_segment_after_the_last_is_refused_naming_it() {
+    use docket::lifecycle::backup::Pin;
+    use docket::lifecycle::shipping::{SegmentName, SegmentSink as _};
+    use docket::store::{JournalEntry, Op};
+    let dir = tempfile::tempdir().unwrap();
+    let (id, seal) = key();
+    let (w, chain) = shipped(dir.path(), &seal);
+    let real = shipping::read(&seal, chain.last().unwrap()).unwrap().pop().unwrap();
+    let mut key_bytes = real.key.clone();
+    key_bytes.extend_from_slice(b"-planted");
+    let planted = JournalEntry {
+        seq: real.seq + 1,
+        tx: real.tx + 1,
+        last: true,
+        schema: real.schema,
+        time: real.time + 1,
+        org: real.org,
+        table: real.table.clone(),
+        key: key_bytes,
+        op: Op::Put(b"{\"owner token\":\"dkt_attacker\"}".to_vec()),
+    };
+    let name = SegmentName::of(std::slice::from_ref(&planted)).unwrap();
+    let path = w.backups.join(shipping::SEGMENTS_DIR).join(name.file_name());
+    let forger = Signer::generate();
+    let forged = SealedSegments {
+        recipients: vec![id.to_public()],
+        identities: vec![],
+        signer: Some(forger.clone()),
+        trust: Trust::signer(forger.public()),
+    };
+    forged.write(&path, &shipping::encode(&name, &[planted])).unwrap();
+
+    let at = Timestamp::from_micros(name.last_time);
+    let ids = [id];
+    let into = dir.path().join("r");
+    let err = pitr::restore_at(&at_options(&w.backups, &ids, at, &into, false)).unwrap_err();
+    let text = err.to_string();
+    assert!(text.contains(&path.display().to_string()) && text.contains("move it out"), "{text}");
+    assert!(!into.exists(), "nothing was written");
+    // A dry run refuses it too, and an instant before it still restores.
+    assert!(pitr::restore_at(&at_options(&w.backups, &ids, at, &into, true)).is_err());
+    let before = Timestamp::from_micros(real.time);
+    assert_eq!(restore_at(&w.backups, &ids, before).unwrap(), w.store.digest().unwrap());
+
+    // Only the pin stands in the way: believing the forger too, the planted entry is replayed.
+    let mut options = at_options(&w.backups, &ids, at, &into, false);
+    options.restore.trust = Trust::pins(vec![Pin::Key(signer().public()), Pin::Key(forger.public())]);
+    assert_eq!(pitr::restore_at(&options).unwrap().head, real.seq + 1);
+}
+
+/// Issue 16, finding 2: `restore --at` while the service ships. The shipper
+/// rewrites the open segment under a longer name and removes the shorter
+/// one; a restore that listed the shorter one finds its successor.
+#[test]
+fn restores_while_the_shipper_rolls_the_open_segment_succeed() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let dir = tempfile::tempdir().unwrap();
+    let (id, seal) = key();
+    let mut w = Workload::new(dir.path());
+    let mut shipper = w.shipper(&seal, Roll::default());
+    for n in 0..3 {
+        w.clock.advance(Duration::from_millis(10));
+        let page = (n * 10..n * 10 + 10).map(|i| w.record(i)).collect();
+        w.upsert(page);
+        shipper.ship().unwrap();
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let (store, clock, stop) = (w.store.clone(), w.clock.clone(), stop.clone());
+        let scope = OrgTaskContext::new(OrgTask::Test).org_scope(w.org);
+        std::thread::spawn(move || {
+            let mut n = 0u32;
+            while !stop.load(Ordering::Relaxed) {
+                clock.advance(Duration::from_millis(1));
+                store.write(|tx| tx.put(&scope, &docket::store::WALLS, &n.to_be_bytes(), b"wall")).unwrap();
+                shipper.ship().unwrap();
+                n += 1;
+            }
+            n
+        })
+    };
+    let segments = w.backups.join(shipping::SEGMENTS_DIR);
+    let ids = [id];
+    for attempt in 0..5 {
+        let newest = shipping::list(&segments).unwrap().chain.last().unwrap().name.last_time;
+        let into = dir.path().join(format!("r{attempt}"));
+        let restored = pitr::restore_at(&at_options(&w.backups, &ids, Timestamp::from_micros(newest), &into, false));
+        assert!(restored.is_ok(), "attempt {attempt}: {}", restored.err().unwrap());
+    }
+    stop.store(true, Ordering::Relaxed);
+    assert!(writer.join().unwrap() > 5, "the shipper kept rolling meanwhile");
+}
+
+/// Issue 16, finding 5: a point-in-time restore from segments alone (no
+/// backup) ends like a backup restore: in a staging dir renamed into place,
+/// with the master key, audit chains checked, search indexes built: it starts.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_restore_from_segments_alone_is_verified_and_starts() {
+    use docket::lifecycle::backup::signing;
+    use docket::secrets::Keyring;
+    let dir = tempfile::tempdir().unwrap();
+    let keyring = Keyring::generate(&dir.path().join("master.key")).unwrap();
+    let master = keyring.identity().clone();
+    let mut w = Workload::new(dir.path());
+    signing::ensure(&w.store, &keyring).unwrap(); // the appliance's own secret, journaled
+    let seal = sealed(vec![master.to_public()], vec![master.clone()]);
+    let mut shipper = w.shipper(&seal, Roll { bytes: 1, age: Duration::from_secs(3600) });
+    for n in 0..3 {
+        w.clock.advance(Duration::from_secs(1));
+        let page = (n * 10..n * 10 + 10).map(|i| w.record(i)).collect();
+        w.upsert(page);
+        shipper.ship().unwrap();
+    }
+    let into = dir.path().join("restored");
+    let ids = [master.clone()];
+    let done = pitr::restore_at(&at_options(&w.backups, &ids, w.now(), &into, false)).unwrap();
+    assert_eq!(done.base, None, "from segments alone");
+    let r = &done.restored;
+    assert_eq!(r.key, Some(docket::secrets::default_key_path(&into)), "the master key is written");
+    assert!(r.orgs >= 1 && r.audit_events >= 1 && r.indexed >= 1, "{r:?}");
+    let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains("restoring"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+    let key = Keyring::load(&[docket::secrets::KeySource::File(docket::secrets::default_key_path(&into))]).unwrap();
+    assert_eq!(key.identity().to_public().to_string(), master.to_public().to_string());
+    drop(shipper);
+    let copy = Store::open(&into.join("docket.redb"), Clock::system()).unwrap();
+    assert_eq!(copy.digest().unwrap(), w.store.digest().unwrap(), "the store as of the instant");
+    drop(copy);
+    let instance = docket::app::Instance::open(crate::support::test_config(&into), Clock::system()).unwrap();
+    let running = docket::app::start(instance).await.unwrap();
+    running.stop().await.unwrap();
 }

@@ -591,8 +591,9 @@ mod tests {
 
         info.manifest.head_seq += 1;
         let t = target("a.redb");
-        let e = import(&info, std::slice::from_ref(&key), &trust(), &t.restore(&SystemContext::new(Task::Test)).unwrap())
-            .unwrap_err();
+        let e =
+            import(&info, std::slice::from_ref(&key), &trust(), &t.restore(&SystemContext::new(Task::Test)).unwrap())
+                .unwrap_err();
         assert!(e.to_string().contains("does not verify") && e.to_string().contains("manifest.json"), "{e}");
 
         info.manifest.head_seq -= 1;

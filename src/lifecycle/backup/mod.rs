@@ -152,8 +152,15 @@ pub fn run_with(
     let keys = appliance_keys(keyring);
     let recipients = settings.recipients(keyring);
     let created = Timestamp::from_micros(clock.now_micros());
-    let options =
-        archive::WriteOptions { dir, recipients: &recipients, keys: &keys, signer: &signer, created, progress, fail_after };
+    let options = archive::WriteOptions {
+        dir,
+        recipients: &recipients,
+        keys: &keys,
+        signer: &signer,
+        created,
+        progress,
+        fail_after,
+    };
     let info = archive::write(store, &options)?;
     tracing::info!(
         backup = %info.path.display(),

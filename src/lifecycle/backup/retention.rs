@@ -119,8 +119,12 @@ mod tests {
     /// Issue 16: a manual backup on the first day must not take the window's base with it.
     #[test]
     fn the_windows_base_is_kept_whatever_manual_backups_come_later() {
-        let backups =
-            vec![at("2026-10-01T02:00:00Z"), at("2026-10-08T02:00:00Z"), at("2026-10-08T09:00:00Z"), at("2026-10-08T09:05:00Z")];
+        let backups = vec![
+            at("2026-10-01T02:00:00Z"),
+            at("2026-10-08T02:00:00Z"),
+            at("2026-10-08T09:00:00Z"),
+            at("2026-10-08T09:05:00Z"),
+        ];
         let keep = Keep { daily: 1, weekly: 1 };
         let start = Timestamp::parse("2026-10-01T09:00:00Z").unwrap();
         assert_eq!(plan(&backups, keep, Some(start)), BTreeSet::from([0, 3]), "the base at or before the start stays");

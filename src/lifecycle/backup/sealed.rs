@@ -419,11 +419,7 @@ impl std::fmt::Debug for SealedReader {
 impl SealedReader {
     /// Opens `path` with the first of `identities` it was sealed to, once its
     /// signature verifies against `trust` ([`verify_file`]).
-    pub fn open(
-        path: &Path,
-        identities: &[age::x25519::Identity],
-        trust: &Trust,
-    ) -> Result<SealedReader, SealError> {
+    pub fn open(path: &Path, identities: &[age::x25519::Identity], trust: &Trust) -> Result<SealedReader, SealError> {
         let shown = path.display().to_string();
         let signed = verify_file(path, trust)?;
         let file = File::open(path).map_err(|e| SealError::io("open", path, &e))?.take(signed.ciphertext);

@@ -291,7 +291,9 @@ mod tests {
     fn pins_parse_keys_and_fingerprints_and_refuse_the_rest() {
         let key = Signer::generate().public();
         assert_eq!(PublicKey::parse(&key.to_string()), Some(key));
-        for text in [key.to_string(), key.fingerprint(), key.fingerprint().replace(':', ""), key.fingerprint().to_uppercase()] {
+        for text in
+            [key.to_string(), key.fingerprint(), key.fingerprint().replace(':', ""), key.fingerprint().to_uppercase()]
+        {
             let pin = Pin::parse(&text).unwrap();
             assert!(Trust::pins(vec![pin]).accepts(&key), "{text}");
             assert!(!Trust::pins(vec![pin]).accepts(&Signer::generate().public()), "{text}");
