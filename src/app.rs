@@ -159,6 +159,7 @@ pub async fn start(instance: Instance) -> Result<Running, AppError> {
         state.metrics.clone(),
         shipping_rx,
     );
+    crate::lifecycle::pitr::window_gauges(&state.config.backup_dir(), &state.metrics);
     let watchdog = watchdog_interval(|k| std::env::var(k).ok(), std::process::id()).map(|every| {
         let state = state.clone();
         tokio::spawn(watchdog(every, move || sync_status(state.clone())))
@@ -293,7 +294,7 @@ fn register_jobs(state: &Arc<AppState>) {
             blocking(move || {
                 let state = app.upgrade().ok_or("the service is stopping")?;
                 let keyring = state.keys.current();
-                crate::lifecycle::backup::job_verify(
+                crate::lifecycle::verify::job_verify(
                     &state.store,
                     &keyring,
                     &state.config,

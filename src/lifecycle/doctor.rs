@@ -538,7 +538,7 @@ pub fn backups(config: &Config, now: crate::timestamp::Timestamp) -> Vec<Check> 
             ),
         },
     }];
-    out.push(match backup::verify::last(dir) {
+    out.push(match crate::lifecycle::verify::last(dir) {
         None => check("backup verification", Status::Warn, "never run", Some("run `docket backup verify`".into())),
         Some(s) if !s.ok => failed("backup verification", &format!("failed at {}: {}", s.at, s.detail)),
         Some(s) => {
@@ -634,14 +634,10 @@ mod tests {
                 ("backup disk", Status::Warn),
             ]
         );
-        let ok = crate::lifecycle::backup::verify::Status {
-            at: now,
-            backup: "b".into(),
-            ok: false,
-            detail: "x differs".into(),
-        };
+        let ok =
+            crate::lifecycle::verify::Status { at: now, backup: "b".into(), ok: false, detail: "x differs".into() };
         std::fs::write(
-            dir.path().join("backups").join(crate::lifecycle::backup::verify::STATUS_FILE),
+            dir.path().join("backups").join(crate::lifecycle::verify::STATUS_FILE),
             serde_json::to_vec(&ok).unwrap(),
         )
         .unwrap();

@@ -13,7 +13,8 @@
 use super::backup::{self, BackupError, Trust};
 use super::replay::{self, ReplayError, Until};
 use super::restore::{self, RestoreError};
-use super::shipping::{self, SealedSegments, Segment, SegmentSource, ShipError};
+use super::segments::{self, SealedSegments, Segment, SegmentSource, ShipError};
+use super::shipping;
 use crate::clock::Clock;
 use crate::store::{Restore, StoreError};
 use crate::timestamp::Timestamp;
@@ -119,7 +120,7 @@ pub fn window_of(backup_dir: &Path) -> Result<Option<Window>, PitrError> {
         .iter()
         .map(|b| Base { head: b.manifest.head_seq, time: b.manifest.head_time.map(Timestamp::micros) })
         .collect();
-    let chain = shipping::list(&backup_dir.join(shipping::SEGMENTS_DIR))?.chain;
+    let chain = segments::list(&backup_dir.join(shipping::SEGMENTS_DIR))?.chain;
     Ok(window(&bases, &chain))
 }
 
@@ -303,7 +304,7 @@ pub fn restore_at(options: &AtOptions<'_>) -> Result<RestoredAt, PitrError> {
         .iter()
         .map(|b| Base { head: b.manifest.head_seq, time: b.manifest.head_time.map(Timestamp::micros) })
         .collect();
-    let chain = shipping::list(&options.backup_dir.join(shipping::SEGMENTS_DIR))?.chain;
+    let chain = segments::list(&options.backup_dir.join(shipping::SEGMENTS_DIR))?.chain;
     let status = shipping::Status::read(options.backup_dir);
     let (at, after_last_commit) = caught_up_instant(&bases, &chain, options.at, status.as_ref());
     let plan = plan(&bases, &chain, at)?;

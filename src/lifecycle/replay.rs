@@ -6,7 +6,7 @@
 //! write transaction. A segment that vanishes under it (the shipper rewrote
 //! the open segment under a longer name and removed the shorter one) is
 //! found again by a fresh listing: the segment that starts at the same seq.
-use super::shipping::{self, Segment, SegmentSource, ShipError};
+use super::segments::{self, Segment, SegmentSource, ShipError};
 use crate::store::{JournalEntry, Restore, StoreError};
 use crate::timestamp::Timestamp;
 
@@ -102,12 +102,12 @@ fn read_again_if_vanished(
 ) -> Result<(Segment, Vec<JournalEntry>), ReplayError> {
     let mut current = segment.clone();
     for _ in 0..VANISHED_RETRIES {
-        match shipping::read(source, &current) {
+        match segments::read(source, &current) {
             Ok(entries) => return Ok((current, entries)),
             Err(e) if current.path.exists() => return Err(e.into()),
             Err(e) => {
                 let dir = current.path.parent().map(std::path::Path::to_path_buf).unwrap_or_default();
-                let again = shipping::list(&dir)?.chain.into_iter().find(|s| s.name.first == segment.name.first);
+                let again = segments::list(&dir)?.chain.into_iter().find(|s| s.name.first == segment.name.first);
                 match again {
                     Some(longer) => {
                         tracing::debug!(from = %current.path.display(), to = %longer.path.display(), "a segment was rolled while read: reading its successor");
@@ -118,5 +118,5 @@ fn read_again_if_vanished(
             }
         }
     }
-    Ok((current.clone(), shipping::read(source, &current)?))
+    Ok((current.clone(), segments::read(source, &current)?))
 }

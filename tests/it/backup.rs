@@ -336,7 +336,9 @@ fn verification_restores_and_compares_with_the_live_store_and_records_failure() 
     let me = backup::appliance_keys(&inst.keys.current());
     let scratch = root.path().join("scratch");
     std::fs::create_dir(&scratch).unwrap();
-    let v = backup::verify(&inst.store, &s.dir, &me, &trust(&inst), &scratch, &Clock::system(), &Quiet).unwrap();
+    let v =
+        docket::lifecycle::verify::verify(&inst.store, &s.dir, &me, &trust(&inst), &scratch, &Clock::system(), &Quiet)
+            .unwrap();
     assert!(v.against_live && v.compared_seq > info.manifest.head_seq, "{v:?}");
     assert!(v.parts >= 3, "{v:?}");
     assert_eq!(std::fs::read_dir(&scratch).unwrap().count(), 0, "the scratch copy is removed");
@@ -347,11 +349,12 @@ fn verification_restores_and_compares_with_the_live_store_and_records_failure() 
     let at = altered.len() / 2;
     altered[at] ^= 0x40;
     std::fs::write(&info.path, &altered).unwrap();
-    let outcome = backup::verify(&inst.store, &s.dir, &me, &trust(&inst), &scratch, &Clock::system(), &Quiet);
-    backup::verify::record(&s.dir, Some(&metrics), &Clock::system(), &outcome);
+    let outcome =
+        docket::lifecycle::verify::verify(&inst.store, &s.dir, &me, &trust(&inst), &scratch, &Clock::system(), &Quiet);
+    docket::lifecycle::verify::record(&s.dir, Some(&metrics), &Clock::system(), &outcome);
     let e = outcome.unwrap_err();
     assert!(e.to_string().contains(&info.path.display().to_string()) && e.to_string().contains("fix:"), "{e}");
-    let status = backup::verify::last(&s.dir).unwrap();
+    let status = docket::lifecycle::verify::last(&s.dir).unwrap();
     assert!(!status.ok && status.detail.contains("SHA-256"), "{status:?}");
     assert!(
         metrics.render().contains("docket_backup_verifications_total{result=\"failed\"} 1"),
@@ -516,7 +519,8 @@ fn the_scheduled_jobs_count_their_outcomes() {
     let e = backup::job_backup(&inst.store, &inst.keys.current(), &unreachable, Some(&metrics), &Quiet).unwrap_err();
     assert!(e.to_string().contains("not-a-dir") && e.to_string().contains("fix:"), "{e}");
     let info = backup::job_backup(&inst.store, &inst.keys.current(), &inst.config, Some(&metrics), &Quiet).unwrap();
-    backup::job_verify(&inst.store, &inst.keys.current(), &inst.config, Some(&metrics), &Quiet).unwrap();
+    docket::lifecycle::verify::job_verify(&inst.store, &inst.keys.current(), &inst.config, Some(&metrics), &Quiet)
+        .unwrap();
     let text = metrics.render();
     for line in [
         "docket_backups_total{result=\"failed\"} 1",
@@ -526,7 +530,7 @@ fn the_scheduled_jobs_count_their_outcomes() {
     ] {
         assert!(text.contains(line), "{line} missing:\n{text}");
     }
-    assert!(backup::verify::last(&inst.config.backup.dir.clone().unwrap()).unwrap().ok);
+    assert!(docket::lifecycle::verify::last(&inst.config.backup.dir.clone().unwrap()).unwrap().ok);
 }
 
 /// Visits every row of a store file as an export would, without opening it
@@ -600,7 +604,8 @@ fn what_killed_restores_and_verifications_left_is_swept() {
     restore_into(&info, &[inst.keys.current().identity().clone()], &root.path().join("r")).unwrap();
     assert!(!stale_restore.exists(), "a killed restore's staging dir is removed");
     let me = backup::appliance_keys(&inst.keys.current());
-    backup::verify(&inst.store, &s.dir, &me, &trust(&inst), root.path(), &Clock::system(), &Quiet).unwrap();
+    docket::lifecycle::verify::verify(&inst.store, &s.dir, &me, &trust(&inst), root.path(), &Clock::system(), &Quiet)
+        .unwrap();
     assert!(!stale_verify.exists(), "a killed verification's scratch dir is removed");
 }
 
@@ -734,7 +739,7 @@ fn every_file_and_dir_under_backups_is_private() {
     let inst = instance(root.path());
     put_records(&inst.store, 0, 10);
     backup::job_backup(&inst.store, &inst.keys.current(), &inst.config, None, &Quiet).unwrap();
-    backup::job_verify(&inst.store, &inst.keys.current(), &inst.config, None, &Quiet).unwrap();
+    docket::lifecycle::verify::job_verify(&inst.store, &inst.keys.current(), &inst.config, None, &Quiet).unwrap();
     let signer = signing::ensure(&inst.store, &inst.keys.current()).unwrap();
     let seal = docket::lifecycle::shipping::ApplianceSeal { keys: inst.keys.clone(), offline: vec![], signer };
     let segments = root.path().join("backups").join(docket::lifecycle::shipping::SEGMENTS_DIR);

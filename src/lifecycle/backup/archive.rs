@@ -376,7 +376,7 @@ fn keys_frame(keys: &[age::x25519::Identity]) -> Vec<u8> {
 /// Writes the clear manifest atomically (0600; temp, fsync, rename, fsync dir).
 fn write_manifest(path: &Path, manifest: &Manifest) -> Result<(), BackupError> {
     let text = serde_json::to_vec_pretty(manifest).map_err(|e| BackupError::Io(e.to_string()))?;
-    sealed::write_private(path, &text).map_err(|e| BackupError::dir(path, &e))
+    crate::secrets::write_private_file(path, &text).map_err(|e| BackupError::dir(path, &e))
 }
 
 /// What the export saw, for the manifest.

@@ -1,6 +1,6 @@
 //! Encrypted full backups: writing them ([`run`]), listing ([`archive::list`]),
-//! keeping 7 daily and 4 weekly ([`retention`]), and proving they restore
-//! ([`verify`]).
+//! keeping 7 daily and 4 weekly and the point-in-time window's base
+//! ([`retention`]); proving they restore is `lifecycle::verify`, above restore.
 //!
 //! A backup is one consistent export of the store (one read transaction, so
 //! the API and the sync keep writing) in a sealed file ([`sealed`]: zstd, age
@@ -16,14 +16,11 @@
 pub mod archive;
 pub mod progress;
 pub mod retention;
-pub mod sealed;
-pub mod signing;
-pub mod verify;
+pub use super::{sealed, signing};
 
 pub use archive::{BackupInfo, Imported, Manifest, Progress, Quiet, import, import_with, list};
 pub use sealed::{SealError, SealedFile, SealedReader, SealedWriter};
 pub use signing::{Pin, PublicKey, Signer, SigningError, Trust};
-pub use verify::{Verified, verify};
 
 use crate::clock::Clock;
 use crate::config::Config;
@@ -330,25 +327,6 @@ pub fn job_backup(
             m.gauge("docket_backup_last_bytes", "Size of the newest backup.", vec![], info.manifest.bytes as f64);
         }
     }
-    outcome
-}
-
-/// The scheduled verification job (and `docket backup verify`): the newest
-/// backup restored into a scratch dir under the data dir and compared with
-/// `store`; the outcome is logged, written to `last-verify.json` and, with
-/// `metrics`, counted.
-pub fn job_verify(
-    store: &Store,
-    keyring: &Keyring,
-    config: &Config,
-    metrics: Option<&crate::telemetry::Metrics>,
-    progress: &dyn Progress,
-) -> Result<Verified, crate::lifecycle::restore::RestoreError> {
-    let settings = Settings::from_config(config)?;
-    let keys = appliance_keys(keyring);
-    let trust = Trust::signer(signing::ensure(store, keyring).map_err(BackupError::from)?.public());
-    let outcome = verify(store, &settings.dir, &keys, &trust, &config.data_dir, store.clock(), progress);
-    verify::record(&settings.dir, metrics, store.clock(), &outcome);
     outcome
 }
 

@@ -1,14 +1,18 @@
-//! Verification that restores: decrypt the newest backup, restore it into a
+//! Verification that restores (`docket backup verify` and its scheduled job,
+//! [`job_verify`]): decrypt the newest backup, restore it into a
 //! scratch data dir, replay the live journal from the backup's seq to the live
 //! head, and compare row counts and content hashes per org and table with the
 //! live store at that head. The outcome is written to `last-verify.json` in
 //! the backup directory (read by `docket doctor`), logged, and counted in
 //! `/metrics` ([`record`]).
-use super::{BackupError, BackupInfo, Progress, Trust, list, opening_keys};
+use super::backup::{self, BackupError, BackupInfo, Progress, Settings, Trust, appliance_keys, list, opening_keys};
 use crate::clock::Clock;
+use crate::config::Config;
 use crate::lifecycle::replay::{self, Until};
 use crate::lifecycle::restore::{self, RestoreError, RestoreOptions};
-use crate::lifecycle::shipping::{self, SealedSegments};
+use crate::lifecycle::segments::{self, SealedSegments};
+use crate::lifecycle::shipping;
+use crate::secrets::Keyring;
 use crate::store::{PartDigest, Store, SystemContext, Task};
 use crate::telemetry::Metrics;
 use crate::timestamp::Timestamp;
@@ -63,7 +67,7 @@ pub fn verify(
     let (live_head, live_parts) = live.digests()?;
     let backup_seq = newest.manifest.head_seq;
     let live_from = live.journal_start()?.map_or(live_head.saturating_add(1), |s| s);
-    let segments = shipping::list(&dir.join(shipping::SEGMENTS_DIR)).map_err(replay::ReplayError::from)?.chain;
+    let segments = segments::list(&dir.join(shipping::SEGMENTS_DIR)).map_err(replay::ReplayError::from)?.chain;
     let shipped_from = segments.first().map(|s| s.name.first);
     // The live journal continues the backup directly, or shipped segments
     // bridge what pruning removed since the backup (the usual case).
@@ -165,6 +169,25 @@ fn compare(
     }
 }
 
+/// The scheduled verification job (and `docket backup verify`): the newest
+/// backup restored into a scratch dir under the data dir and compared with
+/// `store`; the outcome is logged, written to `last-verify.json` and, with
+/// `metrics`, counted.
+pub fn job_verify(
+    store: &Store,
+    keyring: &Keyring,
+    config: &Config,
+    metrics: Option<&crate::telemetry::Metrics>,
+    progress: &dyn Progress,
+) -> Result<Verified, RestoreError> {
+    let settings = Settings::from_config(config)?;
+    let keys = appliance_keys(keyring);
+    let trust = Trust::signer(backup::signing::ensure(store, keyring).map_err(BackupError::from)?.public());
+    let outcome = verify(store, &settings.dir, &keys, &trust, &config.data_dir, store.clock(), progress);
+    record(&settings.dir, metrics, store.clock(), &outcome);
+    outcome
+}
+
 /// Logs the outcome, counts it in `/metrics` and writes [`STATUS_FILE`].
 pub fn record(dir: &Path, metrics: Option<&Metrics>, clock: &Clock, outcome: &Result<Verified, RestoreError>) {
     let at = Timestamp::from_micros(clock.now_micros());
@@ -198,7 +221,7 @@ pub fn record(dir: &Path, metrics: Option<&Metrics>, clock: &Clock, outcome: &Re
     let status = Status { at, backup, ok, detail };
     if let Ok(text) = serde_json::to_vec_pretty(&status) {
         let path = dir.join(STATUS_FILE);
-        if let Err(e) = super::sealed::write_private(&path, &text) {
+        if let Err(e) = crate::secrets::write_private_file(&path, &text) {
             tracing::warn!(file = %path.display(), error = %e, "cannot record the verification outcome");
         }
     }

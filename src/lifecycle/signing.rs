@@ -263,7 +263,7 @@ pub fn write_public(data_dir: &Path, key: &PublicKey) -> Result<(), SigningError
     if std::fs::read_to_string(&path).is_ok_and(|t| t == text) {
         return Ok(());
     }
-    super::sealed::write_private(&path, text.as_bytes())
+    crate::secrets::write_private_file(&path, text.as_bytes())
         .map_err(|e| SigningError::Io { path: path.display().to_string(), reason: e.to_string() })
 }
 

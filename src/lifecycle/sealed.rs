@@ -517,27 +517,6 @@ impl SealedReader {
     }
 }
 
-/// Writes a small clear file atomically with mode 0600 (temp, fsync,
-/// rename, fsync of the directory), whatever the umask.
-pub fn write_private(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    use std::os::unix::fs::PermissionsExt as _;
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let temp = path.with_file_name(format!(".{name}.{}{TEMP_SUFFIX}", std::process::id()));
-    let written = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&temp).and_then(
-        |mut f| {
-            f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
-            f.write_all(bytes)?;
-            f.sync_all()
-        },
-    );
-    if let Err(e) = written.and_then(|()| std::fs::rename(&temp, path)) {
-        let _ = std::fs::remove_file(&temp);
-        return Err(e);
-    }
-    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    File::open(dir).and_then(|d| d.sync_all())
-}
-
 /// SHA-256 (hex) of the file at `path`, as [`SealedFile::sha256`] records it.
 pub fn file_sha256(path: &Path) -> Result<String, SealError> {
     let mut file = File::open(path).map_err(|e| SealError::io("open", path, &e))?;
