@@ -304,10 +304,7 @@ pub fn restore_at(options: &AtOptions<'_>) -> Result<RestoredAt, PitrError> {
         .iter()
         .map(|b| Base { head: b.manifest.head_seq, time: b.manifest.head_time.map(Timestamp::micros) })
         .collect();
-    let chain = segments::list(&options.backup_dir.join(shipping::SEGMENTS_DIR))?.chain;
-    let status = shipping::Status::read(options.backup_dir);
-    let (at, after_last_commit) = caught_up_instant(&bases, &chain, options.at, status.as_ref());
-    let plan = plan(&bases, &chain, at)?;
+    let (plan, after_last_commit) = plan_listed(options, &bases)?;
     verify_segments(&plan, trust)?;
     let seal = SealedSegments::reader(options.identities.to_vec(), trust.clone());
     let mut replayed = Replayed::default();
@@ -330,6 +327,27 @@ pub fn restore_at(options: &AtOptions<'_>) -> Result<RestoredAt, PitrError> {
         restored,
         after_last_commit,
     })
+}
+
+/// Lists the segments and plans. A listing taken while the shipper renames
+/// the open segment may see neither its old nor its new name (a directory
+/// read is not atomic), so a refusal is retried on a fresh listing first.
+fn plan_listed(options: &AtOptions<'_>, bases: &[Base]) -> Result<(Plan, Option<Timestamp>), PitrError> {
+    const LISTINGS: usize = 3;
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let chain = segments::list(&options.backup_dir.join(shipping::SEGMENTS_DIR))?.chain;
+        let status = shipping::Status::read(options.backup_dir);
+        let (at, after_last_commit) = caught_up_instant(bases, &chain, options.at, status.as_ref());
+        match plan(bases, &chain, at) {
+            Ok(plan) => return Ok((plan, after_last_commit)),
+            Err(PitrError::Outside { .. } | PitrError::Gap { .. }) if attempt < LISTINGS => {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 /// An instant after the newest shipped commit restores that commit's state

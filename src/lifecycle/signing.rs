@@ -91,9 +91,7 @@ pub struct PublicKey(pub [u8; 32]);
 impl PublicKey {
     /// The first 16 bytes of the key's SHA-256, as 32 hex digits in groups of four.
     pub fn fingerprint(&self) -> String {
-        let digest = Sha256::digest(self.0);
-        let hex = hex::encode(&digest[..16]);
-        hex.as_bytes().chunks(4).map(|c| String::from_utf8_lossy(c).into_owned()).collect::<Vec<_>>().join(":")
+        PublicKey::fingerprint_text(&self.fingerprint_bytes())
     }
 
     fn fingerprint_bytes(&self) -> [u8; 16] {
