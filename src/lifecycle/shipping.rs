@@ -334,7 +334,8 @@ pub fn start(
     let signer = match super::signing::ensure(&store, &keys.current()) {
         Ok(signer) => signer,
         Err(e) => {
-            tracing::error!(error = %e, "journal shipping is off: point-in-time recovery has no new segments");
+            tracing::error!(error = %e, "journal shipping is OFF: point-in-time recovery has no new segments");
+            Status::off(&settings.dir, &e.to_string(), store.clock().now_micros(), &metrics);
             return None;
         }
     };

@@ -232,7 +232,11 @@ pub fn refresh_keyring(
         let public = key.to_public().to_string();
         kept.iter().any(|b| b.manifest.recipients.contains(&public))
     };
-    let known = opening_keys(dir, current, &Trust::signer(signer.public())).unwrap_or_else(|e| {
+    // A keyring written before docket signed its files is read once more, so
+    // an upgrade keeps the retired keys it holds; what is written is signed.
+    // (Keys taken from it only open backups: they can vouch for nothing.)
+    let own = Trust::signer(signer.public()).allowing_unsigned(true);
+    let known = opening_keys(dir, current, &own).unwrap_or_else(|e| {
         tracing::warn!(error = %e, "the backup keyring is not this appliance's: it is rewritten from the current keys");
         current.to_vec()
     });
