@@ -784,3 +784,39 @@ fn every_file_and_dir_under_backups_is_private() {
         0o600
     );
 }
+
+/// Issue 16, finding 4: when the shipper refuses its segment directory (here
+/// a later timeline's segments beside a restored store), point-in-time
+/// protection is off, and every place an operator looks says so: doctor,
+/// /metrics, the readiness detail, the systemd status line, and the alert
+/// rule's series.
+#[test]
+fn shipping_that_switches_itself_off_is_reported_everywhere() {
+    use docket::lifecycle::{doctor, shipping};
+    let root = tempfile::tempdir().unwrap();
+    let inst = instance(root.path());
+    let segments = root.path().join("backups").join(shipping::SEGMENTS_DIR);
+    std::fs::create_dir_all(&segments).unwrap();
+    let later = shipping::SegmentName { first: 1, last: 1_000_000, first_time: 1, last_time: 2 };
+    std::fs::write(segments.join(later.file_name()), b"another timeline").unwrap();
+    let metrics = Arc::new(docket::telemetry::Metrics::default());
+    let (_stop, stopped) = tokio::sync::watch::channel(false);
+    let started = shipping::start(&inst.config, inst.store.clone(), inst.keys.clone(), metrics.clone(), stopped);
+    assert!(started.is_none(), "the shipper refuses a timeline the store is behind");
+
+    let now = inst.store.clock().now_micros();
+    let status = shipping::Status::read(&root.path().join("backups")).unwrap();
+    assert!(!status.on && status.last_error.as_deref().is_some_and(|e| e.contains("move")), "{status:?}");
+    assert!(metrics.render().contains("docket_ship_up 0"), "{}", metrics.render());
+    assert_eq!(shipping::readiness(&inst.config, now)["state"], "off");
+    assert!(shipping::status_note(&inst.config).is_some_and(|n| n.contains("OFF")));
+    let checks = doctor::backups(&inst.config, docket::timestamp::Timestamp::from_micros(now));
+    let shipping_check = checks.iter().find(|c| c.name == "journal shipping").unwrap();
+    assert!(shipping_check.detail.contains("OFF"), "{shipping_check:?}");
+    let signer = checks.iter().find(|c| c.name == "backup signer").unwrap();
+    let pinned = signing::pinned(&inst.config.data_dir).unwrap();
+    assert!(signer.detail.contains(&pinned.fingerprint()), "doctor prints the fingerprint to keep: {signer:?}");
+    let rules =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("packaging/prometheus-alerts.yml")).unwrap();
+    assert!(rules.contains("alert: DocketShippingOff") && rules.contains("docket_ship_up"), "an alert rule watches it");
+}
