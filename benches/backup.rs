@@ -74,16 +74,21 @@ fn main() {
     let cp_secs = t.elapsed().as_secs_f64();
 
     let keyring = Keyring::generate(&dir.path().join("data/keys/master.key")).expect("key");
-    let settings = Settings { dir: dir.path().join("backups"), offline: vec![], keep: Keep { daily: 7, weekly: 4 } };
+    let settings =
+        Settings { dir: dir.path().join("backups"), offline: vec![], keep: Keep { daily: 7, weekly: 4 }, pitr_days: 7 };
     let t = Instant::now();
     let info = backup::run(&store, &settings, &keyring, &Clock::system(), &Quiet).expect("backup");
     let backup_secs = t.elapsed().as_secs_f64();
 
     let t = Instant::now();
     let into = dir.path().join("restored");
-    let options = RestoreOptions { dry_run: false, clock: Clock::system(), progress: &Quiet };
-    let restored =
-        restore::restore(&info, &[keyring.identity().clone()], &into, &options, |_| Ok(())).expect("restore");
+    let signer = docket::lifecycle::backup::signing::ensure(&store, &keyring).expect("signing key");
+    let trust = docket::lifecycle::backup::Trust::signer(signer.public());
+    let options = RestoreOptions::new(Clock::system(), &Quiet, trust);
+    let restored = restore::restore(Some(&info), &[keyring.identity().clone()], &into, &options, |_| {
+        Ok::<(), restore::RestoreError>(())
+    })
+    .expect("restore");
     let copy = Store::open(&into.join("docket.redb"), Clock::system()).expect("open restored");
     let (head, parts) = copy.digests().expect("digests");
     assert!(head == info.manifest.head_seq && parts == info.manifest.parts, "the restored store verifies");

@@ -108,6 +108,7 @@ fn week(dir: &Path, n: u64, ship: Option<&SealedSegments>) -> Week {
                 dir: &dir.join("backups"),
                 recipients: &seal.recipients,
                 keys: &[],
+                signer: seal.signer.as_ref().expect("a signing key"),
                 created: Timestamp::from_micros(clock.now_micros()),
                 progress: &Quiet,
                 fail_after: None,
@@ -179,7 +180,9 @@ fn rpo(dir: &Path, seal: &SealedSegments) -> (Duration, u64) {
 fn main() {
     let n = records();
     let key = age::x25519::Identity::generate();
-    let seal = SealedSegments { recipients: vec![key.to_public()], identities: vec![key] };
+    let signer = docket::lifecycle::backup::Signer::generate();
+    let trust = docket::lifecycle::backup::Trust::signer(signer.public());
+    let seal = SealedSegments { recipients: vec![key.to_public()], identities: vec![key], signer: Some(signer), trust };
     println!("records: {n}; a simulated week: {MINUTES_A_WEEK} transactions of {} record edits", (n / 6000).max(1));
 
     let plain = tempfile::tempdir().expect("tempdir");
@@ -212,8 +215,7 @@ fn main() {
         identities: &seal.identities,
         at,
         into: &into,
-        dry_run: false,
-        progress: &Quiet,
+        restore: docket::lifecycle::restore::RestoreOptions::new(Clock::system(), &Quiet, seal.trust.clone()),
     };
     let restored = pitr::restore_at(&options).expect("point-in-time restore");
     println!(

@@ -33,6 +33,14 @@ pub enum AppError {
     Identity(String),
     #[error("{0}")]
     Upgrade(String),
+    #[error(transparent)]
+    Signing(#[from] crate::lifecycle::backup::SigningError),
+    #[error(
+        "another docket serves this data dir ({holder}; lock {lock})\n  fix: stop it first (`systemctl stop docket`), or give this one its own data_dir"
+    )]
+    AlreadyServing { holder: String, lock: String },
+    #[error("cannot take the service lock {lock}: {reason}\n  fix: make the data dir writable by the docket user")]
+    Lock { lock: String, reason: String },
 }
 
 /// A failure with its exit code.
@@ -69,7 +77,38 @@ impl Instance {
         crate::lifecycle::upgrade::backup_before_migration(&config, &clock).map_err(AppError::Upgrade)?;
         let store = Store::open(&config.store_path(), clock)?;
         let keyring = keys::open_keyring(&config, &store)?;
+        pin_backup_signer(&config, &store, &keyring)?;
         Ok(Instance { config, store: Arc::new(store), keys: SharedKeyring::new(keyring) })
+    }
+}
+
+/// Makes the backup signing key on first use and writes its public key to
+/// `<data_dir>/signing.pub`, the pin a restore on this machine uses.
+fn pin_backup_signer(
+    config: &Config,
+    store: &Store,
+    keyring: &crate::secrets::Keyring,
+) -> Result<(), crate::lifecycle::backup::SigningError> {
+    use crate::lifecycle::backup::signing;
+    let public = signing::ensure(store, keyring)?.public();
+    if signing::pinned(&config.data_dir) != Some(public) {
+        tracing::info!(signer = %public, fingerprint = %public.fingerprint(), "backup signer: keep this fingerprint with the offline key (restore --trust)");
+    }
+    signing::write_public(&config.data_dir, &public)
+}
+
+/// Takes the lock `docket serve` holds for its whole life (`restore --replace`
+/// decides from it whether the service runs).
+fn take_life_lock(config: &Config) -> Result<crate::lifecycle::scheduler::ExclusionLock, AppError> {
+    use crate::lifecycle::{restore::SERVICE_LOCK, scheduler::ExclusionLock};
+    let lock = || config.data_dir.join("locks").join(format!("{SERVICE_LOCK}.lock")).display().to_string();
+    match ExclusionLock::try_take(&config.data_dir, SERVICE_LOCK) {
+        Ok(Some(held)) => Ok(held),
+        Ok(None) => Err(AppError::AlreadyServing {
+            holder: ExclusionLock::holder(&config.data_dir, SERVICE_LOCK),
+            lock: lock(),
+        }),
+        Err(e) => Err(AppError::Lock { lock: lock(), reason: e.to_string() }),
     }
 }
 
@@ -90,11 +129,14 @@ pub struct Running {
     stop_shipping: watch::Sender<bool>,
     /// The config file SIGHUP re-reads (none: only certificates are reloaded).
     pub config_file: Option<PathBuf>,
+    /// Held from start to the end of `stop` (released by the kernel on a crash).
+    _life: crate::lifecycle::scheduler::ExclusionLock,
 }
 
 /// Starts serving `instance`; returns once every listener is bound.
 pub async fn start(instance: Instance) -> Result<Running, AppError> {
     let Instance { config, store, keys } = instance;
+    let life = take_life_lock(&config)?;
     let clock = store.clock().clone();
     let tls = TlsSetup::from_config(&config, &store, &keys).map_err(http::HttpError::from)?;
     let listeners = Listeners::bind(&config).await?;
@@ -117,6 +159,7 @@ pub async fn start(instance: Instance) -> Result<Running, AppError> {
         state.metrics.clone(),
         shipping_rx,
     );
+    crate::lifecycle::pitr::window_gauges(&state.config.backup_dir(), &state.metrics);
     let watchdog = watchdog_interval(|k| std::env::var(k).ok(), std::process::id()).map(|every| {
         let state = state.clone();
         tokio::spawn(watchdog(every, move || sync_status(state.clone())))
@@ -136,6 +179,7 @@ pub async fn start(instance: Instance) -> Result<Running, AppError> {
         shipper,
         stop_shipping,
         config_file: None,
+        _life: life,
     })
 }
 
@@ -231,8 +275,13 @@ fn register_jobs(state: &Arc<AppState>) {
                     &Quiet,
                 )
                 .map_err(|e| e.to_string())?;
-                // Shipped segments older than the oldest kept backup restore nothing any more.
-                crate::lifecycle::shipping::apply_retention(&state.config.backup_dir()).map_err(|e| e.to_string())?;
+                // Segments before the point-in-time window's base restore nothing any more.
+                let settings =
+                    crate::lifecycle::backup::Settings::from_config(&state.config).map_err(|e| e.to_string())?;
+                let now = crate::timestamp::Timestamp::from_micros(state.store.clock().now_micros());
+                crate::lifecycle::shipping::apply_retention(&settings.dir, settings.window_start(now))
+                    .map_err(|e| e.to_string())?;
+                crate::lifecycle::pitr::window_gauges(&settings.dir, &state.metrics);
                 Ok(Done::bytes(info.manifest.bytes))
             })
         })
@@ -245,7 +294,7 @@ fn register_jobs(state: &Arc<AppState>) {
             blocking(move || {
                 let state = app.upgrade().ok_or("the service is stopping")?;
                 let keyring = state.keys.current();
-                crate::lifecycle::backup::job_verify(
+                crate::lifecycle::verify::job_verify(
                     &state.store,
                     &keyring,
                     &state.config,
@@ -371,7 +420,11 @@ async fn sync_status(state: Arc<AppState>) -> Option<String> {
         0 => format!("serving; {} firms, none syncing now", orgs.len()),
         n => format!("serving; syncing {n} of {} firms", orgs.len()),
     };
-    Some(status + crate::lifecycle::backup::status_note(&state.config).unwrap_or_default())
+    Some(
+        status
+            + crate::lifecycle::backup::status_note(&state.config).unwrap_or_default()
+            + &crate::lifecycle::shipping::status_note(&state.config).unwrap_or_default(),
+    )
 }
 
 /// Every `every`, runs `alive` and, if it answers within `every`, sends

@@ -118,8 +118,8 @@ pub enum Cmd {
         /// The backup's sealed file (or its manifest).
         #[arg(long, required_unless_present = "at", conflicts_with = "at")]
         backup: Option<PathBuf>,
-        /// Point-in-time recovery: the state as of this instant (RFC 3339), from
-        /// the newest backup before it and the shipped journal segments.
+        /// Point-in-time recovery: the state as of this instant (RFC 3339, or
+        /// `now`), from the newest backup before it and the shipped journal segments.
         #[arg(long, conflicts_with = "replace", requires = "into")]
         at: Option<String>,
         /// With --at: the backup directory (default: backup.dir of --config).
@@ -137,6 +137,16 @@ pub enum Cmd {
         /// An offline age identity file that opens the backup (repeatable).
         #[arg(long = "key")]
         keys: Vec<PathBuf>,
+        /// The backup signer to believe: its public key (ed25519:…) or fingerprint,
+        /// as `docket doctor` prints it (repeatable; --config pins the instance's own).
+        #[arg(long = "trust")]
+        trust: Vec<String>,
+        /// Also read unsigned files written before docket signed backups (legacy only).
+        #[arg(long)]
+        allow_unsigned: bool,
+        /// Install the master key the backup carries even if the configured instance does not know it.
+        #[arg(long)]
+        accept_master_key: bool,
         #[arg(long, env = "DOCKET_CONFIG", conflicts_with = "data_dir")]
         config: Option<PathBuf>,
         #[arg(long)]
@@ -346,7 +356,7 @@ async fn backup_command(command: BackupCmd) -> Result<String, Failure> {
             let failure = |e: lifecycle::backup::BackupError| Failure { code: 1, message: e.to_string() };
             let settings = lifecycle::backup::Settings::from_config(&config).map_err(failure)?;
             let backups = lifecycle::backup::list(&settings.dir).map_err(failure)?;
-            return Ok(lifecycle::backup::describe(&backups));
+            return Ok(lifecycle::backup::describe(&backups) + &lifecycle::pitr::describe_window(&settings.dir));
         }
         BackupCmd::Now { instance } => (instance, Command::BackupNow),
         BackupCmd::Verify { instance } => (instance, Command::BackupVerify),
@@ -455,7 +465,20 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
             print!("{}", backup_command(command).await?);
             Ok(())
         }
-        Cmd::Restore { backup, at, backup_dir, into, dry_run, replace, keys, config, data_dir } => {
+        Cmd::Restore {
+            backup,
+            at,
+            backup_dir,
+            into,
+            dry_run,
+            replace,
+            keys,
+            trust,
+            allow_unsigned,
+            accept_master_key,
+            config,
+            data_dir,
+        } => {
             let instance = InstanceArgs { config, data_dir };
             let config = if instance.config.is_some() || instance.data_dir.is_some() {
                 Some(load_instance_config(&instance)?.config)
@@ -466,12 +489,32 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
             let report = tokio::task::spawn_blocking(move || match (at, backup) {
                 (Some(at), _) => {
                     let into = into.unwrap_or_default();
-                    let request = lifecycle::pitr::Request { at, backup_dir, into, dry_run, keys, config };
+                    let request = lifecycle::pitr::Request {
+                        at,
+                        backup_dir,
+                        into,
+                        dry_run,
+                        keys,
+                        config,
+                        trust,
+                        allow_unsigned,
+                        accept_master_key,
+                    };
                     lifecycle::pitr::command(&request, &progress)
                 }
                 (None, backup) => {
                     let backup = backup.unwrap_or_default();
-                    let request = lifecycle::restore::Request { backup, into, dry_run, replace, keys, config };
+                    let request = lifecycle::restore::Request {
+                        backup,
+                        into,
+                        dry_run,
+                        replace,
+                        keys,
+                        config,
+                        trust,
+                        allow_unsigned,
+                        accept_master_key,
+                    };
                     lifecycle::restore::command(&request, &progress)
                 }
             })

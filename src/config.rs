@@ -62,6 +62,9 @@ pub struct BackupConfig {
     /// Seconds within which a commit is shipped into a journal segment
     /// beside the backups (the recovery point objective).
     pub ship_interval: u64,
+    /// Days back any instant can be restored (`restore --at`): backups and
+    /// segments are kept for this window whatever manual backups are taken.
+    pub pitr_days: u32,
 }
 
 impl Default for BackupConfig {
@@ -74,6 +77,7 @@ impl Default for BackupConfig {
             keep_daily: 7,
             keep_weekly: 4,
             ship_interval: 1,
+            pitr_days: 7,
         }
     }
 }
@@ -522,7 +526,7 @@ impl Config {
 
     /// The store file inside the data dir.
     pub fn store_path(&self) -> PathBuf {
-        self.data_dir.join("docket.redb")
+        store_path_in(&self.data_dir)
     }
 
     /// Every setting as `section.key` and its rendered value (secrets redacted),
@@ -923,6 +927,7 @@ impl Loaded {
             ("auth.session_absolute_hours", c.auth.session_absolute_hours),
             ("clio.purge_after_days", c.clio.purge_after_days),
             ("backup.keep_daily", c.backup.keep_daily),
+            ("backup.pitr_days", c.backup.pitr_days),
         ] {
             if value == 0 {
                 return err(
@@ -1106,6 +1111,14 @@ fn remove(table: &mut Table, key: &str) {
             }
         }
     }
+}
+
+/// The store file's name in a data dir.
+pub const STORE_FILE: &str = "docket.redb";
+
+/// The store file inside `data_dir` (a restore's staging dir included).
+pub fn store_path_in(data_dir: &Path) -> PathBuf {
+    data_dir.join(STORE_FILE)
 }
 
 #[cfg(test)]

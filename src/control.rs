@@ -94,7 +94,7 @@ pub fn execute(command: &Command, store: &Store, keys: &SharedKeyring, config: &
         },
         Command::AdminCreate { email, org } => admin_create(store, keys, &ctx, email, org.as_deref()),
         Command::KeyRotate => keys::rotate(store, keys).map_err(|e| e.to_string()).map(|text| {
-            match backup::after_rotation(config, &keys.current()) {
+            match backup::after_rotation(config, store, &keys.current()) {
                 Ok(()) => text,
                 Err(e) => format!("{text}\nwarning: the backup keyring was not resealed to the new key: {e}"),
             }
@@ -240,7 +240,7 @@ pub fn backup(
         let info = backup::job_backup(store, &keyring, config, None, progress).map_err(|e| e.to_string())?;
         return Ok(describe_backup(&info));
     }
-    let v = backup::job_verify(store, &keyring, config, None, progress).map_err(|e| e.to_string())?;
+    let v = crate::lifecycle::verify::job_verify(store, &keyring, config, None, progress).map_err(|e| e.to_string())?;
     let against = if v.against_live { "the live store" } else { "the digests recorded at backup time" };
     Ok(format!(
         "{} restores: {} rows; {} parts (org × table) match {against} at seq {}\n",
@@ -280,7 +280,9 @@ async fn scheduled(state: Arc<crate::state::AppState>, job: &'static str) -> Rep
             let newest = backup::list(&dir).map_err(|e| e.to_string())?;
             newest.last().map(describe_backup).ok_or_else(|| format!("no backup is in {}", dir.display()))
         } else {
-            Ok(backup::verify::last(&dir).map(|s| format!("{}: {}\n", s.backup, s.detail)).unwrap_or_default())
+            Ok(crate::lifecycle::verify::last(&dir)
+                .map(|s| format!("{}: {}\n", s.backup, s.detail))
+                .unwrap_or_default())
         }
     })
     .await

@@ -24,9 +24,10 @@ pub fn readyz(req: Request) -> poem::Result<Response> {
     match state.store.journal_head() {
         Ok(seq) => {
             let (search, building) = crate::search::readiness(&state.search);
+            let shipping = crate::lifecycle::shipping::readiness(&state.config, state.store.clock().now_micros());
             Ok(Json(serde_json::json!({
                 "status": "ready", "store": "ok", "journal_seq": seq,
-                "search": search, "search_building": building,
+                "search": search, "search_building": building, "shipping": shipping,
             }))
             .into_response())
         }

@@ -538,13 +538,16 @@ pub fn backups(config: &Config, now: crate::timestamp::Timestamp) -> Vec<Check> 
             ),
         },
     }];
-    out.push(match backup::verify::last(dir) {
+    out.push(match crate::lifecycle::verify::last(dir) {
         None => check("backup verification", Status::Warn, "never run", Some("run `docket backup verify`".into())),
         Some(s) if !s.ok => failed("backup verification", &format!("failed at {}: {}", s.at, s.detail)),
         Some(s) => {
             check("backup verification", Status::Ok, format!("passed {} hours ago: {}", hours(s.at), s.detail), None)
         }
     });
+    out.push(signer(config));
+    out.push(window(dir, config.backup.pitr_days));
+    out.push(shipping(dir, now));
     if backup::same_filesystem(config) == Some(true) {
         out.push(check(
             "backup disk",
@@ -554,6 +557,54 @@ pub fn backups(config: &Config, now: crate::timestamp::Timestamp) -> Vec<Check> 
         ));
     }
     out
+}
+
+/// The backup signer operators pin (`restore --trust`).
+fn signer(config: &Config) -> Check {
+    match crate::lifecycle::backup::signing::pinned(&config.data_dir) {
+        Some(key) => check("backup signer", Status::Ok, format!("{key} (fingerprint {})", key.fingerprint()), None),
+        None => check(
+            "backup signer",
+            Status::Warn,
+            "not made yet",
+            Some(
+                "start docket once: it makes the signing key and prints its fingerprint; keep it with the offline key"
+                    .into(),
+            ),
+        ),
+    }
+}
+
+/// The point-in-time window against `backup.pitr_days`.
+fn window(dir: &Path, pitr_days: u32) -> Check {
+    match crate::lifecycle::pitr::window_of(dir) {
+        Ok(Some(w)) => {
+            let days = (w.to.micros() - w.from.micros()) as f64 / 86_400_000_000.0;
+            let text = format!("{w} ({days:.1} days; backup.pitr_days = {pitr_days})");
+            check("point-in-time window", Status::Ok, text, None)
+        }
+        Ok(None) => check(
+            "point-in-time window",
+            Status::Warn,
+            "nothing can be restored yet",
+            Some("take a backup (`docket backup now`) and let the service ship the journal".into()),
+        ),
+        Err(e) => failed("point-in-time window", &e.to_string()),
+    }
+}
+
+/// Journal shipping's health as the service last recorded it.
+fn shipping(dir: &Path, now: crate::timestamp::Timestamp) -> Check {
+    match crate::lifecycle::shipping::Status::read(dir) {
+        None => check(
+            "journal shipping",
+            Status::Warn,
+            "no shipping status recorded",
+            Some("start the service: it ships the journal into backup.dir/segments".into()),
+        ),
+        Some(s) if !s.on || s.failing => failed("journal shipping", &s.describe(now.micros())),
+        Some(s) => check("journal shipping", Status::Ok, s.describe(now.micros()), None),
+    }
 }
 
 #[cfg(test)]
@@ -574,16 +625,19 @@ mod tests {
         let checks = backups(&config, now);
         assert_eq!(
             checks.iter().map(|c| (c.name.as_str(), c.status)).collect::<Vec<_>>(),
-            [("backups", Status::Warn), ("backup verification", Status::Warn), ("backup disk", Status::Warn),]
+            [
+                ("backups", Status::Warn),
+                ("backup verification", Status::Warn),
+                ("backup signer", Status::Warn),
+                ("point-in-time window", Status::Warn),
+                ("journal shipping", Status::Warn),
+                ("backup disk", Status::Warn),
+            ]
         );
-        let ok = crate::lifecycle::backup::verify::Status {
-            at: now,
-            backup: "b".into(),
-            ok: false,
-            detail: "x differs".into(),
-        };
+        let ok =
+            crate::lifecycle::verify::Status { at: now, backup: "b".into(), ok: false, detail: "x differs".into() };
         std::fs::write(
-            dir.path().join("backups").join(crate::lifecycle::backup::verify::STATUS_FILE),
+            dir.path().join("backups").join(crate::lifecycle::verify::STATUS_FILE),
             serde_json::to_vec(&ok).unwrap(),
         )
         .unwrap();

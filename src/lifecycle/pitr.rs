@@ -10,13 +10,17 @@
 //! `T` outside the window or a chain with a gap or an overlap; [`replay`]
 //! reads the chosen segments into a [`Restore`] between the base's import and
 //! its finish.
-use super::backup::{self, BackupError};
+use super::backup::{self, BackupError, Trust};
+use super::replay::{self, ReplayError, Until};
 use super::restore::{self, RestoreError};
-use super::shipping::{self, SealedSegments, Segment, SegmentSource, ShipError};
+use super::segments::{self, SealedSegments, Segment, SegmentSource, ShipError};
+use super::shipping;
 use crate::clock::Clock;
-use crate::store::{JournalEntry, Restore, Store, StoreError, SystemContext, Task};
+use crate::store::{Restore, StoreError};
 use crate::timestamp::Timestamp;
 use std::path::{Path, PathBuf};
+
+pub use super::replay::Replayed;
 
 /// Why a point-in-time restore cannot be done; each names the fix.
 #[derive(Debug, thiserror::Error)]
@@ -33,14 +37,16 @@ pub enum PitrError {
         "the segments {path} and {other} overlap (seq {first} is in both): a file was copied in from another appliance or renamed\n  fix: move the one that does not belong out of the segment directory"
     )]
     Overlap { path: String, other: String, first: u64 },
-    #[error("{0}")]
+    #[error(transparent)]
     Segment(#[from] ShipError),
-    #[error("{0}")]
+    #[error(transparent)]
     Store(#[from] StoreError),
-    #[error("{0}")]
+    #[error(transparent)]
     Backup(#[from] BackupError),
-    #[error("{0}")]
+    #[error(transparent)]
     Restore(#[from] RestoreError),
+    #[error(transparent)]
+    Replay(#[from] ReplayError),
     #[error(
         "cannot restore into {path}: {reason}\n  fix: name a new directory (or an empty one) that docket can write with --into"
     )]
@@ -106,6 +112,46 @@ pub fn window(bases: &[Base], chain: &[Segment]) -> Option<Window> {
     Some(Window { from: Timestamp::from_micros(from), to: Timestamp::from_micros(to) })
 }
 
+/// The window `backup_dir` can restore (its backups and shipped segments);
+/// `None` when nothing can be.
+pub fn window_of(backup_dir: &Path) -> Result<Option<Window>, PitrError> {
+    let backups = if backup_dir.exists() { backup::list(backup_dir)? } else { vec![] };
+    let bases: Vec<Base> = backups
+        .iter()
+        .map(|b| Base { head: b.manifest.head_seq, time: b.manifest.head_time.map(Timestamp::micros) })
+        .collect();
+    let chain = segments::list(&backup_dir.join(shipping::SEGMENTS_DIR))?.chain;
+    Ok(window(&bases, &chain))
+}
+
+/// One line stating the point-in-time window (`docket backup list`).
+pub fn describe_window(backup_dir: &Path) -> String {
+    match window_of(backup_dir) {
+        Ok(Some(w)) => format!("point-in-time window: {w}\n"),
+        Ok(None) => "point-in-time window: none yet (no backup, and no segment from the journal's start)\n".into(),
+        Err(e) => format!("point-in-time window: unknown ({e})\n"),
+    }
+}
+
+/// Sets the window gauges (`docket_pitr_window_{start,end}_timestamp_seconds`).
+pub fn window_gauges(backup_dir: &Path, metrics: &crate::telemetry::Metrics) {
+    if let Ok(Some(w)) = window_of(backup_dir) {
+        let seconds = |t: Timestamp| t.micros() as f64 / 1e6;
+        metrics.gauge(
+            "docket_pitr_window_start_timestamp_seconds",
+            "The oldest instant `restore --at` can restore.",
+            vec![],
+            seconds(w.from),
+        );
+        metrics.gauge(
+            "docket_pitr_window_end_timestamp_seconds",
+            "The newest instant `restore --at` can restore (the last shipped commit).",
+            vec![],
+            seconds(w.to),
+        );
+    }
+}
+
 /// Chooses the newest base committed at or before `at` and the segments
 /// that carry every transaction after it up to `at`.
 pub fn plan(bases: &[Base], chain: &[Segment], at: Timestamp) -> Result<Plan, PitrError> {
@@ -168,38 +214,11 @@ fn gap(from: u64, to: Option<u64>, after: Option<&Segment>, before: Option<&Segm
     }
 }
 
-/// What a replay applied.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Replayed {
-    /// The last seq applied (the base's head if none).
-    pub head: u64,
-    /// Entries applied.
-    pub entries: u64,
-}
-
 /// Replays the plan's segments into `restore`: the whole transactions after
 /// the base's head committed at or before the plan's instant, one segment per
-/// write transaction.
+/// write transaction (the one replay, [`replay::replay`]).
 pub fn replay(restore: &Restore<'_>, seal: &dyn SegmentSource, plan: &Plan) -> Result<Replayed, PitrError> {
-    let t = plan.at.micros();
-    let mut done = Replayed { head: plan.after, entries: 0 };
-    for segment in &plan.segments {
-        let entries = shipping::read(seal, segment)?;
-        let kept: Vec<JournalEntry> =
-            entries.into_iter().filter(|e| e.seq > done.head).take_while(|e| e.time <= t).collect();
-        if let Some(first) = kept.first()
-            && first.seq != done.head + 1
-        {
-            return Err(gap(done.head + 1, Some(first.seq - 1), None, Some(segment)));
-        }
-        restore.replay(&kept)?;
-        done.entries += kept.len() as u64;
-        done.head = kept.last().map_or(done.head, |e| e.seq);
-        if segment.name.last_time > t {
-            break;
-        }
-    }
-    Ok(done)
+    Ok(replay::replay(restore, seal, &plan.segments, plan.after, Until::instant(plan.at))?)
 }
 
 /// How `docket restore --at` runs.
@@ -212,9 +231,9 @@ pub struct AtOptions<'a> {
     pub at: Timestamp,
     /// The new data dir: missing or empty.
     pub into: &'a Path,
-    /// Check everything, write nothing.
-    pub dry_run: bool,
-    pub progress: &'a dyn backup::Progress,
+    /// How the restore runs: dry run, progress, the pinned signers, the keys
+    /// a configured instance knows.
+    pub restore: restore::RestoreOptions<'a>,
 }
 
 /// What a point-in-time restore did.
@@ -226,106 +245,132 @@ pub struct RestoredAt {
     pub head: u64,
     /// Shipped entries replayed over the base.
     pub entries: u64,
-    pub into: PathBuf,
-    pub dry_run: bool,
+    /// The checks and the startable data dir, as a whole-backup restore reports them.
+    pub restored: restore::Restored,
+    /// Set when the instant is after the newest shipped commit: that commit's time.
+    pub after_last_commit: Option<Timestamp>,
 }
 
 impl RestoredAt {
     pub fn describe(&self, at: Timestamp) -> String {
-        let verb = if self.dry_run { "checked (dry run; nothing written)" } else { "restored into" };
         let base = self.base.as_ref().map_or("an empty store".into(), |b| format!("the backup {}", b.display()));
+        let note = self.after_last_commit.map_or(String::new(), |last| {
+            format!(
+                "{} is after the newest shipped commit ({}) and shipping was caught up: this is the state as of that commit\n",
+                at.to_rfc3339(),
+                last.to_rfc3339()
+            )
+        });
         format!(
-            "{verb} {} as of {}: {base} plus {} shipped journal entries, journal at seq {}\n",
-            self.into.display(),
+            "{note}as of {}: {base} plus {} shipped journal entries\n{}",
             at.to_rfc3339(),
             self.entries,
-            self.head
+            self.restored.describe()
         )
     }
 }
 
+/// Refuses any backup manifest in `backups` that does not verify against
+/// `trust`: a planted backup is named before anything is read.
+fn verify_bases(backups: &[backup::BackupInfo], trust: &Trust) -> Result<(), PitrError> {
+    for b in backups {
+        backup::archive::verify_manifest(&b.manifest_path(), &b.manifest, trust)?;
+    }
+    Ok(())
+}
+
+/// Verifies the signature of every segment the plan reads (one that vanished
+/// meanwhile, rolled by the shipper, is verified when its successor is read).
+fn verify_segments(plan: &Plan, trust: &Trust) -> Result<(), PitrError> {
+    for segment in &plan.segments {
+        match backup::sealed::verify_file(&segment.path, trust) {
+            Err(_) if !segment.path.exists() => {}
+            other => drop(other.map_err(ShipError::from)?),
+        }
+    }
+    Ok(())
+}
+
 /// Rebuilds the store as of `options.at` from the newest full backup in
-/// `backup_dir` before it (through backup's restore pipeline: import, the
-/// replay, finish, checks, the carried master key) and the shipped segments,
-/// into a new data dir; nothing is left behind on a failure or a dry run.
+/// `backup_dir` before it (or an empty store when the segments begin at the
+/// journal's start) and the shipped segments, through restore's one pipeline
+/// (staging dir, import, the replay, finish, checks, search index, the master
+/// key, rename); nothing is left behind on a failure or a dry run.
 pub fn restore_at(options: &AtOptions<'_>) -> Result<RestoredAt, PitrError> {
+    let trust = &options.restore.trust;
     let backups = backup::list(options.backup_dir)?;
+    verify_bases(&backups, trust)?;
     let bases: Vec<Base> = backups
         .iter()
         .map(|b| Base { head: b.manifest.head_seq, time: b.manifest.head_time.map(Timestamp::micros) })
         .collect();
-    let chain = shipping::list(&options.backup_dir.join(shipping::SEGMENTS_DIR))?.chain;
-    let plan = plan(&bases, &chain, options.at)?;
-    let seal = SealedSegments { recipients: vec![], identities: options.identities.to_vec() };
+    let (plan, after_last_commit) = plan_listed(options, &bases)?;
+    verify_segments(&plan, trust)?;
+    let seal = SealedSegments::reader(options.identities.to_vec(), trust.clone());
     let mut replayed = Replayed::default();
-    let mut run_replay = |restore: &Restore<'_>| -> Result<(), PitrError> {
-        replayed = replay(restore, &seal, &plan)?;
+    let run_replay = |r: &Restore<'_>| -> Result<(), PitrError> {
+        replayed = replay(r, &seal, &plan)?;
         Ok(())
     };
-    let (base, into) = match plan.start {
-        Start::Backup(i) => {
-            let base = backups.get(i).ok_or_else(|| PitrError::Into {
-                path: options.backup_dir.display().to_string(),
-                reason: "the backup chosen is gone".into(),
-            })?;
-            let restore_options = restore::RestoreOptions {
-                dry_run: options.dry_run,
-                clock: Clock::system(),
-                progress: options.progress,
-            };
-            let mut failure = None;
-            let restored = restore::restore(base, options.identities, options.into, &restore_options, |r| {
-                run_replay(r).map_err(|e| {
-                    let text = e.to_string();
-                    failure = Some(e);
-                    RestoreError::Replay(text)
-                })
-            });
-            match (restored, failure) {
-                (Ok(r), _) => (Some(base.path.clone()), r.into),
-                (Err(_), Some(e)) => return Err(e),
-                (Err(e), None) => return Err(e.into()),
-            }
-        }
-        Start::Empty => {
-            into_new_dir(options.into, options.dry_run, |store| {
-                let restore = store.restore(&SystemContext::new(Task::Restore))?;
-                run_replay(&restore)?;
-                restore.finish()?;
-                Ok(())
-            })?;
-            (None, options.into.to_path_buf())
-        }
+    let base = match plan.start {
+        Start::Backup(i) => Some(backups.get(i).ok_or_else(|| PitrError::Into {
+            path: options.backup_dir.display().to_string(),
+            reason: "the backup chosen is gone".into(),
+        })?),
+        Start::Empty => None,
     };
-    Ok(RestoredAt { base, head: replayed.head, entries: replayed.entries, into, dry_run: options.dry_run })
+    let restored = restore::restore(base, options.identities, options.into, &options.restore, run_replay)?;
+    Ok(RestoredAt {
+        base: base.map(|b| b.path.clone()),
+        head: restored.head_seq,
+        entries: replayed.entries,
+        restored,
+        after_last_commit,
+    })
 }
 
-/// Creates the data dir `into` (missing or empty), builds a store there with
-/// `fill`; removes what it created on a failure, and after a dry run.
-fn into_new_dir(
-    into: &Path,
-    dry_run: bool,
-    fill: impl FnOnce(&Store) -> Result<(), PitrError>,
-) -> Result<(), PitrError> {
-    let refuse = |reason: String| PitrError::Into { path: into.display().to_string(), reason };
-    let existed = into.exists();
-    if existed && std::fs::read_dir(into).map_err(|e| refuse(e.to_string()))?.next().is_some() {
-        return Err(refuse("it is not empty (a restore never writes over data)".into()));
+/// Lists the segments and plans. A listing taken while the shipper renames
+/// the open segment may see neither its old nor its new name (a directory
+/// read is not atomic), so a refusal is retried on a fresh listing first.
+fn plan_listed(options: &AtOptions<'_>, bases: &[Base]) -> Result<(Plan, Option<Timestamp>), PitrError> {
+    const LISTINGS: usize = 3;
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let chain = segments::list(&options.backup_dir.join(shipping::SEGMENTS_DIR))?.chain;
+        let status = shipping::Status::read(options.backup_dir);
+        let (at, after_last_commit) = caught_up_instant(bases, &chain, options.at, status.as_ref());
+        match plan(bases, &chain, at) {
+            Ok(plan) => return Ok((plan, after_last_commit)),
+            Err(PitrError::Outside { .. } | PitrError::Gap { .. }) if attempt < LISTINGS => {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            Err(e) => return Err(e),
+        }
     }
-    crate::secrets::create_private_dir(into).map_err(|e| refuse(e.to_string()))?;
-    let built =
-        Store::open(&into.join(STORE_FILE), Clock::system()).map_err(PitrError::from).and_then(|store| fill(&store));
-    if built.is_err() || dry_run {
-        let _ = if existed { std::fs::remove_file(into.join(STORE_FILE)) } else { std::fs::remove_dir_all(into) };
-    }
-    built
 }
 
-/// The store file in a data dir (as `Config::store_path` names it).
-const STORE_FILE: &str = "docket.redb";
+/// An instant after the newest shipped commit restores that commit's state
+/// when the shipper reported itself caught up at or after the instant (or
+/// within its lag allowance of it): then nothing later was committed. Returns
+/// the instant to plan for and, when moved, the newest commit's time.
+fn caught_up_instant(
+    bases: &[Base],
+    chain: &[Segment],
+    at: Timestamp,
+    status: Option<&shipping::Status>,
+) -> (Timestamp, Option<Timestamp>) {
+    let Some(window) = window(bases, chain) else { return (at, None) };
+    let Some(status) = status else { return (at, None) };
+    if at <= window.to || !status.caught_up_at(at, window.to) {
+        return (at, None);
+    }
+    (window.to, Some(window.to))
+}
 
 /// `docket restore --at` as the operator types it.
 pub struct Request {
+    /// An RFC 3339 instant, or `now`.
     pub at: String,
     /// The backup directory; default: `backup.dir` of the instance's config.
     pub backup_dir: Option<PathBuf>,
@@ -334,13 +379,26 @@ pub struct Request {
     /// Offline identity files (`--key FILE`).
     pub keys: Vec<PathBuf>,
     pub config: Option<crate::config::Config>,
+    /// Pinned signers (`--trust`).
+    pub trust: Vec<String>,
+    pub allow_unsigned: bool,
+    pub accept_master_key: bool,
+}
+
+/// `--at`: RFC 3339, or `now` (the clock's instant).
+fn parse_at(text: &str, clock: &Clock) -> Result<Timestamp, String> {
+    if text.trim().eq_ignore_ascii_case("now") {
+        return Ok(Timestamp::from_micros(clock.now_micros()));
+    }
+    Timestamp::parse(text).map_err(|e| {
+        format!("--at `{text}` {e}\n  fix: give the instant to restore to, e.g. --at 2026-01-31T09:30:00Z, or --at now")
+    })
 }
 
 /// Runs a `docket restore --at` request; returns the operator's report.
 pub fn command(request: &Request, progress: &dyn backup::Progress) -> Result<String, String> {
-    let at = Timestamp::parse(&request.at).map_err(|e| {
-        format!("--at `{}` {e}\n  fix: give the instant to restore to, e.g. --at 2026-01-31T09:30:00Z", request.at)
-    })?;
+    let clock = Clock::system();
+    let at = parse_at(&request.at, &clock)?;
     let dir = match (&request.backup_dir, &request.config) {
         (Some(dir), _) => dir.clone(),
         (None, Some(config)) => config.backup_dir(),
@@ -355,15 +413,18 @@ pub fn command(request: &Request, progress: &dyn backup::Progress) -> Result<Str
         replace: false,
         keys: request.keys.clone(),
         config: request.config.clone(),
+        trust: request.trust.clone(),
+        allow_unsigned: request.allow_unsigned,
+        accept_master_key: request.accept_master_key,
     };
-    let identities = restore::identities(&whole, &dir)?;
+    let trust = restore::trust(&whole.trust, whole.allow_unsigned, whole.config.as_ref())?;
+    let identities = restore::identities(&whole, &dir, &trust)?;
     let options = AtOptions {
         backup_dir: &dir,
         identities: &identities,
         at,
         into: &request.into,
-        dry_run: request.dry_run,
-        progress,
+        restore: restore::options_for(&whole, trust, &identities, clock, progress),
     };
     restore_at(&options).map(|r| r.describe(at)).map_err(|e| e.to_string())
 }
@@ -374,7 +435,7 @@ mod tests {
     use crate::clock::Clock;
     use crate::lifecycle::shipping::tests::{PlainSeal, commit, store};
     use crate::lifecycle::shipping::{Roll, SegmentName, Shipper, list};
-    use crate::store::{SystemContext, Task};
+    use crate::store::{Store, SystemContext, Task};
     use std::sync::Arc;
     use std::time::Duration;
 

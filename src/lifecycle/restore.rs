@@ -10,9 +10,14 @@
 //! carries, and only then renames it into place. Any failure removes the temp
 //! dir; the live data dir is never touched (`--replace` swaps directories by
 //! rename, with the service stopped, keeping the old one).
+//!
+//! Nothing is imported before the backup's manifest and sealed file verify
+//! against the pinned signer ([`Trust`]): `--trust`, or the instance's own
+//! `signing.pub` with `--config`. A master key the backup carries that the
+//! configured instance does not know is installed only with `--accept-master-key`.
 use crate::audit;
 use crate::clock::Clock;
-use crate::lifecycle::backup::{self, BackupError, BackupInfo, Progress};
+use crate::lifecycle::backup::{self, BackupError, BackupInfo, Pin, Progress, Trust, signing};
 use crate::secrets::{create_private_dir, default_key_path, write_identity};
 use crate::store::{OrgTask, OrgTaskContext, Restore, SCHEMA_VERSION, Store, StoreError, SystemContext, Task};
 use std::path::{Path, PathBuf};
@@ -36,12 +41,15 @@ pub enum RestoreError {
     )]
     Verify { problem: String },
     #[error(
-        "the service is running (its control socket {socket} answers)\n  fix: stop it first (`systemctl stop docket`), then run the restore with --replace again"
+        "the service is running ({holder}, lock {lock})\n  fix: stop it first (`systemctl stop docket`), then run the restore with --replace again"
     )]
-    Running { socket: String },
-    /// A replay hook's own failure (point-in-time recovery).
-    #[error("{0}")]
-    Replay(String),
+    Running { holder: String, lock: String },
+    #[error(
+        "the backup carries the master key {carried}, which this instance does not know (its keys: {known})\n  fix: a backup sealed before a key rotation carries the older key: if you rotated since, or restore another appliance's backup on purpose, pass --accept-master-key; otherwise the backup is not this appliance's"
+    )]
+    UnknownMasterKey { carried: String, known: String },
+    #[error(transparent)]
+    Replay(#[from] crate::lifecycle::replay::ReplayError),
 }
 
 fn io<'a>(action: &'static str, path: &'a Path) -> impl Fn(std::io::Error) -> RestoreError + 'a {
@@ -54,6 +62,20 @@ pub struct RestoreOptions<'a> {
     pub dry_run: bool,
     pub clock: Clock,
     pub progress: &'a dyn Progress,
+    /// Whose signatures are believed.
+    pub trust: Trust,
+    /// The master keys (`age1…`) the instance knows, when restoring for a
+    /// configured instance: a carried key outside them is refused unless
+    /// `accept_master_key`. `None`: a new machine, nothing to compare with.
+    pub known_keys: Option<Vec<String>>,
+    pub accept_master_key: bool,
+}
+
+impl<'a> RestoreOptions<'a> {
+    /// Options trusting `trust`, with no configured instance to compare keys with.
+    pub fn new(clock: Clock, progress: &'a dyn Progress, trust: Trust) -> RestoreOptions<'a> {
+        RestoreOptions { dry_run: false, clock, progress, trust, known_keys: None, accept_master_key: false }
+    }
 }
 
 /// What a restore built and checked.
@@ -127,16 +149,17 @@ fn sweep_staging(into: &Path) {
 
 /// Restores `backup` into the new data dir `into`; `replay` runs between the
 /// import and the finish (point-in-time recovery replays shipped entries
-/// there; a whole-backup restore passes `|_| Ok(())`).
-pub fn restore(
-    backup: &BackupInfo,
+/// there; a whole-backup restore passes `|_| Ok(())`), and its error comes
+/// back as it is.
+pub fn restore<E: From<RestoreError>>(
+    backup: Option<&BackupInfo>,
     identities: &[age::x25519::Identity],
     into: &Path,
     options: &RestoreOptions<'_>,
-    replay: impl FnOnce(&Restore<'_>) -> Result<(), RestoreError>,
-) -> Result<Restored, RestoreError> {
+    replay: impl FnOnce(&Restore<'_>) -> Result<(), E>,
+) -> Result<Restored, E> {
     if !is_vacant(into)? {
-        return Err(RestoreError::NotEmpty { path: into.display().to_string() });
+        return Err(RestoreError::NotEmpty { path: into.display().to_string() }.into());
     }
     sweep_staging(into);
     let staging = staging_for(into);
@@ -145,44 +168,94 @@ pub fn restore(
     }
     create_private_dir(&staging).map_err(io("create", &staging))?;
     let built = build(backup, identities, &staging, options, replay);
-    let outcome = built.and_then(|mut restored| {
-        if options.dry_run {
-            std::fs::remove_dir_all(&staging).map_err(io("remove", &staging))?;
-            restored.into = into.to_path_buf();
-            restored.key = None;
-            return Ok(restored);
-        }
-        if into.exists() {
-            std::fs::remove_dir(into).map_err(io("replace the empty directory", into))?;
-        }
-        std::fs::rename(&staging, into).map_err(io("rename the restored data dir to", into))?;
-        backup::sealed::sync_dir(into).map_err(BackupError::from)?;
-        restored.into = into.to_path_buf();
-        restored.key = restored.key.map(|_| default_key_path(into));
-        Ok(restored)
-    });
+    let outcome = built.and_then(|restored| place(restored, &staging, into, options.dry_run).map_err(E::from));
     if outcome.is_err() {
         let _ = std::fs::remove_dir_all(&staging);
     }
     outcome
 }
 
+/// Renames the checked `staging` dir to `into` (or removes it after a dry run).
+fn place(mut restored: Restored, staging: &Path, into: &Path, dry_run: bool) -> Result<Restored, RestoreError> {
+    if dry_run {
+        std::fs::remove_dir_all(staging).map_err(io("remove", staging))?;
+        restored.into = into.to_path_buf();
+        restored.key = None;
+        return Ok(restored);
+    }
+    if into.exists() {
+        std::fs::remove_dir(into).map_err(io("replace the empty directory", into))?;
+    }
+    std::fs::rename(staging, into).map_err(io("rename the restored data dir to", into))?;
+    backup::sealed::sync_dir(into).map_err(BackupError::from)?;
+    restored.into = into.to_path_buf();
+    restored.key = restored.key.map(|_| default_key_path(into));
+    Ok(restored)
+}
+
 /// Imports, replays, finishes and verifies into `dir`.
-fn build(
-    backup: &BackupInfo,
+/// Without a backup the store starts empty (a point-in-time restore from the
+/// journal's first segment) and its master key is the one of `identities`
+/// that opens the restored store's signing key.
+fn build<E: From<RestoreError>>(
+    backup: Option<&BackupInfo>,
     identities: &[age::x25519::Identity],
     dir: &Path,
     options: &RestoreOptions<'_>,
-    replay: impl FnOnce(&Restore<'_>) -> Result<(), RestoreError>,
-) -> Result<Restored, RestoreError> {
-    let store = Store::open(&dir.join("docket.redb"), options.clock.clone())?;
-    let restore = store.restore(&SystemContext::new(Task::Restore))?;
-    let imported = backup::import_with(backup, identities, &restore, options.progress)?;
+    replay: impl FnOnce(&Restore<'_>) -> Result<(), E>,
+) -> Result<Restored, E> {
+    let store = Store::open(&crate::config::store_path_in(dir), options.clock.clone()).map_err(RestoreError::from)?;
+    let restore = store.restore(&SystemContext::new(Task::Restore)).map_err(RestoreError::from)?;
+    let imported = match backup {
+        Some(b) => backup::import_with(b, identities, &options.trust, &restore, options.progress)
+            .map_err(RestoreError::from)?,
+        None => backup::Imported { rows: 0, keys: vec![] },
+    };
+    check_master_key(&imported.keys, options)?;
     replay(&restore)?;
-    let head_seq = restore.finish()?;
-    let (orgs, audit_events) = check(&store, backup)?;
-    let indexed = if options.dry_run { 0 } else { rebuild_search_index(dir, &store)? };
-    let key = match imported.keys.first() {
+    let head_seq = restore.finish().map_err(RestoreError::from)?;
+    let master = match imported.keys.first() {
+        Some(key) => Some(key.clone()),
+        None => master_key_of(&store, identities).map_err(RestoreError::from)?,
+    };
+    finish(dir, &store, backup, imported.rows, head_seq, master.as_ref(), options).map_err(E::from)
+}
+
+/// The identity among `identities` that opens the store's sealed signing
+/// key: the master key the store's secrets are sealed to.
+fn master_key_of(
+    store: &Store,
+    identities: &[age::x25519::Identity],
+) -> Result<Option<age::x25519::Identity>, StoreError> {
+    let sealed = store.read(|r| r.get_system(&crate::store::SYSTEM_SECRETS, signing::SECRET_NAME.as_bytes()))?;
+    let Some(sealed) = sealed else { return Ok(None) };
+    Ok(identities.iter().find(|id| age::decrypt(*id, &sealed).is_ok()).cloned())
+}
+
+/// Refuses a carried master key the configured instance does not know.
+fn check_master_key(carried: &[age::x25519::Identity], options: &RestoreOptions<'_>) -> Result<(), RestoreError> {
+    let (Some(known), Some(key)) = (&options.known_keys, carried.first()) else { return Ok(()) };
+    let public = key.to_public().to_string();
+    if options.accept_master_key || known.contains(&public) {
+        return Ok(());
+    }
+    Err(RestoreError::UnknownMasterKey { carried: public, known: known.join(", ") })
+}
+
+/// Checks a built store (schema, the base's rows, audit chains), rebuilds its
+/// search index and writes its master key: what both restore paths end with.
+pub(crate) fn finish(
+    dir: &Path,
+    store: &Store,
+    backup: Option<&BackupInfo>,
+    rows: u64,
+    head_seq: u64,
+    master_key: Option<&age::x25519::Identity>,
+    options: &RestoreOptions<'_>,
+) -> Result<Restored, RestoreError> {
+    let (orgs, audit_events) = check(store, backup)?;
+    let indexed = if options.dry_run { 0 } else { rebuild_search_index(dir, store)? };
+    let key = match master_key {
         Some(identity) => {
             let path = default_key_path(dir);
             write_identity(&path, identity).map_err(|e| RestoreError::Io {
@@ -196,7 +269,7 @@ fn build(
     };
     Ok(Restored {
         into: dir.to_path_buf(),
-        rows: imported.rows,
+        rows,
         head_seq,
         schema_version: store.schema_version()?.unwrap_or(SCHEMA_VERSION),
         orgs,
@@ -209,13 +282,21 @@ fn build(
 
 /// The restored store reads at this docket's schema, holds the backup's rows
 /// and every org's audit chain is intact; returns (orgs, events).
-fn check(store: &Store, backup: &BackupInfo) -> Result<(usize, u64), RestoreError> {
+fn check(store: &Store, backup: Option<&BackupInfo>) -> Result<(usize, u64), RestoreError> {
     let schema = store.schema_version()?;
     if schema != Some(SCHEMA_VERSION) {
         return Err(RestoreError::Verify {
             problem: format!("its schema is {schema:?} after migration, not {SCHEMA_VERSION}"),
         });
     }
+    if let Some(backup) = backup {
+        check_base(store, backup, schema)?;
+    }
+    verify_audit_chains(store)
+}
+
+/// The store holds at least the backup's journal, and exactly its rows when nothing was replayed.
+fn check_base(store: &Store, backup: &BackupInfo, schema: Option<u32>) -> Result<(), RestoreError> {
     if store.journal_head()? < backup.manifest.head_seq {
         return Err(RestoreError::Verify {
             problem: format!("its journal ends before seq {}, the backup's head", backup.manifest.head_seq),
@@ -232,6 +313,11 @@ fn check(store: &Store, backup: &BackupInfo) -> Result<(usize, u64), RestoreErro
             problem: "its rows differ from the backup's per-org-and-table digests".into(),
         });
     }
+    Ok(())
+}
+
+/// Every org's audit chain is intact; returns (orgs, events).
+fn verify_audit_chains(store: &Store) -> Result<(usize, u64), RestoreError> {
     let ctx = OrgTaskContext::new(OrgTask::AuditVerify);
     let orgs = store.list_orgs()?;
     let mut events = 0;
@@ -286,14 +372,35 @@ pub struct Request {
     /// Offline identity files (`--key FILE`).
     pub keys: Vec<PathBuf>,
     /// The instance's config, when given: its master key (and `.previous`)
-    /// open backups too, and `--replace` swaps its data dir.
+    /// open backups too, its `signing.pub` pins the signer, and `--replace`
+    /// swaps its data dir.
     pub config: Option<crate::config::Config>,
+    /// Pinned signers (`--trust`: a public key or a fingerprint).
+    pub trust: Vec<String>,
+    /// Read unsigned legacy files (`--allow-unsigned`).
+    pub allow_unsigned: bool,
+    /// Install a carried master key the instance does not know (`--accept-master-key`).
+    pub accept_master_key: bool,
+}
+
+/// The signers a restore believes: every `--trust`, and the instance's own
+/// (`<data_dir>/signing.pub`) when a config is given. None pinned is an
+/// error naming the fix, unless only legacy files are to be read.
+pub fn trust(pins: &[String], allow_unsigned: bool, config: Option<&crate::config::Config>) -> Result<Trust, String> {
+    let mut parsed = pins.iter().map(|p| Pin::parse(p)).collect::<Result<Vec<_>, _>>()?;
+    if let Some(own) = config.and_then(|c| signing::pinned(&c.data_dir)) {
+        parsed.push(Pin::Key(own));
+    }
+    if parsed.is_empty() && !allow_unsigned {
+        return Err("no backup signer is pinned, so no backup can be trusted\n  fix: pass --trust with the signer's fingerprint (printed at the appliance's first start and by `docket doctor`, kept with the offline key), or --config of the instance that wrote the backups".into());
+    }
+    Ok(Trust::pins(parsed).allowing_unsigned(allow_unsigned))
 }
 
 /// The identities a restore may open backups with: every `--key` file, the
 /// configured master key and its `.previous`, then the retired keys of the
-/// backup directory's keyring.
-pub fn identities(request: &Request, backup_dir: &Path) -> Result<Vec<age::x25519::Identity>, String> {
+/// backup directory's keyring (when it verifies against `trust`).
+pub fn identities(request: &Request, backup_dir: &Path, trust: &Trust) -> Result<Vec<age::x25519::Identity>, String> {
     use crate::secrets::{KeySource, Keyring, key_candidates};
     let mut given = vec![];
     for path in &request.keys {
@@ -307,36 +414,76 @@ pub fn identities(request: &Request, backup_dir: &Path) -> Result<Vec<age::x2551
     if given.is_empty() {
         return Err("no key to open the backup with\n  fix: pass an offline key with --key FILE, or --config for the appliance's master key".into());
     }
-    Ok(backup::opening_keys(backup_dir, &given))
+    backup::opening_keys(backup_dir, &given, trust).map_err(|e| e.to_string())
+}
+
+/// The options of `request`: its trust, and with a config, the master keys
+/// the instance knows (`identities`: its own, `.previous` and the keyring's).
+pub fn options_for<'a>(
+    request: &Request,
+    trust: Trust,
+    identities: &[age::x25519::Identity],
+    clock: Clock,
+    progress: &'a dyn Progress,
+) -> RestoreOptions<'a> {
+    let known = request.config.as_ref().map(|_| identities.iter().map(|k| k.to_public().to_string()).collect());
+    RestoreOptions {
+        dry_run: request.dry_run,
+        clock,
+        progress,
+        trust,
+        known_keys: known,
+        accept_master_key: request.accept_master_key,
+    }
+}
+
+/// The lock `docket serve` holds for its whole life in `<data_dir>/locks/`:
+/// whether the service runs is decided by it, never by the control socket.
+pub const SERVICE_LOCK: &str = "service";
+
+/// Refuses while a service holds `data_dir`'s life lock.
+fn refuse_if_running(data_dir: &Path) -> Result<(), RestoreError> {
+    use crate::lifecycle::scheduler::ExclusionLock;
+    let lock = data_dir.join("locks").join(format!("{SERVICE_LOCK}.lock"));
+    if !lock.exists() {
+        return Ok(());
+    }
+    match ExclusionLock::try_take(data_dir, SERVICE_LOCK) {
+        Ok(Some(_probe)) => Ok(()),
+        Ok(None) => Err(RestoreError::Running {
+            holder: ExclusionLock::holder(data_dir, SERVICE_LOCK),
+            lock: lock.display().to_string(),
+        }),
+        Err(e) => Err(io("check the service lock", &lock)(e)),
+    }
 }
 
 /// Runs a `docket restore` request; returns the operator's report.
 pub fn command(request: &Request, progress: &dyn Progress) -> Result<String, String> {
+    let trust = trust(&request.trust, request.allow_unsigned, request.config.as_ref())?;
     let info = backup::archive::open(&request.backup).map_err(|e| e.to_string())?;
     let dir = info.path.parent().map(Path::to_path_buf).unwrap_or_default();
-    let keys = identities(request, &dir)?;
+    let keys = identities(request, &dir, &trust)?;
     let clock = Clock::system();
-    let options = RestoreOptions { dry_run: request.dry_run, clock: clock.clone(), progress };
-    let whole = |_: &Restore<'_>| Ok(());
+    let options = options_for(request, trust, &keys, clock.clone(), progress);
+    let whole = |_: &Restore<'_>| Ok::<(), RestoreError>(());
     if !request.replace {
         let into = request.into.as_ref().ok_or("name the new data dir with --into DIR (or use --replace)")?;
-        return restore(&info, &keys, into, &options, whole).map(|r| r.describe()).map_err(|e| e.to_string());
+        return restore(Some(&info), &keys, into, &options, whole).map(|r| r.describe()).map_err(|e| e.to_string());
     }
     let config = request.config.as_ref().ok_or("--replace needs --config (or --data-dir) naming the instance")?;
+    refuse_if_running(&config.data_dir).map_err(|e| e.to_string())?;
     let _lock = crate::lifecycle::scheduler::ExclusionLock::take(
         &config.data_dir,
         crate::lifecycle::scheduler::BACKUP_RESTORE,
         "docket restore --replace",
     )?;
-    let socket = config.control_socket_path();
-    if std::os::unix::net::UnixStream::connect(&socket).is_ok() {
-        return Err(RestoreError::Running { socket: socket.display().to_string() }.to_string());
-    }
     let staging = crate::secrets::with_suffix(&config.data_dir, &format!("restored-{}", std::process::id()));
-    let restored = restore(&info, &keys, &staging, &options, whole).map_err(|e| e.to_string())?;
+    let restored = restore(Some(&info), &keys, &staging, &options, whole).map_err(|e| e.to_string())?;
     if request.dry_run {
         return Ok(restored.describe());
     }
+    refuse_if_running(&config.data_dir).map_err(|e| e.to_string())?;
     let kept = replace(&config.data_dir, &staging, &clock).map_err(|e| e.to_string())?;
     let restored = Restored {
         into: config.data_dir.clone(),

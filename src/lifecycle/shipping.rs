@@ -22,9 +22,13 @@
 //! writing a longer segment and removing the shorter one leaves both; listing
 //! keeps the longest of those that start at the same seq, and the next start
 //! removes the others.
-use super::backup::{SealError, SealedReader, SealedWriter};
+use super::segments::dir_error;
+pub use super::segments::{
+    Listing, SealedSegments, Segment, SegmentName, SegmentSink, SegmentSource, ShipError, encode, list, read,
+};
+use super::signing::{Signer, Trust};
 use crate::secrets::SharedKeyring;
-use crate::store::journal::{self, Entry};
+use crate::store::journal::Entry;
 use crate::store::{Follower, Store, StoreError, SystemContext, Task};
 use crate::telemetry::Metrics;
 use std::path::{Path, PathBuf};
@@ -33,243 +37,27 @@ use std::time::Duration;
 
 /// The directory under `backup.dir` that holds the segments.
 pub const SEGMENTS_DIR: &str = "segments";
-const PREFIX: &str = "seg_";
-const SUFFIX: &str = ".dseg";
-const MAGIC: &[u8; 8] = b"DKTSEG01";
-
-/// Why shipping, or reading what it shipped, failed; each names the file or
-/// range and the fix.
-#[derive(Debug, thiserror::Error)]
-pub enum ShipError {
-    #[error("{0}")]
-    Store(#[from] StoreError),
-    #[error("{0}")]
-    Seal(#[from] SealError),
-    #[error(
-        "cannot use the segment directory {path}: {reason}\n  fix: make sure `backup.dir` is mounted and writable by docket"
-    )]
-    Dir { path: String, reason: String },
-    #[error(
-        "cannot write the segment {path}: {reason}\n  fix: free space in `backup.dir` or check the share; nothing was lost, the entries stay in the journal until shipped"
-    )]
-    Write { path: String, reason: String },
-    #[error(
-        "cannot read the segment {path}: {reason}\n  fix: restore that file from a copy of `backup.dir`, or restore to a time before the segment's first commit"
-    )]
-    Read { path: String, reason: String },
-    #[error(
-        "the segment {path} is corrupt: {problem}\n  fix: restore that file from a copy of `backup.dir`, or restore to a time before the segment's first commit"
-    )]
-    Corrupt { path: String, problem: String },
-    #[error(
-        "the segments in {dir} go up to seq {shipped}, past this store's journal (seq {head}): the store was restored to an earlier point\n  fix: move {dir} aside (it belongs to the timeline before the restore) and take a full backup; then restart docket"
-    )]
-    Ahead { dir: String, shipped: u64, head: u64 },
-}
-
-/// Writes segment files as a list of frames. Production segments are
-/// backup's sealed files (compressed, encrypted to the appliance key and
-/// every offline recipient, checksummed, atomic); the seam lets tests inject
-/// a failing writer.
-pub trait SegmentSink: Send + Sync {
-    /// Writes `frames` to `path` atomically: a file with the final name is
-    /// always complete. Returns the bytes written.
-    fn write(&self, path: &Path, frames: &[Vec<u8>]) -> Result<u64, ShipError>;
-}
-
-/// Reads the frames of segment files, checking their integrity.
-pub trait SegmentSource {
-    fn read(&self, path: &Path) -> Result<Vec<Vec<u8>>, ShipError>;
-}
-
-/// Segments as backup's sealed files: written to `recipients` (the appliance
-/// key and every offline key), read with `identities`.
-#[derive(Clone)]
-pub struct SealedSegments {
-    pub recipients: Vec<age::x25519::Recipient>,
-    pub identities: Vec<age::x25519::Identity>,
-}
-
-impl SegmentSink for SealedSegments {
-    fn write(&self, path: &Path, frames: &[Vec<u8>]) -> Result<u64, ShipError> {
-        let mut writer = SealedWriter::create(path, &self.recipients)?;
-        for frame in frames {
-            writer.frame(frame)?;
-        }
-        Ok(writer.finish()?.bytes)
-    }
-}
-
-impl SegmentSource for SealedSegments {
-    fn read(&self, path: &Path) -> Result<Vec<Vec<u8>>, ShipError> {
-        let mut reader = SealedReader::open(path, &self.identities)?;
-        let mut frames = Vec::new();
-        while let Some(frame) = reader.next_frame()? {
-            frames.push(frame);
-        }
-        Ok(frames)
-    }
-}
+/// The file in `backup.dir` where the shipper records its health ([`Status`]).
+pub const STATUS_FILE: &str = "shipping.json";
+/// A running shipper confirms it is caught up at least this often, even idle.
+pub const HEARTBEAT: Duration = Duration::from_secs(30);
 
 /// The running appliance's segments: sealed to the master key in force at
 /// each write (so a rotation takes effect at the next segment) and to every
-/// offline recipient.
+/// offline recipient, signed by the appliance's signing key.
 pub struct ApplianceSeal {
     pub keys: SharedKeyring,
     pub offline: Vec<age::x25519::Recipient>,
+    pub signer: Signer,
 }
 
 impl SegmentSink for ApplianceSeal {
     fn write(&self, path: &Path, frames: &[Vec<u8>]) -> Result<u64, ShipError> {
         let master = self.keys.current().age_recipient().clone();
         let recipients = std::iter::once(master).chain(self.offline.iter().cloned()).collect();
-        SealedSegments { recipients, identities: vec![] }.write(path, frames)
+        let trust = Trust::signer(self.signer.public());
+        SealedSegments { recipients, identities: vec![], signer: Some(self.signer.clone()), trust }.write(path, frames)
     }
-}
-
-/// What a segment's name says: its seq range and the commit times at both ends.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct SegmentName {
-    pub first: u64,
-    pub last: u64,
-    /// Commit time of `first`, microseconds since the epoch.
-    pub first_time: i64,
-    /// Commit time of `last`.
-    pub last_time: i64,
-}
-
-impl SegmentName {
-    /// The name of the segment holding `entries` (none if empty).
-    pub fn of(entries: &[Entry]) -> Option<SegmentName> {
-        let (first, last) = (entries.first()?, entries.last()?);
-        Some(SegmentName { first: first.seq, last: last.seq, first_time: first.time, last_time: last.time })
-    }
-
-    pub fn file_name(&self) -> String {
-        format!("{PREFIX}{:020}_{:020}_{}_{}{SUFFIX}", self.first, self.last, self.first_time, self.last_time)
-    }
-
-    /// The figures of a segment file name; `None` for any other name (temp files included).
-    pub fn parse(file_name: &str) -> Option<SegmentName> {
-        let body = file_name.strip_prefix(PREFIX)?.strip_suffix(SUFFIX)?;
-        let mut parts = body.split('_');
-        let name = SegmentName {
-            first: parts.next()?.parse().ok()?,
-            last: parts.next()?.parse().ok()?,
-            first_time: parts.next()?.parse().ok()?,
-            last_time: parts.next()?.parse().ok()?,
-        };
-        let sane = parts.next().is_none() && name.first >= 1 && name.first <= name.last;
-        sane.then_some(name)
-    }
-
-    fn header(&self, count: u64) -> Vec<u8> {
-        let mut out = MAGIC.to_vec();
-        for n in [self.first, self.last, self.first_time as u64, self.last_time as u64, count] {
-            out.extend_from_slice(&n.to_le_bytes());
-        }
-        out
-    }
-}
-
-/// A segment file found in the segment directory.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Segment {
-    pub path: PathBuf,
-    pub name: SegmentName,
-}
-
-/// The segments of a directory: the chain a restore reads (ordered by first
-/// seq, at most one per first seq: the longest) and the shorter ones a rolled
-/// segment superseded (left by a crash; safe to remove).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Listing {
-    pub chain: Vec<Segment>,
-    pub superseded: Vec<Segment>,
-}
-
-/// Lists the segments in `dir` (a missing directory has none); other files,
-/// temp files included, are ignored.
-pub fn list(dir: &Path) -> Result<Listing, ShipError> {
-    let entries = match std::fs::read_dir(dir) {
-        Ok(entries) => entries,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Listing::default()),
-        Err(e) => return Err(dir_error(dir, e)),
-    };
-    let mut found = Vec::new();
-    for entry in entries {
-        let entry = entry.map_err(|e| dir_error(dir, e))?;
-        if let Some(name) = entry.file_name().to_str().and_then(SegmentName::parse) {
-            found.push(Segment { path: entry.path(), name });
-        }
-    }
-    found.sort_by_key(|s| (s.name.first, std::cmp::Reverse(s.name.last)));
-    let mut listing = Listing::default();
-    for segment in found {
-        match listing.chain.last() {
-            Some(kept) if kept.name.first == segment.name.first => listing.superseded.push(segment),
-            _ => listing.chain.push(segment),
-        }
-    }
-    Ok(listing)
-}
-
-fn dir_error(dir: &Path, e: impl std::fmt::Display) -> ShipError {
-    ShipError::Dir { path: dir.display().to_string(), reason: e.to_string() }
-}
-
-/// The frames of a segment holding `entries` (whole transactions).
-pub fn encode(name: &SegmentName, entries: &[Entry]) -> Vec<Vec<u8>> {
-    let mut frames = Vec::with_capacity(entries.len() + 1);
-    frames.push(name.header(entries.len() as u64));
-    for entry in entries {
-        let mut frame = entry.seq.to_le_bytes().to_vec();
-        frame.extend_from_slice(&entry.encode());
-        frames.push(frame);
-    }
-    frames
-}
-
-/// Reads a segment's entries, checking that its contents are what its name
-/// says: consecutive seqs from `first` to `last`, whole transactions, times
-/// within the named range and never decreasing.
-pub fn read(seal: &dyn SegmentSource, segment: &Segment) -> Result<Vec<Entry>, ShipError> {
-    let frames = seal.read(&segment.path)?;
-    decode(segment, &frames)
-}
-
-fn decode(segment: &Segment, frames: &[Vec<u8>]) -> Result<Vec<Entry>, ShipError> {
-    let corrupt = |problem: String| ShipError::Corrupt { path: segment.path.display().to_string(), problem };
-    let name = segment.name;
-    let (header, rest) = frames.split_first().ok_or_else(|| corrupt("it holds no header".into()))?;
-    if *header != name.header(rest.len() as u64) {
-        return Err(corrupt(format!(
-            "its header does not match its name (seq {} to {}, {} entries expected); the file was renamed or mixed up",
-            name.first,
-            name.last,
-            name.last - name.first + 1
-        )));
-    }
-    let mut entries: Vec<Entry> = Vec::with_capacity(rest.len());
-    for (frame, expected) in rest.iter().zip(name.first..) {
-        let (seq, bytes) =
-            frame.split_at_checked(8).ok_or_else(|| corrupt(format!("entry {expected} is truncated")))?;
-        let seq = u64::from_le_bytes(seq.try_into().unwrap_or_default());
-        if seq != expected {
-            return Err(corrupt(format!("entry {seq} is out of order (expected seq {expected})")));
-        }
-        let entry = journal::decode(seq, bytes).map_err(|bad| corrupt(bad.to_string()))?;
-        let before = entries.last().map_or(name.first_time, |e| e.time);
-        if entry.time < before || entry.time > name.last_time {
-            return Err(corrupt(format!("entry {seq} has a time outside the segment's range")));
-        }
-        entries.push(entry);
-    }
-    let whole = entries.last().is_some_and(|e| e.seq == name.last && e.last && e.time == name.last_time);
-    if !whole {
-        return Err(corrupt("it does not end with the commit of its last transaction".into()));
-    }
-    Ok(entries)
 }
 
 /// When the open segment is closed and a new one begun.
@@ -324,6 +112,10 @@ pub struct Shipper {
     metrics: Option<Arc<Metrics>>,
     ctx: SystemContext,
     shipped: u64,
+    /// The commit time of `shipped` (none before the first segment).
+    shipped_time: Option<i64>,
+    /// The last failure and when (kept after recovery, for doctor).
+    last_error: Option<(String, i64)>,
     pruned: u64,
     open: Open,
 }
@@ -341,7 +133,7 @@ impl Shipper {
         metrics: Option<Arc<Metrics>>,
     ) -> Result<Shipper, ShipError> {
         crate::secrets::create_private_dir(dir).map_err(|e| dir_error(dir, e))?;
-        super::backup::sealed::sweep_temp(dir)?;
+        super::sealed::sweep_temp(dir)?;
         let listing = list(dir)?;
         for old in &listing.superseded {
             remove(&old.path)?;
@@ -351,6 +143,7 @@ impl Shipper {
             Some(newest) => newest.name.last,
             None => store.journal_start()?.map_or(head, |start| start.saturating_sub(1)),
         };
+        let shipped_time = listing.chain.last().map(|s| s.name.last_time);
         if shipped > head {
             return Err(ShipError::Ahead { dir: dir.display().to_string(), shipped, head });
         }
@@ -366,6 +159,8 @@ impl Shipper {
             metrics,
             ctx: SystemContext::new(Task::Backup),
             shipped,
+            shipped_time,
+            last_error: None,
             pruned: 0,
             open: Open::new(store_now),
         })
@@ -379,14 +174,52 @@ impl Shipper {
     /// Ships every whole transaction committed so far, then prunes the
     /// journal up to what every follower has (shipping included) applied.
     pub fn ship(&mut self) -> Result<Shipped, ShipError> {
+        let checked_at = self.store.clock().now_micros();
+        let head = self.store.journal_head();
         let result = self.ship_pending();
         if let (Some(m), Err(e)) = (&self.metrics, &result) {
             m.count("docket_ship_failures_total", "Journal shipping rounds that failed.", vec![], 1);
             tracing::warn!(error = %e, "journal shipping failed; retrying at the next commit");
         }
+        self.record(checked_at, head.ok(), result.as_ref().err(), false);
         let done = result?;
         self.prune()?;
         Ok(done)
+    }
+
+    /// Writes [`STATUS_FILE`] beside the segment directory and the health
+    /// gauges: on, the shipped seq and time, whether everything committed by
+    /// `checked_at` (journal head `head`) is shipped, the last error.
+    fn record(&mut self, checked_at: i64, head: Option<u64>, error: Option<&ShipError>, stopped: bool) {
+        if let Some(e) = error {
+            self.last_error = Some((e.to_string(), checked_at));
+        }
+        let (last_error, last_error_at) = self.last_error.clone().unzip();
+        let status = Status {
+            on: true,
+            shipped_seq: self.shipped,
+            shipped_time: self.shipped_time,
+            caught_up: error.is_none() && head.is_some_and(|h| h <= self.shipped),
+            checked_at,
+            stopped,
+            failing: error.is_some(),
+            last_error,
+            last_error_at,
+        };
+        if let Some(m) = &self.metrics {
+            status.gauges(m);
+        }
+        if let Some(backup_dir) = self.dir.parent() {
+            status.write(backup_dir);
+        }
+    }
+
+    /// Records a clean stop: everything committed was shipped and nothing
+    /// more will be until the next start.
+    pub fn record_stop(&mut self) {
+        let checked_at = self.store.clock().now_micros();
+        let head = self.store.journal_head().ok();
+        self.record(checked_at, head, None, true);
     }
 
     fn ship_pending(&mut self) -> Result<Shipped, ShipError> {
@@ -424,6 +257,7 @@ impl Shipper {
             remove(&old)?;
         }
         self.shipped = name.last;
+        self.shipped_time = Some(name.last_time);
         self.store.mark_applied(Follower::Shipping, name.last);
         if let Some(m) = &self.metrics {
             m.gauge("docket_ship_shipped_seq", "The last journal seq in a shipped segment.", vec![], name.last as f64);
@@ -469,11 +303,14 @@ pub async fn run(mut shipper: Shipper, interval: Duration, mut shutdown: tokio::
             None => return,
         };
         if *shutdown.borrow() {
+            let _ = tokio::task::spawn_blocking(move || shipper.record_stop()).await;
             return;
         }
         tokio::select! {
             changed = heads.changed() => if changed.is_err() { return },
             _ = shutdown.changed() => continue,
+            // Idle: a round confirms nothing is left unshipped ([`Status::caught_up`]).
+            _ = tokio::time::sleep(HEARTBEAT) => continue,
         }
         tokio::select! {
             _ = tokio::time::sleep(interval / 2) => {}
@@ -494,17 +331,183 @@ pub fn start(
     shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> Option<tokio::task::JoinHandle<()>> {
     let settings = super::backup::Settings::from_config(config).ok()?;
-    let seal = Arc::new(ApplianceSeal { keys, offline: settings.offline });
+    let signer = match super::signing::ensure(&store, &keys.current()) {
+        Ok(signer) => signer,
+        Err(e) => {
+            tracing::error!(error = %e, "journal shipping is OFF: point-in-time recovery has no new segments");
+            Status::off(&settings.dir, &e.to_string(), store.clock().now_micros(), &metrics);
+            return None;
+        }
+    };
+    let seal = Arc::new(ApplianceSeal { keys, offline: settings.offline, signer });
     let dir = settings.dir.join(SEGMENTS_DIR);
-    match Shipper::open(store, &dir, seal, Roll::default(), Some(metrics)) {
+    match Shipper::open(store.clone(), &dir, seal, Roll::default(), Some(metrics.clone())) {
         Ok(shipper) => {
             let interval = Duration::from_secs(config.backup.ship_interval);
             Some(tokio::spawn(run(shipper, interval, shutdown)))
         }
         Err(e) => {
-            tracing::error!(error = %e, "journal shipping is off: point-in-time recovery has no new segments");
+            tracing::error!(error = %e, "journal shipping is OFF: point-in-time recovery has no new segments");
+            Status::off(&settings.dir, &e.to_string(), store.clock().now_micros(), &metrics);
             None
         }
+    }
+}
+
+/// Shipping's state for `/readyz`: `on`, `failing` or `off` (no detail that
+/// could carry a path), and the seconds since the last shipped commit.
+pub fn readiness(config: &crate::config::Config, now: i64) -> serde_json::Value {
+    match Status::read(&config.backup_dir()) {
+        None => serde_json::json!({"state": "unknown"}),
+        Some(s) => {
+            let state = if !s.on {
+                "off"
+            } else if s.failing {
+                "failing"
+            } else {
+                "on"
+            };
+            let since = s.shipped_time.map(|t| now.saturating_sub(t) / 1_000_000);
+            serde_json::json!({"state": state, "caught_up": s.caught_up, "seconds_since_last_shipped_commit": since})
+        }
+    }
+}
+
+/// What the service's status line adds about shipping (systemd `STATUS=`).
+pub fn status_note(config: &crate::config::Config) -> Option<String> {
+    let s = Status::read(&config.backup_dir())?;
+    if !s.on {
+        return Some("; WARNING: journal shipping is OFF (point-in-time recovery stopped; see docket doctor)".into());
+    }
+    s.failing.then(|| "; WARNING: journal shipping is failing (see docket doctor)".into())
+}
+
+/// The shipper's health as it last recorded it in `<backup.dir>/shipping.json`
+/// (read by `docket doctor`, the status line and `restore --at`).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Status {
+    /// Whether the service ships at all (false: it refused its segment directory).
+    pub on: bool,
+    pub shipped_seq: u64,
+    /// The commit time of the last shipped seq (microseconds).
+    pub shipped_time: Option<i64>,
+    /// Everything committed by `checked_at` was in a final segment then.
+    pub caught_up: bool,
+    /// When the shipper last looked (microseconds; the store's clock).
+    pub checked_at: i64,
+    /// The service stopped cleanly after that look: nothing was committed since.
+    #[serde(default)]
+    pub stopped: bool,
+    /// The last round failed.
+    #[serde(default)]
+    pub failing: bool,
+    pub last_error: Option<String>,
+    pub last_error_at: Option<i64>,
+}
+
+impl Status {
+    /// The status recorded in `backup_dir`, if any.
+    pub fn read(backup_dir: &Path) -> Option<Status> {
+        std::fs::read(backup_dir.join(STATUS_FILE)).ok().and_then(|b| serde_json::from_slice(&b).ok())
+    }
+
+    fn write(&self, backup_dir: &Path) {
+        let path = backup_dir.join(STATUS_FILE);
+        let written = serde_json::to_vec_pretty(self)
+            .map_err(std::io::Error::other)
+            .and_then(|text| crate::secrets::write_private_file(&path, &text));
+        if let Err(e) = written {
+            tracing::warn!(file = %path.display(), error = %e, "cannot record the shipping status");
+        }
+    }
+
+    /// Records that shipping is off, and why.
+    fn off(backup_dir: &Path, error: &str, now: i64, metrics: &Metrics) {
+        let previous = Status::read(backup_dir);
+        let status = Status {
+            on: false,
+            shipped_seq: previous.as_ref().map_or(0, |p| p.shipped_seq),
+            shipped_time: previous.as_ref().and_then(|p| p.shipped_time),
+            caught_up: false,
+            checked_at: now,
+            stopped: false,
+            failing: true,
+            last_error: Some(error.to_string()),
+            last_error_at: Some(now),
+        };
+        status.gauges(metrics);
+        if std::fs::create_dir_all(backup_dir).is_ok() {
+            status.write(backup_dir);
+        }
+    }
+
+    /// The `docket_ship_*` health gauges.
+    fn gauges(&self, m: &Metrics) {
+        let flag = |b: bool| if b { 1.0 } else { 0.0 };
+        m.gauge(
+            "docket_ship_up",
+            "1 while journal shipping runs (0: point-in-time recovery is off).",
+            vec![],
+            flag(self.on),
+        );
+        m.gauge("docket_ship_failing", "1 while the last journal shipping round failed.", vec![], flag(self.failing));
+        m.gauge(
+            "docket_ship_shipped_seq",
+            "The last journal seq in a shipped segment.",
+            vec![],
+            self.shipped_seq as f64,
+        );
+        if let Some(t) = self.shipped_time {
+            m.gauge(
+                "docket_ship_last_shipped_commit_timestamp_seconds",
+                "Commit time of the newest shipped journal entry.",
+                vec![],
+                t as f64 / 1e6,
+            );
+            m.gauge(
+                "docket_pitr_window_end_timestamp_seconds",
+                "The newest instant `restore --at` can restore (the last shipped commit).",
+                vec![],
+                t as f64 / 1e6,
+            );
+        }
+        if let Some(t) = self.last_error_at {
+            m.gauge(
+                "docket_ship_last_error_timestamp_seconds",
+                "When journal shipping last failed.",
+                vec![],
+                t as f64 / 1e6,
+            );
+        }
+    }
+
+    /// Whether an instant `at` after the newest shipped commit (`newest`)
+    /// holds that commit's state: the shipper had shipped everything when it
+    /// last looked, that look is at or after `at` (or within one heartbeat
+    /// and a round of it), or the service stopped cleanly then.
+    pub fn caught_up_at(&self, at: crate::timestamp::Timestamp, newest: crate::timestamp::Timestamp) -> bool {
+        let allowance = 2 * HEARTBEAT.as_micros() as i64;
+        self.on
+            && self.caught_up
+            && self.shipped_time == Some(newest.micros())
+            && (self.stopped || at.micros() <= self.checked_at.saturating_add(allowance))
+    }
+
+    /// One line for `docket doctor` and the status line.
+    pub fn describe(&self, now: i64) -> String {
+        if !self.on {
+            return format!(
+                "OFF since {}: {}",
+                crate::timestamp::Timestamp::from_micros(self.checked_at).to_rfc3339(),
+                self.last_error.as_deref().unwrap_or("unknown")
+            );
+        }
+        let lag = if self.caught_up { 0.0 } else { now.saturating_sub(self.shipped_time.unwrap_or(now)) as f64 / 1e6 };
+        let mut text = format!("on, shipped to seq {}, lag {lag:.0} s", self.shipped_seq);
+        if self.failing {
+            text += &format!("; FAILING: {}", self.last_error.as_deref().unwrap_or("unknown"));
+        }
+        text
     }
 }
 
@@ -533,14 +536,20 @@ pub fn remove_before(dir: &Path, keep_after: u64) -> Result<Vec<PathBuf>, ShipEr
     Ok(removed)
 }
 
-/// The segment retention job: removes the segments of `backup_dir` that end
-/// at or before the journal head of its oldest backup (retention already
-/// removed older backups). With no backup nothing goes: the segments are
-/// then the only way back.
-pub fn apply_retention(backup_dir: &Path) -> Result<Vec<PathBuf>, ShipError> {
+/// The segment retention job: keeps the point-in-time window of `backup_dir`
+/// (from `window_start`): removes the segments that end at or before the
+/// journal head of the window's base, the newest backup committed at or
+/// before the start. With no backup that old nothing goes: the window then
+/// starts before every backup and the segments are the only way back.
+pub fn apply_retention(
+    backup_dir: &Path,
+    window_start: crate::timestamp::Timestamp,
+) -> Result<Vec<PathBuf>, ShipError> {
+    use super::backup::retention;
     let backups = super::backup::list(backup_dir).map_err(|e| dir_error(backup_dir, e))?;
-    match backups.iter().map(|b| b.manifest.head_seq).min() {
-        Some(oldest) => remove_before(&backup_dir.join(SEGMENTS_DIR), oldest),
+    let base = backups.iter().rev().find(|b| retention::state_time(b) <= window_start);
+    match base {
+        Some(base) => remove_before(&backup_dir.join(SEGMENTS_DIR), base.manifest.head_seq),
         None => Ok(vec![]),
     }
 }

@@ -6,7 +6,9 @@ use docket::app::{self, Instance};
 use docket::clock::Clock;
 use docket::config::Config;
 use docket::control::{self, Command, Reply};
-use docket::lifecycle::backup::{self, BackupError, Quiet, SealError, Settings, retention::Keep};
+use docket::lifecycle::backup::{
+    self, BackupError, BackupInfo, Quiet, SealError, Settings, Signer, Trust, retention::Keep, signing,
+};
 use docket::lifecycle::restore::{self, RestoreError, RestoreOptions};
 use docket::secrets::{Keyring, default_key_path, write_identity};
 use docket::store::{OrgId, OrgTask, OrgTaskContext, RECORDS, Store, SystemContext, Task};
@@ -53,13 +55,31 @@ fn settings(config: &Config) -> Settings {
     Settings::from_config(config).unwrap()
 }
 
+/// The signer of backups written outside an instance.
+fn test_signer() -> &'static Signer {
+    static SIGNER: std::sync::OnceLock<Signer> = std::sync::OnceLock::new();
+    SIGNER.get_or_init(Signer::generate)
+}
+
+/// The instance's own signer (its `signing.pub`).
+fn trust(inst: &Instance) -> Trust {
+    Trust::signer(signing::pinned(&inst.config.data_dir).expect("Instance::open pins the signer"))
+}
+
+/// Whom a restore of `info` believes: the signer of the instance beside its
+/// backup dir (`<root>/data`, as [`instance`] lays it out), else the test signer.
+fn trust_for(info: &BackupInfo) -> Trust {
+    let root = info.path.parent().and_then(Path::parent).unwrap();
+    Trust::signer(signing::pinned(&root.join("data")).unwrap_or(test_signer().public()))
+}
+
 fn restore_into(
-    info: &backup::BackupInfo,
+    info: &BackupInfo,
     keys: &[age::x25519::Identity],
     into: &Path,
 ) -> Result<restore::Restored, RestoreError> {
-    let options = RestoreOptions { dry_run: false, clock: Clock::system(), progress: &Quiet };
-    restore::restore(info, keys, into, &options, |_| Ok(()))
+    let options = RestoreOptions::new(Clock::system(), &Quiet, trust_for(info));
+    restore::restore(Some(info), keys, into, &options, |_| Ok::<(), RestoreError>(()))
 }
 
 /// The store as of `seq`: the live journal replayed into a new store.
@@ -147,8 +167,12 @@ async fn restore_drill_on_a_new_machine_with_only_the_offline_key() {
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("wrote") && out.contains(".sealed"), "{out}");
     let (code, listed, _) = docket(&["backup", "list", "--config", config.to_str().unwrap()]).await;
-    assert_eq!((code, listed.lines().count()), (0, 1), "{listed}");
+    assert_eq!(code, 0, "{listed}");
+    assert!(listed.lines().any(|l| l.contains(".sealed")), "{listed}");
+    assert!(listed.lines().last().is_some_and(|l| l.starts_with("point-in-time window: from ")), "{listed}");
     let (admin, member) = (s.admin_token.clone(), s.member_token.clone());
+    // What the operator kept with the offline key: the signer's fingerprint (`docket doctor` prints it).
+    let fingerprint = signing::pinned(&data).unwrap().fingerprint();
     drop(s.stop().await); // the machine is lost with its data dir and master key
 
     let machine = tempfile::tempdir().unwrap();
@@ -158,7 +182,11 @@ async fn restore_drill_on_a_new_machine_with_only_the_offline_key() {
         .map(|e| e.unwrap().path())
         .find(|p| p.extension().is_some_and(|e| e == "sealed") && !p.ends_with(backup::KEYRING_FILE))
         .unwrap();
-    let args = ["restore", "--backup", sealed.to_str().unwrap(), "--into", fresh.to_str().unwrap()];
+    let untrusted = ["restore", "--backup", sealed.to_str().unwrap(), "--into", fresh.to_str().unwrap()];
+    let (code, _, err) = docket(&[&untrusted[..], &["--key", offline_file.to_str().unwrap()]].concat()).await;
+    assert_ne!(code, 0);
+    assert!(err.contains("--trust"), "without a pinned signer the restore says what to give: {err}");
+    let args = [&untrusted[..], &["--trust", &fingerprint]].concat();
     let (code, _, err) = docket(&args).await;
     assert_ne!(code, 0);
     assert!(err.contains("--key"), "without a key the restore says which to give: {err}");
@@ -236,7 +264,8 @@ fn a_backup_killed_mid_write_leaves_no_final_file_and_the_next_run_completes() {
         let path = entry.unwrap().path();
         let name = path.file_name().unwrap().to_string_lossy().into_owned();
         if name.starts_with("backup-") && name.ends_with(".sealed") {
-            let mut r = backup::SealedReader::open(&path, &[me.identity().clone()]).unwrap();
+            let pinned = Trust::signer(signing::pinned(&data_dir).unwrap());
+            let mut r = backup::SealedReader::open(&path, &[me.identity().clone()], &pinned).unwrap();
             while r.next_frame().unwrap().is_some() {}
         }
     }
@@ -258,6 +287,11 @@ fn a_backup_sealed_before_a_key_rotation_restores_with_the_new_key() {
     put_records(&inst.store, 0, 10);
     let before =
         backup::run(&inst.store, &settings(&inst.config), &inst.keys.current(), &Clock::system(), &Quiet).unwrap();
+    // A keyring written before docket signed its files (its signature block
+    // cut off): the rotation still carries its keys over, and signs it.
+    let keyring_file = inst.config.backup.dir.clone().unwrap().join(backup::KEYRING_FILE);
+    let signed = std::fs::read(&keyring_file).unwrap();
+    std::fs::write(&keyring_file, &signed[..signed.len() - 104]).unwrap();
     for command in [Command::KeyRotate, Command::KeyConfirm] {
         let reply = control::execute(&command, &inst.store, &inst.keys, &inst.config);
         assert!(matches!(reply, Reply::Ok(_)), "{reply:?}");
@@ -265,13 +299,14 @@ fn a_backup_sealed_before_a_key_rotation_restores_with_the_new_key() {
     let new_key = inst.keys.current().identity().clone();
     assert!(!before.manifest.recipients.contains(&new_key.to_public().to_string()));
     let dir = inst.config.backup.dir.clone().unwrap();
-    let keys = backup::opening_keys(&dir, std::slice::from_ref(&new_key));
+    let keys = backup::opening_keys(&dir, std::slice::from_ref(&new_key), &trust(&inst)).unwrap();
     let restored = restore_into(&before, &keys, &root.path().join("r")).unwrap();
     assert_eq!(restored.head_seq, before.manifest.head_seq);
 
     // Without the keyring the old backup no longer opens with the new key.
     std::fs::remove_file(dir.join(backup::KEYRING_FILE)).unwrap();
-    let e = restore_into(&before, &backup::opening_keys(&dir, &[new_key]), &root.path().join("r2")).unwrap_err();
+    let keys = backup::opening_keys(&dir, &[new_key], &trust(&inst)).unwrap();
+    let e = restore_into(&before, &keys, &root.path().join("r2")).unwrap_err();
     assert!(matches!(e, RestoreError::Backup(BackupError::Seal(SealError::WrongKey { .. }))), "{e}");
     assert!(!root.path().join("r2").exists(), "a failed restore leaves nothing behind");
 }
@@ -289,9 +324,10 @@ fn retention_keeps_the_configured_days() {
         clock.advance(std::time::Duration::from_secs(86_400));
     }
     let kept: Vec<String> = backup::list(&s.dir).unwrap().iter().map(|b| b.manifest.created.to_rfc3339()).collect();
-    assert_eq!(kept, ["2026-11-05T02:00:00Z", "2026-11-06T02:00:00Z", "2026-11-07T02:00:00Z"]);
+    // The oldest stays too: it is the base of the 7-day point-in-time window (backup.pitr_days).
+    assert_eq!(kept, ["2026-11-02T02:00:00Z", "2026-11-05T02:00:00Z", "2026-11-06T02:00:00Z", "2026-11-07T02:00:00Z"]);
     let files = std::fs::read_dir(&s.dir).unwrap().count();
-    assert_eq!(files, 3 * 2 + 1, "each kept backup has its manifest, plus the keyring; nothing else");
+    assert_eq!(files, 4 * 2 + 1, "each kept backup has its manifest, plus the keyring; nothing else");
 }
 
 #[test]
@@ -305,7 +341,9 @@ fn verification_restores_and_compares_with_the_live_store_and_records_failure() 
     let me = backup::appliance_keys(&inst.keys.current());
     let scratch = root.path().join("scratch");
     std::fs::create_dir(&scratch).unwrap();
-    let v = backup::verify(&inst.store, &s.dir, &me, &scratch, &Clock::system(), &Quiet).unwrap();
+    let v =
+        docket::lifecycle::verify::verify(&inst.store, &s.dir, &me, &trust(&inst), &scratch, &Clock::system(), &Quiet)
+            .unwrap();
     assert!(v.against_live && v.compared_seq > info.manifest.head_seq, "{v:?}");
     assert!(v.parts >= 3, "{v:?}");
     assert_eq!(std::fs::read_dir(&scratch).unwrap().count(), 0, "the scratch copy is removed");
@@ -316,11 +354,12 @@ fn verification_restores_and_compares_with_the_live_store_and_records_failure() 
     let at = altered.len() / 2;
     altered[at] ^= 0x40;
     std::fs::write(&info.path, &altered).unwrap();
-    let outcome = backup::verify(&inst.store, &s.dir, &me, &scratch, &Clock::system(), &Quiet);
-    backup::verify::record(&s.dir, Some(&metrics), &Clock::system(), &outcome);
+    let outcome =
+        docket::lifecycle::verify::verify(&inst.store, &s.dir, &me, &trust(&inst), &scratch, &Clock::system(), &Quiet);
+    docket::lifecycle::verify::record(&s.dir, Some(&metrics), &Clock::system(), &outcome);
     let e = outcome.unwrap_err();
     assert!(e.to_string().contains(&info.path.display().to_string()) && e.to_string().contains("fix:"), "{e}");
-    let status = backup::verify::last(&s.dir).unwrap();
+    let status = docket::lifecycle::verify::last(&s.dir).unwrap();
     assert!(!status.ok && status.detail.contains("SHA-256"), "{status:?}");
     assert!(
         metrics.render().contains("docket_backup_verifications_total{result=\"failed\"} 1"),
@@ -374,7 +413,11 @@ fn failures_are_named_and_leave_nothing_behind() {
     let mut manifest = info.clone();
     manifest.manifest.sha256 = docket::lifecycle::backup::sealed::file_sha256(&info.path).unwrap();
     let e = restore_into(&manifest, std::slice::from_ref(&me), &root.path().join("c")).unwrap_err();
-    assert!(e.to_string().contains("corrupt") && e.to_string().contains(&info.path.display().to_string()), "{e}");
+    let shown = info.manifest_path().display().to_string();
+    assert!(
+        e.to_string().contains("altered") && e.to_string().contains(&shown),
+        "an edited manifest fails its signature: {e}"
+    );
     for dir in ["w", "t", "c"] {
         assert!(!root.path().join(dir).exists(), "{dir}: no partial output");
     }
@@ -412,9 +455,12 @@ async fn dry_run_writes_nothing_and_replace_refuses_a_running_service_then_swaps
     assert!(out.contains("dry run"), "{out}");
     assert!(!into.exists(), "a dry run writes nothing");
 
+    // Issue 16, finding 6: with its control socket gone, the service still runs
+    // (and writes): its life lock, not the socket, says so.
+    std::fs::remove_file(data.join("control.sock")).unwrap();
     let (code, _, err) = docket(&["restore", "--backup", file, "--replace", "--config", cfg]).await;
     assert_ne!(code, 0);
-    assert!(err.contains("service is running"), "{err}");
+    assert!(err.contains("service is running") && err.contains("service.lock"), "{err}");
     drop(s.stop().await.keep());
     std::fs::write(data.join("marker"), b"old").unwrap();
     let (code, out, err) = docket(&["restore", "--backup", file, "--replace", "--config", cfg]).await;
@@ -478,7 +524,8 @@ fn the_scheduled_jobs_count_their_outcomes() {
     let e = backup::job_backup(&inst.store, &inst.keys.current(), &unreachable, Some(&metrics), &Quiet).unwrap_err();
     assert!(e.to_string().contains("not-a-dir") && e.to_string().contains("fix:"), "{e}");
     let info = backup::job_backup(&inst.store, &inst.keys.current(), &inst.config, Some(&metrics), &Quiet).unwrap();
-    backup::job_verify(&inst.store, &inst.keys.current(), &inst.config, Some(&metrics), &Quiet).unwrap();
+    docket::lifecycle::verify::job_verify(&inst.store, &inst.keys.current(), &inst.config, Some(&metrics), &Quiet)
+        .unwrap();
     let text = metrics.render();
     for line in [
         "docket_backups_total{result=\"failed\"} 1",
@@ -488,7 +535,7 @@ fn the_scheduled_jobs_count_their_outcomes() {
     ] {
         assert!(text.contains(line), "{line} missing:\n{text}");
     }
-    assert!(backup::verify::last(&inst.config.backup.dir.clone().unwrap()).unwrap().ok);
+    assert!(docket::lifecycle::verify::last(&inst.config.backup.dir.clone().unwrap()).unwrap().ok);
 }
 
 /// Visits every row of a store file as an export would, without opening it
@@ -532,6 +579,7 @@ fn a_backup_of_an_older_schema_restores_migrated() {
         dir: &dir,
         recipients: &[key.to_public()],
         keys: &[],
+        signer: test_signer(),
         created: docket::timestamp::Timestamp::from_micros(1_780_000_000_000_000),
         progress: &Quiet,
         fail_after: None,
@@ -561,6 +609,214 @@ fn what_killed_restores_and_verifications_left_is_swept() {
     restore_into(&info, &[inst.keys.current().identity().clone()], &root.path().join("r")).unwrap();
     assert!(!stale_restore.exists(), "a killed restore's staging dir is removed");
     let me = backup::appliance_keys(&inst.keys.current());
-    backup::verify(&inst.store, &s.dir, &me, root.path(), &Clock::system(), &Quiet).unwrap();
+    docket::lifecycle::verify::verify(&inst.store, &s.dir, &me, &trust(&inst), root.path(), &Clock::system(), &Quiet)
+        .unwrap();
     assert!(!stale_verify.exists(), "a killed verification's scratch dir is removed");
+}
+
+/// A config file for `instance(root)` (for the binary).
+fn config_file(root: &Path) -> PathBuf {
+    let path = root.join("docket.toml");
+    let text = format!(
+        "data_dir = \"{}\"\n[tls]\nmode = \"off\"\n[backup]\ndir = \"{}\"\n",
+        root.join("data").display(),
+        root.join("backups").display()
+    );
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// Issue 16, finding 1, the whole-backup attack: someone who can write the
+/// backup share builds a store of their own (their master key, their rows),
+/// seals its backup to the victim's public recipient (printed in every
+/// manifest) and drops it beside the victim's backups with a manifest that
+/// matches it. It decrypts with the victim's key; only the signature tells,
+/// and the restore refuses it before importing anything.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_forged_backup_sealed_to_the_victims_recipient_is_refused() {
+    let root = tempfile::tempdir().unwrap();
+    let victim = instance(root.path());
+    put_records(&victim.store, 0, 10);
+    let genuine =
+        backup::run(&victim.store, &settings(&victim.config), &victim.keys.current(), &Clock::system(), &Quiet)
+            .unwrap();
+    let recipient = victim.keys.current().age_recipient().clone();
+    let victim_key = victim.keys.current().identity().clone();
+
+    let elsewhere = tempfile::tempdir().unwrap();
+    let attacker = instance(elsewhere.path());
+    put_records(&attacker.store, 0, 3);
+    let attacker_key = attacker.keys.current().identity().clone();
+    let forger = Signer::generate();
+    let options = backup::archive::WriteOptions {
+        dir: &root.path().join("backups"),
+        recipients: std::slice::from_ref(&recipient),
+        keys: std::slice::from_ref(&attacker_key),
+        signer: &forger,
+        created: genuine.manifest.created.plus_micros(1),
+        progress: &Quiet,
+        fail_after: None,
+    };
+    let forged = backup::archive::write(&attacker.store, &options).unwrap();
+
+    let e = restore_into(&forged, std::slice::from_ref(&victim_key), &root.path().join("r")).unwrap_err();
+    let text = e.to_string();
+    assert!(matches!(e, RestoreError::Backup(BackupError::Seal(SealError::UnknownSigner { .. }))), "{text}");
+    assert!(text.contains(&forged.manifest_path().display().to_string()) && text.contains("move it out"), "{text}");
+    assert!(!root.path().join("r").exists(), "nothing was written");
+
+    // The same through the binary, pinned by the instance's own signing.pub.
+    let cfg = config_file(root.path());
+    let into = root.path().join("restored");
+    let args = ["restore", "--backup", forged.path.to_str().unwrap(), "--into", into.to_str().unwrap()];
+    let (code, out, err) = docket(&[&args[..], &["--config", cfg.to_str().unwrap()]].concat()).await;
+    assert_ne!(code, 0, "{out}");
+    assert!(
+        err.contains("not the pinned signer")
+            && err.contains(forged.path.file_name().unwrap().to_str().unwrap().trim_end_matches(".sealed")),
+        "{err}"
+    );
+    assert!(!into.exists());
+    // Without any pin nothing is believed, and the error names the fix.
+    let (code, _, err) =
+        docket(&[&args[..], &["--key", default_key_path(&root.path().join("data")).to_str().unwrap()]].concat()).await;
+    assert_ne!(code, 0);
+    assert!(err.contains("--trust") && err.contains("docket doctor"), "{err}");
+    // The genuine backup restores with the fingerprint alone (a new machine).
+    let fingerprint = signing::pinned(&root.path().join("data")).unwrap().fingerprint();
+    let key_file = root.path().join("victim.key");
+    write_identity(&key_file, &victim_key).unwrap();
+    let genuine_args = [
+        "restore",
+        "--backup",
+        genuine.path.to_str().unwrap(),
+        "--into",
+        into.to_str().unwrap(),
+        "--key",
+        key_file.to_str().unwrap(),
+        "--trust",
+        &fingerprint,
+    ];
+    let (code, out, err) = docket(&genuine_args).await;
+    assert_eq!(code, 0, "{out}{err}");
+
+    // A forger with no key at all: the same file without signatures is refused too.
+    let mut unsigned = forged.clone();
+    unsigned.manifest.signature.clear();
+    let e = restore_into(&unsigned, &[victim_key], &root.path().join("u")).unwrap_err();
+    assert!(e.to_string().contains("no signature") && e.to_string().contains("--allow-unsigned"), "{e}");
+}
+
+/// Issue 16, finding 1: a master key the configured instance does not know
+/// is installed only when the operator says so.
+#[test]
+fn a_carried_master_key_the_instance_does_not_know_needs_accept_master_key() {
+    let root = tempfile::tempdir().unwrap();
+    let inst = instance(root.path());
+    let info =
+        backup::run(&inst.store, &settings(&inst.config), &inst.keys.current(), &Clock::system(), &Quiet).unwrap();
+    let me = inst.keys.current().identity().clone();
+    let other = age::x25519::Identity::generate().to_public().to_string();
+    let mut options = RestoreOptions::new(Clock::system(), &Quiet, trust(&inst));
+    options.known_keys = Some(vec![other]);
+    let e = restore::restore(Some(&info), std::slice::from_ref(&me), &root.path().join("a"), &options, |_| {
+        Ok::<(), RestoreError>(())
+    })
+    .unwrap_err();
+    assert!(matches!(e, RestoreError::UnknownMasterKey { .. }) && e.to_string().contains("--accept-master-key"), "{e}");
+    assert!(!root.path().join("a").exists());
+    options.accept_master_key = true;
+    restore::restore(Some(&info), std::slice::from_ref(&me), &root.path().join("b"), &options, |_| {
+        Ok::<(), RestoreError>(())
+    })
+    .unwrap();
+    options.accept_master_key = false;
+    options.known_keys = Some(vec![me.to_public().to_string()]);
+    restore::restore(Some(&info), &[me], &root.path().join("c"), &options, |_| Ok::<(), RestoreError>(())).unwrap();
+}
+
+/// Issue 16, finding 7: whatever the umask, everything docket creates under
+/// the backup dir is 0700 (dirs) or 0600 (files).
+#[test]
+fn every_file_and_dir_under_backups_is_private() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let root = tempfile::tempdir().unwrap();
+    let inst = instance(root.path());
+    put_records(&inst.store, 0, 10);
+    backup::job_backup(&inst.store, &inst.keys.current(), &inst.config, None, &Quiet).unwrap();
+    docket::lifecycle::verify::job_verify(&inst.store, &inst.keys.current(), &inst.config, None, &Quiet).unwrap();
+    let signer = signing::ensure(&inst.store, &inst.keys.current()).unwrap();
+    let seal = docket::lifecycle::shipping::ApplianceSeal { keys: inst.keys.clone(), offline: vec![], signer };
+    let segments = root.path().join("backups").join(docket::lifecycle::shipping::SEGMENTS_DIR);
+    let mut shipper = docket::lifecycle::shipping::Shipper::open(
+        inst.store.clone(),
+        &segments,
+        Arc::new(seal),
+        docket::lifecycle::shipping::Roll::default(),
+        None,
+    )
+    .unwrap();
+    put_records(&inst.store, 10, 10);
+    shipper.ship().unwrap();
+    let mut seen = vec![];
+    let mut stack = vec![root.path().join("backups")];
+    while let Some(dir) = stack.pop() {
+        seen.push((dir.clone(), std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777));
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                seen.push((path.clone(), std::fs::metadata(&path).unwrap().permissions().mode() & 0o777));
+            }
+        }
+    }
+    let names: Vec<String> = seen.iter().map(|(p, _)| p.file_name().unwrap().to_string_lossy().into_owned()).collect();
+    for expected in ["last-verify.json", "shipping.json", "keyring.sealed", "segments"] {
+        assert!(names.iter().any(|n| n == expected), "{expected} in {names:?}");
+    }
+    for (path, mode) in seen {
+        let want = if path.is_dir() { 0o700 } else { 0o600 };
+        assert_eq!(mode, want, "{} is {mode:o}", path.display());
+    }
+    assert_eq!(
+        std::fs::metadata(root.path().join("data").join("signing.pub")).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+}
+
+/// Issue 16, finding 4: when the shipper refuses its segment directory (here
+/// a later timeline's segments beside a restored store), point-in-time
+/// protection is off, and every place an operator looks says so: doctor,
+/// /metrics, the readiness detail, the systemd status line, and the alert
+/// rule's series.
+#[test]
+fn shipping_that_switches_itself_off_is_reported_everywhere() {
+    use docket::lifecycle::{doctor, shipping};
+    let root = tempfile::tempdir().unwrap();
+    let inst = instance(root.path());
+    let segments = root.path().join("backups").join(shipping::SEGMENTS_DIR);
+    std::fs::create_dir_all(&segments).unwrap();
+    let later = shipping::SegmentName { first: 1, last: 1_000_000, first_time: 1, last_time: 2 };
+    std::fs::write(segments.join(later.file_name()), b"another timeline").unwrap();
+    let metrics = Arc::new(docket::telemetry::Metrics::default());
+    let (_stop, stopped) = tokio::sync::watch::channel(false);
+    let started = shipping::start(&inst.config, inst.store.clone(), inst.keys.clone(), metrics.clone(), stopped);
+    assert!(started.is_none(), "the shipper refuses a timeline the store is behind");
+
+    let now = inst.store.clock().now_micros();
+    let status = shipping::Status::read(&root.path().join("backups")).unwrap();
+    assert!(!status.on && status.last_error.as_deref().is_some_and(|e| e.contains("move")), "{status:?}");
+    assert!(metrics.render().contains("docket_ship_up 0"), "{}", metrics.render());
+    assert_eq!(shipping::readiness(&inst.config, now)["state"], "off");
+    assert!(shipping::status_note(&inst.config).is_some_and(|n| n.contains("OFF")));
+    let checks = doctor::backups(&inst.config, docket::timestamp::Timestamp::from_micros(now));
+    let shipping_check = checks.iter().find(|c| c.name == "journal shipping").unwrap();
+    assert!(shipping_check.detail.contains("OFF"), "{shipping_check:?}");
+    let signer = checks.iter().find(|c| c.name == "backup signer").unwrap();
+    let pinned = signing::pinned(&inst.config.data_dir).unwrap();
+    assert!(signer.detail.contains(&pinned.fingerprint()), "doctor prints the fingerprint to keep: {signer:?}");
+    let rules =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("packaging/prometheus-alerts.yml")).unwrap();
+    assert!(rules.contains("alert: DocketShippingOff") && rules.contains("docket_ship_up"), "an alert rule watches it");
 }

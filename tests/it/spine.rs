@@ -492,7 +492,9 @@ fn shipped(data: &Path) -> Vec<JournalEntry> {
     use docket::lifecycle::shipping;
     use docket::secrets::{KeySource, Keyring, default_key_path};
     let key = Keyring::load(&[KeySource::File(default_key_path(data))]).unwrap();
-    let source = shipping::SealedSegments { recipients: vec![], identities: vec![key.identity().clone()] };
+    let signer = docket::lifecycle::backup::signing::pinned(data).unwrap();
+    let trust = docket::lifecycle::backup::Trust::signer(signer);
+    let source = shipping::SealedSegments::reader(vec![key.identity().clone()], trust);
     let listing = shipping::list(&data.join("backups").join(shipping::SEGMENTS_DIR)).unwrap();
     listing.chain.iter().flat_map(|segment| shipping::read(&source, segment).unwrap()).collect()
 }

@@ -9,10 +9,13 @@
 //! manifest as JSON (so it is authenticated with the rows).
 //! `backup-<created>-<id>.manifest.json`
 //! is the same manifest in clear plus the sealed file's size and SHA-256, so
-//! `docket backup list` needs no key. The sealed file is renamed into place
+//! `docket backup list` needs no key, signed by the appliance's signing key
+//! (`signer`, `signature`: Ed25519 over the compact JSON of the manifest with
+//! an empty `signature`); a restore checks it before anything else. The sealed file is renamed into place
 //! before its manifest is written: a manifest names only a complete file.
 use super::BackupError;
-use super::sealed::{self, SealedReader, SealedWriter};
+use super::sealed::{self, SealError, SealedReader, SealedWriter};
+use super::signing::{PublicKey, Signer, Trust};
 use crate::store::{Digester, PartDigest, RawRow, Restore, Section, Store, StoreError, SystemContext, Task};
 use crate::timestamp::Timestamp;
 use serde::{Deserialize, Serialize};
@@ -58,13 +61,69 @@ pub struct Manifest {
     pub bytes: u64,
     #[serde(default)]
     pub sha256: String,
+    /// The signing key (`ed25519:…`) and its signature of this manifest
+    /// (empty in a legacy backup and inside the sealed copy).
+    #[serde(default)]
+    pub signer: String,
+    #[serde(default)]
+    pub signature: String,
 }
+
+const MANIFEST_DOMAIN: &str = "docket-backup-manifest";
 
 impl Manifest {
     /// The part the sealed file carries: everything but the file's own figures.
     fn sealed_part(&self) -> Manifest {
-        Manifest { file: String::new(), bytes: 0, sha256: String::new(), ..self.clone() }
+        Manifest {
+            file: String::new(),
+            bytes: 0,
+            sha256: String::new(),
+            signer: String::new(),
+            signature: String::new(),
+            ..self.clone()
+        }
     }
+
+    /// What the signature covers: the compact JSON with an empty signature.
+    fn signed_bytes(&self) -> Result<Vec<u8>, BackupError> {
+        serde_json::to_vec(&Manifest { signature: String::new(), ..self.clone() })
+            .map_err(|e| BackupError::Io(e.to_string()))
+    }
+
+    fn sign(&mut self, signer: &Signer) -> Result<(), BackupError> {
+        self.signer = signer.public().to_string();
+        self.signature = hex::encode(signer.sign(MANIFEST_DOMAIN, &self.signed_bytes()?));
+        Ok(())
+    }
+}
+
+/// Checks the clear manifest's signature against `trust` (at `path`, for messages).
+pub fn verify_manifest(path: &Path, manifest: &Manifest, trust: &Trust) -> Result<(), BackupError> {
+    let shown = path.display().to_string();
+    if manifest.signature.is_empty() {
+        if trust.allows_unsigned() {
+            return Ok(());
+        }
+        return Err(SealError::Unsigned { path: shown }.into());
+    }
+    if trust.is_empty() {
+        return Err(SealError::NoTrust { path: shown }.into());
+    }
+    let signer = PublicKey::parse(&manifest.signer).ok_or_else(|| SealError::BadSignature { path: shown.clone() })?;
+    if !trust.accepts(&signer) {
+        return Err(SealError::UnknownSigner {
+            path: shown,
+            signer: signer.to_string(),
+            fingerprint: signer.fingerprint(),
+            trusted: trust.describe(),
+        }
+        .into());
+    }
+    let signature = hex::decode(&manifest.signature).unwrap_or_default();
+    if !signer.verifies(MANIFEST_DOMAIN, &manifest.signed_bytes()?, &signature) {
+        return Err(SealError::BadSignature { path: shown }.into());
+    }
+    Ok(())
 }
 
 /// A backup found in a directory.
@@ -211,6 +270,8 @@ pub struct WriteOptions<'a> {
     /// The appliance's master key (and a previous one), carried inside so a
     /// restore on a new machine gets the key the store's secrets are sealed to.
     pub keys: &'a [age::x25519::Identity],
+    /// The appliance's signing key: it signs the sealed file and its manifest.
+    pub signer: &'a Signer,
     pub created: Timestamp,
     pub progress: &'a dyn Progress,
     /// Fail like a full disk after this many bytes (failure-injection tests).
@@ -242,8 +303,8 @@ pub fn write_rows(
     let name = format!("backup-{stamp}Z-{}{SEALED_SUFFIX}", &id[..8]);
     let path = options.dir.join(&name);
     let mut writer = match options.fail_after {
-        Some(n) => SealedWriter::create_failing_after(&path, options.recipients, n)?,
-        None => SealedWriter::create(&path, options.recipients)?,
+        Some(n) => SealedWriter::create_failing_after(&path, options.recipients, options.signer, n)?,
+        None => SealedWriter::create(&path, options.recipients, options.signer)?,
     };
     writer.frame(&keys_frame(options.keys))?;
     options.progress.start("backup", total);
@@ -284,6 +345,8 @@ pub fn write_rows(
         file: name,
         bytes: 0,
         sha256: String::new(),
+        signer: String::new(),
+        signature: String::new(),
     };
     // Its figures are known only now, so the sealed copy is the last frame;
     // `import` checks it against the clear copy.
@@ -293,6 +356,7 @@ pub fn write_rows(
     let file = writer.finish()?;
     manifest.bytes = file.bytes;
     manifest.sha256 = file.sha256;
+    manifest.sign(options.signer)?;
     let manifest_path = manifest_path_for(&file.path);
     write_manifest(&manifest_path, &manifest)?;
     options.progress.finish();
@@ -309,25 +373,10 @@ fn keys_frame(keys: &[age::x25519::Identity]) -> Vec<u8> {
     frame
 }
 
-/// Writes the clear manifest atomically (temp, fsync, rename, fsync dir).
+/// Writes the clear manifest atomically (0600; temp, fsync, rename, fsync dir).
 fn write_manifest(path: &Path, manifest: &Manifest) -> Result<(), BackupError> {
-    use std::io::Write as _;
-    use std::os::unix::fs::OpenOptionsExt as _;
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let temp = path.with_file_name(format!(".{name}.{}.tmp", std::process::id()));
     let text = serde_json::to_vec_pretty(manifest).map_err(|e| BackupError::Io(e.to_string()))?;
-    let written = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&temp).and_then(
-        |mut f| {
-            f.write_all(&text)?;
-            f.sync_all()
-        },
-    );
-    if let Err(e) = written.and_then(|()| std::fs::rename(&temp, path)) {
-        let _ = std::fs::remove_file(&temp);
-        return Err(BackupError::dir(path, &e));
-    }
-    sealed::sync_dir(path)?;
-    Ok(())
+    crate::secrets::write_private_file(path, &text).map_err(|e| BackupError::dir(path, &e))
 }
 
 /// What the export saw, for the manifest.
@@ -362,8 +411,11 @@ impl ExportState {
     }
 }
 
-/// Checks the sealed file against its manifest's size and SHA-256.
-pub fn check_file(info: &BackupInfo) -> Result<(), BackupError> {
+/// Checks the manifest's signature against `trust`, then the sealed file
+/// against the manifest's size and SHA-256 and its own signature: nothing of a
+/// backup is used before this passes.
+pub fn check_file(info: &BackupInfo, trust: &Trust) -> Result<(), BackupError> {
+    verify_manifest(&info.manifest_path(), &info.manifest, trust)?;
     let shown = info.path.display().to_string();
     let len = std::fs::metadata(&info.path).map_err(|e| BackupError::dir(&info.path, &e))?.len();
     if len != info.manifest.bytes {
@@ -375,6 +427,7 @@ pub fn check_file(info: &BackupInfo) -> Result<(), BackupError> {
     if sealed::file_sha256(&info.path)? != info.manifest.sha256 {
         return Err(BackupError::Mismatch { path: shown, problem: "its SHA-256 differs from its manifest's".into() });
     }
+    sealed::verify_file(&info.path, trust)?;
     Ok(())
 }
 
@@ -393,19 +446,21 @@ pub struct Imported {
 pub fn import(
     info: &BackupInfo,
     identities: &[age::x25519::Identity],
+    trust: &Trust,
     restore: &Restore<'_>,
 ) -> Result<u64, BackupError> {
-    import_with(info, identities, restore, &Quiet).map(|i| i.rows)
+    import_with(info, identities, trust, restore, &Quiet).map(|i| i.rows)
 }
 
 /// [`import`], reporting progress and returning the carried keys.
 pub fn import_with(
     info: &BackupInfo,
     identities: &[age::x25519::Identity],
+    trust: &Trust,
     restore: &Restore<'_>,
     progress: &dyn Progress,
 ) -> Result<Imported, BackupError> {
-    check_file(info)?;
+    check_file(info, trust)?;
     let path = &info.path;
     let mismatch = |problem: &str| BackupError::Mismatch { path: path.display().to_string(), problem: problem.into() };
     if info.manifest.schema_version > crate::store::SCHEMA_VERSION {
@@ -418,7 +473,7 @@ pub fn import_with(
             ),
         });
     }
-    let mut reader = SealedReader::open(path, identities)?;
+    let mut reader = SealedReader::open(path, identities, trust)?;
     progress.start("restore", info.manifest.bytes);
     let (mut rows, mut digester, mut keys, mut sealed) = (0u64, Digester::default(), vec![], None);
     while let Some(frame) = reader.next_frame()? {
@@ -482,12 +537,22 @@ mod tests {
         store
     }
 
+    fn signer() -> &'static Signer {
+        static SIGNER: std::sync::OnceLock<Signer> = std::sync::OnceLock::new();
+        SIGNER.get_or_init(Signer::generate)
+    }
+
+    fn trust() -> Trust {
+        Trust::signer(signer().public())
+    }
+
     fn backup(store: &Store, dir: &Path, to: &[age::x25519::Recipient]) -> BackupInfo {
         let carried = age::x25519::Identity::generate();
         let options = WriteOptions {
             dir,
             recipients: to,
             keys: std::slice::from_ref(&carried),
+            signer: signer(),
             created: Timestamp::from_micros(1_700_000_000_000_000),
             progress: &Quiet,
             fail_after: None,
@@ -509,7 +574,7 @@ mod tests {
 
         let copy = Store::open(&dir.path().join("copy.redb"), Clock::system()).unwrap();
         let restore = copy.restore(&SystemContext::new(Task::Test)).unwrap();
-        let imported = import_with(&info, &[key], &restore, &Quiet).unwrap();
+        let imported = import_with(&info, &[key], &trust(), &restore, &Quiet).unwrap();
         assert_eq!(imported.rows, info.manifest.rows);
         assert_eq!(imported.keys.len(), 1, "the master key travels inside");
         assert_eq!(restore.finish().unwrap(), head);
@@ -526,15 +591,16 @@ mod tests {
 
         info.manifest.head_seq += 1;
         let t = target("a.redb");
-        let e = import(&info, std::slice::from_ref(&key), &t.restore(&SystemContext::new(Task::Test)).unwrap())
-            .unwrap_err();
-        assert!(e.to_string().contains("differs from the one sealed inside"), "{e}");
+        let e =
+            import(&info, std::slice::from_ref(&key), &trust(), &t.restore(&SystemContext::new(Task::Test)).unwrap())
+                .unwrap_err();
+        assert!(e.to_string().contains("does not verify") && e.to_string().contains("manifest.json"), "{e}");
 
         info.manifest.head_seq -= 1;
         let bytes = std::fs::read(&info.path).unwrap();
         std::fs::write(&info.path, &bytes[..bytes.len() - 10]).unwrap();
         let t = target("b.redb");
-        let e = import(&info, &[key], &t.restore(&SystemContext::new(Task::Test)).unwrap()).unwrap_err();
+        let e = import(&info, &[key], &trust(), &t.restore(&SystemContext::new(Task::Test)).unwrap()).unwrap_err();
         assert!(e.to_string().contains("truncated or replaced") && e.to_string().contains("fix:"), "{e}");
     }
 

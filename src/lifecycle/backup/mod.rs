@@ -1,6 +1,6 @@
 //! Encrypted full backups: writing them ([`run`]), listing ([`archive::list`]),
-//! keeping 7 daily and 4 weekly ([`retention`]), and proving they restore
-//! ([`verify`]).
+//! keeping 7 daily and 4 weekly and the point-in-time window's base
+//! ([`retention`]); proving they restore is `lifecycle::verify`, above restore.
 //!
 //! A backup is one consistent export of the store (one read transaction, so
 //! the API and the sync keep writing) in a sealed file ([`sealed`]: zstd, age
@@ -16,12 +16,11 @@
 pub mod archive;
 pub mod progress;
 pub mod retention;
-pub mod sealed;
-pub mod verify;
+pub use super::{sealed, signing};
 
 pub use archive::{BackupInfo, Imported, Manifest, Progress, Quiet, import, import_with, list};
 pub use sealed::{SealError, SealedFile, SealedReader, SealedWriter};
-pub use verify::{Verified, verify};
+pub use signing::{Pin, PublicKey, Signer, SigningError, Trust};
 
 use crate::clock::Clock;
 use crate::config::Config;
@@ -39,6 +38,8 @@ pub enum BackupError {
     Seal(#[from] SealError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    Signing(#[from] SigningError),
     #[error(
         "cannot reach the backup directory {path}: {reason}\n  fix: check that it exists and is mounted, that the docket user can write it, or set backup.dir"
     )]
@@ -75,6 +76,8 @@ pub struct Settings {
     /// Offline recipients (`backup.recipients`), besides the appliance key.
     pub offline: Vec<age::x25519::Recipient>,
     pub keep: retention::Keep,
+    /// `backup.pitr_days`: the point-in-time window retention keeps.
+    pub pitr_days: u32,
 }
 
 impl Settings {
@@ -88,7 +91,12 @@ impl Settings {
             .map(|r| r.parse().map_err(|e| BackupError::Io(format!("backup.recipients: `{r}`: {e}"))))
             .collect::<Result<_, _>>()?;
         let keep = retention::Keep { daily: config.backup.keep_daily, weekly: config.backup.keep_weekly };
-        Ok(Settings { dir, offline, keep })
+        Ok(Settings { dir, offline, keep, pitr_days: config.backup.pitr_days })
+    }
+
+    /// Where the point-in-time window starts at `now`: `pitr_days` before it.
+    pub fn window_start(&self, now: Timestamp) -> Timestamp {
+        now.plus_micros(-(i64::from(self.pitr_days) * 86_400_000_000))
     }
 
     /// The appliance key first, then each offline recipient.
@@ -137,10 +145,19 @@ pub fn run_with(
         Err(e) => return Err(BackupError::dir(dir, &e)),
     }
     sealed::sweep_temp(dir)?;
+    let signer = signing::ensure(store, keyring)?;
     let keys = appliance_keys(keyring);
     let recipients = settings.recipients(keyring);
     let created = Timestamp::from_micros(clock.now_micros());
-    let options = archive::WriteOptions { dir, recipients: &recipients, keys: &keys, created, progress, fail_after };
+    let options = archive::WriteOptions {
+        dir,
+        recipients: &recipients,
+        keys: &keys,
+        signer: &signer,
+        created,
+        progress,
+        fail_after,
+    };
     let info = archive::write(store, &options)?;
     tracing::info!(
         backup = %info.path.display(),
@@ -149,30 +166,39 @@ pub fn run_with(
         seq = info.manifest.head_seq,
         "backup written"
     );
-    let kept = retention::apply(dir, settings.keep)?;
-    refresh_keyring(dir, &keys, &recipients, &kept)?;
+    let kept = retention::apply(dir, settings.keep, Some(settings.window_start(created)))?;
+    refresh_keyring(dir, &keys, &recipients, &kept, &signer)?;
     Ok(info)
 }
 
 /// Every key that opens backups in `dir`: `given` plus the retired master
-/// keys in its keyring file, when one of `given` opens it.
-pub fn opening_keys(dir: &Path, given: &[age::x25519::Identity]) -> Vec<age::x25519::Identity> {
+/// keys in its keyring file, when one of `given` opens it. A keyring that is
+/// unsigned or signed by a signer `trust` does not pin is refused.
+pub fn opening_keys(
+    dir: &Path,
+    given: &[age::x25519::Identity],
+    trust: &Trust,
+) -> Result<Vec<age::x25519::Identity>, SealError> {
     let mut keys = given.to_vec();
-    for key in read_keyring(dir, given) {
+    for key in read_keyring(dir, given, trust)? {
         if !keys.iter().any(|k| k.to_public().to_string() == key.to_public().to_string()) {
             keys.push(key);
         }
     }
-    keys
+    Ok(keys)
 }
 
-fn read_keyring(dir: &Path, given: &[age::x25519::Identity]) -> Vec<age::x25519::Identity> {
+fn read_keyring(
+    dir: &Path,
+    given: &[age::x25519::Identity],
+    trust: &Trust,
+) -> Result<Vec<age::x25519::Identity>, SealError> {
     let path = dir.join(KEYRING_FILE);
     if !path.exists() {
-        return vec![];
+        return Ok(vec![]);
     }
     let read = || -> Result<Vec<age::x25519::Identity>, SealError> {
-        let mut reader = SealedReader::open(&path, given)?;
+        let mut reader = SealedReader::open(&path, given, trust)?;
         let mut out = vec![];
         while let Some(frame) = reader.next_frame()? {
             if let Some(key) = std::str::from_utf8(&frame).ok().and_then(|t| t.trim().parse().ok()) {
@@ -181,30 +207,44 @@ fn read_keyring(dir: &Path, given: &[age::x25519::Identity]) -> Vec<age::x25519:
         }
         Ok(out)
     };
-    read().unwrap_or_else(|e| {
-        tracing::warn!(error = %e, "the backup keyring does not open with the keys at hand");
-        vec![]
-    })
+    match read() {
+        Ok(keys) => Ok(keys),
+        Err(e @ SealError::WrongKey { .. }) => {
+            tracing::warn!(error = %e, "the backup keyring does not open with the keys at hand");
+            Ok(vec![])
+        }
+        Err(e) => Err(e),
+    }
 }
 
 /// Rewrites `keyring.sealed`: the keys in force now plus every retired key
-/// still needed by a kept backup, sealed to `recipients`.
+/// still needed by a kept backup, sealed to `recipients`, signed by `signer`.
+/// A keyring this appliance did not sign is replaced (its keys are not taken).
 pub fn refresh_keyring(
     dir: &Path,
     current: &[age::x25519::Identity],
     recipients: &[age::x25519::Recipient],
     kept: &[BackupInfo],
+    signer: &Signer,
 ) -> Result<(), BackupError> {
     use age::secrecy::ExposeSecret as _;
     let needed = |key: &age::x25519::Identity| {
         let public = key.to_public().to_string();
         kept.iter().any(|b| b.manifest.recipients.contains(&public))
     };
-    let keys: Vec<_> = opening_keys(dir, current)
+    // A keyring written before docket signed its files is read once more, so
+    // an upgrade keeps the retired keys it holds; what is written is signed.
+    // (Keys taken from it only open backups: they can vouch for nothing.)
+    let own = Trust::signer(signer.public()).allowing_unsigned(true);
+    let known = opening_keys(dir, current, &own).unwrap_or_else(|e| {
+        tracing::warn!(error = %e, "the backup keyring is not this appliance's: it is rewritten from the current keys");
+        current.to_vec()
+    });
+    let keys: Vec<_> = known
         .into_iter()
         .filter(|k| needed(k) || current.iter().any(|c| c.to_public().to_string() == k.to_public().to_string()))
         .collect();
-    let mut writer = SealedWriter::create(&dir.join(KEYRING_FILE), recipients)?;
+    let mut writer = SealedWriter::create(&dir.join(KEYRING_FILE), recipients, signer)?;
     for key in &keys {
         writer.frame(key.to_string().expose_secret().as_bytes())?;
     }
@@ -214,13 +254,14 @@ pub fn refresh_keyring(
 
 /// After `docket key rotate`: reseals the backup keyring to the new key, so
 /// backups sealed to the old one keep opening after `--confirm`.
-pub fn after_rotation(config: &Config, keyring: &Keyring) -> Result<(), BackupError> {
+pub fn after_rotation(config: &Config, store: &Store, keyring: &Keyring) -> Result<(), BackupError> {
     let Ok(settings) = Settings::from_config(config) else { return Ok(()) };
     if !settings.dir.exists() {
         return Ok(());
     }
+    let signer = signing::ensure(store, keyring)?;
     let kept = list(&settings.dir)?;
-    refresh_keyring(&settings.dir, &appliance_keys(keyring), &settings.recipients(keyring), &kept)
+    refresh_keyring(&settings.dir, &appliance_keys(keyring), &settings.recipients(keyring), &kept, &signer)
 }
 
 /// `docket backup list`: one line per backup, oldest first.
@@ -290,24 +331,6 @@ pub fn job_backup(
             m.gauge("docket_backup_last_bytes", "Size of the newest backup.", vec![], info.manifest.bytes as f64);
         }
     }
-    outcome
-}
-
-/// The scheduled verification job (and `docket backup verify`): the newest
-/// backup restored into a scratch dir under the data dir and compared with
-/// `store`; the outcome is logged, written to `last-verify.json` and, with
-/// `metrics`, counted.
-pub fn job_verify(
-    store: &Store,
-    keyring: &Keyring,
-    config: &Config,
-    metrics: Option<&crate::telemetry::Metrics>,
-    progress: &dyn Progress,
-) -> Result<Verified, crate::lifecycle::restore::RestoreError> {
-    let settings = Settings::from_config(config)?;
-    let keys = appliance_keys(keyring);
-    let outcome = verify(store, &settings.dir, &keys, &config.data_dir, store.clock(), progress);
-    verify::record(&settings.dir, metrics, store.clock(), &outcome);
     outcome
 }
 

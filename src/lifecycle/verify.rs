@@ -1,12 +1,18 @@
-//! Verification that restores: decrypt the newest backup, restore it into a
+//! Verification that restores (`docket backup verify` and its scheduled job,
+//! [`job_verify`]): decrypt the newest backup, restore it into a
 //! scratch data dir, replay the live journal from the backup's seq to the live
 //! head, and compare row counts and content hashes per org and table with the
 //! live store at that head. The outcome is written to `last-verify.json` in
 //! the backup directory (read by `docket doctor`), logged, and counted in
 //! `/metrics` ([`record`]).
-use super::{BackupError, BackupInfo, Progress, list, opening_keys};
+use super::backup::{self, BackupError, BackupInfo, Progress, Settings, Trust, appliance_keys, list, opening_keys};
 use crate::clock::Clock;
+use crate::config::Config;
+use crate::lifecycle::replay::{self, Until};
 use crate::lifecycle::restore::{self, RestoreError, RestoreOptions};
+use crate::lifecycle::segments::{self, SealedSegments};
+use crate::lifecycle::shipping;
+use crate::secrets::Keyring;
 use crate::store::{PartDigest, Store, SystemContext, Task};
 use crate::telemetry::Metrics;
 use crate::timestamp::Timestamp;
@@ -45,23 +51,23 @@ pub struct Status {
 }
 
 /// Verifies the newest backup in `dir` against `live`, restoring into a
-/// scratch dir under `scratch_parent` (removed afterwards).
+/// scratch dir under `scratch_parent` (removed afterwards); the backup, the
+/// keyring and the segments must verify against `trust` (the appliance's signer).
 pub fn verify(
     live: &Store,
     dir: &Path,
     identities: &[age::x25519::Identity],
+    trust: &Trust,
     scratch_parent: &Path,
     clock: &Clock,
     progress: &dyn Progress,
 ) -> Result<Verified, RestoreError> {
     let newest = list(dir)?.pop().ok_or_else(|| BackupError::NoBackup { dir: dir.display().to_string() })?;
-    let keys = opening_keys(dir, identities);
+    let keys = opening_keys(dir, identities, trust).map_err(BackupError::from)?;
     let (live_head, live_parts) = live.digests()?;
     let backup_seq = newest.manifest.head_seq;
     let live_from = live.journal_start()?.map_or(live_head.saturating_add(1), |s| s);
-    let segments = crate::lifecycle::shipping::list(&dir.join(crate::lifecycle::shipping::SEGMENTS_DIR))
-        .map_err(|e| RestoreError::Replay(e.to_string()))?
-        .chain;
+    let segments = segments::list(&dir.join(shipping::SEGMENTS_DIR)).map_err(replay::ReplayError::from)?.chain;
     let shipped_from = segments.first().map(|s| s.name.first);
     // The live journal continues the backup directly, or shipped segments
     // bridge what pruning removed since the backup (the usual case).
@@ -71,16 +77,30 @@ pub fn verify(
     let scratch = scratch_parent.join(format!("{SCRATCH}{}", std::process::id()));
     super::sealed::sweep_dead(scratch_parent, |n| n.strip_prefix(SCRATCH).and_then(|p| p.parse().ok()))
         .map_err(BackupError::from)?;
-    let options = RestoreOptions { dry_run: false, clock: clock.clone(), progress };
-    let result = restore::restore(&newest, &keys, &scratch, &options, |r| {
+    let options = RestoreOptions::new(clock.clone(), progress, trust.clone());
+    let source = SealedSegments::reader(keys.clone(), trust.clone());
+    let result = restore::restore(Some(&newest), &keys, &scratch, &options, |r| {
         if !against_live {
             return Ok(());
         }
-        let shipped = replay_segments(r, &segments, &keys, backup_seq, live_from.saturating_sub(1), live_head)?;
+        // Shipped segments bridge what pruning removed from the live journal.
+        let pruned_to = live_from.saturating_sub(1).min(live_head);
+        let shipped = if backup_seq < pruned_to {
+            replay::replay(r, &source, &segments, backup_seq, Until::seq(pruned_to))?.head
+        } else {
+            backup_seq
+        };
+        if shipped < pruned_to {
+            return Err(RestoreError::Verify {
+                problem: format!(
+                    "the shipped segments end at seq {shipped}, but the live journal starts after seq {pruned_to}; the backup cannot be brought to the live store"
+                ),
+            });
+        }
         replay_live(live, r, shipped, live_head)
     })
     .and_then(|restored| {
-        let store = Store::open(&scratch.join("docket.redb"), clock.clone())?;
+        let store = Store::open(&crate::config::store_path_in(&scratch), clock.clone())?;
         let (head, parts) = store.digests()?;
         let expected =
             if against_live { (live_head, &live_parts) } else { (newest.manifest.head_seq, &newest.manifest.parts) };
@@ -96,47 +116,6 @@ pub fn verify(
     });
     let _ = std::fs::remove_dir_all(&scratch);
     result
-}
-
-/// Replays shipped segments from `from` while the live journal no longer
-/// holds the next entry (`pruned_to`: the last pruned seq), up to `to`;
-/// returns the last seq replayed. A gap in the segments is a verification
-/// failure naming it.
-fn replay_segments(
-    restore: &crate::store::Restore<'_>,
-    segments: &[crate::lifecycle::shipping::Segment],
-    identities: &[age::x25519::Identity],
-    from: u64,
-    pruned_to: u64,
-    to: u64,
-) -> Result<u64, RestoreError> {
-    let source = crate::lifecycle::shipping::SealedSegments { recipients: vec![], identities: identities.to_vec() };
-    let mut after = from;
-    for segment in segments.iter().filter(|s| s.name.last > from) {
-        if after >= pruned_to || after >= to {
-            break;
-        }
-        let entries =
-            crate::lifecycle::shipping::read(&source, segment).map_err(|e| RestoreError::Replay(e.to_string()))?;
-        let kept: Vec<_> = entries.into_iter().filter(|e| e.seq > after && e.seq <= to).collect();
-        match kept.first() {
-            Some(first) if first.seq != after + 1 => {
-                return Err(RestoreError::Verify {
-                    problem: format!(
-                        "the shipped segments miss journal entries {} to {} (before {}); the backup cannot be brought to the live store",
-                        after + 1,
-                        first.seq - 1,
-                        segment.path.display()
-                    ),
-                });
-            }
-            Some(_) => {}
-            None => continue,
-        }
-        restore.replay(&kept)?;
-        after = kept.last().map_or(after, |e| e.seq);
-    }
-    Ok(after)
 }
 
 /// Replays the live journal `(from, to]` into the restore.
@@ -190,6 +169,25 @@ fn compare(
     }
 }
 
+/// The scheduled verification job (and `docket backup verify`): the newest
+/// backup restored into a scratch dir under the data dir and compared with
+/// `store`; the outcome is logged, written to `last-verify.json` and, with
+/// `metrics`, counted.
+pub fn job_verify(
+    store: &Store,
+    keyring: &Keyring,
+    config: &Config,
+    metrics: Option<&crate::telemetry::Metrics>,
+    progress: &dyn Progress,
+) -> Result<Verified, RestoreError> {
+    let settings = Settings::from_config(config)?;
+    let keys = appliance_keys(keyring);
+    let trust = Trust::signer(backup::signing::ensure(store, keyring).map_err(BackupError::from)?.public());
+    let outcome = verify(store, &settings.dir, &keys, &trust, &config.data_dir, store.clock(), progress);
+    record(&settings.dir, metrics, store.clock(), &outcome);
+    outcome
+}
+
 /// Logs the outcome, counts it in `/metrics` and writes [`STATUS_FILE`].
 pub fn record(dir: &Path, metrics: Option<&Metrics>, clock: &Clock, outcome: &Result<Verified, RestoreError>) {
     let at = Timestamp::from_micros(clock.now_micros());
@@ -223,10 +221,8 @@ pub fn record(dir: &Path, metrics: Option<&Metrics>, clock: &Clock, outcome: &Re
     let status = Status { at, backup, ok, detail };
     if let Ok(text) = serde_json::to_vec_pretty(&status) {
         let path = dir.join(STATUS_FILE);
-        let temp = dir.join(format!(".{STATUS_FILE}.{}.tmp", std::process::id()));
-        if std::fs::write(&temp, text).and_then(|()| std::fs::rename(&temp, &path)).is_err() {
-            let _ = std::fs::remove_file(&temp);
-            tracing::warn!(file = %path.display(), "cannot record the verification outcome");
+        if let Err(e) = crate::secrets::write_private_file(&path, &text) {
+            tracing::warn!(file = %path.display(), error = %e, "cannot record the verification outcome");
         }
     }
 }

@@ -12,10 +12,24 @@
 //!
 //! age authenticates every 64 KiB chunk and marks the last one, so an altered
 //! or cut file fails to decrypt; the trailer then proves every frame was read.
+//!
+//! age proves nothing about who wrote a file (the recipients are public), so
+//! the ciphertext is followed by a signature block:
+//!
+//! ```text
+//! file      = age-ciphertext | signature
+//! signature = "DKSIG01\n" | signer public key (32) | Ed25519 signature (64)
+//!             over "docket-sealed-file\0" | sha256(age-ciphertext)
+//! ```
+//!
+//! A reader checks the signature against the pinned signers ([`Trust`])
+//! before it decrypts anything; an unsigned file (written before docket signed
+//! its files) is read only when the trust allows legacy files.
 //! Files are written atomically: a temp name in the same directory
 //! (`.NAME.PID.tmp`), fsync, rename, fsync of the directory. A file with its
 //! final name is always complete; a temp file left by a killed process is
 //! removed by [`sweep_temp`].
+use super::signing::{PublicKey, Signer, Trust};
 use sha2::{Digest as _, Sha256};
 use std::fs::File;
 use std::io::{self, BufReader, BufWriter, Read, Write};
@@ -30,6 +44,9 @@ pub const MAX_FRAME: usize = 256 * 1024 * 1024;
 /// zstd's level: fast, and most of a store is JSON that compresses well.
 const LEVEL: i32 = 3;
 const TEMP_SUFFIX: &str = ".tmp";
+const SIG_MAGIC: &[u8; 8] = b"DKSIG01\n";
+const SIG_BLOCK: usize = 8 + 32 + 64;
+const SIG_DOMAIN: &str = "docket-sealed-file";
 
 #[derive(Debug, thiserror::Error)]
 pub enum SealError {
@@ -53,6 +70,22 @@ pub enum SealError {
     Corrupt { path: String, problem: String },
     #[error("no recipient to seal {path} to\n  fix: docket needs its master key loaded to write backups")]
     NoRecipients { path: String },
+    #[error(
+        "{path} carries no signature: it is cut short, was written before docket signed its backups, or was planted by someone who can write the backup share\n  fix: if the copy is incomplete, copy it again; if it is a backup or segment of your own from before the upgrade, pass --allow-unsigned to read legacy files; otherwise move it out of the backup directory"
+    )]
+    Unsigned { path: String },
+    #[error(
+        "{path} is signed by {signer} (fingerprint {fingerprint}), which is not the pinned signer ({trusted})\n  fix: this appliance did not write it: move it out of the backup directory; if it is yours from another appliance, pass that appliance's signer with --trust"
+    )]
+    UnknownSigner { path: String, signer: String, fingerprint: String, trusted: String },
+    #[error(
+        "{path} carries a signature that does not verify: it was altered after it was signed\n  fix: use another copy of the file, or an older backup (`docket backup list`)"
+    )]
+    BadSignature { path: String },
+    #[error(
+        "no signer is pinned to check {path} against\n  fix: pass --trust with the backup signer's fingerprint (printed at the appliance's first start and by `docket doctor`), or --config of the instance that wrote it"
+    )]
+    NoTrust { path: String },
 }
 
 impl SealError {
@@ -119,6 +152,7 @@ type Sink = zstd::stream::write::Encoder<'static, age::stream::StreamWriter<Coun
 pub struct SealedWriter {
     final_path: PathBuf,
     temp_path: PathBuf,
+    signer: Signer,
     sink: Option<Sink>,
     frames: u64,
     plain: Sha256,
@@ -143,9 +177,13 @@ pub fn is_temp(name: &str) -> bool {
 
 impl SealedWriter {
     /// Starts a sealed file that will be named `final_path`, encrypted to every
-    /// recipient in `recipients`.
-    pub fn create(final_path: &Path, recipients: &[age::x25519::Recipient]) -> Result<SealedWriter, SealError> {
-        Self::create_with(final_path, recipients, None)
+    /// recipient in `recipients` and signed by `signer`.
+    pub fn create(
+        final_path: &Path,
+        recipients: &[age::x25519::Recipient],
+        signer: &Signer,
+    ) -> Result<SealedWriter, SealError> {
+        Self::create_with(final_path, recipients, signer, None)
     }
 
     /// [`SealedWriter::create`] whose writes fail as on a full disk once
@@ -154,14 +192,16 @@ impl SealedWriter {
     pub fn create_failing_after(
         final_path: &Path,
         recipients: &[age::x25519::Recipient],
+        signer: &Signer,
         bytes: u64,
     ) -> Result<SealedWriter, SealError> {
-        Self::create_with(final_path, recipients, Some(bytes))
+        Self::create_with(final_path, recipients, signer, Some(bytes))
     }
 
     fn create_with(
         final_path: &Path,
         recipients: &[age::x25519::Recipient],
+        signer: &Signer,
         budget: Option<u64>,
     ) -> Result<SealedWriter, SealError> {
         if recipients.is_empty() {
@@ -178,6 +218,7 @@ impl SealedWriter {
         let mut writer = SealedWriter {
             final_path: final_path.to_path_buf(),
             temp_path,
+            signer: signer.clone(),
             sink: None,
             frames: 0,
             plain: Sha256::new(),
@@ -240,7 +281,11 @@ impl SealedWriter {
         sink.write_all(&[TRAILER]).map_err(err)?;
         sink.write_all(&self.frames.to_le_bytes()).map_err(err)?;
         sink.write_all(&digest).map_err(err)?;
-        let counting = sink.finish().map_err(err)?.finish().map_err(err)?;
+        let mut counting = sink.finish().map_err(err)?.finish().map_err(err)?;
+        let signature = self.signer.sign(SIG_DOMAIN, &counting.hash.clone().finalize());
+        counting.write_all(SIG_MAGIC).map_err(err)?;
+        counting.write_all(&self.signer.public().0).map_err(err)?;
+        counting.write_all(&signature).map_err(err)?;
         let Counting { inner, hash, bytes, .. } = counting;
         let file = inner.into_inner().map_err(|e| err(e.into_error()))?;
         file.sync_all().map_err(|e| SealError::io("sync", &temp, &e))?;
@@ -299,7 +344,62 @@ pub fn sweep_dead(dir: &Path, owner: impl Fn(&str) -> Option<u32>) -> Result<usi
     Ok(removed)
 }
 
-type Source = BufReader<zstd::stream::read::Decoder<'static, BufReader<age::stream::StreamReader<BufReader<File>>>>>;
+type Source =
+    BufReader<zstd::stream::read::Decoder<'static, BufReader<age::stream::StreamReader<BufReader<io::Take<File>>>>>>;
+
+/// Who signed a sealed file (`None`: an unsigned legacy file the trust allowed).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Signed {
+    pub signer: Option<PublicKey>,
+    /// The bytes of age ciphertext before the signature block.
+    ciphertext: u64,
+}
+
+/// Checks the signature of the sealed file at `path` against `trust` without
+/// decrypting it: refuses an unsigned file (unless legacy files are allowed),
+/// an altered one and one of a signer not pinned.
+pub fn verify_file(path: &Path, trust: &Trust) -> Result<Signed, SealError> {
+    use std::io::{Seek as _, SeekFrom};
+    let shown = || path.display().to_string();
+    let mut file = File::open(path).map_err(|e| SealError::io("open", path, &e))?;
+    let len = file.metadata().map_err(|e| SealError::io("read", path, &e))?.len();
+    let mut block = [0u8; SIG_BLOCK];
+    let signed = len >= SIG_BLOCK as u64
+        && file
+            .seek(SeekFrom::Start(len - SIG_BLOCK as u64))
+            .and_then(|_| file.read_exact(&mut block))
+            .map_err(|e| SealError::read(path, &e))
+            .map(|()| block.starts_with(SIG_MAGIC))?;
+    if !signed {
+        if trust.allows_unsigned() {
+            tracing::warn!(file = %shown(), "reading an unsigned legacy file (--allow-unsigned)");
+            return Ok(Signed { signer: None, ciphertext: len });
+        }
+        return Err(SealError::Unsigned { path: shown() });
+    }
+    if trust.is_empty() {
+        return Err(SealError::NoTrust { path: shown() });
+    }
+    let ciphertext = len - SIG_BLOCK as u64;
+    let mut key = [0u8; 32];
+    key.copy_from_slice(&block[8..40]);
+    let signer = PublicKey(key);
+    if !trust.accepts(&signer) {
+        return Err(SealError::UnknownSigner {
+            path: shown(),
+            signer: signer.to_string(),
+            fingerprint: signer.fingerprint(),
+            trusted: trust.describe(),
+        });
+    }
+    file.seek(SeekFrom::Start(0)).map_err(|e| SealError::read(path, &e))?;
+    let mut hash = Sha256::new();
+    io::copy(&mut (&mut file).take(ciphertext), &mut hash).map_err(|e| SealError::read(path, &e))?;
+    if !signer.verifies(SIG_DOMAIN, &hash.finalize(), &block[40..]) {
+        return Err(SealError::BadSignature { path: shown() });
+    }
+    Ok(Signed { signer: Some(signer), ciphertext })
+}
 
 /// Reads the frames of a sealed file, checking its trailer.
 pub struct SealedReader {
@@ -317,10 +417,12 @@ impl std::fmt::Debug for SealedReader {
 }
 
 impl SealedReader {
-    /// Opens `path` with the first of `identities` it was sealed to.
-    pub fn open(path: &Path, identities: &[age::x25519::Identity]) -> Result<SealedReader, SealError> {
+    /// Opens `path` with the first of `identities` it was sealed to, once its
+    /// signature verifies against `trust` ([`verify_file`]).
+    pub fn open(path: &Path, identities: &[age::x25519::Identity], trust: &Trust) -> Result<SealedReader, SealError> {
         let shown = path.display().to_string();
-        let file = File::open(path).map_err(|e| SealError::io("open", path, &e))?;
+        let signed = verify_file(path, trust)?;
+        let file = File::open(path).map_err(|e| SealError::io("open", path, &e))?.take(signed.ciphertext);
         let decryptor = age::Decryptor::new_buffered(BufReader::new(file)).map_err(|e| match e {
             age::DecryptError::Io(e) => SealError::read(path, &e),
             other => {
@@ -431,8 +533,17 @@ mod tests {
         (age::x25519::Identity::generate(), age::x25519::Identity::generate())
     }
 
+    fn signer() -> &'static Signer {
+        static SIGNER: std::sync::OnceLock<Signer> = std::sync::OnceLock::new();
+        SIGNER.get_or_init(Signer::generate)
+    }
+
+    fn trust() -> Trust {
+        Trust::signer(signer().public())
+    }
+
     fn write(path: &Path, to: &[age::x25519::Recipient], frames: &[&[u8]]) -> SealedFile {
-        let mut w = SealedWriter::create(path, to).unwrap();
+        let mut w = SealedWriter::create(path, to, signer()).unwrap();
         for f in frames {
             w.frame(f).unwrap();
         }
@@ -440,7 +551,7 @@ mod tests {
     }
 
     fn read_all(path: &Path, ids: &[age::x25519::Identity]) -> Result<Vec<Vec<u8>>, SealError> {
-        let mut r = SealedReader::open(path, ids)?;
+        let mut r = SealedReader::open(path, ids, &trust())?;
         let mut out = vec![];
         while let Some(f) = r.next_frame()? {
             out.push(f);
@@ -489,14 +600,47 @@ mod tests {
         for cut in [whole.len() - 1, whole.len() - 17, whole.len() / 2, 200, 40] {
             std::fs::write(&path, &whole[..cut]).unwrap();
             let e = read_all(&path, std::slice::from_ref(&a)).unwrap_err();
-            assert!(matches!(e, SealError::Truncated { .. } | SealError::Corrupt { .. }), "cut at {cut}: {e}");
+            // A cut loses the signature block first: nothing is decrypted.
+            assert!(
+                matches!(e, SealError::Truncated { .. } | SealError::Corrupt { .. } | SealError::Unsigned { .. }),
+                "cut at {cut}: {e}"
+            );
             assert!(e.to_string().contains("fix:"), "{e}");
         }
         let mut altered = whole.clone();
-        let at = altered.len() - 100;
+        let at = altered.len() - 200;
         altered[at] ^= 1;
         std::fs::write(&path, &altered).unwrap();
-        assert!(matches!(read_all(&path, std::slice::from_ref(&a)), Err(SealError::Corrupt { .. })));
+        assert!(matches!(read_all(&path, std::slice::from_ref(&a)), Err(SealError::BadSignature { .. })));
+    }
+
+    /// The back door of issue 16: a file encrypted to the appliance's public
+    /// recipient by someone else decrypts, so only the signature tells.
+    #[test]
+    fn a_file_of_another_signer_or_none_is_refused_before_decryption() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, _) = keys();
+        let path = dir.path().join("x.sealed");
+        let forger = Signer::generate();
+        let mut w = SealedWriter::create(&path, &[a.to_public()], &forger).unwrap();
+        w.frame(b"owner token").unwrap();
+        w.finish().unwrap();
+        let e = read_all(&path, std::slice::from_ref(&a)).unwrap_err();
+        assert!(matches!(e, SealError::UnknownSigner { .. }), "{e}");
+        assert!(e.to_string().contains(&path.display().to_string()) && e.to_string().contains("move it out"), "{e}");
+        let pinned_forger = SealedReader::open(&path, std::slice::from_ref(&a), &Trust::signer(forger.public()));
+        assert!(pinned_forger.is_ok(), "the forger's own pin reads it: the pin is what decides");
+
+        // Unsigned (a legacy file, or a forger without a key): the signature block cut off.
+        write(&path, &[a.to_public()], &[b"legacy"]);
+        let whole = std::fs::read(&path).unwrap();
+        std::fs::write(&path, &whole[..whole.len() - SIG_BLOCK]).unwrap();
+        let e = read_all(&path, std::slice::from_ref(&a)).unwrap_err();
+        assert!(matches!(e, SealError::Unsigned { .. }) && e.to_string().contains("--allow-unsigned"), "{e}");
+        let mut legacy = SealedReader::open(&path, std::slice::from_ref(&a), &trust().allowing_unsigned(true)).unwrap();
+        assert_eq!(legacy.next_frame().unwrap(), Some(b"legacy".to_vec()), "legacy files read when allowed");
+        let e = SealedReader::open(&path, &[a], &Trust::default()).map(drop).unwrap_err();
+        assert!(matches!(e, SealError::Unsigned { .. }), "{e}");
     }
 
     #[test]
@@ -504,7 +648,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (a, _) = keys();
         let path = dir.path().join("x.sealed");
-        let mut w = SealedWriter::create_failing_after(&path, &[a.to_public()], 4096).unwrap();
+        let mut w = SealedWriter::create_failing_after(&path, &[a.to_public()], signer(), 4096).unwrap();
         let noise: Vec<u8> = (0..2_000_000u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
         let failed = w.frame(&noise).and_then(|()| w.finish().map(drop));
         let e = failed.unwrap_err();
