@@ -88,6 +88,8 @@ pub struct Running {
     /// Journal shipping (when `backup.dir` is set), stopped after the server.
     shipper: Option<tokio::task::JoinHandle<()>>,
     stop_shipping: watch::Sender<bool>,
+    /// Off-site uploads (when `backup.offsite.url` is set), stopped after shipping.
+    offsite: Option<crate::lifecycle::offsite::Handle>,
     /// The config file SIGHUP re-reads (none: only certificates are reloaded).
     pub config_file: Option<PathBuf>,
 }
@@ -117,6 +119,7 @@ pub async fn start(instance: Instance) -> Result<Running, AppError> {
         state.metrics.clone(),
         shipping_rx,
     );
+    let offsite = crate::lifecycle::offsite::start(&state.config, state.store.clock().clone(), state.metrics.clone());
     let watchdog = watchdog_interval(|k| std::env::var(k).ok(), std::process::id()).map(|every| {
         let state = state.clone();
         tokio::spawn(watchdog(every, move || sync_status(state.clone())))
@@ -135,6 +138,7 @@ pub async fn start(instance: Instance) -> Result<Running, AppError> {
         watchdog,
         shipper,
         stop_shipping,
+        offsite,
         config_file: None,
     })
 }
@@ -343,6 +347,9 @@ impl Running {
         let _ = self.stop_shipping.send(true);
         if let Some(shipper) = self.shipper {
             let _ = shipper.await;
+        }
+        if let Some(offsite) = self.offsite {
+            offsite.stop().await;
         }
         tracing::info!("docket stopped");
         result

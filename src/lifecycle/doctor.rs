@@ -149,6 +149,7 @@ pub async fn run(config: Result<Config, ConfigError>, options: &Options) -> Repo
     report.checks.extend(service(&config, &client).await);
     let now = crate::timestamp::Timestamp::from_micros(crate::clock::Clock::system().now_micros());
     report.checks.extend(backups(&config, now));
+    report.checks.push(offsite(&config, now));
     report.checks.push(search_indexes(&config));
     if options.network {
         for (name, url) in outside_services(&config) {
@@ -554,6 +555,56 @@ pub fn backups(config: &Config, now: crate::timestamp::Timestamp) -> Vec<Check> 
         ));
     }
     out
+}
+
+/// Off-site lag past which doctor warns (a round runs every half ship interval).
+const OFFSITE_LAG_WARN_SECONDS: f64 = 60.0;
+/// Past this, a lost disk loses more than an hour of work.
+const OFFSITE_LAG_FAIL_SECONDS: f64 = 3600.0;
+
+/// Off-site copies: off, or the running service's last report (lag, last
+/// upload, last error, the remote window).
+pub fn offsite(config: &Config, now: crate::timestamp::Timestamp) -> Check {
+    use crate::lifecycle::offsite::status;
+    let Some(url) = &config.backup.offsite.url else {
+        return check(
+            "off-site copies",
+            Status::Info,
+            "off: backups and segments exist only in backup.dir",
+            Some("set [backup.offsite] url = \"s3://bucket/prefix\" (docs/operator-guide.md, \"Off-site copies\")".into()),
+        );
+    };
+    let Some(s) = status::read(&config.data_dir) else {
+        return check(
+            "off-site copies",
+            Status::Warn,
+            format!("{url}: the service has not reported yet"),
+            Some("start docket (`systemctl start docket`); its uploader writes offsite-status.json in the data dir".into()),
+        );
+    };
+    let lag = s.lag_seconds(now);
+    let window = match (s.window.start, s.window.end) {
+        (Some(a), Some(b)) => format!("restorable from {a} to {b}"),
+        _ => "nothing restorable there yet".into(),
+    };
+    let detail = format!(
+        "{url}: {} pending, lag {lag:.0} s, last upload {}; {window}",
+        s.pending_files,
+        s.last_upload.map_or("never".into(), |t| t.to_rfc3339())
+    );
+    let error = s.last_error.as_ref().filter(|_| s.failing()).map(|e| format!("; failing since {}: {}", e.at, e.message));
+    let fix = "check the endpoint, the bucket and the access key (the error names which); pending files stay in backup.dir and go up once it answers";
+    match error {
+        Some(e) if lag > OFFSITE_LAG_FAIL_SECONDS => check("off-site copies", Status::Fail, detail + &e, Some(fix.into())),
+        Some(e) => check("off-site copies", Status::Warn, detail + &e, Some(fix.into())),
+        None if lag > OFFSITE_LAG_WARN_SECONDS => check(
+            "off-site copies",
+            Status::Warn,
+            detail,
+            Some("uploads are behind: check the uplink's bandwidth against the size of the backups".into()),
+        ),
+        None => check("off-site copies", Status::Ok, detail, None),
+    }
 }
 
 #[cfg(test)]

@@ -13,6 +13,7 @@ mod identity;
 mod matrix;
 mod oidc;
 mod openapi;
+mod offsite;
 mod ops;
 mod pitr;
 mod scheduler;
