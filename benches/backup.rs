@@ -118,7 +118,12 @@ fn main() {
 
 /// Upload throughput (the uploader against a plain put of the same bytes)
 /// and the RTO from object storage, when moto is at hand.
-fn offsite_figures(out: &mut impl std::io::Write, backups: &std::path::Path, scratch: &std::path::Path, keyring: &Keyring) {
+fn offsite_figures(
+    out: &mut impl std::io::Write,
+    backups: &std::path::Path,
+    scratch: &std::path::Path,
+    keyring: &Keyring,
+) {
     use docket::lifecycle::offsite::{download, uploader::Uploader};
     let Some(moto) = offsite::Moto::start() else {
         let _ = writeln!(out, "off-site figures skipped: no moto_server in .ci/venv (run .ci/run)");
@@ -126,7 +131,8 @@ fn offsite_figures(out: &mut impl std::io::Write, backups: &std::path::Path, scr
     };
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
     let target = moto.target();
-    let bytes: u64 = std::fs::read_dir(backups).expect("dir").flatten().filter_map(|e| e.metadata().ok()).map(|m| m.len()).sum();
+    let bytes: u64 =
+        std::fs::read_dir(backups).expect("dir").flatten().filter_map(|e| e.metadata().ok()).map(|m| m.len()).sum();
     let t = Instant::now();
     runtime.block_on(async {
         let mut uploader = Uploader::new(target.clone(), backups, Keep { daily: 7, weekly: 4 }, Clock::system());
@@ -151,9 +157,7 @@ fn offsite_figures(out: &mut impl std::io::Write, backups: &std::path::Path, scr
     );
     let t = Instant::now();
     let now = docket::timestamp::Timestamp::from_micros(Clock::system().now_micros());
-    let staged = runtime
-        .block_on(download::stage(&moto.settings, scratch, download::Want::At(now)))
-        .expect("download");
+    let staged = runtime.block_on(download::stage(&moto.settings, scratch, download::Want::At(now))).expect("download");
     let download_secs = t.elapsed().as_secs_f64();
     let info = backup::list(staged.dir.path()).expect("list").pop().expect("a backup off-site");
     let into = scratch.join("restored-offsite");

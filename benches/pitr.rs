@@ -20,8 +20,8 @@ use docket::clio::generator::Firm;
 use docket::clio::sync::{self, Pushed, SyncScope};
 use docket::clock::Clock;
 use docket::lifecycle::backup::Quiet;
-use docket::lifecycle::backup::retention::Keep;
 use docket::lifecycle::backup::archive::{self, WriteOptions};
+use docket::lifecycle::backup::retention::Keep;
 use docket::lifecycle::pitr;
 use docket::lifecycle::shipping::{self, Roll, SealedSegments, Shipper};
 use docket::records::{Kind, Record};
@@ -213,9 +213,11 @@ fn rpo(dir: &Path, seal: &SealedSegments, moto: Option<&offsite::Moto>) -> Rpo {
         });
         (writer_done, poller)
     });
-    let seen = watch(Duration::from_millis(2), || writer.is_finished(), || {
-        shipping::list(&segments).expect("list").chain.last().map(|s| s.name.last)
-    });
+    let seen = watch(
+        Duration::from_millis(2),
+        || writer.is_finished(),
+        || shipping::list(&segments).expect("list").chain.last().map(|s| s.name.last),
+    );
     let commits = writer.join().expect("writer");
     // The last commits' uploads: give them two intervals before the poller stops.
     std::thread::sleep(Duration::from_secs(2));

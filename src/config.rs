@@ -862,7 +862,9 @@ impl Loaded {
                 Some(EndpointKind::Http { loopback: false }) => {
                     return err(
                         "endpoint",
-                        format!("`{endpoint}` is plain http to another machine: the backups' keys and files would cross the network unprotected"),
+                        format!(
+                            "`{endpoint}` is plain http to another machine: the backups' keys and files would cross the network unprotected"
+                        ),
                         "use the provider's https:// endpoint (plain http is allowed on loopback only)",
                     );
                 }

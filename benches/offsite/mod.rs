@@ -21,7 +21,10 @@ impl Drop for Moto {
 
 fn binary() -> Option<PathBuf> {
     let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join(".ci/venv/bin/moto_server");
-    std::env::var_os("DOCKET_TEST_MOTO_SERVER").map(PathBuf::from).filter(|p| p.exists()).or(venv.exists().then_some(venv))
+    std::env::var_os("DOCKET_TEST_MOTO_SERVER")
+        .map(PathBuf::from)
+        .filter(|p| p.exists())
+        .or(venv.exists().then_some(venv))
 }
 
 impl Moto {
@@ -37,7 +40,8 @@ impl Moto {
             .ok()?;
         let endpoint = format!("http://127.0.0.1:{port}");
         let started = Instant::now();
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() && started.elapsed() < Duration::from_secs(30) {
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() && started.elapsed() < Duration::from_secs(30)
+        {
             std::thread::sleep(Duration::from_millis(50));
         }
         let script = format!(

@@ -571,7 +571,10 @@ pub fn offsite(config: &Config, now: crate::timestamp::Timestamp) -> Check {
             "off-site copies",
             Status::Info,
             "off: backups and segments exist only in backup.dir",
-            Some("set [backup.offsite] url = \"s3://bucket/prefix\" (docs/operator-guide.md, \"Off-site copies\")".into()),
+            Some(
+                "set [backup.offsite] url = \"s3://bucket/prefix\" (docs/operator-guide.md, \"Off-site copies\")"
+                    .into(),
+            ),
         );
     };
     let Some(s) = status::read(&config.data_dir) else {
@@ -579,7 +582,10 @@ pub fn offsite(config: &Config, now: crate::timestamp::Timestamp) -> Check {
             "off-site copies",
             Status::Warn,
             format!("{url}: the service has not reported yet"),
-            Some("start docket (`systemctl start docket`); its uploader writes offsite-status.json in the data dir".into()),
+            Some(
+                "start docket (`systemctl start docket`); its uploader writes offsite-status.json in the data dir"
+                    .into(),
+            ),
         );
     };
     let lag = s.lag_seconds(now);
@@ -592,10 +598,13 @@ pub fn offsite(config: &Config, now: crate::timestamp::Timestamp) -> Check {
         s.pending_files,
         s.last_upload.map_or("never".into(), |t| t.to_rfc3339())
     );
-    let error = s.last_error.as_ref().filter(|_| s.failing()).map(|e| format!("; failing since {}: {}", e.at, e.message));
+    let error =
+        s.last_error.as_ref().filter(|_| s.failing()).map(|e| format!("; failing since {}: {}", e.at, e.message));
     let fix = "check the endpoint, the bucket and the access key (the error names which); pending files stay in backup.dir and go up once it answers";
     match error {
-        Some(e) if lag > OFFSITE_LAG_FAIL_SECONDS => check("off-site copies", Status::Fail, detail + &e, Some(fix.into())),
+        Some(e) if lag > OFFSITE_LAG_FAIL_SECONDS => {
+            check("off-site copies", Status::Fail, detail + &e, Some(fix.into()))
+        }
         Some(e) => check("off-site copies", Status::Warn, detail + &e, Some(fix.into())),
         None if lag > OFFSITE_LAG_WARN_SECONDS => check(
             "off-site copies",

@@ -58,7 +58,8 @@ impl Moto {
             .spawn()
             .unwrap();
         let moto = Moto { child, port };
-        let up = eventually(Duration::from_secs(30), async || TcpStream::connect(("127.0.0.1", port)).await.is_ok()).await;
+        let up =
+            eventually(Duration::from_secs(30), async || TcpStream::connect(("127.0.0.1", port)).await.is_ok()).await;
         assert!(up, "moto_server listens");
         moto
     }
@@ -178,7 +179,11 @@ async fn uploads_once_replaces_only_the_keyring_and_applies_retention_remotely()
     let dir = tempfile::tempdir().unwrap();
     let backups = dir.path();
     put(backups, "backup-20260301T020000Z-aaaa0001.sealed", b"one");
-    put(backups, "backup-20260301T020000Z-aaaa0001.manifest.json", &manifest("backup-20260301T020000Z-aaaa0001.sealed", "2026-03-01T02:00:00Z", 10));
+    put(
+        backups,
+        "backup-20260301T020000Z-aaaa0001.manifest.json",
+        &manifest("backup-20260301T020000Z-aaaa0001.sealed", "2026-03-01T02:00:00Z", 10),
+    );
     put(backups, "keyring.sealed", b"keys v1");
     put(backups, &seg(1, 5), b"seg 1-5");
     put(backups, ".backup-20260302T020000Z-bbbb0002.sealed.77.tmp", b"half written");
@@ -232,7 +237,11 @@ async fn uploads_once_replaces_only_the_keyring_and_applies_retention_remotely()
     }
     std::fs::remove_file(backups.join(seg(1, 9))).unwrap();
     put(backups, "backup-20260302T020000Z-bbbb0002.sealed", b"two");
-    put(backups, "backup-20260302T020000Z-bbbb0002.manifest.json", &manifest("backup-20260302T020000Z-bbbb0002.sealed", "2026-03-02T02:00:00Z", 12));
+    put(
+        backups,
+        "backup-20260302T020000Z-bbbb0002.manifest.json",
+        &manifest("backup-20260302T020000Z-bbbb0002.sealed", "2026-03-02T02:00:00Z", 12),
+    );
     put(backups, &seg(10, 14), b"seg 10-14");
     for _ in 0..4 {
         again.round().await.unwrap();
@@ -251,7 +260,7 @@ async fn uploads_once_replaces_only_the_keyring_and_applies_retention_remotely()
     let window = again.status().window;
     assert_eq!(window.start.unwrap().to_rfc3339(), "2026-03-02T02:00:00Z");
     assert_eq!(window.end, window.start, "the newest commit held is the backup's (the segment's is older)");
-    assert_eq!(scan(backups).unwrap().len(), 5, "local files untouched by the uploader");
+    assert_eq!(scan(backups).unwrap().len(), 4, "local files untouched by the uploader");
 }
 
 #[tokio::test]
@@ -269,8 +278,13 @@ async fn an_unreachable_bucket_is_an_error_naming_the_fix_and_nothing_is_lost() 
 
 fn config_error(pairs: &[(&str, &str)]) -> String {
     let vars = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string()));
-    let layers = Layers::new().env(vars).unwrap().flag("data_dir", toml::Value::String("/tmp/d".into()), "data-dir");
-    layers.build().err().map(|e| e.to_string()).unwrap_or_default()
+    let built = Layers::new().env(vars).and_then(|layers| {
+        layers
+            .flag("data_dir", toml::Value::String("/tmp/d".into()), "data-dir")
+            .flag("tls.mode", toml::Value::String("off".into()), "data-dir")
+            .build()
+    });
+    built.err().map(|e| e.to_string()).unwrap_or_default()
 }
 
 #[test]
@@ -286,7 +300,10 @@ fn bad_offsite_settings_name_the_key_and_the_fix() {
         (&[("DOCKET_BACKUP__OFFSITE__URL", "s3://B/x")], "backup.offsite.url"),
         (&[("DOCKET_BACKUP__OFFSITE__URL", "s3://bucket/a/../b")], "backup.offsite.url"),
         (
-            &[("DOCKET_BACKUP__OFFSITE__URL", "s3://bucket"), ("DOCKET_BACKUP__OFFSITE__ENDPOINT", "http://minio.lan:9000")],
+            &[
+                ("DOCKET_BACKUP__OFFSITE__URL", "s3://bucket"),
+                ("DOCKET_BACKUP__OFFSITE__ENDPOINT", "http://minio.lan:9000"),
+            ],
             "backup.offsite.endpoint",
         ),
         (
@@ -297,13 +314,17 @@ fn bad_offsite_settings_name_the_key_and_the_fix() {
             ],
             "backup.offsite.allow_http",
         ),
-        (&[("DOCKET_BACKUP__OFFSITE__URL", "s3://bucket"), ("DOCKET_BACKUP__OFFSITE__ALLOW_HTTP", "maybe")], "backup.offsite.allow_http"),
+        (
+            &[("DOCKET_BACKUP__OFFSITE__URL", "s3://bucket"), ("DOCKET_BACKUP__OFFSITE__ALLOW_HTTP", "maybe")],
+            "backup.offsite.allow_http",
+        ),
     ];
     for (extra, key) in cases {
         let e = with(extra);
         assert!(e.contains(key) && e.contains("fix:"), "{extra:?}: {e}");
     }
-    let e = config_error(&[("DOCKET_BACKUP__OFFSITE__URL", "s3://bucket"), ("DOCKET_BACKUP__OFFSITE__ACCESS_KEY_ID", "k")]);
+    let e =
+        config_error(&[("DOCKET_BACKUP__OFFSITE__URL", "s3://bucket"), ("DOCKET_BACKUP__OFFSITE__ACCESS_KEY_ID", "k")]);
     assert!(e.contains("backup.offsite.secret_access_key") && e.contains("secret_access_key_file"), "{e}");
     assert_eq!(with(&[("DOCKET_BACKUP__OFFSITE__URL", "s3://bucket/firm/one")]), "", "a good config loads");
     // The secret never appears in a dump of the config.
@@ -312,7 +333,8 @@ fn bad_offsite_settings_name_the_key_and_the_fix() {
         ("DOCKET_BACKUP__OFFSITE__ACCESS_KEY_ID".into(), "k".into()),
         ("DOCKET_BACKUP__OFFSITE__SECRET_ACCESS_KEY".into(), "very-secret-value".into()),
     ];
-    let loaded = Layers::new().env(vars).unwrap().build().unwrap();
+    let loaded =
+        Layers::new().env(vars).unwrap().flag("tls.mode", toml::Value::String("off".into()), "t").build().unwrap();
     assert!(!loaded.describe().contains("very-secret-value"), "redacted");
     assert!(!format!("{:?}", loaded.config).contains("very-secret-value"), "redacted in Debug");
 }
@@ -331,8 +353,8 @@ impl Service {
     fn start(config: &str) -> Service {
         let child = Command::new(crate::support::docket_bin())
             .args(["serve", "--config", config])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stdout(log_file(config))
+            .stderr(log_file(config))
             .spawn()
             .unwrap();
         Service(child)
@@ -346,6 +368,11 @@ impl Service {
     }
 }
 
+/// The service's log beside its config (appended), for a failing test's reader.
+fn log_file(config: &str) -> std::fs::File {
+    std::fs::OpenOptions::new().create(true).append(true).open(format!("{config}.log")).unwrap()
+}
+
 /// Writers committing (a token creation every 100 ms each) until aborted.
 fn writers(base: &str, token: &str, count: usize) -> Vec<tokio::task::JoinHandle<()>> {
     (0..count)
@@ -354,7 +381,8 @@ fn writers(base: &str, token: &str, count: usize) -> Vec<tokio::task::JoinHandle
             tokio::spawn(async move {
                 for n in 0.. {
                     let body = serde_json::json!({"name": format!("w{w}-{n}"), "role": "staff"});
-                    let _ = http.post(format!("{base}/api/v1/tokens/service")).bearer_auth(&token).json(&body).send().await;
+                    let _ =
+                        http.post(format!("{base}/api/v1/tokens/service")).bearer_auth(&token).json(&body).send().await;
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
             })
@@ -380,6 +408,7 @@ async fn the_disaster_drill_restores_from_the_bucket_alone_after_an_outage_and_a
     {
         use age::secrecy::ExposeSecret as _;
         std::fs::write(&offline_key, format!("{}\n", offline.to_string().expose_secret())).unwrap();
+        std::fs::set_permissions(&offline_key, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
     }
     let secret_file = dir.path().join("offsite.secret");
     std::fs::write(&secret_file, format!("{SECRET}\n")).unwrap();
@@ -420,12 +449,18 @@ async fn the_disaster_drill_restores_from_the_bucket_alone_after_an_outage_and_a
     let load = writers(&base, &token, 2);
     let uploaded = eventually(Duration::from_secs(30), async || {
         let names = remote_names(&target).await;
-        names.iter().any(|n| n.ends_with(".manifest.json")) && names.contains(&"keyring.sealed".to_string()) && newest_remote_seq(&names) > 20
+        names.iter().any(|n| n.ends_with(".manifest.json"))
+            && names.contains(&"keyring.sealed".to_string())
+            && newest_remote_seq(&names) > 20
     })
     .await;
     assert!(uploaded, "the backup, its manifest, the keyring and segments reach the bucket");
     let metrics = http.get(format!("{base}/metrics")).send().await.unwrap().text().await.unwrap();
-    assert!(metrics.contains("docket_offsite_lag_seconds") && metrics.contains("docket_offsite_window_end_timestamp_seconds"), "{metrics}");
+    assert!(
+        metrics.contains("docket_offsite_lag_seconds")
+            && metrics.contains("docket_offsite_window_end_timestamp_seconds"),
+        "{metrics}"
+    );
 
     // The outage: the bucket unreachable for a minute while the service writes,
     // and is restarted halfway.
@@ -449,7 +484,9 @@ async fn the_disaster_drill_restores_from_the_bucket_alone_after_an_outage_and_a
     let local_head = || {
         docket::lifecycle::shipping::list(&backups.join("segments")).unwrap().chain.last().map_or(0, |s| s.name.last)
     };
-    let caught_up = eventually(Duration::from_secs(60), async || newest_remote_seq(&remote_names(&target).await) >= local_head()).await;
+    let caught_up =
+        eventually(Duration::from_secs(60), async || newest_remote_seq(&remote_names(&target).await) >= local_head())
+            .await;
     assert!(caught_up, "the uploads catch up once the bucket answers");
     load.iter().for_each(|t| t.abort());
     service.stop();
@@ -460,10 +497,11 @@ async fn the_disaster_drill_restores_from_the_bucket_alone_after_an_outage_and_a
     for name in &local {
         assert!(remote.contains(name), "{name} is off-site");
     }
-    let firsts: Vec<u64> = remote.iter().filter_map(|n| docket::lifecycle::offsite::segment(n)).map(|s| s.first).collect();
+    let firsts: Vec<u64> =
+        remote.iter().filter_map(|n| docket::lifecycle::offsite::segment(n)).map(|s| s.first).collect();
     let mut unique = firsts.clone();
     unique.dedup();
-    assert_eq!(firsts, unique, "no superseded segment left off-site");
+    assert_eq!(firsts, unique, "no superseded segment left off-site: {remote:?}\nlocal: {local:?}");
 
     let store = Store::open(&data.join("docket.redb"), Clock::system()).unwrap();
     let (digest, head) = (store.digest().unwrap(), store.journal_head().unwrap());
@@ -502,7 +540,11 @@ async fn the_disaster_drill_restores_from_the_bucket_alone_after_an_outage_and_a
     );
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains(&format!("from {url}")) && !out.contains(".docket-offsite-"), "{out}");
-    let leftovers: Vec<_> = std::fs::read_dir(dir.path()).unwrap().flatten().filter(|e| e.file_name().to_string_lossy().starts_with(".docket-offsite-")).collect();
+    let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with(".docket-offsite-"))
+        .collect();
     assert!(leftovers.is_empty(), "the staging dir is removed");
     let restored = Store::open(&into.join("docket.redb"), Clock::system()).unwrap();
     assert_eq!(restored.journal_head().unwrap(), head, "restored to the last commit");
@@ -521,7 +563,14 @@ async fn the_disaster_drill_restores_from_the_bucket_alone_after_an_outage_and_a
     .unwrap();
     let service = Service::start(restored_config.to_str().unwrap());
     let base = format!("http://127.0.0.1:{port}");
-    assert!(eventually(Duration::from_secs(20), async || http.get(format!("{base}/readyz")).send().await.is_ok_and(|r| r.status() == 200)).await);
+    assert!(
+        eventually(Duration::from_secs(20), async || http
+            .get(format!("{base}/readyz"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == 200))
+        .await
+    );
     let me = http.get(format!("{base}/api/v1/me")).bearer_auth(&token).send().await.unwrap();
     assert_eq!(me.status(), 200, "the firm's token works on the restored appliance");
     service.stop();

@@ -121,15 +121,25 @@ fn base_at(manifests: &[(String, Manifest)], at: Timestamp) -> Option<&str> {
 pub fn settings_for(url: &str, config: Option<&crate::config::Config>) -> Result<Settings, OffsiteError> {
     let mut config = match config {
         Some(c) => c.clone(),
-        None => crate::config::Layers::new()
-            .env(std::env::vars())
-            .map(|layers| layers.flag("backup.offsite.url", toml::Value::String(url.into()), "backup-dir"))
-            .and_then(crate::config::Layers::build)
-            .map_err(|e| OffsiteError::Config(e.to_string()))?
-            .config,
+        None => {
+            crate::config::Layers::new()
+                .env(std::env::vars())
+                .map(|layers| {
+                    // Only the bucket settings matter here; TLS is not served.
+                    layers.flag("backup.offsite.url", toml::Value::String(url.into()), "backup-dir").flag(
+                        "tls.mode",
+                        toml::Value::String("off".into()),
+                        "backup-dir",
+                    )
+                })
+                .and_then(crate::config::Layers::build)
+                .map_err(|e| OffsiteError::Config(e.to_string()))?
+                .config
+        }
     };
-    crate::config::parse_offsite_url(url)
-        .map_err(|problem| OffsiteError::Config(format!("--backup-dir `{url}` {problem}\n  fix: write it as s3://bucket/prefix")))?;
+    crate::config::parse_offsite_url(url).map_err(|problem| {
+        OffsiteError::Config(format!("--backup-dir `{url}` {problem}\n  fix: write it as s3://bucket/prefix"))
+    })?;
     config.backup.offsite.url = Some(url.to_string());
     Settings::from_config(&config)?.ok_or_else(|| OffsiteError::Config("no off-site url".into()))
 }

@@ -30,15 +30,21 @@ use crate::secrets::Secret;
 /// Why an off-site operation failed; each names the object or file and the fix.
 #[derive(Debug, thiserror::Error)]
 pub enum OffsiteError {
-    #[error("the off-site target {url} cannot be set up: {reason}\n  fix: check [backup.offsite] (url, endpoint, region)")]
+    #[error(
+        "the off-site target {url} cannot be set up: {reason}\n  fix: check [backup.offsite] (url, endpoint, region)"
+    )]
     Setup { url: String, reason: String },
     #[error(
         "off-site {url}: cannot {action}: {reason}\n  fix: check that the endpoint is reachable, that the bucket exists and that the access key may list, read, write and delete under the prefix; nothing is lost, pending files stay in backup.dir and go up once it answers"
     )]
     Remote { url: String, action: String, reason: String },
-    #[error("cannot use {path}: {reason}\n  fix: check that backup.dir is mounted and readable by docket, and that the disk has room")]
+    #[error(
+        "cannot use {path}: {reason}\n  fix: check that backup.dir is mounted and readable by docket, and that the disk has room"
+    )]
     Local { path: String, reason: String },
-    #[error("the object {name} in {url} is not a file docket writes\n  fix: remove it from the bucket, or point --backup-dir at the prefix docket uploads to")]
+    #[error(
+        "the object {name} in {url} is not a file docket writes\n  fix: remove it from the bucket, or point --backup-dir at the prefix docket uploads to"
+    )]
     Foreign { url: String, name: String },
     #[error("{0}")]
     Config(String),

@@ -160,6 +160,9 @@ mod tests {
         let local: BTreeSet<String> = ["backup-2026-03-02-1.sealed".to_string(), seg(11, 25)].into();
         let gone = plan(&remote, &manifests, &local, keep);
         assert!(!gone.iter().any(|n| n.contains("2026-03-02") || *n == seg(11, 25)), "still local: kept: {gone:?}");
-        assert!(plan(&remote, &HashMap::new(), &BTreeSet::new(), keep).is_empty(), "no backup: segments are all there is");
+        assert!(
+            plan(&remote, &HashMap::new(), &BTreeSet::new(), keep).is_empty(),
+            "no backup: segments are all there is"
+        );
     }
 }

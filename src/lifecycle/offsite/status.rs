@@ -63,8 +63,18 @@ impl Status {
             vec![],
             self.lag_seconds(now),
         );
-        metrics.gauge("docket_offsite_pending_files", "Sealed files waiting for upload.", vec![], self.pending_files as f64);
-        metrics.gauge("docket_offsite_up", "1 when the last off-site round succeeded.", vec![], if self.failing() { 0.0 } else { 1.0 });
+        metrics.gauge(
+            "docket_offsite_pending_files",
+            "Sealed files waiting for upload.",
+            vec![],
+            self.pending_files as f64,
+        );
+        metrics.gauge(
+            "docket_offsite_up",
+            "1 when the last off-site round succeeded.",
+            vec![],
+            if self.failing() { 0.0 } else { 1.0 },
+        );
         metrics.gauge(
             "docket_offsite_last_upload_timestamp_seconds",
             "When a file last reached off-site storage (0: never).",

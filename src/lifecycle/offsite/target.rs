@@ -55,10 +55,14 @@ impl Target {
         let client = ClientOptions::new()
             .with_allow_http(settings.allow_http)
             .with_connect_timeout(Duration::from_secs(5))
-            .with_timeout(Duration::from_secs(300));
+            .with_timeout(Duration::from_secs(120));
         // Short retries inside a call: the uploader retries whole rounds with its own backoff.
         let retry = RetryConfig {
-            backoff: BackoffConfig { init_backoff: Duration::from_millis(100), max_backoff: Duration::from_secs(2), base: 2.0 },
+            backoff: BackoffConfig {
+                init_backoff: Duration::from_millis(100),
+                max_backoff: Duration::from_secs(2),
+                base: 2.0,
+            },
             max_retries: 2,
             retry_timeout: Duration::from_secs(30),
         };
@@ -68,16 +72,24 @@ impl Target {
             .with_access_key_id(&settings.access_key_id)
             .with_secret_access_key(settings.secret_access_key.expose())
             .with_client_options(client)
-            .with_retry(retry);
+            .with_retry(retry)
+            // Single-object DELETE works on every S3-compatible service; the
+            // uploader deletes a few objects a round, never thousands.
+            .with_disable_bulk_delete(true);
         if let Some(endpoint) = &settings.endpoint {
             builder = builder.with_endpoint(endpoint).with_allow_http(settings.allow_http);
         }
-        let store = builder.build().map_err(|e| OffsiteError::Setup { url: settings.url.clone(), reason: e.to_string() })?;
+        let store =
+            builder.build().map_err(|e| OffsiteError::Setup { url: settings.url.clone(), reason: e.to_string() })?;
         Ok(Target { store: Arc::new(store), prefix: settings.prefix.clone(), url: settings.url.clone() })
     }
 
     fn path(&self, name: &str) -> ObjectPath {
-        if self.prefix.is_empty() { ObjectPath::from(name) } else { ObjectPath::from(format!("{}/{name}", self.prefix)) }
+        if self.prefix.is_empty() {
+            ObjectPath::from(name)
+        } else {
+            ObjectPath::from(format!("{}/{name}", self.prefix))
+        }
     }
 
     fn error(&self, action: &str, name: &str, e: impl std::fmt::Display) -> OffsiteError {
