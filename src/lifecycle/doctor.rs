@@ -708,4 +708,36 @@ mod tests {
         assert_eq!(c.status, Status::Fail, "{c:?}");
         assert!(c.fix.as_deref().is_some_and(|f| f.contains("firewall")), "{c:?}");
     }
+
+    #[test]
+    fn offsite_copies_say_off_unreported_failing_or_caught_up() {
+        use crate::lifecycle::offsite::status::{self, LastError, Status as Offsite};
+        use crate::timestamp::Timestamp;
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = Config { data_dir: dir.path().to_path_buf(), ..Default::default() };
+        let now = Timestamp::parse("2026-03-02T12:00:00Z").unwrap();
+        assert_eq!(offsite(&config, now).status, Status::Info, "off");
+        config.backup.offsite.url = Some("s3://firm/appliance".into());
+        assert_eq!(offsite(&config, now).status, Status::Warn, "no report from the service yet");
+        let hours_ago = |h: i64| Timestamp::from_micros(now.micros() - h * 3_600_000_000);
+        let failing = Offsite {
+            url: "s3://firm/appliance".into(),
+            last_upload: Some(hours_ago(3)),
+            last_error: Some(LastError { at: hours_ago(0), message: "cannot list\n  fix: check".into() }),
+            pending_files: 4,
+            oldest_pending: Some(hours_ago(2)),
+            ..Offsite::default()
+        };
+        status::write(dir.path(), &failing).unwrap();
+        let c = offsite(&config, now);
+        assert_eq!(c.status, Status::Fail, "{c:?}");
+        assert!(c.detail.contains("4 pending") && c.detail.contains("failing since"), "{c:?}");
+        let caught_up = Offsite { last_upload: Some(now), oldest_pending: None, pending_files: 0, ..failing };
+        status::write(dir.path(), &caught_up).unwrap();
+        let c = offsite(&config, now);
+        assert_eq!(c.status, Status::Ok, "{c:?}");
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(status::path(dir.path())).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "the status file is private");
+    }
 }

@@ -432,11 +432,7 @@ async fn the_disaster_drill_restores_from_the_bucket_alone_after_an_outage_and_a
         all.extend(["--config", &cfg]);
         run_docket(&all, &[])
     };
-    assert_eq!(cli(&["key", "generate"]).0, 0);
-    assert_eq!(cli(&["org", "create", "--slug", "acme", "--name", "Acme"]).0, 0);
-    let (code, out, err) = cli(&["token", "create", "--org", "acme", "--role", "admin", "--name", "t"]);
-    assert_eq!(code, 0, "{err}");
-    let token = out.lines().next().unwrap().trim().to_string();
+    let token = crate::support::provision_acme(&cfg);
     let base = format!("http://127.0.0.1:{port}");
     let http = reqwest::Client::new();
     let ready = async || http.get(format!("{base}/readyz")).send().await.is_ok_and(|r| r.status() == 200);
