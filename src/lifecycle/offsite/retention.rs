@@ -10,10 +10,19 @@ use crate::lifecycle::backup::{BackupInfo, Manifest};
 use crate::timestamp::Timestamp;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-/// The remote backups (by manifest name) that `manifests` describe, oldest first.
+/// The remote backups (by manifest name) that `manifests` describe, oldest
+/// first. A manifest is only believed about its own backup: one naming a
+/// sealed file of another stem (written by someone else) is left out, so it
+/// can neither hide a backup nor have others deleted.
 pub fn backups(manifests: &HashMap<String, Manifest>) -> Vec<(String, BackupInfo)> {
+    let own = |name: &str, m: &Manifest| {
+        kind(&m.file) == Some(Kind::Backup)
+            && m.file.ends_with(".sealed")
+            && name.strip_suffix(".manifest.json") == m.file.strip_suffix(".sealed")
+    };
     let mut out: Vec<(String, BackupInfo)> = manifests
         .iter()
+        .filter(|(name, m)| own(name, m))
         .map(|(name, m)| (name.clone(), BackupInfo { path: m.file.clone().into(), manifest: m.clone() }))
         .collect();
     out.sort_by_key(|(_, b)| (b.manifest.created, b.manifest.head_seq));
@@ -37,10 +46,10 @@ pub fn plan(
         if kept.contains(&i) || local.contains(manifest) {
             continue;
         }
-        let stem = info.manifest.file.trim_end_matches(".sealed");
+        let stem = format!("{}.", info.manifest.file.trim_end_matches(".sealed"));
         let siblings: Vec<&String> = remote
             .keys()
-            .filter(|n| n.starts_with(stem) && n.as_str() != manifest && kind(n) == Some(Kind::Backup))
+            .filter(|n| n.starts_with(&stem) && n.as_str() != manifest && kind(n) == Some(Kind::Backup))
             .collect();
         if siblings.iter().any(|n| local.contains(n.as_str())) {
             continue;
@@ -164,5 +173,12 @@ mod tests {
             plan(&remote, &HashMap::new(), &BTreeSet::new(), keep).is_empty(),
             "no backup: segments are all there is"
         );
+        // A manifest naming another backup's file is not believed (nor acted on).
+        let mut forged = manifests.clone();
+        let other = manifest("2026-03-04T02:00:00Z", 99, "backup-2026-03-03-2.sealed");
+        forged.insert("backup-x.manifest.json".into(), other);
+        remote.insert("backup-x.manifest.json".into(), object("backup-x.manifest.json").1);
+        let honest = plan(&remote, &manifests, &BTreeSet::new(), keep);
+        assert_eq!(plan(&remote, &forged, &BTreeSet::new(), keep), honest);
     }
 }
