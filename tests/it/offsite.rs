@@ -360,17 +360,26 @@ impl Service {
         Service(child)
     }
 
-    /// SIGTERM, then wait: a clean stop ships and uploads what is left.
-    fn stop(mut self) {
+    /// SIGTERM, then wait (off the runtime: the test's link proxy must keep
+    /// forwarding while the service uploads its last segment).
+    async fn stop(mut self) {
         let pid = self.0.id().to_string();
         assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
-        self.0.wait().unwrap();
+        tokio::task::spawn_blocking(move || self.0.wait().unwrap()).await.unwrap();
     }
 }
 
 /// The service's log beside its config (appended), for a failing test's reader.
 fn log_file(config: &str) -> std::fs::File {
     std::fs::OpenOptions::new().create(true).append(true).open(format!("{config}.log")).unwrap()
+}
+
+/// The off-site and shutdown lines of the service's log.
+fn offsite_log(config: &str) -> String {
+    let text = std::fs::read_to_string(format!("{config}.log")).unwrap_or_default();
+    let lines: Vec<&str> =
+        text.lines().filter(|l| l.contains("offsite") || l.contains("stopp") || l.contains("shutting")).collect();
+    lines[lines.len().saturating_sub(40)..].join("\n")
 }
 
 /// Writers committing (a token creation every 100 ms each) until aborted.
@@ -394,7 +403,7 @@ fn newest_remote_seq(names: &[String]) -> u64 {
     names.iter().filter_map(|n| docket::lifecycle::offsite::segment(n)).map(|s| s.last).max().unwrap_or(0)
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_disaster_drill_restores_from_the_bucket_alone_after_an_outage_and_a_restart() {
     let Some(binary) = moto_binary() else { return };
     let moto = Moto::start(&binary).await;
@@ -468,7 +477,7 @@ async fn the_disaster_drill_restores_from_the_bucket_alone_after_an_outage_and_a
     let (_, doctor, _) = cli(&["doctor", "--no-network"]);
     assert!(doctor.contains("off-site copies") && doctor.contains("failing since"), "{doctor}");
     load.iter().for_each(|t| t.abort());
-    service.stop();
+    service.stop().await;
     let service = Service::start(&cfg);
     assert!(eventually(Duration::from_secs(20), ready).await, "docket serve starts again during the outage");
     let load = writers(&base, &token, 2);
@@ -485,13 +494,13 @@ async fn the_disaster_drill_restores_from_the_bucket_alone_after_an_outage_and_a
             .await;
     assert!(caught_up, "the uploads catch up once the bucket answers");
     load.iter().for_each(|t| t.abort());
-    service.stop();
+    service.stop().await;
 
     // Everything sealed locally is in the bucket, each segment once.
     let local: Vec<String> = scan(&backups).unwrap().into_iter().map(|f| f.name).collect();
     let remote = remote_names(&target).await;
     for name in &local {
-        assert!(remote.contains(name), "{name} is off-site");
+        assert!(remote.contains(name), "{name} is off-site; the service's log:\n{}", offsite_log(&cfg));
     }
     let firsts: Vec<u64> =
         remote.iter().filter_map(|n| docket::lifecycle::offsite::segment(n)).map(|s| s.first).collect();
@@ -569,5 +578,5 @@ async fn the_disaster_drill_restores_from_the_bucket_alone_after_an_outage_and_a
     );
     let me = http.get(format!("{base}/api/v1/me")).bearer_auth(&token).send().await.unwrap();
     assert_eq!(me.status(), 200, "the firm's token works on the restored appliance");
-    service.stop();
+    service.stop().await;
 }

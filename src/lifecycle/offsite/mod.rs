@@ -46,6 +46,10 @@ pub enum OffsiteError {
         "the object {name} in {url} is not a file docket writes\n  fix: remove it from the bucket, or point --backup-dir at the prefix docket uploads to"
     )]
     Foreign { url: String, name: String },
+    #[error(
+        "the bucket {url} holds the segment {remote}, which overlaps the local {local} without being it: the bucket's segments belong to another timeline (the store was restored to an earlier instant, or another appliance uploads under this prefix); nothing more is uploaded there\n  fix: give this appliance a new prefix in backup.offsite.url (keep the old one: it holds the old timeline), then restart docket"
+    )]
+    OtherTimeline { url: String, remote: String, local: String },
     #[error("{0}")]
     Config(String),
 }

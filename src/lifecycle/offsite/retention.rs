@@ -84,6 +84,25 @@ pub fn superseded(remote: &BTreeMap<String, RemoteObject>) -> Vec<String> {
         .collect()
 }
 
+/// A remote segment that belongs to another timeline than the local ones:
+/// its seqs overlap a local segment's without being that segment or a
+/// shorter copy of it (the store was restored to an earlier instant, or
+/// another appliance writes under the prefix). Returns (remote, local).
+pub fn other_timeline(remote: &BTreeMap<String, RemoteObject>, local: &[String]) -> Option<(String, String)> {
+    let local: Vec<(&String, crate::lifecycle::shipping::SegmentName)> =
+        local.iter().filter_map(|n| segment(n).map(|s| (n, s))).collect();
+    remote.keys().filter_map(|r| segment(r).map(|s| (r, s))).find_map(|(r, rs)| {
+        local
+            .iter()
+            .find(|(_, ls)| {
+                let overlap = rs.first <= ls.last && ls.first <= rs.last;
+                let same_or_shorter = rs.first == ls.first && rs.last <= ls.last && rs.first_time == ls.first_time;
+                overlap && !same_or_shorter
+            })
+            .map(|(l, _)| (r.clone(), (*l).clone()))
+    })
+}
+
 /// The instants a restore from the bucket alone reaches: from the oldest
 /// backup's head (or, with none, the first segment) to the newest commit
 /// held by a segment or backup.
@@ -131,6 +150,16 @@ mod tests {
             bytes: 0,
             sha256: String::new(),
         }
+    }
+
+    #[test]
+    fn segments_of_another_timeline_are_found() {
+        let remote: BTreeMap<_, _> = [object(&seg(1, 9)), object(&seg(10, 20))].into();
+        assert_eq!(other_timeline(&remote, &[seg(10, 25), seg(26, 30)]), None, "the same timeline, rolled further");
+        assert_eq!(other_timeline(&remote, &[seg(21, 22)]), None, "after the remote ones");
+        let restored_earlier = [seg(15, 16)];
+        assert_eq!(other_timeline(&remote, &restored_earlier), Some((seg(10, 20), seg(15, 16))));
+        assert_eq!(other_timeline(&remote, &[seg(10, 12)]).map(|c| c.0), Some(seg(10, 20)), "remote longer than local");
     }
 
     #[test]

@@ -175,6 +175,7 @@ impl Target {
 
     /// The bytes of `name`.
     pub async fn get(&self, name: &str) -> Result<Bytes, OffsiteError> {
+        tracing::debug!(object = %name, "reading off-site");
         let got = self.store.get(&self.path(name)).await.map_err(|e| self.error("download", name, e))?;
         got.bytes().await.map_err(|e| self.error("download", name, e))
     }
@@ -202,6 +203,7 @@ impl Target {
 
     /// Deletes `name` (an object already gone is fine).
     pub async fn delete(&self, name: &str) -> Result<(), OffsiteError> {
+        tracing::debug!(object = %name, "deleting off-site");
         match self.store.delete(&self.path(name)).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
             Err(e) => Err(self.error("delete", name, e)),

@@ -131,6 +131,10 @@ impl Uploader {
             self.listed = true;
         }
         let local = scan_blocking(&self.dir).await?;
+        let names: Vec<String> = local.iter().map(|f| f.name.clone()).collect();
+        if let Some((remote, local)) = retention::other_timeline(&self.remote, &names) {
+            return Err(OffsiteError::OtherTimeline { url: self.target.url.clone(), remote, local });
+        }
         let pending = self.pending(&local);
         let mut round = Round::default();
         let (segments, others): (Vec<&LocalFile>, Vec<&LocalFile>) =
