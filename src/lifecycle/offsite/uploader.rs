@@ -65,6 +65,8 @@ pub struct Uploader {
     manifests: HashMap<String, Manifest>,
     retention_due: bool,
     status: Status,
+    /// The status last written to the status file, and when.
+    written: Option<(Status, Timestamp)>,
 }
 
 impl Uploader {
@@ -83,6 +85,7 @@ impl Uploader {
             manifests: HashMap::new(),
             retention_due: true,
             status,
+            written: None,
         }
     }
 
@@ -264,13 +267,26 @@ impl Uploader {
         if let Some(m) = &self.metrics {
             self.status.publish(m, now);
         }
-        if let Some(dir) = &self.status_dir
-            && let Err(e) = super::status::write(dir, &self.status)
-        {
-            tracing::warn!(error = %e, "cannot write the off-site status file");
+        let Some(dir) = &self.status_dir else { return };
+        // Steady uploads change only the times: the file is rewritten for
+        // those at most every STATUS_EVERY, at once for anything else.
+        let gist = |s: &Status| Status { updated: None, last_upload: None, ..s.clone() };
+        let due = match &self.written {
+            Some((last, at)) => gist(last) != gist(&self.status) || now.micros() - at.micros() >= STATUS_EVERY_MICROS,
+            None => true,
+        };
+        if !due {
+            return;
+        }
+        match super::status::write(dir, &self.status) {
+            Ok(()) => self.written = Some((self.status.clone(), now)),
+            Err(e) => tracing::warn!(error = %e, "cannot write the off-site status file"),
         }
     }
 }
+
+/// How often the status file is rewritten when only its times change.
+const STATUS_EVERY_MICROS: i64 = 30_000_000;
 
 /// How much newer than its object a mutable file must be to count as rewritten.
 const MTIME_SLACK_MICROS: i64 = 2_000_000;
