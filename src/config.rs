@@ -902,7 +902,7 @@ impl Loaded {
             (None, None) => err(
                 "access_key_id",
                 "is missing: the bucket needs credentials".into(),
-                "create an access key limited to this bucket and set access_key_id and secret_access_key_file",
+                "create an access key limited to this bucket and set access_key_id and secret_access_key_file in [backup.offsite] (or DOCKET_BACKUP__OFFSITE__ACCESS_KEY_ID and DOCKET_BACKUP__OFFSITE__SECRET_ACCESS_KEY_FILE)",
             ),
             _ => Ok(()),
         }

@@ -270,7 +270,7 @@ async fn an_unreachable_bucket_is_an_error_naming_the_fix_and_nothing_is_lost() 
     let target = Target::new(&settings(&format!("http://127.0.0.1:{}", free_port()), "s3://nobody/p")).unwrap();
     let mut uploader = Uploader::new(target, dir.path(), Keep { daily: 7, weekly: 4 }, Clock::system());
     let e = uploader.round().await.unwrap_err().to_string();
-    assert!(e.contains("s3://nobody/p") && e.contains("fix:") && e.contains("nothing is lost"), "{e}");
+    assert!(e.contains("s3://nobody/p") && e.contains("fix:") && e.contains("pending files stay"), "{e}");
     let status = uploader.status();
     assert!(status.failing() && status.last_error.is_some());
     assert_eq!(status.pending_files, 1, "the segment waits in backup.dir");

@@ -35,7 +35,7 @@ pub enum OffsiteError {
     )]
     Setup { url: String, reason: String },
     #[error(
-        "off-site {url}: cannot {action}: {reason}\n  fix: check that the endpoint is reachable, that the bucket exists and that the access key may list, read, write and delete under the prefix; nothing is lost, pending files stay in backup.dir and go up once it answers"
+        "off-site {url}: cannot {action}: {reason}\n  fix: check that the endpoint is reachable, that the bucket exists and that the access key may list, read, write and delete under the prefix (the service retries uploads: pending files stay in backup.dir meanwhile)"
     )]
     Remote { url: String, action: String, reason: String },
     #[error(
