@@ -9,6 +9,10 @@
 //! 2. one full backup (`backup::run`: export, zstd, age, fsync, rename);
 //! 3. a whole-backup restore until the restored store opens and verifies
 //!    (its per-org-and-table digests equal the manifest's): the RTO.
+//! 4. with an S3-compatible server (moto from `.ci/venv`, see `offsite/`):
+//!    the uploader sending the backup directory off-site against one plain
+//!    `put` of the same bytes, and the RTO from object storage (download
+//!    into a staging dir, then the same restore).
 //!
 //! Reported: store size, backup size and ratio, copy and backup throughput and
 //! their ratio, restore time.
@@ -23,6 +27,8 @@ use docket::secrets::Keyring;
 use docket::store::{OrgTask, OrgTaskContext, Store};
 use std::io::Write as _;
 use std::time::Instant;
+
+mod offsite;
 
 const PER_TX: u64 = 1_000;
 
@@ -111,4 +117,66 @@ fn main() {
         backup_secs / cp_secs.max(1e-9)
     );
     let _ = writeln!(out, "RTO, whole-backup restore until the store opens and verifies: {rto:.2} s");
+    drop(copy);
+    offsite_figures(&mut out, &settings.dir, dir.path(), &keyring, signer.public());
+}
+
+/// Upload throughput (the uploader against a plain put of the same bytes)
+/// and the RTO from object storage, when moto is at hand.
+fn offsite_figures(
+    out: &mut impl std::io::Write,
+    backups: &std::path::Path,
+    scratch: &std::path::Path,
+    keyring: &Keyring,
+    signer: docket::lifecycle::backup::signing::PublicKey,
+) {
+    use docket::lifecycle::offsite::{download, uploader::Uploader};
+    let Some(moto) = offsite::Moto::start() else {
+        let _ = writeln!(out, "off-site figures skipped: no moto_server in .ci/venv (run .ci/run)");
+        return;
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
+    let target = moto.target();
+    let bytes: u64 =
+        std::fs::read_dir(backups).expect("dir").flatten().filter_map(|e| e.metadata().ok()).map(|m| m.len()).sum();
+    let t = Instant::now();
+    runtime.block_on(async {
+        let mut uploader = Uploader::new(target.clone(), backups, Keep { daily: 7, weekly: 4 }, Clock::system());
+        while uploader.round().await.expect("upload").pending > 0 {}
+    });
+    let upload_secs = t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    runtime.block_on(async {
+        for entry in std::fs::read_dir(backups).expect("dir").flatten() {
+            let name = format!("plain/{}", entry.file_name().to_string_lossy());
+            target.put_file(&name, &entry.path(), true).await.expect("plain put");
+        }
+    });
+    let plain_secs = t.elapsed().as_secs_f64();
+    let _ = writeln!(
+        out,
+        "off-site upload of backup.dir ({}): {upload_secs:.2} s ({}) against plain puts of the same files {plain_secs:.2} s ({}): {:.2}x",
+        human_bytes(bytes),
+        rate(bytes, upload_secs),
+        rate(bytes, plain_secs),
+        upload_secs / plain_secs.max(1e-9)
+    );
+    let t = Instant::now();
+    let now = docket::timestamp::Timestamp::from_micros(Clock::system().now_micros());
+    let staged = runtime.block_on(download::stage(&moto.settings, scratch, download::Want::At(now))).expect("download");
+    let download_secs = t.elapsed().as_secs_f64();
+    let info = backup::list(staged.dir.path()).expect("list").pop().expect("a backup off-site");
+    let into = scratch.join("restored-offsite");
+    let options = RestoreOptions::new(Clock::system(), &Quiet, docket::lifecycle::backup::Trust::signer(signer));
+    restore::restore(Some(&info), &[keyring.identity().clone()], &into, &options, |_| {
+        Ok::<(), restore::RestoreError>(())
+    })
+    .expect("restore");
+    let _ = writeln!(
+        out,
+        "RTO from object storage: {:.2} s (download {download_secs:.2} s of {} files, {}; then the restore)",
+        t.elapsed().as_secs_f64(),
+        staged.files,
+        human_bytes(staged.bytes)
+    );
 }

@@ -127,6 +127,8 @@ pub struct Running {
     /// Journal shipping (when `backup.dir` is set), stopped after the server.
     shipper: Option<tokio::task::JoinHandle<()>>,
     stop_shipping: watch::Sender<bool>,
+    /// Off-site uploads (when `backup.offsite.url` is set), stopped after shipping.
+    offsite: Option<crate::lifecycle::offsite::Handle>,
     /// The config file SIGHUP re-reads (none: only certificates are reloaded).
     pub config_file: Option<PathBuf>,
     /// Held from start to the end of `stop` (released by the kernel on a crash).
@@ -160,6 +162,7 @@ pub async fn start(instance: Instance) -> Result<Running, AppError> {
         shipping_rx,
     );
     crate::lifecycle::pitr::window_gauges(&state.config.backup_dir(), &state.metrics);
+    let offsite = crate::lifecycle::offsite::start(&state.config, state.store.clock().clone(), state.metrics.clone());
     let watchdog = watchdog_interval(|k| std::env::var(k).ok(), std::process::id()).map(|every| {
         let state = state.clone();
         tokio::spawn(watchdog(every, move || sync_status(state.clone())))
@@ -178,6 +181,7 @@ pub async fn start(instance: Instance) -> Result<Running, AppError> {
         watchdog,
         shipper,
         stop_shipping,
+        offsite,
         config_file: None,
         _life: life,
     })
@@ -392,6 +396,9 @@ impl Running {
         let _ = self.stop_shipping.send(true);
         if let Some(shipper) = self.shipper {
             let _ = shipper.await;
+        }
+        if let Some(offsite) = self.offsite {
+            offsite.stop().await;
         }
         tracing::info!("docket stopped");
         result

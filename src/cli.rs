@@ -122,7 +122,9 @@ pub enum Cmd {
         /// `now`), from the newest backup before it and the shipped journal segments.
         #[arg(long, conflicts_with = "replace", requires = "into")]
         at: Option<String>,
-        /// With --at: the backup directory (default: backup.dir of --config).
+        /// With --at: the backup directory (default: backup.dir of --config), or
+        /// off-site storage (`s3://bucket/prefix`, read with `[backup.offsite]` of
+        /// --config or the `DOCKET_BACKUP__OFFSITE__*` environment).
         #[arg(long, requires = "at")]
         backup_dir: Option<PathBuf>,
         /// The new data dir to write; it must not exist or be empty.
@@ -163,6 +165,9 @@ pub enum BackupCmd {
     },
     /// List the backups in backup.dir, oldest first.
     List {
+        /// Another backup directory, or off-site storage (`s3://bucket/prefix`).
+        #[arg(long)]
+        backup_dir: Option<PathBuf>,
         #[command(flatten)]
         instance: InstanceArgs,
     },
@@ -302,6 +307,14 @@ fn load_instance_config(args: &InstanceArgs) -> Result<Loaded, ConfigError> {
     }
 }
 
+/// The instance's config when `--config` or `--data-dir` names one.
+fn instance_config_if_named(args: &InstanceArgs) -> Result<Option<crate::config::Config>, Failure> {
+    if args.config.is_none() && args.data_dir.is_none() {
+        return Ok(None);
+    }
+    Ok(Some(load_instance_config(args)?.config))
+}
+
 /// Runs an admin command through the running server, or directly on the store.
 async fn admin(args: &InstanceArgs, command: Command) -> Result<String, Failure> {
     let loaded = load_instance_config(args)?;
@@ -351,7 +364,13 @@ async fn reindex(args: &InstanceArgs, org: Option<String>) -> Result<String, Fai
 /// control socket answers, else against the store directly (with progress).
 async fn backup_command(command: BackupCmd) -> Result<String, Failure> {
     let (instance, command) = match command {
-        BackupCmd::List { instance } => {
+        BackupCmd::List { backup_dir: Some(dir), instance } => {
+            let config = instance_config_if_named(&instance)?;
+            return lifecycle::offsite::download::list_command(&dir, config.as_ref())
+                .await
+                .map_err(|message| Failure { code: 1, message });
+        }
+        BackupCmd::List { backup_dir: None, instance } => {
             let config = load_instance_config(&instance)?.config;
             let failure = |e: lifecycle::backup::BackupError| Failure { code: 1, message: e.to_string() };
             let settings = lifecycle::backup::Settings::from_config(&config).map_err(failure)?;
@@ -486,6 +505,15 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
                 None
             };
             let progress = lifecycle::backup::progress::Cli::detect();
+            let staged = match (&backup_dir, &at) {
+                (Some(dir), Some(at)) if lifecycle::offsite::is_remote(dir) => Some(
+                    lifecycle::offsite::download::stage_for_restore(dir, at, into.as_deref(), config.as_ref())
+                        .await
+                        .map_err(|message| Failure { code: 1, message })?,
+                ),
+                _ => None,
+            };
+            let backup_dir = staged.as_ref().map(|s| s.dir.path().to_path_buf()).or(backup_dir);
             let report = tokio::task::spawn_blocking(move || match (at, backup) {
                 (Some(at), _) => {
                     let into = into.unwrap_or_default();
@@ -520,6 +548,10 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
             })
             .await
             .map_err(|e| Failure { code: 1, message: format!("the restore stopped: {e}") })?;
+            let report = match &staged {
+                Some(staged) => report.map(|r| staged.describe(&r)).map_err(|e| staged.describe(&e)),
+                None => report,
+            };
             print!("{}", report.map_err(|message| Failure { code: 1, message })?);
             Ok(())
         }

@@ -20,7 +20,7 @@ use toml::{Table, Value};
 const NON_CONFIG_ENV: &[&str] = &["DOCKET_CONFIG", "DOCKET_LOG"];
 
 /// Keys whose values are secrets: they may come from `<key>_file` and are never printed.
-const SECRET_KEYS: &[&str] = &["metrics.token"];
+const SECRET_KEYS: &[&str] = &["metrics.token", "backup.offsite.secret_access_key"];
 // `auth.oidc[].client_secret(_file)` are resolved per provider (see `resolve_oidc_secrets`).
 
 /// The whole configuration of one docket instance.
@@ -65,6 +65,28 @@ pub struct BackupConfig {
     /// Days back any instant can be restored (`restore --at`): backups and
     /// segments are kept for this window whatever manual backups are taken.
     pub pitr_days: u32,
+    /// Off-site copies in S3-compatible object storage (see `lifecycle::offsite`).
+    pub offsite: OffsiteConfig,
+}
+
+/// `[backup.offsite]`: every sealed file of `backup.dir` is also uploaded to
+/// an S3-compatible bucket; off unless `url` is set.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OffsiteConfig {
+    /// `s3://bucket/prefix` (the prefix is optional).
+    pub url: Option<String>,
+    /// The S3 endpoint for a service other than AWS (MinIO, Backblaze B2, Wasabi,
+    /// Ceph, Garage), e.g. `https://s3.eu-central-003.backblazeb2.com`.
+    pub endpoint: Option<String>,
+    /// The bucket's region (default `us-east-1`).
+    pub region: Option<String>,
+    pub access_key_id: Option<String>,
+    /// A secret: prefer `secret_access_key_file` or the systemd credential
+    /// `docket-offsite-secret-key` (`LoadCredentialEncrypted=`).
+    pub secret_access_key: Option<Secret>,
+    /// Plain HTTP to the endpoint: refused unless the endpoint is loopback (tests).
+    pub allow_http: bool,
 }
 
 impl Default for BackupConfig {
@@ -78,6 +100,7 @@ impl Default for BackupConfig {
             keep_weekly: 4,
             ship_interval: 1,
             pitr_days: 7,
+            offsite: OffsiteConfig::default(),
         }
     }
 }
@@ -738,7 +761,9 @@ impl Layers {
         })?;
         let mut loaded = Loaded { config, provenance: self.provenance };
         loaded.resolve_oidc_secrets()?;
+        loaded.resolve_offsite_credential();
         loaded.validate()?;
+        loaded.validate_offsite()?;
         loaded.validate_oidc()?;
         Ok(loaded)
     }
@@ -800,6 +825,101 @@ impl Layers {
 }
 
 impl Loaded {
+    /// With an off-site target and no secret key configured, takes it from the
+    /// systemd credential `docket-offsite-secret-key`, when one is passed.
+    fn resolve_offsite_credential(&mut self) {
+        let offsite = &mut self.config.backup.offsite;
+        if offsite.url.is_none() || offsite.secret_access_key.is_some() {
+            return;
+        }
+        let Some(dir) = std::env::var_os("CREDENTIALS_DIRECTORY") else { return };
+        let path = Path::new(&dir).join(OFFSITE_CREDENTIAL);
+        if let Ok(text) = std::fs::read_to_string(&path) {
+            offsite.secret_access_key = Some(Secret::new(text.trim_end_matches(['\n', '\r'])));
+            self.provenance.insert("backup.offsite.secret_access_key".into(), Source::File(path));
+        }
+    }
+
+    /// `[backup.offsite]`: a parseable `s3://bucket/prefix`, an https endpoint
+    /// (plain http only on loopback with `allow_http`), both keys or neither.
+    fn validate_offsite(&self) -> Result<(), ConfigError> {
+        let o = &self.config.backup.offsite;
+        let err = |key: &str, problem: String, fix: &str| {
+            let key = format!("backup.offsite.{key}");
+            Err(ConfigError::new(Some(&key), self.source(&key), problem, fix))
+        };
+        let Some(url) = &o.url else {
+            let set = o.endpoint.is_some() || o.access_key_id.is_some() || o.secret_access_key.is_some();
+            if set {
+                return err(
+                    "url",
+                    "is not set, but other backup.offsite keys are".into(),
+                    "set url = \"s3://bucket/prefix\", or remove the [backup.offsite] section",
+                );
+            }
+            return Ok(());
+        };
+        if let Err(problem) = parse_offsite_url(url) {
+            return err("url", format!("`{url}` {problem}"), "write it as s3://bucket or s3://bucket/prefix");
+        }
+        if let Some(endpoint) = &o.endpoint {
+            match offsite_endpoint_kind(endpoint) {
+                None => {
+                    return err(
+                        "endpoint",
+                        format!("`{endpoint}` is not an http(s) URL"),
+                        "give the provider's S3 endpoint, e.g. https://s3.eu-central-003.backblazeb2.com",
+                    );
+                }
+                Some(EndpointKind::Http { loopback: false }) => {
+                    return err(
+                        "endpoint",
+                        format!(
+                            "`{endpoint}` is plain http to another machine: the backups' keys and files would cross the network unprotected"
+                        ),
+                        "use the provider's https:// endpoint (plain http is allowed on loopback only)",
+                    );
+                }
+                Some(EndpointKind::Http { loopback: true }) if !o.allow_http => {
+                    return err(
+                        "endpoint",
+                        format!("`{endpoint}` is plain http"),
+                        "use https://, or set backup.offsite.allow_http = true for a loopback test server",
+                    );
+                }
+                _ => {}
+            }
+        }
+        if o.allow_http && !o.endpoint.as_deref().and_then(offsite_endpoint_kind).is_some_and(|k| k.loopback()) {
+            return err(
+                "allow_http",
+                "is true, but the endpoint is not a loopback address".into(),
+                "remove allow_http: plain http is allowed only to a test server on 127.0.0.1 or ::1",
+            );
+        }
+        match (&o.access_key_id, &o.secret_access_key) {
+            (Some(id), _) if id.trim().is_empty() => {
+                err("access_key_id", "is empty".into(), "copy the access key id from the provider's console")
+            }
+            (Some(_), None) => err(
+                "secret_access_key",
+                "is missing (access_key_id is set)".into(),
+                "set secret_access_key_file to a file holding the secret key, or pass the systemd credential docket-offsite-secret-key",
+            ),
+            (None, Some(_)) => err(
+                "access_key_id",
+                "is missing (a secret access key is set)".into(),
+                "set access_key_id to the key id that goes with the secret",
+            ),
+            (None, None) => err(
+                "access_key_id",
+                "is missing: the bucket needs credentials".into(),
+                "create an access key limited to this bucket and set access_key_id and secret_access_key_file in [backup.offsite] (or DOCKET_BACKUP__OFFSITE__ACCESS_KEY_ID and DOCKET_BACKUP__OFFSITE__SECRET_ACCESS_KEY_FILE)",
+            ),
+            _ => Ok(()),
+        }
+    }
+
     /// Reads each provider's `client_secret_file` into `client_secret`.
     fn resolve_oidc_secrets(&mut self) -> Result<(), ConfigError> {
         let source = self.source("auth.oidc");
@@ -1059,6 +1179,54 @@ impl Loaded {
                 format!("{key} = {value}    # {source}\n")
             })
             .collect()
+    }
+}
+
+/// The systemd credential that holds `backup.offsite.secret_access_key`.
+pub const OFFSITE_CREDENTIAL: &str = "docket-offsite-secret-key";
+
+/// The bucket and prefix of an off-site URL `s3://bucket[/prefix]`, or what is wrong with it.
+pub fn parse_offsite_url(url: &str) -> Result<(String, String), String> {
+    let rest = url.strip_prefix("s3://").ok_or("does not start with s3://")?;
+    let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+    let bucket_ok = (3..=63).contains(&bucket.len())
+        && bucket.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
+        && !bucket.starts_with(['-', '.'])
+        && !bucket.ends_with(['-', '.']);
+    if !bucket_ok {
+        return Err(format!("names the bucket `{bucket}`: 3 to 63 lowercase letters, digits, dots or hyphens"));
+    }
+    let prefix = prefix.trim_end_matches('/');
+    let prefix_ok = prefix.split('/').all(|part| !part.is_empty() && part != "." && part != "..")
+        && prefix.chars().all(|c| !c.is_control() && c != '\\');
+    if !prefix.is_empty() && !prefix_ok {
+        return Err(format!("has the prefix `{prefix}`, with an empty, `.` or `..` part or a control character"));
+    }
+    Ok((bucket.to_string(), prefix.to_string()))
+}
+
+enum EndpointKind {
+    Https,
+    Http { loopback: bool },
+}
+
+impl EndpointKind {
+    fn loopback(&self) -> bool {
+        matches!(self, EndpointKind::Http { loopback: true })
+    }
+}
+
+fn offsite_endpoint_kind(endpoint: &str) -> Option<EndpointKind> {
+    let parsed = url::Url::parse(endpoint).ok()?;
+    let loopback = match parsed.host()? {
+        url::Host::Ipv4(ip) => ip.is_loopback(),
+        url::Host::Ipv6(ip) => ip.is_loopback(),
+        url::Host::Domain(name) => name == "localhost",
+    };
+    match parsed.scheme() {
+        "https" => Some(EndpointKind::Https),
+        "http" => Some(EndpointKind::Http { loopback }),
+        _ => None,
     }
 }
 

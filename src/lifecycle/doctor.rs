@@ -149,6 +149,7 @@ pub async fn run(config: Result<Config, ConfigError>, options: &Options) -> Repo
     report.checks.extend(service(&config, &client).await);
     let now = crate::timestamp::Timestamp::from_micros(crate::clock::Clock::system().now_micros());
     report.checks.extend(backups(&config, now));
+    report.checks.push(offsite(&config, now));
     report.checks.push(search_indexes(&config));
     if options.network {
         for (name, url) in outside_services(&config) {
@@ -607,6 +608,65 @@ fn shipping(dir: &Path, now: crate::timestamp::Timestamp) -> Check {
     }
 }
 
+/// Off-site lag past which doctor warns (a round runs every half ship interval).
+const OFFSITE_LAG_WARN_SECONDS: f64 = 60.0;
+/// Past this, a lost disk loses more than an hour of work.
+const OFFSITE_LAG_FAIL_SECONDS: f64 = 3600.0;
+
+/// Off-site copies: off, or the running service's last report (lag, last
+/// upload, last error, the remote window).
+pub fn offsite(config: &Config, now: crate::timestamp::Timestamp) -> Check {
+    use crate::lifecycle::offsite::status;
+    let Some(url) = &config.backup.offsite.url else {
+        return check(
+            "off-site copies",
+            Status::Info,
+            "off: backups and segments exist only in backup.dir",
+            Some(
+                "set [backup.offsite] url = \"s3://bucket/prefix\" (docs/operator-guide.md, \"Off-site copies\")"
+                    .into(),
+            ),
+        );
+    };
+    let Some(s) = status::read(&config.data_dir) else {
+        return check(
+            "off-site copies",
+            Status::Warn,
+            format!("{url}: the service has not reported yet"),
+            Some(
+                "start docket (`systemctl start docket`); its uploader writes offsite-status.json in the data dir"
+                    .into(),
+            ),
+        );
+    };
+    let lag = s.lag_seconds(now);
+    let window = match (s.window.start, s.window.end) {
+        (Some(a), Some(b)) => format!("restorable from {a} to {b}"),
+        _ => "nothing restorable there yet".into(),
+    };
+    let detail = format!(
+        "{url}: {} pending, lag {lag:.0} s, last upload {}; {window}",
+        s.pending_files,
+        s.last_upload.map_or("never".into(), |t| t.to_rfc3339())
+    );
+    let error =
+        s.last_error.as_ref().filter(|_| s.failing()).map(|e| format!("; failing since {}: {}", e.at, e.message));
+    let fix = "check the endpoint, the bucket and the access key (the error names which); pending files stay in backup.dir and go up once it answers";
+    match error {
+        Some(e) if lag > OFFSITE_LAG_FAIL_SECONDS => {
+            check("off-site copies", Status::Fail, detail + &e, Some(fix.into()))
+        }
+        Some(e) => check("off-site copies", Status::Warn, detail + &e, Some(fix.into())),
+        None if lag > OFFSITE_LAG_WARN_SECONDS => check(
+            "off-site copies",
+            Status::Warn,
+            detail,
+            Some("uploads are behind: check the uplink's bandwidth against the size of the backups".into()),
+        ),
+        None => check("off-site copies", Status::Ok, detail, None),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -701,5 +761,37 @@ mod tests {
         let c = reachable(&client, "closed", &format!("http://127.0.0.1:{closed}/")).await;
         assert_eq!(c.status, Status::Fail, "{c:?}");
         assert!(c.fix.as_deref().is_some_and(|f| f.contains("firewall")), "{c:?}");
+    }
+
+    #[test]
+    fn offsite_copies_say_off_unreported_failing_or_caught_up() {
+        use crate::lifecycle::offsite::status::{self, LastError, Status as Offsite};
+        use crate::timestamp::Timestamp;
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = Config { data_dir: dir.path().to_path_buf(), ..Default::default() };
+        let now = Timestamp::parse("2026-03-02T12:00:00Z").unwrap();
+        assert_eq!(offsite(&config, now).status, Status::Info, "off");
+        config.backup.offsite.url = Some("s3://firm/appliance".into());
+        assert_eq!(offsite(&config, now).status, Status::Warn, "no report from the service yet");
+        let hours_ago = |h: i64| Timestamp::from_micros(now.micros() - h * 3_600_000_000);
+        let failing = Offsite {
+            url: "s3://firm/appliance".into(),
+            last_upload: Some(hours_ago(3)),
+            last_error: Some(LastError { at: hours_ago(0), message: "cannot list\n  fix: check".into() }),
+            pending_files: 4,
+            oldest_pending: Some(hours_ago(2)),
+            ..Offsite::default()
+        };
+        status::write(dir.path(), &failing).unwrap();
+        let c = offsite(&config, now);
+        assert_eq!(c.status, Status::Fail, "{c:?}");
+        assert!(c.detail.contains("4 pending") && c.detail.contains("failing since"), "{c:?}");
+        let caught_up = Offsite { last_upload: Some(now), oldest_pending: None, pending_files: 0, ..failing };
+        status::write(dir.path(), &caught_up).unwrap();
+        let c = offsite(&config, now);
+        assert_eq!(c.status, Status::Ok, "{c:?}");
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(status::path(dir.path())).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "the status file is private");
     }
 }

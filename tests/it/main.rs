@@ -11,6 +11,7 @@ mod edge;
 mod grants;
 mod identity;
 mod matrix;
+mod offsite;
 mod oidc;
 mod openapi;
 mod ops;

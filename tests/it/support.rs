@@ -287,3 +287,19 @@ async fn released(path: &std::path::Path) {
     }
     panic!("the stopped server never released its store {}", path.display());
 }
+
+/// Provisions the instance of the config file `cfg` through the CLI, as an
+/// operator would: the master key, the org `acme`, and an admin service
+/// token of it (returned).
+pub fn provision_acme(cfg: &str) -> String {
+    let cli = |args: &[&str]| {
+        let mut all = args.to_vec();
+        all.extend(["--config", cfg]);
+        run_docket(&all, &[])
+    };
+    assert_eq!(cli(&["key", "generate"]).0, 0);
+    assert_eq!(cli(&["org", "create", "--slug", "acme", "--name", "Acme"]).0, 0);
+    let (code, out, err) = cli(&["token", "create", "--org", "acme", "--role", "admin", "--name", "t"]);
+    assert_eq!(code, 0, "{err}");
+    out.lines().next().unwrap_or_default().trim().to_string()
+}
