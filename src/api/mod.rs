@@ -8,14 +8,17 @@ pub mod audit;
 pub mod auth;
 pub mod clio;
 pub mod data;
+pub mod failures;
 pub mod me;
 pub mod members;
 pub mod org;
+pub mod page;
 pub mod params;
 pub mod problem;
 pub mod roles;
 pub mod search;
 pub mod signin;
+pub mod spec;
 pub mod system;
 pub mod tokens;
 pub mod types;
@@ -204,6 +207,7 @@ pub fn spec_json(service: &OpenApiService<Apis, ()>) -> String {
         }
     }
     declare_edge_statuses(&mut spec);
+    spec::refine(&mut spec);
     let mut out = serde_json::to_string_pretty(&spec).unwrap_or(raw);
     out.push('\n');
     out

@@ -76,7 +76,8 @@ pub struct SearchFacets {
 pub struct SearchResults {
     /// How many records match in all (that the caller may see).
     pub total: u64,
-    pub hits: Vec<SearchHit>,
+    /// The hits of this page, best first (or in the order `sort` asks).
+    pub items: Vec<SearchHit>,
     pub facets: SearchFacets,
     /// Pass as `cursor` (with the same other parameters) for the next page; absent on the last.
     pub next_cursor: Option<String>,
@@ -177,7 +178,7 @@ fn results(r: search::Results) -> SearchResults {
             snippet: h.snippet,
         })
         .collect();
-    SearchResults { total: r.total, hits, facets, next_cursor: r.next_cursor }
+    SearchResults { total: r.total, items: hits, facets, next_cursor: r.next_cursor }
 }
 
 #[OpenApi(tag = "Tag::Search")]

@@ -44,13 +44,13 @@ async fn all_ids(s: &TestServer, token: &str, path: &str) -> Vec<String> {
     loop {
         let sep = if path.contains('?') { '&' } else { '?' };
         let url = match &after {
-            Some(a) => format!("{path}{sep}limit=97&after={a}"),
+            Some(a) => format!("{path}{sep}limit=97&cursor={a}"),
             None => format!("{path}{sep}limit=97"),
         };
         let (status, page) = s.get_json(token, &url).await;
         assert_eq!(status, 200, "{url}: {page}");
-        ids.extend(page["records"].as_array().unwrap().iter().map(|r| r["id"].as_str().unwrap().to_string()));
-        match page["next"].as_str() {
+        ids.extend(page["items"].as_array().unwrap().iter().map(|r| r["id"].as_str().unwrap().to_string()));
+        match page["next_cursor"].as_str() {
             Some(n) => after = Some(n.to_string()),
             None => return ids,
         }
@@ -81,7 +81,7 @@ async fn every_kind_is_listed_filtered_paged_and_walled() {
         "auditors do not read client data"
     );
     assert_eq!(
-        s.get_json(&s.other_org_token, "/api/v1/matters").await.1["records"],
+        s.get_json(&s.other_org_token, "/api/v1/matters").await.1["items"],
         json!([]),
         "another firm sees none of it"
     );
@@ -102,7 +102,7 @@ async fn every_kind_is_listed_filtered_paged_and_walled() {
     let unbilled = all_ids(&s, &s.staff_token, "/api/v1/activities?billed=false&date_from=2023-12-25").await;
     let (_, page) = s.get_json(&s.staff_token, "/api/v1/activities?billed=false&date_from=2023-12-25&limit=500").await;
     assert!(
-        page["records"]
+        page["items"]
             .as_array()
             .unwrap()
             .iter()
@@ -154,7 +154,7 @@ async fn every_kind_is_listed_filtered_paged_and_walled() {
     for path in ["bills", "tasks", "calendar-entries", "notes"] {
         let (_, page) = s.get_json(member, &format!("/api/v1/{path}?limit=500")).await;
         assert!(
-            page["records"].as_array().unwrap().iter().all(|r| !r.to_string().contains(&format!("\"id\":{walled}"))),
+            page["items"].as_array().unwrap().iter().all(|r| !r.to_string().contains(&format!("\"id\":{walled}"))),
             "{path}"
         );
     }

@@ -320,7 +320,7 @@ async fn personal_and_service_tokens_scopes_rotation_and_revocation() {
     assert_eq!(status, 400, "unknown scopes are refused by the schema: {body}");
     let (_, events) = s.get_json(&s.auditor_token, "/api/v1/audit/events?action=token&limit=100").await;
     let actions: Vec<&str> =
-        events["events"].as_array().unwrap().iter().map(|e| e["action"].as_str().unwrap()).collect();
+        events["items"].as_array().unwrap().iter().map(|e| e["action"].as_str().unwrap()).collect();
     for a in ["token.create", "token.rotate", "token.revoke"] {
         assert!(actions.contains(&a), "{a} audited: {actions:?}");
     }
@@ -427,7 +427,7 @@ async fn walls_are_built_listed_audited_and_taken_down() {
     assert_eq!(client().delete(s.url(&path)).bearer_auth(&s.admin_token).send().await.unwrap().status(), 404);
     let (_, events) = s.get_json(&s.auditor_token, "/api/v1/audit/events?action=wall&limit=10").await;
     let actions: Vec<&str> =
-        events["events"].as_array().unwrap().iter().map(|e| e["action"].as_str().unwrap()).collect();
+        events["items"].as_array().unwrap().iter().map(|e| e["action"].as_str().unwrap()).collect();
     assert_eq!(actions, ["wall.create", "wall.delete"]);
     s.stop().await;
 }

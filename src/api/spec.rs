@@ -1,0 +1,245 @@
+//! What the served spec says beyond what poem-openapi derives from the
+//! operations: the contract integrators and client generators rely on.
+//!
+//! - plain `application/json` media types (the server still sends `charset=utf-8`);
+//! - the licence in `info`, `security: []` on public operations;
+//! - closed sets as `enum`s ([`ENUMS`]; `Problem.code` from the error table),
+//!   `format: date-time` on every instant ([`is_instant`]);
+//! - the headers of the HTTP contract (`http::semantics`): `RateLimit-*` on
+//!   every response, `Retry-After` on 429 and 503, `ETag` and a `304` on
+//!   reads, `Location` on 201, `Idempotency-Key` on `POST`;
+//! - a description on every parameter and response.
+use super::problem::TABLE;
+use serde_json::{Value, json};
+
+/// The licence docket is published under.
+const LICENSE: (&str, &str) = ("AGPL-3.0-only", "https://www.gnu.org/licenses/agpl-3.0.html");
+
+/// The eight kinds of records.
+const KINDS: &[&str] = &["matter", "contact", "activity", "bill", "user", "task", "calendar_entry", "note"];
+
+/// Closed sets of response fields: (schema, property, values).
+const ENUMS: &[(&str, &str, &[&str])] = &[
+    ("AuditEvent", "outcome", &["success", "failure", "denied"]),
+    ("ClioConnection", "state", &["not_configured", "configured", "connected", "disconnected"]),
+    ("JobRunView", "outcome", &["ok", "error", "cancelled"]),
+    ("JobView", "scope", &["appliance", "org"]),
+    ("Me", "credential", &["session", "personal-token", "service-token"]),
+    ("Record", "kind", KINDS),
+    ("SearchHit", "kind", KINDS),
+    ("KindStatus", "kind", KINDS),
+    ("ConfirmedKind", "kind", KINDS),
+    ("SuggestionView", "kind", &["matter", "contact", "user"]),
+    ("SystemStatus", "tls_mode", &["self-signed", "files", "acme", "off"]),
+];
+
+/// Whether a string property holds an instant (RFC 3339), by docket's naming rule.
+fn is_instant(name: &str) -> bool {
+    name.ends_with("_at")
+        || matches!(name, "time" | "started" | "ended" | "next_run" | "held_since" | "synced_through" | "date")
+}
+
+/// Applies everything in the module docs to a spec poem-openapi produced.
+pub fn refine(spec: &mut Value) {
+    spec["info"]["license"] = json!({"name": LICENSE.0, "url": LICENSE.1});
+    plain_json(spec);
+    schemas(spec);
+    let schemas = spec["components"]["schemas"].clone();
+    for (_, ops) in spec["paths"].as_object_mut().into_iter().flatten() {
+        for (method, op) in ops.as_object_mut().into_iter().flatten() {
+            operation(method, op, &schemas);
+        }
+    }
+    spec["components"]["headers"] = headers();
+}
+
+/// Renames `application/json; charset=utf-8` content keys to `application/json`.
+fn plain_json(value: &mut Value) {
+    match value {
+        Value::Object(map) => {
+            if let Some(body) = map.remove("application/json; charset=utf-8") {
+                map.insert("application/json".into(), body);
+            }
+            map.values_mut().for_each(plain_json);
+        }
+        Value::Array(items) => items.iter_mut().for_each(plain_json),
+        _ => {}
+    }
+}
+
+fn schemas(spec: &mut Value) {
+    let Some(schemas) = spec.pointer_mut("/components/schemas").and_then(Value::as_object_mut) else { return };
+    for (schema, property, values) in ENUMS {
+        if let Some(p) = schemas.get_mut(*schema).and_then(|s| s.pointer_mut(&format!("/properties/{property}"))) {
+            p["enum"] = json!(values);
+        }
+    }
+    if let Some(problem) = schemas.get_mut("Problem") {
+        let codes: Vec<&str> = TABLE.iter().map(|r| r.1).collect();
+        let types: Vec<String> = codes.iter().map(|c| format!("urn:docket:problem:{c}")).collect();
+        problem["properties"]["code"]["enum"] = json!(codes);
+        problem["properties"]["type"]["enum"] = json!(types);
+    }
+    for (_, schema) in schemas.iter_mut() {
+        for (name, p) in schema.get_mut("properties").and_then(Value::as_object_mut).into_iter().flatten() {
+            if p.get("type").and_then(Value::as_str) == Some("string") && p.get("format").is_none() && is_instant(name)
+            {
+                p["format"] = json!("date-time");
+            }
+        }
+    }
+}
+
+/// The reusable response headers.
+fn headers() -> Value {
+    let int = |description: &str| json!({"description": description, "schema": {"type": "integer", "minimum": 0}});
+    json!({
+        "RateLimit-Limit": int("Requests the tightest rate limit that applied allows in a burst."),
+        "RateLimit-Remaining": int("Requests left in that burst."),
+        "RateLimit-Reset": int("Seconds until the burst is whole again."),
+        "Retry-After": int("Seconds to wait before retrying."),
+        "ETag": {"description": "The validator of this response; send it as `If-None-Match` to get a 304 while it is unchanged.", "schema": {"type": "string"}},
+        "Location": {"description": "The URL of the resource created.", "schema": {"type": "string"}},
+        "Idempotent-Replayed": {"description": "`true` when this is the stored response to an earlier request with the same `Idempotency-Key`.", "schema": {"type": "string", "enum": ["true"]}},
+    })
+}
+
+fn header_ref(name: &str) -> Value {
+    json!({"$ref": format!("#/components/headers/{name}")})
+}
+
+fn operation(method: &str, op: &mut Value, schemas: &Value) {
+    if op.get("security").is_none() {
+        op["security"] = json!([]);
+    }
+    describe_parameters(op);
+    if method == "post" {
+        let parameters = op["parameters"].as_array_mut().map(std::mem::take).unwrap_or_default();
+        let mut parameters = parameters;
+        parameters.push(json!({
+            "name": "Idempotency-Key",
+            "in": "header",
+            "required": false,
+            "description": "Makes the request safe to retry: a retry with the same key and body gets the first response again (for 24 hours, per credential); the same key with another body is a 422.",
+            "schema": {"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[!-~]+$"},
+            "example": "3f2b8c1e-9a4d-4d2f-8f57-0c6b1d2e7a90",
+        }));
+        op["parameters"] = Value::Array(parameters);
+    }
+    let read = method == "get";
+    let Some(responses) = op.get_mut("responses").and_then(Value::as_object_mut) else { return };
+    if read && responses.contains_key("200") {
+        responses.insert(
+            "304".into(),
+            json!({"description": "Not modified: the `If-None-Match` validator still matches.", "headers": {"ETag": header_ref("ETag")}}),
+        );
+    }
+    for (status, response) in responses.iter_mut() {
+        let headers = response.as_object_mut().map(|r| r.entry("headers").or_insert_with(|| json!({})));
+        let Some(headers) = headers.and_then(Value::as_object_mut) else { continue };
+        for name in ["RateLimit-Limit", "RateLimit-Remaining", "RateLimit-Reset"] {
+            headers.insert(name.into(), header_ref(name));
+        }
+        match status.as_str() {
+            "429" | "503" => {
+                headers.insert("Retry-After".into(), header_ref("Retry-After"));
+            }
+            "200" if read => {
+                headers.insert("ETag".into(), header_ref("ETag"));
+            }
+            "201" => {
+                headers.insert("Location".into(), header_ref("Location"));
+            }
+            _ => {}
+        }
+        if method == "post" && (status.starts_with('2') || status.starts_with('4')) {
+            headers.insert("Idempotent-Replayed".into(), header_ref("Idempotent-Replayed"));
+        }
+        if response.get("description").and_then(Value::as_str).is_none_or(str::is_empty) {
+            response["description"] = json!(describe_status(status, response, schemas));
+        }
+    }
+}
+
+/// A description for a response that has none, from its status and schema.
+fn describe_status(status: &str, response: &Value, schemas: &Value) -> String {
+    let schema = response
+        .pointer("/content/application~1json/schema/$ref")
+        .and_then(Value::as_str)
+        .and_then(|r| r.strip_prefix("#/components/schemas/"));
+    let described = schema
+        .and_then(|name| schemas.get(name))
+        .and_then(|s| s.get("description"))
+        .and_then(Value::as_str)
+        .map(|d| d.lines().next().unwrap_or(d).trim_end_matches('.').to_string());
+    match (status, described, schema) {
+        ("200", Some(d), _) => d,
+        ("200", None, Some(name)) => format!("The {name}"),
+        ("201", _, _) => "Created".into(),
+        ("204", _, _) => "Done; no content".into(),
+        ("302" | "303", _, _) => "A redirect to the `Location` given".into(),
+        _ => super::problem::Code::for_status(status.parse().unwrap_or(500)).title().into(),
+    }
+}
+
+/// Fills a missing parameter description from the parameter's name.
+fn describe_parameters(op: &mut Value) {
+    for p in op.get_mut("parameters").and_then(Value::as_array_mut).into_iter().flatten() {
+        if p.get("description").and_then(Value::as_str).is_none_or(str::is_empty) {
+            let name = p.get("name").and_then(Value::as_str).unwrap_or("").to_string();
+            let text = match name.as_str() {
+                "id" => "The id of the object.".to_string(),
+                "cursor" => "The `next_cursor` of the previous page; leave out for the first page.".to_string(),
+                "limit" => "Items per page.".to_string(),
+                other => format!("The `{other}` to match."),
+            };
+            p["description"] = json!(text);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn instants_by_name() {
+        for name in ["created_at", "time", "synced_through", "next_run"] {
+            assert!(is_instant(name), "{name}");
+        }
+        for name in ["name", "etag", "timezone", "time_zone"] {
+            assert!(!is_instant(name), "{name}");
+        }
+    }
+
+    #[test]
+    fn refines_a_minimal_spec() {
+        let mut spec = json!({
+            "info": {"title": "t"},
+            "paths": {"/x": {
+                "get": {"responses": {"200": {"description": "", "content": {"application/json; charset=utf-8": {"schema": {"$ref": "#/components/schemas/Org"}}}}}},
+                "post": {"security": [{"TokenAuth": []}], "responses": {"201": {"description": "Created"}, "429": {"description": "x"}}}
+            }},
+            "components": {"schemas": {
+                "Org": {"description": "A firm.", "type": "object", "properties": {"created_at": {"type": "string"}}},
+                "Problem": {"type": "object", "properties": {"code": {"type": "string"}, "type": {"type": "string"}}}
+            }}
+        });
+        refine(&mut spec);
+        let get = &spec["paths"]["/x"]["get"];
+        assert_eq!(get["security"], json!([]));
+        assert!(get["responses"]["200"]["content"]["application/json"].is_object());
+        assert_eq!(get["responses"]["200"]["description"], "A firm");
+        assert!(get["responses"]["200"]["headers"]["ETag"].is_object());
+        assert!(get["responses"]["304"].is_object());
+        let post = &spec["paths"]["/x"]["post"];
+        assert_eq!(post["security"], json!([{"TokenAuth": []}]));
+        assert_eq!(post["parameters"][0]["name"], "Idempotency-Key");
+        assert!(post["responses"]["201"]["headers"]["Location"].is_object());
+        assert!(post["responses"]["429"]["headers"]["Retry-After"].is_object());
+        assert_eq!(spec["components"]["schemas"]["Org"]["properties"]["created_at"]["format"], "date-time");
+        let codes = spec["components"]["schemas"]["Problem"]["properties"]["code"]["enum"].as_array().unwrap();
+        assert!(codes.contains(&json!("invalid-cursor")) && codes.contains(&json!("gone")));
+        assert_eq!(spec["info"]["license"]["name"], "AGPL-3.0-only");
+    }
+}

@@ -1,0 +1,288 @@
+//! The API contract integrators build on (issue 21): one pagination
+//! contract, the error contract, and the HTTP semantics (ETag, rate-limit
+//! headers, idempotency, Location), each finding with its regression test.
+use crate::support::{TestServer, client};
+use docket::auth::Role;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use std::collections::BTreeSet;
+
+/// Follows `next_cursor` from `path` with `limit`, asserting the envelope on
+/// every page; the ids seen, in order, and how many pages it took.
+async fn walk(s: &TestServer, token: &str, path: &str, limit: usize) -> (Vec<String>, usize) {
+    let (mut ids, mut cursor, mut pages) = (vec![], None::<String>, 0);
+    loop {
+        let sep = if path.contains('?') { '&' } else { '?' };
+        let url = match &cursor {
+            Some(c) => format!("{path}{sep}limit={limit}&cursor={c}"),
+            None => format!("{path}{sep}limit={limit}"),
+        };
+        let (status, page) = s.get_json(token, &url).await;
+        assert_eq!(status, 200, "{url}: {page}");
+        let items = page["items"].as_array().unwrap_or_else(|| panic!("{url}: no `items` envelope: {page}"));
+        assert!(items.len() <= limit, "{url}: more than `limit`");
+        let keys: BTreeSet<&str> = page.as_object().unwrap().keys().map(String::as_str).collect();
+        assert!(keys.is_subset(&BTreeSet::from(["items", "next_cursor", "total", "facets"])), "{url}: {keys:?}");
+        ids.extend(items.iter().map(|i| i["id"].as_str().map_or_else(|| i["seq"].to_string(), str::to_owned)));
+        pages += 1;
+        match page.get("next_cursor") {
+            Some(Value::String(c)) => cursor = Some(c.clone()),
+            None => return (ids, pages),
+            Some(other) => panic!("{url}: next_cursor must be a string or absent, got {other}"),
+        }
+    }
+}
+
+/// Finding 2: `tokens.list`, `members.list`, `walls.list`, `me.sessions`,
+/// `audit.list` and `audit.export_json` all answer the envelope and page
+/// with `cursor`/`next_cursor` to the end, each item once.
+#[tokio::test]
+async fn every_list_pages_with_one_contract() {
+    let s = TestServer::start().await;
+    let owner = s.role_tokens[&Role::Owner].clone();
+    for i in 0..3 {
+        let body = json!({"email": format!("m{i}@smith-jones.test"), "role": "staff"});
+        assert_eq!(s.post_json(&owner, "/api/v1/members", body).await.0, 201);
+    }
+    for path in ["/api/v1/tokens", "/api/v1/members", "/api/v1/audit/events", "/api/v1/walls"] {
+        let (all, _) = walk(&s, &owner, path, 500).await;
+        let (paged, pages) = walk(&s, &owner, path, 2).await;
+        assert_eq!(paged, all, "{path}: pages of 2 cover the list exactly, in order");
+        assert_eq!(paged.iter().collect::<BTreeSet<_>>().len(), paged.len(), "{path}: no item twice");
+        assert_eq!(pages, all.len().div_ceil(2).max(1), "{path}: no empty last page");
+        if path != "/api/v1/walls" {
+            assert!(all.len() >= 4, "{path}: a list worth paging ({})", all.len());
+        }
+    }
+    let (status, export) = s.get_json(&owner, "/api/v1/audit/export/json").await;
+    assert_eq!(status, 200);
+    assert!(export["items"].is_array() && export.get("next_cursor").is_none(), "{export}");
+    let (status, sessions) = s.get_json(&s.member_token, "/api/v1/me/sessions").await;
+    assert_eq!((status.as_u16(), sessions["items"].is_array()), (200, true), "{sessions}");
+    s.stop().await;
+}
+
+/// Finding 2: an unknown query parameter is a 400 naming it (it was ignored:
+/// `?after=` on a list silently served page 1 again).
+#[tokio::test]
+async fn unknown_query_parameters_are_refused_by_name() {
+    let s = TestServer::start().await;
+    for (path, name, takes) in [
+        ("/api/v1/contacts?after=abc", "after", "`cursor`"),
+        ("/api/v1/org?verbose=1", "verbose", "no query parameters"),
+        ("/api/v1/audit/events?limit=2&Cursor=x", "Cursor", "`cursor`"),
+    ] {
+        let (status, body) = s.get_json(&s.admin_token, path).await;
+        assert_eq!((status.as_u16(), body["code"].as_str()), (400, Some("unknown-parameter")), "{path}: {body}");
+        assert_eq!(body["field"], name, "{path}");
+        let detail = body["detail"].as_str().unwrap();
+        assert!(detail.contains(&format!("`{name}`")) && detail.contains(takes), "{path}: {detail}");
+    }
+    let (status, _) = s.get_json(&s.admin_token, "/api/v1/audit/events?limit=2").await;
+    assert_eq!(status, 200, "declared parameters pass");
+    s.stop().await;
+}
+
+/// Finding 2: malformed, altered and foreign cursors are a 400 `invalid-cursor`
+/// (`after=zzz` was a 200 with nothing).
+#[tokio::test]
+async fn malformed_and_foreign_cursors_are_refused() {
+    let s = TestServer::start().await;
+    let owner = &s.role_tokens[&Role::Owner];
+    let (_, tokens) = s.get_json(owner, "/api/v1/tokens?limit=1").await;
+    let cursor = tokens["next_cursor"].as_str().unwrap().to_string();
+    let (_, audit) = s.get_json(owner, "/api/v1/audit/events?limit=1&action=org").await;
+    let audit_cursor = audit["next_cursor"].as_str().map(str::to_owned);
+    let last = if cursor.ends_with('0') { '1' } else { '0' };
+    let altered = format!("{}{last}", &cursor[..cursor.len() - 1]);
+    let mut cases = vec![
+        ("/api/v1/tokens?cursor=zzz".to_string(), "not a cursor this API gave"),
+        (format!("/api/v1/members?cursor={cursor}"), "another list"),
+        (format!("/api/v1/tokens?cursor={altered}"), "altered"),
+        ("/api/v1/matters?cursor=%ff%fe".to_string(), "next_cursor"),
+    ];
+    if let Some(c) = &audit_cursor {
+        cases.push((format!("/api/v1/audit/events?cursor={c}&action=token"), "other filters"));
+    }
+    for (path, says) in &cases {
+        let (status, body) = s.get_json(owner, path).await;
+        assert_eq!((status.as_u16(), body["code"].as_str()), (400, Some("invalid-cursor")), "{path}: {body}");
+        assert_eq!(body["field"], "cursor");
+        assert!(body["detail"].as_str().unwrap().contains(says), "{path}: {body}");
+    }
+    let (status, body) = s.get_json(&s.other_org_token, &format!("/api/v1/tokens?cursor={cursor}")).await;
+    assert_eq!((status.as_u16(), body["code"].as_str()), (400, Some("invalid-cursor")), "another firm's cursor");
+    assert_eq!(s.get_json(owner, &format!("/api/v1/tokens?cursor={cursor}&limit=3")).await.0, 200, "limit may change");
+    s.stop().await;
+}
+
+/// Finding 4: a filter value outside its closed set is a 400 naming the allowed values.
+#[tokio::test]
+async fn filter_values_outside_their_set_name_the_allowed_ones() {
+    let s = TestServer::start().await;
+    for (path, field, allowed) in [
+        ("/api/v1/matters?status=Bogus", "status", "`Open`, `Pending`, `Closed`"),
+        ("/api/v1/bills?state=Paid", "state", "`paid`"),
+        ("/api/v1/contacts?type=person", "type", "`Person`, `Company`"),
+        ("/api/v1/tasks?status=done", "status", "`complete`"),
+        ("/api/v1/activities?type=Time", "type", "`TimeEntry`"),
+    ] {
+        let (status, body) = s.get_json(&s.staff_token, path).await;
+        assert_eq!((status.as_u16(), body["field"].as_str()), (400, Some(field)), "{path}: {body}");
+        assert!(body["detail"].as_str().unwrap().contains(allowed), "{path}: {body}");
+    }
+    assert_eq!(s.get_json(&s.staff_token, "/api/v1/matters?status=Open").await.0, 200);
+    s.stop().await;
+}
+
+/// Finding 4: `tokens.create_service` answers each mistake with its own code
+/// and `field`, no parser internals, and the refusals are audited.
+#[tokio::test]
+async fn token_creation_errors_are_precise_and_audited() {
+    let s = TestServer::start().await;
+    let path = "/api/v1/tokens/service";
+    let (status, body) = s.post_json(&s.admin_token, path, json!({"name": "x", "role": "nobody"})).await;
+    assert_eq!(
+        (status.as_u16(), body["code"].as_str(), body["field"].as_str()),
+        (422, Some("unknown-role"), Some("role"))
+    );
+    assert!(body["detail"].as_str().unwrap().contains("`nobody`"), "{body}");
+
+    let (status, body) = s
+        .post_json(&s.admin_token, path, json!({"name": "x", "role": "staff", "scopes": ["data:read", "data:rule"]}))
+        .await;
+    assert_eq!(
+        (status.as_u16(), body["code"].as_str(), body["field"].as_str()),
+        (422, Some("invalid-scope"), Some("scopes"))
+    );
+    let detail = body["detail"].as_str().unwrap();
+    assert!(
+        detail.contains("`data:rule`") && detail.contains("`data:read`"),
+        "names the bad and the allowed: {detail}"
+    );
+    for internal in ["failed to parse", "PermissionName", "occurred while", "payload error"] {
+        assert!(!detail.contains(internal), "no parser internals: {detail}");
+    }
+    let (status, body) = s.post_json(&s.admin_token, path, json!({"name": 5, "role": "staff"})).await;
+    assert_eq!((status.as_u16(), body["field"].as_str()), (400, Some("name")), "{body}");
+
+    assert_eq!(s.post_json(&s.staff_token, path, json!({"name": "x", "role": "staff"})).await.0, 403);
+    let refused = s.audit_events("tokens.create_service").await;
+    let outcomes: Vec<(&str, &str)> =
+        refused.iter().map(|e| (e["outcome"].as_str().unwrap(), e["details"]["code"].as_str().unwrap())).collect();
+    assert_eq!(
+        outcomes,
+        [("failure", "unknown-role"), ("failure", "invalid-scope"), ("denied", "forbidden")],
+        "{refused:?}"
+    );
+    assert_eq!(refused[0]["details"]["field"], "role");
+    s.stop().await;
+}
+
+/// Failed attempts cannot fill the trail: past the per-firm bound they are
+/// counted, and the next recorded one says how many were left out.
+#[tokio::test]
+async fn a_flood_of_refusals_is_bounded_in_the_trail() {
+    let s = TestServer::start_with(|c| c.limits.per_credential_per_minute = 10_000).await;
+    let c = client();
+    let flood = docket::api::failures::PER_MINUTE as usize + 20;
+    for _ in 0..flood {
+        let r = c.get(s.url("/api/v1/audit/events")).bearer_auth(&s.staff_token).send().await.unwrap();
+        assert_eq!(r.status(), 403);
+    }
+    let denied = s.audit_events("audit.list").await;
+    let bound = docket::api::failures::PER_MINUTE as usize;
+    // The bucket refills one event every 2 s, so a slow run may record a few more.
+    assert!((bound..bound + 5).contains(&denied.len()), "the trail holds the bound, not the flood: {}", denied.len());
+    assert!(denied.iter().all(|e| e["outcome"] == "denied" && e["actor"].as_str().unwrap().starts_with("token:")));
+    s.stop().await;
+}
+
+/// Finding 5: `ETag` on records and lists, `If-None-Match` answered 304.
+#[tokio::test]
+async fn reads_carry_etags_and_revalidate() {
+    let s = TestServer::start().await;
+    let c = client();
+    for path in ["/api/v1/org", "/api/v1/tokens", "/api/v1/matters", "/api/v1/audit/events?action=org.create"] {
+        let first = c.get(s.url(path)).bearer_auth(&s.admin_token).send().await.unwrap();
+        assert_eq!(first.status(), 200, "{path}");
+        let etag = first.headers()["etag"].to_str().unwrap().to_string();
+        assert!(etag.starts_with('"') && etag.ends_with('"'), "a strong validator: {etag}");
+        let again = c.get(s.url(path)).bearer_auth(&s.admin_token).header("if-none-match", &etag).send().await.unwrap();
+        assert_eq!(again.status(), StatusCode::NOT_MODIFIED, "{path}");
+        assert_eq!(again.headers()["etag"], etag.as_str());
+        assert!(again.bytes().await.unwrap().is_empty(), "a 304 has no body");
+        let other =
+            c.get(s.url(path)).bearer_auth(&s.admin_token).header("if-none-match", "\"stale\"").send().await.unwrap();
+        assert_eq!(other.status(), 200, "{path}: another validator gets the body");
+    }
+    let before = c.get(s.url("/api/v1/org")).bearer_auth(&s.admin_token).send().await.unwrap();
+    let etag = before.headers()["etag"].to_str().unwrap().to_string();
+    let patched = c.patch(s.url("/api/v1/org")).bearer_auth(&s.admin_token).json(&json!({"time_zone": "Europe/Paris"}));
+    assert_eq!(patched.send().await.unwrap().status(), 200);
+    let after = c.get(s.url("/api/v1/org")).bearer_auth(&s.admin_token).header("if-none-match", &etag);
+    assert_eq!(after.send().await.unwrap().status(), 200, "a change changes the validator");
+    s.stop().await;
+}
+
+/// Finding 5: `RateLimit-*` on every response, and `Retry-After` with them on 429.
+#[tokio::test]
+async fn rate_limit_headers_on_every_response() {
+    let s = TestServer::start_with(|c| c.limits.per_credential_per_minute = 3).await;
+    let c = client();
+    let mut seen = vec![];
+    for _ in 0..4 {
+        let r = c.get(s.url("/api/v1/org")).bearer_auth(&s.admin_token).send().await.unwrap();
+        let header = |n: &str| r.headers().get(n).map(|v| v.to_str().unwrap().parse::<u64>().unwrap());
+        seen.push((r.status().as_u16(), header("ratelimit-limit"), header("ratelimit-remaining")));
+        if r.status() == 429 {
+            assert!(header("retry-after").unwrap() >= 1 && header("ratelimit-reset").unwrap() >= 1);
+        }
+    }
+    assert_eq!(
+        seen,
+        [(200, Some(3), Some(2)), (200, Some(3), Some(1)), (200, Some(3), Some(0)), (429, Some(3), Some(0))]
+    );
+    let nf = c.get(s.url("/api/v1/nothing-here")).send().await.unwrap();
+    assert!(nf.headers().contains_key("ratelimit-remaining"), "errors carry them too");
+    s.stop().await;
+}
+
+/// Finding 5: the same `Idempotency-Key` and body replays the first response
+/// (one token, not two); another body is a 422; 20 parallel retries create one.
+#[tokio::test]
+async fn idempotency_keys_make_creations_safe_to_retry() {
+    let s = TestServer::start().await;
+    let c = client();
+    let post = |key: &str, name: &str| {
+        c.post(s.url("/api/v1/tokens/service"))
+            .bearer_auth(&s.admin_token)
+            .header("idempotency-key", key)
+            .json(&json!({"name": name, "role": "staff"}))
+            .send()
+    };
+    let first = post("key-1", "sync").await.unwrap();
+    assert_eq!(first.status(), 201);
+    let location = first.headers()["location"].to_str().unwrap().to_string();
+    let first: Value = first.json().await.unwrap();
+    assert_eq!(location, format!("/api/v1/tokens/{}", first["record"]["id"].as_str().unwrap()), "Location on 201");
+    let again = post("key-1", "sync").await.unwrap();
+    assert_eq!((again.status().as_u16(), again.headers()["idempotent-replayed"].to_str().unwrap()), (201, "true"));
+    assert_eq!(again.json::<Value>().await.unwrap(), first, "the first response, replayed");
+    let other = post("key-1", "other").await.unwrap();
+    assert_eq!(other.status(), 422);
+    assert_eq!(other.json::<Value>().await.unwrap()["code"], "idempotency-key-reused");
+
+    let racers = (0..20).map(|_| post("key-2", "race"));
+    let answers = futures_util::future::join_all(racers).await;
+    let statuses: Vec<u16> = answers.into_iter().map(|r| r.unwrap().status().as_u16()).collect();
+    assert!(statuses.iter().all(|s| [201, 409].contains(s)), "{statuses:?}");
+    let (_, tokens) = s.get_json(&s.admin_token, "/api/v1/tokens?limit=500").await;
+    let made = |name: &str| tokens["items"].as_array().unwrap().iter().filter(|t| t["name"] == name).count();
+    assert_eq!((made("sync"), made("race"), made("other")), (1, 1, 0), "one creation per key");
+
+    let bad = c.post(s.url("/api/v1/tokens/service")).bearer_auth(&s.admin_token).header("idempotency-key", "a b");
+    let bad = bad.json(&json!({"name": "x", "role": "staff"})).send().await.unwrap();
+    assert_eq!(bad.status(), 400);
+    s.stop().await;
+}
