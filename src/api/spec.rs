@@ -8,7 +8,9 @@
 //! - the headers of the HTTP contract (`http::semantics`): `RateLimit-*` on
 //!   every response, `Retry-After` on 429 and 503, `ETag` and a `304` on
 //!   reads, `Location` on 201, `Idempotency-Key` on `POST`;
-//! - a description on every parameter and response.
+//! - a description on every parameter and response, and an example of every
+//!   parameter and JSON response ([`sample`], built from the schema so it
+//!   always fits it).
 use super::problem::TABLE;
 use serde_json::{Value, json};
 
@@ -113,7 +115,19 @@ fn operation(method: &str, op: &mut Value, schemas: &Value) {
         op["security"] = json!([]);
     }
     describe_parameters(op);
-    if method == "post" {
+    for p in op.get_mut("parameters").and_then(Value::as_array_mut).into_iter().flatten() {
+        if p.get("example").is_none() {
+            let name = p["name"].as_str().unwrap_or("").to_string();
+            p["example"] = sample(&name, &p["schema"], schemas, 0);
+        }
+    }
+    let body = op.pointer_mut("/requestBody/content/application~1json").and_then(Value::as_object_mut);
+    if let Some(media) = body.filter(|m| !m.contains_key("example")) {
+        let example = sample("", media.get("schema").unwrap_or(&Value::Null), schemas, 0);
+        media.insert("example".into(), example);
+    }
+    let creates = method == "post" && !op["operationId"].as_str().is_some_and(|id| id.starts_with("auth."));
+    if creates {
         let parameters = op["parameters"].as_array_mut().map(std::mem::take).unwrap_or_default();
         let mut parameters = parameters;
         parameters.push(json!({
@@ -152,13 +166,81 @@ fn operation(method: &str, op: &mut Value, schemas: &Value) {
             }
             _ => {}
         }
-        if method == "post" && (status.starts_with('2') || status.starts_with('4')) {
+        if creates && (status.starts_with('2') || status.starts_with('4')) {
             headers.insert("Idempotent-Replayed".into(), header_ref("Idempotent-Replayed"));
+        }
+        let json = response.pointer_mut("/content/application~1json").and_then(Value::as_object_mut);
+        if let Some(media) = json.filter(|m| !m.contains_key("example")) {
+            let example = sample("", media.get("schema").unwrap_or(&Value::Null), schemas, 0);
+            media.insert("example".into(), example);
         }
         if response.get("description").and_then(Value::as_str).is_none_or(str::is_empty) {
             response["description"] = json!(describe_status(status, response, schemas));
         }
     }
+}
+
+/// A value that fits `schema` (following `$ref`s into `schemas`), for the
+/// property or parameter `name`: the first of an enum, the bounds of a
+/// number, an RFC 3339 instant for `date-time`, every property of an object.
+fn sample(name: &str, schema: &Value, schemas: &Value, depth: usize) -> Value {
+    if let Some(target) = schema.get("$ref").and_then(Value::as_str) {
+        let found = target.strip_prefix("#/components/schemas/").and_then(|n| schemas.get(n));
+        return found.map_or(Value::Null, |s| sample(name, s, schemas, depth + 1));
+    }
+    for key in ["allOf", "oneOf", "anyOf"] {
+        if let Some(first) = schema.get(key).and_then(|s| s.get(0)) {
+            return sample(name, first, schemas, depth + 1);
+        }
+    }
+    if let Some(first) = schema.get("enum").and_then(|e| e.get(0)) {
+        return first.clone();
+    }
+    if let Some(example) = schema.get("example") {
+        return example.clone();
+    }
+    let number = |key: &str| schema.get(key).and_then(Value::as_f64);
+    match schema.get("type").and_then(Value::as_str) {
+        Some("string") => json!(sample_string(name, schema)),
+        Some("integer") => {
+            json!(number("minimum").map_or(1, |m| m.max(1.0).min(number("maximum").unwrap_or(m.max(1.0))) as i64))
+        }
+        Some("number") => json!(number("minimum").unwrap_or(1.0)),
+        Some("boolean") => json!(true),
+        Some("array") if depth < 8 => json!([sample(name, &schema["items"], schemas, depth + 1)]),
+        Some("array") => json!([]),
+        _ if depth < 8 => {
+            let props = schema.get("properties").and_then(Value::as_object);
+            let fields = props.into_iter().flatten().map(|(k, v)| (k.clone(), sample(k, v, schemas, depth + 1)));
+            Value::Object(fields.collect())
+        }
+        _ => json!({}),
+    }
+}
+
+/// A string that fits a string schema named `name`.
+fn sample_string(name: &str, schema: &Value) -> String {
+    match schema.get("format").and_then(Value::as_str) {
+        Some("date-time") => return "2026-01-31T09:30:00Z".into(),
+        Some("date") => return "2026-01-31".into(),
+        _ => {}
+    }
+    let text = match name {
+        "cursor" | "next_cursor" => "c1.MTAwMQ.5f0c2a9e1b7d3c48",
+        "email" => "pat@smith-jones.example",
+        "name" => "billing-export",
+        "role" => "staff",
+        "q" => "smith",
+        "location" => "us",
+        "time_zone" => "America/New_York",
+        "kind" => "matter",
+        "facets" => "kind",
+        "screened" => "group:Litigation",
+        n if n == "id" || n.ends_with("_id") => "1001",
+        _ => "text",
+    };
+    let min = schema.get("minLength").and_then(Value::as_u64).unwrap_or(0) as usize;
+    format!("{text:x<min$}")
 }
 
 /// A description for a response that has none, from its status and schema.

@@ -487,7 +487,7 @@ impl<E: Endpoint> Edge<E> {
         let api = path.starts_with(crate::api::BASE);
         let headers = req.headers().clone();
         let mut ticket = None;
-        if api && *method == Method::POST {
+        if *method == Method::POST && semantics::idempotent(path) {
             let key = match semantics::key_of(&headers) {
                 Ok(key) => key,
                 Err(e) => return e.into_response(),
@@ -668,7 +668,8 @@ fn parameter_error(err: &poem::Error) -> Option<ApiError> {
     let reason =
         reason.strip_prefix("failed to parse \"").and_then(|r| r.split_once("\": ")).map_or(reason.as_str(), |r| r.1);
     let reason = reason.split(" (occurred while parsing").next().unwrap_or(reason);
-    Some(ApiError::field(Code::BadRequest, name, format!("{kind} `{name}` is invalid: {reason}")))
+    let code = if name == "cursor" { Code::InvalidCursor } else { Code::BadRequest };
+    Some(ApiError::field(code, name, format!("{kind} `{name}` is invalid: {reason}")))
 }
 
 /// Extracts a plain-text error body (poem errors render their message as text).

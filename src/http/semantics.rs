@@ -6,8 +6,9 @@
 //! - `RateLimit-Limit`/`-Remaining`/`-Reset` on every response that counted
 //!   against a limit;
 //! - `Location` on every `201 Created`;
-//! - `Idempotency-Key` on `POST`: the first response to a key is replayed to
-//!   every retry with the same body, and a retry with another body is a 422.
+//! - `Idempotency-Key` on `POST` (but sign-in and sign-out, which create
+//!   nothing a retry could duplicate): the first response to a key is
+//!   replayed to every retry with the same body; another body is a 422.
 //!
 //! Idempotency records live in a bounded in-memory map, not the store: they
 //! guard a client's retries of one request over minutes, they hold response
@@ -162,6 +163,13 @@ fn fingerprint(method: &Method, path: &str, body: &[u8]) -> [u8; 32] {
     h.finalize().into()
 }
 
+/// Whether a `POST` to `path` honours `Idempotency-Key`: every API `POST`
+/// but those under `/auth/` (signing in or out creates nothing to duplicate,
+/// and a replay could not carry the session cookie).
+pub fn idempotent(path: &str) -> bool {
+    path.strip_prefix(crate::api::BASE).is_some_and(|rest| !rest.starts_with("/auth/"))
+}
+
 /// The idempotency key of a request, if it sent one, or a 400 if it is unusable.
 pub fn key_of(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
     let Some(value) = headers.get(IDEMPOTENCY_KEY) else { return Ok(None) };
@@ -231,14 +239,23 @@ impl Replays {
     /// retry (a server error, a rate limit): then the key is released.
     pub async fn finish(&self, ticket: Ticket, resp: Response) -> Response {
         let keep = !(resp.status().is_server_error() || resp.status() == StatusCode::TOO_MANY_REQUESTS);
+        if !keep {
+            self.release(&ticket);
+            return resp;
+        }
         let (parts, body) = resp.into_parts();
-        let body = if keep { body.into_bytes_limit(BODY_MAX).await.ok() } else { None };
-        let mut inner = self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let Some(body) = body else {
-            inner.entries.remove(&ticket.key);
-            drop(inner);
-            return Response::from_parts(parts, Body::empty());
+        let body = match body.into_bytes().await {
+            Ok(body) if body.len() <= BODY_MAX => body,
+            Ok(body) => {
+                self.release(&ticket);
+                return Response::from_parts(parts, Body::from(body));
+            }
+            Err(_) => {
+                self.release(&ticket);
+                return Response::from_parts(parts, Body::empty());
+            }
         };
+        let mut inner = self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let stored = Stored {
             status: parts.status,
             headers: parts
@@ -254,6 +271,13 @@ impl Replays {
         }
         drop(inner);
         Response::from_parts(parts, Body::from(body))
+    }
+}
+
+impl Replays {
+    /// Forgets a key whose first response is not kept, so a retry runs again.
+    fn release(&self, ticket: &Ticket) {
+        self.inner.lock().unwrap_or_else(std::sync::PoisonError::into_inner).entries.remove(&ticket.key);
     }
 }
 
@@ -376,8 +400,13 @@ mod tests {
         let now = Instant::now();
         let post = Method::POST;
         let Claim::Fresh(t) = replays.claim("c", "k".into(), &post, "/p", b"", now) else { panic!() };
+        let limited = Response::builder().status(StatusCode::TOO_MANY_REQUESTS).body("{\"code\":\"rate-limited\"}");
+        let limited = replays.finish(t, limited).await;
+        assert_eq!(limited.into_body().into_string().await.unwrap(), "{\"code\":\"rate-limited\"}", "passed on whole");
+        assert!(matches!(replays.claim("c", "k".into(), &post, "/p", b"", now), Claim::Fresh(_)), "retry after a 429");
+        let Claim::Fresh(t) = replays.claim("c", "k2".into(), &post, "/p", b"", now) else { panic!() };
         replays.finish(t, Response::builder().status(StatusCode::SERVICE_UNAVAILABLE).finish()).await;
-        assert!(matches!(replays.claim("c", "k".into(), &post, "/p", b"", now), Claim::Fresh(_)), "retry after a 503");
+        assert!(matches!(replays.claim("c", "k2".into(), &post, "/p", b"", now), Claim::Fresh(_)), "retry after a 503");
         for i in 0..KEY_CAPACITY + 10 {
             let _ = replays.claim("c", format!("k{i}"), &post, "/p", b"", now);
         }

@@ -51,7 +51,7 @@ async fn changes_are_audited_and_readable_by_auditors_only() {
     let text = csv.text().await.unwrap();
     assert!(text.starts_with("seq,time,actor,action,target,outcome"));
     assert!(text.contains(",org.update,"));
-    let after: Value = list(&s.auditor_token, "?action=audit").await.unwrap().json().await.unwrap();
+    let after: Value = list(&s.auditor_token, "?action=audit.export").await.unwrap().json().await.unwrap();
     assert_eq!(after["items"][0]["action"], "audit.export", "exports are audited");
     assert_eq!(after["items"][0]["details"]["format"], "csv");
     s.stop().await;

@@ -88,7 +88,7 @@ async fn every_kind_is_listed_filtered_paged_and_walled() {
 
     // Filters.
     let open = fake.snapshot(Kind::Matter).values().filter(|m| m["status"] == "Open").count();
-    assert_eq!(all_ids(&s, &s.staff_token, "/api/v1/matters?status=open").await.len(), open);
+    assert_eq!(all_ids(&s, &s.staff_token, "/api/v1/matters?status=Open").await.len(), open);
     let matters = fake.snapshot(Kind::Matter);
     let (matter_id, _) = matters.iter().next().unwrap();
     let under: BTreeSet<String> = fake
@@ -119,7 +119,7 @@ async fn every_kind_is_listed_filtered_paged_and_walled() {
     let closed_of_client = source_ids(&fake, Kind::Matter, |m| {
         m["status"] == "Closed" && id_of(&m["client"]["id"]).as_deref() == Some(client.as_str())
     });
-    let listed = all_ids(&s, &s.staff_token, &format!("/api/v1/matters?status=CLOSED&client_id={client}")).await;
+    let listed = all_ids(&s, &s.staff_token, &format!("/api/v1/matters?status=Closed&client_id={client}")).await;
     assert_eq!(listed.into_iter().collect::<BTreeSet<_>>(), closed_of_client, "two values intersected");
     let bills_of_matter = source_ids(&fake, Kind::Bill, |b| {
         b["matters"].as_array().is_some_and(|ms| ms.iter().any(|m| id_of(&m["id"]).as_ref() == Some(matter_id)))
