@@ -18,6 +18,12 @@ use std::sync::Arc;
 use std::time::Instant;
 use tracing::Instrument as _;
 
+/// Operations whose query another party writes: the redirects back from an
+/// identity provider or Clio, which may add parameters of their own (Google
+/// adds `scope`, `authuser`, `hd`; others `session_state`), so unknown ones
+/// are ignored there rather than failing a sign-in.
+const FOREIGN_QUERIES: &[&str] = &["auth.oidc_callback", "clio.callback"];
+
 /// What the spec says of each API path: allowed methods, and the top-level
 /// properties (name → JSON type) of each operation's JSON request body.
 #[derive(Debug, Default)]
@@ -157,13 +163,17 @@ impl SpecIndex {
     /// (a misspelt or unsupported parameter must not be silently ignored).
     pub fn unknown_parameters(&self, method: &Method, path: &str, query: Option<&str>) -> Option<ApiError> {
         let query = query.filter(|q| !q.is_empty())?;
+        if self.operation_id(method, path).is_some_and(|id| FOREIGN_QUERIES.contains(&id)) {
+            return None;
+        }
         let method = if *method == Method::HEAD { "GET" } else { method.as_str() };
         let declared = &self.route(path)?.queries.iter().find(|(m, _)| m == method)?.1;
-        let mut unknown: Vec<String> = url::form_urlencoded::parse(query.as_bytes())
-            .map(|(k, _)| k.into_owned())
-            .filter(|k| !declared.contains(k))
-            .collect();
-        unknown.dedup();
+        let mut unknown: Vec<String> = vec![];
+        for (name, _) in url::form_urlencoded::parse(query.as_bytes()) {
+            if !declared.iter().any(|d| *d == name) && !unknown.iter().any(|u| *u == name) {
+                unknown.push(name.into_owned());
+            }
+        }
         let first = unknown.first()?.clone();
         let names: Vec<String> = unknown.iter().map(|n| format!("`{}`", n.escape_debug())).collect();
         let takes = if declared.is_empty() {
@@ -770,5 +780,18 @@ mod tests {
         assert_eq!(field, "name");
         assert!(detail.contains("must be of type string"), "{detail}");
         assert_eq!(idx.wrong_field("PATCH", "/api/v1/org", br#"{"name": "x"}"#), None);
+    }
+
+    #[test]
+    fn unknown_query_parameters_except_on_redirects_back() {
+        let spec = r#"{"paths":{"/matters":{"get":{"operationId":"matters.list","parameters":[{"name":"cursor","in":"query"}]}},
+            "/auth/oidc/{provider}/callback":{"get":{"operationId":"auth.oidc_callback","parameters":[{"name":"code","in":"query"}]}}}}"#;
+        let idx = SpecIndex::from_spec(spec, "/api/v1");
+        let e = idx.unknown_parameters(&Method::GET, "/api/v1/matters", Some("after=1&x=2&cursor=c&x=3")).unwrap();
+        assert_eq!((e.code, e.field.as_deref()), (Code::UnknownParameter, Some("after")));
+        assert!(e.detail.contains("`after`, `x`;") && e.detail.contains("takes `cursor`"), "{}", e.detail);
+        assert!(idx.unknown_parameters(&Method::HEAD, "/api/v1/matters", Some("cursor=1")).is_none());
+        let google = Some("code=c&scope=openid&authuser=0&hd=example.com&prompt=consent");
+        assert!(idx.unknown_parameters(&Method::GET, "/api/v1/auth/oidc/google/callback", google).is_none());
     }
 }
