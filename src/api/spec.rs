@@ -115,6 +115,7 @@ fn operation(method: &str, op: &mut Value, schemas: &Value) {
         op["security"] = json!([]);
     }
     describe_parameters(op);
+    comma_lists_as_arrays(op);
     for p in op.get_mut("parameters").and_then(Value::as_array_mut).into_iter().flatten() {
         if p.get("example").is_none() {
             let name = p["name"].as_str().unwrap_or("").to_string();
@@ -264,6 +265,25 @@ fn describe_status(status: &str, response: &Value, schemas: &Value) -> String {
     }
 }
 
+/// A query parameter whose pattern is a comma list of fixed words
+/// (`^(a|b)(,(a|b))*$`) is an array of that enum, written comma-separated
+/// (`style: form`, `explode: false`).
+fn comma_lists_as_arrays(op: &mut Value) {
+    for p in op.get_mut("parameters").and_then(Value::as_array_mut).into_iter().flatten() {
+        let pattern = p.pointer("/schema/pattern").and_then(Value::as_str).unwrap_or("");
+        let Some(words) = pattern.strip_prefix("^(").and_then(|r| r.split_once(")(,(")).map(|(w, _)| w) else {
+            continue;
+        };
+        let words: Vec<&str> = words.split('|').collect();
+        if words.iter().any(|w| w.is_empty() || !w.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')) {
+            continue;
+        }
+        p["schema"] = json!({"type": "array", "items": {"type": "string", "enum": words}, "minItems": 1, "maxItems": words.len(), "uniqueItems": true});
+        p["style"] = json!("form");
+        p["explode"] = json!(false);
+    }
+}
+
 /// Fills a missing parameter description from the parameter's name.
 fn describe_parameters(op: &mut Value) {
     for p in op.get_mut("parameters").and_then(Value::as_array_mut).into_iter().flatten() {
@@ -323,5 +343,17 @@ mod tests {
         let codes = spec["components"]["schemas"]["Problem"]["properties"]["code"]["enum"].as_array().unwrap();
         assert!(codes.contains(&json!("invalid-cursor")) && codes.contains(&json!("gone")));
         assert_eq!(spec["info"]["license"]["name"], "AGPL-3.0-only");
+    }
+
+    #[test]
+    fn comma_lists_become_arrays_of_enums() {
+        let mut op = json!({"parameters": [
+            {"name": "kind", "in": "query", "schema": {"type": "string", "pattern": "^(matter|note)(,(matter|note))*$"}},
+            {"name": "q", "in": "query", "schema": {"type": "string", "pattern": "^[^\\x00]*$"}}
+        ]});
+        comma_lists_as_arrays(&mut op);
+        assert_eq!(op["parameters"][0]["schema"]["items"]["enum"], json!(["matter", "note"]));
+        assert_eq!((&op["parameters"][0]["style"], &op["parameters"][0]["explode"]), (&json!("form"), &json!(false)));
+        assert_eq!(op["parameters"][1]["schema"]["type"], "string", "other patterns stay");
     }
 }
