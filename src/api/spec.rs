@@ -46,6 +46,7 @@ pub fn refine(spec: &mut Value) {
     spec["info"]["license"] = json!({"name": LICENSE.0, "url": LICENSE.1});
     plain_json(spec);
     schemas(spec);
+    records_by_kind(spec);
     let schemas = spec["components"]["schemas"].clone();
     for (_, ops) in spec["paths"].as_object_mut().into_iter().flatten() {
         for (method, op) in ops.as_object_mut().into_iter().flatten() {
@@ -90,6 +91,155 @@ fn schemas(spec: &mut Value) {
             }
         }
     }
+}
+
+/// The typed fields of each kind's `data` (Clio's record, CLIO.md §4): the
+/// kind, its schema's name, and (field, schema) pairs. Every field may be
+/// null, and `data` stays open to fields Clio adds.
+fn kind_fields() -> Vec<(&'static str, &'static str, Vec<(&'static str, Value)>)> {
+    let t = |ty: &str| json!({"type": ty, "nullable": true});
+    let date = || json!({"type": "string", "format": "date", "nullable": true});
+    let instant = || json!({"type": "string", "format": "date-time", "nullable": true});
+    let one_of = |values: &[&str]| json!({"type": "string", "enum": values, "nullable": true});
+    let common = |mut fields: Vec<(&'static str, Value)>| {
+        fields.splice(0..0, [("etag", t("string")), ("created_at", instant()), ("updated_at", instant())]);
+        fields
+    };
+    let int_id = || ("id", json!({"type": "integer", "description": "Clio's id (the record's `id`, as a number)."}));
+    vec![
+        (
+            "matter",
+            "MatterData",
+            common(vec![
+                int_id(),
+                ("number", t("integer")),
+                ("display_number", t("string")),
+                ("description", t("string")),
+                ("status", one_of(&["Pending", "Open", "Closed"])),
+                ("billable", t("boolean")),
+                ("open_date", date()),
+                ("close_date", date()),
+            ]),
+        ),
+        (
+            "contact",
+            "ContactData",
+            common(vec![
+                int_id(),
+                ("name", t("string")),
+                ("type", one_of(&["Person", "Company"])),
+                ("is_client", t("boolean")),
+                ("primary_email_address", t("string")),
+                ("primary_phone_number", t("string")),
+            ]),
+        ),
+        (
+            "activity",
+            "ActivityData",
+            common(vec![
+                int_id(),
+                ("type", one_of(&["TimeEntry", "ExpenseEntry", "HardCostEntry", "SoftCostEntry"])),
+                ("date", date()),
+                ("quantity", t("number")),
+                ("price", t("number")),
+                ("total", t("number")),
+                ("note", t("string")),
+                ("billed", t("boolean")),
+            ]),
+        ),
+        (
+            "bill",
+            "BillData",
+            common(vec![
+                int_id(),
+                ("number", t("string")),
+                ("state", one_of(&["draft", "awaiting_approval", "awaiting_payment", "paid", "void", "deleted"])),
+                ("issued_at", date()),
+                ("due_at", date()),
+                ("paid_at", instant()),
+                ("total", t("number")),
+                ("balance", t("number")),
+            ]),
+        ),
+        (
+            "user",
+            "UserData",
+            common(vec![
+                int_id(),
+                ("name", t("string")),
+                ("email", t("string")),
+                ("enabled", t("boolean")),
+                ("subscription_type", one_of(&["Attorney", "NonAttorney"])),
+            ]),
+        ),
+        (
+            "task",
+            "TaskData",
+            common(vec![
+                int_id(),
+                ("name", t("string")),
+                ("description", t("string")),
+                ("status", one_of(&["pending", "in_progress", "in_review", "complete"])),
+                ("priority", one_of(&["High", "Normal", "Low"])),
+                ("due_at", date()),
+                ("completed_at", instant()),
+            ]),
+        ),
+        (
+            "calendar_entry",
+            "CalendarEntryData",
+            common(vec![
+                ("id", json!({"type": "string", "description": "Clio's id (a string for calendar entries)."})),
+                ("summary", t("string")),
+                ("description", t("string")),
+                ("start_at", instant()),
+                ("end_at", instant()),
+                ("all_day", t("boolean")),
+            ]),
+        ),
+        (
+            "note",
+            "NoteData",
+            common(vec![
+                int_id(),
+                ("type", one_of(&["Matter", "Contact"])),
+                ("subject", t("string")),
+                ("detail", t("string")),
+                ("date", date()),
+            ]),
+        ),
+    ]
+}
+
+/// `Record` becomes a `oneOf` on `kind`: one schema per kind whose `data`
+/// has that kind's typed fields (and any others Clio sends).
+fn records_by_kind(spec: &mut Value) {
+    let Some(schemas) = spec.pointer_mut("/components/schemas").and_then(Value::as_object_mut) else { return };
+    let Some(base) = schemas.get("Record").cloned() else { return };
+    let (mut variants, mut mapping) = (vec![], serde_json::Map::new());
+    for (kind, data_name, fields) in kind_fields() {
+        let record_name = data_name.replace("Data", "Record");
+        let properties: serde_json::Map<String, Value> = fields.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
+        schemas.insert(
+            data_name.into(),
+            json!({"type": "object", "description": format!("A {kind} as Clio sent it: the fields docket relies on, typed; any other field Clio sends is kept."),
+                   "properties": properties, "additionalProperties": true}),
+        );
+        let mut record = base.clone();
+        record["title"] = json!(record_name);
+        record["description"] = json!(format!("A {kind}, with its identity and Clio's record."));
+        record["properties"]["kind"] = json!({"type": "string", "enum": [kind]});
+        record["properties"]["data"] = json!({"$ref": format!("#/components/schemas/{data_name}")});
+        let reference = format!("#/components/schemas/{record_name}");
+        schemas.insert(record_name, record);
+        variants.push(json!({"$ref": reference}));
+        mapping.insert(kind.into(), json!(reference));
+    }
+    schemas.insert(
+        "Record".into(),
+        json!({"description": base.get("description").cloned().unwrap_or(json!("A record.")),
+               "oneOf": variants, "discriminator": {"propertyName": "kind", "mapping": mapping}}),
+    );
 }
 
 /// The reusable response headers.

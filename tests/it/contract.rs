@@ -370,3 +370,73 @@ async fn generated_clients_work_against_a_live_server() {
     assert!(out.contains("python client: ok"), "{out}");
     s.stop().await;
 }
+
+/// Whether `value` fits a (flat) property schema of the spec: its type, null
+/// only when `nullable`, its enum, and `date`/`date-time` formats.
+fn fits(value: &Value, schema: &Value) -> bool {
+    if value.is_null() {
+        return schema["nullable"] == true;
+    }
+    if let Some(values) = schema["enum"].as_array()
+        && !values.contains(value)
+    {
+        return false;
+    }
+    match (schema["type"].as_str(), schema["format"].as_str()) {
+        (Some("string"), Some("date")) => value.as_str().is_some_and(|s| docket::data::Date::parse(s).is_ok()),
+        (Some("string"), Some("date-time")) => {
+            value.as_str().is_some_and(|s| docket::timestamp::Timestamp::parse(s).is_ok())
+        }
+        (Some("string"), _) => value.is_string(),
+        (Some("integer"), _) => value.is_i64() || value.is_u64(),
+        (Some("number"), _) => value.is_number(),
+        (Some("boolean"), _) => value.is_boolean(),
+        _ => true,
+    }
+}
+
+/// Finding 3: each kind's `data` has a schema of its own (`Record` is a
+/// `oneOf` on `kind`), and every synced record of every kind fits it.
+#[tokio::test]
+async fn every_record_fits_its_kinds_schema() {
+    let fake = docket::clio::fake::FakeClio::start(5, 300).await.unwrap();
+    let s = TestServer::start().await;
+    crate::clio::connect_and_sync(&s, &fake).await;
+    let (_, spec) = s.get_json(&s.admin_token, "/api/v1/openapi.json").await;
+    let schemas = &spec["components"]["schemas"];
+    let variants = schemas["Record"]["oneOf"].as_array().unwrap();
+    assert_eq!(variants.len(), 8, "one schema per kind");
+    for (path, kind) in [
+        ("matters", "matter"),
+        ("contacts", "contact"),
+        ("activities", "activity"),
+        ("bills", "bill"),
+        ("users", "user"),
+        ("tasks", "task"),
+        ("calendar-entries", "calendar_entry"),
+        ("notes", "note"),
+    ] {
+        let target = schemas["Record"]["discriminator"]["mapping"][kind].as_str().unwrap();
+        let record_schema = &schemas[target.rsplit('/').next().unwrap()];
+        assert_eq!(record_schema["properties"]["kind"]["enum"], json!([kind]));
+        let data_ref = record_schema["properties"]["data"]["$ref"].as_str().unwrap();
+        let data_schema = &schemas[data_ref.rsplit('/').next().unwrap()];
+        assert_eq!(data_schema["additionalProperties"], true, "{kind}: open to fields Clio adds");
+        let (_, page) = s.get_json(&s.admin_token, &format!("/api/v1/{path}?limit=500")).await;
+        let records = page["items"].as_array().unwrap();
+        assert!(!records.is_empty(), "{path}: synced");
+        for record in records {
+            assert_eq!(record["kind"], kind);
+            for (field, schema) in data_schema["properties"].as_object().unwrap() {
+                let value = record["data"].get(field).unwrap_or(&Value::Null);
+                let absent_ok = record["data"].get(field).is_none();
+                assert!(
+                    absent_ok || fits(value, schema),
+                    "{kind} {}: `{field}` = {value} does not fit {schema}",
+                    record["id"]
+                );
+            }
+        }
+    }
+    s.stop().await;
+}
