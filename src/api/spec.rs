@@ -93,10 +93,13 @@ fn schemas(spec: &mut Value) {
     }
 }
 
+/// A kind, the name of its `data` schema, and its typed fields.
+type KindSchema = (&'static str, &'static str, Vec<(&'static str, Value)>);
+
 /// The typed fields of each kind's `data` (Clio's record, CLIO.md §4): the
 /// kind, its schema's name, and (field, schema) pairs. Every field may be
 /// null, and `data` stays open to fields Clio adds.
-fn kind_fields() -> Vec<(&'static str, &'static str, Vec<(&'static str, Value)>)> {
+fn kind_fields() -> Vec<KindSchema> {
     let t = |ty: &str| json!({"type": ty, "nullable": true});
     let date = || json!({"type": "string", "format": "date", "nullable": true});
     let instant = || json!({"type": "string", "format": "date-time", "nullable": true});
