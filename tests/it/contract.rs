@@ -178,6 +178,12 @@ async fn token_creation_errors_are_precise_and_audited() {
         "{refused:?}"
     );
     assert_eq!(refused[0]["details"]["field"], "role");
+
+    let made = json!({"name": "expiring", "role": "staff", "expires_in_days": 30});
+    assert_eq!(s.post_json(&s.admin_token, path, made).await.0, 201);
+    let created = s.audit_events("token.create").await;
+    let expires = created.last().unwrap()["details"]["expires_at"].as_str().unwrap().to_string();
+    assert!(docket::timestamp::Timestamp::parse(&expires).is_ok(), "audit `expires_at` is RFC 3339: {expires}");
     s.stop().await;
 }
 
