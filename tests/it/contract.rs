@@ -44,7 +44,12 @@ async fn every_list_pages_with_one_contract() {
     let owner = s.role_tokens[&Role::Owner].clone();
     for i in 0..3 {
         let body = json!({"email": format!("m{i}@smith-jones.test"), "role": "staff"});
-        assert_eq!(s.post_json(&owner, "/api/v1/members", body).await.0, 201);
+        let made = client().post(s.url("/api/v1/members")).bearer_auth(&owner).json(&body).send().await.unwrap();
+        assert_eq!(made.status(), 201);
+        let location = made.headers()["location"].to_str().unwrap().to_string();
+        let member: Value = made.json().await.unwrap();
+        assert_eq!(location, format!("/api/v1/members/{}", member["id"].as_str().unwrap()), "Location on 201");
+        assert_eq!(s.get_json(&owner, &location).await.1, member, "Location names the member made");
     }
     for path in ["/api/v1/tokens", "/api/v1/members", "/api/v1/audit/events", "/api/v1/walls"] {
         let (all, _) = walk(&s, &owner, path, 500).await;
