@@ -1,6 +1,7 @@
 //! `/audit`: the org's tamper-evident audit trail, for auditors and admins.
 use super::auth::Caller;
-use super::params::{DateTime, Limit, Number};
+use super::page::{self, Page, PageLimit};
+use super::params::{Cursor, DateTime};
 use super::problem::{ApiError, ApiResult};
 use crate::audit::{self, Event, Filter, Outcome};
 use crate::auth::{Permission, Principal};
@@ -89,15 +90,6 @@ impl From<Event> for AuditEventView {
     }
 }
 
-/// A page of events.
-#[derive(Object)]
-#[oai(skip_serializing_if_is_none)]
-pub struct AuditPage {
-    pub events: Vec<AuditEventView>,
-    /// Pass as `after` to get the next page; absent on the last page.
-    pub next_cursor: Option<u64>,
-}
-
 #[derive(ApiResponse)]
 pub enum CsvExport {
     /// The matching events as CSV (header row first).
@@ -107,9 +99,9 @@ pub enum CsvExport {
 
 #[derive(ApiResponse)]
 pub enum JsonExport {
-    /// The matching events as a JSON array.
+    /// The matching events, oldest first, as a page (`next_cursor` when more than 100,000 match).
     #[oai(status = 200)]
-    Json(Json<Vec<AuditEventView>>, #[oai(header = "content-disposition")] String),
+    Json(Json<Page<AuditEventView>>, #[oai(header = "content-disposition")] String),
 }
 
 fn filter(
@@ -129,11 +121,32 @@ fn filter(
     }
 }
 
+/// The sequence number a cursor continues after (0 for the first page).
+fn after_seq(context: &page::Context, cursor: Option<Cursor>) -> ApiResult<u64> {
+    match context.decode(cursor)? {
+        None => Ok(0),
+        Some(seq) => seq.parse().map_err(|_| {
+            ApiError::field(
+                super::problem::Code::InvalidCursor,
+                "cursor",
+                "`cursor` is not a cursor this API gave; pass the `next_cursor` of the previous page unchanged",
+            )
+        }),
+    }
+}
+
+/// Trims `events` (fetched one past `limit`) to the page, and the cursor of the next.
+fn next_after(context: &page::Context, events: &mut Vec<Event>, limit: usize) -> Option<String> {
+    let more = events.len() > limit;
+    events.truncate(limit);
+    more.then(|| events.last().map(|e| context.encode(&e.seq.to_string()))).flatten()
+}
+
 impl AuditApi {
     async fn export(&self, req: &Request, p: &Principal, filter: Filter, format: &str) -> ApiResult<Vec<Event>> {
         let store = &self.state.store;
         let scope = p.scope().clone();
-        let f = Filter { limit: EXPORT_MAX, ..filter };
+        let f = Filter { limit: EXPORT_MAX.max(filter.limit), ..filter };
         let events = super::off_worker(store, move |store| Ok(audit::query(store, &scope, &f)?)).await?;
         let details = serde_json::json!({"format": format, "count": events.len()});
         let target = format!("org:{}", p.scope().org());
@@ -147,14 +160,15 @@ impl AuditApi {
 impl AuditApi {
     /// List audit events
     ///
-    /// Oldest first; page with `after`. Requires permission `audit:read`.
+    /// Oldest first; page with `cursor`. Requires permission `audit:read`.
     #[allow(clippy::too_many_arguments)]
     #[oai(path = "/events", method = "get", operation_id = "audit.list")]
     async fn list(
         &self,
+        req: &Request,
         auth: Caller,
-        /// Return events after this sequence number (the `next_cursor` of the previous page).
-        after: Query<Option<Number<0, 1_000_000_000_000>>>,
+        /// The `next_cursor` of the previous page; leave out for the first page.
+        cursor: Query<Option<Cursor>>,
         /// Only events at or after this time (RFC 3339).
         since: Query<Option<DateTime>>,
         /// Only events before this time (RFC 3339).
@@ -166,20 +180,22 @@ impl AuditApi {
         #[oai(validator(max_length = 200))]
         actor: Query<Option<String>>,
         outcome: Query<Option<OutcomeParam>>,
-        /// Page size, 1 to 1000 (default 100).
-        limit: Query<Option<Limit<1000>>>,
-    ) -> ApiResult<Json<AuditPage>> {
+        /// Events per page, 1 to 500 (default 100).
+        limit: Query<Option<PageLimit>>,
+    ) -> ApiResult<Json<Page<AuditEventView>>> {
         let p = auth.require(Permission::AuditRead)?;
-        let limit = Limit::or(limit.0, 100);
+        let limit = page::limit(limit.0);
+        let context = page::Context::of(req, "audit.list", &p.scope().org().to_string());
         let f = Filter {
-            after: after.0.map_or(0, |n| n.0),
-            limit,
+            after: after_seq(&context, cursor.0)?,
+            limit: limit + 1,
             ..filter(since.0, until.0, action.0, actor.0, outcome.0)
         };
         let scope = p.scope().clone();
-        let events = super::off_worker(&self.state.store, move |store| Ok(audit::query(store, &scope, &f)?)).await?;
-        let next_cursor = (events.len() == limit).then(|| events.last().map(|e| e.seq)).flatten();
-        Ok(Json(AuditPage { events: events.into_iter().map(Into::into).collect(), next_cursor }))
+        let mut events =
+            super::off_worker(&self.state.store, move |store| Ok(audit::query(store, &scope, &f)?)).await?;
+        let next_cursor = next_after(&context, &mut events, limit);
+        Ok(Json(Page::new(events.into_iter().map(Into::into).collect(), next_cursor)))
     }
 
     /// Export audit events as CSV
@@ -207,13 +223,26 @@ impl AuditApi {
         &self,
         req: &Request,
         auth: Caller,
+        /// Only events at or after this time (RFC 3339).
         since: Query<Option<DateTime>>,
+        /// Only events before this time (RFC 3339).
         until: Query<Option<DateTime>>,
-        #[oai(validator(max_length = 100))] action: Query<Option<String>>,
+        /// Only this action, or actions under it.
+        #[oai(validator(max_length = 100))]
+        action: Query<Option<String>>,
+        /// The `next_cursor` of the previous export; leave out for the first.
+        cursor: Query<Option<Cursor>>,
     ) -> ApiResult<JsonExport> {
         let p = auth.require(Permission::AuditRead)?;
-        let events = self.export(req, p, filter(since.0, until.0, action.0, None, None), "json").await?;
-        let body = events.into_iter().map(Into::into).collect();
+        let context = page::Context::of(req, "audit.export_json", &p.scope().org().to_string());
+        let f = Filter {
+            after: after_seq(&context, cursor.0)?,
+            limit: EXPORT_MAX + 1,
+            ..filter(since.0, until.0, action.0, None, None)
+        };
+        let mut events = self.export(req, p, f, "json").await?;
+        let next_cursor = next_after(&context, &mut events, EXPORT_MAX);
+        let body = Page::new(events.into_iter().map(Into::into).collect(), next_cursor);
         Ok(JsonExport::Json(Json(body), "attachment; filename=\"audit.json\"".into()))
     }
 }

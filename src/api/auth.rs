@@ -26,6 +26,18 @@ struct SessionScheme(ApiKey);
 /// An authenticated caller of an operation.
 pub struct Caller(pub Principal);
 
+/// Where the edge learns who an operation's caller was (to audit a refusal):
+/// the edge puts an empty slot in the request, [`Caller`] fills it.
+#[derive(Clone, Default)]
+pub struct CallerSlot(pub Arc<std::sync::Mutex<Option<Principal>>>);
+
+impl CallerSlot {
+    /// The caller the operation authenticated, if any.
+    pub fn take(&self) -> Option<Principal> {
+        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take()
+    }
+}
+
 fn unauthenticated(detail: &str) -> ApiError {
     ApiError::new(Code::Unauthenticated, detail).with_header("www-authenticate", "Bearer".into())
 }
@@ -96,7 +108,11 @@ impl<'a> ApiExtractor<'a> for Caller {
         _body: &mut poem::RequestBody,
         _opts: ExtractParamOptions<Self::ParamType>,
     ) -> poem::Result<Self> {
-        Ok(Caller(authenticate(req)?))
+        let principal = authenticate(req)?;
+        if let Some(slot) = req.data::<CallerSlot>() {
+            *slot.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(principal.clone());
+        }
+        Ok(Caller(principal))
     }
 }
 

@@ -4,7 +4,10 @@
 //! [`Viewer`] so ethical walls apply everywhere. Reads run on the blocking
 //! pool ([`super::off_worker`]), never on an async worker.
 use super::auth::Caller;
-use super::params::{Cursor, DateTime, Day, Flag, Id, Limit, opt};
+use super::page::{self, Page, PageLimit};
+use super::params::{
+    ActivityType, BillState, ContactType, Cursor, DateTime, Day, Flag, Id, MatterStatus, TaskStatus, opt,
+};
 use super::problem::{ApiError, ApiResult, Code};
 use crate::auth::Permission;
 use crate::data::{self, Filters, Viewer};
@@ -12,6 +15,7 @@ use crate::records::{Kind, Record};
 use crate::state::AppState;
 use crate::store::Store;
 use crate::timestamp::Timestamp;
+use poem::Request;
 use poem_openapi::param::{Path, Query};
 use poem_openapi::payload::Json;
 use poem_openapi::{Object, OpenApi, Tags};
@@ -55,29 +59,20 @@ impl From<Record> for RecordView {
     }
 }
 
-/// A page of records.
-#[derive(Object)]
-#[oai(skip_serializing_if_is_none)]
-pub struct RecordPage {
-    pub records: Vec<RecordView>,
-    /// Pass as `after` to get the next page; absent on the last page.
-    pub next: Option<String>,
-}
-
 /// Cursor paging shared by every list.
 pub struct Paging {
-    after: Option<String>,
+    cursor: Option<Cursor>,
     limit: usize,
     updated_since: Option<Timestamp>,
 }
 
 /// The paging of a list request.
 fn paging(
-    after: Query<Option<Cursor>>,
-    limit: Query<Option<Limit<500>>>,
+    cursor: Query<Option<Cursor>>,
+    limit: Query<Option<PageLimit>>,
     updated_since: Query<Option<DateTime>>,
 ) -> Paging {
-    Paging { after: opt(after.0), limit: Limit::or(limit.0, 100), updated_since: opt(updated_since.0) }
+    Paging { cursor: cursor.0, limit: page::limit(limit.0), updated_since: opt(updated_since.0) }
 }
 
 /// Runs `read` off the async workers as the caller's [`Viewer`] (`data:read`).
@@ -97,17 +92,22 @@ async fn as_viewer<R: Send + 'static>(
 impl DataApi {
     async fn list(
         &self,
+        req: &Request,
         auth: &Caller,
         paging: Paging,
         kind: Kind,
         mut filters: Filters,
-    ) -> ApiResult<Json<RecordPage>> {
+    ) -> ApiResult<Json<Page<RecordView>>> {
+        let principal = auth.require(Permission::DataRead)?;
+        let context = page::Context::of(req, kind.as_str(), &principal.scope().org().to_string());
+        let after = context.decode(paging.cursor)?;
         filters.updated_since = paging.updated_since;
         let page = as_viewer(&self.state, auth, move |store, viewer| {
-            data::list(store, viewer, kind, &filters, paging.after.as_deref(), paging.limit)
+            data::list(store, viewer, kind, &filters, after.as_deref(), paging.limit)
         })
         .await?;
-        Ok(Json(RecordPage { records: page.records.into_iter().map(RecordView::from).collect(), next: page.next }))
+        let next = page.next.map(|id| context.encode(&id));
+        Ok(Json(Page::new(page.records.into_iter().map(RecordView::from).collect(), next)))
     }
 
     async fn get(&self, auth: &Caller, kind: Kind, id: String) -> ApiResult<Json<RecordView>> {
@@ -130,16 +130,16 @@ impl DataApi {
     #[allow(clippy::too_many_arguments)]
     async fn list_matter(
         &self,
+        req: &Request,
         auth: Caller,
-        /// The `next` of the previous page.
-        after: Query<Option<Cursor>>,
+        /// The `next_cursor` of the previous page; leave out for the first page.
+        cursor: Query<Option<Cursor>>,
         /// Records per page, 1 to 500 (default 100).
-        limit: Query<Option<Limit<500>>>,
+        limit: Query<Option<PageLimit>>,
         /// RFC 3339: only records updated after this.
         updated_since: Query<Option<DateTime>>,
-        /// `Open`, `Pending` or `Closed`.
-        #[oai(validator(max_length = 64))]
-        status: Query<Option<String>>,
+        /// Only matters with this status.
+        status: Query<Option<MatterStatus>>,
         /// The client (contact) id.
         client_id: Query<Option<Id>>,
         /// The responsible attorney (user) id.
@@ -148,16 +148,16 @@ impl DataApi {
         opened_from: Query<Option<Day>>,
         /// Opened on or before this date.
         opened_to: Query<Option<Day>>,
-    ) -> ApiResult<Json<RecordPage>> {
+    ) -> ApiResult<Json<Page<RecordView>>> {
         let filters = Filters {
-            status: status.0,
+            status: opt(status.0),
             client_id: opt(client_id.0),
             user_id: opt(responsible_attorney_id.0),
             from: opt(opened_from.0),
             to: opt(opened_to.0),
             ..Filters::default()
         };
-        self.list(&auth, paging(after, limit, updated_since), Kind::Matter, filters).await
+        self.list(req, &auth, paging(cursor, limit, updated_since), Kind::Matter, filters).await
     }
 
     /// One matter
@@ -179,21 +179,22 @@ impl DataApi {
     #[allow(clippy::too_many_arguments)]
     async fn list_contact(
         &self,
+        req: &Request,
         auth: Caller,
-        /// The `next` of the previous page.
-        after: Query<Option<Cursor>>,
+        /// The `next_cursor` of the previous page; leave out for the first page.
+        cursor: Query<Option<Cursor>>,
         /// Records per page, 1 to 500 (default 100).
-        limit: Query<Option<Limit<500>>>,
+        limit: Query<Option<PageLimit>>,
         /// RFC 3339: only records updated after this.
         updated_since: Query<Option<DateTime>>,
-        /// `Person` or `Company`.
-        #[oai(name = "type", validator(max_length = 64))]
-        record_type: Query<Option<String>>,
+        /// Only people or only companies.
+        #[oai(name = "type")]
+        record_type: Query<Option<ContactType>>,
         /// Only clients (true) or non-clients (false).
         is_client: Query<Option<Flag>>,
-    ) -> ApiResult<Json<RecordPage>> {
-        let filters = Filters { kind: record_type.0, is_client: opt(is_client.0), ..Filters::default() };
-        self.list(&auth, paging(after, limit, updated_since), Kind::Contact, filters).await
+    ) -> ApiResult<Json<Page<RecordView>>> {
+        let filters = Filters { kind: opt(record_type.0), is_client: opt(is_client.0), ..Filters::default() };
+        self.list(req, &auth, paging(cursor, limit, updated_since), Kind::Contact, filters).await
     }
 
     /// One contact
@@ -215,16 +216,17 @@ impl DataApi {
     #[allow(clippy::too_many_arguments)]
     async fn list_activity(
         &self,
+        req: &Request,
         auth: Caller,
-        /// The `next` of the previous page.
-        after: Query<Option<Cursor>>,
+        /// The `next_cursor` of the previous page; leave out for the first page.
+        cursor: Query<Option<Cursor>>,
         /// Records per page, 1 to 500 (default 100).
-        limit: Query<Option<Limit<500>>>,
+        limit: Query<Option<PageLimit>>,
         /// RFC 3339: only records updated after this.
         updated_since: Query<Option<DateTime>>,
-        /// `TimeEntry`, `ExpenseEntry`, `HardCostEntry` or `SoftCostEntry`.
-        #[oai(name = "type", validator(max_length = 64))]
-        record_type: Query<Option<String>>,
+        /// Only activities of this type.
+        #[oai(name = "type")]
+        record_type: Query<Option<ActivityType>>,
         /// The matter id.
         matter_id: Query<Option<Id>>,
         /// The timekeeper (user) id.
@@ -235,9 +237,9 @@ impl DataApi {
         date_from: Query<Option<Day>>,
         /// On or before this date.
         date_to: Query<Option<Day>>,
-    ) -> ApiResult<Json<RecordPage>> {
+    ) -> ApiResult<Json<Page<RecordView>>> {
         let filters = Filters {
-            kind: record_type.0,
+            kind: opt(record_type.0),
             matter_id: opt(matter_id.0),
             user_id: opt(user_id.0),
             billed: opt(billed.0),
@@ -245,7 +247,7 @@ impl DataApi {
             to: opt(date_to.0),
             ..Filters::default()
         };
-        self.list(&auth, paging(after, limit, updated_since), Kind::Activity, filters).await
+        self.list(req, &auth, paging(cursor, limit, updated_since), Kind::Activity, filters).await
     }
 
     /// One activity
@@ -267,16 +269,16 @@ impl DataApi {
     #[allow(clippy::too_many_arguments)]
     async fn list_bill(
         &self,
+        req: &Request,
         auth: Caller,
-        /// The `next` of the previous page.
-        after: Query<Option<Cursor>>,
+        /// The `next_cursor` of the previous page; leave out for the first page.
+        cursor: Query<Option<Cursor>>,
         /// Records per page, 1 to 500 (default 100).
-        limit: Query<Option<Limit<500>>>,
+        limit: Query<Option<PageLimit>>,
         /// RFC 3339: only records updated after this.
         updated_since: Query<Option<DateTime>>,
-        /// e.g. `draft`, `awaiting_payment`, `paid`, `void`.
-        #[oai(validator(max_length = 64))]
-        state: Query<Option<String>>,
+        /// Only bills in this state.
+        state: Query<Option<BillState>>,
         /// The client (contact) id.
         client_id: Query<Option<Id>>,
         /// The matter id.
@@ -285,16 +287,16 @@ impl DataApi {
         issued_from: Query<Option<Day>>,
         /// Issued on or before this date.
         issued_to: Query<Option<Day>>,
-    ) -> ApiResult<Json<RecordPage>> {
+    ) -> ApiResult<Json<Page<RecordView>>> {
         let filters = Filters {
-            status: state.0,
+            status: opt(state.0),
             client_id: opt(client_id.0),
             matter_id: opt(matter_id.0),
             from: opt(issued_from.0),
             to: opt(issued_to.0),
             ..Filters::default()
         };
-        self.list(&auth, paging(after, limit, updated_since), Kind::Bill, filters).await
+        self.list(req, &auth, paging(cursor, limit, updated_since), Kind::Bill, filters).await
     }
 
     /// One bill
@@ -316,18 +318,19 @@ impl DataApi {
     #[allow(clippy::too_many_arguments)]
     async fn list_user(
         &self,
+        req: &Request,
         auth: Caller,
-        /// The `next` of the previous page.
-        after: Query<Option<Cursor>>,
+        /// The `next_cursor` of the previous page; leave out for the first page.
+        cursor: Query<Option<Cursor>>,
         /// Records per page, 1 to 500 (default 100).
-        limit: Query<Option<Limit<500>>>,
+        limit: Query<Option<PageLimit>>,
         /// RFC 3339: only records updated after this.
         updated_since: Query<Option<DateTime>>,
         /// Enabled (true) or disabled (false) users.
         enabled: Query<Option<Flag>>,
-    ) -> ApiResult<Json<RecordPage>> {
+    ) -> ApiResult<Json<Page<RecordView>>> {
         let filters = Filters { enabled: opt(enabled.0), ..Filters::default() };
-        self.list(&auth, paging(after, limit, updated_since), Kind::User, filters).await
+        self.list(req, &auth, paging(cursor, limit, updated_since), Kind::User, filters).await
     }
 
     /// One user
@@ -349,16 +352,16 @@ impl DataApi {
     #[allow(clippy::too_many_arguments)]
     async fn list_task(
         &self,
+        req: &Request,
         auth: Caller,
-        /// The `next` of the previous page.
-        after: Query<Option<Cursor>>,
+        /// The `next_cursor` of the previous page; leave out for the first page.
+        cursor: Query<Option<Cursor>>,
         /// Records per page, 1 to 500 (default 100).
-        limit: Query<Option<Limit<500>>>,
+        limit: Query<Option<PageLimit>>,
         /// RFC 3339: only records updated after this.
         updated_since: Query<Option<DateTime>>,
-        /// `pending`, `in_progress`, `in_review` or `complete`.
-        #[oai(validator(max_length = 64))]
-        status: Query<Option<String>>,
+        /// Only tasks with this status.
+        status: Query<Option<TaskStatus>>,
         /// The matter id.
         matter_id: Query<Option<Id>>,
         /// The assignee id.
@@ -367,16 +370,16 @@ impl DataApi {
         due_from: Query<Option<Day>>,
         /// Due on or before this date.
         due_to: Query<Option<Day>>,
-    ) -> ApiResult<Json<RecordPage>> {
+    ) -> ApiResult<Json<Page<RecordView>>> {
         let filters = Filters {
-            status: status.0,
+            status: opt(status.0),
             matter_id: opt(matter_id.0),
             user_id: opt(assignee_id.0),
             from: opt(due_from.0),
             to: opt(due_to.0),
             ..Filters::default()
         };
-        self.list(&auth, paging(after, limit, updated_since), Kind::Task, filters).await
+        self.list(req, &auth, paging(cursor, limit, updated_since), Kind::Task, filters).await
     }
 
     /// One task
@@ -398,11 +401,12 @@ impl DataApi {
     #[allow(clippy::too_many_arguments)]
     async fn list_calendar_entry(
         &self,
+        req: &Request,
         auth: Caller,
-        /// The `next` of the previous page.
-        after: Query<Option<Cursor>>,
+        /// The `next_cursor` of the previous page; leave out for the first page.
+        cursor: Query<Option<Cursor>>,
         /// Records per page, 1 to 500 (default 100).
-        limit: Query<Option<Limit<500>>>,
+        limit: Query<Option<PageLimit>>,
         /// RFC 3339: only records updated after this.
         updated_since: Query<Option<DateTime>>,
         /// The matter id.
@@ -413,7 +417,7 @@ impl DataApi {
         from: Query<Option<Day>>,
         /// Starting on or before this date.
         to: Query<Option<Day>>,
-    ) -> ApiResult<Json<RecordPage>> {
+    ) -> ApiResult<Json<Page<RecordView>>> {
         let filters = Filters {
             matter_id: opt(matter_id.0),
             user_id: opt(calendar_owner_id.0),
@@ -421,7 +425,7 @@ impl DataApi {
             to: opt(to.0),
             ..Filters::default()
         };
-        self.list(&auth, paging(after, limit, updated_since), Kind::CalendarEntry, filters).await
+        self.list(req, &auth, paging(cursor, limit, updated_since), Kind::CalendarEntry, filters).await
     }
 
     /// One calendar entrie
@@ -443,11 +447,12 @@ impl DataApi {
     #[allow(clippy::too_many_arguments)]
     async fn list_note(
         &self,
+        req: &Request,
         auth: Caller,
-        /// The `next` of the previous page.
-        after: Query<Option<Cursor>>,
+        /// The `next_cursor` of the previous page; leave out for the first page.
+        cursor: Query<Option<Cursor>>,
         /// Records per page, 1 to 500 (default 100).
-        limit: Query<Option<Limit<500>>>,
+        limit: Query<Option<PageLimit>>,
         /// RFC 3339: only records updated after this.
         updated_since: Query<Option<DateTime>>,
         /// The matter id.
@@ -456,10 +461,10 @@ impl DataApi {
         date_from: Query<Option<Day>>,
         /// On or before this date.
         date_to: Query<Option<Day>>,
-    ) -> ApiResult<Json<RecordPage>> {
+    ) -> ApiResult<Json<Page<RecordView>>> {
         let filters =
             Filters { matter_id: opt(matter_id.0), from: opt(date_from.0), to: opt(date_to.0), ..Filters::default() };
-        self.list(&auth, paging(after, limit, updated_since), Kind::Note, filters).await
+        self.list(req, &auth, paging(cursor, limit, updated_since), Kind::Note, filters).await
     }
 
     /// One note

@@ -1,12 +1,13 @@
 //! `/me`: the caller, and their own browser sessions.
 use super::auth::Caller;
-use super::params::Id;
+use super::page::{self, Page, PageLimit};
+use super::params::{Cursor, Id};
 use super::problem::{ApiError, ApiResult};
 use crate::auth::{Credential, sessions};
 use crate::clock::{micros_to_datetime, rfc3339};
 use crate::state::AppState;
 use poem::Request;
-use poem_openapi::param::Path;
+use poem_openapi::param::{Path, Query};
 use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, Object, OpenApi, Tags};
 use std::sync::Arc;
@@ -107,7 +108,15 @@ impl MeApi {
     ///
     /// Requires permission `none`: any signed-in member (not a service token).
     #[oai(path = "/sessions", method = "get", operation_id = "me.sessions")]
-    async fn sessions(&self, auth: Caller) -> ApiResult<Json<Vec<SessionView>>> {
+    async fn sessions(
+        &self,
+        req: &Request,
+        auth: Caller,
+        /// The `next_cursor` of the previous page; leave out for the first page.
+        cursor: Query<Option<Cursor>>,
+        /// Items per page, 1 to 500 (default 100).
+        limit: Query<Option<PageLimit>>,
+    ) -> ApiResult<Json<Page<SessionView>>> {
         let user = auth.member()?;
         let current = match auth.0.credential() {
             Credential::Session(id) => Some(id.clone()),
@@ -115,20 +124,21 @@ impl MeApi {
         };
         let all =
             sessions::list(&self.state.store, auth.0.scope(), user, self.state.timeouts).map_err(ApiError::from)?;
-        Ok(Json(
-            all.into_iter()
-                .map(|s| SessionView {
-                    current: current.as_deref() == Some(s.id.as_str()),
-                    id: s.id,
-                    created_at: time(s.created_at),
-                    last_seen_at: time(s.last_seen_at),
-                    expires_at: time(s.expires_at),
-                    ip: s.ip,
-                    user_agent: s.user_agent,
-                    method: s.method,
-                })
-                .collect(),
-        ))
+        let views = all
+            .into_iter()
+            .map(|s| SessionView {
+                current: current.as_deref() == Some(s.id.as_str()),
+                id: s.id,
+                created_at: time(s.created_at),
+                last_seen_at: time(s.last_seen_at),
+                expires_at: time(s.expires_at),
+                ip: s.ip,
+                user_agent: s.user_agent,
+                method: s.method,
+            })
+            .collect();
+        let context = format!("{} {user}", auth.0.scope().org());
+        page::of_list(req, "me.sessions", &context, views, |s| s.id.clone(), cursor.0, limit.0).map(Json)
     }
 
     /// End one of my sessions

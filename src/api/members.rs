@@ -1,6 +1,7 @@
 //! `/members`: who belongs to the firm, with which role.
 use super::auth::Caller;
-use super::params::Id;
+use super::page::{self, Page, PageLimit};
+use super::params::{Cursor, Id};
 use super::problem::{ApiError, ApiResult};
 use super::types::{Optional, Text};
 use crate::auth::Permission;
@@ -9,7 +10,7 @@ use crate::auth::users::{self, MemberChanges, NewMember, User};
 use crate::clock::{micros_to_datetime, rfc3339};
 use crate::state::AppState;
 use poem::Request;
-use poem_openapi::param::Path;
+use poem_openapi::param::{Path, Query};
 use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, Object, OpenApi, Tags};
 use std::sync::Arc;
@@ -125,10 +126,20 @@ impl MembersApi {
     ///
     /// Requires permission `members:read`.
     #[oai(path = "/", method = "get", operation_id = "members.list")]
-    async fn list(&self, auth: Caller) -> ApiResult<Json<Vec<MemberView>>> {
+    async fn list(
+        &self,
+        req: &Request,
+        auth: Caller,
+        /// The `next_cursor` of the previous page; leave out for the first page.
+        cursor: Query<Option<Cursor>>,
+        /// Items per page, 1 to 500 (default 100).
+        limit: Query<Option<PageLimit>>,
+    ) -> ApiResult<Json<Page<MemberView>>> {
         let p = auth.require(Permission::MembersRead)?;
         let all = self.state.store.read(|r| users::list(r, p.scope())).map_err(ApiError::from)?;
-        Ok(Json(all.into_iter().map(MemberView::from).collect()))
+        let views = all.into_iter().map(MemberView::from).collect();
+        let org = p.scope().org().to_string();
+        page::of_list(req, "members.list", &org, views, |m| m.id.clone(), cursor.0, limit.0).map(Json)
     }
 
     /// One member

@@ -8,14 +8,17 @@ pub mod audit;
 pub mod auth;
 pub mod clio;
 pub mod data;
+pub mod failures;
 pub mod me;
 pub mod members;
 pub mod org;
+pub mod page;
 pub mod params;
 pub mod problem;
 pub mod roles;
 pub mod search;
 pub mod signin;
+pub mod spec;
 pub mod system;
 pub mod tokens;
 pub mod types;
@@ -121,8 +124,21 @@ pub fn service(state: Arc<AppState>) -> OpenApiService<Apis, ()> {
          Authenticate with `Authorization: Bearer dkt_…` (an API token), or from a browser with the \
          session cookie set by sign-in (state-changing requests then also need `Origin` and \
          `X-Docket-CSRF: 1`). Errors are RFC 9457 \
-         `application/problem+json` documents with a stable `code`. Each operation states the \
-         permission it requires.",
+         `application/problem+json` documents with a stable `code` (enumerated in `Problem`) and, \
+         when one field or parameter is at fault, its name in `field`. Each operation states the \
+         permission it requires.\n\n\
+         **Lists** answer `{\"items\": [...], \"next_cursor\": \"...\"}`: pass `next_cursor` back \
+         unchanged as `cursor` (with the same other parameters) for the next page; it is absent on \
+         the last page. `limit` is at most 500 (search: 100). A cursor of another list, other \
+         filters or another firm is a 400 `invalid-cursor`; a query parameter an operation does \
+         not take is a 400 `unknown-parameter`.\n\n\
+         **Caching**: successful reads carry an `ETag`; send it as `If-None-Match` to get a 304 \
+         while nothing changed. **Rate limits**: every response carries `RateLimit-Limit`, \
+         `RateLimit-Remaining` and `RateLimit-Reset`; a 429 or 503 says when to retry in \
+         `Retry-After`. **Retries**: send `Idempotency-Key` (for example a UUID) with a `POST`; a \
+         retry with the same key and body within 24 hours gets the first response again (marked \
+         `Idempotent-Replayed: true`), the same key with another body is a 422. Keys are kept in \
+         memory, per credential: a retry after the appliance restarted runs again.",
         )
         .server(BASE)
 }
@@ -204,6 +220,7 @@ pub fn spec_json(service: &OpenApiService<Apis, ()>) -> String {
         }
     }
     declare_edge_statuses(&mut spec);
+    spec::refine(&mut spec);
     let mut out = serde_json::to_string_pretty(&spec).unwrap_or(raw);
     out.push('\n');
     out

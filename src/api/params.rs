@@ -5,7 +5,8 @@
 //! - [`Day`]: a calendar date `YYYY-MM-DD`, through [`Date::parse`];
 //! - [`Number`]: a whole number within the bounds its type names;
 //! - [`Flag`]: `true` or `false`;
-//! - [`Id`] and [`Cursor`]: 1 to 64 characters from `A-Z a-z 0-9 . _ : ~ -`.
+//! - [`Id`]: 1 to 64 characters from `A-Z a-z 0-9 . _ : ~ -`;
+//! - [`Cursor`]: an opaque `next_cursor`, 1 to 256 characters from `A-Z a-z 0-9 . _ ~ -`.
 //!
 //! A value that does not parse is refused before the operation runs; the
 //! edge turns the refusal into a 400 problem that names the parameter and
@@ -159,12 +160,94 @@ impl std::fmt::Display for Id {
     }
 }
 
-/// The `next` of a previous page.
+/// The longest cursor accepted.
+const CURSOR_MAX: usize = 256;
+
+/// The `next_cursor` of a previous page (opaque; see `api::page`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Cursor(pub String);
 
-parameter!(Cursor, "cursor".into(), identifier_schema(), |v| identifier(v, "the `next` of a previous page")
-    .map(Cursor));
+parameter!(
+    Cursor,
+    "cursor".into(),
+    MetaSchema {
+        min_length: Some(1),
+        max_length: Some(CURSOR_MAX),
+        pattern: Some(r"^[A-Za-z0-9._~-]{1,256}$".into()),
+        ..MetaSchema::new("string")
+    },
+    |v| {
+        let fits = (1..=CURSOR_MAX).contains(&v.len())
+            && v.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'~' | b'-'));
+        if fits {
+            Ok(Cursor(v.to_string()))
+        } else {
+            Err("expected the `next_cursor` of the previous page, passed unchanged".to_string())
+        }
+    }
+);
+
+/// A parameter with a closed set of values: an `enum` in the spec, and a
+/// refusal that lists the allowed values.
+macro_rules! one_of {
+    ($(#[$doc:meta])* $ty:ident, $name:expr, [$($value:expr),+ $(,)?]) => {
+        $(#[$doc])*
+        #[derive(Clone, Debug, PartialEq, Eq)]
+        pub struct $ty(pub String);
+
+        impl $ty {
+            /// Every allowed value.
+            pub const VALUES: &'static [&'static str] = &[$($value),+];
+        }
+
+        parameter!(
+            $ty,
+            $name.into(),
+            MetaSchema {
+                enum_items: $ty::VALUES.iter().map(|v| serde_json::Value::from(*v)).collect(),
+                ..MetaSchema::new("string")
+            },
+            |v| one_of($ty::VALUES, v).map($ty)
+        );
+
+        impl From<$ty> for String {
+            fn from(p: $ty) -> String {
+                p.0
+            }
+        }
+    };
+}
+
+/// `value` if it is one of `allowed`, else a refusal naming them all.
+fn one_of(allowed: &[&str], value: &str) -> Result<String, String> {
+    if allowed.contains(&value) {
+        Ok(value.to_string())
+    } else {
+        let list: Vec<String> = allowed.iter().map(|v| format!("`{v}`")).collect();
+        Err(format!("expected one of {}", list.join(", ")))
+    }
+}
+
+one_of!(
+    /// A matter's status.
+    MatterStatus, "MatterStatus", ["Open", "Pending", "Closed"]
+);
+one_of!(
+    /// A contact's type.
+    ContactType, "ContactType", ["Person", "Company"]
+);
+one_of!(
+    /// An activity's type.
+    ActivityType, "ActivityType", ["TimeEntry", "ExpenseEntry", "HardCostEntry", "SoftCostEntry"]
+);
+one_of!(
+    /// A bill's state.
+    BillState, "BillState", ["draft", "awaiting_approval", "awaiting_payment", "paid", "void", "deleted"]
+);
+one_of!(
+    /// A task's status.
+    TaskStatus, "TaskStatus", ["pending", "in_progress", "in_review", "complete"]
+);
 
 macro_rules! unwrap_into {
     ($($ty:ty => $inner:ty),*) => {$(
@@ -219,13 +302,23 @@ mod tests {
     }
 
     #[test]
+    fn closed_sets_name_their_values() {
+        assert_eq!(parse::<MatterStatus>("Open").unwrap().0, "Open");
+        let e = parse::<MatterStatus>("Bogus").unwrap_err();
+        assert!(e.ends_with("expected one of `Open`, `Pending`, `Closed`"), "{e}");
+        assert!(parse::<BillState>("Paid").is_err(), "values are exact");
+    }
+
+    #[test]
     fn flags_ids_and_cursors() {
         assert!(parse::<Flag>("true").unwrap().0);
         assert!(parse::<Flag>("1").is_err());
         assert_eq!(parse::<Id>("usr_1a2b").unwrap().0, "usr_1a2b");
         for bad in ["", "a b", "a/b", "\0", &"x".repeat(65), "é"] {
             assert!(parse::<Id>(bad).is_err(), "{bad:?}");
-            assert!(parse::<Cursor>(bad).unwrap_err().contains("`next`"), "{bad:?}");
+        }
+        for bad in ["", "a b", "a/b", "a:b", "\0", &"x".repeat(257), "é"] {
+            assert!(parse::<Cursor>(bad).unwrap_err().contains("`next_cursor`"), "{bad:?}");
         }
     }
 }

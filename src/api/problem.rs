@@ -42,6 +42,12 @@ pub enum Code {
     Internal,
     UpstreamUnavailable,
     StorageUnavailable,
+    InvalidCursor,
+    UnknownParameter,
+    UnknownRole,
+    InvalidScope,
+    IdempotencyKeyReused,
+    IdempotencyKeyInUse,
 }
 
 /// The error table: slug, status, title.
@@ -61,6 +67,13 @@ pub const TABLE: &[(Code, &str, u16, &str)] = &[
     (Code::Internal, "internal", 500, "Internal error"),
     (Code::UpstreamUnavailable, "upstream-unavailable", 502, "A service docket depends on is unavailable"),
     (Code::StorageUnavailable, "storage-unavailable", 503, "Storage is unavailable"),
+    // Finer codes, for errors a client handles differently from others of their status.
+    (Code::InvalidCursor, "invalid-cursor", 400, "The cursor is not one of this list"),
+    (Code::UnknownParameter, "unknown-parameter", 400, "The request has a parameter this operation does not take"),
+    (Code::UnknownRole, "unknown-role", 422, "No such role"),
+    (Code::InvalidScope, "invalid-scope", 422, "A scope is not valid"),
+    (Code::IdempotencyKeyReused, "idempotency-key-reused", 422, "The Idempotency-Key was used with another request"),
+    (Code::IdempotencyKeyInUse, "idempotency-key-in-use", 409, "A request with this Idempotency-Key is in progress"),
 ];
 
 impl Code {
@@ -209,6 +222,7 @@ impl From<StoreError> for ApiError {
             StoreError::Conflict { what } => ApiError::new(Code::Conflict, format!("{what} already exists")),
             StoreError::Refused { problem } => ApiError::new(Code::Conflict, problem),
             StoreError::Denied { problem } => ApiError::new(Code::Forbidden, problem),
+            e @ StoreError::UnknownRole { field, .. } => ApiError::field(Code::UnknownRole, field, e.to_string()),
             StoreError::NotFound { what } => ApiError::new(Code::NotFound, format!("{what} was not found")),
             StoreError::Io(reason) | StoreError::Open { reason, .. } => {
                 tracing::error!(%reason, "storage failure");
@@ -237,8 +251,10 @@ mod tests {
     fn table_is_consistent() {
         for (code, slug, status, _) in TABLE {
             assert_eq!(code.slug(), *slug);
-            assert_eq!(Code::for_status(*status), *code);
+            assert_eq!(Code::for_status(*status).status(), *status, "{slug}");
         }
+        assert_eq!(Code::for_status(400), Code::BadRequest, "the general code of a status comes first");
+        assert_eq!(Code::for_status(422), Code::Unprocessable);
         let slugs: std::collections::BTreeSet<_> = TABLE.iter().map(|r| r.1).collect();
         assert_eq!(slugs.len(), TABLE.len(), "slugs are unique");
     }

@@ -76,7 +76,8 @@ pub struct SearchFacets {
 pub struct SearchResults {
     /// How many records match in all (that the caller may see).
     pub total: u64,
-    pub hits: Vec<SearchHit>,
+    /// The hits of this page, best first (or in the order `sort` asks).
+    pub items: Vec<SearchHit>,
     pub facets: SearchFacets,
     /// Pass as `cursor` (with the same other parameters) for the next page; absent on the last.
     pub next_cursor: Option<String>,
@@ -132,6 +133,17 @@ fn list<T>(
         .collect()
 }
 
+/// Every value of a multi-value parameter, whether sent as a comma list
+/// (`kind=matter,contact`, the spec's `explode: false`) or repeated
+/// (`kind=matter&kind=contact`, as some generated clients send arrays).
+fn every_value(req: &poem::Request, name: &str) -> Option<String> {
+    let values: Vec<String> = url::form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes())
+        .filter(|(k, _)| k == name)
+        .map(|(_, v)| v.into_owned())
+        .collect();
+    (!values.is_empty()).then(|| values.join(","))
+}
+
 /// Runs `work` on the blocking pool as the caller's viewer (`data:read`).
 async fn as_viewer<R: Send + 'static>(
     state: &AppState,
@@ -177,7 +189,7 @@ fn results(r: search::Results) -> SearchResults {
             snippet: h.snippet,
         })
         .collect();
-    SearchResults { total: r.total, hits, facets, next_cursor: r.next_cursor }
+    SearchResults { total: r.total, items: hits, facets, next_cursor: r.next_cursor }
 }
 
 #[OpenApi(tag = "Tag::Search")]
@@ -198,6 +210,7 @@ impl SearchApi {
     #[allow(clippy::too_many_arguments)]
     async fn query(
         &self,
+        req: &poem::Request,
         auth: Caller,
         /// What to search for (may be empty when a filter is given); no control characters.
         #[oai(validator(max_length = 512, pattern = r"^[^\x00-\x1F\x7F-\x9F]*$"))]
@@ -242,12 +255,16 @@ impl SearchApi {
         auth.require(Permission::DataRead)?;
         let kinds = list(
             "kind",
-            kind.0,
+            every_value(req, "kind").or(kind.0),
             |k| search::query::parse_kind(k).ok(),
             "matter, contact, activity, bill, user, task, calendar_entry, note",
         )?;
-        let facets =
-            list("facets", facets.0, Facet::parse, "kind, status, practice_area, responsible_attorney, billed")?;
+        let facets = list(
+            "facets",
+            every_value(req, "facets").or(facets.0),
+            Facet::parse,
+            "kind, status, practice_area, responsible_attorney, billed",
+        )?;
         let req = search::Request {
             q: q.0.unwrap_or_default(),
             kinds,
@@ -297,5 +314,18 @@ impl SearchApi {
             .map(|s| SuggestionView { kind: s.kind, id: s.id, label: s.label, detail: s.detail })
             .collect();
         Ok(Json(Suggestions { suggestions }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn multi_value_parameters_as_comma_lists_or_repeated() {
+        let req = |q: &str| poem::Request::builder().uri(format!("/search?{q}").parse().unwrap()).finish();
+        assert_eq!(every_value(&req("kind=matter,note"), "kind").as_deref(), Some("matter,note"));
+        assert_eq!(every_value(&req("kind=matter&q=x&kind=note"), "kind").as_deref(), Some("matter,note"));
+        assert_eq!(every_value(&req("q=x"), "kind"), None);
     }
 }

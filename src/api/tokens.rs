@@ -2,7 +2,8 @@
 //! (`tokens:self`); `tokens:manage` covers every token of the firm, including
 //! service tokens, which act for the firm with a role of their own.
 use super::auth::Caller;
-use super::params::Id;
+use super::page::{self, Page, PageLimit};
+use super::params::{Cursor, Id};
 use super::problem::{ApiError, ApiResult, Code};
 use super::types::{Optional, PermissionName, Text, permission_names};
 use crate::auth::Permission;
@@ -11,7 +12,7 @@ use crate::auth::tokens::{self, NewToken, TokenRecord};
 use crate::clock::{micros_to_datetime, rfc3339};
 use crate::state::AppState;
 use poem::Request;
-use poem_openapi::param::Path;
+use poem_openapi::param::{Path, Query};
 use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, Enum, Object, OpenApi, Tags};
 use std::sync::Arc;
@@ -186,16 +187,25 @@ impl TokensApi {
     ///
     /// Requires permission `tokens:self` (or `tokens:manage`).
     #[oai(path = "/", method = "get", operation_id = "tokens.list")]
-    async fn list(&self, auth: Caller) -> ApiResult<Json<Vec<TokenView>>> {
+    async fn list(
+        &self,
+        req: &Request,
+        auth: Caller,
+        /// The `next_cursor` of the previous page; leave out for the first page.
+        cursor: Query<Option<Cursor>>,
+        /// Items per page, 1 to 500 (default 100).
+        limit: Query<Option<PageLimit>>,
+    ) -> ApiResult<Json<Page<TokenView>>> {
         let p = auth.require(Permission::TokensSelf).or_else(|_| auth.require(Permission::TokensManage))?;
         let all = self.state.store.read(|r| tokens::list(r, p.scope())).map_err(ApiError::from)?;
         let manage = p.can(Permission::TokensManage);
-        Ok(Json(
-            all.into_iter()
-                .filter(|t| manage || (t.user.is_some() && t.user.as_deref() == p.user()))
-                .map(TokenView::from)
-                .collect(),
-        ))
+        let views = all
+            .into_iter()
+            .filter(|t| manage || (t.user.is_some() && t.user.as_deref() == p.user()))
+            .map(TokenView::from)
+            .collect();
+        let org = p.scope().org().to_string();
+        page::of_list(req, "tokens.list", &org, views, |t| t.id.clone(), cursor.0, limit.0).map(Json)
     }
 
     /// Create a personal token

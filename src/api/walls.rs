@@ -1,6 +1,7 @@
 //! `/walls`: ethical walls around matters (see `auth::walls`).
 use super::auth::Caller;
-use super::params::Id;
+use super::page::{self, Page, PageLimit};
+use super::params::{Cursor, Id};
 use super::problem::{ApiError, ApiResult};
 use super::types::{Optional, Text};
 use crate::auth::Permission;
@@ -8,7 +9,7 @@ use crate::auth::walls::{self, NewWall, Wall};
 use crate::clock::{micros_to_datetime, rfc3339};
 use crate::state::AppState;
 use poem::Request;
-use poem_openapi::param::Path;
+use poem_openapi::param::{Path, Query};
 use poem_openapi::payload::Json;
 use poem_openapi::{ApiResponse, Object, OpenApi, Tags};
 use std::sync::Arc;
@@ -106,10 +107,20 @@ impl WallsApi {
     ///
     /// Requires permission `walls:manage`.
     #[oai(path = "/", method = "get", operation_id = "walls.list")]
-    async fn list(&self, auth: Caller) -> ApiResult<Json<Vec<WallView>>> {
+    async fn list(
+        &self,
+        req: &Request,
+        auth: Caller,
+        /// The `next_cursor` of the previous page; leave out for the first page.
+        cursor: Query<Option<Cursor>>,
+        /// Items per page, 1 to 500 (default 100).
+        limit: Query<Option<PageLimit>>,
+    ) -> ApiResult<Json<Page<WallView>>> {
         let p = auth.require(Permission::WallsManage)?;
         let all = self.state.store.read(|r| walls::list(r, p.scope())).map_err(ApiError::from)?;
-        Ok(Json(all.into_iter().map(WallView::from).collect()))
+        let views = all.into_iter().map(WallView::from).collect();
+        let org = p.scope().org().to_string();
+        page::of_list(req, "walls.list", &org, views, |w| w.id.clone(), cursor.0, limit.0).map(Json)
     }
 
     /// Build a wall

@@ -3,6 +3,7 @@
 //! after which it may retry.
 use crate::config::LimitsConfig;
 use governor::clock::{Clock as _, DefaultClock};
+use governor::middleware::{StateInformationMiddleware, StateSnapshot};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use sha2::{Digest as _, Sha256};
 use std::net::IpAddr;
@@ -34,11 +35,42 @@ impl Limited {
     }
 }
 
+/// What is left of the tightest limit a request counted against (the
+/// `RateLimit-*` headers).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Budget {
+    /// Requests the bucket holds when full.
+    pub limit: u32,
+    /// Requests that may still be made at once.
+    pub remaining: u32,
+    /// Until the bucket is full again.
+    pub reset: Duration,
+}
+
+impl Budget {
+    fn of(state: &StateSnapshot) -> Budget {
+        let quota = state.quota();
+        let limit = quota.burst_size().get();
+        let remaining = state.remaining_burst_capacity().min(limit);
+        Budget { limit, remaining, reset: quota.replenish_interval() * (limit - remaining) }
+    }
+
+    /// The tighter of two budgets: the one with fewer requests left.
+    pub fn tighter(self, other: Option<Budget>) -> Budget {
+        match other {
+            Some(o) if o.remaining < self.remaining => o,
+            _ => self,
+        }
+    }
+}
+
+type Keyed<K> = DefaultKeyedRateLimiter<K, StateInformationMiddleware>;
+
 /// The appliance's rate limiters.
 pub struct Limits {
-    per_ip: DefaultKeyedRateLimiter<IpAddr>,
-    per_credential: DefaultKeyedRateLimiter<[u8; 16]>,
-    sign_in: DefaultKeyedRateLimiter<IpAddr>,
+    per_ip: Keyed<IpAddr>,
+    per_credential: Keyed<[u8; 16]>,
+    sign_in: Keyed<IpAddr>,
     clock: DefaultClock,
 }
 
@@ -49,33 +81,36 @@ fn per_minute(n: u32) -> Quota {
 impl Limits {
     pub fn new(config: &LimitsConfig) -> Limits {
         Limits {
-            per_ip: RateLimiter::keyed(per_minute(config.per_ip_per_minute)),
-            per_credential: RateLimiter::keyed(per_minute(config.per_credential_per_minute)),
-            sign_in: RateLimiter::keyed(per_minute(config.sign_in_per_ip_per_minute)),
+            per_ip: RateLimiter::keyed(per_minute(config.per_ip_per_minute)).with_middleware(),
+            per_credential: RateLimiter::keyed(per_minute(config.per_credential_per_minute)).with_middleware(),
+            sign_in: RateLimiter::keyed(per_minute(config.sign_in_per_ip_per_minute)).with_middleware(),
             clock: DefaultClock::default(),
         }
     }
 
     /// Counts one request from `ip` presenting `credential` (the raw secret,
-    /// which is only hashed here, never kept).
-    pub fn check(&self, ip: Option<IpAddr>, credential: Option<&str>) -> Result<(), Limited> {
+    /// which is only hashed here, never kept); what is left of the tighter limit.
+    pub fn check(&self, ip: Option<IpAddr>, credential: Option<&str>) -> Result<Option<Budget>, Limited> {
         let now = self.clock.now();
+        let mut budget = None;
         if let Some(ip) = ip {
-            self.per_ip.check_key(&ip).map_err(|n| Limited::Ip(n.wait_time_from(now)))?;
+            let state = self.per_ip.check_key(&ip).map_err(|n| Limited::Ip(n.wait_time_from(now)))?;
+            budget = Some(Budget::of(&state));
         }
         if let Some(secret) = credential {
             let digest = Sha256::digest(secret.as_bytes());
             let mut key = [0u8; 16];
             key.copy_from_slice(&digest[..16]);
-            self.per_credential.check_key(&key).map_err(|n| Limited::Credential(n.wait_time_from(now)))?;
+            let state = self.per_credential.check_key(&key).map_err(|n| Limited::Credential(n.wait_time_from(now)))?;
+            budget = Some(Budget::of(&state).tighter(budget));
         }
-        Ok(())
+        Ok(budget)
     }
 
     /// Counts one sign-in, callback or token-creation request from `ip`.
-    pub fn check_sign_in(&self, ip: IpAddr) -> Result<(), Limited> {
+    pub fn check_sign_in(&self, ip: IpAddr) -> Result<Budget, Limited> {
         let now = self.clock.now();
-        self.sign_in.check_key(&ip).map_err(|n| Limited::SignIn(n.wait_time_from(now)))
+        self.sign_in.check_key(&ip).map(|s| Budget::of(&s)).map_err(|n| Limited::SignIn(n.wait_time_from(now)))
     }
 
     /// Forgets clients whose buckets are full again (bounds memory).
@@ -114,5 +149,20 @@ mod tests {
         assert!(limits.check_sign_in(a).is_ok());
         assert!(matches!(limits.check_sign_in(a), Err(Limited::SignIn(_))), "sign-in has its own, stricter bucket");
         assert!(limits.check_sign_in(b).is_ok());
+    }
+
+    #[test]
+    fn budgets_report_the_tighter_limit() {
+        let limits = Limits::new(&LimitsConfig {
+            per_ip_per_minute: 6,
+            per_credential_per_minute: 3,
+            ..LimitsConfig::default()
+        });
+        let ip: IpAddr = "192.0.2.9".parse().unwrap();
+        let first = limits.check(Some(ip), None).unwrap().unwrap();
+        assert_eq!((first.limit, first.remaining, first.reset), (6, 5, Duration::from_secs(10)));
+        let tight = limits.check(Some(ip), Some("t")).unwrap().unwrap();
+        assert_eq!((tight.limit, tight.remaining, tight.reset), (3, 2, Duration::from_secs(20)));
+        assert_eq!(limits.check(None, None), Ok(None), "nothing counted, nothing to report");
     }
 }

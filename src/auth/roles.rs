@@ -52,13 +52,9 @@ pub fn permissions_of(r: &impl Reader, scope: &OrgScope, name: &str) -> Result<O
     Ok(Some(Permissions::of(&custom.permissions.iter().filter_map(|p| p.parse().ok()).collect::<Vec<_>>())))
 }
 
-/// Like [`permissions_of`], but a missing role is an `Invalid` error on `field`.
+/// Like [`permissions_of`], but a missing role is an `UnknownRole` error on `field`.
 pub fn require(r: &impl Reader, scope: &OrgScope, name: &str, field: &'static str) -> Result<Permissions, StoreError> {
-    permissions_of(r, scope, name)?.ok_or_else(|| StoreError::Refused {
-        problem: format!(
-            "`{field}`: `{name}` is not a role of this firm; use a built-in role (owner, admin, manager, staff, auditor) or create the custom role first"
-        ),
-    })
+    permissions_of(r, scope, name)?.ok_or_else(|| StoreError::UnknownRole { field, name: name.to_string() })
 }
 
 /// Every role of the org: built-ins first, then custom roles by name.

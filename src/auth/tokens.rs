@@ -184,7 +184,7 @@ pub fn create_service(
 pub fn details(record: &TokenRecord) -> serde_json::Value {
     serde_json::json!({
         "name": record.name, "kind": record.kind(), "role": record.role, "user": record.user,
-        "scopes": record.scopes, "expires_at": record.expires_at,
+        "scopes": record.scopes, "expires_at": record.expires_at.map(|t| rfc3339(micros_to_datetime(t))),
     })
 }
 

@@ -1,19 +1,28 @@
 //! The edge every request passes: request id and log span, body size limit,
 //! errors turned into problem+json (405 with `Allow`), security headers, and
 //! request metrics.
+use super::semantics;
 use crate::api::ClientIp;
+use crate::api::auth::CallerSlot;
+use crate::api::failures;
 use crate::api::problem::{ApiError, CONTENT_TYPE as PROBLEM, Code, REQUEST_ID};
-use crate::auth::limits::Limited;
+use crate::auth::limits::{Budget, Limited};
 use crate::state::AppState;
 use bytes::Bytes;
 use poem::error::ReadBodyError;
-use poem::http::{HeaderValue, Method, header};
+use poem::http::{HeaderValue, Method, StatusCode, header};
 use poem::{Body, Endpoint, IntoResponse, Request, Response};
 use poem_openapi::OperationId;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Instant;
 use tracing::Instrument as _;
+
+/// Operations whose query another party writes: the redirects back from an
+/// identity provider or Clio, which may add parameters of their own (Google
+/// adds `scope`, `authuser`, `hd`; others `session_state`), so unknown ones
+/// are ignored there rather than failing a sign-in.
+const FOREIGN_QUERIES: &[&str] = &["auth.oidc_callback", "clio.callback"];
 
 /// What the spec says of each API path: allowed methods, and the top-level
 /// properties (name → JSON type) of each operation's JSON request body.
@@ -26,23 +35,60 @@ pub struct SpecIndex {
 struct Route {
     template: Vec<String>,
     methods: Vec<String>,
-    bodies: Vec<(String, Vec<(String, String)>)>,
+    bodies: Vec<(String, Vec<(String, Property)>)>,
+    /// The query parameters each method declares.
+    queries: Vec<(String, Vec<String>)>,
+    /// The operation id of each method.
+    ids: Vec<(String, String)>,
+}
+
+/// What the edge checks of a body property: its JSON type, and the values
+/// allowed for it (or for its items) when they form a closed set.
+#[derive(Debug)]
+struct Property {
+    kind: String,
+    allowed: Vec<String>,
+}
+
+/// A schema with its `$ref` (and a one-entry `allOf` wrapper) followed.
+fn resolve<'a>(spec: &'a serde_json::Value, schema: &'a serde_json::Value) -> &'a serde_json::Value {
+    let schema = schema
+        .pointer("/allOf/0")
+        .filter(|_| schema["allOf"].as_array().is_some_and(|a| a.len() == 1))
+        .unwrap_or(schema);
+    match schema.get("$ref").and_then(|r| r.as_str()) {
+        Some(r) => r
+            .strip_prefix("#/components/schemas/")
+            .and_then(|n| spec.pointer(&format!("/components/schemas/{n}")))
+            .unwrap_or(schema),
+        None => schema,
+    }
 }
 
 /// The properties of a (possibly `$ref`-erenced) object schema.
-fn properties(spec: &serde_json::Value, schema: &serde_json::Value) -> Vec<(String, String)> {
-    let schema = match schema.get("$ref").and_then(|r| r.as_str()) {
-        Some(r) => {
-            r.strip_prefix("#/components/schemas/").and_then(|n| spec.pointer(&format!("/components/schemas/{n}")))
-        }
-        None => Some(schema),
-    };
-    let Some(props) = schema.and_then(|s| s.get("properties")).and_then(|p| p.as_object()) else {
+fn properties(spec: &serde_json::Value, schema: &serde_json::Value) -> Vec<(String, Property)> {
+    let Some(props) = resolve(spec, schema).get("properties").and_then(|p| p.as_object()) else {
         return vec![];
+    };
+    let values = |s: &serde_json::Value| -> Vec<String> {
+        s.get("enum")
+            .and_then(|e| e.as_array())
+            .into_iter()
+            .flatten()
+            .filter_map(|v| v.as_str().map(str::to_owned))
+            .collect()
     };
     props
         .iter()
-        .map(|(name, p)| (name.clone(), p.get("type").and_then(|t| t.as_str()).unwrap_or("any").to_string()))
+        .map(|(name, p)| {
+            let p = resolve(spec, p);
+            let kind = p.get("type").and_then(|t| t.as_str()).unwrap_or("any").to_string();
+            let allowed = match p.get("items") {
+                Some(items) if kind == "array" => values(resolve(spec, items)),
+                _ => values(p),
+            };
+            (name.clone(), Property { kind, allowed })
+        })
         .collect()
 }
 
@@ -66,7 +112,22 @@ impl SpecIndex {
                     Some((m.to_ascii_uppercase(), properties(&value, schema)))
                 })
                 .collect();
-            routes.push(Route { template: split(&format!("{base}{path}")), methods, bodies });
+            let queries = ops
+                .iter()
+                .map(|(m, op)| {
+                    let names = op.get("parameters").and_then(|p| p.as_array()).into_iter().flatten();
+                    let names = names
+                        .filter(|p| p.get("in").and_then(|i| i.as_str()) == Some("query"))
+                        .filter_map(|p| p.get("name").and_then(|n| n.as_str()).map(str::to_owned))
+                        .collect();
+                    (m.to_ascii_uppercase(), names)
+                })
+                .collect();
+            let ids = ops
+                .iter()
+                .filter_map(|(m, op)| Some((m.to_ascii_uppercase(), op.get("operationId")?.as_str()?.to_string())))
+                .collect();
+            routes.push(Route { template: split(&format!("{base}{path}")), methods, bodies, queries, ids });
         }
         SpecIndex { routes }
     }
@@ -77,6 +138,12 @@ impl SpecIndex {
             r.template.len() == segments.len()
                 && r.template.iter().zip(&segments).all(|(t, s)| t == s || (t.starts_with('{') && t.ends_with('}')))
         })
+    }
+
+    /// The operation id of a method on a concrete path.
+    pub fn operation_id(&self, method: &Method, path: &str) -> Option<&str> {
+        let method = if *method == Method::HEAD { "GET" } else { method.as_str() };
+        self.route(path)?.ids.iter().find(|(m, _)| m == method).map(|(_, id)| id.as_str())
     }
 
     /// The allowed methods for a concrete path, if it matches a template.
@@ -92,14 +159,49 @@ impl SpecIndex {
         })
     }
 
+    /// A 400 naming the query parameters the operation does not declare
+    /// (a misspelt or unsupported parameter must not be silently ignored).
+    pub fn unknown_parameters(&self, method: &Method, path: &str, query: Option<&str>) -> Option<ApiError> {
+        let query = query.filter(|q| !q.is_empty())?;
+        if self.operation_id(method, path).is_some_and(|id| FOREIGN_QUERIES.contains(&id)) {
+            return None;
+        }
+        let method = if *method == Method::HEAD { "GET" } else { method.as_str() };
+        let declared = &self.route(path)?.queries.iter().find(|(m, _)| m == method)?.1;
+        let mut unknown: Vec<String> = vec![];
+        for (name, _) in url::form_urlencoded::parse(query.as_bytes()) {
+            if !declared.iter().any(|d| *d == name) && !unknown.iter().any(|u| *u == name) {
+                unknown.push(name.into_owned());
+            }
+        }
+        let first = unknown.first()?.clone();
+        let names: Vec<String> = unknown.iter().map(|n| format!("`{}`", n.escape_debug())).collect();
+        let takes = if declared.is_empty() {
+            "this operation takes no query parameters".to_string()
+        } else {
+            let list: Vec<String> = declared.iter().map(|n| format!("`{n}`")).collect();
+            format!("this operation takes {}", list.join(", "))
+        };
+        let what = if names.len() == 1 { "unknown query parameter" } else { "unknown query parameters" };
+        Some(ApiError::field(
+            Code::UnknownParameter,
+            first,
+            format!("{what} {}; {takes} (see /api/docs)", names.join(", ")),
+        ))
+    }
+
     /// Names the first body field whose JSON type differs from the spec's.
     pub fn wrong_field(&self, method: &str, path: &str, body: &[u8]) -> Option<(String, String)> {
         let props = &self.route(path)?.bodies.iter().find(|(m, _)| m == method)?.1;
         let value: serde_json::Value = serde_json::from_slice(body).ok()?;
         for (name, field) in value.as_object()? {
-            let Some((_, expected)) = props.iter().find(|(n, _)| n == name) else {
+            let Some((_, property)) = props.iter().find(|(n, _)| n == name) else {
                 continue;
             };
+            if let Some(detail) = not_allowed(name, property, field) {
+                return Some((name.clone(), detail));
+            }
+            let expected = &property.kind;
             let fits = match (expected.as_str(), field) {
                 (_, serde_json::Value::Null) => false,
                 ("string", v) => v.is_string(),
@@ -129,6 +231,34 @@ impl SpecIndex {
     }
 }
 
+/// Names the first value of `field` outside the property's closed set.
+fn not_allowed(name: &str, property: &Property, field: &serde_json::Value) -> Option<String> {
+    if property.allowed.is_empty() {
+        return None;
+    }
+    let values: Vec<&serde_json::Value> = match field {
+        serde_json::Value::Array(items) => items.iter().collect(),
+        other => vec![other],
+    };
+    let bad = values.into_iter().find_map(|v| v.as_str().filter(|s| !property.allowed.iter().any(|a| a == s)))?;
+    let list: Vec<String> = property.allowed.iter().map(|a| format!("`{a}`")).collect();
+    let shown: String = bad.chars().take(64).collect::<String>().escape_debug().to_string();
+    Some(format!("field `{name}` has `{shown}`, which is not one of {}", list.join(", ")))
+}
+
+/// The detail of a 400 the framework produced, without its internals (type
+/// names, parser wrappers).
+fn clean_detail(raw: &str) -> String {
+    let raw = raw.trim();
+    let Some(rest) = raw.strip_prefix("parse request payload error:") else {
+        return raw.to_string();
+    };
+    let rest = rest.trim();
+    let rest = rest.strip_prefix("failed to parse \"").and_then(|r| r.split_once("\": ")).map_or(rest, |r| r.1);
+    let rest = rest.split(" (occurred while parsing").next().unwrap_or(rest);
+    format!("the request body does not fit this operation: {rest}; see /api/docs for its schema")
+}
+
 fn split(path: &str) -> Vec<String> {
     path.split('/').filter(|s| !s.is_empty()).map(str::to_owned).collect()
 }
@@ -140,6 +270,10 @@ pub struct Edge<E> {
     pub spec: Arc<SpecIndex>,
     /// Whether responses go out over HTTPS (adds HSTS).
     pub https: bool,
+    /// The idempotency keys of recent `POST`s.
+    pub replays: semantics::Replays,
+    /// The bounded audit of refused calls.
+    pub refusals: crate::api::failures::Refusals,
 }
 
 fn request_id(req: &Request) -> String {
@@ -271,12 +405,14 @@ impl<E: Endpoint> Edge<E> {
             Code::Internal | Code::StorageUnavailable => {
                 "an internal error occurred; quote the request id to your administrator".to_string()
             }
-            _ => String::from_utf8_lossy(&futures_body(resp)).trim().to_string(),
+            _ => clean_detail(&String::from_utf8_lossy(&futures_body(resp))),
         };
         let mut e = ApiError::new(code, if detail.is_empty() { code.title().to_string() } else { detail });
         if code == Code::BadRequest
             && let Some((field, detail)) = self.spec.wrong_field(method.as_str(), path, body)
         {
+            // A permission that does not exist is a scope the client must fix, not a malformed request.
+            let code = if field == "scopes" && detail.contains("not one of") { Code::InvalidScope } else { code };
             e = ApiError::field(code, field, detail);
         }
         if code == Code::MethodNotAllowed {
@@ -309,24 +445,24 @@ impl<E: Endpoint> Edge<E> {
         })
     }
 
-    /// Applies the rate limits; health checks are exempt so monitoring never trips them.
-    fn rate_limit(&self, req: &Request, client: Option<IpAddr>) -> Option<ApiError> {
+    /// Applies the rate limits (what is left of the tightest, or the
+    /// refusal); health checks are exempt so monitoring never trips them.
+    fn rate_limit(&self, req: &Request, client: Option<IpAddr>) -> Result<Option<Budget>, ApiError> {
         let path = req.uri().path();
         if matches!(path, "/healthz" | "/readyz") {
-            return None;
+            return Ok(None);
         }
         let session = crate::api::auth::session_cookie(req);
         let credential = crate::api::auth::bearer(req).or(session.as_deref());
         let sign_in = is_sign_in(req.method(), path);
-        let refused = self
-            .state
-            .limits
-            .check(client, credential)
-            .and_then(|()| match (sign_in, client) {
-                (true, Some(ip)) => self.state.limits.check_sign_in(ip),
-                _ => Ok(()),
-            })
-            .err()?;
+        let checked = self.state.limits.check(client, credential).and_then(|budget| match (sign_in, client) {
+            (true, Some(ip)) => self.state.limits.check_sign_in(ip).map(|b| Some(b.tighter(budget))),
+            _ => Ok(budget),
+        });
+        let refused = match checked {
+            Ok(budget) => return Ok(budget),
+            Err(refused) => refused,
+        };
         let retry = refused.retry_after().as_secs().max(1);
         self.state.metrics.count(
             "docket_http_rate_limited_total",
@@ -334,14 +470,124 @@ impl<E: Endpoint> Edge<E> {
             vec![("limit", refused.scope().to_string())],
             1,
         );
-        let detail = match refused {
-            Limited::Ip(_) => format!("too many requests from your address; retry in {retry} s"),
-            Limited::Credential(_) => format!("too many requests with this credential; retry in {retry} s"),
-            Limited::SignIn(_) => format!("too many sign-in attempts from your address; retry in {retry} s"),
+        let limits = &self.state.config.limits;
+        let (detail, limit) = match refused {
+            Limited::Ip(_) => {
+                (format!("too many requests from your address; retry in {retry} s"), limits.per_ip_per_minute)
+            }
+            Limited::Credential(_) => (
+                format!("too many requests with this credential; retry in {retry} s"),
+                limits.per_credential_per_minute,
+            ),
+            Limited::SignIn(_) => (
+                format!("too many sign-in attempts from your address; retry in {retry} s"),
+                limits.sign_in_per_ip_per_minute,
+            ),
         };
-        Some(ApiError::new(Code::RateLimited, detail).with_header("retry-after", retry.to_string()))
+        Err(ApiError::new(Code::RateLimited, detail)
+            .with_header("retry-after", retry.to_string())
+            .with_header("ratelimit-limit", limit.to_string())
+            .with_header("ratelimit-remaining", "0".into())
+            .with_header("ratelimit-reset", retry.to_string()))
     }
 
+    /// Serves a request past the edge's refusals: an idempotent `POST` from
+    /// memory or once, then the API's promises (ETag, Location) applied.
+    async fn serve(&self, mut req: Request, method: &Method, path: &str, body: Bytes) -> Response {
+        let api = path.starts_with(crate::api::BASE);
+        let headers = req.headers().clone();
+        let mut ticket = None;
+        if *method == Method::POST && semantics::idempotent(path) {
+            let key = match semantics::key_of(&headers) {
+                Ok(key) => key,
+                Err(e) => return e.into_response(),
+            };
+            let session = crate::api::auth::session_cookie(&req);
+            let credential = crate::api::auth::bearer(&req).or(session.as_deref()).map(str::to_owned);
+            if let (Some(key), Some(credential)) = (key, credential) {
+                match self.replays.claim(&credential, key, method, path, &body, Instant::now()) {
+                    semantics::Claim::Answer(resp) => return resp,
+                    semantics::Claim::Fresh(t) => ticket = Some(t),
+                }
+            }
+        }
+        if *method == Method::HEAD {
+            // Served as the GET it mirrors; the body is dropped below, its length kept.
+            req.set_method(Method::GET);
+        }
+        let caller = CallerSlot::default();
+        req.set_data(caller.clone());
+        let ctx = crate::api::audit_context(&req);
+        let mut resp = match self.inner.call(req).await {
+            Ok(out) => {
+                let resp = out.into_response();
+                let failed = resp.status().is_client_error() || resp.status().is_server_error();
+                if failed && !is_problem(&resp) { self.problem_for(resp, method, path, &[]) } else { resp }
+            }
+            Err(err) => self.error_response(err, method, path, &body),
+        };
+        if api
+            && failures::audited(resp.status().as_u16())
+            && let Some(principal) = caller.take()
+        {
+            resp = self.audit_refusal(resp, &principal, &ctx, method, path).await;
+        }
+        if api && resp.status() == StatusCode::CREATED && !resp.headers().contains_key(header::LOCATION) {
+            resp = with_location(resp, method, path).await;
+        }
+        if let Some(ticket) = ticket {
+            resp = self.replays.finish(ticket, resp).await;
+        }
+        if api && matches!(*method, Method::GET | Method::HEAD) {
+            resp = semantics::conditional(&headers, resp).await;
+        }
+        resp
+    }
+}
+
+impl<E: Endpoint> Edge<E> {
+    /// Records a refused call of an authenticated caller (see `api::failures`).
+    async fn audit_refusal(
+        &self,
+        resp: Response,
+        principal: &crate::auth::Principal,
+        ctx: &crate::audit::Context,
+        method: &Method,
+        path: &str,
+    ) -> Response {
+        let (parts, body) = resp.into_parts();
+        let Ok(bytes) = body.into_bytes().await else {
+            return Response::from_parts(parts, Body::empty());
+        };
+        let problem: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
+        let refusal = failures::Refusal {
+            operation: self.spec.operation_id(method, path).unwrap_or("api.request"),
+            path,
+            status: parts.status.as_u16(),
+            code: problem["code"].as_str().unwrap_or("unknown"),
+            field: problem["field"].as_str(),
+        };
+        let (store, metrics) = (&self.state.store, &self.state.metrics);
+        self.refusals.record(store, metrics, principal, ctx, &refusal);
+        Response::from_parts(parts, Body::from(bytes))
+    }
+}
+
+/// Adds `Location` to a `201` (see [`semantics::location`]).
+async fn with_location(resp: Response, method: &Method, path: &str) -> Response {
+    let (mut parts, body) = resp.into_parts();
+    let Ok(bytes) = body.into_bytes().await else {
+        return Response::from_parts(parts, Body::empty());
+    };
+    if let Some(at) = semantics::location(method, path, &bytes)
+        && let Ok(v) = HeaderValue::from_str(&at)
+    {
+        parts.headers.insert(header::LOCATION, v);
+    }
+    Response::from_parts(parts, Body::from(bytes))
+}
+
+impl<E: Endpoint> Edge<E> {
     fn secure(&self, resp: &mut Response, id: &str, https: bool) {
         let h = resp.headers_mut();
         let mut set = |name: &'static str, value: &str| {
@@ -432,7 +678,8 @@ fn parameter_error(err: &poem::Error) -> Option<ApiError> {
     let reason =
         reason.strip_prefix("failed to parse \"").and_then(|r| r.split_once("\": ")).map_or(reason.as_str(), |r| r.1);
     let reason = reason.split(" (occurred while parsing").next().unwrap_or(reason);
-    Some(ApiError::field(Code::BadRequest, name, format!("{kind} `{name}` is invalid: {reason}")))
+    let code = if name == "cursor" { Code::InvalidCursor } else { Code::BadRequest };
+    Some(ApiError::field(code, name, format!("{kind} `{name}` is invalid: {reason}")))
 }
 
 /// Extracts a plain-text error body (poem errors render their message as text).
@@ -460,9 +707,12 @@ impl<E: Endpoint> Endpoint for Edge<E> {
         let start = Instant::now();
         let state = self.state.clone();
         req.set_data(state.clone());
-        let refused = self.refuse_early(&req);
-        let limited = || self.rate_limit(&req, peer_client).or_else(|| csrf(&req, https));
-        let refused = refused.or_else(limited);
+        let mut budget = None;
+        let refused = self
+            .refuse_early(&req)
+            .or_else(|| self.rate_limit(&req, peer_client).map(|b| budget = b).err())
+            .or_else(|| csrf(&req, https))
+            .or_else(|| self.spec.unknown_parameters(&method, &path, req.uri().query()));
         let mut resp = REQUEST_ID
             .scope(id.clone(), async {
                 if let Some(refused) = refused {
@@ -475,21 +725,16 @@ impl<E: Endpoint> Endpoint for Edge<E> {
                         Err(e) => return e.into_response(),
                     }
                 }
-                if method == Method::HEAD {
-                    // Served as the GET it mirrors; the body is dropped below, its length kept.
-                    req.set_method(Method::GET);
-                }
-                match self.inner.call(req).await {
-                    Ok(out) => {
-                        let resp = out.into_response();
-                        let failed = resp.status().is_client_error() || resp.status().is_server_error();
-                        if failed && !is_problem(&resp) { self.problem_for(resp, &method, &path, &[]) } else { resp }
-                    }
-                    Err(err) => self.error_response(err, &method, &path, &body),
-                }
+                self.serve(req, &method, &path, body).await
             })
             .instrument(span.clone())
             .await;
+        if let Some(budget) = budget {
+            semantics::rate_limit_headers(&mut resp, budget);
+        }
+        if resp.status() == StatusCode::SERVICE_UNAVAILABLE && !resp.headers().contains_key(header::RETRY_AFTER) {
+            resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("30"));
+        }
         self.secure(&mut resp, &id, https);
         if method == Method::HEAD {
             without_body(&mut resp);
@@ -535,5 +780,18 @@ mod tests {
         assert_eq!(field, "name");
         assert!(detail.contains("must be of type string"), "{detail}");
         assert_eq!(idx.wrong_field("PATCH", "/api/v1/org", br#"{"name": "x"}"#), None);
+    }
+
+    #[test]
+    fn unknown_query_parameters_except_on_redirects_back() {
+        let spec = r#"{"paths":{"/matters":{"get":{"operationId":"matters.list","parameters":[{"name":"cursor","in":"query"}]}},
+            "/auth/oidc/{provider}/callback":{"get":{"operationId":"auth.oidc_callback","parameters":[{"name":"code","in":"query"}]}}}}"#;
+        let idx = SpecIndex::from_spec(spec, "/api/v1");
+        let e = idx.unknown_parameters(&Method::GET, "/api/v1/matters", Some("after=1&x=2&cursor=c&x=3")).unwrap();
+        assert_eq!((e.code, e.field.as_deref()), (Code::UnknownParameter, Some("after")));
+        assert!(e.detail.contains("`after`, `x`;") && e.detail.contains("takes `cursor`"), "{}", e.detail);
+        assert!(idx.unknown_parameters(&Method::HEAD, "/api/v1/matters", Some("cursor=1")).is_none());
+        let google = Some("code=c&scope=openid&authuser=0&hd=example.com&prompt=consent");
+        assert!(idx.unknown_parameters(&Method::GET, "/api/v1/auth/oidc/google/callback", google).is_none());
     }
 }

@@ -6,6 +6,7 @@ pub mod docs;
 pub mod edge;
 pub mod hooks;
 pub mod ops;
+pub mod semantics;
 pub mod serve;
 pub mod spa;
 pub mod tls;
@@ -64,7 +65,7 @@ pub fn app(state: Arc<AppState>, https: bool) -> impl Endpoint<Output = Response
         .at("/api/*rest", make_sync(|_| Response::builder().status(StatusCode::NOT_FOUND).finish()))
         .at("/*path", poem::get(poem::endpoint::make(|req: Request| async move { spa::serve(&req) })))
         .at("/", poem::get(poem::endpoint::make(|req: Request| async move { spa::serve(&req) })));
-    Edge { inner: route, state, spec: spec_index, https }
+    Edge { inner: route, state, spec: spec_index, https, replays: Default::default(), refusals: Default::default() }
 }
 
 /// The plain-HTTP app: every request gets a 308 to the same path over HTTPS.

@@ -271,6 +271,11 @@ pub enum StoreError {
     /// The caller may not make this change (403), e.g. granting a role above their own.
     #[error("{problem}")]
     Denied { problem: String },
+    /// A request names a role the firm does not have (422 `unknown-role`).
+    #[error(
+        "`{field}`: `{name}` is not a role of this firm; use a built-in role (owner, admin, manager, staff, auditor) or create the custom role first"
+    )]
+    UnknownRole { field: &'static str, name: String },
 }
 
 fn io<E: std::fmt::Display>(e: E) -> StoreError {

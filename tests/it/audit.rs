@@ -23,7 +23,7 @@ async fn changes_are_audited_and_readable_by_auditors_only() {
         c.get(s.url(&format!("/api/v1/audit/events{query}"))).bearer_auth(token.to_string()).send()
     };
     let page: Value = list(&s.auditor_token, "?action=org.update").await.unwrap().json().await.unwrap();
-    let events = page["events"].as_array().unwrap();
+    let events = page["items"].as_array().unwrap();
     assert_eq!(events.len(), 1, "{page}");
     let e = &events[0];
     assert_eq!((e["action"].as_str(), e["outcome"].as_str()), (Some("org.update"), Some("success")));
@@ -35,11 +35,11 @@ async fn changes_are_audited_and_readable_by_auditors_only() {
     assert!(!page.to_string().contains("Europe/Paris"), "the trail records what changed, not the values");
 
     let first: Value = list(&s.admin_token, "?limit=1").await.unwrap().json().await.unwrap();
-    assert_eq!(first["events"][0]["action"], "org.create", "an org's chain opens with its creation");
-    let cursor = first["next_cursor"].as_u64().unwrap();
-    let rest: Value = list(&s.admin_token, &format!("?after={cursor}")).await.unwrap().json().await.unwrap();
-    assert_eq!(rest["events"][0]["seq"].as_u64(), Some(cursor + 1));
-    assert!(rest["next_cursor"].is_null());
+    assert_eq!(first["items"][0]["action"], "org.create", "an org's chain opens with its creation");
+    let cursor = first["next_cursor"].as_str().unwrap();
+    let rest: Value = list(&s.admin_token, &format!("?cursor={cursor}")).await.unwrap().json().await.unwrap();
+    assert_eq!(rest["items"][0]["seq"].as_u64(), Some(2));
+    assert!(rest["next_cursor"].is_null(), "no cursor on the last page");
 
     assert_eq!(list(&s.staff_token, "").await.unwrap().status(), 403);
     let other: Value = list(&s.other_org_token, "").await.unwrap().json().await.unwrap();
@@ -51,9 +51,9 @@ async fn changes_are_audited_and_readable_by_auditors_only() {
     let text = csv.text().await.unwrap();
     assert!(text.starts_with("seq,time,actor,action,target,outcome"));
     assert!(text.contains(",org.update,"));
-    let after: Value = list(&s.auditor_token, "?action=audit").await.unwrap().json().await.unwrap();
-    assert_eq!(after["events"][0]["action"], "audit.export", "exports are audited");
-    assert_eq!(after["events"][0]["details"]["format"], "csv");
+    let after: Value = list(&s.auditor_token, "?action=audit.export").await.unwrap().json().await.unwrap();
+    assert_eq!(after["items"][0]["action"], "audit.export", "exports are audited");
+    assert_eq!(after["items"][0]["details"]["format"], "csv");
     s.stop().await;
 }
 

@@ -118,9 +118,12 @@ async fn an_admin_connects_clio_the_firm_syncs_and_disconnects() {
     assert!(off["purge_due_at"].is_string(), "{off}");
     let (status, _) = s.post_json(&s.admin_token, "/api/v1/clio/sync", Value::Null).await;
     assert_eq!(status, 409, "no sync without a connection");
-    let actions: Vec<String> =
-        s.audit_events("clio").await.iter().map(|e| e["action"].as_str().unwrap().to_string()).collect();
-    assert_eq!(actions, ["clio.configure", "clio.connect", "clio.disconnect"]);
+    let events = s.audit_events("clio").await;
+    let actions = |outcome: &str| -> Vec<&str> {
+        events.iter().filter(|e| e["outcome"] == outcome).map(|e| e["action"].as_str().unwrap()).collect()
+    };
+    assert_eq!(actions("success"), ["clio.configure", "clio.connect", "clio.disconnect"]);
+    assert!(actions("failure").contains(&"clio.sync_now"), "the refused sync is audited: {events:?}");
     s.stop().await;
 }
 

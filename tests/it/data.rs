@@ -44,13 +44,13 @@ async fn all_ids(s: &TestServer, token: &str, path: &str) -> Vec<String> {
     loop {
         let sep = if path.contains('?') { '&' } else { '?' };
         let url = match &after {
-            Some(a) => format!("{path}{sep}limit=97&after={a}"),
+            Some(a) => format!("{path}{sep}limit=97&cursor={a}"),
             None => format!("{path}{sep}limit=97"),
         };
         let (status, page) = s.get_json(token, &url).await;
         assert_eq!(status, 200, "{url}: {page}");
-        ids.extend(page["records"].as_array().unwrap().iter().map(|r| r["id"].as_str().unwrap().to_string()));
-        match page["next"].as_str() {
+        ids.extend(page["items"].as_array().unwrap().iter().map(|r| r["id"].as_str().unwrap().to_string()));
+        match page["next_cursor"].as_str() {
             Some(n) => after = Some(n.to_string()),
             None => return ids,
         }
@@ -81,14 +81,14 @@ async fn every_kind_is_listed_filtered_paged_and_walled() {
         "auditors do not read client data"
     );
     assert_eq!(
-        s.get_json(&s.other_org_token, "/api/v1/matters").await.1["records"],
+        s.get_json(&s.other_org_token, "/api/v1/matters").await.1["items"],
         json!([]),
         "another firm sees none of it"
     );
 
     // Filters.
     let open = fake.snapshot(Kind::Matter).values().filter(|m| m["status"] == "Open").count();
-    assert_eq!(all_ids(&s, &s.staff_token, "/api/v1/matters?status=open").await.len(), open);
+    assert_eq!(all_ids(&s, &s.staff_token, "/api/v1/matters?status=Open").await.len(), open);
     let matters = fake.snapshot(Kind::Matter);
     let (matter_id, _) = matters.iter().next().unwrap();
     let under: BTreeSet<String> = fake
@@ -102,7 +102,7 @@ async fn every_kind_is_listed_filtered_paged_and_walled() {
     let unbilled = all_ids(&s, &s.staff_token, "/api/v1/activities?billed=false&date_from=2023-12-25").await;
     let (_, page) = s.get_json(&s.staff_token, "/api/v1/activities?billed=false&date_from=2023-12-25&limit=500").await;
     assert!(
-        page["records"]
+        page["items"]
             .as_array()
             .unwrap()
             .iter()
@@ -119,7 +119,7 @@ async fn every_kind_is_listed_filtered_paged_and_walled() {
     let closed_of_client = source_ids(&fake, Kind::Matter, |m| {
         m["status"] == "Closed" && id_of(&m["client"]["id"]).as_deref() == Some(client.as_str())
     });
-    let listed = all_ids(&s, &s.staff_token, &format!("/api/v1/matters?status=CLOSED&client_id={client}")).await;
+    let listed = all_ids(&s, &s.staff_token, &format!("/api/v1/matters?status=Closed&client_id={client}")).await;
     assert_eq!(listed.into_iter().collect::<BTreeSet<_>>(), closed_of_client, "two values intersected");
     let bills_of_matter = source_ids(&fake, Kind::Bill, |b| {
         b["matters"].as_array().is_some_and(|ms| ms.iter().any(|m| id_of(&m["id"]).as_ref() == Some(matter_id)))
@@ -154,7 +154,7 @@ async fn every_kind_is_listed_filtered_paged_and_walled() {
     for path in ["bills", "tasks", "calendar-entries", "notes"] {
         let (_, page) = s.get_json(member, &format!("/api/v1/{path}?limit=500")).await;
         assert!(
-            page["records"].as_array().unwrap().iter().all(|r| !r.to_string().contains(&format!("\"id\":{walled}"))),
+            page["items"].as_array().unwrap().iter().all(|r| !r.to_string().contains(&format!("\"id\":{walled}"))),
             "{path}"
         );
     }

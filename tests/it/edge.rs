@@ -163,7 +163,7 @@ async fn a_date_time_out_of_range_is_a_400_naming_the_parameter() {
         ("/api/v1/matters?opened_from=0000-00-00", "opened_from"),
         ("/api/v1/matters?limit=18446744073709551616", "limit"),
         ("/api/v1/contacts?is_client=yes", "is_client"),
-        ("/api/v1/notes?after=%ff%fe", "after"),
+        ("/api/v1/notes?cursor=%ff%fe", "cursor"),
         ("/api/v1/audit/events?since=0000-01-01T00:00:00%2B23:59", "since"),
     ] {
         let r = client().get(s.url(query)).bearer_auth(owner).send().await.unwrap();

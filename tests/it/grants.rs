@@ -105,17 +105,17 @@ async fn holdings(s: &TestServer, root: &str) -> BTreeMap<String, Holding> {
         .map(|r| (r["name"].as_str().unwrap().to_string(), strings(&r["permissions"])))
         .collect();
     let of_role = |role: &str| role_perms.get(role).cloned().unwrap_or_default();
-    let (_, members) = send(s, root, Method::GET, "/members", None).await;
+    let (_, members) = send(s, root, Method::GET, "/members?limit=500", None).await;
     let mut out = BTreeMap::new();
     let mut member_roles = BTreeMap::new();
-    for m in members.as_array().unwrap() {
+    for m in members["items"].as_array().unwrap() {
         let role = if m["disabled"] == true { "" } else { m["role"].as_str().unwrap() };
         member_roles.insert(m["id"].as_str().unwrap().to_string(), role.to_string());
         let held = Holding { perms: of_role(role), owner: role == "owner" };
         out.insert(format!("member {} ({role})", m["email"].as_str().unwrap()), held);
     }
-    let (_, tokens) = send(s, root, Method::GET, "/tokens", None).await;
-    for t in tokens.as_array().unwrap() {
+    let (_, tokens) = send(s, root, Method::GET, "/tokens?limit=500", None).await;
+    for t in tokens["items"].as_array().unwrap() {
         let role = match t["user_id"].as_str() {
             Some(user) => member_roles.get(user).cloned().unwrap_or_default(),
             None => t["role"].as_str().unwrap().to_string(),
@@ -227,8 +227,8 @@ async fn try_everything(f: &Firm) -> Outcome {
         let (status, body) = send(s, caller, Method::POST, "/members", Some(member)).await;
         out.note(status, &body, format!("members.create {role}"));
     }
-    let (_, tokens) = send(s, &f.root, Method::GET, "/tokens", None).await;
-    for t in tokens.as_array().unwrap() {
+    let (_, tokens) = send(s, &f.root, Method::GET, "/tokens?limit=500", None).await;
+    for t in tokens["items"].as_array().unwrap() {
         let id = t["id"].as_str().unwrap();
         if id != f.root_id && id != f.caller_id {
             let (status, body) = send(s, caller, Method::POST, &format!("/tokens/{id}/rotate"), None).await;
@@ -242,9 +242,9 @@ async fn try_everything(f: &Firm) -> Outcome {
             out.note(status, &body, format!("roles.put {role} {perms:?}"));
         }
     }
-    let (_, members) = send(s, &f.root, Method::GET, "/members", None).await;
+    let (_, members) = send(s, &f.root, Method::GET, "/members?limit=500", None).await;
     let mut ids: Vec<String> =
-        members.as_array().unwrap().iter().map(|m| m["id"].as_str().unwrap().to_string()).collect();
+        members["items"].as_array().unwrap().iter().map(|m| m["id"].as_str().unwrap().to_string()).collect();
     ids.sort_by_key(|id| Some(id) == f.caller_member.as_ref());
     for id in &ids {
         for role in &f.roles {
@@ -452,8 +452,8 @@ async fn roles_and_members_grant_nothing_beyond_the_caller() {
     assert_eq!(status, 201, "{made}");
     let path = format!("/members/{}", made["id"].as_str().unwrap());
     assert_eq!(send(&s, &hr, Method::PATCH, &path, Some(json!({"role": "admin"}))).await.0, 403);
-    let (_, members) = send(&s, &s.admin_token, Method::GET, "/members", None).await;
-    let admins = members.as_array().unwrap().iter().filter(|m| m["role"] == "admin").count();
+    let (_, members) = send(&s, &s.admin_token, Method::GET, "/members?limit=500", None).await;
+    let admins = members["items"].as_array().unwrap().iter().filter(|m| m["role"] == "admin").count();
     assert_eq!(admins, 0, "no admin was made: {members}");
     s.stop().await;
 }

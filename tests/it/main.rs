@@ -5,6 +5,7 @@ mod audit;
 mod backup;
 mod cli;
 mod clio;
+mod contract;
 mod crash;
 mod data;
 mod edge;

@@ -45,7 +45,10 @@ async fn search_and_suggest_over_https_with_walls_tenancy_and_bad_input() {
     let number = matter["display_number"].as_str().unwrap();
     let (status, body) = s.get_json(&s.staff_token, &format!("/api/v1/search?q={number}")).await;
     assert_eq!(status, 200, "{body}");
-    assert_eq!((body["hits"][0]["kind"].as_str(), body["hits"][0]["id"].as_str()), (Some("matter"), Some(id.as_str())));
+    assert_eq!(
+        (body["items"][0]["kind"].as_str(), body["items"][0]["id"].as_str()),
+        (Some("matter"), Some(id.as_str()))
+    );
     let (_, suggested) = s.get_json(&s.staff_token, &format!("/api/v1/search/suggest?q={}", &number[..4])).await;
     assert!(suggested["suggestions"].as_array().unwrap().iter().any(|x| x["id"] == id.as_str()), "{suggested}");
 
@@ -74,9 +77,9 @@ async fn search_and_suggest_over_https_with_walls_tenancy_and_bad_input() {
             assert_eq!(m.get(value).copied().unwrap_or(0), expect, "facet {name}={value}");
         }
     }
-    assert_eq!(member["hits"].as_array().unwrap().len(), 5, "pages stay full");
+    assert_eq!(member["items"].as_array().unwrap().len(), 5, "pages stay full");
     let (_, found) = s.get_json(&s.member_token, &format!("/api/v1/search?q={number}&limit=100")).await;
-    assert!(found["hits"].as_array().unwrap().iter().all(|h| h["id"] != id.as_str() && h["matter_id"] != id.as_str()));
+    assert!(found["items"].as_array().unwrap().iter().all(|h| h["id"] != id.as_str() && h["matter_id"] != id.as_str()));
     let (_, suggested) = s.get_json(&s.member_token, &format!("/api/v1/search/suggest?q={}", &number[..4])).await;
     assert!(suggested["suggestions"].as_array().unwrap().iter().all(|x| x["id"] != id.as_str()));
 
@@ -90,7 +93,7 @@ async fn search_and_suggest_over_https_with_walls_tenancy_and_bad_input() {
         };
         let (status, page) = s.get_json(&s.staff_token, &path).await;
         assert_eq!(status, 200, "{page}");
-        seen.extend(page["hits"].as_array().unwrap().iter().map(|h| h["id"].as_str().unwrap().to_string()));
+        seen.extend(page["items"].as_array().unwrap().iter().map(|h| h["id"].as_str().unwrap().to_string()));
         match page["next_cursor"].as_str() {
             Some(c) => cursor = Some(c.to_string()),
             None => break,

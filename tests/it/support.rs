@@ -174,7 +174,7 @@ impl TestServer {
     pub async fn audit_events(&self, action: &str) -> Vec<serde_json::Value> {
         let (_, body) =
             self.get_json(&self.auditor_token, &format!("/api/v1/audit/events?action={action}&limit=500")).await;
-        body["events"].as_array().cloned().unwrap_or_default()
+        body["items"].as_array().cloned().unwrap_or_default()
     }
 
     /// A personal token (no scopes) of member `user` of `smith-jones`, made in
