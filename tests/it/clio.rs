@@ -402,7 +402,7 @@ async fn decomposed_and_renamed_names_are_found_by_search() {
     let found = async |q: &str, id: u64| {
         eventually(Duration::from_secs(30), async || {
             let (_, body) = s.get_json(&s.staff_token, &format!("/api/v1/search?q={q}&limit=100")).await;
-            body["hits"]
+            body["items"]
                 .as_array()
                 .is_some_and(|h| h.iter().any(|h| h["id"].as_str().and_then(|s| s.parse::<u64>().ok()) == Some(id)))
         })

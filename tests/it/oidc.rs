@@ -191,7 +191,7 @@ async fn add_member(s: &TestServer, email: &str) -> Value {
 async fn member(s: &TestServer, email: &str) -> Value {
     let all: Value =
         client().get(s.url("/api/v1/members")).bearer_auth(&s.admin_token).send().await.unwrap().json().await.unwrap();
-    let list = all.as_array().cloned().or_else(|| all["members"].as_array().cloned()).unwrap_or_default();
+    let list = all["items"].as_array().cloned().unwrap_or_default();
     list.into_iter().find(|m| m["email"] == email).unwrap_or(Value::Null)
 }
 
