@@ -43,6 +43,11 @@ impl Viewer {
         self.sees_matters(&record.matters)
     }
 
+    /// Whether the caller may see what belongs to `matters` (the change feed's deletions).
+    pub fn sees_all(&self, matters: &[String]) -> bool {
+        self.sees_matters(matters)
+    }
+
     /// Whether the caller may see a record belonging to `matters`.
     fn sees_matters(&self, matters: &[String]) -> bool {
         !matters.iter().any(|m| self.screen.hides(m))
