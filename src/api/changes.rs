@@ -106,7 +106,11 @@ pub fn refuse_unknown(req: &Request, known: &[&str]) -> ApiResult<()> {
     Err(ApiError::field(
         Code::BadRequest,
         first.clone(),
-        format!("unknown query parameter {}; this operation takes {}", names.join(", "), if known.is_empty() { "none".to_string() } else { listed(known) }),
+        format!(
+            "unknown query parameter {}; this operation takes {}",
+            names.join(", "),
+            if known.is_empty() { "none".to_string() } else { listed(known) }
+        ),
     ))
 }
 
@@ -211,6 +215,7 @@ impl ChangesApi {
         /// Seconds to wait for a change when caught up, 0 to 30 (default 0).
         wait: Query<Option<Number<0, 30>>>,
     ) -> ApiResult<FeedResponse> {
+        auth.require(Permission::DataRead)?;
         refuse_unknown(req, &PARAMS)?;
         let kinds = parse_kinds(kinds.0)?;
         let (limit, wait) = (Limit::or(limit.0, 100), Number::or(wait.0, 0));
@@ -247,8 +252,8 @@ impl ChangesApi {
     /// Requires permission `data:read`.
     #[oai(path = "/changes/head", method = "get", operation_id = "changes.head")]
     async fn head(&self, req: &Request, auth: Caller) -> ApiResult<Json<ChangeHead>> {
-        refuse_unknown(req, &[])?;
         let principal = auth.require(Permission::DataRead)?.clone();
+        refuse_unknown(req, &[])?;
         let keys = self.state.keys.current();
         super::off_worker(&self.state.store, move |store| {
             let key = cursor::key(store, principal.scope(), &keys)?;

@@ -246,7 +246,12 @@ fn delivery_view(d: Delivery) -> DeliveryView {
         attempts: d
             .attempts
             .into_iter()
-            .map(|a: Attempt| AttemptView { at: time(a.at), status: a.status, error: a.error, duration_ms: a.duration_ms })
+            .map(|a: Attempt| AttemptView {
+                at: time(a.at),
+                status: a.status,
+                error: a.error,
+                duration_ms: a.duration_ms,
+            })
             .collect(),
     }
 }
@@ -298,9 +303,13 @@ fn not_found(id: &str) -> ApiError {
 fn parse_before(cursor: Option<String>) -> ApiResult<Option<u64>> {
     cursor
         .map(|c| {
-            c.strip_prefix("d")
-                .and_then(|n| n.parse::<u64>().ok())
-                .ok_or_else(|| ApiError::field(Code::BadRequest, "cursor", "`cursor` is not a cursor this API gave; pass the `next_cursor` of the previous page unchanged"))
+            c.strip_prefix("d").and_then(|n| n.parse::<u64>().ok()).ok_or_else(|| {
+                ApiError::field(
+                    Code::BadRequest,
+                    "cursor",
+                    "`cursor` is not a cursor this API gave; pass the `next_cursor` of the previous page unchanged",
+                )
+            })
         })
         .transpose()
 }
@@ -312,8 +321,8 @@ impl WebhooksApi {
     /// Requires permission `webhooks:manage`.
     #[oai(path = "/", method = "get", operation_id = "webhooks.list")]
     async fn list(&self, req: &Request, auth: Caller) -> ApiResult<Json<EndpointList>> {
-        refuse_unknown(req, &[])?;
         let p = auth.require(Permission::WebhooksManage)?;
+        refuse_unknown(req, &[])?;
         let items = self.state.store.read(|r| {
             outbound::list(r, p.scope())?
                 .into_iter()
@@ -355,8 +364,8 @@ impl WebhooksApi {
     /// Requires permission `webhooks:manage`.
     #[oai(path = "/:id", method = "get", operation_id = "webhooks.get")]
     async fn get(&self, req: &Request, auth: Caller, id: Path<Id>) -> ApiResult<Json<EndpointView>> {
-        refuse_unknown(req, &[])?;
         let p = auth.require(Permission::WebhooksManage)?;
+        refuse_unknown(req, &[])?;
         let found = self.state.store.read(|r| {
             let Some(e) = outbound::get(r, p.scope(), &id.0)? else { return Ok(None) };
             Ok(Some((e, outbound::progress(r, p.scope(), &id.0)?.missed_at)))
@@ -369,7 +378,13 @@ impl WebhooksApi {
     ///
     /// Requires permission `webhooks:manage`.
     #[oai(path = "/:id", method = "patch", operation_id = "webhooks.update")]
-    async fn update(&self, req: &Request, auth: Caller, id: Path<Id>, body: Json<UpdateBody>) -> ApiResult<Json<EndpointView>> {
+    async fn update(
+        &self,
+        req: &Request,
+        auth: Caller,
+        id: Path<Id>,
+        body: Json<UpdateBody>,
+    ) -> ApiResult<Json<EndpointView>> {
         let p = auth.require(Permission::WebhooksManage)?;
         let b = body.0;
         let change = settings(b.url.0, b.kinds, b.events, b.description, b.enabled);
@@ -407,11 +422,14 @@ impl WebhooksApi {
         let p = auth.require(Permission::WebhooksManage)?;
         let keys = self.state.keys.current();
         let target = format!("webhook:{}", id.0);
-        let (e, secret) = super::audited(&self.state, req, p, "webhook.rotate_secret", &target, serde_json::json!({}), |w| {
-            let secret = outbound::rotate_secret(w, p.scope(), keys.as_ref(), &id.0)?;
-            let e = outbound::get(w, p.scope(), &id.0)?.ok_or_else(|| crate::store::StoreError::NotFound { what: format!("webhook endpoint `{}`", id.0) })?;
-            Ok((e, secret))
-        })?;
+        let (e, secret) =
+            super::audited(&self.state, req, p, "webhook.rotate_secret", &target, serde_json::json!({}), |w| {
+                let secret = outbound::rotate_secret(w, p.scope(), keys.as_ref(), &id.0)?;
+                let e = outbound::get(w, p.scope(), &id.0)?.ok_or_else(|| crate::store::StoreError::NotFound {
+                    what: format!("webhook endpoint `{}`", id.0),
+                })?;
+                Ok((e, secret))
+            })?;
         Ok(Json(view(e, None, Some(secret))))
     }
 
@@ -433,8 +451,8 @@ impl WebhooksApi {
         /// Deliveries per page, 1 to 500 (default 100).
         limit: Query<Option<Limit<500>>>,
     ) -> ApiResult<Json<DeliveryPage>> {
-        refuse_unknown(req, &["cursor", "limit"])?;
         let p = auth.require(Permission::WebhooksManage)?.clone();
+        refuse_unknown(req, &["cursor", "limit"])?;
         let before = parse_before(cursor.0)?;
         let limit = Limit::or(limit.0, 100);
         let id = id.0.0;

@@ -38,6 +38,9 @@ pub const MAX_BACKOFF_SECONDS: u64 = 6 * 3600;
 /// How far a signature's timestamp may be from the receiver's clock.
 pub const REPLAY_WINDOW_SECONDS: i64 = 300;
 const URL_MAX: usize = 2048;
+/// Journal entries an endpoint's position may lag behind without a change
+/// for it before the position is saved anyway.
+const REWRITE_AFTER: u64 = 10_000;
 const DESCRIPTION_MAX: usize = 200;
 
 /// Which changes an endpoint wants.
@@ -181,7 +184,8 @@ pub fn check_url(text: &str, private: bool) -> Result<url::Url, StoreError> {
     if text.len() > URL_MAX {
         return Err(invalid("url", format!("is longer than {URL_MAX} characters")));
     }
-    let url = url::Url::parse(text).map_err(|e| invalid("url", format!("is not a URL ({e}); write https://host/path")))?;
+    let url =
+        url::Url::parse(text).map_err(|e| invalid("url", format!("is not a URL ({e}); write https://host/path")))?;
     if url.scheme() != "https" {
         return Err(invalid("url", "must use https (deliveries carry the firm's data)"));
     }
@@ -203,7 +207,9 @@ pub fn check_url(text: &str, private: bool) -> Result<url::Url, StoreError> {
     {
         return Err(invalid(
             "url",
-            format!("names {ip}, a private, loopback or link-local address; use a public address (an operator may allow private networks with `webhooks.allow_private_networks`)"),
+            format!(
+                "names {ip}, a private, loopback or link-local address; use a public address (an operator may allow private networks with `webhooks.allow_private_networks`)"
+            ),
         ));
     }
     Ok(url)
@@ -454,9 +460,9 @@ fn queued(r: &impl Reader, scope: &OrgScope, id: &str) -> Result<usize, StoreErr
 }
 
 /// Queues the changes after an endpoint's position (one page), in one
-/// transaction with its new position; whether the position moved (call
-/// again until it does not). A position the feed no longer keeps skips to
-/// the head and is noted.
+/// transaction with its new position; whether there is more to read now
+/// (call again until there is not). A position the feed no longer keeps
+/// skips to the head and is noted.
 pub fn enqueue(store: &Store, scope: &OrgScope, viewer: &crate::data::Viewer, id: &str) -> Result<bool, StoreError> {
     let (endpoint, at, room) = match store.read(|r| {
         let room = MAX_QUEUED.saturating_sub(queued(r, scope, id)?);
@@ -481,7 +487,16 @@ pub fn enqueue(store: &Store, scope: &OrgScope, viewer: &crate::data::Viewer, id
         }
         Err(changes::FeedError::Store(e)) => return Err(e),
     };
-    if page.next == at.position() {
+    let wanted = |c: &&changes::Change| {
+        let event = event_of(c);
+        endpoint.events.is_empty() || endpoint.events.contains(&event)
+    };
+    let queue: Vec<&changes::Change> = page.changes.iter().filter(wanted).collect();
+    // Saving the position is itself a journaled commit: saved only with
+    // deliveries, mid-way, or after a long stretch, else each save would be
+    // the next thing to read and queueing would never settle.
+    let far = page.next.after.saturating_sub(at.after) >= REWRITE_AFTER;
+    if page.next == at.position() || (queue.is_empty() && page.caught_up && !far) {
         return Ok(false);
     }
     store.write(|w| {
@@ -490,14 +505,8 @@ pub fn enqueue(store: &Store, scope: &OrgScope, viewer: &crate::data::Viewer, id
             return Ok(false);
         }
         let now = w.time();
-        for change in &page.changes {
-            let event = match change.op {
-                changes::ChangeOp::Upsert(_) => Event::Upsert,
-                changes::ChangeOp::Delete => Event::Delete,
-            };
-            if !endpoint.events.is_empty() && !endpoint.events.contains(&event) {
-                continue;
-            }
+        for change in queue.iter().copied() {
+            let event = event_of(change);
             let delivery_id = format!("dlv_{}_{}", change.seq, id.trim_start_matches("whk_"));
             let delivery = Delivery {
                 payload: payload(&delivery_id, id, change, event),
@@ -516,8 +525,15 @@ pub fn enqueue(store: &Store, scope: &OrgScope, viewer: &crate::data::Viewer, id
         }
         let next = Progress { after: page.next.after, skip: page.next.skip, missed_at: at.missed_at };
         w.put_json(scope, &OUTBOUND, &progress_key(id), &next)?;
-        Ok(true)
+        Ok(!page.caught_up)
     })
+}
+
+fn event_of(change: &changes::Change) -> Event {
+    match change.op {
+        changes::ChangeOp::Upsert(_) => Event::Upsert,
+        changes::ChangeOp::Delete => Event::Delete,
+    }
 }
 
 /// The deliveries of an endpoint due at `now`, at most `max`, oldest first,
@@ -622,16 +638,10 @@ mod tests {
 
     #[test]
     fn backoff_grows_fourfold_to_a_cap() {
-        assert_eq!((1..=8).map(|n| backoff_seconds(15, n)).collect::<Vec<_>>(), [
-            15,
-            60,
-            240,
-            960,
-            3840,
-            15360,
-            21600,
-            21600
-        ]);
+        assert_eq!(
+            (1..=8).map(|n| backoff_seconds(15, n)).collect::<Vec<_>>(),
+            [15, 60, 240, 960, 3840, 15360, 21600, 21600]
+        );
         assert_eq!(backoff_seconds(0, 1), 1, "never zero");
         assert_eq!(backoff_seconds(u64::MAX, u32::MAX), MAX_BACKOFF_SECONDS);
     }

@@ -117,7 +117,11 @@ impl Worker {
         let now = self.store.clock().now_micros();
         let (due, endpoint, secret) = self.store.read(|r| {
             let keys = self.keys.current();
-            Ok((super::due(r, scope, id, now, PER_ROUND)?, super::get(r, scope, id)?, super::secret(r, scope, &keys, id)?))
+            Ok((
+                super::due(r, scope, id, now, PER_ROUND)?,
+                super::get(r, scope, id)?,
+                super::secret(r, scope, &keys, id)?,
+            ))
         })?;
         let (Some(endpoint), Some(secret)) = (endpoint, secret) else { return Ok(()) };
         if !endpoint.enabled {
