@@ -4,6 +4,7 @@
 //! tamper-evident and answer 410 once pruned; deliveries are signed, in
 //! order per record, retried and visible with their attempts.
 use crate::clio::connect;
+use crate::data::PATHS;
 use crate::support::{TestCa, TestServer, client, eventually};
 use docket::clio::fake::FakeClio;
 use docket::data;
@@ -14,17 +15,6 @@ use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-
-const PATHS: [(Kind, &str); 8] = [
-    (Kind::Matter, "matters"),
-    (Kind::Contact, "contacts"),
-    (Kind::Activity, "activities"),
-    (Kind::Bill, "bills"),
-    (Kind::User, "users"),
-    (Kind::Task, "tasks"),
-    (Kind::CalendarEntry, "calendar-entries"),
-    (Kind::Note, "notes"),
-];
 
 /// A mirror: (kind, id) → the record as served, and the cursor it reached.
 #[derive(Default)]
@@ -249,6 +239,7 @@ async fn cursors_are_tamper_evident_parameters_strict_and_a_pruned_cursor_is_gon
 
     // The cursor resumes after a restart, exactly where it was.
     let data_dir = s.dir.path().join("data");
+    drop(store); // the server's store must be released to restart on it
     let dir = s.stop().await;
     let s = TestServer::start_with(|c| c.data_dir = data_dir.clone()).await;
     let (status, page) = s.get_json(&s.staff_token, &format!("/api/v1/changes?cursor={cursor}")).await;
@@ -284,6 +275,7 @@ async fn cursors_are_tamper_evident_parameters_strict_and_a_pruned_cursor_is_gon
     let (status, page) =
         s.get_json(&s.staff_token, &format!("/api/v1/changes?cursor={}", head["cursor"].as_str().unwrap())).await;
     assert_eq!((status.as_u16(), page["items"].as_array().unwrap().len()), (200, 0), "the head reads on: {page}");
+    drop(store);
     s.stop().await;
     drop(dir);
 }
@@ -436,5 +428,6 @@ async fn webhook_deliveries_are_signed_ordered_per_record_retried_and_visible() 
     put(&store, &scope, &contact(4, "four"));
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(got.lock().unwrap().len(), 6, "a deleted endpoint receives nothing");
+    drop(store);
     s.stop().await;
 }
