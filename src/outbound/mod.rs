@@ -405,7 +405,7 @@ pub fn deliveries(
     found(r, scope, id)?;
     let mut all: Vec<Delivery> = r.scan_json(scope, &OUTBOUND, &queue_prefix(id))?;
     all.extend(r.scan_json::<Delivery>(scope, &OUTBOUND, &history_prefix(id))?);
-    all.sort_by(|a, b| b.seq.cmp(&a.seq));
+    all.sort_by_key(|d| std::cmp::Reverse(d.seq));
     let mut page: Vec<Delivery> =
         all.into_iter().filter(|d| before.is_none_or(|b| d.seq < b)).take(limit.saturating_add(1)).collect();
     let more = page.len() > limit;
