@@ -283,3 +283,77 @@ fn unindexed_matters<'a>(entries: impl Iterator<Item = &'a Entry>) -> BTreeMap<(
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::walls::{NewWall, create, screen_for};
+    use crate::clock::Clock;
+    use crate::data::{delete_record, put_record};
+    use crate::store::{OrgId, OrgTask, OrgTaskContext};
+    use serde_json::json;
+
+    fn activity(id: u64, matter: u64) -> Record {
+        Record::from_clio(Kind::Activity, json!({"id": id, "matter": {"id": matter}})).unwrap()
+    }
+
+    /// (id, whether a delete) of every change `viewer` reads from the start, `limit` a page.
+    fn seen(store: &Store, viewer: &Viewer, limit: usize) -> Vec<(String, bool)> {
+        let (mut pos, mut out) = (Position::default(), vec![]);
+        loop {
+            let page = read(store, viewer, pos, &BTreeSet::new(), limit).unwrap();
+            out.extend(page.changes.iter().map(|c| (c.id.clone(), matches!(c.op, ChangeOp::Delete))));
+            assert!(page.next != pos || page.caught_up, "a page always moves on");
+            pos = page.next;
+            if page.caught_up {
+                return out;
+            }
+        }
+    }
+
+    #[test]
+    fn walls_hide_upserts_and_deletions_and_a_move_behind_a_wall_is_a_delete() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.redb"), Clock::system()).unwrap();
+        let ctx = OrgTaskContext::new(OrgTask::Test);
+        let scope = ctx.org_scope(OrgId(1));
+        let wall = NewWall { matter_id: "7".into(), users: vec![], groups: vec!["g".into()], reason: String::new() };
+        store.write(|w| create(w, &scope, &wall)).unwrap();
+        let screened =
+            Viewer::screened(scope.clone(), store.read(|r| screen_for(r, &scope, "someone", &["g".into()])).unwrap());
+        let firm = Viewer::unwalled(&ctx, OrgId(1));
+        store.write(|w| put_record(w, &scope, &activity(1, 5))).unwrap();
+        store.write(|w| put_record(w, &scope, &activity(2, 7))).unwrap();
+        store.write(|w| put_record(w, &scope, &activity(1, 7))).unwrap();
+        store.write(|w| delete_record(w, &scope, Kind::Activity, "2").map(|_| ())).unwrap();
+        let other = ctx.org_scope(OrgId(2));
+        store.write(|w| put_record(w, &other, &activity(3, 5))).unwrap();
+        let s = |id: &str, delete: bool| (id.to_string(), delete);
+        assert_eq!(seen(&store, &screened, 100), [s("1", false), s("1", true)], "walled: a move away is a delete");
+        assert_eq!(seen(&store, &firm, 100), [s("1", false), s("2", false), s("1", false), s("2", true)]);
+    }
+
+    #[test]
+    fn pages_that_end_inside_a_transaction_resume_exactly_and_a_pruned_start_is_behind() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.redb"), Clock::system()).unwrap();
+        let ctx = OrgTaskContext::new(OrgTask::Test);
+        let scope = ctx.org_scope(OrgId(1));
+        store.write(|w| (1..=7).try_for_each(|n| put_record(w, &scope, &activity(n, 5)))).unwrap();
+        store.write(|w| put_record(w, &scope, &activity(8, 5))).unwrap();
+        let firm = Viewer::unwalled(&ctx, OrgId(1));
+        for limit in [1, 2, 3, 7, 8, 100] {
+            let ids: Vec<String> = seen(&store, &firm, limit).into_iter().map(|(id, _)| id).collect();
+            assert_eq!(ids, ["1", "2", "3", "4", "5", "6", "7", "8"], "limit {limit}");
+        }
+        let head = store.journal_head().unwrap();
+        store.write(|w| put_record(w, &scope, &activity(9, 5))).unwrap();
+        store.prune_journal_before(&SystemContext::new(Task::Test), head + 1).unwrap();
+        let behind = read(&store, &firm, Position::default(), &BTreeSet::new(), 10);
+        assert!(matches!(behind, Err(FeedError::Behind(ref why)) if why.contains("changes/head")), "{behind:?}");
+        let ahead = read(&store, &firm, Position::at(head + 100), &BTreeSet::new(), 10);
+        assert!(matches!(ahead, Err(FeedError::Behind(ref why)) if why.contains("restored")), "{ahead:?}");
+        let page = read(&store, &firm, Position::at(head), &BTreeSet::new(), 10).unwrap();
+        assert_eq!(page.changes.iter().map(|c| c.id.as_str()).collect::<Vec<_>>(), ["9"]);
+    }
+}

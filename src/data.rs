@@ -38,6 +38,12 @@ impl Viewer {
         Viewer { scope: ctx.org_scope(org), screen: Screen::default() }
     }
 
+    /// A view with `screen` (tests of what follows walls, e.g. the change feed).
+    #[cfg(test)]
+    pub(crate) fn screened(scope: OrgScope, screen: Screen) -> Viewer {
+        Viewer { scope, screen }
+    }
+
     /// Whether the caller may see `record`.
     pub fn sees(&self, record: &Record) -> bool {
         self.sees_matters(&record.matters)
