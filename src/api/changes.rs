@@ -208,7 +208,10 @@ impl ChangesApi {
         #[oai(validator(max_length = 128, pattern = r"^[a-z0-9.]+$"))]
         cursor: Query<Option<String>>,
         /// Comma list of kinds to include (default all): matter, contact, activity, bill, user, task, calendar_entry, note.
-        #[oai(validator(max_length = 256))]
+        #[oai(validator(
+            max_length = 256,
+            pattern = r"^(matter|contact|activity|bill|user|task|calendar_entry|note)(,(matter|contact|activity|bill|user|task|calendar_entry|note))*$"
+        ))]
         kinds: Query<Option<String>>,
         /// Changes per page, 1 to 1000 (default 100).
         limit: Query<Option<Limit<1000>>>,

@@ -446,7 +446,7 @@ impl WebhooksApi {
         auth: Caller,
         id: Path<Id>,
         /// The `next_cursor` of the previous page.
-        #[oai(validator(max_length = 64, pattern = r"^d[0-9]{1,20}$"))]
+        #[oai(validator(max_length = 20, pattern = r"^d[0-9]{1,19}$"))]
         cursor: Query<Option<String>>,
         /// Deliveries per page, 1 to 500 (default 100).
         limit: Query<Option<Limit<500>>>,
