@@ -41,6 +41,8 @@ pub enum AppError {
     AlreadyServing { holder: String, lock: String },
     #[error("cannot take the service lock {lock}: {reason}\n  fix: make the data dir writable by the docket user")]
     Lock { lock: String, reason: String },
+    #[error("cannot set up outbound webhooks: {0}\n  fix: correct webhooks.ca_file (a PEM bundle of CA certificates)")]
+    Webhooks(String),
 }
 
 /// A failure with its exit code.
@@ -124,6 +126,8 @@ pub struct Running {
     indexer: tokio::task::JoinHandle<()>,
     scheduler: tokio::task::JoinHandle<()>,
     watchdog: Option<tokio::task::JoinHandle<()>>,
+    /// Outbound webhook deliveries (stops at shutdown).
+    outbound: tokio::task::JoinHandle<()>,
     /// Journal shipping (when `backup.dir` is set), stopped after the server.
     shipper: Option<tokio::task::JoinHandle<()>>,
     stop_shipping: watch::Sender<bool>,
@@ -151,6 +155,12 @@ pub async fn start(instance: Instance) -> Result<Running, AppError> {
     register_jobs(&state);
     let (shutdown, rx) = watch::channel(false);
     let indexer = crate::search::indexer::start(state.search.clone(), rx.clone()).await;
+    // Before the shipper can prune: the change feed's window of journal.
+    crate::changes::keep_window(&state.store)?;
+    let outbound =
+        crate::outbound::worker::Worker::new(state.store.clone(), state.keys.clone(), state.config.webhooks.clone())
+            .map_err(AppError::Webhooks)?;
+    let outbound = tokio::spawn(outbound.run(rx.clone()));
     let server = tokio::spawn(http::run(state.clone(), listeners, tls.clone(), rx));
     let scheduler = state.scheduler.spawn();
     let (stop_shipping, shipping_rx) = watch::channel(false);
@@ -179,6 +189,7 @@ pub async fn start(instance: Instance) -> Result<Running, AppError> {
         indexer,
         scheduler,
         watchdog,
+        outbound,
         shipper,
         stop_shipping,
         offsite,
@@ -381,6 +392,8 @@ impl Running {
         self.state.scheduler.stop();
         // The indexer stops at its next wake (shutdown was sent); its writers commit nothing half-done.
         let _ = tokio::time::timeout(Duration::from_secs(10), self.indexer).await;
+        // A delivery in flight ends within its timeout; its attempt is then recorded or retried.
+        let _ = tokio::time::timeout(Duration::from_secs(15), self.outbound).await;
         if let Some(watchdog) = &self.watchdog {
             watchdog.abort();
         }

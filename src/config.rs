@@ -39,6 +39,27 @@ pub struct Config {
     pub clio: ClioConfig,
     pub maintenance: MaintenanceConfig,
     pub backup: BackupConfig,
+    pub webhooks: WebhooksConfig,
+}
+
+/// Outbound webhooks (see `outbound`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WebhooksConfig {
+    /// A PEM bundle of CAs trusted for endpoints besides the system roots
+    /// (an internal CA).
+    pub ca_file: Option<PathBuf>,
+    /// Allow endpoints on private, loopback and link-local addresses
+    /// (off: a firm's admin cannot make the appliance call its own network).
+    pub allow_private_networks: bool,
+    /// Seconds before the first retry; each later wait is four times longer (at most 6 hours).
+    pub retry_base_seconds: u64,
+}
+
+impl Default for WebhooksConfig {
+    fn default() -> Self {
+        WebhooksConfig { ca_file: None, allow_private_networks: false, retry_base_seconds: 15 }
+    }
 }
 
 /// Encrypted full backups (see `lifecycle::backup`).
@@ -463,6 +484,7 @@ impl Default for Config {
             auth: AuthConfig::default(),
             clio: ClioConfig::default(),
             maintenance: MaintenanceConfig::default(),
+            webhooks: WebhooksConfig::default(),
             backup: BackupConfig::default(),
         }
     }

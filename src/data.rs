@@ -38,9 +38,20 @@ impl Viewer {
         Viewer { scope: ctx.org_scope(org), screen: Screen::default() }
     }
 
+    /// A view with `screen` (tests of what follows walls, e.g. the change feed).
+    #[cfg(test)]
+    pub(crate) fn screened(scope: OrgScope, screen: Screen) -> Viewer {
+        Viewer { scope, screen }
+    }
+
     /// Whether the caller may see `record`.
     pub fn sees(&self, record: &Record) -> bool {
         self.sees_matters(&record.matters)
+    }
+
+    /// Whether the caller may see what belongs to `matters` (the change feed's deletions).
+    pub fn sees_all(&self, matters: &[String]) -> bool {
+        self.sees_matters(matters)
     }
 
     /// Whether the caller may see a record belonging to `matters`.

@@ -6,6 +6,7 @@
 //! its description which permission it needs.
 pub mod audit;
 pub mod auth;
+pub mod changes;
 pub mod clio;
 pub mod data;
 pub mod failures;
@@ -23,6 +24,7 @@ pub mod system;
 pub mod tokens;
 pub mod types;
 pub mod walls;
+pub mod webhooks;
 
 use crate::state::AppState;
 use poem::Request;
@@ -100,6 +102,8 @@ pub type Apis = (
     data::DataApi,
     audit::AuditApi,
     search::SearchApi,
+    changes::ChangesApi,
+    webhooks::WebhooksApi,
 );
 
 /// The API service with its spec.
@@ -116,7 +120,9 @@ pub fn service(state: Arc<AppState>) -> OpenApiService<Apis, ()> {
         clio::ClioApi { state: state.clone() },
         data::DataApi { state: state.clone() },
         audit::AuditApi { state: state.clone() },
-        search::SearchApi { state },
+        search::SearchApi { state: state.clone() },
+        changes::ChangesApi { state: state.clone() },
+        webhooks::WebhooksApi { state },
     );
     OpenApiService::new(apis, "docket", crate::VERSION)
         .description(

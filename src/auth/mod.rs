@@ -115,10 +115,12 @@ pub enum Permission {
     DataRead,
     /// Connect and disconnect Clio, and start a sync.
     ClioManage,
+    /// Register, change and remove outbound webhook endpoints, and see their deliveries.
+    WebhooksManage,
 }
 
 impl Permission {
-    pub const ALL: [Permission; 11] = [
+    pub const ALL: [Permission; 12] = [
         Permission::OrgRead,
         Permission::OrgWrite,
         Permission::AuditRead,
@@ -130,6 +132,7 @@ impl Permission {
         Permission::WallsManage,
         Permission::DataRead,
         Permission::ClioManage,
+        Permission::WebhooksManage,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -145,6 +148,7 @@ impl Permission {
             Permission::WallsManage => "walls:manage",
             Permission::DataRead => "data:read",
             Permission::ClioManage => "clio:manage",
+            Permission::WebhooksManage => "webhooks:manage",
         }
     }
 
@@ -161,6 +165,9 @@ impl Permission {
             Permission::WallsManage => "See and change the ethical walls around matters.",
             Permission::DataRead => "Read the firm's Clio data, except walled matters.",
             Permission::ClioManage => "Connect and disconnect Clio, and start a sync.",
+            Permission::WebhooksManage => {
+                "Register, change and remove outbound webhook endpoints (they receive the firm's data, unwalled), and see their deliveries."
+            }
         }
     }
 

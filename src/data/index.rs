@@ -117,6 +117,18 @@ pub fn instant_prefix(kind: Kind, field: Field, at: Timestamp) -> Vec<u8> {
     key
 }
 
+/// The (kind, matter id, record id) of a `Matter` row (a key within the
+/// org), `None` for any other row: what a deleted record belonged to.
+pub fn matter_row(key: &[u8]) -> Option<(Kind, String, String)> {
+    let [code, field, hi, lo, rest @ ..] = key else { return None };
+    if *field != Field::Matter.code() {
+        return None;
+    }
+    let kind = Kind::ALL.into_iter().find(|k| k.code() == *code)?;
+    let (matter, id) = rest.split_at_checked(usize::from(u16::from_be_bytes([*hi, *lo])))?;
+    Some((kind, String::from_utf8_lossy(matter).into_owned(), String::from_utf8_lossy(id).into_owned()))
+}
+
 /// The record id of an instant row (`None` if the key is too short to be one).
 pub fn instant_row_id(key: &[u8]) -> Option<&[u8]> {
     key.get(2 + 8..)

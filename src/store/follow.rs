@@ -17,6 +17,8 @@ pub enum Follower {
     Search,
     /// Journal shipping (its shipped seq lives in the segment files).
     Shipping,
+    /// The change feed: keeps a window of commit time (`changes::keep_window`).
+    ChangeFeed,
 }
 
 /// The applied seq of each registered follower (in memory: followers register

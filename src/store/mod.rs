@@ -207,6 +207,8 @@ pub const RECORD_INDEX: TenantTable = tenant("record_index");
 pub const JOB_RUNS: SystemTable = system("job_runs");
 /// Runs of an org's own scheduled jobs (its Clio sync), keyed like `job_runs` (tenant).
 pub const ORG_JOB_RUNS: TenantTable = tenant("org_job_runs");
+/// Outbound webhook endpoints, feed positions, queued and finished deliveries (tenant; see `outbound`).
+pub const OUTBOUND: TenantTable = tenant("outbound_webhooks");
 
 /// Every byte-keyed table: backups, digests and integrity checks walk this list.
 pub const TABLES: &[Table] = &[
@@ -229,6 +231,7 @@ pub const TABLES: &[Table] = &[
     RECORD_INDEX.0,
     JOB_RUNS.0,
     ORG_JOB_RUNS.0,
+    OUTBOUND.0,
 ];
 /// The tables whose values are sealed, re-sealed by key rotation.
 const SEALED_TABLES: &[Table] = &[SECRETS.0, SYSTEM_SECRETS.0];

@@ -141,6 +141,8 @@ tasks! {
         Restore => "restore",
         /// The scheduler: history of the appliance's jobs (`lifecycle::jobs`).
         Scheduler => "scheduler",
+        /// The change feed: reads the journal's record rows for a caller's firm.
+        ChangeFeed => "change-feed",
         /// Tests and benchmarks (a source scan keeps it out of production code).
         Test => "test",
     }
@@ -173,6 +175,8 @@ tasks! {
         OrgJobs => "org-jobs",
         /// Purging a disconnected firm's cached Clio data (`clio::purge`).
         ClioPurge => "clio-purge",
+        /// Outbound webhooks: queueing and delivering a firm's changes (`outbound`).
+        Outbound => "outbound-webhooks",
         /// Tests and benchmarks (a source scan keeps it out of production code).
         Test => "test",
     }

@@ -27,7 +27,8 @@ fn source_ids(fake: &FakeClio, kind: Kind, keep: impl Fn(&Value) -> bool) -> BTr
     fake.snapshot(kind).into_iter().filter(|(_, v)| keep(v)).map(|(id, _)| id).collect()
 }
 
-const PATHS: [(Kind, &str); 8] = [
+/// Every kind and its list path.
+pub const PATHS: [(Kind, &str); 8] = [
     (Kind::Matter, "matters"),
     (Kind::Contact, "contacts"),
     (Kind::Activity, "activities"),

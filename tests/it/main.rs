@@ -3,6 +3,7 @@ mod acme;
 mod api;
 mod audit;
 mod backup;
+mod changes;
 mod cli;
 mod clio;
 mod contract;

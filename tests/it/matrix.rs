@@ -89,6 +89,15 @@ fn table() -> BTreeMap<&'static str, (Need, Option<Value>)> {
         ("audit.list", (Perm(AuditRead), None)),
         ("audit.export_csv", (Perm(AuditRead), None)),
         ("audit.export_json", (Perm(AuditRead), None)),
+        ("changes.list", (Perm(DataRead), None)),
+        ("changes.head", (Perm(DataRead), None)),
+        ("webhooks.list", (Perm(WebhooksManage), None)),
+        ("webhooks.create", (Perm(WebhooksManage), Some(json!({"url": "https://hooks.example.com/docket"})))),
+        ("webhooks.get", (Perm(WebhooksManage), None)),
+        ("webhooks.update", (Perm(WebhooksManage), Some(json!({"description": "matrix"})))),
+        ("webhooks.delete", (Perm(WebhooksManage), None)),
+        ("webhooks.rotate_secret", (Perm(WebhooksManage), None)),
+        ("webhooks.deliveries", (Perm(WebhooksManage), None)),
     ])
 }
 
@@ -110,6 +119,7 @@ fn policy(role: Role) -> Vec<Permission> {
                 WallsManage,
                 DataRead,
                 ClioManage,
+                WebhooksManage,
             ]
         }
         Role::Manager => vec![OrgRead, MembersRead, TokensSelf, DataRead],

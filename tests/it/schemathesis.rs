@@ -52,23 +52,38 @@ async fn schemathesis_finds_nothing() {
     // not issue is refused with a 400 `invalid-cursor` (issues 10 and 21),
     // which no schema can express, so the operations that take one may answer
     // 400 to schema-valid data; every other check still applies to them.
-    let served: serde_json::Value = crate::support::client().get(&spec).send().await.unwrap().json().await.unwrap();
     // Likewise a repeated `Idempotency-Key` with another body is a 422 on
-    // every creating POST, and so is a role the firm does not have.
-    let accepting = |ids: Vec<String>, status: &str| -> String {
-        ids.iter()
-            .map(|id| {
-                format!(
-                    "[[operations]]\ninclude-operation-id = \"{id}\"\n\
-                     checks.positive_data_acceptance.expected-statuses = \
-                     [\"2xx\", \"3xx\", \"{status}\", \"401\", \"403\", \"404\", \"409\", \"429\", \"5xx\"]\n"
-                )
-            })
-            .collect()
-    };
+    // every creating POST, and so is a role the firm does not have. The change
+    // feed answers 410 to a position it no longer holds and long-polls (`wait`
+    // up to 30 s); a webhook URL must be an https URL without credentials or a
+    // private address (422), and a firm has at most 20 (409).
+    let served: serde_json::Value = crate::support::client().get(&spec).send().await.unwrap().json().await.unwrap();
+    let mut extra: std::collections::BTreeMap<String, Vec<&str>> = Default::default();
+    for id in cursor_operations(&served) {
+        extra.entry(id).or_default().push("400");
+    }
     let mut unprocessable = idempotent_operations(&served);
-    unprocessable.push("members.update".into()); // the role it names may not exist: 422 `unknown-role`
-    let config = accepting(cursor_operations(&served), "400") + &accepting(unprocessable, "422");
+    unprocessable.extend(["members.update".to_string(), "webhooks.update".to_string()]);
+    for id in unprocessable {
+        extra.entry(id).or_default().push("422");
+    }
+    extra.entry("changes.list".into()).or_default().push("410");
+    let config: String = extra
+        .into_iter()
+        .map(|(id, statuses)| {
+            let statuses: String = statuses.iter().map(|s| format!(", \"{s}\"")).collect();
+            let slow = if id == "changes.list" { "checks.max_response_time = 40
+" } else { "" };
+            format!(
+                "[[operations]]
+include-operation-id = \"{id}\"
+{slow}\
+                 checks.positive_data_acceptance.expected-statuses = \
+                 [\"2xx\", \"3xx\", \"401\", \"403\", \"404\", \"409\", \"429\", \"5xx\"{statuses}]
+"
+            )
+        })
+        .collect();
     std::fs::write(workdir.path().join("schemathesis.toml"), config).unwrap();
     let out = tokio::task::spawn_blocking(move || {
         Command::new(st)
