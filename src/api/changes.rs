@@ -44,8 +44,7 @@ pub struct ChangeView {
     /// docket's commit sequence number of the change: the feed's order (grows, with gaps).
     pub seq: u64,
     pub op: ChangeOpView,
-    /// `matter`, `contact`, `activity`, `bill`, `user`, `task`, `calendar_entry` or `note`.
-    pub kind: String,
+    pub kind: super::webhooks::KindView,
     /// The Clio id.
     pub id: String,
     /// When docket committed the change, RFC 3339 UTC.
@@ -147,7 +146,7 @@ fn view(change: changes::Change) -> ChangeView {
     ChangeView {
         seq: change.seq,
         op,
-        kind: change.kind.as_str().into(),
+        kind: super::webhooks::KindView::of(change.kind),
         id: change.id,
         committed_at: change.committed_at.to_rfc3339(),
         record,

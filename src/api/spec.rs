@@ -47,6 +47,7 @@ pub fn refine(spec: &mut Value) {
     plain_json(spec);
     schemas(spec);
     records_by_kind(spec);
+    plain_record_refs(spec);
     let schemas = spec["components"]["schemas"].clone();
     for (_, ops) in spec["paths"].as_object_mut().into_iter().flatten() {
         for (method, op) in ops.as_object_mut().into_iter().flatten() {
@@ -243,6 +244,22 @@ fn records_by_kind(spec: &mut Value) {
         json!({"description": base.get("description").cloned().unwrap_or(json!("A record.")),
                "oneOf": variants, "discriminator": {"propertyName": "kind", "mapping": mapping}}),
     );
+}
+
+/// A property holding a `Record` refers to it plainly: poem wraps a described
+/// `$ref` in `allOf`, and generated clients cannot take `allOf` of a `oneOf`.
+fn plain_record_refs(spec: &mut Value) {
+    let record = json!({"$ref": "#/components/schemas/Record"});
+    let Some(schemas) = spec.pointer_mut("/components/schemas").and_then(Value::as_object_mut) else { return };
+    for schema in schemas.values_mut() {
+        for property in
+            schema.get_mut("properties").and_then(Value::as_object_mut).into_iter().flat_map(|p| p.values_mut())
+        {
+            if property.pointer("/allOf/0") == Some(&record) {
+                *property = record.clone();
+            }
+        }
+    }
 }
 
 /// The reusable response headers.

@@ -28,7 +28,7 @@ pub struct WebhooksApi {
 
 /// A record kind.
 #[derive(Enum, Clone, Copy, Debug, PartialEq, Eq)]
-#[oai(rename = "WebhookKind", rename_all = "snake_case")]
+#[oai(rename = "RecordKind", rename_all = "snake_case")]
 pub enum KindView {
     Matter,
     Contact,
@@ -54,7 +54,7 @@ impl KindView {
         }
     }
 
-    fn of(kind: Kind) -> KindView {
+    pub fn of(kind: Kind) -> KindView {
         match kind {
             Kind::Matter => KindView::Matter,
             Kind::Contact => KindView::Contact,

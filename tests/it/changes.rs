@@ -61,19 +61,19 @@ impl Mirror {
 async fn listed(s: &TestServer, token: &str) -> BTreeMap<(String, String), Value> {
     let mut out = BTreeMap::new();
     for (kind, path) in PATHS {
-        let mut after: Option<String> = None;
+        let mut cursor: Option<String> = None;
         loop {
-            let url = match &after {
-                Some(a) => format!("/api/v1/{path}?limit=500&after={a}"),
+            let url = match &cursor {
+                Some(c) => format!("/api/v1/{path}?limit=500&cursor={c}"),
                 None => format!("/api/v1/{path}?limit=500"),
             };
             let (status, page) = s.get_json(token, &url).await;
             assert_eq!(status, 200, "{url}: {page}");
-            for r in page["records"].as_array().unwrap() {
+            for r in page["items"].as_array().unwrap() {
                 out.insert((kind.as_str().to_string(), r["id"].as_str().unwrap().to_string()), r.clone());
             }
-            match page["next"].as_str() {
-                Some(n) => after = Some(n.to_string()),
+            match page["next_cursor"].as_str() {
+                Some(n) => cursor = Some(n.to_string()),
                 None => break,
             }
         }

@@ -72,8 +72,12 @@ async fn schemathesis_finds_nothing() {
         .into_iter()
         .map(|(id, statuses)| {
             let statuses: String = statuses.iter().map(|s| format!(", \"{s}\"")).collect();
-            let slow = if id == "changes.list" { "checks.max_response_time = 40
-" } else { "" };
+            let slow = if id == "changes.list" {
+                "checks.max_response_time = 40
+"
+            } else {
+                ""
+            };
             format!(
                 "[[operations]]
 include-operation-id = \"{id}\"
