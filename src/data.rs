@@ -21,6 +21,7 @@ use crate::timestamp::Timestamp;
 use index::Field;
 
 /// A caller's view of the records: scope plus ethical-wall screen.
+#[derive(Clone)]
 pub struct Viewer {
     scope: OrgScope,
     screen: Screen,
@@ -590,6 +591,25 @@ pub fn visit_records(
 ) -> Result<(), StoreError> {
     r.visit(scope, &RECORDS, &[], &[], |key, bytes| match decode(bytes) {
         Ok(record) => visit(record),
+        Err(e) => {
+            unreadable(key, &e);
+            Ok(true)
+        }
+    })
+}
+
+/// Visits the records of `kind` the viewer may see in the snapshot `r`, in id
+/// order, one at a time (an export streams them); stops when `visit` returns false.
+pub fn visit_seen(
+    r: &ReadTx,
+    viewer: &Viewer,
+    kind: Kind,
+    mut visit: impl FnMut(Record) -> Result<bool, StoreError>,
+) -> Result<(), StoreError> {
+    let prefix = [kind.code()];
+    r.visit(&viewer.scope, &RECORDS, &prefix, &prefix, |key, bytes| match decode(bytes) {
+        Ok(record) if viewer.sees(&record) => visit(record),
+        Ok(_) => Ok(true),
         Err(e) => {
             unreadable(key, &e);
             Ok(true)

@@ -8,6 +8,8 @@ pub mod audit;
 pub mod auth;
 pub mod clio;
 pub mod data;
+pub mod export;
+pub mod lifecycle;
 pub mod me;
 pub mod members;
 pub mod org;
@@ -97,6 +99,8 @@ pub type Apis = (
     data::DataApi,
     audit::AuditApi,
     search::SearchApi,
+    export::ExportApi,
+    lifecycle::LifecycleApi,
 );
 
 /// The API service with its spec.
@@ -113,7 +117,9 @@ pub fn service(state: Arc<AppState>) -> OpenApiService<Apis, ()> {
         clio::ClioApi { state: state.clone() },
         data::DataApi { state: state.clone() },
         audit::AuditApi { state: state.clone() },
-        search::SearchApi { state },
+        search::SearchApi { state: state.clone() },
+        export::ExportApi { state: state.clone() },
+        lifecycle::LifecycleApi { state },
     );
     OpenApiService::new(apis, "docket", crate::VERSION)
         .description(

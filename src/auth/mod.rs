@@ -49,7 +49,7 @@ impl Role {
     pub fn description(self) -> &'static str {
         match self {
             Role::Owner => "Everything, including granting and removing the owner role.",
-            Role::Admin => "Everything except granting or removing the owner role.",
+            Role::Admin => "Everything except granting or removing the owner role and deleting the firm.",
             Role::Manager => "Reads the firm's data, settings and members.",
             Role::Staff => "Reads the firm's data and settings.",
             Role::Auditor => "Read-only, with access to the audit trail and the member list.",
@@ -60,7 +60,9 @@ impl Role {
     pub fn permissions(self) -> Permissions {
         use Permission::*;
         match self {
-            Role::Owner | Role::Admin => Permissions::all(),
+            Role::Owner => Permissions::all(),
+            // Deleting the firm's account is the owners' decision alone.
+            Role::Admin => Permissions::of(&Permission::ALL.map(|p| if p == OrgDelete { OrgRead } else { p })),
             Role::Manager => Permissions::of(&[OrgRead, MembersRead, TokensSelf, DataRead]),
             Role::Staff => Permissions::of(&[OrgRead, TokensSelf, DataRead]),
             Role::Auditor => Permissions::of(&[OrgRead, AuditRead, MembersRead, TokensSelf]),
@@ -114,10 +116,16 @@ pub enum Permission {
     DataRead,
     /// Connect and disconnect Clio, and start a sync.
     ClioManage,
+    /// Export the firm's data (JSON or CSV zip, subject-access exports).
+    DataExport,
+    /// Erase the firm's cached Clio data, irreversibly.
+    DataErase,
+    /// Schedule and cancel the deletion of the firm's account.
+    OrgDelete,
 }
 
 impl Permission {
-    pub const ALL: [Permission; 11] = [
+    pub const ALL: [Permission; 14] = [
         Permission::OrgRead,
         Permission::OrgWrite,
         Permission::AuditRead,
@@ -129,6 +137,9 @@ impl Permission {
         Permission::WallsManage,
         Permission::DataRead,
         Permission::ClioManage,
+        Permission::DataExport,
+        Permission::DataErase,
+        Permission::OrgDelete,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -144,6 +155,9 @@ impl Permission {
             Permission::WallsManage => "walls:manage",
             Permission::DataRead => "data:read",
             Permission::ClioManage => "clio:manage",
+            Permission::DataExport => "data:export",
+            Permission::DataErase => "data:erase",
+            Permission::OrgDelete => "org:delete",
         }
     }
 
@@ -160,6 +174,9 @@ impl Permission {
             Permission::WallsManage => "See and change the ethical walls around matters.",
             Permission::DataRead => "Read the firm's Clio data, except walled matters.",
             Permission::ClioManage => "Connect and disconnect Clio, and start a sync.",
+            Permission::DataExport => "Export the firm's data, except walled matters (zip of JSON or CSV).",
+            Permission::DataErase => "Erase the firm's cached Clio data now, irreversibly.",
+            Permission::OrgDelete => "Schedule or cancel the deletion of the firm's account.",
         }
     }
 

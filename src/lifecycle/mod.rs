@@ -5,6 +5,8 @@
 //! later issue.
 pub mod backup;
 pub mod doctor;
+pub mod erase;
+pub mod export;
 pub mod jobs;
 pub mod keys;
 pub mod pitr;

@@ -173,6 +173,12 @@ tasks! {
         OrgJobs => "org-jobs",
         /// Purging a disconnected firm's cached Clio data (`clio::purge`).
         ClioPurge => "clio-purge",
+        /// `docket export`: a firm's data as a zip (`lifecycle::export`).
+        Export => "export",
+        /// Erasing a firm's data, or deleting the firm (`lifecycle::erase`).
+        Erase => "erase",
+        /// Retention sweeps of a firm's expired rows (`lifecycle::retention`).
+        Retention => "retention",
         /// Tests and benchmarks (a source scan keeps it out of production code).
         Test => "test",
     }

@@ -8,6 +8,8 @@ mod clio;
 mod crash;
 mod data;
 mod edge;
+mod erase;
+mod export;
 mod grants;
 mod identity;
 mod matrix;

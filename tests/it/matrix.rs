@@ -89,6 +89,9 @@ fn table() -> BTreeMap<&'static str, (Need, Option<Value>)> {
         ("audit.list", (Perm(AuditRead), None)),
         ("audit.export_csv", (Perm(AuditRead), None)),
         ("audit.export_json", (Perm(AuditRead), None)),
+        ("export.get", (Perm(DataExport), None)),
+        ("clio.erase_data", (Perm(DataErase), Some(json!({"confirm": "not-the-slug"})))),
+        ("export.subject", (Perm(DataExport), None)),
     ])
 }
 
@@ -97,7 +100,8 @@ fn table() -> BTreeMap<&'static str, (Need, Option<Value>)> {
 fn policy(role: Role) -> Vec<Permission> {
     use Permission::*;
     match role {
-        Role::Owner | Role::Admin => {
+        Role::Owner => [policy(Role::Admin), vec![OrgDelete]].concat(),
+        Role::Admin => {
             vec![
                 OrgRead,
                 OrgWrite,
@@ -110,6 +114,8 @@ fn policy(role: Role) -> Vec<Permission> {
                 WallsManage,
                 DataRead,
                 ClioManage,
+                DataExport,
+                DataErase,
             ]
         }
         Role::Manager => vec![OrgRead, MembersRead, TokensSelf, DataRead],

@@ -1,0 +1,114 @@
+//! Deletion on request through HTTPS: erasing the firm's cached Clio data
+//! needs `data:erase` and the typed slug, removes every record from the API,
+//! search and the live journal at once, keeps the sync stopped (pushed
+//! changes are not kept) until someone starts it, and is audited; removing a
+//! member ends their sessions and tokens at once.
+use crate::clio::connect_and_sync;
+use crate::support::{TestServer, client, eventually};
+use docket::clio::fake::FakeClio;
+use docket::clio::sync::{Pushed, SyncScope, apply_pushed};
+use docket::records::{Kind, Record};
+use docket::store::{OrgTask, OrgTaskContext, SystemContext, Task};
+use serde_json::json;
+use std::time::Duration;
+
+const MARKER: &str = "ZQXJ-erase-marker-7731";
+
+#[tokio::test]
+async fn erasing_the_firms_data_reaches_api_search_and_journal_and_stops_the_sync() {
+    let fake = FakeClio::start(41, 300).await.unwrap();
+    let s = TestServer::start().await;
+    connect_and_sync(&s, &fake).await;
+    let state = s.running.as_ref().unwrap().state.clone();
+    let org = state.store.org_by_slug("smith-jones").unwrap().unwrap().id;
+    let test = OrgTaskContext::new(OrgTask::Test);
+    let sync = SyncScope::begin(&state.store, &test, org).unwrap();
+    let marked = json!({"id": 880001, "name": MARKER, "type": "Person", "updated_at": "2026-11-01T00:00:00Z"});
+    let record = Record::from_clio(Kind::Contact, marked.clone()).unwrap();
+    state.store.write(|w| apply_pushed(w, &sync, Pushed::Upsert(record))).unwrap();
+    let indexed = eventually(Duration::from_secs(30), async || {
+        s.get_json(&s.admin_token, &format!("/api/v1/search?q={MARKER}")).await.1["total"] == 1
+    })
+    .await;
+    assert!(indexed);
+
+    // Refused without the permission, without the slug, with another firm's.
+    let erase = |token: &str, body: serde_json::Value| {
+        client().post(s.url("/api/v1/clio/data/erase")).bearer_auth(token.to_string()).json(&body).send()
+    };
+    assert_eq!(erase(&s.staff_token, json!({"confirm": "smith-jones"})).await.unwrap().status(), 403);
+    let manager = &s.role_tokens[&docket::auth::Role::Manager];
+    assert_eq!(erase(manager, json!({"confirm": "smith-jones"})).await.unwrap().status(), 403);
+    let wrong = erase(&s.admin_token, json!({"confirm": "smith"})).await.unwrap();
+    assert_eq!(wrong.status(), 422);
+    let text = wrong.text().await.unwrap();
+    assert!(text.contains("confirm") && text.contains("smith-jones"), "names the field and the slug: {text}");
+    assert_eq!(erase(&s.admin_token, json!({})).await.unwrap().status(), 400);
+    let (_, before) = s.get_json(&s.admin_token, "/api/v1/contacts?limit=1").await;
+    assert!(!before["records"].as_array().unwrap().is_empty(), "nothing was erased by a refusal");
+
+    let done = erase(&s.admin_token, json!({"confirm": "smith-jones"})).await.unwrap();
+    assert_eq!(done.status(), 200);
+    let body: serde_json::Value = done.json().await.unwrap();
+    assert_eq!(body["records"], fake.firm().total() + 1, "{body}");
+    assert!(body["journal_entries"].as_u64().unwrap() > fake.firm().total());
+    assert_eq!(body["sync_stopped"], true);
+
+    // Gone from the API, at once.
+    for kind in ["matters", "contacts", "activities", "bills", "users", "tasks", "calendar-entries", "notes"] {
+        let (status, list) = s.get_json(&s.admin_token, &format!("/api/v1/{kind}?limit=5")).await;
+        assert_eq!((status.as_u16(), list["records"].as_array().map(Vec::len)), (200, Some(0)), "{kind}: {list}");
+    }
+    // Gone from search.
+    let unsearchable = eventually(Duration::from_secs(30), async || {
+        let (status, body) = s.get_json(&s.admin_token, &format!("/api/v1/search?q={MARKER}")).await;
+        status == 200 && body["total"] == 0
+    })
+    .await;
+    assert!(unsearchable, "the erased records leave the search index");
+    // Gone from the live journal: no entry still carries the record's bytes.
+    let ctx = SystemContext::new(Task::Backup);
+    let after = state.store.journal_start().unwrap().map_or(0, |first| first - 1);
+    let batch = state.store.journal_since(&ctx, after, usize::MAX).unwrap();
+    assert!(!batch.entries.is_empty());
+    for entry in &batch.entries {
+        if let docket::store::journal::Op::Put(bytes) = &entry.op {
+            assert!(!String::from_utf8_lossy(bytes).contains(MARKER), "journal entry {} still holds it", entry.seq);
+        }
+    }
+
+    // The sync stays stopped: a pushed change is not kept, the scheduled sync skips the firm.
+    let sync = SyncScope::begin(&state.store, &test, org).unwrap();
+    let again = Record::from_clio(Kind::Contact, marked).unwrap();
+    let kept = state.store.write(|w| apply_pushed(w, &sync, Pushed::Upsert(again))).unwrap();
+    assert_eq!(kept, None, "nothing pushed is stored while the sync is stopped");
+    assert!(!state.sync.connected_orgs().contains(&org), "the scheduled sync skips a stopped firm");
+    // Starting a sync by hand ends the stop.
+    let started = client().post(s.url("/api/v1/clio/sync")).bearer_auth(&s.admin_token).send().await.unwrap();
+    assert_eq!(started.status(), 202);
+    assert!(state.sync.connected_orgs().contains(&org));
+
+    let events = s.audit_events("clio.data.erase").await;
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0]["details"]["records"], fake.firm().total() + 1);
+    drop(state);
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn removing_a_member_ends_their_sessions_and_tokens_at_once() {
+    let s = TestServer::start().await;
+    let (status, made) =
+        s.post_json(&s.admin_token, "/api/v1/members", json!({"email": "leaver@firm.test", "role": "staff"})).await;
+    assert_eq!(status, 201, "{made}");
+    let id = made["id"].as_str().unwrap().to_string();
+    let token = s.personal_token(&id);
+    let (status, me) = s.get_json(&token, "/api/v1/me").await;
+    assert_eq!(status, 200, "{me}");
+    let del =
+        client().delete(s.url(&format!("/api/v1/members/{id}"))).bearer_auth(&s.admin_token).send().await.unwrap();
+    assert_eq!(del.status(), 204, "{}", del.text().await.unwrap());
+    let (status, _) = s.get_json(&token, "/api/v1/me").await;
+    assert_eq!(status, 401, "the removed member's token stops working at once");
+    s.stop().await;
+}
