@@ -119,7 +119,7 @@ pub fn execute(command: &Command, store: &Store, keys: &SharedKeyring, config: &
         Command::Jobs => recorded_jobs(store),
         Command::BackupNow | Command::BackupVerify => backup(command, store, keys, config, &backup::Quiet),
         Command::Export { org, format, matter, bom, out } => export(store, org, format, matter, *bom, out, |_| {}),
-        Command::EraseData { org, confirm } => erase_data(store, &ctx, org, confirm),
+        Command::EraseData { org, confirm } => erase_data(store, &ctx, org, confirm, &config.backup_dir()),
     };
     match result {
         Ok(text) => Reply::Ok(text),
@@ -447,12 +447,19 @@ pub fn export(
 }
 
 /// `docket org erase-data`: erases the org's cached Clio data, audited as the admin CLI.
-fn erase_data(store: &Store, ctx: &OrgTaskContext, org: &str, confirm: &str) -> Result<String, String> {
+fn erase_data(
+    store: &Store,
+    ctx: &OrgTaskContext,
+    org: &str,
+    confirm: &str,
+    ledger: &std::path::Path,
+) -> Result<String, String> {
     use crate::lifecycle::erase;
     let o = orgs_named(store, Some(org))?.remove(0);
     let scope = ctx.org_scope(o.id);
     erase::check_confirmation(store, &scope, confirm).map_err(|e| format!("--confirm {e}"))?;
-    let done = erase::erase_clio_data(store, &scope, &crate::audit::Context::default()).map_err(|e| e.to_string())?;
+    let done =
+        erase::erase_clio_data(store, &scope, &crate::audit::Context::default(), ledger).map_err(|e| e.to_string())?;
     Ok(format!(
         "erased {} records of {} and redacted {} journal entries; its sync stays stopped until someone starts it\n",
         done.records, o.slug, done.journal_entries

@@ -63,9 +63,11 @@ impl LifecycleApi {
         let org = scope.org();
         self.state.sync.stop(org);
         let context = super::audit_context(req);
-        let erased =
-            super::off_worker(&self.state.store, move |store| Ok(erase::erase_clio_data(store, &scope, &context)?))
-                .await?;
+        let ledger = self.state.config.backup_dir();
+        let erased = super::off_worker(&self.state.store, move |store| {
+            Ok(erase::erase_clio_data(store, &scope, &context, &ledger)?)
+        })
+        .await?;
         self.state.search.request_reindex([org]);
         Ok(Json(ErasedView { records: erased.records, journal_entries: erased.journal_entries, sync_stopped: true }))
     }

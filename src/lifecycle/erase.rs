@@ -7,10 +7,11 @@
 //! journal entries that held the records are redacted, and the search index
 //! is rebuilt without them. Running it again after an interruption finishes
 //! the job: every step is idempotent.
+use super::ledger;
 use crate::audit;
 use crate::clio::connection;
 use crate::clio::sync::{self, SyncScope};
-use crate::store::{OrgScope, OrgTask, OrgTaskContext, RECORD_INDEX, RECORDS, Store, StoreError};
+use crate::store::{OrgScope, OrgTask, OrgTaskContext, Store, StoreError};
 
 const CTX: OrgTaskContext = OrgTaskContext::new(OrgTask::Erase);
 /// Records deleted per transaction.
@@ -38,12 +39,31 @@ pub fn check_confirmation(store: &Store, scope: &OrgScope, confirm: &str) -> Res
 }
 
 /// Erases every cached Clio record of `org` now; `scope` and `context` are
-/// whom the audit event names. The caller stops the org's sync task first
-/// (and asks the search engine for a rebuild afterwards).
-pub fn erase_clio_data(store: &Store, scope: &OrgScope, context: &audit::Context) -> Result<Erased, StoreError> {
+/// whom the audit event names. The erasure is written to the ledger in
+/// `ledger_dir` (the backup directory) first, so every later restore
+/// re-applies it. The caller stops the org's sync task first (and asks the
+/// search engine for a rebuild afterwards).
+pub fn erase_clio_data(
+    store: &Store,
+    scope: &OrgScope,
+    context: &audit::Context,
+    ledger_dir: &std::path::Path,
+) -> Result<Erased, StoreError> {
     let org = scope.org();
     let task = CTX.org_scope(org);
-    store.write(|w| connection::stop_sync(w, &task))?;
+    let at = store.write(|w| {
+        connection::stop_sync(w, &task)?;
+        Ok(w.time())
+    })?;
+    let entry = ledger::Erasure {
+        org: org.0,
+        org_slug: store.org(scope)?.slug,
+        at,
+        by: scope.actor().to_string(),
+        rule: ledger::CLIO_DATA.into(),
+    };
+    ledger::record(ledger_dir, &entry)
+        .map_err(|e| StoreError::Io(format!("cannot write the erasure ledger in {}: {e}", ledger_dir.display())))?;
     let sync = SyncScope::begin(store, &CTX, org)?;
     let mut records = 0;
     loop {
@@ -52,7 +72,7 @@ pub fn erase_clio_data(store: &Store, scope: &OrgScope, context: &audit::Context
             Some(n) => records += n,
         }
     }
-    let journal_entries = store.redact_journal(&CTX, org, &[&RECORDS, &RECORD_INDEX])?;
+    let (_, journal_entries) = crate::data::erase_stored_through(store, &CTX, &task, i64::MAX, PAGE)?;
     let erased = Erased { records, journal_entries };
     let details = serde_json::json!({ "records": records, "journal_entries": journal_entries });
     audit::audited(store, scope, context, "clio.data.erase", &format!("org:{org}"), details, |_| Ok(()))?;

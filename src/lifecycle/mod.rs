@@ -9,6 +9,7 @@ pub mod erase;
 pub mod export;
 pub mod jobs;
 pub mod keys;
+pub mod ledger;
 pub mod pitr;
 pub mod restore;
 pub mod scheduler;

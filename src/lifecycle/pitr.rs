@@ -292,6 +292,7 @@ pub fn restore_at(options: &AtOptions<'_>) -> Result<RestoredAt, PitrError> {
                 let restore = store.restore(&SystemContext::new(Task::Restore))?;
                 run_replay(&restore)?;
                 restore.finish()?;
+                crate::lifecycle::ledger::reapply(store, options.backup_dir)?;
                 Ok(())
             })?;
             (None, options.into.to_path_buf())

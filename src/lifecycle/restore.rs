@@ -180,6 +180,7 @@ fn build(
     let imported = backup::import_with(backup, identities, &restore, options.progress)?;
     replay(&restore)?;
     let head_seq = restore.finish()?;
+    crate::lifecycle::ledger::reapply(&store, backup.path.parent().unwrap_or(Path::new(".")))?;
     let (orgs, audit_events) = check(&store, backup)?;
     let indexed = if options.dry_run { 0 } else { rebuild_search_index(dir, &store)? };
     let key = match imported.keys.first() {

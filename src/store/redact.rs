@@ -12,10 +12,17 @@ use redb::ReadableTable as _;
 const BATCH: usize = 10_000;
 
 impl Store {
-    /// Turns every journaled `Put` of `org`'s rows in `tables` into a `Delete`
-    /// of the same key; returns the entries redacted. Runs in batches of
-    /// whole write transactions, so it can be interrupted and run again.
-    pub fn redact_journal(&self, ctx: &SystemContext, org: OrgId, tables: &[&TenantTable]) -> Result<u64, StoreError> {
+    /// Turns every journaled `Put` of `org`'s rows in `tables` committed at
+    /// or before `through` (microseconds) into a `Delete` of the same key;
+    /// returns the entries redacted. Runs in batches of write transactions,
+    /// so it can be interrupted and run again.
+    pub fn redact_journal(
+        &self,
+        ctx: &SystemContext,
+        org: OrgId,
+        tables: &[&TenantTable],
+        through: i64,
+    ) -> Result<u64, StoreError> {
         tracing::info!(task = ctx.task(), org = %org, "redacting erased rows from the journal");
         let names: Vec<&str> = tables.iter().map(|t| t.name()).collect();
         let (mut from, mut redacted) = (0u64, 0u64);
@@ -30,7 +37,10 @@ impl Store {
                     let seq = k.value();
                     last = Some(seq);
                     let Ok(mut entry) = journal::decode(seq, v.value()) else { continue };
-                    if entry.org == Some(org) && matches!(entry.op, Op::Put(_)) && names.contains(&entry.table.as_str())
+                    if entry.org == Some(org)
+                        && entry.time <= through
+                        && matches!(entry.op, Op::Put(_))
+                        && names.contains(&entry.table.as_str())
                     {
                         entry.op = Op::Delete;
                         rewrites.push((seq, entry.encode()));

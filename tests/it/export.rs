@@ -195,10 +195,11 @@ async fn a_subject_access_export_holds_the_contact_and_what_mentions_it() {
     let manifest: Value = serde_json::from_slice(&files["manifest.json"]).unwrap();
     assert_eq!(manifest["contact_id"], contact_id.as_str());
     let contacts: Vec<Value> = serde_json::from_slice(&files["contacts.json"]).unwrap();
-    assert!(contacts.iter().any(|c| c["id"].to_string() == contact_id), "the contact itself");
+    let cid = matter["client"]["id"].clone();
+    assert!(contacts.iter().any(|c| c["id"] == cid), "the contact itself");
     let matters: Vec<Value> = serde_json::from_slice(&files["matters.json"]).unwrap();
     assert!(matters.iter().any(|m| &m["id"].to_string() == matter_id), "a matter it is the client of");
-    assert!(matters.iter().all(|m| m["client"]["id"].to_string() == contact_id || m.to_string().contains(&name)));
+    assert!(matters.iter().all(|m| m["client"]["id"] == cid || m.to_string().contains(&name)));
     let notes: Vec<Value> = serde_json::from_slice(&files["notes.json"]).unwrap();
     assert!(notes.iter().any(|n| n["id"] == 990001), "the note that mentions it by name");
 
