@@ -112,3 +112,79 @@ async fn removing_a_member_ends_their_sessions_and_tokens_at_once() {
     assert_eq!(status, 401, "the removed member's token stops working at once");
     s.stop().await;
 }
+
+#[tokio::test]
+async fn a_restore_to_before_an_erasure_does_not_bring_the_data_back() {
+    use docket::lifecycle::backup::{self, Quiet, Settings};
+    use docket::lifecycle::restore::{self, RestoreOptions};
+    let fake = FakeClio::start(42, 200).await.unwrap();
+    let s = TestServer::start().await;
+    connect_and_sync(&s, &fake).await;
+    let state = s.running.as_ref().unwrap().state.clone();
+    let org = state.store.org_by_slug("smith-jones").unwrap().unwrap().id;
+    let test = OrgTaskContext::new(OrgTask::Test);
+    let sync = SyncScope::begin(&state.store, &test, org).unwrap();
+    let marked = json!({"id": 880002, "name": MARKER, "type": "Person", "updated_at": "2026-11-01T00:00:00Z"});
+    let record = Record::from_clio(Kind::Contact, marked).unwrap();
+    state.store.write(|w| apply_pushed(w, &sync, Pushed::Upsert(record))).unwrap();
+    // A backup taken before the erasure holds the marked record.
+    let settings = Settings::from_config(&state.config).unwrap();
+    let keyring = state.keys.current();
+    let clock = docket::clock::Clock::system();
+    let before = backup::run(&state.store, &settings, &keyring, &clock, &Quiet).unwrap();
+
+    let done = client()
+        .post(s.url("/api/v1/clio/data/erase"))
+        .bearer_auth(&s.admin_token)
+        .json(&json!({"confirm": "smith-jones"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(done.status(), 200);
+    let ledger = std::fs::read_to_string(settings.dir.join(docket::lifecycle::ledger::FILE)).unwrap();
+    assert!(
+        ledger.contains("smith-jones") && !ledger.contains(MARKER),
+        "the ledger names the erasure, never the content"
+    );
+
+    // Restore the backup from before the erasure: the ledger is re-applied before the store serves.
+    let into = s.dir.path().join("restored");
+    let options = RestoreOptions { dry_run: false, clock: clock.clone(), progress: &Quiet };
+    let identity = keyring.identity().clone();
+    let restored = restore::restore(&before, std::slice::from_ref(&identity), &into, &options, |_| Ok(())).unwrap();
+    drop(state);
+    s.stop().await;
+    let store = docket::store::Store::open(&restored.into.join("docket.redb"), clock).unwrap();
+    let rows = store
+        .read(|r| {
+            let mut n = 0;
+            docket::data::visit_records(r, &test.org_scope(org), |_| {
+                n += 1;
+                Ok(true)
+            })?;
+            Ok(n)
+        })
+        .unwrap();
+    assert_eq!(rows, 0, "the restored store holds none of the erased records");
+    let after = store.journal_start().unwrap().map_or(0, |first| first - 1);
+    let batch = store.journal_since(&SystemContext::new(Task::Backup), after, usize::MAX).unwrap();
+    for entry in &batch.entries {
+        if let docket::store::journal::Op::Put(bytes) = &entry.op {
+            assert!(!String::from_utf8_lossy(bytes).contains(MARKER), "restored journal entry {} holds it", entry.seq);
+        }
+    }
+    // The restored search index was rebuilt from the store after the ledger: the marker is in no file of it.
+    let search = restored.into.join("search");
+    let mut stack = vec![search];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                let bytes = std::fs::read(&path).unwrap();
+                assert!(!bytes.windows(MARKER.len()).any(|w| w == MARKER.as_bytes()), "{} holds it", path.display());
+            }
+        }
+    }
+}
