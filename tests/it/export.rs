@@ -212,3 +212,56 @@ async fn a_subject_access_export_holds_the_contact_and_what_mentions_it() {
     assert!(s.audit_events("data.export").await.iter().any(|e| e["details"]["contact_id"] == contact_id.as_str()));
     s.stop().await;
 }
+
+#[tokio::test]
+async fn the_cli_exports_a_firm_and_erases_its_data_on_the_store() {
+    let fake = FakeClio::start(33, 200).await.unwrap();
+    let s = TestServer::start().await;
+    connect_and_sync(&s, &fake).await;
+    let data_dir = s.running.as_ref().unwrap().state.config.data_dir.clone();
+    let root = s.stop().await;
+    let data = data_dir.to_str().unwrap().to_string();
+    let out = root.path().join("firm.zip");
+    let run = |args: Vec<String>| {
+        tokio::task::spawn_blocking(move || {
+            crate::support::run_docket(&args.iter().map(String::as_str).collect::<Vec<_>>(), &[])
+        })
+    };
+    let args =
+        |extra: &[&str]| extra.iter().map(|a| a.to_string()).chain(["--data-dir".into(), data.clone()]).collect();
+
+    let (code, stdout, stderr) =
+        run(args(&["export", "--org", "smith-jones", "--format", "csv", "--out", out.to_str().unwrap()]))
+            .await
+            .unwrap();
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(stdout.contains(&format!("exported {} records", fake.firm().total())), "{stdout}");
+    let files = unzip(&std::fs::read(&out).unwrap());
+    assert!(files.contains_key("matters.csv") && files.contains_key("manifest.json"), "{:?}", files.keys());
+    let names: Vec<String> =
+        std::fs::read_dir(root.path()).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    assert!(!names.iter().any(|n| n.ends_with(".tmp")), "no temp file is left: {names:?}");
+
+    let (code, _, stderr) = run(args(&["export", "--org", "nobody", "--out", out.to_str().unwrap()])).await.unwrap();
+    assert_eq!(code, 1);
+    assert!(stderr.contains("docket org list"), "an unknown org names the fix: {stderr}");
+    let (code, _, stderr) =
+        run(args(&["export", "--org", "smith-jones", "--format", "xml", "--out", out.to_str().unwrap()]))
+            .await
+            .unwrap();
+    assert_eq!(code, 1);
+    assert!(stderr.contains("`json` or `csv`"), "{stderr}");
+
+    let (code, _, stderr) =
+        run(args(&["org", "erase-data", "--org", "smith-jones", "--confirm", "smith"])).await.unwrap();
+    assert_eq!(code, 1);
+    assert!(stderr.contains("smith-jones"), "the refusal names the slug to type: {stderr}");
+    let (code, stdout, stderr) =
+        run(args(&["org", "erase-data", "--org", "smith-jones", "--confirm", "smith-jones"])).await.unwrap();
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(stdout.contains(&format!("erased {} records", fake.firm().total())), "{stdout}");
+    let (code, stdout, _) =
+        run(args(&["export", "--org", "smith-jones", "--out", out.to_str().unwrap()])).await.unwrap();
+    assert_eq!(code, 0);
+    assert!(stdout.contains("exported 0 records"), "{stdout}");
+}
