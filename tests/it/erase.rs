@@ -14,18 +14,29 @@ use std::time::Duration;
 
 const MARKER: &str = "ZQXJ-erase-marker-7731";
 
+/// The marked contact every test here erases.
+fn marked() -> serde_json::Value {
+    json!({"id": 880001, "name": MARKER, "type": "Person", "updated_at": "2026-11-01T00:00:00Z"})
+}
+
+/// A server with a synced firm plus the marked contact: the server, its
+/// state, the firm's id.
+async fn marked_firm(fake: &FakeClio) -> (TestServer, std::sync::Arc<docket::state::AppState>, docket::store::OrgId) {
+    let s = TestServer::start().await;
+    connect_and_sync(&s, fake).await;
+    let state = s.running.as_ref().unwrap().state.clone();
+    let org = state.store.org_by_slug("smith-jones").unwrap().unwrap().id;
+    let sync = SyncScope::begin(&state.store, &OrgTaskContext::new(OrgTask::Test), org).unwrap();
+    let record = Record::from_clio(Kind::Contact, marked()).unwrap();
+    state.store.write(|w| apply_pushed(w, &sync, Pushed::Upsert(record))).unwrap();
+    (s, state, org)
+}
+
 #[tokio::test]
 async fn erasing_the_firms_data_reaches_api_search_and_journal_and_stops_the_sync() {
     let fake = FakeClio::start(41, 300).await.unwrap();
-    let s = TestServer::start().await;
-    connect_and_sync(&s, &fake).await;
-    let state = s.running.as_ref().unwrap().state.clone();
-    let org = state.store.org_by_slug("smith-jones").unwrap().unwrap().id;
+    let (s, state, org) = marked_firm(&fake).await;
     let test = OrgTaskContext::new(OrgTask::Test);
-    let sync = SyncScope::begin(&state.store, &test, org).unwrap();
-    let marked = json!({"id": 880001, "name": MARKER, "type": "Person", "updated_at": "2026-11-01T00:00:00Z"});
-    let record = Record::from_clio(Kind::Contact, marked.clone()).unwrap();
-    state.store.write(|w| apply_pushed(w, &sync, Pushed::Upsert(record))).unwrap();
     let indexed = eventually(Duration::from_secs(30), async || {
         s.get_json(&s.admin_token, &format!("/api/v1/search?q={MARKER}")).await.1["total"] == 1
     })
@@ -79,7 +90,7 @@ async fn erasing_the_firms_data_reaches_api_search_and_journal_and_stops_the_syn
 
     // The sync stays stopped: a pushed change is not kept, the scheduled sync skips the firm.
     let sync = SyncScope::begin(&state.store, &test, org).unwrap();
-    let again = Record::from_clio(Kind::Contact, marked).unwrap();
+    let again = Record::from_clio(Kind::Contact, marked()).unwrap();
     let kept = state.store.write(|w| apply_pushed(w, &sync, Pushed::Upsert(again))).unwrap();
     assert_eq!(kept, None, "nothing pushed is stored while the sync is stopped");
     assert!(!state.sync.connected_orgs().contains(&org), "the scheduled sync skips a stopped firm");
@@ -118,15 +129,8 @@ async fn a_restore_to_before_an_erasure_does_not_bring_the_data_back() {
     use docket::lifecycle::backup::{self, Quiet, Settings};
     use docket::lifecycle::restore::{self, RestoreOptions};
     let fake = FakeClio::start(42, 200).await.unwrap();
-    let s = TestServer::start().await;
-    connect_and_sync(&s, &fake).await;
-    let state = s.running.as_ref().unwrap().state.clone();
-    let org = state.store.org_by_slug("smith-jones").unwrap().unwrap().id;
+    let (s, state, org) = marked_firm(&fake).await;
     let test = OrgTaskContext::new(OrgTask::Test);
-    let sync = SyncScope::begin(&state.store, &test, org).unwrap();
-    let marked = json!({"id": 880002, "name": MARKER, "type": "Person", "updated_at": "2026-11-01T00:00:00Z"});
-    let record = Record::from_clio(Kind::Contact, marked).unwrap();
-    state.store.write(|w| apply_pushed(w, &sync, Pushed::Upsert(record))).unwrap();
     // A backup taken before the erasure holds the marked record.
     let settings = Settings::from_config(&state.config).unwrap();
     let keyring = state.keys.current();
