@@ -127,13 +127,11 @@ impl ExportApi {
         &self,
         req: &Request,
         auth: Caller,
-        /// The Clio id of the contact (required).
-        contact_id: Query<Option<Id>>,
+        /// The Clio id of the contact.
+        contact_id: Query<Id>,
     ) -> ApiResult<ZipExport> {
         let p = auth.require(Permission::DataExport)?;
-        let contact_id: String = contact_id.0.map(Into::into).ok_or_else(|| {
-            ApiError::new(Code::BadRequest, "parameter `contact_id` is required: the Clio id of the contact")
-        })?;
+        let contact_id: String = contact_id.0.into();
         let viewer = self.viewer(p).await?;
         let (engine, wanted, v) = (self.state.search.clone(), contact_id.clone(), viewer.clone());
         let found = super::off_worker(&self.state.store, move |store| {

@@ -38,7 +38,9 @@ async fn schemathesis_finds_nothing() {
         workdir.path().join("schemathesis.toml"),
         "[[operations]]\ninclude-operation-id = \"search.query\"\n\
          checks.positive_data_acceptance.expected-statuses = \
-         [\"2xx\", \"3xx\", \"400\", \"401\", \"403\", \"404\", \"409\", \"429\", \"5xx\"]\n",
+         [\"2xx\", \"3xx\", \"400\", \"401\", \"403\", \"404\", \"409\", \"429\", \"5xx\"]\n\
+         [[operations]]\ninclude-operation-id = \"clio.erase_data\"\n\
+         checks.positive_data_acceptance.expected-statuses = [\"2xx\", \"401\", \"403\", \"422\"]\n",
     )
     .unwrap();
     let out = tokio::task::spawn_blocking(move || {
