@@ -230,7 +230,7 @@ fn schedules(config: &Config) -> [(&'static str, Schedule); 6] {
 
 /// Registers the built-in jobs: per connected firm, the Clio sync and the
 /// deletion reconcile (an org that connects syncs at once); for the
-/// appliance, the session sweep, the purge of disconnected firms' data, and
+/// appliance, the session sweep (expired sessions and tokens), the purge of disconnected firms' data, and
 /// the backup (with the retention of backups and shipped segments) and its
 /// verification (one exclusion group with restores).
 fn register_jobs(state: &Arc<AppState>) {
@@ -267,7 +267,9 @@ fn register_jobs(state: &Arc<AppState>) {
             state.limits.forget_idle();
             let swept = crate::auth::sessions::sweep(&state.store, state.timeouts)
                 .map_err(|e| format!("could not delete expired sessions: {e}"))?;
-            Ok(Done::items(swept as u64))
+            let tokens = crate::auth::tokens::sweep_expired(&state.store)
+                .map_err(|e| format!("could not delete expired tokens: {e}"))?;
+            Ok(Done::items((swept + tokens) as u64))
         })
     }));
     let store = state.store.clone();

@@ -108,6 +108,27 @@ pub enum Cmd {
         #[command(flatten)]
         instance: InstanceArgs,
     },
+    /// Export a firm's data as a zip (one JSON or CSV file per kind and a
+    /// manifest), from one consistent snapshot, with a progress bar.
+    Export {
+        /// The org (slug).
+        #[arg(long)]
+        org: String,
+        /// `json` or `csv`.
+        #[arg(long, default_value = "json")]
+        format: String,
+        /// Only this matter (Clio id) and what belongs to it.
+        #[arg(long)]
+        matter: Option<String>,
+        /// Start each CSV file with a UTF-8 byte order mark (for spreadsheets).
+        #[arg(long)]
+        bom: bool,
+        /// The zip file to write.
+        #[arg(long)]
+        out: PathBuf,
+        #[command(flatten)]
+        instance: InstanceArgs,
+    },
     /// Encrypted backups: take one now, list them, prove the newest restores.
     Backup {
         #[command(subcommand)]
@@ -255,6 +276,17 @@ pub enum OrgCmd {
     },
     /// List orgs.
     List {
+        #[command(flatten)]
+        instance: InstanceArgs,
+    },
+    /// Erase an org's cached Clio data now, irreversibly; its sync stays
+    /// stopped until someone starts it.
+    EraseData {
+        #[arg(long)]
+        org: String,
+        /// The org's slug again, typed out.
+        #[arg(long)]
+        confirm: String,
         #[command(flatten)]
         instance: InstanceArgs,
     },
@@ -563,5 +595,56 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
             print!("{}", admin(&instance, Command::TokenCreate { org, role, name, expires_days }).await?);
             Ok(())
         }
+        Cmd::Org { command: OrgCmd::EraseData { org, confirm, instance } } => {
+            print!("{}", admin(&instance, Command::EraseData { org, confirm }).await?);
+            Ok(())
+        }
+        Cmd::Export { org, format, matter, bom, out, instance } => {
+            print!("{}", export(&instance, org, format, matter, bom, out).await?);
+            Ok(())
+        }
     }
+}
+
+/// `docket export`: through the running server (which writes the file), or
+/// on the store directly with a progress bar.
+async fn export(
+    args: &InstanceArgs,
+    org: String,
+    format: String,
+    matter: Option<String>,
+    bom: bool,
+    out: PathBuf,
+) -> Result<String, Failure> {
+    let failure = |message: String| Failure { code: 1, message };
+    let out = std::path::absolute(&out).map_err(|e| failure(format!("--out {}: {e}", out.display())))?;
+    let config = load_instance_config(args)?.config;
+    let command =
+        Command::Export { org: org.clone(), format: format.clone(), matter: matter.clone(), bom, out: out.clone() };
+    match control::send(&config.control_socket_path(), &command).await {
+        Ok(Some(Reply::Ok(text))) => return Ok(text),
+        Ok(Some(Reply::Err(text))) => return Err(failure(text)),
+        Ok(None) => {}
+        Err(e) => return Err(failure(format!("cannot reach the running server's control socket: {e}"))),
+    }
+    let instance = Instance::open(config, Clock::system())?;
+    let bar = export_progress(&org);
+    let result = control::export(&instance.store, &org, &format, &matter, bom, &out, |n| bar.set_position(n));
+    bar.finish_and_clear();
+    result.map_err(failure)
+}
+
+/// A spinner with the running record count (hidden when not on a terminal).
+fn export_progress(org: &str) -> indicatif::ProgressBar {
+    use std::io::IsTerminal as _;
+    if !std::io::stderr().is_terminal() {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new_spinner();
+    if let Ok(style) = indicatif::ProgressStyle::with_template("{prefix} {spinner} {pos} records exported ({per_sec})")
+    {
+        bar.set_style(style);
+    }
+    bar.set_prefix(org.to_string());
+    bar
 }

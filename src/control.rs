@@ -58,6 +58,20 @@ pub enum Command {
     BackupNow,
     /// Prove the newest backup restores (`docket backup verify`).
     BackupVerify,
+    /// Write an org's export (`docket export`) to `out`, an absolute path.
+    Export {
+        org: String,
+        /// `json` or `csv`.
+        format: String,
+        matter: Option<String>,
+        bom: bool,
+        out: std::path::PathBuf,
+    },
+    /// Erase an org's cached Clio data now (`docket org erase-data`); `confirm` must be its slug.
+    EraseData {
+        org: String,
+        confirm: String,
+    },
 }
 
 /// The outcome of a command: text for the operator, or an error message.
@@ -104,6 +118,8 @@ pub fn execute(command: &Command, store: &Store, keys: &SharedKeyring, config: &
         Command::Reindex { .. } => Err("a reindex needs the search engine: run `docket reindex`".into()),
         Command::Jobs => recorded_jobs(store),
         Command::BackupNow | Command::BackupVerify => backup(command, store, keys, config, &backup::Quiet),
+        Command::Export { org, format, matter, bom, out } => export(store, org, format, matter, *bom, out, |_| {}),
+        Command::EraseData { org, confirm } => erase_data(store, &ctx, org, confirm, &config.backup_dir()),
     };
     match result {
         Ok(text) => Reply::Ok(text),
@@ -401,7 +417,55 @@ fn command_name(c: &Command) -> &'static str {
         Command::Jobs => "jobs",
         Command::BackupNow => "backup-now",
         Command::BackupVerify => "backup-verify",
+        Command::Export { .. } => "export",
+        Command::EraseData { .. } => "erase-data",
     }
+}
+
+/// `docket export`: the org's data as a zip at `out`; `progress` sees the running record count.
+pub fn export(
+    store: &Store,
+    org: &str,
+    format: &str,
+    matter: &Option<String>,
+    bom: bool,
+    out: &std::path::Path,
+    progress: impl FnMut(u64),
+) -> Result<String, String> {
+    use crate::lifecycle::export::{Format, Options, Selection, to_file};
+    let format = Format::parse(format)?;
+    let o = orgs_named(store, Some(org))?.remove(0);
+    let selection = matter.clone().map_or(Selection::All, Selection::Matter);
+    let m = to_file(store, o.id, &Options { format, selection, bom }, out, progress)?;
+    Ok(format!(
+        "exported {} records of {} as {} to {} (snapshot {}, journal seq {})\n",
+        m.total,
+        o.slug,
+        m.format,
+        out.display(),
+        m.snapshot_at,
+        m.journal_seq
+    ))
+}
+
+/// `docket org erase-data`: erases the org's cached Clio data, audited as the admin CLI.
+fn erase_data(
+    store: &Store,
+    ctx: &OrgTaskContext,
+    org: &str,
+    confirm: &str,
+    ledger: &std::path::Path,
+) -> Result<String, String> {
+    use crate::lifecycle::erase;
+    let o = orgs_named(store, Some(org))?.remove(0);
+    let scope = ctx.org_scope(o.id);
+    erase::check_confirmation(store, &scope, confirm).map_err(|e| format!("--confirm {e}"))?;
+    let done =
+        erase::erase_clio_data(store, &scope, &crate::audit::Context::default(), ledger).map_err(|e| e.to_string())?;
+    Ok(format!(
+        "erased {} records of {} and redacted {} journal entries; its sync stays stopped until someone starts it\n",
+        done.records, o.slug, done.journal_entries
+    ))
 }
 
 /// Reads one line of at most 64 KiB.

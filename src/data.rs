@@ -21,6 +21,7 @@ use crate::timestamp::Timestamp;
 use index::Field;
 
 /// A caller's view of the records: scope plus ethical-wall screen.
+#[derive(Clone)]
 pub struct Viewer {
     scope: OrgScope,
     screen: Screen,
@@ -606,6 +607,68 @@ pub fn visit_records(
             Ok(true)
         }
     })
+}
+
+/// Visits the records of `kind` the viewer may see in the snapshot `r`, in id
+/// order, one at a time (an export streams them); stops when `visit` returns false.
+pub fn visit_seen(
+    r: &ReadTx,
+    viewer: &Viewer,
+    kind: Kind,
+    mut visit: impl FnMut(Record) -> Result<bool, StoreError>,
+) -> Result<(), StoreError> {
+    let prefix = [kind.code()];
+    r.visit(&viewer.scope, &RECORDS, &prefix, &prefix, |key, bytes| match decode(bytes) {
+        Ok(record) if viewer.sees(&record) => visit(record),
+        Ok(_) => Ok(true),
+        Err(e) => {
+            unreadable(key, &e);
+            Ok(true)
+        }
+    })
+}
+
+/// Erasure (`lifecycle::erase`, and the ledger at restore): deletes `scope`'s
+/// records that docket stored at or before `through` (microseconds; a record
+/// without a stored time is older), in transactions of `page` records, and
+/// redacts the live journal entries that held them. Returns (records
+/// deleted, journal entries redacted).
+pub fn erase_stored_through(
+    store: &Store,
+    ctx: &OrgTaskContext,
+    scope: &OrgScope,
+    through: i64,
+    page: usize,
+) -> Result<(u64, u64), StoreError> {
+    let mut deleted = 0;
+    let mut after: Vec<u8> = vec![];
+    loop {
+        let keys = store.read(|r| {
+            let mut keys = vec![];
+            let start = [after.as_slice(), &[0]].concat();
+            r.visit(scope, &RECORDS, &[], if after.is_empty() { &[] } else { &start }, |key, bytes| {
+                let old = decode(bytes).map_or(true, |rec| rec.stored_at.is_none_or(|t| t.micros() <= through));
+                if old {
+                    keys.push(key.to_vec());
+                }
+                after = key.to_vec();
+                Ok(keys.len() < page)
+            })?;
+            Ok(keys)
+        })?;
+        if keys.is_empty() {
+            break;
+        }
+        deleted += store.write(|w| {
+            let mut n = 0;
+            for key in &keys {
+                n += u64::from(delete_record_at(w, scope, key)?);
+            }
+            Ok(n)
+        })?;
+    }
+    let redacted = store.redact_journal(ctx, scope.org(), &[&RECORDS, &RECORD_INDEX], through)?;
+    Ok((deleted, redacted))
 }
 
 /// A record row that does not decode is left out of what follows the

@@ -419,6 +419,8 @@ impl ClioApi {
         if !connected {
             return Err(ConnectionError::NotConnected.into());
         }
+        // Starting a sync by hand is what ends the stop an erasure left.
+        self.state.store.write(|w| connection::resume_sync(w, p.scope())).map_err(ApiError::from)?;
         Ok(Accepted::Accepted(Json(SyncStarted { started: self.state.sync.sync_now(p.scope().org()) })))
     }
 

@@ -9,7 +9,9 @@ pub mod auth;
 pub mod changes;
 pub mod clio;
 pub mod data;
+pub mod export;
 pub mod failures;
+pub mod lifecycle;
 pub mod me;
 pub mod members;
 pub mod org;
@@ -104,6 +106,8 @@ pub type Apis = (
     search::SearchApi,
     changes::ChangesApi,
     webhooks::WebhooksApi,
+    export::ExportApi,
+    lifecycle::LifecycleApi,
 );
 
 /// The API service with its spec.
@@ -122,7 +126,9 @@ pub fn service(state: Arc<AppState>) -> OpenApiService<Apis, ()> {
         audit::AuditApi { state: state.clone() },
         search::SearchApi { state: state.clone() },
         changes::ChangesApi { state: state.clone() },
-        webhooks::WebhooksApi { state },
+        webhooks::WebhooksApi { state: state.clone() },
+        export::ExportApi { state: state.clone() },
+        lifecycle::LifecycleApi { state },
     );
     OpenApiService::new(apis, "docket", crate::VERSION)
         .description(

@@ -156,6 +156,12 @@ pub enum PermissionName {
     DataRead,
     #[oai(rename = "clio:manage")]
     ClioManage,
+    #[oai(rename = "webhooks:manage")]
+    WebhooksManage,
+    #[oai(rename = "data:export")]
+    DataExport,
+    #[oai(rename = "data:erase")]
+    DataErase,
 }
 
 impl From<PermissionName> for crate::auth::Permission {
@@ -173,6 +179,9 @@ impl From<PermissionName> for crate::auth::Permission {
             PermissionName::WallsManage => P::WallsManage,
             PermissionName::DataRead => P::DataRead,
             PermissionName::ClioManage => P::ClioManage,
+            PermissionName::WebhooksManage => P::WebhooksManage,
+            PermissionName::DataExport => P::DataExport,
+            PermissionName::DataErase => P::DataErase,
         }
     }
 }

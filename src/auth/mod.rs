@@ -117,10 +117,14 @@ pub enum Permission {
     ClioManage,
     /// Register, change and remove outbound webhook endpoints, and see their deliveries.
     WebhooksManage,
+    /// Export the firm's data (JSON or CSV zip, subject-access exports).
+    DataExport,
+    /// Erase the firm's cached Clio data, irreversibly.
+    DataErase,
 }
 
 impl Permission {
-    pub const ALL: [Permission; 12] = [
+    pub const ALL: [Permission; 14] = [
         Permission::OrgRead,
         Permission::OrgWrite,
         Permission::AuditRead,
@@ -133,6 +137,8 @@ impl Permission {
         Permission::DataRead,
         Permission::ClioManage,
         Permission::WebhooksManage,
+        Permission::DataExport,
+        Permission::DataErase,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -149,6 +155,8 @@ impl Permission {
             Permission::DataRead => "data:read",
             Permission::ClioManage => "clio:manage",
             Permission::WebhooksManage => "webhooks:manage",
+            Permission::DataExport => "data:export",
+            Permission::DataErase => "data:erase",
         }
     }
 
@@ -168,6 +176,8 @@ impl Permission {
             Permission::WebhooksManage => {
                 "Register, change and remove outbound webhook endpoints (they receive the firm's data, unwalled), and see their deliveries."
             }
+            Permission::DataExport => "Export the firm's data, except walled matters (zip of JSON or CSV).",
+            Permission::DataErase => "Erase the firm's cached Clio data now, irreversibly.",
         }
     }
 

@@ -288,6 +288,24 @@ pub fn revoke_user(w: &mut Tx, scope: &OrgScope, user: &str) -> Result<usize, St
     Ok(mine.len())
 }
 
+/// Deletes the records of expired tokens (the retention sweep); returns how
+/// many. An expired token already stops working; this removes what is kept about it.
+pub fn sweep_expired(store: &Store) -> Result<usize, StoreError> {
+    let now = store.clock().now_micros();
+    store.write(|w| {
+        let mut n = 0;
+        for (key, value) in w.scan_system(&TOKENS, b"")? {
+            match serde_json::from_slice::<TokenRecord>(&value) {
+                Ok(t) if t.expires_at.is_some_and(|e| e <= now) => w.delete_index(&CTX, &TOKENS, t.org, &key)?,
+                Ok(_) => continue,
+                Err(_) => w.delete_index_unowned(&CTX, &TOKENS, &key)?,
+            };
+            n += 1;
+        }
+        Ok(n)
+    })
+}
+
 /// Describes a record for the CLI.
 pub fn describe(record: &TokenRecord) -> String {
     let expires = record.expires_at.map_or("never".to_string(), |t| rfc3339(micros_to_datetime(t)));
@@ -299,6 +317,20 @@ mod tests {
     use super::*;
     use crate::auth::test_org as acme;
     use crate::clock::Clock;
+
+    #[test]
+    fn the_sweep_removes_expired_tokens_only() {
+        let clock = Clock::fixed(time::macros::datetime!(2026-01-01 0:00 UTC));
+        let (_dir, store, ctx, org) = acme(clock.clone());
+        let (_, short) = create_service(&store, &ctx, org.id, "short", "staff", Some(1)).unwrap();
+        let (_, forever) = create_service(&store, &ctx, org.id, "forever", "staff", None).unwrap();
+        assert_eq!(sweep_expired(&store).unwrap(), 0, "nothing has expired yet");
+        clock.advance(std::time::Duration::from_secs(86_400));
+        assert_eq!(sweep_expired(&store).unwrap(), 1);
+        let left: Vec<String> =
+            store.read(|r| list(r, &ctx.org_scope(org.id))).unwrap().into_iter().map(|t| t.id).collect();
+        assert_eq!(left, [forever.id], "the expired {} is gone, the other stays", short.id);
+    }
 
     #[test]
     fn token_lifecycle() {

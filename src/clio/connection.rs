@@ -49,6 +49,10 @@ pub struct Connection {
     /// wrong, and that docket must be revoked in Clio's settings by hand.
     #[serde(default)]
     pub revocation_warning: Option<String>,
+    /// Set when the firm's data was erased: no sync or webhook writes until
+    /// someone starts a sync again (microseconds since the epoch).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sync_stopped_at: Option<i64>,
 }
 
 impl Connection {
@@ -133,6 +137,7 @@ pub fn configure(
         purge_due_at: None,
         webhook_origin,
         revocation_warning: None,
+        sync_stopped_at: None,
     };
     w.put_secret(scope, keys, CLIENT_SECRET, client_secret.expose().as_bytes())?;
     w.put_json(scope, &CLIO, KEY, &connection)?;
@@ -185,6 +190,7 @@ pub async fn complete(
             disconnected_at: None,
             purge_due_at: None,
             revocation_warning: None,
+            sync_stopped_at: None,
             ..connection.clone()
         };
         w.put_json(scope, &CLIO, KEY, &connected)?;
@@ -255,6 +261,31 @@ pub async fn disconnect(
 pub fn mark_purged(w: &mut Tx, scope: &OrgScope) -> Result<(), StoreError> {
     if let Some(mut c) = get(w, scope)? {
         c.purge_due_at = None;
+        w.put_json(scope, &CLIO, KEY, &c)?;
+    }
+    Ok(())
+}
+
+/// Stops the firm's sync for good (an erasure): fences writes in flight and
+/// keeps the scheduled sync and webhooks from writing until [`resume_sync`].
+pub fn stop_sync(w: &mut Tx, scope: &OrgScope) -> Result<(), StoreError> {
+    super::sync::bump_generation(w, scope)?;
+    if let Some(mut c) = get(w, scope)? {
+        c.sync_stopped_at = Some(w.time());
+        w.put_json(scope, &CLIO, KEY, &c)?;
+    }
+    Ok(())
+}
+
+/// Whether the firm's sync was stopped by an erasure and not started since.
+pub fn sync_stopped(r: &impl Reader, scope: &OrgScope) -> Result<bool, StoreError> {
+    Ok(get(r, scope)?.is_some_and(|c| c.sync_stopped_at.is_some()))
+}
+
+/// Someone started the sync again after an erasure.
+pub fn resume_sync(w: &mut Tx, scope: &OrgScope) -> Result<(), StoreError> {
+    if let Some(mut c) = get(w, scope)?.filter(|c| c.sync_stopped_at.is_some()) {
+        c.sync_stopped_at = None;
         w.put_json(scope, &CLIO, KEY, &c)?;
     }
     Ok(())

@@ -93,7 +93,7 @@ impl SyncManager {
                     .read(|r| connection::get(r, &CTX.org_scope(org.id)))
                     .ok()
                     .flatten()
-                    .is_some_and(|c| c.state == State::Connected)
+                    .is_some_and(|c| c.state == State::Connected && c.sync_stopped_at.is_none())
             })
             .map(|org| org.id)
             .collect()

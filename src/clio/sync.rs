@@ -430,7 +430,8 @@ pub enum Pushed {
 /// belongs to it (its audit event): `None` if this sync was fenced (the firm
 /// disconnected since it began), else whether a row changed.
 pub fn apply_pushed(w: &mut Tx, sync: &SyncScope, change: Pushed) -> Result<Option<bool>, StoreError> {
-    if !sync.live(w)? {
+    // An erasure stopped the sync: nothing pushed is kept until someone starts it again.
+    if !sync.live(w)? || super::connection::sync_stopped(w, &sync.scope)? {
         return Ok(None);
     }
     match change {

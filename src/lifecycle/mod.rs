@@ -5,8 +5,11 @@
 //! copies in object storage; export in a later issue.
 pub mod backup;
 pub mod doctor;
+pub mod erase;
+pub mod export;
 pub mod jobs;
 pub mod keys;
+pub mod ledger;
 pub mod offsite;
 pub mod pitr;
 pub mod replay;

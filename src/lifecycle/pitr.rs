@@ -319,7 +319,8 @@ pub fn restore_at(options: &AtOptions<'_>) -> Result<RestoredAt, PitrError> {
         })?),
         Start::Empty => None,
     };
-    let restored = restore::restore(base, options.identities, options.into, &options.restore, run_replay)?;
+    let restore_options = options.restore.with_ledger(options.backup_dir);
+    let restored = restore::restore(base, options.identities, options.into, &restore_options, run_replay)?;
     Ok(RestoredAt {
         base: base.map(|b| b.path.clone()),
         head: restored.head_seq,

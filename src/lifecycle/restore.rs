@@ -69,12 +69,36 @@ pub struct RestoreOptions<'a> {
     /// `accept_master_key`. `None`: a new machine, nothing to compare with.
     pub known_keys: Option<Vec<String>>,
     pub accept_master_key: bool,
+    /// The backup dir whose erasure ledger the restore re-applies; `None`:
+    /// the directory of the backup restored.
+    pub ledger: Option<PathBuf>,
 }
 
 impl<'a> RestoreOptions<'a> {
     /// Options trusting `trust`, with no configured instance to compare keys with.
     pub fn new(clock: Clock, progress: &'a dyn Progress, trust: Trust) -> RestoreOptions<'a> {
-        RestoreOptions { dry_run: false, clock, progress, trust, known_keys: None, accept_master_key: false }
+        RestoreOptions {
+            dry_run: false,
+            clock,
+            progress,
+            trust,
+            known_keys: None,
+            accept_master_key: false,
+            ledger: None,
+        }
+    }
+
+    /// The same options, re-applying the erasure ledger of `backup_dir`.
+    pub fn with_ledger(&self, backup_dir: &Path) -> RestoreOptions<'a> {
+        RestoreOptions {
+            dry_run: self.dry_run,
+            clock: self.clock.clone(),
+            progress: self.progress,
+            trust: self.trust.clone(),
+            known_keys: self.known_keys.clone(),
+            accept_master_key: self.accept_master_key,
+            ledger: Some(backup_dir.to_path_buf()),
+        }
     }
 }
 
@@ -214,6 +238,10 @@ fn build<E: From<RestoreError>>(
     check_master_key(&imported.keys, options)?;
     replay(&restore)?;
     let head_seq = restore.finish().map_err(RestoreError::from)?;
+    // Erasures recorded after this backup or instant: gone before anything reads the store.
+    if let Some(ledger) = options.ledger.as_deref().or(backup.and_then(|b| b.path.parent())) {
+        crate::lifecycle::ledger::reapply(&store, ledger).map_err(RestoreError::from)?;
+    }
     let master = match imported.keys.first() {
         Some(key) => Some(key.clone()),
         None => master_key_of(&store, identities).map_err(RestoreError::from)?,
@@ -434,6 +462,7 @@ pub fn options_for<'a>(
         trust,
         known_keys: known,
         accept_master_key: request.accept_master_key,
+        ledger: None,
     }
 }
 

@@ -43,6 +43,7 @@ pub mod follow;
 pub mod journal;
 mod migrate;
 pub mod orgs;
+mod redact;
 pub mod scope;
 
 use crate::clock::Clock;

@@ -177,6 +177,12 @@ tasks! {
         ClioPurge => "clio-purge",
         /// Outbound webhooks: queueing and delivering a firm's changes (`outbound`).
         Outbound => "outbound-webhooks",
+        /// `docket export`: a firm's data as a zip (`lifecycle::export`).
+        Export => "export",
+        /// Erasing a firm's data, or deleting the firm (`lifecycle::erase`).
+        Erase => "erase",
+        /// Retention sweeps of a firm's expired rows (`lifecycle::retention`).
+        Retention => "retention",
         /// Tests and benchmarks (a source scan keeps it out of production code).
         Test => "test",
     }

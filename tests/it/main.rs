@@ -10,6 +10,8 @@ mod contract;
 mod crash;
 mod data;
 mod edge;
+mod erase;
+mod export;
 mod grants;
 mod identity;
 mod matrix;

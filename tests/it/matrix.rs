@@ -98,6 +98,9 @@ fn table() -> BTreeMap<&'static str, (Need, Option<Value>)> {
         ("webhooks.delete", (Perm(WebhooksManage), None)),
         ("webhooks.rotate_secret", (Perm(WebhooksManage), None)),
         ("webhooks.deliveries", (Perm(WebhooksManage), None)),
+        ("export.get", (Perm(DataExport), None)),
+        ("clio.erase_data", (Perm(DataErase), Some(json!({"confirm": "not-the-slug"})))),
+        ("export.subject", (Perm(DataExport), None)),
     ])
 }
 
@@ -120,6 +123,8 @@ fn policy(role: Role) -> Vec<Permission> {
                 DataRead,
                 ClioManage,
                 WebhooksManage,
+                DataExport,
+                DataErase,
             ]
         }
         Role::Manager => vec![OrgRead, MembersRead, TokensSelf, DataRead],
@@ -148,7 +153,11 @@ fn expected(need: Need, c: &Caller) -> bool {
 }
 
 fn fill(path: &str) -> String {
-    path.replace("{id}", "zz_000000000000").replace("{name}", "matrix-role").replace("{provider}", "no-such-idp")
+    // The one operation with a required query parameter gets it, so every caller reaches authorization.
+    path.replace("/export/subject", "/export/subject?contact_id=404404")
+        .replace("{id}", "zz_000000000000")
+        .replace("{name}", "matrix-role")
+        .replace("{provider}", "no-such-idp")
 }
 
 #[tokio::test]
