@@ -21,6 +21,7 @@ pub mod demo;
 pub mod http;
 pub mod lifecycle;
 pub mod records;
+pub mod runtime;
 pub mod search;
 pub mod secrets;
 pub mod state;
