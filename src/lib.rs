@@ -23,6 +23,7 @@ pub mod http;
 pub mod lifecycle;
 pub mod outbound;
 pub mod records;
+pub mod runtime;
 pub mod search;
 pub mod secrets;
 pub mod state;

@@ -2,10 +2,18 @@
 //! backtrace and exit with the documented code.
 use clap::Parser as _;
 
+/// jemalloc returns freed memory to the system from background threads
+/// (dirty pages decay in about ten seconds), where glibc's per-thread arenas
+/// keep what a one-off job such as a backup verification used: the soak
+/// benchmark measures both (docs/benchmarks.md).
+#[cfg(feature = "jemalloc")]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 fn main() {
     let cli = docket::cli::Cli::parse();
     docket::http::activation::collect();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match docket::runtime::build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");

@@ -131,9 +131,19 @@ pub fn create_next(root: &Path, org: OrgId) -> tantivy::Result<(String, Index)> 
     Ok((generation, index))
 }
 
-/// The writer of an index (one per index; only the indexer holds it).
+/// Merge threads of one writer: tantivy's default is four per writer (each
+/// org's), more than two cores can use.
+const MERGE_THREADS: usize = 1;
+
+/// The writer of an index (one per index; only the indexer holds it): one
+/// indexing thread, one merge thread, a heap of at most [`WRITER_HEAP`].
 pub fn writer(index: &Index) -> tantivy::Result<IndexWriter> {
-    index.writer_with_num_threads(1, WRITER_HEAP)
+    let options = tantivy::indexer::IndexWriterOptions::builder()
+        .num_worker_threads(1)
+        .num_merge_threads(MERGE_THREADS)
+        .memory_budget_per_thread(WRITER_HEAP)
+        .build();
+    index.writer_with_options(options)
 }
 
 /// Commits `writer` with the seq it now holds in the payload.

@@ -18,7 +18,7 @@ use crate::data::{self, RecordChange};
 use crate::store::{Follower, OrgId, OrgTask, OrgTaskContext, Store, StoreError};
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tantivy::{IndexWriter, Term};
 
 const CTX: OrgTaskContext = OrgTaskContext::new(OrgTask::SearchIndex);
@@ -43,12 +43,48 @@ pub enum IndexError {
     Io(#[from] std::io::Error),
 }
 
-/// One org's writer and the seq its last commit holds.
+/// How long an org's writer may go unused before it is released (its
+/// threads end and its heap goes back); the next change opens a new one.
+pub const WRITER_IDLE: Duration = Duration::from_secs(30);
+
+/// One org's writer (while in use) and the seq its last commit holds.
 struct OrgWriter {
-    writer: IndexWriter,
+    /// `None` while released: every change it took is committed.
+    writer: Option<IndexWriter>,
     opened: Arc<Opened>,
     /// Durable: the payload of the last commit.
     seq: u64,
+    /// When the writer last took a change or a commit.
+    used: Instant,
+}
+
+impl OrgWriter {
+    fn new(writer: IndexWriter, opened: Arc<Opened>, seq: u64) -> OrgWriter {
+        OrgWriter { writer: Some(writer), opened, seq, used: Instant::now() }
+    }
+
+    /// The writer, opened again if it was released.
+    fn writer(&mut self) -> Result<&mut IndexWriter, IndexError> {
+        self.used = Instant::now();
+        let writer = match self.writer.take() {
+            Some(writer) => writer,
+            None => index::writer(&self.opened.index)?,
+        };
+        Ok(self.writer.insert(writer))
+    }
+
+    /// Releases the writer when it has been idle for [`WRITER_IDLE`],
+    /// after its merges finish.
+    fn release_if_idle(&mut self, org: OrgId) {
+        if self.used.elapsed() < WRITER_IDLE {
+            return;
+        }
+        if let Some(writer) = self.writer.take()
+            && let Err(e) = writer.wait_merging_threads()
+        {
+            tracing::warn!(org = %org, error = %e, "a search index merge failed while its writer was released");
+        }
+    }
 }
 
 /// The follower's state (moved onto the blocking pool for each step).
@@ -199,7 +235,7 @@ impl Indexer {
                     let seq = opened.seq;
                     let opened = Arc::new(opened);
                     self.engine.set(org.id, Some(opened.clone()), Status::Ready { seq });
-                    self.orgs.insert(org.id, OrgWriter { writer, opened, seq });
+                    self.orgs.insert(org.id, OrgWriter::new(writer, opened, seq));
                 }
                 Err(why) => {
                     if why != Unusable::Missing {
@@ -269,7 +305,7 @@ impl Indexer {
         let opened = Arc::new(index::opened(built.index, built.generation, seq)?);
         opened.reader.reload()?;
         self.engine.set(org, Some(opened.clone()), Status::Ready { seq });
-        self.orgs.insert(org, OrgWriter { writer: built.writer, opened, seq });
+        self.orgs.insert(org, OrgWriter::new(built.writer, opened, seq));
         tracing::info!(org = %org, seq, "search index in use");
         Ok(())
     }
@@ -345,7 +381,7 @@ impl Indexer {
             }
             let Some(change) = data::record_change(entry) else { continue };
             let f = w.opened.fields;
-            apply(&mut w.writer, &f, change)?;
+            apply(w.writer()?, &f, change)?;
             touched.insert(org);
         }
         for (org, w) in &mut self.orgs {
@@ -353,13 +389,16 @@ impl Indexer {
                 continue;
             }
             if touched.contains(org) || end - w.seq >= IDLE_COMMIT {
-                index::commit(&mut w.writer, end)?;
+                index::commit(w.writer()?, end)?;
                 w.opened.reader.reload()?;
                 w.seq = end;
             }
             self.engine.applied(*org, end);
         }
         self.position = end;
+        for (org, w) in &mut self.orgs {
+            w.release_if_idle(*org);
+        }
         self.announce();
         self.report(batch.head);
         Ok(batch.bad.is_some() || end >= batch.head)
@@ -465,6 +504,8 @@ pub async fn start(engine: Arc<Engine>, mut stop: tokio::sync::watch::Receiver<b
                         tokio::time::sleep(GATHER).await;
                     }
                     _ = engine.wake.notified() => {}
+                    // A step with nothing to apply releases the writers gone idle.
+                    _ = tokio::time::sleep(WRITER_IDLE) => {}
                     _ = stop.changed() => return,
                 }
             }
