@@ -27,7 +27,7 @@ pub mod cursor;
 use crate::data::{RecordChange, Viewer, index};
 use crate::records::{Kind, Record};
 use crate::store::journal::{Entry, Op};
-use crate::store::{Follower, RECORD_INDEX, RECORDS, Store, StoreError, SystemContext, Task};
+use crate::store::{Follower, RECORD_INDEX, Store, StoreError, SystemContext, Task};
 use crate::timestamp::Timestamp;
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -218,8 +218,8 @@ fn changes_in(tx: &[Entry], viewer: &Viewer, kinds: &BTreeSet<Kind>) -> Vec<Chan
     let org = viewer.org();
     let ours = || tx.iter().filter(move |e| e.org == Some(org));
     let unindexed = unindexed_matters(ours().filter(|e| e.table == RECORD_INDEX.name()));
+    // `record_change` takes only the records table's entries.
     ours()
-        .filter(|e| e.table == RECORDS.name())
         .filter_map(|e| {
             let change = crate::data::record_change(e)?;
             let (kind, id, op) = match change {

@@ -368,7 +368,8 @@ async fn generated_clients_work_against_a_live_server() {
 
     let path = format!("{}:{}", t.venv_bin.display(), std::env::var("PATH").unwrap_or_default());
     let mut generate = Command::new(t.venv_bin.join("openapi-python-client"));
-    generate.args(["generate", "--meta", "none", "--path"]).arg(&spec).arg("--output-path");
+    generate.args(["generate", "--meta", "none", "--config"]).arg(t.clients.join("openapi-python-client.yaml"));
+    generate.arg("--path").arg(&spec).arg("--output-path");
     generate.arg(work.path().join("py/docket_client")).env("PATH", &path).current_dir(work.path());
     let generated = run(generate).await.unwrap();
     assert!(!generated.contains("Warning"), "the spec generates without warnings:\n{generated}");
