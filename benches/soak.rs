@@ -41,6 +41,9 @@ fn env_u64(name: &str, default: u64) -> u64 {
 #[derive(Clone, Copy, Default)]
 struct Proc {
     rss_kib: u64,
+    /// Anonymous memory (heap, stacks); the rest of the RSS is file pages
+    /// (the binary, the search index's mapped files) the kernel can drop.
+    anon_kib: u64,
     threads: u64,
     fds: u64,
 }
@@ -56,7 +59,7 @@ fn sample(pid: u32) -> Proc {
             .unwrap_or(0)
     };
     let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).map(|d| d.count() as u64).unwrap_or(0);
-    Proc { rss_kib: field("VmRSS:"), threads: field("Threads:"), fds }
+    Proc { rss_kib: field("VmRSS:"), anon_kib: field("RssAnon:"), threads: field("Threads:"), fds }
 }
 
 fn mib(kib: u64) -> String {
@@ -304,7 +307,13 @@ async fn main() {
     // Past the indexer's writer release (30 s) and jemalloc's decay (~10 s).
     tokio::time::sleep(Duration::from_secs(45)).await;
     let idle = sample(pid);
-    println!("idle after the sync: RSS {}, {} threads, {} fds", mib(idle.rss_kib), idle.threads, idle.fds);
+    println!(
+        "idle after the sync: RSS {} ({} anonymous), {} threads, {} fds",
+        mib(idle.rss_kib),
+        mib(idle.anon_kib),
+        idle.threads,
+        idle.fds
+    );
 
     let tally = Arc::new(Mutex::new(Tally::default()));
     let stop = Arc::new(AtomicBool::new(false));
@@ -424,17 +433,28 @@ async fn report(rows: &[Row], verify_rows: &[(u64, u64, u64)], tally: &Mutex<Tal
         );
     }
     let warm: Vec<&Row> = rows.iter().filter(|r| r.at >= WARM_UP).collect();
-    if let (Some(first), Some(last)) = (warm.first(), warm.last()) {
-        let grew = last.proc.rss_kib as f64 - first.proc.rss_kib as f64;
-        let hours = (last.at - first.at).as_secs_f64() / 3600.0;
+    // The median of a minute's samples: a sample taken while a backup runs
+    // holds its buffers, which are returned seconds later.
+    let per_minute = (60 / SAMPLE_EVERY.as_secs()) as usize;
+    let median_rss = |rs: &[&Row]| {
+        let mut v: Vec<u64> = rs.iter().map(|r| r.proc.rss_kib).collect();
+        v.sort_unstable();
+        v.get(v.len() / 2).copied().unwrap_or(0)
+    };
+    if warm.len() >= 2 * per_minute {
+        let (first, last) = (median_rss(&warm[..per_minute]), median_rss(&warm[warm.len() - per_minute..]));
+        let grew = last as f64 - first as f64;
+        let hours = (warm[warm.len() - 1].at - warm[0].at).as_secs_f64() / 3600.0;
         println!(
-            "RSS after warm-up: {} → {} ({:+.1} MiB, {:+.1}% of the start; {:+.1} MiB/hour)",
-            mib(first.proc.rss_kib),
-            mib(last.proc.rss_kib),
+            "RSS after warm-up (median of the first and of the last minute): {} → {} ({:+.1} MiB, {:+.1}% of the start; {:+.1} MiB/hour)",
+            mib(first),
+            mib(last),
             grew / 1024.0,
-            100.0 * grew / first.proc.rss_kib.max(1) as f64,
+            100.0 * grew / first.max(1) as f64,
             grew / 1024.0 / hours.max(1e-9)
         );
+    }
+    if let (Some(first), Some(last)) = (warm.first(), warm.last()) {
         let max_threads = warm.iter().map(|r| r.proc.threads).max().unwrap_or(0);
         let max_fds = warm.iter().map(|r| r.proc.fds).max().unwrap_or(0);
         println!(
@@ -448,7 +468,6 @@ async fn report(rows: &[Row], verify_rows: &[(u64, u64, u64)], tally: &Mutex<Tal
         (percentile(&all, 0.5), percentile(&all, 0.99))
     };
     let all: Vec<&Row> = rows.iter().collect();
-    let per_minute = (60 / SAMPLE_EVERY.as_secs()) as usize;
     if all.len() >= 2 * per_minute {
         let (f50, f99) = minute(&all[..per_minute]);
         let (l50, l99) = minute(&all[all.len() - per_minute..]);
