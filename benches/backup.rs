@@ -16,45 +16,19 @@
 //!
 //! Reported: store size, backup size and ratio, copy and backup throughput and
 //! their ratio, restore time.
-use docket::clio::generator::Firm;
-use docket::clio::sync::{self, Pushed, SyncScope};
 use docket::clock::Clock;
 use docket::lifecycle::backup::{self, Quiet, Settings, retention::Keep};
 use docket::lifecycle::restore::{self, RestoreOptions};
 use docket::lifecycle::upgrade::human_bytes;
-use docket::records::{Kind, Record};
 use docket::secrets::Keyring;
-use docket::store::{OrgTask, OrgTaskContext, Store};
+use docket::store::Store;
 use std::io::Write as _;
 use std::time::Instant;
 
 mod offsite;
 
-const PER_TX: u64 = 1_000;
-
-fn fill(store: &Store, total: u64) {
-    let ctx = OrgTaskContext::new(OrgTask::Test);
-    let org = docket::control::create_org(store, &ctx, "bench", "Bench LLP").expect("org");
-    let sync = SyncScope::begin(store, &ctx, org.id).expect("sync scope");
-    let firm = Firm::new(1, total);
-    for kind in Kind::ALL {
-        let count = firm.count(kind);
-        let mut start = 0;
-        while start < count {
-            let end = (start + PER_TX).min(count);
-            store
-                .write(|w| {
-                    for i in start..end {
-                        let record = Record::from_clio(kind, firm.record(kind, i)).expect("record");
-                        sync::apply_pushed(w, &sync, Pushed::Upsert(record))?;
-                    }
-                    Ok(())
-                })
-                .expect("write");
-            start = end;
-        }
-    }
-}
+mod fill;
+use fill::fill;
 
 fn copy_file(from: &std::path::Path, to: &std::path::Path) -> u64 {
     let bytes = std::fs::copy(from, to).expect("copy");

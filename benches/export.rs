@@ -12,41 +12,16 @@
 //!
 //! Reported per phase: records/s and peak RSS (goal: at most 100 MiB whatever the size).
 use docket::clio::generator::Firm;
-use docket::clio::sync::{self, Pushed, SyncScope};
 use docket::clock::Clock;
 use docket::data::{self, Viewer};
 use docket::lifecycle::export::{Format, Options, Selection, to_file};
 use docket::lifecycle::upgrade::human_bytes;
-use docket::records::{Kind, Record};
-use docket::store::{OrgId, OrgTask, OrgTaskContext, Store};
+use docket::records::Kind;
+use docket::store::{OrgTask, OrgTaskContext, Store};
 use std::time::Instant;
 
-const PER_TX: u64 = 1_000;
-
-fn fill(store: &Store, total: u64) -> OrgId {
-    let ctx = OrgTaskContext::new(OrgTask::Test);
-    let org = docket::control::create_org(store, &ctx, "bench", "Bench LLP").expect("org");
-    let sync = SyncScope::begin(store, &ctx, org.id).expect("sync scope");
-    let firm = Firm::new(1, total);
-    for kind in Kind::ALL {
-        let count = firm.count(kind);
-        let mut start = 0;
-        while start < count {
-            let end = (start + PER_TX).min(count);
-            store
-                .write(|w| {
-                    for i in start..end {
-                        let record = Record::from_clio(kind, firm.record(kind, i)).expect("record");
-                        sync::apply_pushed(w, &sync, Pushed::Upsert(record))?;
-                    }
-                    Ok(())
-                })
-                .expect("write");
-            start = end;
-        }
-    }
-    org.id
-}
+mod fill;
+use fill::fill;
 
 /// Resets the peak RSS the kernel reports (Linux: writing 5 to clear_refs).
 fn reset_peak() {
